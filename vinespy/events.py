@@ -1,0 +1,68 @@
+"""Priority-ordered event bus (Prosody util/events).
+
+Handlers are called highest priority first; the first one that returns
+something other than None stops the chain and its result is returned.
+Handlers may be plain functions or coroutines.
+"""
+
+from __future__ import annotations
+
+import bisect
+import inspect
+from typing import Any, Awaitable, Callable, Union
+
+Handler = Callable[..., Union[Any, Awaitable[Any]]]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._handlers: dict[str, list[tuple[int, int, Handler]]] = {}
+        self._seq = 0
+        self._frozen = False
+
+    def on(self, event: str, handler: Handler, priority: int = 0) -> None:
+        """Register ``handler`` for ``event``; later registrations of an equal
+        priority run after earlier ones."""
+        if self._frozen:
+            raise RuntimeError("event bus is frozen: register handlers before serving")
+        self._seq += 1
+        bisect.insort(self._handlers.setdefault(event, []), (-priority, self._seq, handler))
+
+    def off(self, event: str, handler: Handler) -> None:
+        lst = self._handlers.get(event, [])
+        lst[:] = [h for h in lst if h[2] is not handler]
+
+    def freeze(self) -> None:
+        self._frozen = True
+
+    def has(self, event: str) -> bool:
+        return bool(self._handlers.get(event))
+
+    async def fire(self, event: str, *args: Any) -> Any:
+        for _, _, handler in self._handlers.get(event, ()):
+            result = handler(*args)
+            if inspect.isawaitable(result):
+                result = await result
+            if result is not None:
+                return result
+        return None
+
+
+class StanzaEvent:
+    """What a stanza handler receives: the stanza and where it came from/goes.
+
+    ``origin`` is the local session that sent it (None when the server or
+    another node did); ``to_type`` is ``self``, ``host``, ``bare`` or ``full``
+    (see docs/routing.md).
+    """
+
+    __slots__ = ("stanza", "origin", "frm", "to", "to_type", "host")
+
+    def __init__(self, stanza: Any, origin: Any, frm: Any, to: Any, to_type: str,
+                 host: Any) -> None:
+        self.stanza = stanza
+        self.origin = origin
+        self.frm = frm
+        self.to = to
+        self.to_type = to_type
+        self.host = host

@@ -1,0 +1,26 @@
+"""XML namespaces used by the core (RFC 6120/6121) and the built-in modules."""
+
+from typing import Any
+
+
+def default(namespace: str) -> Any:
+    """An lxml ``nsmap`` making ``namespace`` the default (typed Any because
+    lxml-stubs does not admit the None key lxml uses for it)."""
+    return {None: namespace}
+
+
+CLIENT = "jabber:client"
+SERVER = "jabber:server"
+STREAM = "http://etherx.jabber.org/streams"
+STREAMS = "urn:ietf:params:xml:ns:xmpp-streams"
+STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+SESSION = "urn:ietf:params:xml:ns:xmpp-session"
+XML = "http://www.w3.org/XML/1998/namespace"
+
+DISCO_INFO = "http://jabber.org/protocol/disco#info"
+DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+PING = "urn:xmpp:ping"
+VERSION = "jabber:iq:version"

@@ -1,0 +1,101 @@
+"""Element builders and THE serializer for everything written to a stream.
+
+Stanzas are lxml elements in the ``jabber:client`` namespace with that
+namespace as their default (``nsmap={None: CLIENT}``). The parser hands them
+over in that shape (see ``stream/parser.py``), and :func:`stanza` builds them
+so. :func:`serialize` writes one without the redundant default-namespace
+declaration, so the bytes are what an XMPP peer expects inside the stream.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from lxml import etree
+
+from . import ns
+from .errors import StanzaError
+
+Element = etree._Element
+
+_DEFAULT_DECL = f' xmlns="{ns.CLIENT}"'.encode()
+_CLIENT_PREFIX = f"{{{ns.CLIENT}}}"
+
+
+def stanza(name: str, *, to: object = None, frm: object = None, type: str | None = None,
+           id: str | None = None) -> Element:
+    """A new ``<message/>``, ``<presence/>`` or ``<iq/>`` in jabber:client."""
+    el = etree.Element(_CLIENT_PREFIX + name, nsmap=ns.default(ns.CLIENT))
+    if to is not None:
+        el.set("to", str(to))
+    if frm is not None:
+        el.set("from", str(frm))
+    if type is not None:
+        el.set("type", type)
+    if id is not None:
+        el.set("id", id)
+    return el
+
+
+def child(parent: Element, namespace: str, name: str, text: str | None = None, /,
+          **attrs: str) -> Element:
+    """Append ``<name xmlns=namespace/>`` to ``parent`` and return it."""
+    el = etree.SubElement(parent, f"{{{namespace}}}{name}", attrs or None,
+                          nsmap=None if parent.nsmap.get(None) == namespace
+                          else ns.default(namespace))
+    if text is not None:
+        el.text = text
+    return el
+
+
+def element(namespace: str, name: str, /, **attrs: str) -> Element:
+    """A free-standing element with ``namespace`` as its default namespace."""
+    return etree.Element(f"{{{namespace}}}{name}", attrs or None, nsmap=ns.default(namespace))
+
+
+def local_name(el: Element) -> str:
+    """``message`` for ``{jabber:client}message``."""
+    tag = el.tag
+    if not isinstance(tag, str):
+        return ""
+    return tag.rpartition("}")[2]
+
+
+def namespace(el: Element) -> str:
+    tag = el.tag
+    if not isinstance(tag, str) or not tag.startswith("{"):
+        return ""
+    return tag[1:tag.index("}")]
+
+
+def serialize(el: Element) -> bytes:
+    """Bytes of ``el`` for a jabber:client stream: no redundant ``xmlns``."""
+    data: bytes = etree.tostring(el)
+    if data.startswith(b"<ns0:"):
+        # An element detached from a parsed tree without copying: give it
+        # back its default namespace (slow path, never hit by our own code).
+        holder = etree.Element(_CLIENT_PREFIX + "x", nsmap=ns.default(ns.CLIENT))
+        holder.append(copy.deepcopy(el))
+        data = etree.tostring(holder[0])
+    end = data.find(b">")
+    i = data.find(_DEFAULT_DECL, 0, end)
+    if i != -1:
+        data = data[:i] + data[i + len(_DEFAULT_DECL):]
+    return data
+
+
+def reply(el: Element, type: str = "result") -> Element:
+    """An empty reply to ``el``: ``to``/``from`` swapped, same ``id``."""
+    r = stanza(local_name(el), to=el.get("from"), frm=el.get("to"), type=type,
+               id=el.get("id"))
+    return r
+
+
+def error_reply(el: Element, error: StanzaError) -> Element:
+    """The error reply of RFC 6120 §8.3.1: the original's children are not echoed
+    except for IQs' payload, which helps clients match the request."""
+    r = reply(el, "error")
+    if local_name(el) == "iq" and len(el):
+        r.append(copy.deepcopy(el[0]))
+    r.append(error.element())
+    return r
