@@ -1,0 +1,437 @@
+"""conf/config.toml -> Config: the template, path resolution, and every kind of error."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vinespy.config import (ClientConfig, ClusterConfig, ComponentConfig, Config, ConfigError,
+                            HostConfig, HttpConfig, ServerConfig, StorageConfig, base_dir, load)
+from vinespy.tls import make_self_signed
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "conf" / "config.toml"
+HOST = '[[host]]\ndomains = ["wonderland.lit"]\n'
+
+
+def write(tmp_path: Path, text: str, name: str = "conf/config.toml") -> Path:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def error(tmp_path: Path, text: str) -> str:
+    """The one-line message load() gives for ``text``, minus the file name."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load(path, check_certs=False)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    return message[len(f"{path}: "):]
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Self-signed pairs: a/ and b/ for wonderland.lit (different keys), a/ for other.lit."""
+    root = tmp_path_factory.mktemp("pairs")
+    make_self_signed("wonderland.lit", root / "a")
+    make_self_signed("other.lit", root / "a")
+    make_self_signed("wonderland.lit", root / "b")
+    return root
+
+
+# -- what loads ------------------------------------------------------------
+
+def test_template_loads_with_the_defaults() -> None:
+    """The shipped template loads and says exactly the dataclass defaults."""
+    config = load(TEMPLATE, check_certs=False)
+    root = TEMPLATE.parent.parent
+    assert config.path == TEMPLATE
+    assert config.log == Config.log
+    assert config.certs == root / Config.certs
+    assert config.hosts == (HostConfig(domains=("wonderland.lit",),
+                                       storage=StorageConfig("fs", {"dir": root / "data"})),)
+    assert config.client == ClientConfig()
+    assert config.server == ServerConfig()
+    assert config.http == HttpConfig()
+    assert config.component == ComponentConfig()
+    assert config.cluster is None
+
+
+def test_minimal_config(tmp_path: Path) -> None:
+    """One [[host]] with its domains is a whole config; the rest is defaults."""
+    config = load(write(tmp_path, HOST), check_certs=False)
+    assert config.domains == ("wonderland.lit",)
+    assert config.client == ClientConfig()
+    assert config.hosts[0].storage == StorageConfig("fs", {"dir": tmp_path / "data"})
+    assert config.hosts[0].modules is None
+    assert config.host_for("wonderland.lit") is config.hosts[0]
+
+
+def test_full_host_and_sections(tmp_path: Path) -> None:
+    """Every host key is parsed and prepared; sections and [cluster] are read."""
+    config = load(write(tmp_path, """
+        log = "debug"
+        [[host]]
+        domains = ["Wonderland.LIT", "verona.lit."]
+        private_storage = true
+        cross_domain_messages = true
+        pubsub = ["Games", "scores"]
+        components = { tea = "secr3t" }
+        modules = ["roster", "ping"]
+        [host.storage]
+        backend = "memory"
+        flavour = "plain"
+        [[host]]
+        domains = ["shakespeare.lit"]
+        [client]
+        port = 0
+        direct_tls_port = 5223
+        auth_timeout = 5
+        resource_conflict = "refuse"
+        [cluster]
+        url = "unix:///run/redis.sock"
+        """), check_certs=False)
+    h = config.hosts[0]
+    assert config.log == "debug"
+    assert config.domains == ("wonderland.lit", "verona.lit", "shakespeare.lit")
+    assert (h.private_storage, h.cross_domain_messages) == (True, True)
+    assert h.pubsub == ("games", "scores")
+    assert h.components == {"tea": "secr3t"}
+    assert h.modules == ("roster", "ping")
+    assert h.storage == StorageConfig("memory", {"flavour": "plain"})
+    assert config.client.port == 0 and config.client.direct_tls_port == 5223
+    assert config.client.auth_timeout == 5.0 and isinstance(config.client.auth_timeout, float)
+    assert config.client.resource_conflict == "refuse"
+    assert config.cluster == ClusterConfig("unix:///run/redis.sock")
+    assert config.host_for("shakespeare.lit") is config.hosts[1]
+
+
+# -- relative paths ----------------------------------------------------------
+
+def test_paths_in_conf_dir_start_from_its_parent(tmp_path: Path) -> None:
+    """A file in DOMAIN/conf/ resolves certs and data against DOMAIN/."""
+    path = write(tmp_path, 'certs = "conf/certs"\n' + HOST + '[host.storage]\ndir = "data"\n')
+    config = load(path, check_certs=False)
+    assert base_dir(path) == tmp_path
+    assert config.certs == tmp_path / "conf" / "certs"
+    assert config.hosts[0].storage.options["dir"] == tmp_path / "data"
+
+
+def test_paths_elsewhere_start_from_the_file_dir(tmp_path: Path) -> None:
+    """A file outside a conf/ directory resolves against its own directory."""
+    path = write(tmp_path, 'certs = "../certs"\n' + HOST + '[host.storage]\ndir = "store"\n',
+                 "etc/vinespy.toml")
+    config = load(path, check_certs=False)
+    assert config.certs == tmp_path / "certs"
+    assert config.hosts[0].storage.options["dir"] == tmp_path / "etc" / "store"
+
+
+def test_absolute_paths_stay(tmp_path: Path) -> None:
+    """Absolute paths are used as written."""
+    config = load(write(tmp_path, f'certs = "{tmp_path}/x"\n' + HOST
+                        + f'[host.storage]\ndir = "{tmp_path}/y"\n'), check_certs=False)
+    assert config.certs == tmp_path / "x"
+    assert config.hosts[0].storage.options["dir"] == tmp_path / "y"
+
+
+def test_relative_config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative path stays relative in errors; the loaded paths are absolute."""
+    write(tmp_path, HOST)
+    monkeypatch.chdir(tmp_path)
+    config = load("conf/config.toml", check_certs=False)
+    assert config.path == tmp_path / "conf" / "config.toml"
+    assert config.certs == tmp_path / "conf" / "certs"
+    write(tmp_path, "log = 1\n" + HOST)
+    with pytest.raises(ConfigError, match=r'^conf/config\.toml: log: expected one of "debug"'):
+        load("conf/config.toml", check_certs=False)
+
+
+# -- file and syntax errors --------------------------------------------------
+
+def test_missing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A missing file is reported with the path as given and the reason."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load("conf/x.toml")
+    assert str(info.value) == "conf/x.toml: cannot read: No such file or directory"
+
+
+def test_toml_syntax_error_has_line(tmp_path: Path) -> None:
+    """A TOML syntax error names the file and the line."""
+    assert "line 3" in error(tmp_path, 'log = "info"\n\nport 5222\n')
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    """A file that is not UTF-8 is a ConfigError, not a traceback."""
+    path = tmp_path / "c.toml"
+    path.write_bytes(b'log = "\xff"\n')
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load(path)
+
+
+# -- key and type errors -----------------------------------------------------
+
+def test_unknown_key_suggests(tmp_path: Path) -> None:
+    """An unknown key in a section names it and suggests the close one."""
+    assert error(tmp_path, HOST + "[client]\nprot = 5222\n") == \
+        '[client] unknown key "prot" (did you mean "port"?)'
+
+
+def test_unknown_key_without_suggestion(tmp_path: Path) -> None:
+    """With nothing close, there is no suggestion."""
+    assert error(tmp_path, HOST + "[client]\nzzz = 1\n") == '[client] unknown key "zzz"'
+
+
+def test_unknown_top_level_key_and_host_key(tmp_path: Path) -> None:
+    """Unknown keys at the top and in [[host]] are caught too."""
+    assert error(tmp_path, 'lgo = "info"\n' + HOST) == 'unknown key "lgo" (did you mean "log"?)'
+    assert error(tmp_path, HOST + "privat_storage = true\n") == \
+        '[host[0]] unknown key "privat_storage" (did you mean "private_storage"?)'
+
+
+def test_unknown_section(tmp_path: Path) -> None:
+    """An unknown table is an unknown section, with a suggestion."""
+    assert error(tmp_path, HOST + "[clinet]\nport = 1\n") == \
+        "unknown section [clinet] (did you mean [client]?)"
+    assert error(tmp_path, "[[hots]]\ndomains = []\n") == \
+        "unknown section [[hots]] (did you mean [[host]]?)"
+
+
+def test_wrong_type(tmp_path: Path) -> None:
+    """A string for a port says what was expected and what was got."""
+    assert error(tmp_path, HOST + '[client]\nport = "abc"\n') == \
+        'client.port: expected an integer from 1 to 65535 (or 0 for any free port), got "abc"'
+
+
+def test_bool_is_not_an_int(tmp_path: Path) -> None:
+    """TOML true is not accepted where a number is expected."""
+    assert error(tmp_path, HOST + "[server]\nport = true\n") == \
+        "server.port: expected an integer from 1 to 65535, got true"
+    assert error(tmp_path, HOST + "[client]\nauth_timeout = true\n") == \
+        "client.auth_timeout: expected a number from 1 to 3600, got true"
+
+
+def test_bool_field_wants_bool(tmp_path: Path) -> None:
+    """A boolean key rejects a string."""
+    assert error(tmp_path, HOST + 'private_storage = "yes"\n') == \
+        'host[0].private_storage: expected true or false, got "yes"'
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("port", "65536", "an integer from 1 to 65535 (or 0 for any free port)"),
+    ("direct_tls_port", "-1", "an integer from 1 to 65535 (or 0 for off)"),
+    ("max_stanza_size", "9999", "an integer from 10000 to 16777216"),
+    ("max_stanza_size", "16777217", "an integer from 10000 to 16777216"),
+    ("max_resources_per_account", "0", "an integer of at least 1"),
+    ("rate_limit", "-1", "an integer of at least 0"),
+    ("rate_burst", "1023", "an integer of at least 1024"),
+    ("auth_timeout", "0.5", "a number from 1 to 3600"),
+    ("auth_timeout", "3601", "a number from 1 to 3600"),
+    ("auth_timeout", "nan", "a number from 1 to 3600"),
+    ("max_auth_failures", "11", "an integer from 1 to 10"),
+])
+def test_out_of_range(tmp_path: Path, key: str, value: str, expected: str) -> None:
+    """Each ranged [client] key rejects a value just outside its range."""
+    assert error(tmp_path, HOST + f"[client]\n{key} = {value}\n") == \
+        f"client.{key}: expected {expected}, got {value}"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('log = "verbose"\n' + HOST,
+     'log: expected one of "debug", "info", "warning", "error", got "verbose"'),
+    (HOST + '[client]\ntls = "maybe"\n',
+     'client.tls: expected one of "required", "optional", got "maybe"'),
+    (HOST + '[client]\nresource_conflict = "kick"\n',
+     'client.resource_conflict: expected one of "replace", "refuse", got "kick"'),
+])
+def test_bad_enum(tmp_path: Path, text: str, message: str) -> None:
+    """Enumerated keys list the allowed values."""
+    assert error(tmp_path, text) == message
+
+
+def test_direct_tls_port_differs(tmp_path: Path) -> None:
+    """The direct TLS listener cannot share the STARTTLS port."""
+    assert error(tmp_path, HOST + "[client]\nport = 5222\ndirect_tls_port = 5222\n") == \
+        "client.direct_tls_port: must differ from client.port (both are 5222)"
+
+
+def test_section_must_be_table(tmp_path: Path) -> None:
+    """A section given as a plain value is refused."""
+    assert error(tmp_path, "client = 5\n" + HOST) == "client: expected a table, got 5"
+
+
+# -- hosts -------------------------------------------------------------------
+
+def test_no_host(tmp_path: Path) -> None:
+    """At least one [[host]] is required."""
+    assert error(tmp_path, 'log = "info"\n') == \
+        "no [[host]] table: at least one is required"
+
+
+def test_single_bracket_host(tmp_path: Path) -> None:
+    """[host] instead of [[host]] gets a pointed hint."""
+    assert "double brackets" in error(tmp_path, '[host]\ndomains = ["a.lit"]\n')
+
+
+def test_missing_domains(tmp_path: Path) -> None:
+    """domains is the one required key of a host."""
+    assert error(tmp_path, "[[host]]\nprivate_storage = true\n") == \
+        '[host[0]] missing key "domains"'
+
+
+def test_empty_domains(tmp_path: Path) -> None:
+    """An empty domains list is refused."""
+    assert error(tmp_path, "[[host]]\ndomains = []\n") == \
+        "host[0].domains: expected a non-empty array of domain names, got an empty array"
+
+
+def test_duplicate_domain_across_hosts(tmp_path: Path) -> None:
+    """A domain (after preparation) belongs to one host only."""
+    assert error(tmp_path, HOST + '[[host]]\ndomains = ["WONDERLAND.lit"]\n') == \
+        'host[1].domains[0]: "wonderland.lit" is already used by host[0].domains[0]'
+
+
+def test_duplicate_domain_in_host(tmp_path: Path) -> None:
+    """The same domain twice in one host is refused."""
+    assert error(tmp_path, '[[host]]\ndomains = ["a.lit", "a.lit"]\n') == \
+        'host[0].domains[1]: "a.lit" is listed twice'
+
+
+def test_bad_domain(tmp_path: Path) -> None:
+    """A domain with a space is not a domain name."""
+    assert error(tmp_path, '[[host]]\ndomains = ["a b"]\n').startswith(
+        'host[0].domains[0]: "a b" is not a domain name: ')
+
+
+@pytest.mark.parametrize("label", ["a.b", "-x", "x y", "", "a" * 64, "a_b"])
+def test_bad_pubsub_label(tmp_path: Path, label: str) -> None:
+    """A pubsub entry must be one DNS label."""
+    assert error(tmp_path, HOST + f'pubsub = ["{label}"]\n') == \
+        f'host[0].pubsub[0]: expected a single DNS label such as "games", got "{label}"'
+
+
+def test_subdomain_clash(tmp_path: Path) -> None:
+    """A pubsub subdomain may not be a served domain or a component."""
+    assert error(tmp_path, HOST + 'pubsub = ["games"]\n'
+                 '[[host]]\ndomains = ["games.wonderland.lit"]\n') == \
+        'host[0].pubsub[0]: "games.wonderland.lit" is already used by host[1].domains[0]'
+    assert "already used by host[0].pubsub[0]" in \
+        error(tmp_path, HOST + 'pubsub = ["tea"]\ncomponents = { tea = "s" }\n')
+
+
+def test_bad_component(tmp_path: Path) -> None:
+    """Components map a DNS label to a non-empty secret."""
+    assert error(tmp_path, HOST + 'components = { tea = "" }\n') == \
+        "host[0].components.tea: expected a non-empty string (the component's shared secret)" \
+        ', got ""'
+    assert "single DNS label" in error(tmp_path, HOST + 'components = { "a.b" = "s" }\n')
+
+
+def test_bad_modules(tmp_path: Path) -> None:
+    """modules is a non-empty list of distinct names."""
+    assert error(tmp_path, HOST + 'modules = "ping"\n').startswith(
+        'host[0].modules: expected an array of module names')
+    assert error(tmp_path, HOST + 'modules = ["ping", "ping"]\n') == \
+        'host[0].modules[1]: "ping" is listed twice'
+
+
+def test_bad_storage_backend(tmp_path: Path) -> None:
+    """An unknown backend lists the known ones."""
+    assert error(tmp_path, HOST + '[host.storage]\nbackend = "sql"\n').startswith(
+        'host[0].storage.backend: expected one of "fs", ')
+
+
+# -- sections that are not implemented yet, cluster ---------------------------
+
+@pytest.mark.parametrize(("section", "what"), [
+    ("server", "s2s is"), ("http", "BOSH/WebSocket is"),
+    ("component", "the XEP-0114 component listener is"),
+])
+def test_enabled_later_sections(tmp_path: Path, section: str, what: str) -> None:
+    """enabled = true on an unimplemented listener stops the start."""
+    assert error(tmp_path, HOST + f"[{section}]\nenabled = true\n") == \
+        f"[{section}] {what} not implemented yet; set enabled = false"
+
+
+def test_bad_cluster_url(tmp_path: Path) -> None:
+    """The cluster URL must be a Redis URL."""
+    assert error(tmp_path, HOST + '[cluster]\nurl = "http://localhost"\n') == \
+        'cluster.url: expected a URL starting with redis://, rediss:// or unix://, ' \
+        'got "http://localhost"'
+
+
+def test_empty_cluster_table(tmp_path: Path) -> None:
+    """An empty [cluster] turns clustering on with the default URL."""
+    assert load(write(tmp_path, HOST + "[cluster]\n"), check_certs=False).cluster == \
+        ClusterConfig()
+
+
+# -- certificates --------------------------------------------------------------
+
+def with_certs(tmp_path: Path, pairs: Path, crt: str, key: str) -> Path:
+    """A config for wonderland.lit whose certs/ holds copies of the given pair."""
+    certs = tmp_path / "conf" / "certs"
+    certs.mkdir(parents=True)
+    shutil.copy(pairs / crt, certs / "wonderland.lit.crt")
+    shutil.copy(pairs / key, certs / "wonderland.lit.key")
+    return write(tmp_path, HOST)
+
+
+def test_certs_ok(tmp_path: Path, pairs: Path) -> None:
+    """A matching pair passes the certificate check."""
+    path = with_certs(tmp_path, pairs, "a/wonderland.lit.crt", "a/wonderland.lit.key")
+    assert load(path).domains == ("wonderland.lit",)
+
+
+def test_missing_cert(tmp_path: Path) -> None:
+    """A missing certificate names the domain, the file and the fix."""
+    path = write(tmp_path, HOST)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    crt = tmp_path / "conf" / "certs" / "wonderland.lit.crt"
+    assert str(info.value) == (f'{path}: wonderland.lit: certificate {crt} is missing '
+                               f'("vinespy cert wonderland.lit" makes a self-signed one)')
+
+
+def test_unreadable_key(tmp_path: Path, pairs: Path) -> None:
+    """A key that cannot be read names the domain and the file."""
+    path = with_certs(tmp_path, pairs, "a/wonderland.lit.crt", "a/wonderland.lit.key")
+    key = tmp_path / "conf" / "certs" / "wonderland.lit.key"
+    key.unlink()
+    key.mkdir()                       # unreadable even for root
+    with pytest.raises(ConfigError, match=rf"wonderland\.lit: cannot read private key {key}: "):
+        load(path)
+
+
+def test_garbage_cert(tmp_path: Path, pairs: Path) -> None:
+    """A certificate file without PEM is refused."""
+    path = with_certs(tmp_path, pairs, "a/wonderland.lit.crt", "a/wonderland.lit.key")
+    (tmp_path / "conf" / "certs" / "wonderland.lit.crt").write_text("garbage\n")
+    with pytest.raises(ConfigError, match="holds no PEM certificate"):
+        load(path)
+
+
+def test_garbage_key(tmp_path: Path, pairs: Path) -> None:
+    """A key file without PEM is refused."""
+    path = with_certs(tmp_path, pairs, "a/wonderland.lit.crt", "a/wonderland.lit.key")
+    (tmp_path / "conf" / "certs" / "wonderland.lit.key").write_text("garbage\n")
+    with pytest.raises(ConfigError, match="holds no PEM private key"):
+        load(path)
+
+
+def test_mismatched_key(tmp_path: Path, pairs: Path) -> None:
+    """A key from another pair is refused, naming both files."""
+    path = with_certs(tmp_path, pairs, "a/wonderland.lit.crt", "b/wonderland.lit.key")
+    with pytest.raises(ConfigError, match="does not belong to certificate"):
+        load(path)
+
+
+def test_cert_for_other_domain(tmp_path: Path, pairs: Path) -> None:
+    """A certificate that does not name the domain is refused, listing its names."""
+    path = with_certs(tmp_path, pairs, "a/other.lit.crt", "a/other.lit.key")
+    with pytest.raises(ConfigError, match=r"does not name wonderland\.lit "
+                                          r"\(it names: other\.lit, \*\.other\.lit\)"):
+        load(path)
