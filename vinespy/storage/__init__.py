@@ -1,0 +1,147 @@
+"""Storage: the async interface every backend implements, and its registry.
+
+Backends are chosen by name in each ``[[host]]``'s ``[host.storage]`` table
+(``backend = "fs"``) and built from its options. A miss returns None; an I/O
+failure raises :class:`StorageError` wrapping the cause: no backend leaks
+``OSError`` or a driver's exceptions upward. Models are plain dataclasses;
+turning them into bytes is the backend's job.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping, TypeVar
+
+from lxml import etree
+
+from ..jid import JID
+
+
+class StorageError(Exception):
+    """The backend failed (I/O, corrupt record); ``__cause__`` holds why."""
+
+
+@dataclass(frozen=True)
+class ScramKeys:
+    """What RFC 5802 §3 lets a server keep instead of a password."""
+
+    salt: bytes
+    stored_key: bytes
+    server_key: bytes
+    iterations: int
+
+
+@dataclass
+class Contact:
+    """One roster item (RFC 6121 §2.1.2)."""
+
+    jid: JID
+    name: str | None = None
+    subscription: str = "none"        # none | to | from | both
+    ask: str | None = None            # None | "subscribe" (pending out)
+    groups: list[str] = field(default_factory=list)
+    approved: bool = False            # pre-approved (RFC 6121 §3.4)
+    pending_in: bool = False          # a subscribe from them awaits an answer
+
+
+@dataclass
+class User:
+    """An account: bare JID, SCRAM credentials per mechanism, roster."""
+
+    jid: JID
+    credentials: dict[str, ScramKeys] = field(default_factory=dict)  # "SCRAM-SHA-1" -> keys
+    roster: dict[JID, Contact] = field(default_factory=dict)
+    roster_version: int = 0
+
+
+class Storage(abc.ABC):
+    """One backend instance serves one ``[[host]]`` table (all its domains)."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    async def find_user(self, jid: JID) -> User | None:
+        """The user with bare JID ``jid`` (a full JID is reduced), or None."""
+
+    @abc.abstractmethod
+    async def save_user(self, user: User) -> None:
+        """Create or replace ``user`` (credentials and roster) atomically."""
+
+    @abc.abstractmethod
+    async def delete_user(self, jid: JID) -> bool:
+        """Remove the user and everything stored for it; False if absent."""
+
+    @abc.abstractmethod
+    async def find_vcard(self, jid: JID) -> etree._Element | None:
+        """The user's ``<vCard xmlns='vcard-temp'/>`` or None (XEP-0054)."""
+
+    @abc.abstractmethod
+    async def save_vcard(self, jid: JID, card: etree._Element) -> None:
+        """Store ``card`` for the bare ``jid``."""
+
+    @abc.abstractmethod
+    async def find_fragment(self, jid: JID, namespace: str, name: str) -> etree._Element | None:
+        """The private XML fragment ``{namespace}name`` of ``jid`` (XEP-0049)."""
+
+    @abc.abstractmethod
+    async def save_fragment(self, jid: JID, fragment: etree._Element) -> None:
+        """Store ``fragment`` under its own qualified name for ``jid``."""
+
+    async def close(self) -> None:
+        """Release resources; the default has none."""
+
+
+def xml_bytes(element: etree._Element) -> bytes:
+    """``element`` alone (without its tail) as UTF-8 XML, for a backend to keep."""
+    return etree.tostring(element, encoding="utf-8", with_tail=False)
+
+
+def xml_element(data: bytes, what: str) -> etree._Element:
+    """Parse stored XML with a hardened parser; StorageError if it is corrupt.
+
+    No network, no DTD, no entity expansion: a document with a DOCTYPE was
+    not written by a backend and is refused.
+    """
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                             huge_tree=False, remove_blank_text=False)
+    try:
+        root = etree.fromstring(data, parser)
+    except (etree.XMLSyntaxError, ValueError) as exc:
+        raise StorageError(f"corrupt {what}: {exc}") from exc
+    if root.getroottree().docinfo.internalDTD is not None:   # any <!DOCTYPE>
+        raise StorageError(f"corrupt {what}: unexpected DOCTYPE")
+    return root
+
+
+S = TypeVar("S", bound=type[Storage])
+_REGISTRY: dict[str, type[Storage]] = {}
+
+
+def register(name: str) -> Callable[[S], S]:
+    """Class decorator: make a backend available as ``backend = name``."""
+    def deco(cls: S) -> S:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+    return deco
+
+
+def backends() -> tuple[str, ...]:
+    _load_builtin()
+    return tuple(sorted(_REGISTRY))
+
+
+def open_storage(backend: str, options: Mapping[str, Any]) -> Storage:
+    """Build the backend registered as ``backend`` with ``options`` as keywords."""
+    _load_builtin()
+    try:
+        cls = _REGISTRY[backend]
+    except KeyError:
+        raise StorageError(f"unknown storage backend {backend!r}; "
+                           f"known: {', '.join(sorted(_REGISTRY))}") from None
+    return cls(**dict(options))
+
+
+def _load_builtin() -> None:
+    from . import fs, memory, null  # noqa: F401  (registers them)

@@ -1,0 +1,66 @@
+"""``backend = "memory"``: the dict-backed reference backend.
+
+Everything is lost on restart; meant for tests and throw-away servers. Models
+are deep-copied in and out and XML is kept serialized, so a caller mutating
+what it saved or got back never changes the stored state. Holds accounts with
+their roster (RFC 6121), vCards (XEP-0054) and private XML fragments
+(XEP-0049) per bare JID.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from lxml import etree
+
+from ..jid import JID
+from . import Storage, User, register, xml_bytes, xml_element
+
+
+def _owner(jid: JID) -> JID:
+    """The bare user JID data is filed under; ValueError without a localpart."""
+    if not jid.local:
+        raise ValueError(f"{jid} is not a user JID")
+    return jid.bare
+
+
+@register("memory")
+class MemoryStorage(Storage):
+    """Users, vCards and private fragments in dictionaries."""
+
+    def __init__(self) -> None:
+        self._users: dict[JID, User] = {}
+        self._vcards: dict[JID, bytes] = {}
+        self._fragments: dict[JID, dict[tuple[str, str], bytes]] = {}
+
+    async def find_user(self, jid: JID) -> User | None:
+        user = self._users.get(jid.bare)
+        return copy.deepcopy(user) if user is not None else None
+
+    async def save_user(self, user: User) -> None:
+        owner = _owner(user.jid)
+        stored = copy.deepcopy(user)
+        stored.jid = owner
+        self._users[owner] = stored
+
+    async def delete_user(self, jid: JID) -> bool:
+        self._vcards.pop(jid.bare, None)
+        self._fragments.pop(jid.bare, None)
+        return self._users.pop(jid.bare, None) is not None
+
+    async def find_vcard(self, jid: JID) -> etree._Element | None:
+        data = self._vcards.get(jid.bare)
+        return xml_element(data, "vCard") if data is not None else None
+
+    async def save_vcard(self, jid: JID, card: etree._Element) -> None:
+        self._vcards[_owner(jid)] = xml_bytes(card)
+
+    async def find_fragment(self, jid: JID, namespace: str, name: str) -> etree._Element | None:
+        data = self._fragments.get(jid.bare, {}).get((namespace, name))
+        return xml_element(data, "private fragment") if data is not None else None
+
+    async def save_fragment(self, jid: JID, fragment: etree._Element) -> None:
+        qname = etree.QName(fragment)
+        owner = _owner(jid)
+        self._fragments.setdefault(owner, {})[(qname.namespace or "", qname.localname)] = (
+            xml_bytes(fragment))
