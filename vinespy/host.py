@@ -1,0 +1,41 @@
+"""A served domain: its event bus, its storage and its loaded modules."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .events import EventBus
+from .storage import Storage
+
+if TYPE_CHECKING:
+    from .config import HostConfig
+    from .modules import Module
+    from .router import Router
+    from .sessions import Sessions
+
+
+class Host:
+    def __init__(self, domain: str, config: HostConfig, storage: Storage,
+                 router: Router) -> None:
+        self.domain = domain
+        self.config = config
+        self.storage = storage
+        self.router = router
+        self.bus = EventBus()
+        self.modules: dict[str, Module] = {}
+        self.log = logging.getLogger(f"vinespy.host.{domain}")
+
+    @property
+    def sessions(self) -> Sessions:
+        return self.router.sessions
+
+    def features(self) -> list[str]:
+        """Every disco feature the loaded modules declare (XEP-0030)."""
+        out: list[str] = []
+        for mod in self.modules.values():
+            out.extend(f for f in mod.features if f not in out)
+        return out
+
+    def module(self, name: str) -> Any:
+        return self.modules.get(name)

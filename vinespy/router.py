@@ -1,0 +1,130 @@
+"""The router: the one place that decides where a stanza goes.
+
+See docs/routing.md for the destination types, the events fired and the
+defaults applied when no module claims a stanza (RFC 6120 §10, RFC 6121 §8).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from .errors import StanzaError
+from .events import StanzaEvent
+from .jid import JID, JIDError
+from .sessions import Session, Sessions
+from .xml import Element, error_reply, local_name
+
+if TYPE_CHECKING:
+    from .host import Host
+
+log = logging.getLogger(__name__)
+
+_CHAT_NORMAL = (None, "normal", "chat")
+
+
+class Router:
+    def __init__(self, sessions: Sessions) -> None:
+        self.sessions = sessions
+        self.hosts: dict[str, Host] = {}
+
+    def add_host(self, host: Host) -> None:
+        self.hosts[host.domain] = host
+
+    async def route(self, stanza: Element, origin: Session | None = None) -> None:
+        """Deliver ``stanza``: to a module, a local resource, or back as an error.
+
+        ``origin`` is the local session that sent it, None for stanzas the
+        server itself (a module, the cluster) emits. ``from`` must already be
+        set and trusted.
+        """
+        kind = local_name(stanza)
+        to_attr = stanza.get("to")
+        if to_attr is None:
+            if origin is None:
+                log.warning("dropping a server-originated %s without 'to'", kind)
+                return
+            to, to_type = origin.jid.bare, "self"
+        else:
+            try:
+                to = JID.parse(to_attr)
+            except JIDError as exc:
+                self.bounce(stanza, StanzaError("jid-malformed", f"'to': {exc}"), valid_to=False)
+                return
+            if to.domain not in self.hosts:
+                # TODO(s2s): hand it to the outbound s2s pool.
+                self.bounce(stanza, StanzaError(
+                    "remote-server-not-found", f"{to.domain} is not served here"))
+                return
+            if not to.local:
+                to_type = "host"
+            elif to.resource:
+                to_type = "full"
+            elif kind == "iq" and origin is not None and origin.jid.bare == to:
+                to_type = "self"
+            else:
+                to_type = "bare"
+        host = self.hosts[to.domain]
+        event = f"{kind}/{to_type}"
+        if host.bus.has(event):
+            frm = JID.parse(stanza.get("from", host.domain))
+            if await host.bus.fire(event, StanzaEvent(stanza, origin, frm, to, to_type, host)):
+                return
+        self.default(stanza, kind, to, to_type)
+
+    def default(self, stanza: Element, kind: str, to: JID, to_type: str) -> None:
+        """RFC 6120/6121 behaviour when no module claimed the stanza."""
+        stype = stanza.get("type")
+        if to_type == "full":
+            session = self.sessions.get(to)
+            if session is not None:
+                session.send(stanza)
+                return
+            if kind != "message" or stype not in _CHAT_NORMAL:
+                # RFC 6121 §8.5.3.2: no such resource.
+                if (kind == "iq" and stype in ("get", "set")) or stype == "groupchat":
+                    self.bounce(stanza, StanzaError("service-unavailable"))
+                return
+            # RFC 6121 §8.5.3.2.1: chat/normal to an absent resource -> as bare.
+        elif to_type == "host" or kind == "iq":
+            # Nobody handles it: RFC 6120 §8.4 (iq), drop messages/presence to
+            # the server itself.
+            if kind == "iq" and stype in ("get", "set"):
+                self.bounce(stanza, StanzaError("service-unavailable"))
+            return
+        self.deliver_bare(stanza, kind, stype, to.bare)
+
+    def deliver_bare(self, stanza: Element, kind: str, stype: str | None, bare: JID) -> None:
+        """RFC 6121 §8.5.2 for a message or presence to a local bare JID."""
+        if stype == "error":
+            return
+        if kind == "message" and stype == "groupchat":
+            self.bounce(stanza, StanzaError("service-unavailable"))
+            return
+        targets = self.sessions.available(bare)
+        for session in targets:
+            session.send(stanza)
+        if not targets and kind == "message" and stype in _CHAT_NORMAL:
+            # Offline storage (XEP-0160) comes with the RFC 6121 modules.
+            self.bounce(stanza, StanzaError("service-unavailable", "the recipient is offline"))
+
+    def bounce(self, stanza: Element, error: StanzaError, *, valid_to: bool = True) -> None:
+        """Answer ``stanza`` with ``error`` unless it is itself an error or a
+        result (RFC 6120 §8.3.1: never answer an error with an error)."""
+        stype = stanza.get("type")
+        if stype in ("error", "result") or stanza.get("from") is None:
+            return
+        reply = error_reply(stanza, error)
+        if not valid_to and "from" in reply.attrib:
+            del reply.attrib["from"]
+        try:
+            frm = JID.parse(stanza.get("from", ""))
+        except JIDError:
+            return
+        if frm.domain not in self.hosts:
+            return
+        # Errors go to a full JID that is local, or are dropped: they are
+        # never stored or re-bounced.
+        session = self.sessions.get(frm)
+        if session is not None:
+            session.send(reply)

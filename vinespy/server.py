@@ -1,0 +1,165 @@
+"""The server: listeners, hosts, one TaskGroup, clean shutdown.
+
+``Server(config)`` builds everything that can fail (storage, TLS contexts,
+modules) before a single port is opened, so a bad setup never half-starts.
+``await Server.serve(shutdown_trigger)`` runs until the trigger returns;
+``run(config)`` is the blocking entry point with signal handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from typing import Any, Awaitable, Callable
+
+from . import __version__, modules, tls
+from .config import Config, ConfigError
+from .errors import StreamError
+from .host import Host
+from .router import Router
+from .sessions import Sessions
+from .storage import Storage, StorageError, open_storage
+from .stream.client import ClientStream
+
+log = logging.getLogger("vinespy.server")
+
+SHUTDOWN_GRACE = 3.0   # s to wait for clients to close their streams
+
+
+class StartupError(ConfigError):
+    """The server could not start (e.g. a port is taken); one line."""
+
+
+class Server:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.sessions = Sessions()
+        self.router = Router(self.sessions)
+        self.tls: dict[str, ssl.SSLContext] = tls.contexts(config)
+        self.hosts: dict[str, Host] = {}
+        self.storages: list[Storage] = []
+        self.ports: dict[str, int] = {}
+        self.streams: set[ClientStream] = set()
+        self._conn_tasks: set[asyncio.Task[Any]] = set()
+        self._listeners: list[asyncio.Server] = []
+        for hc in config.hosts:
+            try:
+                storage = open_storage(hc.storage.backend, hc.storage.options)
+            except (StorageError, TypeError) as exc:
+                raise ConfigError(f"{config.path}: storage for {hc.domains[0]}: {exc}") from None
+            self.storages.append(storage)
+            for domain in hc.domains:
+                host = Host(domain, hc, storage, self.router)
+                try:
+                    modules.load(host, hc.modules)
+                except ValueError as exc:
+                    raise ConfigError(f"{config.path}: modules of {domain}: {exc}") from None
+                self.hosts[domain] = host
+                self.router.add_host(host)
+
+    async def serve(self, shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
+                    ready: Callable[[], None] | None = None) -> None:
+        """Listen, serve until ``shutdown_trigger()`` returns, then close
+        every stream with ``</stream:stream>`` and release everything."""
+        for host in self.hosts.values():
+            for mod in host.modules.values():
+                await mod.start()
+            host.bus.freeze()
+        try:
+            await self._listen()
+            log.info("vinespy %s listening on %s for %s", __version__,
+                     ", ".join(f"{self.config.client.address}:{p} ({k})"
+                               for k, p in self.ports.items()),
+                     ", ".join(self.hosts))
+            if ready is not None:
+                ready()
+            async with asyncio.TaskGroup() as self.tasks:
+                if shutdown_trigger is None:
+                    await asyncio.Event().wait()
+                else:
+                    await shutdown_trigger()
+        finally:
+            await self._shutdown()
+
+    async def _listen(self) -> None:
+        cfg = self.config.client
+        specs: list[tuple[str, int, ssl.SSLContext | None]] = [("client", cfg.port, None)]
+        if cfg.direct_tls_port:
+            # XEP-0368: TLS from the first byte, the certificate chosen by SNI.
+            specs.append(("direct_tls", cfg.direct_tls_port,
+                          tls.sni_context(self.tls, next(iter(self.hosts)))))
+        for name, port, ctx in specs:
+            try:
+                srv = await asyncio.start_server(
+                    self._accept, cfg.address, port, ssl=ctx,
+                    ssl_handshake_timeout=cfg.auth_timeout if ctx else None,
+                    reuse_address=True)
+            except OSError as exc:
+                raise StartupError(f"cannot listen on {cfg.address}:{port}: "
+                                   f"{exc.strerror or exc}") from None
+            self._listeners.append(srv)
+            self.ports[name] = srv.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stream = ClientStream(self, reader, writer)
+        task = asyncio.current_task()
+        assert task is not None
+        self.streams.add(stream)
+        self._conn_tasks.add(task)
+        try:
+            await stream.run()
+        finally:
+            self.streams.discard(stream)
+            self._conn_tasks.discard(task)
+
+    async def _shutdown(self) -> None:
+        for srv in self._listeners:
+            srv.close()
+        # RFC 6120 §4.4: tell every client, then give them a moment to close.
+        for stream in list(self.streams):
+            stream.close(StreamError("system-shutdown"), wait_for_peer=True)
+        tasks = set(self._conn_tasks)
+        if tasks:
+            await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)
+        for stream in list(self.streams):
+            stream.abort()
+        for task in self._conn_tasks:
+            task.cancel()
+        if self._conn_tasks:
+            await asyncio.wait(set(self._conn_tasks), timeout=SHUTDOWN_GRACE)
+        for host in self.hosts.values():
+            for mod in reversed(list(host.modules.values())):
+                try:
+                    await mod.stop()
+                except Exception:
+                    log.exception("module %s failed to stop", mod.name)
+        for storage in self.storages:
+            await storage.close()
+        for srv in self._listeners:
+            await srv.wait_closed()
+        log.info("vinespy stopped")
+
+
+def run(config: Config, ready: Callable[[], None] | None = None) -> int:
+    """Serve in the foreground until SIGTERM or SIGINT; return the exit code.
+
+    Raises :class:`ConfigError` (incl. :class:`StartupError`) with one line
+    when the server cannot start.
+    """
+    async def main() -> None:
+        server = Server(config)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await server.serve(stop.wait, ready)
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
+    return 0

@@ -1,0 +1,80 @@
+"""Locally bound resources: the routing table of this process.
+
+A session is anything that can take a stanza for a bound full JID: a C2S
+stream here, a proxy for a stream on another cluster node later. The router
+only sees this protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Protocol
+
+from .errors import StreamError
+from .jid import JID
+from .xml import Element
+
+
+class Session(Protocol):
+    """What the router needs of a bound resource."""
+
+    jid: JID                    # full JID, once bound
+    available: bool             # sent available presence (RFC 6121 §4.2)
+    priority: int               # from its last available presence
+    presence: Element | None    # its last broadcast presence
+    interested: bool            # requested the roster (RFC 6121 §2.1.6)
+
+    def send(self, stanza: Element) -> None:
+        """Queue ``stanza`` for delivery; never blocks."""
+
+    def close(self, error: StreamError | None = None) -> None:
+        """Close the stream, sending ``error`` first if given."""
+
+
+class Sessions:
+    """full JID -> session, bare JID -> {resource: session}."""
+
+    def __init__(self) -> None:
+        self._full: dict[JID, Session] = {}
+        self._bare: dict[JID, dict[str, Session]] = {}
+
+    def __len__(self) -> int:
+        return len(self._full)
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self._full.values()))
+
+    def get(self, full: JID) -> Session | None:
+        return self._full.get(full)
+
+    def resources(self, bare: JID) -> list[Session]:
+        """Every session bound for ``bare`` (available or not)."""
+        r = self._bare.get(bare)
+        return list(r.values()) if r else []
+
+    def available(self, bare: JID) -> list[Session]:
+        r = self._bare.get(bare)
+        return [s for s in r.values() if s.available] if r else []
+
+    def count(self, bare: JID) -> int:
+        r = self._bare.get(bare)
+        return len(r) if r else 0
+
+    def bind(self, session: Session) -> Session | None:
+        """Add ``session`` under its full JID; return the session it replaced."""
+        jid = session.jid
+        old = self._full.get(jid)
+        self._full[jid] = session
+        self._bare.setdefault(jid.bare, {})[jid.resource] = session
+        return old if old is not session else None
+
+    def unbind(self, session: Session) -> bool:
+        """Remove ``session`` if it is still the one bound to its JID."""
+        jid = session.jid
+        if self._full.get(jid) is not session:
+            return False
+        del self._full[jid]
+        res = self._bare[jid.bare]
+        del res[jid.resource]
+        if not res:
+            del self._bare[jid.bare]
+        return True
