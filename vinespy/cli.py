@@ -1,0 +1,772 @@
+"""The ``vinespy`` command: init, start, stop, restart, status, cert, accounts.
+
+Mirrors the Ruby Vines command line. ``vinespy init DOMAIN`` makes a
+directory holding ``conf/config.toml``, a self-signed certificate, ``data/``,
+``log/`` and ``pid/``; every other command then runs inside that directory
+(or is given ``-c PATH``)::
+
+    vinespy init wonderland.lit && cd wonderland.lit
+    vinespy start -d            # returns once the listeners accept connections
+    vinespy register hatter@wonderland.lit
+    vinespy status              # exit 0 running, 3 not running (LSB)
+    vinespy stop
+
+``log/vinespy.log`` and ``pid/vinespy.pid`` live where the config's relative
+paths start (:func:`vinespy.config.base_dir`): beside ``conf/`` when the
+config is ``.../conf/config.toml``, else beside the config file.
+
+``register``, ``passwd`` and ``unregister`` write the host's storage directly,
+so they also work while the server runs: the fs backend replaces one file per
+account atomically, which is how Vines's ``vines register`` worked too.
+
+Every expected failure prints one line, ``vinespy: <reason>``, on stderr and
+exits non-zero; only a bug shows a traceback. ``main`` returns the exit
+status: the console script and ``python -m vinespy`` pass it to
+:func:`sys.exit`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import os
+import re
+import secrets
+import select
+import shutil
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Awaitable, Callable, NoReturn, Sequence, TypeVar
+
+from . import __version__
+from .accounts import AccountError, create_user, delete_user, set_password
+from .config import Config, ConfigError, HostConfig, base_dir, load
+from .jid import JID, JIDError, prep_domain
+from .storage import Contact, Storage, StorageError, open_storage
+from .tls import make_self_signed
+
+log = logging.getLogger("vinespy.cli")
+
+PROG = "vinespy"
+DEFAULT_CONFIG = "conf/config.toml"
+START_TIMEOUT = 30.0        # s the parent of a daemon waits for "listening"
+STOP_TIMEOUT = 15.0         # s `stop` waits for the process to exit
+EXAMPLE_USERS = ("alice", "arthur")
+
+# LSB init-script exit codes for `status` (LSB core, "Init Script Actions").
+STATUS_RUNNING = 0
+STATUS_NOT_RUNNING = 3
+STATUS_UNKNOWN = 4
+
+T = TypeVar("T")
+
+
+class CLIError(Exception):
+    """An operator error: printed as ``vinespy: <message>``, exit ``status``."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# Errors whose message is meant for the operator: one line, no traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    CLIError, ConfigError, AccountError, StorageError, JIDError,
+)
+
+
+# --------------------------------------------------------------------------
+# Entry point and argument parsing
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit status (never raises for user errors)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:           # --help, --version: argparse exits 0
+        return exc.code if isinstance(exc.code, int) else 0
+    except CLIError as exc:             # usage error, see _Parser.error
+        return _fail(exc)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        return _fail(CLIError(f"no command given (see '{PROG} --help')", status=2))
+    try:
+        return handler(args)
+    except USER_ERRORS as exc:
+        return _fail(exc)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _fail(exc: Exception) -> int:
+    print(f"{PROG}: {one_line(str(exc)) or type(exc).__name__}", file=sys.stderr)
+    return exc.status if isinstance(exc, CLIError) else 1
+
+
+def one_line(text: str) -> str:
+    """``text`` with every run of whitespace, newlines included, made one space."""
+    return " ".join(text.split())
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CLIError(f"{message} (see '{self.prog} --help')", status=2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser for every command; each subparser sets ``handler``."""
+    parser = _Parser(prog=PROG, description="An XMPP server on asyncio, in the spirit of Vines.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    config_help = f"the configuration file (default: {DEFAULT_CONFIG})"
+    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG, metavar="PATH",
+                        help=config_help)
+    # Also accepted after the command name (`vinespy start -c x.toml`); SUPPRESS
+    # keeps the subparser from resetting a value given before it.
+    common = _Parser(add_help=False)
+    common.add_argument("-c", "--config", default=argparse.SUPPRESS, metavar="PATH",
+                        help=config_help)
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = sub.add_parser("init", help="make DOMAIN/ with a config, a certificate and two users",
+                       description="Create ./DOMAIN/ holding conf/config.toml, a self-signed "
+                       "certificate, data/, log/, pid/ and the example users alice and arthur.")
+    p.add_argument("domain", metavar="DOMAIN")
+    p.set_defaults(handler=cmd_init)
+
+    p = sub.add_parser("start", parents=[common], help="run the server",
+                       description="Run the server, in the foreground unless -d is given.")
+    p.add_argument("-d", "--daemonize", action="store_true",
+                   help="run in the background; return once it is listening")
+    p.set_defaults(handler=cmd_start)
+
+    p = sub.add_parser("stop", parents=[common], help="stop the running server")
+    p.set_defaults(handler=cmd_stop)
+
+    p = sub.add_parser("restart", parents=[common], help="stop the server, then start -d")
+    p.set_defaults(handler=cmd_restart)
+
+    p = sub.add_parser("status", parents=[common],
+                       help="exit 0 if the server runs, 3 if it does not")
+    p.set_defaults(handler=cmd_status)
+
+    p = sub.add_parser("cert", parents=[common], help="make a self-signed certificate",
+                       description="Write DOMAIN.crt and DOMAIN.key into the config's certs "
+                       "directory (./conf/certs without a config).")
+    p.add_argument("domain", metavar="DOMAIN")
+    p.add_argument("--force", action="store_true", help="replace an existing certificate")
+    p.set_defaults(handler=cmd_cert)
+
+    for name, handler, what in (("register", cmd_register, "create an account"),
+                                ("passwd", cmd_passwd, "change an account's password"),
+                                ("unregister", cmd_unregister, "delete an account")):
+        p = sub.add_parser(name, parents=[common], help=what,
+                           description=f"{what[0].upper()}{what[1:]}; works while the "
+                           "server runs.")
+        p.add_argument("jid", metavar="JID", help="user@domain, a domain this config serves")
+        if name != "unregister":
+            p.add_argument("--password-file", metavar="FILE",
+                           help="read the password from the first line of FILE "
+                           "('-' = standard input) instead of asking")
+        p.set_defaults(handler=handler)
+    return parser
+
+
+# --------------------------------------------------------------------------
+# init and cert
+
+CONFIG_TEMPLATE = """\
+# vinespy configuration for {domain}, written by `vinespy init`.
+# Run `vinespy start` inside {dirname}/ (the directory holding conf/), or pass -c.
+# Relative paths (certs, the data dir) start at that directory.
+
+log = "info"                    # debug | info | warning | error
+certs = "conf/certs"            # DOMAIN.crt + DOMAIN.key for each domain
+
+[[host]]                        # one table per group of domains sharing settings
+domains = [{domain_toml}]
+private_storage = false         # XEP-0049 private XML storage
+cross_domain_messages = false   # may users message the other hosts served here?
+pubsub = []                     # ["games"] -> a pubsub service at games.{domain}
+components = {{}}                 # {{ tea = "secr3t" }} -> tea.{domain} (XEP-0114)
+
+[host.storage]
+backend = "fs"                  # fs | memory | null
+dir = "data"                    # accounts and rosters; `vinespy register` works while running
+
+[client]                        # client-to-server connections (c2s)
+address = "0.0.0.0"
+port = 5222
+tls = "required"                # required | optional
+direct_tls_port = 0             # XEP-0368 direct TLS (usually 5223); 0 = off
+max_stanza_size = 65536
+max_resources_per_account = 5
+
+# [cluster]                     # uncomment to share users across servers through Redis
+# url = "redis://127.0.0.1:6379/0"
+"""
+
+# RFC 7622 §3.2: a domainpart is a DNS host name (IDNA2008) or an IP literal;
+# init also makes a directory and file names of it, so nothing else gets in.
+_HOSTNAME = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
+
+
+def check_domain(text: str) -> str:
+    """``text`` prepared as a JID domainpart that is a host name or IP literal."""
+    domain = prep_domain(text)
+    if domain.startswith("["):                  # an IPv6 literal, checked by prep_domain
+        return domain
+    try:
+        ascii_form = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise JIDError(f"{text!r} is not a valid internationalized domain name") from None
+    if not _HOSTNAME.fullmatch(ascii_form):
+        raise JIDError(f"{text!r} is not a host name (letters, digits, '-' and '.')")
+    return domain
+
+
+def render_config(domain: str, dirname: str) -> str:
+    """The config file ``init`` writes for ``domain``."""
+    return CONFIG_TEMPLATE.format(domain=domain, dirname=dirname,
+                                  domain_toml=json.dumps(domain, ensure_ascii=False))
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """``vinespy init DOMAIN``: a ready-to-start server directory."""
+    domain = check_domain(args.domain)
+    root = Path(domain)
+    try:
+        root.mkdir()
+    except FileExistsError:
+        raise CLIError(f"{root} already exists") from None
+    except OSError as exc:
+        raise CLIError(f"cannot create {root}: {exc.strerror}") from None
+    try:
+        passwords = _populate(root, domain)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)     # nothing half-made is left behind
+        raise
+    width = max(len(f"{u}@{domain}") for u in EXAMPLE_USERS)
+    print(f"Created {root}/ (config, certificate, data).")
+    for user, password in passwords.items():
+        print(f"  {user:<{width}}  password: {password}")
+    print(f"Start it:  cd {root} && {PROG} start")
+    print(f"Then log in with any XMPP client as {EXAMPLE_USERS[0]}@{domain} "
+          "(server 127.0.0.1, port 5222; the certificate is self-signed).")
+    return 0
+
+
+def _populate(root: Path, domain: str) -> dict[str, str]:
+    """Fill a fresh ``root``; return {bare JID: password} of the example users."""
+    try:
+        conf = root / "conf"
+        conf.mkdir()
+        for name in ("data", "log", "pid"):
+            _private_dir(root / name)
+        config_path = conf / "config.toml"
+        _write_private(config_path, render_config(domain, root.name))
+        make_self_signed(domain, conf / "certs")
+    except OSError as exc:
+        raise CLIError(f"cannot write {root}: {exc}") from None
+    # Loading what was just written proves the template and the certificate
+    # valid, and puts the users exactly where the server will look for them.
+    host = load(config_path).host_for(domain)
+    assert host is not None
+    passwords = {f"{u}@{domain}": secrets.token_urlsafe(12) for u in EXAMPLE_USERS}
+    _run_on_storage(host, lambda s: _make_example_users(s, passwords))
+    return passwords
+
+
+async def _make_example_users(storage: Storage, passwords: dict[str, str]) -> None:
+    """Create the users; each has every other in its roster with subscription both."""
+    users = [await create_user(storage, JID.parse(j), pw) for j, pw in passwords.items()]
+    for user in users:
+        for other in users:
+            if other is not user:
+                user.roster[other.jid] = Contact(other.jid, subscription="both")
+        await storage.save_user(user)
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, exist_ok=True)
+    path.chmod(0o700)                   # mkdir's mode is filtered through the umask
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create ``path`` (it must not exist) readable by its owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchmod(fd, 0o600)
+        f.write(text)
+
+
+def cmd_cert(args: argparse.Namespace) -> int:
+    """``vinespy cert DOMAIN [--force]``: a self-signed certificate for DOMAIN."""
+    domain = check_domain(args.domain)
+    config_path = Path(args.config)
+    if config_path.exists():
+        certs = load(config_path, check_certs=False).certs
+    elif args.config != DEFAULT_CONFIG:
+        raise CLIError(f"{config_path}: no such file")
+    else:
+        certs = Path("conf/certs")
+    try:
+        certs.mkdir(parents=True, exist_ok=True)
+        crt, key = make_self_signed(domain, certs, overwrite=args.force)
+    except FileExistsError as exc:
+        name = exc.filename or f"the certificate of {domain} in {certs}"
+        raise CLIError(f"{name} already exists; add --force to replace it") from None
+    except OSError as exc:
+        raise CLIError(f"cannot write to {certs}: {exc.strerror or exc}") from None
+    print(f"Wrote {crt}")
+    print(f"Wrote {key}")
+    return 0
+
+
+# --------------------------------------------------------------------------
+# Accounts
+
+def cmd_register(args: argparse.Namespace) -> int:
+    """``vinespy register JID``: create an account."""
+    jid, host = _account_target(args)
+    password = read_password(args.password_file, jid)
+    _run_on_storage(host, lambda s: create_user(s, jid, password))
+    print(f"Registered {jid}")
+    return 0
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    """``vinespy passwd JID``: change an account's password."""
+    jid, host = _account_target(args)
+    password = read_password(args.password_file, jid)
+    _run_on_storage(host, lambda s: set_password(s, jid, password))
+    print(f"Changed the password of {jid}")
+    return 0
+
+
+def cmd_unregister(args: argparse.Namespace) -> int:
+    """``vinespy unregister JID``: delete an account."""
+    jid, host = _account_target(args)
+    _run_on_storage(host, lambda s: delete_user(s, jid))
+    print(f"Deleted {jid}")
+    return 0
+
+
+def _account_target(args: argparse.Namespace) -> tuple[JID, HostConfig]:
+    """The bare user JID of the command and the host that serves its domain."""
+    try:
+        jid = JID.parse(args.jid)
+    except JIDError as exc:
+        raise CLIError(f"{args.jid!r} is not a valid JID: {exc}") from None
+    if not jid.local or not jid.is_bare:
+        raise CLIError(f"{args.jid!r} is not a user's bare JID (user@domain)")
+    _existing_paths(args)
+    config = load(args.config, check_certs=False)
+    host = config.host_for(jid.domain)
+    if host is None:
+        raise CLIError(f"{jid.domain} is not served here")
+    return jid, host
+
+
+def _run_on_storage(host: HostConfig, call: Callable[[Storage], Awaitable[T]]) -> T:
+    """``await call(storage)`` on ``host``'s storage in a fresh event loop; close it."""
+    async def go() -> T:
+        # Built inside the loop: a backend may bind its connections to it.
+        storage = open_storage(host.storage.backend, host.storage.options)
+        try:
+            return await call(storage)
+        finally:
+            await storage.close()
+    return asyncio.run(go())
+
+
+def read_password(source: str | None, jid: JID) -> str:
+    """The password from ``source`` (a file, ``-`` = stdin) or asked twice."""
+    if source is not None:
+        try:
+            if source == "-":
+                line = sys.stdin.readline()
+            else:
+                with open(source, encoding="utf-8") as f:
+                    line = f.readline()
+        except OSError as exc:
+            raise CLIError(f"{source}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise CLIError(f"{source}: not UTF-8 text") from None
+        password = line.rstrip("\r\n")
+    else:
+        try:
+            password = getpass.getpass(f"Password for {jid}: ")
+            if password and getpass.getpass("Again: ") != password:
+                raise CLIError("the passwords do not match")
+        except EOFError:
+            raise CLIError("no password given (use --password-file FILE or '-')") from None
+    if not password:
+        raise CLIError("the password is empty")
+    return password
+
+
+# --------------------------------------------------------------------------
+# start, stop, restart, status
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where a server's pid file and log live, derived from the config path."""
+
+    base: Path
+
+    @classmethod
+    def for_config(cls, config_path: str | Path) -> RunPaths:
+        """Beside ``conf/``: the directory the config's relative paths start at."""
+        return cls(base_dir(config_path))
+
+    @property
+    def pid_file(self) -> Path:
+        return self.base / "pid" / "vinespy.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.base / "log" / "vinespy.log"
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    """``vinespy start [-d]``: serve until SIGTERM/SIGINT."""
+    paths = _existing_paths(args)
+    config = load(args.config)
+    pid = running_pid(paths.pid_file, clean=True)
+    if pid is not None:
+        raise CLIError(f"already running (pid {pid})")
+    for d in (paths.pid_file.parent, paths.log_file.parent):
+        try:
+            _private_dir(d)
+        except OSError as exc:
+            raise CLIError(f"cannot create {d}: {exc.strerror}") from None
+    if args.daemonize:
+        return _start_daemon(config, paths)
+    setup_logging(config.log, None)
+    acquire_pid_file(paths.pid_file)
+    try:
+        return _serve(config, None)
+    except OSError as exc:              # most often: the port is taken
+        raise CLIError(f"cannot start: {exc}") from None
+    finally:
+        release_pid_file(paths.pid_file)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """``vinespy stop``: SIGTERM the server and wait for it to exit."""
+    paths = _existing_paths(args)
+    if not stop_server(paths.pid_file):
+        raise CLIError("not running")
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    """``vinespy restart``: stop if running, then ``start -d``.
+
+    The config is checked first: a typo in it leaves the running server alone.
+    """
+    paths = _existing_paths(args)
+    load(args.config)
+    stop_server(paths.pid_file)
+    args.daemonize = True
+    return cmd_start(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``vinespy status``: LSB exit status 0 running, 3 not running."""
+    try:
+        paths = _existing_paths(args)
+    except CLIError as exc:
+        exc.status = STATUS_UNKNOWN
+        raise
+    pid = running_pid(paths.pid_file)
+    if pid is None:
+        print(f"{PROG} is not running")
+        return STATUS_NOT_RUNNING
+    print(f"{PROG} is running (pid {pid})")
+    return STATUS_RUNNING
+
+
+def _existing_paths(args: argparse.Namespace) -> RunPaths:
+    """The run paths, refusing a config path that names nothing (wrong directory)."""
+    if not Path(args.config).is_file():
+        raise CLIError(f"{args.config}: no such file (run this inside the directory "
+                       f"made by '{PROG} init DOMAIN', or pass -c PATH)")
+    return RunPaths.for_config(args.config)
+
+
+def stop_server(pid_file: Path) -> bool:
+    """SIGTERM the server named by ``pid_file`` and wait; False if none runs."""
+    pid = running_pid(pid_file, clean=True)
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        raise CLIError(f"not allowed to signal pid {pid}") from None
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while process_alive(pid):
+        if time.monotonic() > deadline:
+            raise CLIError(f"pid {pid} did not exit within {STOP_TIMEOUT:g} s")
+        time.sleep(0.05)
+    release_pid_file(pid_file, pid)     # it removes its own; this is for a crash
+    print(f"{PROG} stopped (pid {pid})")
+    return True
+
+
+def _serve(config: Config, ready: Callable[[], None] | None) -> int:
+    from . import server            # the whole server: only `start` needs it
+    return server.run(config, ready=ready)
+
+
+# ---- daemon
+
+def _start_daemon(config: Config, paths: RunPaths) -> int:
+    """Double fork; return in the caller once the daemon listens or has failed.
+
+    No event loop exists yet (forking one is undefined). The daemon reports
+    through a pipe: ``ok`` once its listeners are bound, else one error line.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    rfd, wfd = os.pipe()
+    child = os.fork()
+    if child:
+        os.close(wfd)
+        os.waitpid(child, 0)            # the middle process exits at once
+        return _await_daemon(rfd, paths)
+    # Middle process: leave the terminal's session, then fork the daemon, so
+    # that it is not a session leader and can never acquire a terminal.
+    status = 1
+    try:
+        os.close(rfd)
+        os.setsid()
+        if os.fork() == 0:
+            status = _daemon_main(config, paths, wfd)
+        else:
+            status = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(status)             # never return into the caller's stack
+
+
+def _await_daemon(rfd: int, paths: RunPaths) -> int:
+    """Wait for the daemon's report on ``rfd``; print the outcome."""
+    data = b""
+    deadline = time.monotonic() + START_TIMEOUT
+    try:
+        while not data.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([rfd], [], [], left)[0]:
+                raise CLIError(f"not listening after {START_TIMEOUT:g} s; see {paths.log_file}")
+            chunk = os.read(rfd, 512)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(rfd)
+    report = data.decode("utf-8", "replace").strip()
+    if report == "ok":
+        pid = read_pid(paths.pid_file)
+        print(f"{PROG} started (pid {pid}); logging to {paths.log_file}")
+        return 0
+    if report.startswith("error "):
+        raise CLIError(report[len("error "):])
+    raise CLIError(f"the server exited while starting; see {paths.log_file}")
+
+
+class _Reporter:
+    """The daemon's end of the pipe: one report, then closed."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+
+    def ok(self) -> None:
+        self._send("ok")
+
+    def error(self, reason: str) -> None:
+        self._send(f"error {one_line(reason)}")
+
+    def _send(self, line: str) -> None:
+        if self.fd is None:
+            return
+        fd, self.fd = self.fd, None
+        try:
+            os.write(fd, f"{line}\n".encode())
+        except OSError:
+            pass                        # the operator's command is gone: nobody to tell
+        finally:
+            os.close(fd)
+
+    @property
+    def sent(self) -> bool:
+        return self.fd is None
+
+
+def _daemon_main(config: Config, paths: RunPaths, wfd: int) -> int:
+    """The daemon itself: detach stdio, take the pid file, serve."""
+    report = _Reporter(wfd)
+    try:
+        _detach_stdio(paths.log_file)
+        setup_logging(config.log, paths.log_file)
+        acquire_pid_file(paths.pid_file)
+    except CLIError as exc:
+        report.error(str(exc))
+        return 1
+    except OSError as exc:
+        report.error(f"cannot start: {exc}")
+        return 1
+    status = 1
+    try:
+        status = _serve(config, report.ok)
+    except USER_ERRORS as exc:
+        log.error("%s", exc)
+        report.error(str(exc))
+    except OSError as exc:                  # most often: the port is taken
+        log.error("cannot start: %s", exc)
+        report.error(str(exc))
+    except BaseException as exc:
+        log.exception("the server failed")
+        report.error(f"the server failed: {exc!r}; see {paths.log_file}")
+    finally:
+        release_pid_file(paths.pid_file)
+        report.error(f"the server exited with status {status} before listening; "
+                     f"see {paths.log_file}")   # a no-op once "ok" was sent
+        logging.shutdown()
+    return status
+
+
+def _detach_stdio(log_file: Path) -> None:
+    """stdin and stdout to /dev/null, stderr appended to the log (tracebacks land there)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    err = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(err, 2)
+    os.close(null)
+    os.close(err)
+
+
+def setup_logging(level: str, log_file: Path | None) -> None:
+    """Root logging at ``level`` to stderr, or appended to ``log_file``."""
+    handler: logging.Handler
+    if log_file is None:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+
+
+# ---- pid file
+
+def read_pid(pid_file: Path) -> int | None:
+    """The pid ``pid_file`` names, or None (missing, unreadable, garbage)."""
+    try:
+        text = pid_file.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True                     # exists, but belongs to someone else
+    return _proc_state(pid) != "Z"
+
+
+def _proc_state(pid: int) -> str | None:
+    """The state letter of /proc/PID/stat (Linux); None where there is no /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[0]
+
+
+def _is_vinespy(pid: int) -> bool:
+    """False only if /proc shows ``pid`` is some other program (a reused pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True                     # no /proc: trust the pid file
+    return b"vinespy" in cmdline
+
+
+def running_pid(pid_file: Path, *, clean: bool = False) -> int | None:
+    """The pid of the server ``pid_file`` names if it runs; ``clean`` removes a stale file.
+
+    After a crash and a reboot the recorded pid may belong to another program:
+    on Linux such a pid (its command line never mentions vinespy) is stale,
+    so that ``stop`` never signals a stranger.
+    """
+    pid = read_pid(pid_file)
+    if pid is not None and process_alive(pid) and _is_vinespy(pid):
+        return pid
+    if clean:
+        _remove_if_names(pid_file, pid)
+    return None
+
+
+def acquire_pid_file(pid_file: Path) -> None:
+    """Record this process in ``pid_file``, atomically and exclusively.
+
+    The pid is written to a private temporary file and hard-linked into
+    place: a reader never sees a partial file, and of two servers starting
+    at once only one link succeeds.
+    """
+    pid = os.getpid()
+    tmp = pid_file.with_name(f".{pid_file.name}.{pid}")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(f"{pid}\n")
+        for _ in range(2):
+            try:
+                os.link(tmp, pid_file)
+                return
+            except FileExistsError:
+                other = running_pid(pid_file, clean=True)
+                if other is not None:
+                    raise CLIError(f"already running (pid {other})") from None
+        raise CLIError(f"{pid_file} keeps reappearing; is another vinespy starting?")
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def release_pid_file(pid_file: Path, pid: int | None = None) -> None:
+    """Remove ``pid_file`` if it names ``pid`` (default: this process), else leave it."""
+    _remove_if_names(pid_file, os.getpid() if pid is None else pid)
+
+
+def _remove_if_names(pid_file: Path, pid: int | None) -> None:
+    """Remove ``pid_file`` if it still reads as ``pid`` (None: unreadable content)."""
+    if pid_file.exists() and read_pid(pid_file) == pid:
+        pid_file.unlink(missing_ok=True)
