@@ -120,15 +120,18 @@ class Server:
         # RFC 6120 §4.4: tell every client, then give them a moment to close.
         for stream in list(self.streams):
             stream.close(StreamError("system-shutdown"), wait_for_peer=True)
-        tasks = set(self._conn_tasks)
-        if tasks:
-            await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)
-        for stream in list(self.streams):
-            stream.abort()
-        for task in self._conn_tasks:
-            task.cancel()
         if self._conn_tasks:
             await asyncio.wait(set(self._conn_tasks), timeout=SHUTDOWN_GRACE)
+        # Peers that did not close in time: drop the connection, which ends
+        # their reader task normally (cancelling it instead would make
+        # asyncio's stream callback log the cancellation as an error).
+        for stream in list(self.streams):
+            stream.abort()
+        if self._conn_tasks:
+            await asyncio.wait(set(self._conn_tasks), timeout=SHUTDOWN_GRACE)
+        for task in self._conn_tasks:
+            log.warning("connection task %s did not end; cancelling it", task.get_name())
+            task.cancel()
         for host in self.hosts.values():
             for mod in reversed(list(host.modules.values())):
                 try:
