@@ -18,7 +18,6 @@ import ipaddress
 import logging
 import os
 import ssl
-import tempfile
 from pathlib import Path
 
 from cryptography import x509
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .fileio import atomic_write
 from .config import Config, ConfigError
 from .jid import JIDError, prep_domain
 
@@ -206,24 +206,8 @@ def make_self_signed(domain: str, certs_dir: Path, *, days: int = 3650,
         .sign(key, hashes.SHA256())
     )
     certs_dir.mkdir(parents=True, exist_ok=True)
-    _write(key_path, key.private_bytes(serialization.Encoding.PEM,
-                                       serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()), 0o600)
-    _write(crt, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    pem_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    atomic_write(key_path, pem_key, 0o600)
+    atomic_write(crt, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return crt, key_path
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    """Atomically replace ``path`` with ``data``; the mode is set before any byte lands."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

@@ -34,6 +34,14 @@ def tls_ctx(srv: Running) -> ssl.SSLContext:
     return ctx
 
 
+async def logged_in_raw(srv: Running) -> Raw:
+    """A new user alice, logged in and bound on a raw connection."""
+    await srv.user("alice")
+    raw = await Raw.connect(srv.port)
+    await raw.login(DOMAIN, tls_ctx(srv), "alice", PASSWORD)
+    return raw
+
+
 async def chat(sender: Any, receiver: Any, to: str, body: str) -> Any:
     got = asyncio.create_task(wait_event(receiver, "message", match=lambda m: m["body"] == body))
     await asyncio.sleep(0)
@@ -281,9 +289,7 @@ async def test_unknown_host_and_bad_namespace(server: Running) -> None:
 
 async def test_malformed_xml(server: Running) -> None:
     """Malformed XML after login: <not-well-formed/> and the stream is closed."""
-    await server.user("alice")
-    raw = await Raw.connect(server.port)
-    await raw.login(DOMAIN, tls_ctx(server), "alice", PASSWORD)
+    raw = await logged_in_raw(server)
     raw.send("<message><body>oops</bdy></message>")
     out = await raw.until_closed()
     assert b"<not-well-formed" in out and out.endswith(b"</stream:stream>")
@@ -292,9 +298,7 @@ async def test_malformed_xml(server: Running) -> None:
 
 async def test_oversized_stanza(server: Running) -> None:
     """A stanza beyond max_stanza_size gets <policy-violation/> before it is buffered."""
-    await server.user("alice")
-    raw = await Raw.connect(server.port)
-    await raw.login(DOMAIN, tls_ctx(server), "alice", PASSWORD)
+    raw = await logged_in_raw(server)
     raw.send("<message to='alice@wonderland.lit'><body>")
     answer = asyncio.create_task(raw.until_closed())
     chunk = "x" * 8192
@@ -321,9 +325,7 @@ async def test_oversized_stanza(server: Running) -> None:
 ])
 async def test_restricted_xml(server: Running, attack: str) -> None:
     """DOCTYPE, entities, PIs and comments get <restricted-xml/> (RFC 6120 §11.1)."""
-    await server.user("alice")
-    raw = await Raw.connect(server.port)
-    await raw.login(DOMAIN, tls_ctx(server), "alice", PASSWORD)
+    raw = await logged_in_raw(server)
     raw.send(attack)
     out = await raw.until_closed()
     assert b"<restricted-xml" in out, out
@@ -344,9 +346,7 @@ async def test_doctype_in_stream_header(server: Running) -> None:
 
 async def test_bad_iq_gets_bad_request(server: Running) -> None:
     """An iq without id/type or with two children gets <bad-request/> (RFC 6120 §8.2.3)."""
-    await server.user("alice")
-    raw = await Raw.connect(server.port)
-    await raw.login(DOMAIN, tls_ctx(server), "alice", PASSWORD)
+    raw = await logged_in_raw(server)
     raw.send(f"<iq type='get' id='two'><ping xmlns='{ns.PING}'/><ping xmlns='{ns.PING}'/></iq>")
     assert b"bad-request" in (await raw.expect(rb"<iq[^>]*id=\"two\".*?</iq>")).group(0)
     raw.send(f"<iq type='bogus' id='t'><ping xmlns='{ns.PING}'/></iq>")
@@ -360,9 +360,7 @@ async def test_bad_iq_gets_bad_request(server: Running) -> None:
 
 async def test_legacy_session_iq_answered(server: Running) -> None:
     """Old clients' RFC 3921 session establishment gets an empty result."""
-    await server.user("alice")
-    raw = await Raw.connect(server.port)
-    await raw.login(DOMAIN, tls_ctx(server), "alice", PASSWORD)
+    raw = await logged_in_raw(server)
     raw.send(f"<iq type='set' id='s1'><session xmlns='{ns.SESSION}'/></iq>")
     m = await raw.expect(rb"<iq[^>]*id=\"s1\"[^>]*/>")
     assert b'type="result"' in m.group(0)
@@ -408,9 +406,7 @@ async def test_flood_is_slowed_not_killed(make_server: Any) -> None:
 async def test_graceful_shutdown_closes_streams(make_server: Any) -> None:
     """Shutdown sends <system-shutdown/> and </stream:stream> to every client."""
     async with make_server() as srv:
-        await srv.user("alice")
-        raw = await Raw.connect(srv.port)
-        await raw.login(DOMAIN, tls_ctx(srv), "alice", PASSWORD)
+        raw = await logged_in_raw(srv)
         c = await srv.login(await srv.user("bob"))
         err = asyncio.create_task(wait_event(c, "stream_error"))
         closing = asyncio.create_task(raw.until_closed())

@@ -26,20 +26,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import errno
 import hashlib
 import json
 import logging
 import os
 import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from lxml import etree
 
+from ..fileio import atomic_write, fsync_dir
 from ..jid import JID, JIDError
 from . import (Contact, ScramKeys, Storage, StorageError, User, register, xml_bytes,
                xml_element)
@@ -88,18 +86,6 @@ def decode_name(name: str) -> str | None:
         return out.decode("utf-8")
     except UnicodeDecodeError:
         return None
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename or creation in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    except OSError as exc:          # some file systems cannot fsync a directory
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
-    finally:
-        os.close(fd)
 
 
 def _read(path: Path) -> bytes | None:
@@ -219,23 +205,12 @@ class FsStorage(Storage):
                 os.mkdir(current, 0o700)
             except FileExistsError:
                 continue
-            _fsync_dir(parent)
+            fsync_dir(parent)
 
     def _write(self, path: Path, data: bytes) -> None:
         """Replace ``path`` with ``data`` atomically and durably (file mode 0600)."""
         self._mkdirs(path.parent)
-        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(path.parent)
+        atomic_write(path, data, 0o600)
 
     def _find_user(self, jid: JID) -> User | None:
         path = self.user_dir(jid) / "user.json"
@@ -260,7 +235,7 @@ class FsStorage(Storage):
             os.rename(user_dir, tomb)
         except FileNotFoundError:
             return existed
-        _fsync_dir(user_dir.parent)
+        fsync_dir(user_dir.parent)
         try:
             shutil.rmtree(tomb)
         except OSError:

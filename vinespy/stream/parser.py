@@ -250,11 +250,7 @@ class StreamParser:
             # keepalives do not pile up for a stream that lasts for days.
             root = self._root
             assert root is not None
-            text = root.text
-            if text is not None:
-                if text.strip(_XML_WS):
-                    raise StreamError("bad-format", "character data between stanzas")
-                root.text = None
+            if _drop_stream_text(root):
                 # libxml2 consumed whitespace at the stream level, so it is
                 # not inside a pending tag: a slice of nothing but whitespace
                 # is keepalive traffic and does not count towards a stanza.
@@ -299,11 +295,7 @@ class StreamParser:
         """
         root = self._root
         assert root is not None
-        text = root.text
-        if text is not None:
-            if text.strip(_XML_WS):
-                raise StreamError("bad-format", "character data between stanzas")
-            root.text = None
+        _drop_stream_text(root)
         tail = el.tail
         stanza = _deepcopy(el, {})
         if tail is not None:
@@ -386,3 +378,15 @@ class StreamParser:
         if code == _RESOURCE_LIMIT:
             return StreamError("policy-violation", msg)
         return StreamError("not-well-formed", msg)
+
+
+def _drop_stream_text(root: etree._Element) -> bool:
+    """Drop whitespace libxml2 delivered at the stream level (keepalives,
+    RFC 6120 §4.6.1); anything else there is bad-format. True if any."""
+    text = root.text
+    if text is None:
+        return False
+    if text.strip(_XML_WS):
+        raise StreamError("bad-format", "character data between stanzas")
+    root.text = None
+    return True
