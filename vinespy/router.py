@@ -68,7 +68,15 @@ class Router:
         event = f"{kind}/{to_type}"
         if host.bus.has(event):
             frm = JID.parse(stanza.get("from", host.domain))
-            if await host.bus.fire(event, StanzaEvent(stanza, origin, frm, to, to_type, host)):
+            try:
+                claimed = await host.bus.fire(
+                    event, StanzaEvent(stanza, origin, frm, to, to_type, host))
+            except Exception:
+                # A module's bug must not take the sender's stream down.
+                log.exception("%s handler failed on a stanza from %s", event, frm)
+                self.bounce(stanza, StanzaError("internal-server-error"))
+                return
+            if claimed:
                 return
         self.default(stanza, kind, to, to_type)
 

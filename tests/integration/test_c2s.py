@@ -416,3 +416,14 @@ async def test_graceful_shutdown_closes_streams(make_server: Any) -> None:
     out = await closing
     assert b"<system-shutdown" in out and out.endswith(b"</stream:stream>")
     assert (await err)["condition"] == "system-shutdown"
+
+
+async def test_whitespace_keepalives(server: Running) -> None:
+    """Whitespace between stanzas (RFC 6120 §4.6.1) keeps the stream alive."""
+    raw = await logged_in_raw(server)
+    for _ in range(100):
+        raw.send(" \n\t ")
+    raw.send(f"<iq type='get' id='ka' to='{DOMAIN}'><ping xmlns='{ns.PING}'/></iq> ")
+    m = await raw.expect(rb"<iq[^>]*id=\"ka\"[^>]*/>")
+    assert b'type="result"' in m.group(0)
+    raw.close()

@@ -1,0 +1,172 @@
+"""The router's destination table (docs/routing.md), without sockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from lxml import etree
+
+from vinespy.config import HostConfig
+from vinespy.errors import StreamError
+from vinespy.host import Host
+from vinespy.jid import JID
+from vinespy.router import Router
+from vinespy.sessions import Sessions
+from vinespy.storage.memory import MemoryStorage
+from vinespy.xml import Element, stanza
+
+DOMAIN = "wonderland.lit"
+
+
+class FakeSession:
+    """An in-memory bound resource that records what it is sent."""
+
+    def __init__(self, jid: str, available: bool = True) -> None:
+        self.jid = JID.parse(jid)
+        self.available = available
+        self.priority = 0
+        self.presence: Element | None = None
+        self.interested = False
+        self.got: list[Element] = []
+
+    def send(self, st: Element) -> None:
+        self.got.append(st)
+
+    def close(self, error: StreamError | None = None) -> None:
+        pass
+
+
+@pytest.fixture
+def router() -> Router:
+    r = Router(Sessions())
+    r.add_host(Host(DOMAIN, HostConfig(domains=(DOMAIN,)), MemoryStorage(), r))
+    return r
+
+
+def bind(router: Router, jid: str, available: bool = True) -> FakeSession:
+    s = FakeSession(jid, available)
+    router.sessions.bind(s)
+    return s
+
+
+def condition(st: Element) -> str:
+    err = st.find("{jabber:client}error")
+    assert err is not None, etree.tostring(st)
+    return etree.QName(err[0]).localname
+
+
+def msg(to: str, frm: str, type: str | None = "chat") -> Element:
+    m = stanza("message", to=to, frm=frm, type=type, id="m1")
+    etree.SubElement(m, "{jabber:client}body").text = "hi"
+    return m
+
+
+async def test_full_jid_delivered(router: Router) -> None:
+    """A stanza to a bound full JID reaches exactly that resource."""
+    a = bind(router, f"alice@{DOMAIN}/a")
+    b1, b2 = bind(router, f"bob@{DOMAIN}/1"), bind(router, f"bob@{DOMAIN}/2")
+    await router.route(msg(f"bob@{DOMAIN}/2", str(a.jid)), a)
+    assert not b1.got and len(b2.got) == 1
+
+
+async def test_bare_jid_reaches_available_resources_only(router: Router) -> None:
+    """Bare-JID chat goes to every available resource, not to unavailable ones."""
+    a = bind(router, f"alice@{DOMAIN}/a")
+    b1, b2 = bind(router, f"bob@{DOMAIN}/1"), bind(router, f"bob@{DOMAIN}/2", available=False)
+    await router.route(msg(f"bob@{DOMAIN}", str(a.jid)), a)
+    assert len(b1.got) == 1 and not b2.got
+
+
+async def test_absent_resource_chat_falls_back_to_bare(router: Router) -> None:
+    """RFC 6121 §8.5.3.2.1: chat to an unbound full JID is handled as bare."""
+    a = bind(router, f"alice@{DOMAIN}/a")
+    b = bind(router, f"bob@{DOMAIN}/1")
+    await router.route(msg(f"bob@{DOMAIN}/gone", str(a.jid)), a)
+    assert len(b.got) == 1
+
+
+@pytest.mark.parametrize("kind,type,expect", [
+    ("message", "chat", "service-unavailable"),
+    ("message", "normal", "service-unavailable"),
+    ("message", "headline", None),
+    ("message", "error", None),
+    ("iq", "get", "service-unavailable"),
+    ("iq", "result", None),
+    ("presence", None, None),
+])
+async def test_offline_user(router: Router, kind: str, type: str | None,
+                            expect: str | None) -> None:
+    """The defaults for a user with no available resource (RFC 6121 §8.5.2.2)."""
+    a = bind(router, f"alice@{DOMAIN}/a")
+    st = stanza(kind, to=f"bob@{DOMAIN}", frm=str(a.jid), type=type, id="x")
+    if kind == "iq":
+        etree.SubElement(st, "{urn:example}q")
+    await router.route(st, a)
+    if expect is None:
+        assert not a.got
+    else:
+        (err,) = a.got
+        assert err.get("type") == "error" and condition(err) == expect
+
+
+async def test_error_is_never_answered_with_an_error(router: Router) -> None:
+    """RFC 6120 §8.3.1: an error to nowhere is dropped, not bounced."""
+    a = bind(router, f"alice@{DOMAIN}/a")
+    await router.route(msg("nobody@example.org", str(a.jid), type="error"), a)
+    assert not a.got
+
+
+async def test_malformed_and_remote_to(router: Router) -> None:
+    """A bad 'to' gets jid-malformed; another domain remote-server-not-found."""
+    a = bind(router, f"alice@{DOMAIN}/a")
+    await router.route(msg("@@bad", str(a.jid)), a)
+    await router.route(msg("bob@example.org", str(a.jid)), a)
+    assert [condition(e) for e in a.got] == ["jid-malformed", "remote-server-not-found"]
+    assert a.got[0].get("from") is None and a.got[1].get("from") == "bob@example.org"
+
+
+async def test_unhandled_iq_to_host(router: Router) -> None:
+    """RFC 6120 §8.4: an iq get/set nobody handles gets service-unavailable."""
+    a = bind(router, f"alice@{DOMAIN}/a")
+    iq = stanza("iq", to=DOMAIN, frm=str(a.jid), type="get", id="q")
+    etree.SubElement(iq, "{urn:example}q")
+    await router.route(iq, a)
+    (err,) = a.got
+    assert condition(err) == "service-unavailable" and err.get("id") == "q"
+
+
+async def test_module_claims_and_failing_module(router: Router) -> None:
+    """A hook that claims a stanza stops the default; one that raises gets the
+    sender an internal-server-error, not a dead stream."""
+    host = router.hosts[DOMAIN]
+    seen: list[Any] = []
+
+    def claim(ev: Any) -> bool:
+        seen.append(ev)
+        return True
+    host.bus.on("message/bare", claim)
+
+    def boom(ev: Any) -> None:
+        raise RuntimeError("bug")
+    host.bus.on("message/host", boom)
+    a = bind(router, f"alice@{DOMAIN}/a")
+    b = bind(router, f"bob@{DOMAIN}/1")
+    await router.route(msg(f"bob@{DOMAIN}", str(a.jid)), a)
+    assert not b.got and seen[0].to_type == "bare" and seen[0].origin is a
+    await router.route(msg(DOMAIN, str(a.jid)), a)
+    (err,) = a.got
+    assert condition(err) == "internal-server-error"
+
+
+async def test_iq_to_own_bare_jid_is_self(router: Router) -> None:
+    """An iq to the sender's own bare JID (or without 'to') is a 'self' event."""
+    host = router.hosts[DOMAIN]
+    types: list[str] = []
+    host.bus.on("iq/self", lambda ev: types.append(ev.to_type) or True)
+    a = bind(router, f"alice@{DOMAIN}/a")
+    for to in (None, f"alice@{DOMAIN}"):
+        iq = stanza("iq", to=to, frm=str(a.jid), type="get", id="r")
+        etree.SubElement(iq, "{jabber:iq:roster}query")
+        await router.route(iq, a)
+    assert types == ["self", "self"]
