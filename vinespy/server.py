@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import ssl
 from typing import Any, Awaitable, Callable
@@ -159,10 +160,24 @@ def run(config: Config, ready: Callable[[], None] | None = None) -> int:
             loop.add_signal_handler(sig, stop.set)
         await server.serve(stop.wait, ready)
 
+    _compat_stdlib_tls_buffer()
     try:
+        if os.environ.get("VINESPY_LOOP") == "asyncio":
+            raise ImportError("the standard loop was asked for")
         import uvloop
     except ImportError:
         asyncio.run(main())
     else:
         uvloop.run(main())
     return 0
+
+
+def _compat_stdlib_tls_buffer() -> None:
+    """COMPAT: the standard loop's TLS layer (asyncio.sslproto, 3.11+) zero-fills
+    a 256 KiB read buffer per connection: 300 KB of RSS per idle TLS session
+    (bench/c2s.py). A TLS record carries at most 16 KiB of plaintext, so a
+    buffer of that size loses nothing. uvloop, the default loop, allocates its
+    buffer lazily and is not affected."""
+    import asyncio.sslproto as sslproto
+    if getattr(sslproto.SSLProtocol, "max_size", 0) > 16384:
+        sslproto.SSLProtocol.max_size = 16384
