@@ -9,8 +9,10 @@ modules) before a single port is opened, so a bad setup never half-starts.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
+import resource
 import signal
 import ssl
 from typing import Any, Awaitable, Callable
@@ -154,6 +156,11 @@ def run(config: Config, ready: Callable[[], None] | None = None) -> int:
     """
     async def main() -> None:
         server = Server(config)
+        _raise_fd_limit()
+        # Startup objects (config, modules, JID caches...) live forever: keep
+        # the cyclic GC from rescanning them on every full collection.
+        gc.collect()
+        gc.freeze()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -181,3 +188,16 @@ def _compat_stdlib_tls_buffer() -> None:
     import asyncio.sslproto as sslproto
     if getattr(sslproto.SSLProtocol, "max_size", 0) > 16384:
         sslproto.SSLProtocol.max_size = 16384
+
+
+def _raise_fd_limit() -> None:
+    """Every client holds a file descriptor: use the hard limit, not the
+    (often 1,024) soft one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
+            return
+    log.debug("open-file limit %d", max(soft, hard))
