@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import ssl
 from pathlib import Path
@@ -40,8 +41,12 @@ def free_port() -> int:
 
 
 def write_config(root: Path, ca: trustme.CA, domains: tuple[str, ...] = (DOMAIN,),
-                 client: dict[str, Any] | None = None, extra: str = "") -> Path:
-    """A real conf/ tree under ``root``: config.toml, certs/, and data/."""
+                 client: dict[str, Any] | None = None, extra: str = "",
+                 host: dict[str, Any] | None = None) -> Path:
+    """A real conf/ tree under ``root``: config.toml, certs/, and data/.
+
+    ``host`` adds keys to the ``[[host]]`` table (``{"private_storage": True}``).
+    """
     certs = root / "conf" / "certs"
     certs.mkdir(parents=True, exist_ok=True)
     for d in domains:
@@ -53,9 +58,12 @@ def write_config(root: Path, ca: trustme.CA, domains: tuple[str, ...] = (DOMAIN,
     lines = "\n".join(f"{k} = {v!r}" if not isinstance(v, bool) else f"{k} = {str(v).lower()}"
                       for k, v in opts.items()).replace("'", '"')
     doms = ", ".join(f'"{d}"' for d in domains)
+    host_lines = "".join(f"{k} = {str(v).lower() if isinstance(v, bool) else json.dumps(v)}\n"
+                         for k, v in (host or {}).items())
     path = root / "conf" / "config.toml"
     path.write_text(f'log = "debug"\ncerts = "conf/certs"\n\n[[host]]\ndomains = [{doms}]\n'
-                    f'[host.storage]\nbackend = "fs"\ndir = "data"\n\n[client]\n{lines}\n{extra}')
+                    f'{host_lines}[host.storage]\nbackend = "fs"\ndir = "data"\n\n'
+                    f'[client]\n{lines}\n{extra}')
     return path
 
 
@@ -78,7 +86,8 @@ class Running:
         return f"{local}@{DOMAIN}"
 
     def client(self, jid: str, password: str = PASSWORD, *, mechanism: str | None = None,
-               direct_tls: bool = False) -> slixmpp.ClientXMPP:
+               direct_tls: bool = False, plugins: tuple[str, ...] = ()) -> slixmpp.ClientXMPP:
+        """A slixmpp client trusting the test CA, with XEP-0199/0092/0030 and ``plugins``."""
         c = slixmpp.ClientXMPP(jid, password, sasl_mech=mechanism)
         c.ssl_context = ssl.create_default_context()
         self.ca.configure_trust(c.ssl_context)
@@ -88,6 +97,8 @@ class Running:
         c.register_plugin("xep_0199")
         c.register_plugin("xep_0092")
         c.register_plugin("xep_0030")
+        for plugin in plugins:
+            c.register_plugin(plugin)
         c.auto_reconnect = False
         self.clients.append(c)
         return c

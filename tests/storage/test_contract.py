@@ -122,18 +122,22 @@ async def test_user_miss(storage: Storage) -> None:
 
 
 async def test_delete_user_removes_everything(storage: Storage) -> None:
-    """delete_user removes the account, its vCard and its fragments; then reports absence."""
+    """delete_user removes the account, its vCard, fragments and keyval stores; then absence."""
     await storage.save_user(make_user())
     await storage.save_vcard(ALICE, etree.fromstring(VCARD))
     await storage.save_fragment(ALICE, etree.fromstring(BOOKMARKS))
+    await storage.put(ALICE, "last", {"time": 1, "status": "bye"})
     other = make_user(BOB)
     await storage.save_user(other)
+    await storage.put(BOB, "last", {"time": 2, "status": ""})
     assert await storage.delete_user(ALICE) is True
     assert await storage.find_user(ALICE) is None
     assert await storage.find_vcard(ALICE) is None
     assert await storage.find_fragment(ALICE, "storage:bookmarks", "storage") is None
+    assert await storage.get(ALICE, "last") is None
     assert await storage.delete_user(ALICE) is False
     assert await storage.find_user(BOB) == other
+    assert await storage.get(BOB, "last") == {"time": 2, "status": ""}
 
 
 async def test_delete_missing_user(storage: Storage) -> None:
@@ -151,6 +155,9 @@ async def test_domain_jid_cannot_own_data(storage: Storage) -> None:
         await storage.save_vcard(domain, etree.fromstring(VCARD))
     with pytest.raises(ValueError):
         await storage.save_fragment(domain, etree.fromstring(BOOKMARKS))
+    for value in ({"a": 1}, None):
+        with pytest.raises(ValueError):
+            await storage.put(domain, "last", value)
 
 
 # --- the contract: vCards and private XML ----------------------------------------
@@ -205,6 +212,92 @@ async def test_fragment_replace(storage: Storage) -> None:
     assert found is not None and len(found) == 0
 
 
+# --- the contract: keyval stores --------------------------------------------------
+
+KEYVAL_VALUES: list[Any] = [
+    {"time": 1763700000, "status": "Heading \u00c4pfel & <home>", "nested": {"a": [1, 2.5]}},
+    ["x", 1, True, False, None, {"k": []}],
+    "just text \u6d4b\u8bd5",
+    0,
+    -17,
+    3.25,
+    True,
+    False,
+    {},
+    [],
+    "",
+]
+
+
+@pytest.mark.parametrize("value", KEYVAL_VALUES)
+async def test_keyval_round_trip(storage: Storage, value: Any) -> None:
+    """Every JSON-compatible value (falsy ones too) comes back equal, also via a full JID."""
+    await storage.put(JID.parse("alice@example.com/phone"), "last", value)
+    found = await storage.get(ALICE, "last")
+    assert found == value and type(found) is type(value)
+    assert await storage.get(JID.parse("alice@example.com/other"), "last") == value
+
+
+async def test_keyval_stores_are_separate(storage: Storage) -> None:
+    """Stores are keyed by bare JID and name; put replaces; a miss is None."""
+    await storage.put(ALICE, "last", {"time": 1})
+    await storage.put(ALICE, "prefs", ["a"])
+    await storage.put(BOB, "last", {"time": 2})
+    await storage.put(ALICE, "last", {"time": 3, "status": "again"})
+    assert await storage.get(ALICE, "last") == {"time": 3, "status": "again"}
+    assert await storage.get(ALICE, "prefs") == ["a"]
+    assert await storage.get(BOB, "last") == {"time": 2}
+    assert await storage.get(BOB, "prefs") is None
+    assert await storage.get(JID.parse("nobody@example.com"), "last") is None
+    assert await storage.get(JID.parse("example.com"), "last") is None
+
+
+async def test_keyval_put_none_deletes(storage: Storage) -> None:
+    """put(None) deletes that store only; deleting a missing store is harmless."""
+    await storage.put(ALICE, "last", {"time": 1})
+    await storage.put(ALICE, "prefs", {"x": 1})
+    await storage.put(ALICE, "last", None)
+    assert await storage.get(ALICE, "last") is None
+    assert await storage.get(ALICE, "prefs") == {"x": 1}
+    await storage.put(ALICE, "last", None)
+    await storage.put(BOB, "never", None)
+    assert await storage.get(BOB, "never") is None
+
+
+async def test_keyval_copies_are_independent(storage: Storage) -> None:
+    """Mutating a value after put, or what get returned, does not change what is stored."""
+    value: dict[str, Any] = {"list": [1, 2], "inner": {"a": "b"}}
+    await storage.put(ALICE, "prefs", value)
+    value["list"].append(3)
+    value["inner"]["a"] = "changed"
+    found = await storage.get(ALICE, "prefs")
+    assert found == {"list": [1, 2], "inner": {"a": "b"}}
+    found["list"].clear()
+    assert await storage.get(ALICE, "prefs") == {"list": [1, 2], "inner": {"a": "b"}}
+
+
+@pytest.mark.parametrize("store", ["", "Last", "a-b", "a.b", "../x", "a/b", "x y", "\u00e9",
+                                   "last\n", "user", 5])
+async def test_keyval_bad_store_name(storage: Storage, store: Any) -> None:
+    """Store names outside [a-z0-9_]+ (and the reserved 'user') are ValueError, nothing kept."""
+    with pytest.raises(ValueError):
+        await storage.put(ALICE, store, {"x": 1})
+    with pytest.raises(ValueError):
+        await storage.get(ALICE, store)
+    with pytest.raises(ValueError):
+        await storage.put(ALICE, store, None)
+
+
+@pytest.mark.parametrize("value", [{1, 2}, b"bytes", float("nan"), float("inf"), object(),
+                                   {"k": {"x"}}])
+async def test_keyval_value_must_be_json(storage: Storage, value: Any) -> None:
+    """A value JSON cannot hold is TypeError/ValueError and leaves the old value in place."""
+    await storage.put(ALICE, "prefs", {"old": True})
+    with pytest.raises((TypeError, ValueError)):
+        await storage.put(ALICE, "prefs", value)
+    assert await storage.get(ALICE, "prefs") == {"old": True}
+
+
 # --- the contract: awkward JIDs ------------------------------------------------
 
 # Constructed directly where RFC 7622 would refuse the text: the backend must
@@ -244,11 +337,13 @@ async def test_odd_jids_are_distinct_and_contained(storage: Storage, tmp_path: P
         element = etree.Element("{vcard-temp}vCard")
         element.text = str(i)
         await storage.save_vcard(jid, element)
+        await storage.put(jid, "last", {"i": i})
     for i, jid in enumerate(ODD_JIDS):
         user = await storage.find_user(jid)
         assert user is not None and user.jid == jid and user.roster_version == i
         card = await storage.find_vcard(jid)
         assert card is not None and card.text == str(i)
+        assert await storage.get(jid, "last") == {"i": i}
     if isinstance(storage, FsStorage):
         root = storage.dir.resolve()
         users = [p for p in walk(storage.dir) if p.name == "user.json"]
@@ -281,14 +376,20 @@ def test_encode_name_long_is_hashed() -> None:
 
 
 async def test_fs_layout(tmp_path: Path) -> None:
-    """user.json, vcard.xml and private/<ns>.<name>.xml under <dir>/<domain>/<local>/."""
+    """user.json, vcard.xml, private/<ns>.<name>.xml, <store>.json under <dir>/<domain>/<local>/."""
     storage = FsStorage(str(tmp_path))                   # a str dir is accepted
     await storage.save_user(make_user())
     await storage.save_vcard(ALICE, etree.fromstring(VCARD))
     await storage.save_fragment(ALICE, etree.fromstring(BOOKMARKS))
+    await storage.put(ALICE, "last", {"time": 5, "status": "\u00c4"})
     user_dir = tmp_path / "example%2Ecom" / "alice"
     assert sorted(p.relative_to(user_dir).as_posix() for p in walk(user_dir)) == [
-        "private", "private/storage%3Abookmarks.storage.xml", "user.json", "vcard.xml"]
+        "last.json", "private", "private/storage%3Abookmarks.storage.xml", "user.json",
+        "vcard.xml"]
+    assert json.loads((user_dir / "last.json").read_text("utf-8")) == {
+        "time": 5, "status": "\u00c4"}
+    await storage.put(ALICE, "last", None)
+    assert not (user_dir / "last.json").exists()
     doc = json.loads((user_dir / "user.json").read_text("utf-8"))
     assert doc["jid"] == "alice@example.com" and doc["roster_version"] == 3
     assert doc["credentials"]["SCRAM-SHA-1"]["salt"] == "c3Nzc3Nzc3Nzc3Nzc3Nzcw=="
@@ -304,10 +405,11 @@ async def test_fs_modes(tmp_path: Path) -> None:
         await storage.save_user(make_user())
         await storage.save_vcard(ALICE, etree.fromstring(VCARD))
         await storage.save_fragment(ALICE, etree.fromstring(BOOKMARKS))
+        await storage.put(ALICE, "last", {"time": 1})
     finally:
         os.umask(old)
     paths = [tmp_path / "data", *walk(tmp_path / "data")]
-    assert len(paths) == 7
+    assert len(paths) == 8
     for path in paths:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
@@ -348,8 +450,11 @@ async def test_fs_runs_io_in_threads(tmp_path: Path, monkeypatch: pytest.MonkeyP
     await storage.find_vcard(ALICE)
     await storage.save_fragment(ALICE, etree.fromstring(BOOKMARKS))
     await storage.find_fragment(ALICE, "storage:bookmarks", "storage")
+    await storage.put(ALICE, "last", {"time": 1})
+    await storage.get(ALICE, "last")
+    await storage.put(ALICE, "last", None)
     await storage.delete_user(ALICE)
-    assert len(calls) == 7
+    assert len(calls) == 10
 
 
 # --- fs only: corrupt files, I/O errors, crashes ----------------------------------
@@ -411,6 +516,35 @@ async def test_fs_corrupt_xml(tmp_path: Path, content: bytes) -> None:
     with pytest.raises(StorageError):
         await storage.find_fragment(ALICE, "storage:bookmarks", "storage")
     assert (user_dir / "vcard.xml").read_bytes() == content
+
+
+@pytest.mark.parametrize("content", [b"", b"{", b"\xff\xfe", b"{\"a\": 1} trailing", b"NaN x"])
+async def test_fs_corrupt_keyval(tmp_path: Path, content: bytes) -> None:
+    """A corrupt <store>.json raises StorageError and is left untouched."""
+    storage = FsStorage(tmp_path)
+    await storage.put(ALICE, "last", {"time": 1})
+    path = tmp_path / "example%2Ecom" / "alice" / "last.json"
+    path.write_bytes(content)
+    with pytest.raises(StorageError):
+        await storage.get(ALICE, "last")
+    assert path.read_bytes() == content
+
+
+async def test_fs_keyval_crash_mid_put_keeps_old_value(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A put that fails at the rename keeps the old value and leaves no temp file."""
+    storage = FsStorage(tmp_path)
+    await storage.put(ALICE, "last", {"time": 1})
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(StorageError):
+        await storage.put(ALICE, "last", {"time": 2})
+    monkeypatch.undo()
+    assert await storage.get(ALICE, "last") == {"time": 1}
+    assert [p.name for p in walk(tmp_path) if p.name.startswith(".")] == []
 
 
 async def test_fs_fragment_with_wrong_root(tmp_path: Path) -> None:
@@ -504,5 +638,9 @@ async def test_null_accepts_writes_and_finds_nothing() -> None:
     assert await storage.find_user(ALICE) is None
     assert await storage.find_vcard(ALICE) is None
     assert await storage.find_fragment(ALICE, "storage:bookmarks", "storage") is None
+    await storage.put(ALICE, "last", {"time": 1})
+    assert await storage.get(ALICE, "last") is None
+    with pytest.raises(ValueError):
+        await storage.get(ALICE, "Bad-Name")
     assert await storage.delete_user(ALICE) is False
     await storage.close()

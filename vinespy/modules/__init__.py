@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 # Files under vinespy/modules/ holding the built-in modules (a module's
 # config name is its class's ``name``; ``iqdispatch`` is the "iq" module).
-BUILTIN = ("iqdispatch", "presence", "disco", "ping", "version")
+BUILTIN = ("iqdispatch", "presence", "disco", "ping", "version", "vcard", "private", "last")
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,8 @@ class Module:
 
     name: ClassVar[str] = ""
     xep: ClassVar[str] = ""
-    features: ClassVar[tuple[str, ...]] = ()
+    features: ClassVar[tuple[str, ...]] = ()           # disco#info of the server
+    account_features: ClassVar[tuple[str, ...]] = ()   # disco#info of each account
     depends: ClassVar[tuple[str, ...]] = ()
     options: ClassVar[dict[str, Option]] = {}
 

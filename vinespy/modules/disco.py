@@ -1,6 +1,21 @@
-"""XEP-0030: Service Discovery for the server (features of every module).
+"""XEP-0030: Service Discovery for the server and, on their behalf, its accounts.
 
-Account-level disco and items for hosted services grow with their issues.
+The server (``to`` a served domain) answers with its identity and the
+``features`` of every loaded module. A hosted account (``to`` its bare JID;
+``self`` when a user asks about their own) is answered by the server, never
+forwarded to a resource (XEP-0030 §3.1), under the rules of §8 (Security
+Considerations) against directory harvesting:
+
+* disco#info: "the server MUST return a <service-unavailable/> error if ...
+  the target entity does not exist (no matter if the request specifies a node
+  or not)" or "the requesting entity is not authorized to receive presence
+  from the target entity (i.e., via a presence subscription of type "both" or
+  "from")". Otherwise the identity ``account/registered`` (§3.1: "the primary
+  identity SHOULD have a category of "account" ... (most likely, a type of
+  "registered")") and the ``account_features`` of every loaded module.
+* disco#items: "the server MUST return an empty result set if ... the target
+  entity does not exist"; the account's available resources are listed only
+  to the account itself and to those allowed to see its presence.
 """
 
 from __future__ import annotations
@@ -8,14 +23,36 @@ from __future__ import annotations
 from .. import ns
 from ..errors import StanzaError
 from ..events import StanzaEvent
+from ..jid import JID
+from ..storage import User
 from ..xml import Element, child, element
 from . import Module, iq
+
+
+def sees_presence(user: User, asker: JID) -> bool:
+    """May ``asker`` receive ``user``'s presence: the user themselves or a contact
+    with a subscription of "from" or "both" on the user's side (RFC 6121 §2.1.2.1).
+
+    TODO(privacy lists, XEP-0016/0191): blocking narrows this once it exists.
+    """
+    if asker.bare == user.jid.bare:
+        return True
+    contact = user.roster.get(asker.bare)
+    return contact is not None and contact.subscription in ("from", "both")
 
 
 class Disco(Module):
     name = "disco"
     xep = "XEP-0030"
     features = (ns.DISCO_INFO, ns.DISCO_ITEMS)
+    account_features = (ns.DISCO_INFO, ns.DISCO_ITEMS)
+
+    def account_feature_list(self) -> list[str]:
+        """Every account-level feature the loaded modules declare, once each."""
+        out: list[str] = []
+        for mod in self.host.modules.values():
+            out.extend(f for f in mod.account_features if f not in out)
+        return out
 
     @iq("get", ns.DISCO_INFO, "query", to=("host",))
     async def info(self, ev: StanzaEvent) -> Element:
@@ -33,4 +70,36 @@ class Disco(Module):
         node = ev.stanza[0].get("node")
         if node:
             raise StanzaError("item-not-found", f"no node {node!r} here")
+        # TODO(pubsub and components issues): list the pubsub services and
+        # components of the host config (games.wonderland.lit...) once they
+        # are served; until then there is nothing to list.
         return element(ns.DISCO_ITEMS, "query")
+
+    @iq("get", ns.DISCO_INFO, "query", to=("self", "bare"))
+    async def account_info(self, ev: StanzaEvent) -> Element:
+        user = await self.host.storage.find_user(ev.to)
+        if user is None or not sees_presence(user, ev.frm):
+            # §8: the same answer for "no such account" and "not yours to see".
+            raise StanzaError("service-unavailable")
+        node = ev.stanza[0].get("node")
+        if node:
+            raise StanzaError("item-not-found", f"no node {node!r} here")
+        q = element(ns.DISCO_INFO, "query")
+        child(q, ns.DISCO_INFO, "identity", category="account", type="registered")
+        for feature in sorted(self.account_feature_list()):
+            child(q, ns.DISCO_INFO, "feature", var=feature)
+        return q
+
+    @iq("get", ns.DISCO_ITEMS, "query", to=("self", "bare"))
+    async def account_items(self, ev: StanzaEvent) -> Element:
+        q = element(ns.DISCO_ITEMS, "query")
+        node = ev.stanza[0].get("node")
+        if node is not None:
+            q.set("node", node)         # no account nodes: an empty list (§8 rule 2)
+            return q
+        user = await self.host.storage.find_user(ev.to)
+        if user is None or not sees_presence(user, ev.frm):
+            return q
+        for session in self.host.sessions.available(user.jid):
+            child(q, ns.DISCO_ITEMS, "item", jid=str(session.jid))
+        return q

@@ -5,11 +5,18 @@ Backends are chosen by name in each ``[[host]]``'s ``[host.storage]`` table
 failure raises :class:`StorageError` wrapping the cause: no backend leaks
 ``OSError`` or a driver's exceptions upward. Models are plain dataclasses;
 turning them into bytes is the backend's job.
+
+Besides the typed records (accounts, vCards, private XML) every backend keeps
+per-user key-value stores (Prosody's keyval stores): :meth:`Storage.get` and
+:meth:`Storage.put` file one JSON-compatible value per bare JID and store
+name, so a module needs no new Storage method for its own small records.
 """
 
 from __future__ import annotations
 
 import abc
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping, TypeVar
 
@@ -88,6 +95,24 @@ class Storage(abc.ABC):
     async def save_fragment(self, jid: JID, fragment: etree._Element) -> None:
         """Store ``fragment`` under its own qualified name for ``jid``."""
 
+    @abc.abstractmethod
+    async def get(self, jid: JID, store: str) -> Any | None:
+        """The value kept for the bare ``jid`` under ``store``, or None.
+
+        ``store`` is checked with :func:`check_store` (ValueError). The value
+        comes back as JSON decodes it (tuples are lists, keys are strings).
+        """
+
+    @abc.abstractmethod
+    async def put(self, jid: JID, store: str, value: Any | None) -> None:
+        """Keep ``value`` (JSON-compatible) for the bare ``jid`` under ``store``,
+        replacing what was there atomically; None deletes it.
+
+        ValueError for a bad ``store`` name or a JID without a localpart;
+        TypeError or ValueError for a value JSON cannot hold (see
+        :func:`json_value`). ``delete_user`` removes every store of the user.
+        """
+
     async def close(self) -> None:
         """Release resources; the default has none."""
 
@@ -112,6 +137,38 @@ def xml_element(data: bytes, what: str) -> etree._Element:
     if root.getroottree().docinfo.internalDTD is not None:   # any <!DOCTYPE>
         raise StorageError(f"corrupt {what}: unexpected DOCTYPE")
     return root
+
+
+_STORE = re.compile(r"[a-z0-9_]+")
+# Names a backend keeps its typed records under (fs: <user dir>/user.json).
+RESERVED_STORES = frozenset({"user"})
+
+
+def check_store(store: str) -> str:
+    """``store`` if it is a valid keyval store name: ``[a-z0-9_]+``, not reserved."""
+    if not isinstance(store, str) or not _STORE.fullmatch(store):
+        raise ValueError(f"bad keyval store name {store!r}: expected [a-z0-9_]+")
+    if store in RESERVED_STORES:
+        raise ValueError(f"keyval store name {store!r} is reserved")
+    return store
+
+
+def json_value(value: Any) -> bytes:
+    """``value`` as UTF-8 JSON, the form every backend keeps a keyval value in.
+
+    TypeError for what JSON cannot hold (sets, bytes, objects), ValueError for
+    NaN and infinities and for circular structures.
+    """
+    return json.dumps(value, ensure_ascii=False, allow_nan=False,
+                      separators=(",", ":")).encode("utf-8")
+
+
+def value_from_json(data: bytes, what: str) -> Any:
+    """Decode a kept keyval value; StorageError if it is corrupt."""
+    try:
+        return json.loads(data)
+    except ValueError as exc:          # JSONDecodeError and UnicodeDecodeError
+        raise StorageError(f"corrupt {what}: {exc}") from exc
 
 
 S = TypeVar("S", bound=type[Storage])

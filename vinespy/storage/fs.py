@@ -5,6 +5,8 @@ Layout under ``dir``::
     <domain>/<local>/user.json              credentials (base64), roster, roster version
     <domain>/<local>/vcard.xml              vcard-temp (XEP-0054)
     <domain>/<local>/private/<ns>.<name>.xml  private XML storage (XEP-0049)
+    <domain>/<local>/<store>.json           a keyval store's value (``[a-z0-9_]+``;
+                                            ``user`` is reserved for user.json)
 
 File names: every byte of the UTF-8 name outside ``[a-z0-9_-]`` is written
 ``%XX`` (upper-case hex), ``.`` included, so no name can be ``.``, ``..``,
@@ -39,8 +41,8 @@ from lxml import etree
 
 from ..fileio import atomic_write, fsync_dir
 from ..jid import JID, JIDError
-from . import (Contact, ScramKeys, Storage, StorageError, User, register, xml_bytes,
-               xml_element)
+from . import (Contact, ScramKeys, Storage, StorageError, User, check_store, json_value,
+               register, value_from_json, xml_bytes, xml_element)
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +175,7 @@ def _user_from_json(data: bytes, jid: JID) -> User:
 
 @register("fs")
 class FsStorage(Storage):
-    """Accounts, rosters, vCards and private XML as files under ``dir``."""
+    """Accounts, rosters, vCards, private XML and keyval stores as files under ``dir``."""
 
     def __init__(self, dir: str | Path) -> None:
         self.dir = Path(dir)
@@ -189,6 +191,9 @@ class FsStorage(Storage):
     def _fragment_path(self, jid: JID, namespace: str, name: str) -> Path:
         # "." is always escaped inside encoded names, so it separates unambiguously.
         return self.user_dir(jid) / "private" / f"{encode_name(namespace)}.{encode_name(name)}.xml"
+
+    def _store_path(self, jid: JID, store: str) -> Path:
+        return self.user_dir(jid) / f"{check_store(store)}.json"
 
     # blocking helpers, run in a worker thread
 
@@ -211,6 +216,18 @@ class FsStorage(Storage):
         """Replace ``path`` with ``data`` atomically and durably (file mode 0600)."""
         self._mkdirs(path.parent)
         atomic_write(path, data, 0o600)
+
+    def _remove(self, path: Path) -> None:
+        """Delete ``path`` durably if it exists."""
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        fsync_dir(path.parent)
+
+    def _get(self, path: Path) -> Any | None:
+        data = _read(path)
+        return value_from_json(data, f"keyval {path}") if data is not None else None
 
     def _find_user(self, jid: JID) -> User | None:
         path = self.user_dir(jid) / "user.json"
@@ -294,3 +311,16 @@ class FsStorage(Storage):
         qname = etree.QName(fragment)
         path = self._fragment_path(jid, qname.namespace or "", qname.localname)
         await self._run(self._write, path, xml_bytes(fragment))
+
+    async def get(self, jid: JID, store: str) -> Any | None:
+        check_store(store)
+        if not jid.local:
+            return None
+        return await self._run(self._get, self._store_path(jid, store))
+
+    async def put(self, jid: JID, store: str, value: Any | None) -> None:
+        path = self._store_path(jid, store)
+        if value is None:
+            await self._run(self._remove, path)
+        else:
+            await self._run(self._write, path, json_value(value))

@@ -3,18 +3,21 @@
 Everything is lost on restart; meant for tests and throw-away servers. Models
 are deep-copied in and out and XML is kept serialized, so a caller mutating
 what it saved or got back never changes the stored state. Holds accounts with
-their roster (RFC 6121), vCards (XEP-0054) and private XML fragments
-(XEP-0049) per bare JID.
+their roster (RFC 6121), vCards (XEP-0054), private XML fragments
+(XEP-0049) and keyval stores (kept as JSON text, like the fs backend) per
+bare JID.
 """
 
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from lxml import etree
 
 from ..jid import JID
-from . import Storage, User, register, xml_bytes, xml_element
+from . import (Storage, User, check_store, json_value, register, value_from_json, xml_bytes,
+               xml_element)
 
 
 def _owner(jid: JID) -> JID:
@@ -26,12 +29,13 @@ def _owner(jid: JID) -> JID:
 
 @register("memory")
 class MemoryStorage(Storage):
-    """Users, vCards and private fragments in dictionaries."""
+    """Users, vCards, private fragments and keyval stores in dictionaries."""
 
     def __init__(self) -> None:
         self._users: dict[JID, User] = {}
         self._vcards: dict[JID, bytes] = {}
         self._fragments: dict[JID, dict[tuple[str, str], bytes]] = {}
+        self._keyval: dict[JID, dict[str, bytes]] = {}
 
     async def find_user(self, jid: JID) -> User | None:
         user = self._users.get(jid.bare)
@@ -46,6 +50,7 @@ class MemoryStorage(Storage):
     async def delete_user(self, jid: JID) -> bool:
         self._vcards.pop(jid.bare, None)
         self._fragments.pop(jid.bare, None)
+        self._keyval.pop(jid.bare, None)
         return self._users.pop(jid.bare, None) is not None
 
     async def find_vcard(self, jid: JID) -> etree._Element | None:
@@ -64,3 +69,19 @@ class MemoryStorage(Storage):
         owner = _owner(jid)
         self._fragments.setdefault(owner, {})[(qname.namespace or "", qname.localname)] = (
             xml_bytes(fragment))
+
+    async def get(self, jid: JID, store: str) -> Any | None:
+        data = self._keyval.get(jid.bare, {}).get(check_store(store))
+        return value_from_json(data, f"keyval {store}") if data is not None else None
+
+    async def put(self, jid: JID, store: str, value: Any | None) -> None:
+        check_store(store)
+        owner = _owner(jid)
+        if value is None:
+            stores = self._keyval.get(owner)
+            if stores is not None:
+                stores.pop(store, None)
+                if not stores:
+                    del self._keyval[owner]
+            return
+        self._keyval.setdefault(owner, {})[store] = json_value(value)

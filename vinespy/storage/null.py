@@ -6,10 +6,12 @@ benchmarks that must not measure storage.
 
 from __future__ import annotations
 
+from typing import Any
+
 from lxml import etree
 
 from ..jid import JID
-from . import Storage, User, register
+from . import Storage, User, check_store, json_value, register
 
 
 @register("null")
@@ -35,4 +37,14 @@ class NullStorage(Storage):
         return None
 
     async def save_fragment(self, jid: JID, fragment: etree._Element) -> None:
+        return None
+
+    async def get(self, jid: JID, store: str) -> Any | None:
+        check_store(store)
+        return None
+
+    async def put(self, jid: JID, store: str, value: Any | None) -> None:
+        check_store(store)
+        if value is not None:
+            json_value(value)           # the same TypeError/ValueError as the others
         return None
