@@ -78,9 +78,9 @@ class Router:
                 return
             if claimed:
                 return
-        self.default(stanza, kind, to, to_type)
+        await self.default(stanza, kind, to, to_type)
 
-    def default(self, stanza: Element, kind: str, to: JID, to_type: str) -> None:
+    async def default(self, stanza: Element, kind: str, to: JID, to_type: str) -> None:
         """RFC 6120/6121 behaviour when no module claimed the stanza."""
         stype = stanza.get("type")
         if to_type == "full":
@@ -100,21 +100,40 @@ class Router:
             if kind == "iq" and stype in ("get", "set"):
                 self.bounce(stanza, StanzaError("service-unavailable"))
             return
-        self.deliver_bare(stanza, kind, stype, to.bare)
+        await self.deliver_bare(stanza, kind, stype, to.bare)
 
-    def deliver_bare(self, stanza: Element, kind: str, stype: str | None, bare: JID) -> None:
+    async def deliver_bare(self, stanza: Element, kind: str, stype: str | None,
+                           bare: JID) -> None:
         """RFC 6121 §8.5.2 for a message or presence to a local bare JID."""
         if stype == "error":
             return
-        if kind == "message" and stype == "groupchat":
+        if kind != "message":
+            for session in self.sessions.available(bare):
+                session.send(stanza)
+            return
+        if stype == "groupchat":
             self.bounce(stanza, StanzaError("service-unavailable"))
             return
-        targets = self.sessions.available(bare)
+        # §8.5.2.1.1: resources of negative priority never get bare-JID
+        # messages; chat and normal go to the highest priority (all on a
+        # tie), headline to every non-negative resource.
+        targets = [s for s in self.sessions.available(bare) if s.priority >= 0]
+        if targets and stype != "headline":
+            top = max(s.priority for s in targets)
+            targets = [s for s in targets if s.priority == top]
         for session in targets:
             session.send(stanza)
-        if not targets and kind == "message" and stype in _CHAT_NORMAL:
-            # Offline storage (XEP-0160) comes with the RFC 6121 modules.
-            self.bounce(stanza, StanzaError("service-unavailable", "the recipient is offline"))
+        if targets or stype not in _CHAT_NORMAL:
+            return
+        # §8.5.2.2: nobody can take it now. An offline-storage module may
+        # claim it; else the sender learns it was not delivered.
+        host = self.hosts[bare.domain]
+        if host.bus.has("message/offline"):
+            frm = JID.parse(stanza.get("from", host.domain))
+            if await host.bus.fire("message/offline",
+                                   StanzaEvent(stanza, None, frm, bare, "bare", host)):
+                return
+        self.bounce(stanza, StanzaError("service-unavailable", "the recipient is offline"))
 
     def bounce(self, stanza: Element, error: StanzaError, *, valid_to: bool = True) -> None:
         """Answer ``stanza`` with ``error`` unless it is itself an error or a

@@ -170,3 +170,34 @@ async def test_iq_to_own_bare_jid_is_self(router: Router) -> None:
         etree.SubElement(iq, "{jabber:iq:roster}query")
         await router.route(iq, a)
     assert types == ["self", "self"]
+
+
+@pytest.mark.parametrize("type,expect", [
+    ("chat", {"hi"}), ("normal", {"hi"}), ("headline", {"hi", "mid"}),
+])
+async def test_bare_message_priorities(router: Router, type: str, expect: set[str]) -> None:
+    """RFC 6121 §8.5.2.1.1: chat/normal to the highest non-negative priority
+    (ties: all), headline to every non-negative resource, never to negative ones."""
+    a = bind(router, f"alice@{DOMAIN}/a")
+    res = {}
+    for name, prio in (("hi", 5), ("hi2", 5), ("mid", 1), ("neg", -1)):
+        res[name] = bind(router, f"bob@{DOMAIN}/{name}")
+        res[name].priority = prio
+    await router.route(msg(f"bob@{DOMAIN}", str(a.jid), type=type), a)
+    got = {n for n, s in res.items() if s.got}
+    assert got == (expect | {"hi2"} if "hi" in expect else expect)
+
+
+async def test_only_negative_priority_is_offline(router: Router) -> None:
+    """§8.5.2.1.1: if every available resource has a negative priority the
+    message is handled as offline (here: service-unavailable, or a module's)."""
+    a = bind(router, f"alice@{DOMAIN}/a")
+    b = bind(router, f"bob@{DOMAIN}/1")
+    b.priority = -5
+    await router.route(msg(f"bob@{DOMAIN}", str(a.jid)), a)
+    assert not b.got and condition(a.got[0]) == "service-unavailable"
+    stored: list[Any] = []
+    router.hosts[DOMAIN].bus.on("message/offline", lambda ev: stored.append(ev) or True)
+    await router.route(msg(f"bob@{DOMAIN}", str(a.jid)), a)
+    assert len(stored) == 1 and stored[0].to == JID.parse(f"bob@{DOMAIN}")
+    assert len(a.got) == 1

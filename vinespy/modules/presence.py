@@ -39,9 +39,13 @@ class Presence(Module):
         st = ev.stanza
         stype = st.get("type")
         if stype is None:
+            initial = not session.available
             session.available = True
             session.priority = priority_of(st)
             session.presence = st
+            if initial:
+                # RFC 6121 §4.2: modules act on it (offline messages, probes...).
+                await self.host.bus.fire("initial-presence", session)
         elif stype == "unavailable":
             session.available = False
             session.presence = None
