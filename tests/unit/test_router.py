@@ -8,7 +8,6 @@ import pytest
 from lxml import etree
 
 from vinespy.config import HostConfig
-from vinespy.errors import StreamError
 from vinespy.host import Host
 from vinespy.jid import JID
 from vinespy.router import Router
@@ -16,25 +15,9 @@ from vinespy.sessions import Sessions
 from vinespy.storage.memory import MemoryStorage
 from vinespy.xml import Element, stanza
 
+from tests.harness import FakeSession
+
 DOMAIN = "wonderland.lit"
-
-
-class FakeSession:
-    """An in-memory bound resource that records what it is sent."""
-
-    def __init__(self, jid: str, available: bool = True) -> None:
-        self.jid = JID.parse(jid)
-        self.available = available
-        self.priority = 0
-        self.presence: Element | None = None
-        self.interested = False
-        self.got: list[Element] = []
-
-    def send(self, st: Element) -> None:
-        self.got.append(st)
-
-    def close(self, error: StreamError | None = None) -> None:
-        pass
 
 
 @pytest.fixture

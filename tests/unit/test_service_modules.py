@@ -11,7 +11,6 @@ from lxml import etree
 
 from vinespy import modules, ns
 from vinespy.config import HostConfig
-from vinespy.errors import StreamError
 from vinespy.host import Host
 from vinespy.jid import JID
 from vinespy.modules.last import Last
@@ -23,28 +22,12 @@ from vinespy.storage import Contact, StorageError, User, xml_bytes
 from vinespy.storage.memory import MemoryStorage
 from vinespy.xml import Element, child, element, stanza
 
+from tests.harness import FakeSession
+
 DOMAIN = "wonderland.lit"
 ALICE = JID.parse(f"alice@{DOMAIN}")
 BOB = JID.parse(f"bob@{DOMAIN}")
 LOADED = ["presence", "disco", "vcard", "private", "last"]
-
-
-class FakeSession:
-    """An in-memory bound resource that records what it is sent."""
-
-    def __init__(self, jid: JID, available: bool = True) -> None:
-        self.jid = jid
-        self.available = available
-        self.priority = 0
-        self.presence: Element | None = None
-        self.interested = False
-        self.got: list[Element] = []
-
-    def send(self, st: Element) -> None:
-        self.got.append(st)
-
-    def close(self, error: StreamError | None = None) -> None:
-        pass
 
 
 class World:

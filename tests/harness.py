@@ -1,0 +1,25 @@
+"""In-memory stand-ins for tests that need no socket."""
+
+from __future__ import annotations
+
+from vinespy.errors import StreamError
+from vinespy.jid import JID
+from vinespy.xml import Element
+
+
+class FakeSession:
+    """An in-memory bound resource that records what it is sent."""
+
+    def __init__(self, jid: JID | str, available: bool = True) -> None:
+        self.jid = JID.parse(jid) if isinstance(jid, str) else jid
+        self.available = available
+        self.priority = 0
+        self.presence: Element | None = None
+        self.interested = False
+        self.got: list[Element] = []
+
+    def send(self, st: Element) -> None:
+        self.got.append(st)
+
+    def close(self, error: StreamError | None = None) -> None:
+        pass
