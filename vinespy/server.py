@@ -161,6 +161,14 @@ def run(config: Config, ready: Callable[[], None] | None = None) -> int:
         # the cyclic GC from rescanning them on every full collection.
         gc.collect()
         gc.freeze()
+        # With the default thresholds (700, 10, 10), logging in 5,000 sessions
+        # triggered 7 full collections of up to 186 ms (bench msg+idle, gc
+        # callbacks): stop-the-world pauses that set the p99 latency. Stanza
+        # garbage is freed by reference counting; collections are for the
+        # rare cycles, so collect the young generation less often: 1 full
+        # collection of 4.6 ms, the longest pause 8.9 ms, GC time 153 ms
+        # instead of 644 ms over the same run.
+        gc.set_threshold(20_000, 50, 100)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
