@@ -37,5 +37,13 @@ class Host:
             out.extend(f for f in mod.features if f not in out)
         return out
 
+    def stream_features(self) -> list[str]:
+        """The post-authentication stream features the loaded modules declare
+        (raw XML snippets, e.g. RFC 6121 §2.6.1 roster versioning)."""
+        out: list[str] = []
+        for mod in self.modules.values():
+            out.extend(f for f in mod.stream_features if f not in out)
+        return out
+
     def module(self, name: str) -> Any:
         return self.modules.get(name)

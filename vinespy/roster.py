@@ -18,15 +18,17 @@ State machine
     Implementation Note). An inbound request from a stranger does not create
     a roster item (Appendix A.1 state 3; §3.1.3 Security Warning), yet it has
     to be recorded: it is returned as a Contact with ``pending_in=True`` and
-    nothing else, which :func:`visible` reports as not a roster item. Such a
-    record is never shown in a roster result or push; it becomes a roster
-    item when the user subscribes or approves, and it disappears
+    ``hidden=True``, which :func:`visible` reports as not a roster item. Such
+    a record is never shown in a roster result or push; it becomes a roster
+    item (``hidden`` cleared) when the user subscribes or approves, or names
+    the contact in a roster set (:func:`updated`), and it disappears
     (``Outcome.contact is None``) when the request is withdrawn or denied.
 
 Roster sets
     :func:`parse_roster_set` checks a ``<query xmlns='jabber:iq:roster'/>`` of
     an IQ set against RFC 6121 §2.1.5, §2.1.2 and §2.3.3 and raises
-    :class:`~vinespy.errors.StanzaError`; :func:`item_element` and
+    :class:`~vinespy.errors.StanzaError`; :func:`updated` applies an add or
+    update to the stored record; :func:`item_element` and
     :func:`removal_element` build the ``<item/>`` of roster results and
     pushes (§2.1.4, §2.1.6, §2.5.2).
 """
@@ -351,6 +353,15 @@ def _apply(table: dict[tuple[State, str], Row], contact: Contact | None, jid: JI
     if new.subscription in ("from", "both"):
         approved = False                     # granted: nothing left to pre-approve
 
+    # Only an inbound request from a stranger creates a hidden record (A.1
+    # state 3); the user acting on it (subscribing, approving, denying,
+    # pre-approving) makes it a roster item or removes it.
+    hidden = contact.hidden if contact is not None else table is INBOUND
+    if table is OUTBOUND and (row.new is not None or row.preapproval == "set"):
+        hidden = False
+    if new.subscription != "none" or new.pending_out or approved:
+        hidden = False                       # every such state is a roster item
+
     was_item = visible(contact)
     after: Contact | None
     if not was_item and new is State.NONE and not approved:
@@ -360,7 +371,8 @@ def _apply(table: dict[tuple[State, str], Row], contact: Contact | None, jid: JI
         after = dataclasses.replace(
             base, subscription=new.subscription,
             ask="subscribe" if new.pending_out else None,
-            pending_in=new.pending_in, approved=approved, groups=list(base.groups))
+            pending_in=new.pending_in, approved=approved, groups=list(base.groups),
+            hidden=hidden)
     changed = _record(after) != _record(contact)
     push = changed and (was_item or visible(after))
     return Outcome(after, changed, forward, auto, push)
@@ -369,24 +381,17 @@ def _apply(table: dict[tuple[State, str], Row], contact: Contact | None, jid: JI
 def _record(c: Contact | None) -> tuple[object, ...] | None:
     if c is None:
         return None
-    return (c.subscription, c.ask, c.pending_in, c.approved)
+    return (c.subscription, c.ask, c.pending_in, c.approved, c.hidden)
 
 
 def visible(contact: Contact | None) -> bool:
     """Whether ``contact`` is a roster item the user may see (results, pushes).
 
-    A record whose only content is a pending inbound request (subscription
-    none, no ask, not pre-approved, no name, no groups, pending_in) is not a
-    roster item (RFC 6121 Appendix A.1 state 3: the server "MUST NOT create a
-    roster item for the contact"). Contact has no flag that says whether the
-    user created the item, so a user-created item with neither name nor groups
-    in state "None" is hidden while a request from that contact is pending.
+    A ``hidden`` record only remembers a stranger's pending inbound request:
+    it is not a roster item (RFC 6121 Appendix A.1 state 3: the server "MUST
+    NOT create a roster item for the contact").
     """
-    if contact is None:
-        return False
-    return not (contact.pending_in and contact.subscription == "none"
-                and contact.ask is None and not contact.approved
-                and not contact.name and not contact.groups)
+    return contact is not None and not contact.hidden
 
 
 # --------------------------------------------------------------------------
@@ -469,6 +474,23 @@ def parse_roster_set(query: Element, owner: JID, *, max_length: int = MAX_LENGTH
         seen.add(key)
         groups.append(group)
     return RosterUpdate(jid, name, tuple(groups))
+
+
+def updated(contact: Contact | None, update: RosterUpdate) -> Contact:
+    """The record after a roster set that adds or updates ``update.jid``.
+
+    Name and groups are replaced as a whole: an update is a roster set like
+    an add (§2.4) and carries the whole item, so a group the set leaves out
+    is removed from the item and an absent name clears it; the subscription
+    state (subscription, ask, approved, pending in) is kept, since a client
+    cannot change it with a roster set (§2.1.5 rule 2). A hidden record of a
+    stranger's pending request becomes a roster item (``hidden`` cleared):
+    its pending request stays, now shown as an item of state "None + Pending
+    In". ``contact`` is not modified.
+    """
+    base = contact if contact is not None else Contact(update.jid)
+    return dataclasses.replace(base, jid=update.jid, name=update.name,
+                               groups=list(update.groups), hidden=False)
 
 
 def _group_key(group: str) -> str:

@@ -84,6 +84,18 @@ async def test_user_round_trip(storage: Storage) -> None:
     assert found is not None and found.roster[BOB].groups == ["Friends", "\u00dcbung"]
 
 
+async def test_hidden_contact_round_trip(storage: Storage) -> None:
+    """Contact.hidden (a stranger's pending request, not a roster item) is kept both ways."""
+    user = make_user()
+    nurse = JID.parse("nurse@example.com")
+    user.roster[nurse] = Contact(nurse, pending_in=True, hidden=True)
+    await storage.save_user(user)
+    found = await storage.find_user(ALICE)
+    assert found is not None and found.roster[nurse].hidden is True
+    assert not any(c.hidden for j, c in found.roster.items() if j != nurse)
+    assert found == user
+
+
 async def test_find_user_reduces_full_jid(storage: Storage) -> None:
     """find_user with a full JID finds the bare account."""
     await storage.save_user(make_user())
@@ -457,6 +469,18 @@ async def test_fs_runs_io_in_threads(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert len(calls) == 10
 
 
+async def test_fs_reads_user_json_without_hidden(tmp_path: Path) -> None:
+    """A user.json written before Contact.hidden existed reads back with hidden=False."""
+    storage = FsStorage(tmp_path)
+    await storage.save_user(make_user())
+    doc = json.loads((tmp_path / USER_JSON).read_bytes())
+    assert all(item.pop("hidden") is False for item in doc["roster"])
+    (tmp_path / USER_JSON).write_text(json.dumps(doc), "utf-8")
+    found = await storage.find_user(ALICE)
+    assert found == make_user()
+    assert found is not None and not any(c.hidden for c in found.roster.values())
+
+
 # --- fs only: corrupt files, I/O errors, crashes ----------------------------------
 
 USER_JSON = Path("example%2Ecom") / "alice" / "user.json"
@@ -475,6 +499,7 @@ def corrupt_json_variants() -> list[bytes]:
                         (("credentials", "SCRAM-SHA-1", "iterations"), 1.5),
                         (("roster", 0, "jid"), "@@"), (("roster", 0, "groups"), "Friends"),
                         (("roster", 0, "approved"), "yes"), (("roster", 0, "name"), 5),
+                        (("roster", 0, "hidden"), "yes"), (("roster", 0, "hidden"), None),
                         (("roster", 0), None)]:
         broken = copy.deepcopy(good)
         target = broken

@@ -16,7 +16,7 @@ from vinespy.errors import StanzaError
 from vinespy.jid import JID
 from vinespy.roster import (
     INBOUND, OUTBOUND, ROSTER, RosterRemove, RosterUpdate, State, inbound, item_element,
-    outbound, parse_roster_set, removal_element, state_of, visible,
+    outbound, parse_roster_set, removal_element, state_of, updated, visible,
 )
 from vinespy.storage import Contact
 from vinespy.xml import Element, element
@@ -219,7 +219,7 @@ def test_outbound_subscribe_to_stranger_creates_item() -> None:
 def test_inbound_subscribe_from_stranger_is_recorded_not_a_roster_item() -> None:
     """A.3.1 None row, unknown JID: delivered and noted, no roster item, no push (A.1 state 3)."""
     out = inbound(None, NURSE, "subscribe")
-    assert out.contact == Contact(NURSE, pending_in=True)
+    assert out.contact == Contact(NURSE, pending_in=True, hidden=True)
     assert out.changed and out.forward and not out.push
     assert not visible(out.contact)
     with pytest.raises(ValueError):
@@ -228,7 +228,7 @@ def test_inbound_subscribe_from_stranger_is_recorded_not_a_roster_item() -> None
 
 def test_repeated_subscribe_from_stranger_is_not_delivered_again() -> None:
     """A.3.1 None + Pending In row for a hidden record: S.N. deliver, nothing changes."""
-    pending = Contact(NURSE, pending_in=True)
+    pending = Contact(NURSE, pending_in=True, hidden=True)
     out = inbound(pending, NURSE, "subscribe")
     assert out.contact == pending and not out.changed and not out.forward and not out.push
 
@@ -239,22 +239,42 @@ def test_repeated_subscribe_from_stranger_is_not_delivered_again() -> None:
 def test_answered_stranger_request_leaves_nothing(direction: str, type: str) -> None:
     """None + Pending In -> None for a hidden record: the record goes away, no roster push."""
     fn = outbound if direction == "outbound" else inbound
-    out = fn(Contact(NURSE, pending_in=True), NURSE, type)
+    out = fn(Contact(NURSE, pending_in=True, hidden=True), NURSE, type)
     assert out.contact is None and out.changed and out.forward and not out.push
 
 
 def test_approving_stranger_creates_item() -> None:
     """A.2.3 None + Pending In row for a hidden record: "From" makes it a roster item (pushed)."""
-    out = outbound(Contact(NURSE, pending_in=True), NURSE, "subscribed")
-    assert out.contact == Contact(NURSE, subscription="from")
+    out = outbound(Contact(NURSE, pending_in=True, hidden=True), NURSE, "subscribed")
+    assert out.contact == Contact(NURSE, subscription="from")         # hidden cleared
     assert out.changed and out.forward and out.push and visible(out.contact)
 
 
 def test_subscribing_back_to_stranger_creates_item() -> None:
     """A.2.1 None + Pending In row for a hidden record: Pending Out+In is a roster item (ask)."""
-    out = outbound(Contact(NURSE, pending_in=True), NURSE, "subscribe")
+    out = outbound(Contact(NURSE, pending_in=True, hidden=True), NURSE, "subscribe")
     assert fields_of(out.contact) == ("none", "subscribe", True)
     assert out.push and visible(out.contact)
+    assert out.contact is not None and not out.contact.hidden
+
+
+@pytest.mark.parametrize("direction,type", [
+    ("outbound", "unsubscribe"),
+    ("inbound", "subscribed"), ("inbound", "unsubscribed"),
+])
+def test_hidden_record_stays_hidden(direction: str, type: str) -> None:
+    """A "no state change" row for a stranger's pending request keeps it hidden, unpushed."""
+    fn = outbound if direction == "outbound" else inbound
+    out = fn(Contact(NURSE, pending_in=True, hidden=True), NURSE, type)
+    assert out.contact == Contact(NURSE, pending_in=True, hidden=True)
+    assert not out.changed and not out.push and not visible(out.contact)
+
+
+def test_user_item_with_pending_request_is_visible() -> None:
+    """An item the user made (not hidden) stays visible in "None + Pending In", even bare."""
+    out = inbound(Contact(NURSE), NURSE, "subscribe")
+    assert out.contact == Contact(NURSE, pending_in=True)
+    assert out.changed and out.forward and out.push and visible(out.contact)
 
 
 @pytest.mark.parametrize("direction,type", [
@@ -267,6 +287,25 @@ def test_no_state_change_for_stranger_creates_nothing(direction: str, type: str)
     out = fn(None, NURSE, type)
     assert out.contact is None and not out.changed and not out.push
     assert out.forward is (direction == "outbound" and type == "unsubscribe")   # A.2.2 MUST
+
+
+def test_roster_set_makes_hidden_record_an_item() -> None:
+    """updated(): a roster set for a stranger with a pending request creates the item,
+    keeps the request (None + Pending In) and clears hidden."""
+    hidden = Contact(NURSE, pending_in=True, hidden=True)
+    item = updated(hidden, RosterUpdate(NURSE, "Nurse", ("Servants",)))
+    assert item == Contact(NURSE, name="Nurse", groups=["Servants"], pending_in=True)
+    assert visible(item) and state_of(item) is State.NONE_IN
+    assert hidden.hidden and hidden.name is None                  # the input is not modified
+
+
+def test_roster_set_update_keeps_subscription_state() -> None:
+    """updated(): name and groups are replaced, subscription/ask/approved kept."""
+    before = Contact(NURSE, name="Old", subscription="to", ask=None, groups=["A", "B"],
+                     approved=True)
+    item = updated(before, RosterUpdate(NURSE, None, ("C",)))
+    assert item == Contact(NURSE, name=None, subscription="to", groups=["C"], approved=True)
+    assert updated(None, RosterUpdate(NURSE, "N")) == Contact(NURSE, name="N")
 
 
 def test_user_item_in_none_state_survives_withdrawn_request() -> None:
@@ -549,15 +588,16 @@ def test_removal_element() -> None:
 
 @pytest.mark.parametrize("contact,shown", [
     (None, False),
-    (Contact(NURSE, pending_in=True), False),
+    (Contact(NURSE, pending_in=True, hidden=True), False),
+    (Contact(NURSE, pending_in=True), True),
     (Contact(NURSE), True),
     (Contact(NURSE, pending_in=True, name="Nurse"), True),
     (Contact(NURSE, pending_in=True, groups=["Servants"]), True),
     (Contact(NURSE, pending_in=True, ask="subscribe"), True),
     (Contact(NURSE, pending_in=True, subscription="to"), True),
     (Contact(NURSE, approved=True), True),
-], ids=["absent", "pending-in only", "bare item", "named", "grouped", "pending out+in", "to+in",
-        "approved"])
+], ids=["absent", "hidden pending-in", "user's pending-in", "bare item", "named", "grouped",
+        "pending out+in", "to+in", "approved"])
 def test_visible(contact: Contact | None, shown: bool) -> None:
-    """Only a record that is nothing but a pending inbound request is hidden."""
+    """Only a record marked hidden (a stranger's pending request) is not a roster item."""
     assert visible(contact) is shown

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 # Files under vinespy/modules/ holding the built-in modules (a module's
 # config name is its class's ``name``; ``iqdispatch`` is the "iq" module).
 BUILTIN = ("iqdispatch", "presence", "disco", "ping", "version", "vcard", "private", "last",
-           "offline")
+           "offline", "roster")
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,9 @@ class Module:
     xep: ClassVar[str] = ""
     features: ClassVar[tuple[str, ...]] = ()           # disco#info of the server
     account_features: ClassVar[tuple[str, ...]] = ()   # disco#info of each account
+    # Raw XML snippets offered in <stream:features/> once the client is
+    # authenticated (next to bind), e.g. "<ver xmlns='urn:xmpp:features:rosterver'/>".
+    stream_features: ClassVar[tuple[str, ...]] = ()
     depends: ClassVar[tuple[str, ...]] = ()
     options: ClassVar[dict[str, Option]] = {}
 

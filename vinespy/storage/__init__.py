@@ -50,6 +50,10 @@ class Contact:
     groups: list[str] = field(default_factory=list)
     approved: bool = False            # pre-approved (RFC 6121 §3.4)
     pending_in: bool = False          # a subscribe from them awaits an answer
+    # Not a roster item: the record only remembers a stranger's pending
+    # subscription request (RFC 6121 Appendix A.1 state 3, "MUST NOT create
+    # a roster item"); never shown in a roster result or push.
+    hidden: bool = False
 
 
 @dataclass

@@ -132,7 +132,7 @@ def _user_to_json(user: User) -> bytes:
         "roster": [
             {"jid": str(c.jid), "name": c.name, "subscription": c.subscription,
              "ask": c.ask, "groups": list(c.groups), "approved": c.approved,
-             "pending_in": c.pending_in}
+             "pending_in": c.pending_in, "hidden": c.hidden}
             for c in user.roster.values()
         ],
         "roster_version": user.roster_version,
@@ -164,6 +164,7 @@ def _user_from_json(data: bytes, jid: JID) -> User:
             groups=[_typed(g, str) for g in _typed(item["groups"], list)],
             approved=_typed(item["approved"], bool),
             pending_in=_typed(item["pending_in"], bool),
+            hidden=_typed(item.get("hidden", False), bool),   # older files lack it: False
         )
         roster[contact.jid] = contact
     return User(jid=jid, credentials=credentials, roster=roster,

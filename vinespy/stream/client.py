@@ -135,6 +135,8 @@ class ClientStream(XMLStream):
             parts.append(f"<bind xmlns='{ns.BIND}'/>")
             # RFC 3921 session establishment, optional since RFC 6121 (old clients).
             parts.append(f"<session xmlns='{ns.SESSION}'><optional/></session>")
+            if self.host is not None:
+                parts.extend(self.host.stream_features())    # modules' (rosterver...)
         return f"<stream:features>{''.join(parts)}</stream:features>".encode()
 
     # -- dispatch ------------------------------------------------------

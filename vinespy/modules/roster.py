@@ -1,0 +1,181 @@
+"""RFC 6121 §2: roster management, with roster versioning (RFC 6121 §2.6, XEP-0237).
+
+The rules (which roster sets are valid, what an ``<item/>`` looks like, the
+subscription state machine) are in :mod:`vinespy.roster`; this module does
+the I/O: it reads and writes the user's :class:`~vinespy.storage.User`,
+answers the IQs and sends roster pushes.
+
+* ``get`` to one's own account (no ``to``, or one's bare JID): the roster
+  result (§2.1.4) holds every roster item; a record that only remembers a
+  stranger's pending request (``Contact.hidden``) is not one (Appendix A.1
+  state 3). The requesting resource becomes an *interested resource*, one
+  that requested the roster and so receives roster pushes (§2.1.6); a
+  versioned get counts too. The result carries ``ver`` (§2.6.3). If the
+  request's ``ver`` equals the current version the answer is an empty
+  result: §2.6.3 lets the server return either the complete roster or an
+  empty result followed by pushes of the changes since that version, of
+  which there are none. Any other ``ver`` (older, unknown, or the empty
+  string of a client without a cache, §2.6.2) gets the whole roster.
+* ``set`` to one's own account: :func:`~vinespy.roster.parse_roster_set`
+  (§2.1.5, §2.3.3), then add or update the item (name and groups replaced,
+  subscription state kept, a hidden record becomes an item) or remove it
+  (§2.5). Removing an item the roster does not hold is ``<item-not-found/>``
+  (§2.5.3). Removal cancels the subscriptions both ways (§2.5.2): the
+  server sends, from the user's bare JID to the contact, ``unsubscribed``
+  if the contact had a subscription from the user (from/both) or a pending
+  request, and ``unsubscribe`` if the user had one to the contact or had
+  asked for one (to/both, ask). Then the version is bumped, the user saved,
+  a roster push (``<iq type='set'>`` with ``ver`` and the one changed item,
+  ``subscription='remove'`` for a deletion) goes to every interested
+  resource of the user, and the set is answered with an empty result.
+* A roster of ``max_items`` items takes no new one: ``<not-allowed/>``
+  (type cancel) with a ``<text/>`` that names the limit. RFC 6121 names no
+  condition for this (§2.3.3 lists forbidden, bad-request and
+  not-acceptable, none about a size limit), so the choice is among RFC
+  6120's. ``<resource-constraint/>`` (§8.3.3.18, "busy or lacks the system
+  resources", type wait) tells the client to retry, which would fail again.
+  ``<policy-violation/>`` (§8.3.3.15, "violated some local service policy")
+  fits best in words, but is new in RFC 6120 and older client libraries
+  cannot parse it (slixmpp 1.17 raises on it and the request times out);
+  ``<not-allowed/>`` (§8.3.3.11) is understood everywhere and says that
+  retrying as is will not help.
+* A ``get`` or ``set`` to another account's bare JID is ``<forbidden/>``:
+  §2.3.3, "The server MUST return a <forbidden/> stanza error to the client
+  if the sender of the roster set is not authorized to update the roster
+  (where typically only an authenticated resource of the account itself is
+  authorized)", applied to reading as well. The answer is the same whether
+  the account exists or not. Anything else (to the server's address, to a
+  full JID) is left to the router's defaults.
+
+Reads-modify-writes of one user are serialized by a per-bare-JID lock
+(:meth:`Roster.user_lock`), which any module that saves the User in this
+process is to take too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import secrets
+from typing import Any, AsyncIterator
+
+from ..errors import StanzaError
+from ..events import StanzaEvent
+from ..jid import JID
+from ..roster import (ROSTER, RosterRemove, item_element, parse_roster_set, removal_element,
+                      updated, visible)
+from ..storage import User
+from ..xml import Element, child, element, stanza
+from . import Module, Option, iq
+
+ROSTERVER = "urn:xmpp:features:rosterver"
+
+
+class Roster(Module):
+    name = "roster"
+    # RFC 6121 §2.6.1: versioning support is announced as a stream feature.
+    stream_features = (f"<ver xmlns='{ROSTERVER}'/>",)
+    options = {"max_items": Option(int, default=1000, min=1, max=100000)}
+
+    def __init__(self, host: Any) -> None:
+        super().__init__(host)
+        # TODO(module options): read the host's value once [host] module
+        # options are loaded from the config; the declared default until then.
+        self.max_items: int = self.options["max_items"].default
+        self._locks: dict[JID, tuple[asyncio.Lock, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def user_lock(self, bare: JID) -> AsyncIterator[None]:
+        """Hold the write lock of ``bare``'s User record (this process only)."""
+        entry = self._locks.get(bare)
+        if entry is None:
+            entry = self._locks[bare] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._locks[bare]
+
+    # -- roster get (§2.1.3, §2.2, §2.6) ------------------------------------------
+
+    @iq("get", ROSTER, "query", to=("self",))
+    async def fetch(self, ev: StanzaEvent) -> Element | None:
+        if ev.origin is not None:
+            ev.origin.interested = True
+        user = await self.host.storage.find_user(ev.to)
+        roster = user.roster if user is not None else {}
+        version = str(user.roster_version if user is not None else 0)
+        if ev.stanza[0].get("ver") == version:
+            return None                     # §2.6.3: unchanged, nothing to push
+        query = element(ROSTER, "query", ver=version)
+        for contact in roster.values():
+            if visible(contact):
+                query.append(item_element(contact))
+        return query
+
+    # -- roster set (§2.1.5, §2.3-§2.5) -------------------------------------------
+
+    @iq("set", ROSTER, "query", to=("self",))
+    async def change(self, ev: StanzaEvent) -> None:
+        bare = ev.to.bare
+        request = parse_roster_set(ev.stanza[0], bare)
+        presences: list[str] = []
+        async with self.user_lock(bare):
+            user = await self.host.storage.find_user(bare)
+            if user is None:
+                raise StanzaError("forbidden", "the account no longer exists")
+            contact = user.roster.get(request.jid)
+            if isinstance(request, RosterRemove):
+                if contact is None or not visible(contact):
+                    raise StanzaError("item-not-found", f"{request.jid} is not in the roster")
+                del user.roster[request.jid]
+                item = removal_element(request.jid)
+                # §2.5.2: cancel both directions of the subscription.
+                if contact.subscription in ("from", "both") or contact.pending_in:
+                    presences.append("unsubscribed")
+                if contact.subscription in ("to", "both") or contact.ask == "subscribe":
+                    presences.append("unsubscribe")
+            else:
+                if not visible(contact) and self._items(user) >= self.max_items:
+                    raise StanzaError("not-allowed",
+                                      f"a roster holds at most {self.max_items} items")
+                new = updated(contact, request)
+                user.roster[request.jid] = new
+                item = item_element(new)
+            user.roster_version += 1
+            await self.host.storage.save_user(user)
+            self.push(bare, item, user.roster_version)
+        for kind in presences:
+            await self.send(stanza("presence", frm=bare, to=request.jid.bare, type=kind))
+        return None
+
+    @iq("get", ROSTER, "query", to=("bare",))
+    @iq("set", ROSTER, "query", to=("bare",))
+    async def elsewhere(self, ev: StanzaEvent) -> None:
+        raise StanzaError("forbidden", "only your own roster can be read or changed")
+
+    # -- pushes (§2.1.6) ---------------------------------------------------------
+
+    def push(self, bare: JID, item: Element, version: int) -> int:
+        """Send ``<iq type='set'><query ver=…>item</query></iq>`` to every
+        interested resource of ``bare``, each with a fresh id; return how many."""
+        sent = 0
+        for session in self.host.sessions.resources(bare):
+            if not session.interested:
+                continue
+            push = stanza("iq", frm=bare, to=session.jid, type="set",
+                          id=f"push-{secrets.token_hex(8)}")
+            query = child(push, ROSTER, "query", ver=str(version))
+            query.append(copy.deepcopy(item))
+            session.send(push)
+            sent += 1
+        return sent
+
+    @staticmethod
+    def _items(user: User) -> int:
+        return sum(1 for c in user.roster.values() if visible(c))
