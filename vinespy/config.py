@@ -45,6 +45,9 @@ class HostConfig:
     pubsub: tuple[str, ...] = ()
     components: Mapping[str, str] = field(default_factory=dict)
     modules: tuple[str, ...] | None = None     # None = every built-in module
+    # [host.options.MODULE] tables: module name -> option -> value, checked
+    # against the Option declarations of the modules.
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -365,6 +368,33 @@ def _modules(where: str, value: Any) -> tuple[str, ...]:
     return _distinct(where, [_check(f"{where}[{i}]", v, _TEXT) for i, v in enumerate(items)])
 
 
+def _module_options(where: str, value: Any) -> dict[str, dict[str, Any]]:
+    """``[host.options.MODULE]``: each key must be an Option the module declares,
+    of its type and within its bounds."""
+    from . import modules
+    registry = {name: modules.module_class(name) for name in modules.available()}
+    out: dict[str, dict[str, Any]] = {}
+    for name, table in _table(where, value).items():
+        if name not in registry:
+            raise _Bad(f"{where}: " + _unknown("module", name, list(registry)))
+        declared = registry[name].options
+        opts: dict[str, Any] = {}
+        for key, val in _table(f"{where}.{name}", table).items():
+            if key not in declared:
+                raise _Bad(f"{where}.{name}: " + _unknown("option", key, list(declared))
+                           if declared else f"{where}.{name}: the module has no options")
+            opt = declared[key]
+            lo = opt.min if opt.min is not None else None
+            hi = opt.max if opt.max is not None else None
+            if opt.type is int and lo is not None:
+                rule = _ints(int(lo), int(hi) if hi is not None else None)
+            else:
+                rule = _BY_TYPE.get(opt.type, _TEXT)
+            opts[key] = _check(f"{where}.{name}.{key}", val, rule)
+        out[name] = opts
+    return out
+
+
 def _backends() -> tuple[str, ...]:
     try:
         from .storage import backends
@@ -395,6 +425,7 @@ def _hosts(value: Any, base: Path) -> tuple[HostConfig, ...]:
     custom: dict[str, Callable[[str, Any], Any]] = {
         "domains": _domains, "pubsub": _pubsub, "components": _components,
         "modules": _modules, "storage": lambda at, v: _storage(at, v, base),
+        "options": _module_options,
     }
     # No [host.storage] still means fs in "data", so it goes through _storage too.
     hosts = tuple(HostConfig(**_fields(HostConfig, {"storage": {}, **_table(f"host[{n}]", t)},

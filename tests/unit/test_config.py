@@ -435,3 +435,27 @@ def test_cert_for_other_domain(tmp_path: Path, pairs: Path) -> None:
     with pytest.raises(ConfigError, match=r"does not name wonderland\.lit "
                                           r"\(it names: other\.lit, \*\.other\.lit\)"):
         load(path)
+
+
+def test_module_options(tmp_path: Path) -> None:
+    """[host.options.MODULE] values reach the host config, typed."""
+    config = load(write(tmp_path, HOST + "[host.options.offline]\nmax_messages = 7\n"
+                        "[host.options.vcard]\nmax_size = 4096\n"), check_certs=False)
+    assert config.hosts[0].options == {"offline": {"max_messages": 7},
+                                       "vcard": {"max_size": 4096}}
+
+
+@pytest.mark.parametrize("table,message", [
+    ("[host.options.ofline]\nmax_messages = 7\n",
+     'host[0].options: unknown module "ofline" (did you mean "offline"?)'),
+    ("[host.options.offline]\nmax_mesages = 7\n",
+     'host[0].options.offline: unknown option "max_mesages" (did you mean "max_messages"?)'),
+    ("[host.options.offline]\nmax_messages = 0\n",
+     "host[0].options.offline.max_messages: expected an integer from 1 to 10000, got 0"),
+    ("[host.options.offline]\nmax_messages = true\n",
+     "host[0].options.offline.max_messages: expected an integer from 1 to 10000, got true"),
+])
+def test_module_option_errors(tmp_path: Path, table: str, message: str) -> None:
+    """Unknown modules and options get a suggestion; values are checked against
+    the module's declared bounds."""
+    assert error(tmp_path, HOST + table) == message

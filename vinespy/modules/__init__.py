@@ -91,6 +91,12 @@ class Module:
         self.host = host
         self.log = logging.getLogger(f"vinespy.modules.{self.name}")
 
+    def option(self, name: str) -> Any:
+        """The value of a declared option: ``[host.options.<module>]`` in the
+        config file, else the declared default."""
+        configured = getattr(self.host.config, "options", {}).get(self.name, {})
+        return configured.get(name, self.options[name].default)
+
     async def send(self, stanza: Any) -> None:
         """Route a stanza the server emits (its ``from`` must be set)."""
         await self.host.router.route(stanza, None)
@@ -131,6 +137,11 @@ class Module:
 
     async def stop(self) -> None:
         """Called at shutdown."""
+
+
+def module_class(name: str) -> type[Module]:
+    _import_builtin()
+    return _REGISTRY[name]
 
 
 def available() -> tuple[str, ...]:

@@ -35,7 +35,7 @@ class Offline(Module):
 
     def __init__(self, host: Any) -> None:
         super().__init__(host)
-        self.max_messages = self.options["max_messages"].default
+        self.max_messages = self.option("max_messages")
         self._locks: dict[Any, asyncio.Lock] = {}
 
     def _lock(self, bare: Any) -> asyncio.Lock:

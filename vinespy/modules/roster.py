@@ -82,7 +82,7 @@ class Roster(Module):
         super().__init__(host)
         # TODO(module options): read the host's value once [host] module
         # options are loaded from the config; the declared default until then.
-        self.max_items: int = self.options["max_items"].default
+        self.max_items: int = self.option("max_items")
         self._locks: dict[JID, tuple[asyncio.Lock, list[int]]] = {}
 
     @contextlib.asynccontextmanager

@@ -48,7 +48,7 @@ class VCard(Module):
         super().__init__(host)
         # TODO(module options): read the host's value once [host] module
         # options are loaded from the config; the declared default until then.
-        self.max_size: int = self.options["max_size"].default
+        self.max_size: int = self.option("max_size")
 
     @iq("get", VCARD, "vCard", to=("self",))
     async def own(self, ev: StanzaEvent) -> Element:
