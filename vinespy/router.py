@@ -56,6 +56,12 @@ class Router:
                 self.bounce(stanza, StanzaError(
                     "remote-server-not-found", f"{to.domain} is not served here"))
                 return
+            if (origin is not None and to.local and to.domain != origin.jid.domain
+                    and not self.cross_domain(origin.jid.domain, to.domain)):
+                self.bounce(stanza, StanzaError(
+                    "not-allowed", f"users of {origin.jid.domain} cannot reach users of "
+                    f"{to.domain} on this server (cross_domain_messages is off)"))
+                return
             if not to.local:
                 to_type = "host"
             elif to.resource:
@@ -79,6 +85,12 @@ class Router:
             if claimed:
                 return
         await self.default(stanza, kind, to, to_type)
+
+    def cross_domain(self, a: str, b: str) -> bool:
+        """Vines' rule: users of two virtual hosts of this server reach each
+        other only when both hosts set ``cross_domain_messages``."""
+        return (self.hosts[a].config.cross_domain_messages
+                and self.hosts[b].config.cross_domain_messages)
 
     async def default(self, stanza: Element, kind: str, to: JID, to_type: str) -> None:
         """RFC 6120/6121 behaviour when no module claimed the stanza."""
