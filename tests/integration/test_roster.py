@@ -198,6 +198,8 @@ async def test_remove_cancels_subscriptions(server: Running) -> None:
     b = await server.login(await server.user("bob"))
     await b.plugin["xep_0199"].ping(jid=DOMAIN, timeout=TIMEOUT)     # bob is available
     await put_contact(server, f"alice@{DOMAIN}", Contact(JID.parse(BOB), subscription="both"))
+    # bob's side applies RFC 6121 Appendix A.3: delivered only if he had alice too.
+    await put_contact(server, BOB, Contact(JID.parse(f"alice@{DOMAIN}"), subscription="both"))
     unsubscribe = expect(b, "presence_unsubscribe")
     unsubscribed = expect(b, "presence_unsubscribed")
     # A raw set: slixmpp's del_roster_item would send the presences itself.

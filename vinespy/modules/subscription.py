@@ -1,0 +1,159 @@
+"""Presence subscriptions between local users (RFC 6121 §3, Appendix A).
+
+The state machine is :mod:`vinespy.roster` (pure tables); this module does
+the I/O around it, for presence of type ``subscribe``, ``subscribed``,
+``unsubscribe`` or ``unsubscribed`` addressed to a local bare or full JID:
+
+* Sent by a local session (outbound, Appendix A.2): the sender's roster
+  record for the contact goes through :func:`~vinespy.roster.outbound`
+  under the roster module's user lock, is saved and, if the roster item
+  changed, pushed to the sender's interested resources (§2.1.6). If the
+  table says to route it, the stanza is stamped with the contact's bare JID
+  as 'to' and the sender's bare JID as 'from' (§3.1.2, §3.2.2, §3.3.2,
+  §3.4.2: the user's server "MUST stamp the outbound ... with the bare
+  JID") and routed on, as the server, to the contact's side.
+* Emitted by the server (inbound, Appendix A.3; ``origin`` None: the
+  routed stanza above, or the roster module's cancellation on removal,
+  §2.5.2): the contact's record for the sender goes through
+  :func:`~vinespy.roster.inbound` (lock, save, push); the stanza is
+  delivered to the contact's available resources if the table says so,
+  else dropped; an automatic answer (``auto``, e.g. ``subscribed`` for a
+  pre-approved contact, §3.4.2) is sent back as the contact's bare JID.
+
+Both claim the stanza, so the router's default does not deliver it again.
+
+A subscription request that arrives while the contact has no available
+resource is not lost: the record with ``pending_in`` (hidden for a
+stranger, Appendix A.1 state 3) remembers it, and it is delivered again as
+``<presence type='subscribe' from=requester-bare/>`` to every resource
+that sends initial presence while the request is pending (§3.1.3: "the
+contact's server MUST ... deliver the request when the contact next has an
+available resource", and every time until it is answered, §3.1.3 rule 4).
+
+Presence follows the subscription state: when a user approves a request
+(routed ``subscribed``, or the automatic one of a pre-approval) the last
+presence of each of the user's available resources goes to the contact
+(§3.1.5); when a user cancels or denies one (routed ``unsubscribed``,
+§3.2.2) or receives an ``unsubscribe`` that is delivered (§3.3.3), the
+other side gets unavailable from each of them.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+from ..events import StanzaEvent
+from ..jid import JID
+from ..roster import (SUBSCRIPTION_TYPES, Outcome, inbound, item_element, outbound,
+                      removal_element, visible)
+from ..storage import Contact
+from ..xml import stanza
+from . import Module, hook
+
+Table = Callable[[Contact | None, JID, str], Outcome]
+
+
+class Subscription(Module):
+    name = "subscription"
+    depends = ("roster", "presence")
+
+    @hook("presence/bare")
+    @hook("presence/full")
+    async def subscription(self, ev: StanzaEvent) -> bool | None:
+        stype = ev.stanza.get("type")
+        if stype not in SUBSCRIPTION_TYPES:
+            return None
+        assert stype is not None
+        if ev.origin is not None:
+            await self._outbound(ev, stype)
+        else:
+            await self._inbound(ev, stype)
+        return True
+
+    async def _outbound(self, ev: StanzaEvent, stype: str) -> None:
+        assert ev.origin is not None
+        user = ev.origin.jid.bare
+        contact = ev.to.bare
+        if contact == user:
+            return                      # no subscription to oneself: dropped
+        outcome = await self._apply(user, contact, stype, outbound)
+        if outcome is None or not outcome.forward:
+            return
+        st = copy.deepcopy(ev.stanza)
+        st.set("to", str(contact))
+        st.set("from", str(user))
+        await self.send(st)
+        if stype == "subscribed":
+            await self._presence_of(user, contact)          # §3.1.5
+        elif stype == "unsubscribed":
+            await self._presence_of(user, contact, gone=True)   # §3.2.2
+
+    async def _inbound(self, ev: StanzaEvent, stype: str) -> None:
+        user = ev.to.bare
+        sender = ev.frm.bare
+        if sender == user or not sender.local:
+            return
+        outcome = await self._apply(user, sender, stype, inbound)
+        if outcome is None:
+            return
+        if outcome.forward:
+            st = copy.deepcopy(ev.stanza)
+            st.set("to", str(user))
+            st.set("from", str(sender))
+            for session in self.host.sessions.available(user):
+                session.send(st)
+        if outcome.auto is not None:
+            await self.send(stanza("presence", frm=user, to=sender, type=outcome.auto))
+            if outcome.auto == "subscribed":
+                await self._presence_of(user, sender)       # §3.4.2 -> §3.1.5
+        if outcome.forward and stype == "unsubscribe":
+            await self._presence_of(user, sender, gone=True)    # §3.3.3
+
+    async def _presence_of(self, user: JID, to: JID, *, gone: bool = False) -> None:
+        """The last presence (or, ``gone``, unavailable) of each of ``user``'s
+        available resources, to ``to``."""
+        for session in self.host.sessions.available(user):
+            if gone:
+                st = stanza("presence", type="unavailable")
+            elif session.presence is not None:
+                st = copy.deepcopy(session.presence)
+            else:
+                continue
+            st.set("from", str(session.jid))
+            st.set("to", str(to))
+            await self.send(st)
+
+    async def _apply(self, owner: JID, jid: JID, stype: str, table: Table) -> Outcome | None:
+        """Run ``table`` on ``owner``'s record for ``jid``: save and push the
+        result. None if ``owner`` has no account."""
+        roster = self.host.modules["roster"]
+        async with roster.user_lock(owner):
+            user = await self.host.storage.find_user(owner)
+            if user is None:
+                return None
+            outcome = table(user.roster.get(jid), jid, stype)
+            if outcome.changed:
+                if outcome.contact is None:
+                    user.roster.pop(jid, None)
+                else:
+                    user.roster[jid] = outcome.contact
+                if outcome.push:
+                    user.roster_version += 1
+                await self.host.storage.save_user(user)
+                if outcome.push:
+                    item = (item_element(outcome.contact) if visible(outcome.contact)
+                            and outcome.contact is not None else removal_element(jid))
+                    roster.push(owner, item, user.roster_version)
+        return outcome
+
+    @hook("initial-presence")
+    async def pending(self, session: Any) -> None:
+        """§3.1.3: requests that arrived while the user was offline."""
+        user = await self.host.storage.find_user(session.jid.bare)
+        if user is None:
+            return
+        for contact in user.roster.values():
+            if contact.pending_in:
+                session.send(stanza("presence", frm=contact.jid.bare, to=session.jid.bare,
+                                    type="subscribe"))
