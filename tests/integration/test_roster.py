@@ -301,6 +301,8 @@ async def test_rosterver_stream_feature(server: Running) -> None:
     raw.open_stream(DOMAIN)
     features = await raw.features()
     assert b"<ver xmlns='urn:xmpp:features:rosterver'/>" in features
+    # RFC 6121 §3.4.1: pre-approval is supported, so it is advertised.
+    assert b"<sub xmlns='urn:xmpp:features:pre-approval'/>" in features
     assert f"<bind xmlns='{ns.BIND}'/>".encode() in features
     raw.close()
     a = await alice(server)

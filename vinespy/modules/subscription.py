@@ -57,6 +57,8 @@ Table = Callable[[Contact | None, JID, str], Outcome]
 class Subscription(Module):
     name = "subscription"
     depends = ("roster", "presence")
+    # RFC 6121 §3.4.1: a server that supports pre-approval MUST advertise it.
+    stream_features = ("<sub xmlns='urn:xmpp:features:pre-approval'/>",)
 
     @hook("presence/bare")
     @hook("presence/full")
