@@ -1,0 +1,215 @@
+"""XEP-0191: Blocking Command.
+
+* ``get`` of ``<blocklist xmlns='urn:xmpp:blocking'/>`` to one's own account
+  returns the blocked JIDs as ``<item jid=…/>`` (§3.2).
+* ``set`` of ``<block/>`` (at least one ``<item/>``, else ``<bad-request/>``;
+  a JID that does not parse is ``<jid-malformed/>``) or ``<unblock/>`` (no
+  item: unblock everything) updates the list kept in the "blocklist" store,
+  answers with an empty result and pushes the same element to every
+  interested resource of the user (§3.3, §3.4). On block, each available
+  resource of the user sends ``<presence type='unavailable'/>`` to the newly
+  blocked JIDs (§3.3).
+* Inbound (§3.5, "blocked entity attempts to communicate"): a stanza from a
+  blocked JID (full, bare, domain/resource or domain, as in XEP-0016) to the
+  user is never delivered; a message or an IQ get/set is answered with
+  ``<service-unavailable/>``, anything else (presence, results, errors) is
+  dropped without an answer.
+* Outbound (§3.6, "user attempts to communicate"): a message or IQ get/set
+  the user sends to a JID on their own list is answered with
+  ``<not-acceptable/>`` carrying ``<blocked xmlns='urn:xmpp:blocking:errors'/>``;
+  presence and anything else is dropped.
+
+Each user's list is cached in memory once read, so checking a stanza costs no
+storage access. The list of a user is owned by the blocking module of the
+user's own domain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+from ..errors import StanzaError
+from ..events import StanzaEvent
+from ..jid import JID, JIDError
+from ..xml import Element, child, element, error_reply, local_name, stanza
+from . import Module, hook, iq
+
+BLOCKING = "urn:xmpp:blocking"
+BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
+STORE = "blocklist"
+LOCK_STRIPES = 64
+CACHE_MAX = 100_000     # blocklists kept in memory (most are empty)
+
+
+def matches(blocked: frozenset[JID], jid: JID) -> bool:
+    """Whether ``jid`` is covered by an entry of ``blocked`` (XEP-0016 order:
+    full, bare, domain/resource, domain)."""
+    if not blocked:
+        return False
+    domain = JID("", jid.domain)
+    return (jid in blocked or jid.bare in blocked or domain in blocked
+            or (bool(jid.resource) and JID("", jid.domain, jid.resource) in blocked))
+
+
+class Blocking(Module):
+    name = "blocking"
+    xep = "XEP-0191"
+    features = (BLOCKING,)
+
+    def __init__(self, host: Any) -> None:
+        super().__init__(host)
+        # Every stanza to a local address consults the recipient's list, so
+        # neither the locks nor the cache may grow with the addresses clients
+        # make up: a fixed pool of striped locks (one JID always maps to the
+        # same lock), and a cache that forgets its oldest entries.
+        self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
+        self._cache: dict[JID, frozenset[JID]] = {}
+
+    def _lock(self, bare: JID) -> asyncio.Lock:
+        return self._locks[hash(bare) % LOCK_STRIPES]
+
+    def _remember(self, bare: JID, blocked: frozenset[JID]) -> None:
+        cache = self._cache
+        cache.pop(bare, None)
+        cache[bare] = blocked
+        while len(cache) > CACHE_MAX:
+            del cache[next(iter(cache))]
+
+    async def blocklist(self, bare: JID) -> frozenset[JID]:
+        """The cached list of ``bare``, read from storage on first need."""
+        cached = self._cache.get(bare)
+        if cached is not None:
+            return cached
+        async with self._lock(bare):
+            cached = self._cache.get(bare)
+            if cached is None:
+                cached = await self._load(bare)
+                self._remember(bare, cached)
+        return cached
+
+    async def _load(self, bare: JID) -> frozenset[JID]:
+        stored = await self.host.storage.get(bare, STORE) or []
+        out = set()
+        for text in stored:
+            try:
+                out.add(JID.parse(text))
+            except JIDError:
+                self.log.warning("ignoring a bad JID %r in the blocklist of %s", text, bare)
+        return frozenset(out)
+
+    # -- the command (§3.2-§3.4) ---------------------------------------------------
+
+    @iq("get", BLOCKING, "blocklist", to=("self",))
+    async def get(self, ev: StanzaEvent) -> Element:
+        out = element(BLOCKING, "blocklist")
+        for jid in sorted(await self.blocklist(ev.to.bare), key=str):
+            child(out, BLOCKING, "item", jid=str(jid))
+        return out
+
+    @staticmethod
+    def _items(payload: Element) -> list[JID]:
+        jids: list[JID] = []
+        for item in payload.iter(f"{{{BLOCKING}}}item"):
+            text = item.get("jid")
+            if text is None:
+                raise StanzaError("bad-request", "an <item/> needs a 'jid'")
+            try:
+                jid = JID.parse(text)
+            except JIDError as exc:
+                raise StanzaError("jid-malformed", f"{text!r}: {exc}") from None
+            if jid not in jids:
+                jids.append(jid)
+        return jids
+
+    @iq("set", BLOCKING, "block", to=("self",))
+    async def block(self, ev: StanzaEvent) -> None:
+        jids = self._items(ev.stanza[0])
+        if not jids:
+            raise StanzaError("bad-request", "<block/> needs at least one <item/>")
+        bare = ev.to.bare
+        async with self._lock(bare):
+            current = self._cache.get(bare)
+            if current is None:
+                current = await self._load(bare)
+            new = [j for j in jids if j not in current]
+            updated = current | frozenset(new)
+            await self.host.storage.put(bare, STORE, sorted(str(j) for j in updated))
+            # §3.3: the user's available resources go unavailable for the newly
+            # blocked JIDs (sent before the list applies, which would drop them).
+            for session in self.host.sessions.available(bare):
+                for jid in new:
+                    await self.send(stanza("presence", frm=session.jid, to=jid,
+                                           type="unavailable"))
+            self._remember(bare, updated)
+        self._push(bare, ev.stanza[0])
+        return None
+
+    @iq("set", BLOCKING, "unblock", to=("self",))
+    async def unblock(self, ev: StanzaEvent) -> None:
+        jids = self._items(ev.stanza[0])
+        bare = ev.to.bare
+        async with self._lock(bare):
+            if jids:
+                current = self._cache.get(bare)
+                if current is None:
+                    current = await self._load(bare)
+                updated = current - frozenset(jids)
+            else:
+                updated = frozenset()
+            await self.host.storage.put(bare, STORE,
+                                        sorted(str(j) for j in updated) or None)
+            self._remember(bare, updated)
+        self._push(bare, ev.stanza[0])
+        return None
+
+    def _push(self, bare: JID, payload: Element) -> None:
+        """§3.3/§3.4: the same block/unblock to every interested resource."""
+        for session in self.host.sessions.resources(bare):
+            if not session.interested:
+                continue
+            push = stanza("iq", frm=bare, to=session.jid, type="set",
+                          id=f"push-{secrets.token_hex(8)}")
+            el = child(push, BLOCKING, local_name(payload))
+            for jid in self._items(payload):
+                child(el, BLOCKING, "item", jid=str(jid))
+            session.send(push)
+
+    # -- enforcement (§3.5, §3.6) ----------------------------------------------------
+
+    def _owner(self, jid: JID) -> Blocking | None:
+        """The blocking module of ``jid``'s own domain, if served and loaded."""
+        host = self.host.router.hosts.get(jid.domain)
+        mod = host.modules.get(self.name) if host is not None else None
+        return mod if isinstance(mod, Blocking) else None
+
+    @hook("message/bare", priority=100)
+    @hook("message/full", priority=100)
+    @hook("presence/bare", priority=100)
+    @hook("presence/full", priority=100)
+    @hook("iq/bare", priority=100)
+    @hook("iq/full", priority=100)
+    async def enforce(self, ev: StanzaEvent) -> bool | None:
+        st = ev.stanza
+        kind = local_name(st)
+        stype = st.get("type")
+        asks = (kind == "message" and stype != "error") or (
+            kind == "iq" and stype in ("get", "set"))
+        # Outbound: the sender blocked the recipient.
+        if ev.frm.local:
+            owner = self._owner(ev.frm)
+            if owner is not None and matches(await owner.blocklist(ev.frm.bare), ev.to):
+                if asks and ev.origin is not None:
+                    answer = error_reply(st, StanzaError(
+                        "not-acceptable", f"you have blocked {ev.to.bare}"))
+                    err = answer[-1]
+                    err.append(element(BLOCKING_ERRORS, "blocked"))
+                    ev.origin.send(answer)
+                return True
+        # Inbound: the recipient blocked the sender.
+        if matches(await self.blocklist(ev.to.bare), ev.frm):
+            if asks:
+                self.host.router.bounce(st, StanzaError("service-unavailable"))
+            return True
+        return None
