@@ -41,10 +41,13 @@ class EventBus:
     async def fire(self, event: str, *args: Any) -> Any:
         for _, _, handler in self._handlers.get(event, ()):
             result = handler(*args)
+            if result is None:          # the common case: no await, no type check
+                continue
             if inspect.isawaitable(result):
                 result = await result
-            if result is not None:
-                return result
+                if result is None:
+                    continue
+            return result
         return None
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from typing import Any
+from typing import Any, Awaitable
 
 from ..errors import StanzaError
 from ..events import StanzaEvent
@@ -41,6 +41,7 @@ BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
 STORE = "blocklist"
 LOCK_STRIPES = 64
 CACHE_MAX = 100_000     # blocklists kept in memory (most are empty)
+_NONE: frozenset[JID] = frozenset()
 
 
 def matches(blocked: frozenset[JID], jid: JID) -> bool:
@@ -190,25 +191,41 @@ class Blocking(Module):
     @hook("presence/full", priority=100)
     @hook("iq/bare", priority=100)
     @hook("iq/full", priority=100)
-    async def enforce(self, ev: StanzaEvent) -> bool | None:
+    def enforce(self, ev: StanzaEvent) -> bool | None | Awaitable[bool | None]:
+        """Every stanza between users passes here: when both lists are in
+        memory (the usual case) decide at once, without a coroutine; else
+        load them first."""
+        owner = self._owner(ev.frm) if ev.frm.local else None
+        out = owner._cache.get(ev.frm.bare) if owner is not None else _NONE
+        inn = self._cache.get(ev.to.bare)
+        if out is not None and inn is not None:
+            if not out and not inn:
+                return None
+            return self._decide(ev, out, inn)
+        return self._enforce_loading(ev, owner)
+
+    async def _enforce_loading(self, ev: StanzaEvent, owner: Blocking | None) -> bool | None:
+        out = await owner.blocklist(ev.frm.bare) if owner is not None else _NONE
+        return self._decide(ev, out, await self.blocklist(ev.to.bare))
+
+    def _decide(self, ev: StanzaEvent, out: frozenset[JID],
+                inn: frozenset[JID]) -> bool | None:
         st = ev.stanza
         kind = local_name(st)
         stype = st.get("type")
         asks = (kind == "message" and stype != "error") or (
             kind == "iq" and stype in ("get", "set"))
         # Outbound: the sender blocked the recipient.
-        if ev.frm.local:
-            owner = self._owner(ev.frm)
-            if owner is not None and matches(await owner.blocklist(ev.frm.bare), ev.to):
-                if asks and ev.origin is not None:
-                    answer = error_reply(st, StanzaError(
-                        "not-acceptable", f"you have blocked {ev.to.bare}"))
-                    err = answer[-1]
-                    err.append(element(BLOCKING_ERRORS, "blocked"))
-                    ev.origin.send(answer)
-                return True
+        if matches(out, ev.to):
+            if asks and ev.origin is not None:
+                answer = error_reply(st, StanzaError(
+                    "not-acceptable", f"you have blocked {ev.to.bare}"))
+                err = answer[-1]
+                err.append(element(BLOCKING_ERRORS, "blocked"))
+                ev.origin.send(answer)
+            return True
         # Inbound: the recipient blocked the sender.
-        if matches(await self.blocklist(ev.to.bare), ev.frm):
+        if matches(inn, ev.frm):
             if asks:
                 self.host.router.bounce(st, StanzaError("service-unavailable"))
             return True
