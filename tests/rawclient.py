@@ -72,6 +72,14 @@ class Raw:
         await self.writer.start_tls(ctx, server_hostname=domain)
         self.buf = b""
 
+    async def secure(self, domain: str, ctx: ssl.SSLContext) -> bytes:
+        """Open a stream, STARTTLS, open the new one: its features."""
+        self.open_stream(domain)
+        await self.features()
+        await self.starttls(ctx, domain)
+        self.open_stream(domain)
+        return await self.features()
+
     async def plain(self, user: str, password: str) -> bytes:
         blob = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
         self.send(f"<auth xmlns='{ns.SASL}' mechanism='PLAIN'>{blob}</auth>")
@@ -80,11 +88,7 @@ class Raw:
     async def login(self, domain: str, ctx: ssl.SSLContext, user: str, password: str,
                     resource: str = "raw") -> str:
         """STARTTLS + PLAIN + bind; return the bound full JID."""
-        self.open_stream(domain)
-        await self.features()
-        await self.starttls(ctx, domain)
-        self.open_stream(domain)
-        await self.features()
+        await self.secure(domain, ctx)
         result = await self.plain(user, password)
         assert result.startswith(b"<success"), result
         self.open_stream(domain)

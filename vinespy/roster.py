@@ -45,9 +45,9 @@ from lxml import etree
 from precis_i18n import get_profile
 
 from .errors import StanzaError
-from .jid import JID, JIDError
+from .jid import JID
 from .storage import Contact
-from .xml import Element, element
+from .xml import Element, element, jid_attr
 
 ROSTER = "jabber:iq:roster"
 _ITEM = f"{{{ROSTER}}}item"
@@ -443,13 +443,7 @@ def parse_roster_set(query: Element, owner: JID, *, max_length: int = MAX_LENGTH
     if len(items) != 1:
         raise StanzaError("bad-request", "a roster set carries exactly one <item/>")
     item = items[0]
-    text = item.get("jid")
-    if text is None:
-        raise StanzaError("bad-request", "the <item/> has no 'jid'")
-    try:
-        jid = JID.parse(text)
-    except JIDError as exc:
-        raise StanzaError("jid-malformed", f"item 'jid': {exc}") from None
+    jid = jid_attr(item)
     if item.get("subscription") == "remove":
         return RosterRemove(jid)
     if jid == owner.bare:

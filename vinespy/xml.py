@@ -15,6 +15,7 @@ from lxml import etree
 
 from . import ns
 from .errors import StanzaError
+from .jid import JID, JIDError
 
 Element = etree._Element
 
@@ -82,6 +83,18 @@ def serialize(el: Element) -> bytes:
     if i != -1:
         data = data[:i] + data[i + len(_DEFAULT_DECL):]
     return data
+
+
+def jid_attr(el: Element, attr: str = "jid") -> JID:
+    """The JID in ``el``'s ``attr``: ``<bad-request/>`` when it is missing,
+    ``<jid-malformed/>`` when it is not a valid JID (RFC 7622)."""
+    text = el.get(attr)
+    if text is None:
+        raise StanzaError("bad-request", f"<{local_name(el)}/> needs a '{attr}'")
+    try:
+        return JID.parse(text)
+    except JIDError as exc:
+        raise StanzaError("jid-malformed", f"{attr} {text!r}: {exc}") from None
 
 
 def reply(el: Element, type: str = "result") -> Element:

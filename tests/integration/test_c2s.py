@@ -173,11 +173,7 @@ async def test_resource_conflict_refused_when_configured(make_server: Any) -> No
 async def bind_raw(srv: Running, resource: str) -> Raw:
     """A raw client as alice through SASL, with a bind request for ``resource`` sent."""
     raw = await Raw.connect(srv.port)
-    raw.open_stream(DOMAIN)
-    await raw.features()
-    await raw.starttls(tls_ctx(srv), DOMAIN)
-    raw.open_stream(DOMAIN)
-    await raw.features()
+    await raw.secure(DOMAIN, tls_ctx(srv))
     assert (await raw.plain("alice", PASSWORD)).startswith(b"<success")
     raw.open_stream(DOMAIN)
     await raw.features()
@@ -202,11 +198,7 @@ async def test_wrong_password_then_closed(server: Running) -> None:
     """Wrong passwords get <not-authorized/>; after max_auth_failures the stream closes."""
     await server.user("alice")
     raw = await Raw.connect(server.port)
-    raw.open_stream(DOMAIN)
-    await raw.features()
-    await raw.starttls(tls_ctx(server), DOMAIN)
-    raw.open_stream(DOMAIN)
-    await raw.features()
+    await raw.secure(DOMAIN, tls_ctx(server))
     for _ in range(2):
         assert b"<not-authorized/>" in await raw.plain("alice", "wrong")
     assert b"<not-authorized/>" in await raw.plain("alice", "wrong")
@@ -255,11 +247,7 @@ async def test_tls_optional_never_offers_plain_in_clear(make_server: Any) -> Non
 async def test_stanza_before_auth_is_not_authorized(server: Running) -> None:
     """A stanza before SASL closes the stream with <not-authorized/>."""
     raw = await Raw.connect(server.port)
-    raw.open_stream(DOMAIN)
-    await raw.features()
-    await raw.starttls(tls_ctx(server), DOMAIN)
-    raw.open_stream(DOMAIN)
-    await raw.features()
+    await raw.secure(DOMAIN, tls_ctx(server))
     raw.send("<message to='bob@wonderland.lit'><body>x</body></message>")
     assert b"<not-authorized" in await raw.until_closed()
     await assert_serves(server)

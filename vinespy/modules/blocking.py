@@ -33,7 +33,7 @@ from typing import Any, Awaitable
 from ..errors import StanzaError
 from ..events import StanzaEvent
 from ..jid import JID, JIDError
-from ..xml import Element, child, element, error_reply, local_name, stanza
+from ..xml import Element, child, element, error_reply, jid_attr, local_name, stanza
 from . import Module, hook, iq
 
 BLOCKING = "urn:xmpp:blocking"
@@ -113,13 +113,7 @@ class Blocking(Module):
     def _items(payload: Element) -> list[JID]:
         jids: list[JID] = []
         for item in payload.iter(f"{{{BLOCKING}}}item"):
-            text = item.get("jid")
-            if text is None:
-                raise StanzaError("bad-request", "an <item/> needs a 'jid'")
-            try:
-                jid = JID.parse(text)
-            except JIDError as exc:
-                raise StanzaError("jid-malformed", f"{text!r}: {exc}") from None
+            jid = jid_attr(item)
             if jid not in jids:
                 jids.append(jid)
         return jids
