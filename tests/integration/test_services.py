@@ -296,3 +296,15 @@ async def test_disco_items(server: Running) -> None:
     for target in (alice, f"nobody@{DOMAIN}"):
         other = await b.plugin["xep_0030"].get_items(jid=target, timeout=TIMEOUT)
         assert other["disco_items"]["items"] == set()
+
+
+async def test_disco_lists_every_feature(server: Any) -> None:
+    """The server's disco#info lists every feature of every loaded module."""
+    c = await server.login(await server.user("alice"))
+    info = await c.plugin["xep_0030"].get_info(jid=DOMAIN, timeout=TIMEOUT)
+    listed = set(info["disco_info"]["features"])
+    host = server.server.hosts[DOMAIN]
+    declared = {f for mod in host.modules.values() for f in mod.features}
+    assert listed == declared
+    assert {"urn:xmpp:ping", "jabber:iq:version", "vcard-temp", "jabber:iq:last",
+            "urn:xmpp:blocking", "msgoffline"} <= listed

@@ -93,7 +93,9 @@ async def test_mutual_subscription(server: Running) -> None:
     assert str((await presence)["from"]) == f"{BOB}/one"    # §3.1.5
     assert await state(server, ALICE, BOB) == ("to", None, False)
     assert await state(server, BOB, ALICE) == ("from", None, False)
+    seen_by_bob = expect(b, "presence", available_from(ALICE))
     await subscribe(b, a)
+    assert str((await seen_by_bob)["from"]).startswith(f"{ALICE}/")   # both see each other
     assert await state(server, ALICE, BOB) == ("both", None, False)
     assert await state(server, BOB, ALICE) == ("both", None, False)
 
