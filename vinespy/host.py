@@ -30,11 +30,12 @@ class Host:
     def sessions(self) -> Sessions:
         return self.router.sessions
 
-    def features(self) -> list[str]:
-        """Every disco feature the loaded modules declare (XEP-0030)."""
+    def features(self, kind: str = "features") -> list[str]:
+        """Every disco feature the loaded modules declare (XEP-0030), once each:
+        ``features`` for the server, ``account_features`` for its accounts."""
         out: list[str] = []
         for mod in self.modules.values():
-            out.extend(f for f in mod.features if f not in out)
+            out.extend(f for f in getattr(mod, kind) if f not in out)
         return out
 
     def stream_features(self) -> list[str]:

@@ -47,13 +47,6 @@ class Disco(Module):
     features = (ns.DISCO_INFO, ns.DISCO_ITEMS)
     account_features = (ns.DISCO_INFO, ns.DISCO_ITEMS)
 
-    def account_feature_list(self) -> list[str]:
-        """Every account-level feature the loaded modules declare, once each."""
-        out: list[str] = []
-        for mod in self.host.modules.values():
-            out.extend(f for f in mod.account_features if f not in out)
-        return out
-
     @iq("get", ns.DISCO_INFO, "query", to=("host",))
     async def info(self, ev: StanzaEvent) -> Element:
         node = ev.stanza[0].get("node")
@@ -86,7 +79,7 @@ class Disco(Module):
             raise StanzaError("item-not-found", f"no node {node!r} here")
         q = element(ns.DISCO_INFO, "query")
         child(q, ns.DISCO_INFO, "identity", category="account", type="registered")
-        for feature in sorted(self.account_feature_list()):
+        for feature in sorted(self.host.features("account_features")):
             child(q, ns.DISCO_INFO, "feature", var=feature)
         return q
 
