@@ -11,6 +11,11 @@ directory holding ``conf/config.toml``, a self-signed certificate, ``data/``,
     vinespy status              # exit 0 running, 3 not running (LSB)
     vinespy stop
 
+``vinespy start --workers N`` (N > 1, with a ``[cluster]`` table) runs N
+worker processes, each a cluster node sharing the listening ports
+(SO_REUSEPORT), under one supervising process that holds the pid file,
+forwards SIGTERM/SIGINT and replaces a worker that dies (:class:`Workers`).
+
 ``log/vinespy.log`` and ``pid/vinespy.pid`` live where the config's relative
 paths start (:func:`vinespy.config.base_dir`): beside ``conf/`` when the
 config is ``.../conf/config.toml``, else beside the config file.
@@ -29,6 +34,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import dataclasses
 import getpass
 import json
 import logging
@@ -47,7 +54,7 @@ from typing import Awaitable, Callable, NoReturn, Sequence, TypeVar
 
 from . import __version__
 from .accounts import AccountError, create_user, delete_user, set_password
-from .config import Config, ConfigError, HostConfig, base_dir, load
+from .config import ClusterConfig, Config, ConfigError, HostConfig, base_dir, load
 from .jid import JID, JIDError, prep_domain
 from .storage import Contact, Storage, StorageError, open_storage
 from .tls import make_self_signed
@@ -58,6 +65,12 @@ PROG = "vinespy"
 DEFAULT_CONFIG = "conf/config.toml"
 START_TIMEOUT = 30.0        # s the parent of a daemon waits for "listening"
 STOP_TIMEOUT = 15.0         # s `stop` waits for the process to exit
+STATUS_TIMEOUT = 10.0       # s `status` waits for Redis to list the cluster's nodes
+MAX_WORKERS = 64
+WORKER_RESTART_DELAY = 1.0  # s before a worker that died is replaced
+WORKER_RESTARTS = 5         # at most this many replacements of one worker...
+WORKER_RESTART_WINDOW = 60.0    # ...within this many seconds; then it stays dead
+WORKER_KILL_AFTER = 10.0    # s after a stop before the remaining workers get SIGKILL
 EXAMPLE_USERS = ("alice", "arthur")
 
 # LSB init-script exit codes for `status` (LSB core, "Init Script Actions").
@@ -148,12 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run the server, in the foreground unless -d is given.")
     p.add_argument("-d", "--daemonize", action="store_true",
                    help="run in the background; return once it is listening")
+    p.add_argument("--workers", type=worker_count, default=1, metavar="N",
+                   help=f"run N (1-{MAX_WORKERS}) worker processes sharing the ports, each "
+                   "a node of the [cluster] (default: 1, no supervisor)")
     p.set_defaults(handler=cmd_start)
 
     p = sub.add_parser("stop", parents=[common], help="stop the running server")
     p.set_defaults(handler=cmd_stop)
 
     p = sub.add_parser("restart", parents=[common], help="stop the server, then start -d")
+    p.add_argument("--workers", type=worker_count, default=None, metavar="N",
+                   help="as for start (default: as many as the running server has)")
     p.set_defaults(handler=cmd_restart)
 
     p = sub.add_parser("status", parents=[common],
@@ -213,7 +231,15 @@ max_stanza_size = 65536
 max_resources_per_account = 5
 
 # [cluster]                     # uncomment to share users across servers through Redis
-# url = "redis://127.0.0.1:6379/0"
+# url = "redis://127.0.0.1:6379/0"  # or rediss:// (TLS), unix:///PATH.sock
+# password = "..."              # overrides the URL's; absent: the URL's
+# db = 0                        # overrides the URL's; absent: the URL's
+# node = "HOSTNAME-5222"        # unique, stable id; absent: host name + client port
+# heartbeat = 1.0               # s between heartbeats
+# dead_after = 5.0              # s without one before a node counts as dead (>= 3 x heartbeat)
+# route_cache_ttl = 10.0        # s a remote user's node is cached; 0 = no cache
+# inbox_maxlen = 100000         # about how many messages a node's Redis inbox keeps
+# tls_ca = "conf/redis-ca.pem"  # rediss:// only: the CA of Redis's certificate
 """
 
 # RFC 7622 §3.2: a domainpart is a DNS host name (IDNA2008) or an IP literal;
@@ -438,11 +464,35 @@ class RunPaths:
     def log_file(self) -> Path:
         return self.base / "log" / "vinespy.log"
 
+    @property
+    def workers_file(self) -> Path:
+        return _workers_file(self.pid_file)
+
+
+def worker_count(text: str) -> int:
+    """``--workers N``: an integer from 1 to MAX_WORKERS (argparse type)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer from 1 to {MAX_WORKERS}, got {text!r}")
+    return n
+
+
+def _check_workers(config: Config, workers: int, config_path: str) -> None:
+    if workers > 1 and config.cluster is None:
+        raise CLIError(f"--workers {workers} needs a [cluster] table in {config_path}: "
+                       "workers are cluster nodes sharing the ports through Redis")
+
 
 def cmd_start(args: argparse.Namespace) -> int:
-    """``vinespy start [-d]``: serve until SIGTERM/SIGINT."""
+    """``vinespy start [-d] [--workers N]``: serve until SIGTERM/SIGINT."""
     paths = _existing_paths(args)
     config = load(args.config)
+    workers = getattr(args, "workers", None) or 1
+    _check_workers(config, workers, args.config)
     pid = running_pid(paths.pid_file, clean=True)
     if pid is not None:
         raise CLIError(f"already running (pid {pid})")
@@ -452,14 +502,16 @@ def cmd_start(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise CLIError(f"cannot create {d}: {exc.strerror}") from None
     if args.daemonize:
-        return _start_daemon(config, paths)
+        return _start_daemon(config, paths, workers)
     setup_logging(config.log, None)
     acquire_pid_file(paths.pid_file)
     try:
-        return _serve(config, None)
+        _record_workers(paths, workers)
+        return _serve(config, None, workers)
     except OSError as exc:              # most often: the port is taken
         raise CLIError(f"cannot start: {exc}") from None
     finally:
+        _forget_workers(paths.workers_file)
         release_pid_file(paths.pid_file)
 
 
@@ -477,7 +529,10 @@ def cmd_restart(args: argparse.Namespace) -> int:
     The config is checked first: a typo in it leaves the running server alone.
     """
     paths = _existing_paths(args)
-    load(args.config)
+    config = load(args.config)
+    if args.workers is None:
+        args.workers = _running_workers(paths)
+    _check_workers(config, args.workers, args.config)
     stop_server(paths.pid_file)
     args.daemonize = True
     return cmd_start(args)
@@ -493,9 +548,40 @@ def cmd_status(args: argparse.Namespace) -> int:
     pid = running_pid(paths.pid_file)
     if pid is None:
         print(f"{PROG} is not running")
-        return STATUS_NOT_RUNNING
-    print(f"{PROG} is running (pid {pid})")
-    return STATUS_RUNNING
+        status = STATUS_NOT_RUNNING
+    else:
+        print(f"{PROG} is running (pid {pid})")
+        status = STATUS_RUNNING
+    try:
+        config = load(args.config, check_certs=False)
+    except ConfigError as exc:          # the local answer stands; the rest needs the config
+        print(f"{PROG}: {one_line(str(exc))}", file=sys.stderr)
+        return status
+    if config.cluster is not None:
+        print_cluster(config.cluster)
+    return status
+
+
+def print_cluster(cfg: ClusterConfig) -> None:
+    """One line for the cluster, then one per node registered in Redis; one
+    line ``cluster: cannot reach URL: REASON`` if Redis does not answer.
+    The URL is printed without its password."""
+    from .cluster import status         # imports redis: only with a [cluster] table
+    from redis.exceptions import RedisError
+    url = status.safe_url(cfg.url)
+    try:
+        nodes = asyncio.run(asyncio.wait_for(status.nodes(cfg), STATUS_TIMEOUT))
+    except asyncio.TimeoutError:
+        print(f"cluster: cannot reach {url}: no answer within {STATUS_TIMEOUT:g} s")
+        return
+    except (RedisError, OSError, ValueError) as exc:
+        reason = one_line(str(exc)) or type(exc).__name__
+        print(f"cluster: cannot reach {url}: {status.hide_passwords(reason, cfg)}")
+        return
+    alive = sum(n.alive for n in nodes)
+    print(f"cluster {url}: {len(nodes)} node{'' if len(nodes) == 1 else 's'}, {alive} alive")
+    for node in nodes:
+        print(node.line())
 
 
 def _existing_paths(args: argparse.Namespace) -> RunPaths:
@@ -523,18 +609,56 @@ def stop_server(pid_file: Path) -> bool:
             raise CLIError(f"pid {pid} did not exit within {STOP_TIMEOUT:g} s")
         time.sleep(0.05)
     release_pid_file(pid_file, pid)     # it removes its own; this is for a crash
+    _forget_workers(_workers_file(pid_file), pid)
     print(f"{PROG} stopped (pid {pid})")
     return True
 
 
-def _serve(config: Config, ready: Callable[[], None] | None) -> int:
+def _serve(config: Config, ready: Callable[[], None] | None, workers: int = 1) -> int:
+    if workers > 1:
+        return Workers(config, workers, ready).run()
     from . import server            # the whole server: only `start` needs it
     return server.run(config, ready=ready)
 
 
+# ``pid/vinespy.workers`` holds "PID N" while the supervisor PID runs N > 1
+# workers, so that ``restart`` starts as many again. (The pid file itself
+# stays a bare pid, as init systems read it.)
+
+def _workers_file(pid_file: Path) -> Path:
+    return pid_file.with_name("vinespy.workers")
+
+
+def _record_workers(paths: RunPaths, workers: int) -> None:
+    if workers > 1:
+        paths.workers_file.write_text(f"{os.getpid()} {workers}\n", encoding="ascii")
+
+
+def _forget_workers(workers_file: Path, pid: int | None = None) -> None:
+    """Remove ``workers_file`` if it is ``pid``'s (default: this process's)."""
+    if _read_workers(workers_file)[0] == (os.getpid() if pid is None else pid):
+        workers_file.unlink(missing_ok=True)
+
+
+def _read_workers(workers_file: Path) -> tuple[int | None, int]:
+    """(supervisor pid, worker count) from ``workers_file``; (None, 1) if unusable."""
+    try:
+        pid, n = workers_file.read_text(encoding="ascii").split()
+        return int(pid), (int(n) if 1 <= int(n) <= MAX_WORKERS else 1)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None, 1
+
+
+def _running_workers(paths: RunPaths) -> int:
+    """How many workers the running server has (1 when none runs)."""
+    pid = running_pid(paths.pid_file)
+    recorded, n = _read_workers(paths.workers_file)
+    return n if pid is not None and recorded == pid else 1
+
+
 # ---- daemon
 
-def _start_daemon(config: Config, paths: RunPaths) -> int:
+def _start_daemon(config: Config, paths: RunPaths, workers: int = 1) -> int:
     """Double fork; return in the caller once the daemon listens or has failed.
 
     No event loop exists yet (forking one is undefined). The daemon reports
@@ -547,7 +671,7 @@ def _start_daemon(config: Config, paths: RunPaths) -> int:
     if child:
         os.close(wfd)
         os.waitpid(child, 0)            # the middle process exits at once
-        return _await_daemon(rfd, paths)
+        return _await_daemon(rfd, paths, workers)
     # Middle process: leave the terminal's session, then fork the daemon, so
     # that it is not a session leader and can never acquire a terminal.
     status = 1
@@ -555,7 +679,7 @@ def _start_daemon(config: Config, paths: RunPaths) -> int:
         os.close(rfd)
         os.setsid()
         if os.fork() == 0:
-            status = _daemon_main(config, paths, wfd)
+            status = _daemon_main(config, paths, wfd, workers)
         else:
             status = 0
     except BaseException:
@@ -564,7 +688,7 @@ def _start_daemon(config: Config, paths: RunPaths) -> int:
         os._exit(status)             # never return into the caller's stack
 
 
-def _await_daemon(rfd: int, paths: RunPaths) -> int:
+def _await_daemon(rfd: int, paths: RunPaths, workers: int = 1) -> int:
     """Wait for the daemon's report on ``rfd``; print the outcome."""
     data = b""
     deadline = time.monotonic() + START_TIMEOUT
@@ -582,7 +706,8 @@ def _await_daemon(rfd: int, paths: RunPaths) -> int:
     report = data.decode("utf-8", "replace").strip()
     if report == "ok":
         pid = read_pid(paths.pid_file)
-        print(f"{PROG} started (pid {pid}); logging to {paths.log_file}")
+        what = f"pid {pid}, {workers} workers" if workers > 1 else f"pid {pid}"
+        print(f"{PROG} started ({what}); logging to {paths.log_file}")
         return 0
     if report.startswith("error "):
         raise CLIError(report[len("error "):])
@@ -617,7 +742,7 @@ class _Reporter:
         return self.fd is None
 
 
-def _daemon_main(config: Config, paths: RunPaths, wfd: int) -> int:
+def _daemon_main(config: Config, paths: RunPaths, wfd: int, workers: int = 1) -> int:
     """The daemon itself: detach stdio, take the pid file, serve."""
     report = _Reporter(wfd)
     try:
@@ -632,7 +757,8 @@ def _daemon_main(config: Config, paths: RunPaths, wfd: int) -> int:
         return 1
     status = 1
     try:
-        status = _serve(config, report.ok)
+        _record_workers(paths, workers)
+        status = _serve(config, report.ok, workers)
     except USER_ERRORS as exc:
         log.error("%s", exc)
         report.error(str(exc))
@@ -643,6 +769,7 @@ def _daemon_main(config: Config, paths: RunPaths, wfd: int) -> int:
         log.exception("the server failed")
         report.error(f"the server failed: {exc!r}; see {paths.log_file}")
     finally:
+        _forget_workers(paths.workers_file)
         release_pid_file(paths.pid_file)
         report.error(f"the server exited with status {status} before listening; "
                      f"see {paths.log_file}")   # a no-op once "ok" was sent
@@ -677,6 +804,306 @@ def setup_logging(level: str, log_file: Path | None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
+
+
+# ---- workers
+
+@dataclass
+class _Worker:
+    """One worker slot: the process filling it now, and its history."""
+
+    index: int
+    config: Config
+    pid: int = 0                        # 0: no process (not started yet, or dead)
+    report: int | None = None           # read end of its startup pipe
+    data: bytes = b""
+    state: str = "starting"             # starting | listening | failed
+    error: str = ""                     # why it failed to start
+    how: str = ""                       # how its last process ended
+    restarts: collections.deque[float] = dataclasses.field(default_factory=collections.deque)
+    restart_at: float | None = None     # time.monotonic() of its next start
+
+
+class Workers:
+    """``start --workers N``: N forked server processes, each a cluster node
+    (``NODE-w0`` ...) listening on the same ports with SO_REUSEPORT.
+
+    This process runs no event loop (forking one is undefined): it forks the
+    workers, forwards SIGTERM/SIGINT to them, waits on them with ``select``
+    (signals arrive through :func:`signal.set_wakeup_fd`), and replaces a
+    worker that dies unexpectedly, after :data:`WORKER_RESTART_DELAY`, at most
+    :data:`WORKER_RESTARTS` times per :data:`WORKER_RESTART_WINDOW` each.
+
+    Each worker reports through a pipe, as the daemon does: ``ok`` once it
+    listens, else one error line (which it also prints on stderr). ``ready``
+    is called once every first worker has reported and one of them listens;
+    if none does, :meth:`run` raises :class:`CLIError` with the first reason.
+    After a requested stop it returns 0 once every worker has exited; it
+    returns 1 if every worker died and none may be restarted.
+    """
+
+    def __init__(self, config: Config, count: int, ready: Callable[[], None] | None) -> None:
+        assert config.cluster is not None and count > 1
+        self.ready = ready
+        self.workers = [
+            _Worker(i, dataclasses.replace(
+                config,
+                client=dataclasses.replace(config.client, reuse_port=True),
+                cluster=dataclasses.replace(config.cluster, node=f"{config.cluster.node}-w{i}")))
+            for i in range(count)]
+        self.started = False            # every first worker has reported, one listens
+        self.stop_signal: int | None = None     # a SIGTERM/SIGINT to forward
+        self.stopping = False
+        self.kill_at: float | None = None
+        self.failure: str | None = None         # no worker started: why
+        self._wake_r = self._wake_w = -1
+
+    # -- the supervising process
+
+    def run(self) -> int:
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        old_handlers = {sig: signal.signal(sig, self._on_signal)
+                        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)}
+        try:
+            for w in self.workers:
+                self._spawn(w)
+            return self._loop()
+        finally:
+            if any(w.pid for w in self.workers):    # only after a bug: leave no orphans
+                self._terminate(signal.SIGTERM)
+                self._wait_all(time.monotonic() + WORKER_KILL_AFTER)
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+            signal.set_wakeup_fd(old_wakeup)
+            for fd in (self._wake_r, self._wake_w, *(w.report for w in self.workers)):
+                if fd is not None and fd >= 0:
+                    os.close(fd)
+            for w in self.workers:
+                w.report = None
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if signum != signal.SIGCHLD:
+            self.stop_signal = signum   # the loop forwards it; SIGCHLD only wakes it
+
+    def _loop(self) -> int:
+        while True:
+            now = time.monotonic()
+            if self.stop_signal is not None:
+                sig, self.stop_signal = self.stop_signal, None
+                if not self.stopping:
+                    log.info("stopping %d workers (%s)", self._alive(), signal.Signals(sig).name)
+                    self._begin_stop(now)
+                self._terminate(sig)
+            self._reap(now)
+            if self.stopping:
+                if not self._alive():
+                    if self.failure is not None:
+                        raise CLIError(self.failure)
+                    log.info("every worker has exited")
+                    return 0
+                if self.kill_at is not None and now >= self.kill_at:
+                    log.warning("%d workers still running %g s after the stop: SIGKILL",
+                                self._alive(), WORKER_KILL_AFTER)
+                    self._terminate(signal.SIGKILL)
+                    self.kill_at = None
+            else:
+                if not self.started:
+                    self._check_started(now)
+                for w in self.workers:
+                    if w.restart_at is not None and now >= w.restart_at and not self.stopping:
+                        w.restart_at = None
+                        w.restarts.append(now)
+                        self._spawn(w)
+                if self.started and not self._alive() and \
+                        all(w.restart_at is None for w in self.workers):
+                    log.error("every worker has died and none may be restarted; exiting")
+                    return 1
+            self._wait(now)
+
+    def _wait(self, now: float) -> None:
+        """Sleep until a report, a signal or the next deadline."""
+        deadlines = [w.restart_at for w in self.workers if w.restart_at is not None]
+        if self.kill_at is not None:
+            deadlines.append(self.kill_at)
+        timeout = max(0.0, min(deadlines) - now) if deadlines else None
+        fds = [self._wake_r, *(w.report for w in self.workers if w.report is not None)]
+        for fd in select.select(fds, [], [], timeout)[0]:
+            if fd == self._wake_r:
+                try:
+                    while os.read(fd, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            else:
+                self._read_report(next(w for w in self.workers if w.report == fd))
+
+    def _begin_stop(self, now: float) -> None:
+        self.stopping = True
+        self.kill_at = now + WORKER_KILL_AFTER
+        for w in self.workers:
+            w.restart_at = None
+
+    def _alive(self) -> int:
+        return sum(1 for w in self.workers if w.pid)
+
+    def _terminate(self, sig: int) -> None:
+        for w in self.workers:
+            if w.pid:
+                try:
+                    os.kill(w.pid, sig)
+                except ProcessLookupError:
+                    pass                # exited; _reap will see it
+
+    def _wait_all(self, deadline: float) -> None:
+        """Reap every worker, with SIGKILL after ``deadline`` (the cleanup path)."""
+        while self._alive():
+            self._reap(time.monotonic())
+            if time.monotonic() > deadline:
+                self._terminate(signal.SIGKILL)
+            time.sleep(0.05)
+
+    def _spawn(self, w: _Worker) -> None:
+        rfd, wfd = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                os.close(rfd)
+                self._in_child()
+                status = _worker_main(w.index, w.config, wfd)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(status)    # never return into the supervisor's stack
+        os.close(wfd)
+        os.set_blocking(rfd, False)
+        w.pid, w.report, w.data, w.state, w.error = pid, rfd, b"", "starting", ""
+        assert w.config.cluster is not None
+        log.info("worker %d started (pid %d, node %s)", w.index, pid, w.config.cluster.node)
+
+    def _in_child(self) -> None:
+        """Undo the supervisor's signal setup and close its descriptors."""
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in (self._wake_r, self._wake_w, *(w.report for w in self.workers)):
+            if fd is not None and fd >= 0:
+                os.close(fd)
+
+    def _read_report(self, w: _Worker) -> None:
+        """Take what ``w`` wrote on its pipe: ``ok`` or ``error REASON``."""
+        assert w.report is not None
+        try:
+            while chunk := os.read(w.report, 512):
+                w.data += chunk
+        except BlockingIOError:
+            return                      # more to come
+        os.close(w.report)              # end of file: the report is complete
+        w.report = None
+        line = w.data.decode("utf-8", "replace").strip()
+        if line == "ok":
+            w.state = "listening"
+            if self.started:
+                log.info("worker %d (pid %d) is listening again", w.index, w.pid)
+        elif line:
+            w.state, w.error = "failed", line.removeprefix("error ")
+        # else: it died without a word; _reap() says how
+
+    def _reap(self, now: float) -> None:
+        for w in self.workers:
+            if not w.pid:
+                continue
+            try:
+                pid, status = os.waitpid(w.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = w.pid, 1
+            if pid == 0:
+                continue
+            if w.report is not None:
+                self._read_report(w)    # its writer is gone: reads to the end
+            w.pid = 0
+            w.how = _describe_exit(status)
+            if w.state == "starting":
+                w.state, w.error = "failed", f"{w.how} before listening"
+            if self.stopping:
+                log.info("worker %d %s", w.index, w.how)
+            elif self.started:
+                self._died(w, w.how, now)
+            # else: _check_started() deals with it
+
+    def _died(self, w: _Worker, how: str, now: float) -> None:
+        """A worker died unexpectedly: replace it unless it died too often."""
+        while w.restarts and now - w.restarts[0] > WORKER_RESTART_WINDOW:
+            w.restarts.popleft()
+        if len(w.restarts) >= WORKER_RESTARTS:
+            log.error("worker %d %s; it was restarted %d times within %g s: giving up on it",
+                      w.index, how, len(w.restarts), WORKER_RESTART_WINDOW)
+            return
+        log.warning("worker %d %s; restarting it in %g s", w.index, how, WORKER_RESTART_DELAY)
+        w.restart_at = now + WORKER_RESTART_DELAY
+
+    def _check_started(self, now: float) -> None:
+        """Once every first worker has reported: go on if one listens, else fail."""
+        if any(w.state == "starting" for w in self.workers):
+            return
+        listening = [w for w in self.workers if w.state == "listening"]
+        if not listening:
+            # Raised once every worker has exited; the caller logs it.
+            self.failure = f"no worker started: worker 0: {self.workers[0].error}"
+            self._begin_stop(now)
+            self._terminate(signal.SIGTERM)
+            return
+        self.started = True
+        log.info("%d of %d workers listening", len(listening), len(self.workers))
+        for w in self.workers:
+            if not w.pid:
+                self._died(w, w.how if w.state == "listening"
+                           else f"failed to start ({w.error})", now)
+        if self.ready is not None:
+            self.ready()
+
+
+def _worker_main(index: int, config: Config, wfd: int) -> int:
+    """A worker process: serve ``config``; report to the supervisor through ``wfd``.
+
+    A startup error is one line on stderr (the log, for a daemon) and on the pipe.
+    """
+    report = _Reporter(wfd)
+    status = 1
+    try:
+        status = _serve(config, report.ok)
+    except USER_ERRORS + (OSError,) as exc:
+        reason = one_line(str(exc)) or type(exc).__name__
+        if isinstance(exc, OSError):        # most often: the port is taken
+            reason = f"cannot start: {reason}"
+        print(f"{PROG}: worker {index}: {reason}", file=sys.stderr)
+        report.error(reason)
+    except KeyboardInterrupt:
+        status = 130
+    finally:
+        report.error(f"exited with status {status} before listening")   # no-op after "ok"
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return status
+
+
+def _describe_exit(status: int) -> str:
+    """A ``waitpid`` status in words: "exited with status 1", "was killed by SIGKILL"."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return f"was killed by {name}"
+    return f"exited with status {os.waitstatus_to_exitcode(status)}"
 
 
 # ---- pid file

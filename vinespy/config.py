@@ -16,7 +16,7 @@ import json
 import os
 import re
 import tomllib
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, get_type_hints
 
@@ -63,6 +63,9 @@ class ClientConfig:
     rate_burst: int = 65536                    # bytes a client may send at once
     auth_timeout: float = 30.0                 # s to authenticate + bind
     max_auth_failures: int = 3
+    # Bind the listeners with SO_REUSEPORT, so that several processes share
+    # the ports (`vinespy start --workers N` sets it for its workers).
+    reuse_port: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,18 @@ class ComponentConfig:                         # XEP-0114: a later issue
 
 
 @dataclass(frozen=True)
-class ClusterConfig:                           # Redis clustering: a later issue
-    url: str = "redis://127.0.0.1:6379/0"
+class ClusterConfig:
+    """``[cluster]``: the nodes of one cluster share one Redis (docs/cluster.md)."""
+
+    url: str = "redis://127.0.0.1:6379/0"      # redis:// | rediss:// (TLS) | unix://
+    password: str | None = field(default=None, repr=False)   # overrides the URL's
+    db: int | None = None                      # overrides the URL's
+    node: str = ""                             # filled at load: "{hostname}-{client port}"
+    heartbeat: float = 1.0                     # s between a node's heartbeats
+    dead_after: float = 5.0                    # s without a heartbeat: the node is dead
+    route_cache_ttl: float = 10.0              # s a remote route is cached; 0 = never
+    inbox_maxlen: int = 100000                 # approximate MAXLEN of a node's inbox stream
+    tls_ca: Path | None = None                 # CA file for rediss:// (absolute once loaded)
 
 
 @dataclass(frozen=True)
@@ -192,6 +205,8 @@ def _one_of(*choices: str) -> _Rule:
 
 
 _TEXT = _Rule("a non-empty string", lambda v: isinstance(v, str) and v != "")
+# A node id is part of Redis key names and of log lines: keep it plain.
+_NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _PORT = _ints(1, 65535)
 _BY_TYPE: dict[Any, _Rule] = {
     bool: _Rule("true or false", lambda v: isinstance(v, bool)),
@@ -219,6 +234,14 @@ _RULES: dict[str, _Rule] = {
     "cluster.url": _Rule("a URL starting with redis://, rediss:// or unix://",
                          lambda v: isinstance(v, str)
                          and v.startswith(("redis://", "rediss://", "unix://"))),
+    "cluster.password": _TEXT,
+    "cluster.db": _ints(0),
+    "cluster.node": _Rule("1 to 100 characters among A-Z a-z 0-9 . _ -",
+                          lambda v: isinstance(v, str) and _NODE_ID.fullmatch(v) is not None),
+    "cluster.heartbeat": _numbers(0.05, 10),
+    "cluster.dead_after": _numbers(0.2, 300),
+    "cluster.route_cache_ttl": _numbers(0, 3600),
+    "cluster.inbox_maxlen": _ints(1000),
 }
 _SECTIONS: dict[str, type[DataclassInstance]] = {
     "client": ClientConfig, "server": ServerConfig, "http": HttpConfig,
@@ -307,6 +330,36 @@ def _fields(cls: type[DataclassInstance], table: Mapping[str, Any], where: str,
 def _path(where: str, value: Any, base: Path) -> Path:
     """A configured path, absolute: relative ones start at ``base``."""
     return Path(os.path.normpath(base / Path(_check(where, value, _TEXT)).expanduser()))
+
+
+def _existing_file(where: str, value: Any, base: Path) -> Path:
+    """A configured path (see :func:`_path`) that must name an existing file."""
+    path = _path(where, value, base)
+    if not path.is_file():
+        raise _Bad(f"{where}: {_show(str(path))} is not a file")
+    return path
+
+
+def _cluster(cluster: ClusterConfig, client: ClientConfig) -> ClusterConfig:
+    """The checks across [cluster] keys; the default node id filled in."""
+    if cluster.dead_after < 3 * cluster.heartbeat:
+        # A node must be able to miss two heartbeats (a GC pause, a slow
+        # Redis) before its peers drop its sessions.
+        raise _Bad(f"cluster.dead_after: must be at least 3 times cluster.heartbeat "
+                   f"({3 * cluster.heartbeat:g}), got {cluster.dead_after:g}")
+    if cluster.tls_ca is not None and not cluster.url.startswith("rediss://"):
+        raise _Bad("cluster.tls_ca: only used with a rediss:// url (TLS), "
+                   f"but cluster.url is {_show(_url_scheme(cluster.url))}")
+    if cluster.node:
+        return cluster
+    from .cluster.connection import default_node_id   # imports redis: only when clustered
+    node = re.sub(r"[^A-Za-z0-9._-]", "-", default_node_id(client.port))[-100:]
+    return replace(cluster, node=node)
+
+
+def _url_scheme(url: str) -> str:
+    """``url``'s scheme and "://", never its password."""
+    return url.partition("://")[0] + "://"
 
 
 def _domain(where: str, value: Any) -> str:
@@ -459,8 +512,11 @@ def _config(data: dict[str, Any], path: str | Path) -> Config:
             if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
                 raise _Bad(_unknown("section", key, _TOP, "[[{}]]"))
             raise _Bad(_unknown("key", key, _TOP))
+    custom: dict[str, dict[str, Callable[[str, Any], Any]]] = {
+        "cluster": {"tls_ca": lambda at, v: _existing_file(at, v, base)},
+    }
     kw: dict[str, Any] = {
-        name: cls(**_fields(cls, _table(name, data[name]), name))
+        name: cls(**_fields(cls, _table(name, data[name]), name, custom=custom.get(name)))
         for name, cls in _SECTIONS.items() if name in data
     }
     for name, what in _NOT_YET.items():
@@ -470,6 +526,8 @@ def _config(data: dict[str, Any], path: str | Path) -> Config:
     if client.direct_tls_port and client.direct_tls_port == client.port:
         raise _Bad(f"client.direct_tls_port: must differ from client.port "
                    f"(both are {client.port})")
+    if "cluster" in kw:
+        kw["cluster"] = _cluster(kw["cluster"], client)
     if "log" in data:
         kw["log"] = _check("log", data["log"], _RULES["log"])
     kw["certs"] = _path("certs", data.get("certs", str(Config.certs)), base)

@@ -71,6 +71,15 @@ class Router:
             else:
                 to_type = "bare"
         host = self.hosts[to.domain]
+        sessions = self.sessions
+        if sessions.clustered:
+            # Resources on other nodes: known from the route cache, else
+            # read in one round trip, before anything looks them up.
+            need = [to.bare] if to.local else []
+            if origin is not None:
+                need.append(origin.jid.bare)
+            if sessions.missing(need):
+                await sessions.load(need)
         event = f"{kind}/{to_type}"
         if host.bus.has(event):
             frm = JID.parse(stanza.get("from", host.domain))
@@ -85,6 +94,24 @@ class Router:
             if claimed:
                 return
         await self.default(stanza, kind, to, to_type)
+
+    async def route_many(self, stanzas: list[Element], origin: Session | None = None) -> None:
+        """Route several stanzas, reading the routes of all their recipients in
+        one round trip first (a presence broadcast to a 500-contact roster
+        costs one Redis read, not 500)."""
+        sessions = self.sessions
+        if sessions.clustered and len(stanzas) > 1:
+            bares = []
+            for st in stanzas:
+                try:
+                    to = JID.parse(st.get("to", ""))
+                except JIDError:
+                    continue
+                if to.local and to.domain in self.hosts:
+                    bares.append(to.bare)
+            await sessions.load(bares)
+        for st in stanzas:
+            await self.route(st, origin)
 
     def cross_domain(self, a: str, b: str) -> bool:
         """Vines' rule: users of two virtual hosts of this server reach each
@@ -137,8 +164,28 @@ class Router:
             session.send(stanza)
         if targets or stype not in _CHAT_NORMAL:
             return
-        # §8.5.2.2: nobody can take it now. An offline-storage module may
-        # claim it; else the sender learns it was not delivered.
+        await self.offline(stanza, bare)
+
+    async def absent(self, stanza: Element, target: JID, *, final: bool = False) -> None:
+        """A stanza another cluster node sent for ``target``, a resource that is
+        not (or no longer) bound here: handled as RFC 6121 §8.5.3.2 says for
+        a resource that does not exist, from a fresh view of where the user's
+        resources are. ``final`` (after several hops): no further routing, a
+        message goes to offline storage."""
+        kind = local_name(stanza)
+        if not final:
+            await self.sessions.load((target.bare,), fresh=True)
+            await self.default(stanza, kind, target, "full")
+            return
+        stype = stanza.get("type")
+        if kind == "message" and stype in _CHAT_NORMAL:
+            await self.offline(stanza, target.bare)
+        elif (kind == "iq" and stype in ("get", "set")) or stype == "groupchat":
+            self.bounce(stanza, StanzaError("service-unavailable"))
+
+    async def offline(self, stanza: Element, bare: JID) -> None:
+        """§8.5.2.2: nobody can take the message now. An offline-storage module
+        may claim it; else the sender learns it was not delivered."""
         host = self.hosts[bare.domain]
         if host.bus.has("message/offline"):
             frm = JID.parse(stanza.get("from", host.domain))

@@ -20,7 +20,10 @@ from typing import Any, Awaitable, Callable
 from . import __version__, modules, tls
 from .config import Config, ConfigError
 from .errors import StreamError
+from .cluster import Cluster
+from .cluster.users import NotifyingStorage
 from .host import Host
+from .jid import JID
 from .router import Router
 from .sessions import Sessions
 from .storage import Storage, StorageError, open_storage
@@ -38,7 +41,11 @@ class StartupError(ConfigError):
 class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.sessions = Sessions()
+        self.cluster: Cluster | None = None
+        self.sessions: Sessions = Sessions()
+        if config.cluster is not None:
+            self.cluster = Cluster(config.cluster, self)
+            self.sessions = self.cluster.sessions
         self.router = Router(self.sessions)
         self.tls: dict[str, ssl.SSLContext] = tls.contexts(config)
         self.hosts: dict[str, Host] = {}
@@ -53,6 +60,8 @@ class Server:
             except (StorageError, TypeError) as exc:
                 raise ConfigError(f"{config.path}: storage for {hc.domains[0]}: {exc}") from None
             self.storages.append(storage)
+            if self.cluster is not None:
+                storage = NotifyingStorage(storage, self._user_changed)
             for domain in hc.domains:
                 host = Host(domain, hc, storage, self.router)
                 try:
@@ -62,6 +71,10 @@ class Server:
                 self.hosts[domain] = host
                 self.router.add_host(host)
 
+    def _user_changed(self, bare: JID) -> None:
+        if self.cluster is not None and self.cluster.publisher is not None:
+            self.cluster.publisher.user_changed(bare)
+
     async def serve(self, shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
                     ready: Callable[[], None] | None = None) -> None:
         """Listen, serve until ``shutdown_trigger()`` returns, then close
@@ -70,7 +83,20 @@ class Server:
             for mod in host.modules.values():
                 await mod.start()
             host.bus.freeze()
+        stop = asyncio.ensure_future(
+            shutdown_trigger() if shutdown_trigger is not None else asyncio.Event().wait())
         try:
+            if self.cluster is not None:
+                # Registered (and the previous incarnation's leftovers
+                # removed) before the first client can bind; a stop request
+                # meanwhile is honoured.
+                start = asyncio.ensure_future(self.cluster.start())
+                await asyncio.wait((start, stop), return_when=asyncio.FIRST_COMPLETED)
+                if not start.done():
+                    start.cancel()
+                    await asyncio.gather(start, return_exceptions=True)
+                    return
+                start.result()
             await self._listen()
             log.info("vinespy %s listening on %s for %s", __version__,
                      ", ".join(f"{self.config.client.address}:{p} ({k})"
@@ -79,11 +105,19 @@ class Server:
             if ready is not None:
                 ready()
             async with asyncio.TaskGroup() as self.tasks:
-                if shutdown_trigger is None:
-                    await asyncio.Event().wait()
-                else:
-                    await shutdown_trigger()
+                if self.cluster is not None:
+                    self.cluster.spawn(self.tasks)
+                try:
+                    await stop
+                finally:
+                    # While the cluster's tasks still run: the streams'
+                    # unavailable presence reaches the other nodes, then
+                    # the node leaves the cluster and its tasks end.
+                    await self._close_streams()
+                    if self.cluster is not None:
+                        await self.cluster.stop()
         finally:
+            stop.cancel()
             await self._shutdown()
 
     async def _listen(self) -> None:
@@ -98,7 +132,7 @@ class Server:
                 srv = await asyncio.start_server(
                     self._accept, cfg.address, port, ssl=ctx,
                     ssl_handshake_timeout=cfg.auth_timeout if ctx else None,
-                    reuse_address=True)
+                    reuse_address=True, reuse_port=getattr(cfg, "reuse_port", False) or None)
             except OSError as exc:
                 raise StartupError(f"cannot listen on {cfg.address}:{port}: "
                                    f"{exc.strerror or exc}") from None
@@ -117,7 +151,7 @@ class Server:
             self.streams.discard(stream)
             self._conn_tasks.discard(task)
 
-    async def _shutdown(self) -> None:
+    async def _close_streams(self) -> None:
         for srv in self._listeners:
             srv.close()
         # RFC 6120 §4.4: tell every client, then give them a moment to close.
@@ -135,6 +169,9 @@ class Server:
         for task in self._conn_tasks:
             log.warning("connection task %s did not end; cancelling it", task.get_name())
             task.cancel()
+
+    async def _shutdown(self) -> None:
+        await self._close_streams()
         for host in self.hosts.values():
             for mod in reversed(list(host.modules.values())):
                 try:

@@ -7,7 +7,7 @@ only sees this protocol.
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol
+from typing import Iterable, Iterator, Protocol
 
 from .errors import StreamError
 from .jid import JID
@@ -31,7 +31,14 @@ class Session(Protocol):
 
 
 class Sessions:
-    """full JID -> session, bare JID -> {resource: session}."""
+    """full JID -> session, bare JID -> {resource: session}.
+
+    This is a standalone server's whole table; a cluster node uses
+    :class:`vinespy.cluster.sessions.ClusterSessions`, which adds the
+    resources bound on other nodes and keeps Redis up to date.
+    """
+
+    clustered = False
 
     def __init__(self) -> None:
         self._full: dict[JID, Session] = {}
@@ -58,6 +65,16 @@ class Sessions:
     def count(self, bare: JID) -> int:
         r = self._bare.get(bare)
         return len(r) if r else 0
+
+    def missing(self, bares: Iterable[JID]) -> list[JID]:
+        """Bare JIDs whose sessions must be :meth:`load`-ed before a lookup."""
+        return []
+
+    async def load(self, bares: Iterable[JID], *, fresh: bool = False) -> None:
+        """Fetch what :meth:`missing` named (nothing to do when standalone)."""
+
+    def changed(self, session: Session) -> None:
+        """``session``'s availability, priority, presence or interest changed."""
 
     def bind(self, session: Session) -> Session | None:
         """Add ``session`` under its full JID; return the session it replaced."""

@@ -9,7 +9,9 @@ client port moved to a free loopback port.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import json
 import os
 import re
 import signal
@@ -17,13 +19,16 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
+import redis
 
 from vinespy import __version__, accounts, cli
-from vinespy.config import load
+from vinespy.cluster.connection import NODES, node_info
+from vinespy.config import ClusterConfig, load
 from vinespy.jid import JID
 from vinespy.storage import User, open_storage
 
@@ -142,6 +147,19 @@ def test_init_creates_tree_with_private_modes(site: Path) -> None:
         assert (site / name).is_dir() and mode(site / name) == 0o700
     assert (site / "conf" / "certs" / f"{DOMAIN}.crt").is_file()
     assert (site / "conf" / "certs" / f"{DOMAIN}.key").is_file()
+
+
+def test_init_config_cluster_block_loads(site: Path) -> None:
+    """The commented [cluster] block init writes loads, uncommented, as the defaults."""
+    text = (site / "conf" / "config.toml").read_text()
+    uncommented = re.sub(r"^# (\[cluster\]|(?:url|heartbeat|dead_after|route_cache_ttl|"
+                         r"inbox_maxlen) = )", r"\1", text, flags=re.M)
+    assert uncommented.count("\n[cluster]") == 1
+    (site / "conf" / "config.toml").write_text(uncommented)
+    config = load("conf/config.toml")
+    assert config.cluster == ClusterConfig(node=f"{socket.gethostname()}-5222")
+    for key in ("password", "db", "node", "tls_ca"):
+        assert f"\n# {key} = " in text
 
 
 def test_init_config_loads_and_serves_the_domain(site: Path) -> None:
@@ -537,6 +555,232 @@ def test_run_paths_sit_beside_conf(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------
+# --workers: argument errors
+
+def add_cluster(site: Path, table: str = "") -> None:
+    """Append a [cluster] table to the site's config."""
+    config = site / "conf" / "config.toml"
+    config.write_text(config.read_text() + f"\n[cluster]\n{table}")
+
+
+def test_workers_need_a_cluster(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--workers 2 without a [cluster] table exits 1 in one line, starting nothing."""
+    for argv in (["start", "--workers", "2"], ["start", "-d", "--workers", "2"],
+                 ["restart", "--workers", "2"]):
+        status, out, err = run_main(capsys, *argv)
+        assert (status, out) == (1, "")
+        assert err == ("vinespy: --workers 2 needs a [cluster] table in conf/config.toml: "
+                       "workers are cluster nodes sharing the ports through Redis\n")
+    assert list((site / "pid").iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["0", "65", "-1", "two", "1.5", ""])
+def test_workers_out_of_range(site: Path, capsys: pytest.CaptureFixture[str],
+                              value: str) -> None:
+    """--workers takes an integer from 1 to 64; anything else is a usage error (exit 2)."""
+    add_cluster(site)
+    for command in ("start", "restart"):
+        status, out, err = run_main(capsys, command, "--workers", value)
+        assert (status, out) == (2, "")
+        assert_one_line_error(err, "--workers", "expected an integer from 1 to 64",
+                              f"got {value!r}")
+    assert list((site / "pid").iterdir()) == []
+
+
+def test_workers_bounds_are_accepted() -> None:
+    """1 and 64 are valid worker counts; the default is 1 (start) or unset (restart)."""
+    parser = cli.build_parser()
+    assert parser.parse_args(["start"]).workers == 1
+    assert parser.parse_args(["start", "--workers", "1"]).workers == 1
+    assert parser.parse_args(["start", "--workers", "64"]).workers == 64
+    assert parser.parse_args(["restart"]).workers is None
+
+
+def test_one_worker_needs_no_cluster(site: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """--workers 1 is plain start: the config as loaded, in this process, no supervisor."""
+    seen: list[tuple[object, int]] = []
+
+    def fake_serve(config: object, ready: object, workers: int = 1) -> int:
+        seen.append((config, workers))
+        return 0
+
+    monkeypatch.setattr(cli, "_serve", fake_serve)
+    status, _, err = run_main(capsys, "start", "--workers", "1")
+    assert (status, err) == (0, "")
+    assert seen == [(load("conf/config.toml"), 1)]
+    assert not (site / "pid" / "vinespy.pid").exists()
+
+
+# --------------------------------------------------------------------------
+# status of a cluster, against a real redis-server
+
+REDIS_SERVER = os.environ.get("VINESPY_TEST_REDIS", "/usr/bin/redis-server")
+
+
+@contextlib.contextmanager
+def redis_server(tmp_path: Path, *args: str, password: str | None = None
+                 ) -> Iterator[redis.Redis]:
+    """A throw-away redis-server on a free loopback port; a client of it (db 0)."""
+    if not os.access(REDIS_SERVER, os.X_OK):
+        pytest.fail(f"{REDIS_SERVER} is missing: apt-get install redis-server (tests/run does)")
+    port = free_port()
+    extra = ["--requirepass", password] if password else []
+    proc = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--save", "",
+                             "--appendonly", "no", "--bind", "127.0.0.1", "--dir", str(tmp_path),
+                             *extra, *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(host="127.0.0.1", port=port, password=password,
+                         socket_connect_timeout=1, socket_timeout=5)
+    try:
+        deadline = time.monotonic() + 10
+        while True:                         # poll PING until it answers
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if proc.poll() is not None:
+                    pytest.fail(f"redis-server exited with status {proc.returncode}")
+                if time.monotonic() > deadline:
+                    pytest.fail("redis-server did not answer PING within 10 s")
+                time.sleep(0.01)
+        yield client
+    finally:
+        client.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def register_nodes(client: redis.Redis, beats_ago: dict[str, float],
+                   infos: dict[str, dict[str, object]]) -> None:
+    """Write the node registry as nodes do: heartbeats in ms of Redis TIME."""
+    seconds, micros = client.time()
+    now_ms = seconds * 1000 + micros // 1000
+    client.hset(NODES, mapping={node: int(now_ms - ago * 1000)
+                                for node, ago in beats_ago.items()})
+    for node, info in infos.items():
+        client.hset(node_info(node), mapping=info)   # type: ignore[arg-type]
+
+
+LINE = re.compile(r"^node (\S+)  (alive|dead)  sessions (\d+)  pid (\S+)  host (\S+)  "
+                  r"heartbeat (\d+\.\d) s ago$")
+
+
+def test_status_lists_the_cluster_nodes(site: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """status prints one line per registered node, alive or dead by dead_after,
+    ages measured on Redis's clock; the exit status stays the local one."""
+    with redis_server(tmp_path) as client:
+        port = client.connection_pool.connection_kwargs["port"]
+        add_cluster(site, f'url = "redis://127.0.0.1:{port}/0"\ndead_after = 5\n')
+        register_nodes(client, {"myhost-5222-w0": 0.4, "myhost-5222-w1": 60, "ghost": 4},
+                       {"myhost-5222-w0": {"pid": 4242, "host": "myhost", "sessions": 12,
+                                           "started": 1, "incarnation": "x"},
+                        "myhost-5222-w1": {"pid": 4243, "host": "otherhost", "sessions": 0}})
+        status, out, err = run_main(capsys, "status")
+    assert (status, err) == (3, "")
+    lines = out.splitlines()
+    assert lines[:2] == ["vinespy is not running",
+                         f"cluster redis://127.0.0.1:{port}/0: 3 nodes, 2 alive"]
+    rows = [LINE.match(line) for line in lines[2:]]
+    assert all(rows), lines
+    got = {m[1]: m.groups()[1:] for m in rows if m}
+    assert list(got) == ["ghost", "myhost-5222-w0", "myhost-5222-w1"]      # sorted
+    assert got["ghost"][:4] == ("alive", "0", "-", "-")
+    assert got["myhost-5222-w0"][:4] == ("alive", "12", "4242", "myhost")
+    assert got["myhost-5222-w1"][:4] == ("dead", "0", "4243", "otherhost")
+    assert 0.4 <= float(got["myhost-5222-w0"][4]) < 5
+    assert 60 <= float(got["myhost-5222-w1"][4]) < 65
+
+
+def test_status_with_password_and_db(site: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """[cluster] password and db reach Redis; the password is never shown."""
+    with redis_server(tmp_path, password="hunter2") as client:
+        port = client.connection_pool.connection_kwargs["port"]
+        add_cluster(site, f'url = "redis://127.0.0.1:{port}"\npassword = "hunter2"\ndb = 3\n')
+        db3 = redis.Redis(host="127.0.0.1", port=port, password="hunter2", db=3)
+        try:
+            register_nodes(db3, {"n-w0": 0}, {"n-w0": {"pid": 7, "host": "h", "sessions": 2}})
+        finally:
+            db3.close()
+        status, out, _ = run_main(capsys, "status")
+        config = site / "conf" / "config.toml"
+        config.write_text(config.read_text().replace('"hunter2"', '"wrong"'))
+        status2, out2, _ = run_main(capsys, "status")
+    lines = out.splitlines()
+    assert status == 3 and len(lines) == 3
+    assert lines[1] == f"cluster redis://127.0.0.1:{port}: 1 node, 1 alive"
+    assert re.match(r"node n-w0  alive  sessions 2  pid 7  host h  heartbeat 0\.\d s ago$",
+                    lines[2]), out
+    assert status2 == 3
+    assert out2.splitlines()[1].startswith(f"cluster: cannot reach redis://127.0.0.1:{port}: ")
+    assert "hunter2" not in out + out2 and "wrong" not in out + out2
+
+
+def test_status_with_an_empty_cluster(site: Path, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A reachable Redis where no node has registered: the summary line alone."""
+    with redis_server(tmp_path) as client:
+        port = client.connection_pool.connection_kwargs["port"]
+        add_cluster(site, f'url = "redis://127.0.0.1:{port}"\n')
+        status, out, _ = run_main(capsys, "status")
+    assert (status, out) == (3, "vinespy is not running\n"
+                                f"cluster redis://127.0.0.1:{port}: 0 nodes, 0 alive\n")
+
+
+def test_status_when_redis_is_unreachable(site: Path, sleeper: subprocess.Popen[bytes],
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Redis down: one line "cluster: cannot reach URL: REASON" without the password;
+    the exit status is the local one (0 running, 3 not)."""
+    port = free_port()                      # nothing listens there
+    add_cluster(site, f'url = "redis://:s3cret@127.0.0.1:{port}/0"\n')
+    status, out, err = run_main(capsys, "status")
+    assert (status, err) == (3, "")
+    lines = out.splitlines()
+    assert lines[0] == "vinespy is not running" and len(lines) == 2
+    assert lines[1].startswith(f"cluster: cannot reach redis://:***@127.0.0.1:{port}/0: ")
+    assert "s3cret" not in out
+    (site / "pid" / "vinespy.pid").write_text(f"{sleeper.pid}\n")
+    status, out, _ = run_main(capsys, "status")
+    assert status == 0
+    assert out.splitlines()[1].startswith("cluster: cannot reach ")
+
+
+def test_status_without_a_cluster_prints_no_cluster_line(
+        site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Standalone: status prints exactly what it always did."""
+    status, out, err = run_main(capsys, "status")
+    assert (status, out, err) == (3, "vinespy is not running\n", "")
+
+
+def test_status_with_a_broken_config(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A config that no longer loads: the local answer, then the reason on stderr."""
+    config = site / "conf" / "config.toml"
+    config.write_text(config.read_text().replace('log = "info"', 'log = "loud"'))
+    status, out, err = run_main(capsys, "status")
+    assert (status, out) == (3, "vinespy is not running\n")
+    assert_one_line_error(err, "log")
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ("redis://:pw@h:1/2", "redis://:***@h:1/2"),
+    ("rediss://user:pw@h/0", "rediss://user:***@h/0"),
+    ("redis://user@h", "redis://user@h"),
+    ("unix://:pw@/run/redis.sock?db=1&password=pw", "unix://:***@/run/redis.sock"),
+])
+def test_safe_url(url: str, shown: str) -> None:
+    """URLs are printed without their password (in the userinfo or the query)."""
+    from vinespy.cluster.status import safe_url
+    assert safe_url(url) == shown
+
+
+# --------------------------------------------------------------------------
 # the real thing, in subprocesses
 
 def free_port() -> int:
@@ -713,3 +957,237 @@ def test_config_error_in_a_subprocess(live_site: Site) -> None:
         assert result.returncode == 1
         assert_one_line_error(result.stderr, "port")
     assert not live_site.pid_file.exists()
+
+
+# --------------------------------------------------------------------------
+# start --workers N: the supervisor, with a stand-in for server.run
+
+# Runs the real command line with vinespy.server.run replaced: each worker
+# writes FAKE_DIR/NODE.PID (what it was given), reports ready, then waits for
+# SIGTERM/SIGINT. FAKE_MODE=fail: every worker fails to start; fail-w1: only
+# worker 1 does; crash: every worker exits 3 right after reporting ready.
+FAKE_VINESPY = """
+import json, os, signal, sys
+from vinespy import cli, server
+
+def fake_run(config, ready=None):
+    node = config.cluster.node
+    mode = os.environ.get("FAKE_MODE", "serve")
+    with open(os.path.join(os.environ["FAKE_DIR"], f"{node}.{os.getpid()}"), "w") as f:
+        json.dump({"reuse_port": config.client.reuse_port, "port": config.client.port}, f)
+    if mode == "fail" or (mode == "fail-w1" and node.endswith("-w1")):
+        raise server.StartupError("cannot listen on 127.0.0.1:1: Address already in use")
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    if ready:
+        ready()
+    if mode == "crash":
+        os._exit(3)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    return 0
+
+server.run = fake_run
+cli.WORKER_RESTART_DELAY = float(os.environ.get("FAKE_RESTART_DELAY", "1"))
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+class FakeSite:
+    """An init'ed site with a [cluster] table (node "n"), run by FAKE_VINESPY."""
+
+    def __init__(self, root: Path, tmp_path: Path) -> None:
+        self.root = root
+        self.pid_file = root / "pid" / "vinespy.pid"
+        self.log_file = root / "log" / "vinespy.log"
+        self.markers = tmp_path / "markers"
+        self.markers.mkdir()
+        self.script = tmp_path / "fake_vinespy.py"       # "vinespy" in its command line
+        self.script.write_text(FAKE_VINESPY)
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def env(self, **extra: str) -> dict[str, str]:
+        path = os.environ.get("PYTHONPATH")
+        return {**os.environ, "FAKE_DIR": str(self.markers), **extra,
+                "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT)}
+
+    def run(self, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(self.script), *argv], cwd=self.root,
+                              env=self.env(**env), capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+
+    def popen(self, *argv: str, **env: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, str(self.script), *argv], cwd=self.root,
+                                env=self.env(**env), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.procs.append(proc)
+        return proc
+
+    def workers(self) -> dict[str, list[int]]:
+        """node -> the pids that have served it, oldest first."""
+        out: dict[str, list[int]] = {}
+        for path in sorted(self.markers.iterdir(), key=lambda p: p.stat().st_mtime_ns):
+            node, _, pid = path.name.rpartition(".")
+            out.setdefault(node, []).append(int(pid))
+        return out
+
+    def given(self, node: str, pid: int) -> dict[str, object]:
+        result: dict[str, object] = json.loads((self.markers / f"{node}.{pid}").read_text())
+        return result
+
+    def live_pids(self) -> list[int]:
+        return [p for pids in self.workers().values() for p in pids if cli.process_alive(p)]
+
+    def cleanup(self) -> None:
+        for pid in [cli.read_pid(self.pid_file), *self.live_pids()]:
+            if pid is not None and cli.process_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+
+
+def eventually(check: Callable[[], object], what: str, timeout: float = 20.0) -> None:
+    """Poll ``check`` until it is true (for state only a file shows)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def wait_for_line(stream: io.TextIOBase | None, fragment: str) -> str:
+    """Read ``stream`` until a line holds ``fragment`` (pytest-timeout bounds it)."""
+    assert stream is not None
+    seen = ""
+    for line in stream:
+        seen += line
+        if fragment in line:
+            return seen
+    pytest.fail(f"end of output without {fragment!r}: {seen}")
+
+
+@pytest.fixture
+def fake_site(site: Path, tmp_path: Path) -> Iterator[FakeSite]:
+    add_cluster(site, f'url = "redis://127.0.0.1:{free_port()}/0"\nnode = "n"\n')
+    fake = FakeSite(site, tmp_path)
+    yield fake
+    fake.cleanup()
+
+
+@pytest.mark.integration
+def test_workers_daemon_lifecycle(fake_site: FakeSite) -> None:
+    """start -d --workers 3: a supervisor holding the pid file and 3 workers, nodes
+    n-w0..n-w2 with reuse_port; status, restart (3 workers again) and stop work."""
+    result = fake_site.run("start", "-d", "--workers", "3")
+    assert result.returncode == 0, result.stderr
+    parent = cli.read_pid(fake_site.pid_file)
+    assert parent is not None and cli.process_alive(parent)
+    assert f"(pid {parent}, 3 workers)" in result.stdout
+    workers = fake_site.workers()
+    assert sorted(workers) == ["n-w0", "n-w1", "n-w2"]
+    for node, (pid,) in workers.items():
+        assert fake_site.given(node, pid)["reuse_port"] is True
+        assert Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1] == \
+            str(parent)                                     # the supervisor's children
+    status = fake_site.run("status")
+    assert status.returncode == 0
+    assert status.stdout.startswith(f"vinespy is running (pid {parent})\n")
+
+    result = fake_site.run("restart")
+    assert result.returncode == 0, result.stderr
+    assert not cli.process_alive(parent)
+    assert not any(cli.process_alive(p) for (p,) in workers.values())
+    new = cli.read_pid(fake_site.pid_file)
+    assert new is not None and new != parent and "3 workers" in result.stdout
+    assert all(len(pids) == 2 for pids in fake_site.workers().values())
+
+    live = fake_site.live_pids()
+    assert len(live) == 3
+    result = fake_site.run("stop")
+    assert result.returncode == 0, result.stderr
+    assert not cli.process_alive(new) and fake_site.live_pids() == []
+    assert list((fake_site.root / "pid").iterdir()) == []
+    assert "every worker has exited" in fake_site.log_file.read_text()
+
+
+@pytest.mark.integration
+def test_workers_replace_a_dead_worker(fake_site: FakeSite) -> None:
+    """A worker killed from outside is replaced after about a second, and logged."""
+    assert fake_site.run("start", "-d", "--workers", "2").returncode == 0
+    (victim,) = fake_site.workers()["n-w1"]
+    os.kill(victim, signal.SIGKILL)
+    eventually(lambda: len(fake_site.workers().get("n-w1", [])) == 2, "a new worker 1")
+    assert len(fake_site.workers()["n-w0"]) == 1
+    eventually(lambda: "is listening again" in fake_site.log_file.read_text(), "its report")
+    log = fake_site.log_file.read_text()
+    assert "worker 1 was killed by SIGKILL; restarting it in 1 s" in log
+    assert fake_site.run("stop").returncode == 0
+    assert fake_site.live_pids() == []
+
+
+@pytest.mark.integration
+def test_workers_restarts_are_limited(fake_site: FakeSite) -> None:
+    """A worker that keeps failing is restarted 5 times, then given up; the others serve."""
+    result = fake_site.run("start", "-d", "--workers", "2",
+                           FAKE_MODE="fail-w1", FAKE_RESTART_DELAY="0.05")
+    assert result.returncode == 0, result.stderr
+    eventually(lambda: "giving up on it" in fake_site.log_file.read_text(), "giving up")
+    assert len(fake_site.workers()["n-w1"]) == 6                # the first start + 5
+    log = fake_site.log_file.read_text()
+    assert log.count("vinespy: worker 1: cannot listen on 127.0.0.1:1: ") == 6
+    assert len(fake_site.live_pids()) == 1
+    assert fake_site.run("status").returncode == 0
+    assert fake_site.run("stop").returncode == 0
+
+
+@pytest.mark.integration
+def test_workers_all_failing_to_start(fake_site: FakeSite) -> None:
+    """No worker starts: start -d says why in one line; in the foreground each worker
+    prints its line and the supervisor exits 1; no pid file is left."""
+    result = fake_site.run("start", "-d", "--workers", "2", FAKE_MODE="fail")
+    assert result.returncode == 1
+    assert result.stderr == ("vinespy: no worker started: worker 0: cannot listen on "
+                             "127.0.0.1:1: Address already in use\n")
+    assert list((fake_site.root / "pid").iterdir()) == []
+
+    result = fake_site.run("start", "--workers", "2", FAKE_MODE="fail")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("vinespy: ")]
+    assert sorted(errors) == [
+        "vinespy: no worker started: worker 0: cannot listen on 127.0.0.1:1: "
+        "Address already in use",
+        "vinespy: worker 0: cannot listen on 127.0.0.1:1: Address already in use",
+        "vinespy: worker 1: cannot listen on 127.0.0.1:1: Address already in use",
+    ]
+    assert "Traceback" not in result.stderr
+    assert list((fake_site.root / "pid").iterdir()) == []
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_workers_foreground_stop(fake_site: FakeSite, sig: signal.Signals) -> None:
+    """In the foreground, SIGTERM/SIGINT to the supervisor reaches every worker;
+    it exits 0 once they have exited and removes its pid file."""
+    proc = fake_site.popen("start", "--workers", "2")
+    wait_for_line(proc.stderr, "2 of 2 workers listening")
+    assert cli.read_pid(fake_site.pid_file) == proc.pid
+    workers = fake_site.live_pids()
+    assert len(workers) == 2
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert not any(cli.process_alive(p) for p in workers)
+    assert not fake_site.pid_file.exists()
+
+
+@pytest.mark.integration
+def test_workers_all_dead_for_good(fake_site: FakeSite) -> None:
+    """When every worker keeps dying and none may be restarted, the supervisor exits 1."""
+    proc = fake_site.popen("start", "--workers", "2", FAKE_MODE="crash",
+                           FAKE_RESTART_DELAY="0.05")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err
+    assert "every worker has died and none may be restarted" in err
+    assert err.count("giving up on it") == 2
+    assert not fake_site.pid_file.exists()

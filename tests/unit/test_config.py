@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+import socket
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
+from vinespy.cluster.connection import default_node_id
 from vinespy.config import (ClientConfig, ClusterConfig, ComponentConfig, Config, ConfigError,
                             HostConfig, HttpConfig, ServerConfig, StorageConfig, base_dir, load)
 from vinespy.tls import make_self_signed
@@ -105,7 +109,7 @@ def test_full_host_and_sections(tmp_path: Path) -> None:
     assert config.client.port == 0 and config.client.direct_tls_port == 5223
     assert config.client.auth_timeout == 5.0 and isinstance(config.client.auth_timeout, float)
     assert config.client.resource_conflict == "refuse"
-    assert config.cluster == ClusterConfig("unix:///run/redis.sock")
+    assert config.cluster == ClusterConfig("unix:///run/redis.sock", node=default_node_id(0))
     assert config.host_for("shakespeare.lit") is config.hosts[1]
 
 
@@ -364,9 +368,169 @@ def test_bad_cluster_url(tmp_path: Path) -> None:
 
 
 def test_empty_cluster_table(tmp_path: Path) -> None:
-    """An empty [cluster] turns clustering on with the default URL."""
+    """An empty [cluster] turns clustering on with the defaults; the node id is
+    the host name and the client port."""
     assert load(write(tmp_path, HOST + "[cluster]\n"), check_certs=False).cluster == \
-        ClusterConfig()
+        ClusterConfig(node=f"{socket.gethostname()}-5222")
+
+
+def test_cluster_keys(tmp_path: Path) -> None:
+    """Every [cluster] key is read; numbers become floats where the field is one;
+    tls_ca is resolved like certs."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "redis-ca.pem").write_text("x")
+    config = load(write(tmp_path, HOST + """
+        [cluster]
+        url = "rediss://redis.example:6380/2"
+        password = "s3cret"
+        db = 3
+        node = "chat-1.eu_west"
+        heartbeat = 2
+        dead_after = 6
+        route_cache_ttl = 0
+        inbox_maxlen = 1000
+        tls_ca = "conf/redis-ca.pem"
+        """), check_certs=False)
+    assert config.cluster == ClusterConfig(
+        url="rediss://redis.example:6380/2", password="s3cret", db=3, node="chat-1.eu_west",
+        heartbeat=2.0, dead_after=6.0, route_cache_ttl=0.0, inbox_maxlen=1000,
+        tls_ca=tmp_path / "conf" / "redis-ca.pem")
+    assert isinstance(config.cluster.heartbeat, float)
+    assert isinstance(config.cluster.route_cache_ttl, float)
+    assert "s3cret" not in repr(config.cluster)
+
+
+def test_default_node_id_follows_the_client_port(tmp_path: Path) -> None:
+    """Without node, the id is default_node_id(client.port)."""
+    config = load(write(tmp_path, HOST + "[client]\nport = 5999\n[cluster]\n"),
+                  check_certs=False)
+    assert config.cluster is not None
+    assert config.cluster.node == default_node_id(5999)
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "rediss://:pw@redis:6380/1",
+                                 "unix:///run/redis/redis.sock?db=2"])
+def test_good_cluster_urls(tmp_path: Path, url: str) -> None:
+    """redis://, rediss:// and unix:// URLs are accepted as written."""
+    config = load(write(tmp_path, HOST + f'[cluster]\nurl = "{url}"\n'), check_certs=False)
+    assert config.cluster is not None and config.cluster.url == url
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("password", '""', "a non-empty string"),
+    ("password", "1", "a non-empty string"),
+    ("db", "-1", "an integer of at least 0"),
+    ("db", '"0"', "an integer of at least 0"),
+    ("db", "1.5", "an integer of at least 0"),
+    ("node", '""', "1 to 100 characters among A-Z a-z 0-9 . _ -"),
+    ("node", '"a b"', "1 to 100 characters among A-Z a-z 0-9 . _ -"),
+    ("node", '"a:b"', "1 to 100 characters among A-Z a-z 0-9 . _ -"),
+    ("node", '"nœud"', "1 to 100 characters among A-Z a-z 0-9 . _ -"),
+    ("node", '"' + "a" * 101 + '"', "1 to 100 characters among A-Z a-z 0-9 . _ -"),
+    ("node", "7", "1 to 100 characters among A-Z a-z 0-9 . _ -"),
+    ("heartbeat", "0.04", "a number from 0.05 to 10"),
+    ("heartbeat", "11", "a number from 0.05 to 10"),
+    ("heartbeat", "true", "a number from 0.05 to 10"),
+    ("heartbeat", "nan", "a number from 0.05 to 10"),
+    ("dead_after", "0.1", "a number from 0.2 to 300"),
+    ("dead_after", "301", "a number from 0.2 to 300"),
+    ("dead_after", "inf", "a number from 0.2 to 300"),
+    ("route_cache_ttl", "-1", "a number from 0 to 3600"),
+    ("route_cache_ttl", "3601", "a number from 0 to 3600"),
+    ("inbox_maxlen", "999", "an integer of at least 1000"),
+    ("inbox_maxlen", "1e5", "an integer of at least 1000"),
+])
+def test_bad_cluster_values(tmp_path: Path, key: str, value: str, expected: str) -> None:
+    """Each [cluster] key rejects a value of the wrong type or out of range."""
+    shown = {"1e5": "100000.0"}.get(value, value)
+    assert error(tmp_path, HOST + f"[cluster]\n{key} = {value}\n") == \
+        f"cluster.{key}: expected {expected}, got {shown}"
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("db", "0"), ("db", "15"), ("node", '"a"'), ("node", '"' + "x" * 100 + '"'),
+    ("node", '"Host.example-5222_w0"'), ("heartbeat", "0.05"), ("heartbeat", "1"),
+    ("dead_after", "300"), ("route_cache_ttl", "0"), ("route_cache_ttl", "3600"),
+    ("inbox_maxlen", "1000"), ("inbox_maxlen", "10000000"),
+])
+def test_good_cluster_values(tmp_path: Path, key: str, value: str) -> None:
+    """The bounds of each [cluster] key are accepted."""
+    config = load(write(tmp_path, HOST + f"[cluster]\n{key} = {value}\n"), check_certs=False)
+    assert config.cluster is not None
+    got = getattr(config.cluster, key)
+    assert got == (value.strip('"') if value.startswith('"') else float(value))
+
+
+def test_heartbeat_at_its_top_needs_a_longer_dead_after(tmp_path: Path) -> None:
+    """heartbeat = 10 with dead_after = 30 is the largest consistent pair."""
+    config = load(write(tmp_path, HOST + "[cluster]\nheartbeat = 10\ndead_after = 30\n"),
+                  check_certs=False)
+    assert config.cluster is not None
+    assert (config.cluster.heartbeat, config.cluster.dead_after) == (10.0, 30.0)
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ("heartbeat = 2\n", "cluster.dead_after: must be at least 3 times cluster.heartbeat (6), "
+                        "got 5"),
+    ("heartbeat = 0.5\ndead_after = 1.4\n",
+     "cluster.dead_after: must be at least 3 times cluster.heartbeat (1.5), got 1.4"),
+])
+def test_dead_after_needs_three_heartbeats(tmp_path: Path, table: str, message: str) -> None:
+    """A node must be able to miss two heartbeats before it is declared dead."""
+    assert error(tmp_path, HOST + "[cluster]\n" + table) == message
+
+
+def test_unknown_cluster_key_suggests(tmp_path: Path) -> None:
+    """A typo in [cluster] is caught with a suggestion."""
+    assert error(tmp_path, HOST + "[cluster]\nheartbeats = 1\n") == \
+        '[cluster] unknown key "heartbeats" (did you mean "heartbeat"?)'
+
+
+def test_tls_ca_must_exist(tmp_path: Path) -> None:
+    """tls_ca names an existing file, resolved against the base directory."""
+    missing = tmp_path / "conf" / "nope.pem"
+    assert error(tmp_path, HOST + '[cluster]\nurl = "rediss://r"\ntls_ca = "conf/nope.pem"\n') \
+        == f'cluster.tls_ca: "{missing}" is not a file'
+    assert error(tmp_path, HOST + '[cluster]\nurl = "rediss://r"\ntls_ca = ""\n') == \
+        'cluster.tls_ca: expected a non-empty string, got ""'
+
+
+def test_tls_ca_needs_rediss(tmp_path: Path) -> None:
+    """A CA file with a plain redis:// URL would silently go unused: refused."""
+    (tmp_path / "ca.pem").write_text("x")
+    assert error(tmp_path, HOST + f'[cluster]\ntls_ca = "{tmp_path}/ca.pem"\n') == \
+        'cluster.tls_ca: only used with a rediss:// url (TLS), but cluster.url is "redis://"'
+
+
+def test_cluster_errors_never_show_the_password(tmp_path: Path) -> None:
+    """An error about the URL of a rediss:// setup does not echo its password."""
+    (tmp_path / "ca.pem").write_text("x")
+    message = error(tmp_path, HOST + '[cluster]\nurl = "redis://:hunter2@r"\n'
+                    f'tls_ca = "{tmp_path}/ca.pem"\n')
+    assert "hunter2" not in message
+
+
+def test_template_documents_every_cluster_key(tmp_path: Path) -> None:
+    """conf/config.toml's commented [cluster] block names every key; uncommented
+    (the keys that have a default), it loads as exactly those defaults."""
+    text = TEMPLATE.read_text()
+    block = text[text.index("# [cluster]\n"):]
+    keys = re.findall(r"^# (\w+) = ", block, re.M)
+    assert sorted(keys) == sorted(f.name for f in fields(ClusterConfig))
+    with_default = ("url", "heartbeat", "dead_after", "route_cache_ttl", "inbox_maxlen")
+    uncommented = re.sub(rf"^# (\[cluster\]|(?:{'|'.join(with_default)}) = )", r"\1",
+                         text, flags=re.M)
+    config = load(write(tmp_path, uncommented), check_certs=False)
+    assert config.cluster == ClusterConfig(node=default_node_id(5222))
+
+
+def test_reuse_port(tmp_path: Path) -> None:
+    """[client] reuse_port is a boolean, false by default."""
+    assert load(write(tmp_path, HOST), check_certs=False).client.reuse_port is False
+    config = load(write(tmp_path, HOST + "[client]\nreuse_port = true\n"), check_certs=False)
+    assert config.client.reuse_port is True
+    assert error(tmp_path, HOST + "[client]\nreuse_port = 1\n") == \
+        "client.reuse_port: expected true or false, got 1"
 
 
 # -- certificates --------------------------------------------------------------

@@ -101,6 +101,11 @@ class Module:
         """Route a stanza the server emits (its ``from`` must be set)."""
         await self.host.router.route(stanza, None)
 
+    async def send_many(self, stanzas: list[Any]) -> None:
+        """Route several stanzas the server emits, their recipients' routes
+        looked up together (one Redis round trip in a cluster)."""
+        await self.host.router.route_many(stanzas, None)
+
     def handlers(self) -> list[tuple[str, Callable[..., Any], int]]:
         out: list[tuple[str, Callable[..., Any], int]] = []
         for attr in dir(type(self)):

@@ -78,6 +78,11 @@ class Blocking(Module):
         while len(cache) > CACHE_MAX:
             del cache[next(iter(cache))]
 
+    @hook("user-changed")
+    def user_changed(self, bare: JID) -> None:
+        """Another cluster node changed ``bare``'s data: read the list anew."""
+        self._cache.pop(bare, None)
+
     async def blocklist(self, bare: JID) -> frozenset[JID]:
         """The cached list of ``bare``, read from storage on first need."""
         cached = self._cache.get(bare)

@@ -130,15 +130,16 @@ class Presence(Module):
             covered = set(targets)
             directed = self._directed.pop(id(session), set())
             targets += sorted((j for j in directed if j.bare not in covered), key=str)
+        out: list[Element] = []
         for to in targets:
-            out = copy.deepcopy(st)
-            out.set("from", str(session.jid))
-            out.set("to", str(to))
-            await self.send(out)
+            st2 = copy.deepcopy(st)
+            st2.set("from", str(session.jid))
+            st2.set("to", str(to))
+            out.append(st2)
         if probe:
-            for c in contacts:
-                if not c.hidden and c.subscription in ("to", "both"):
-                    await self.send(stanza("presence", frm=bare, to=c.jid.bare, type="probe"))
+            out += [stanza("presence", frm=bare, to=c.jid.bare, type="probe") for c in contacts
+                    if not c.hidden and c.subscription in ("to", "both")]
+        await self.send_many(out)
 
     async def _answer_probe(self, ev: StanzaEvent) -> None:
         owner = ev.to.bare

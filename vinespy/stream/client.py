@@ -57,10 +57,10 @@ class ClientStream(XMLStream):
         self.user: JID | None = None           # bare JID once authenticated
         self.jid: JID = JID("", "")            # full JID once bound
         self.bound = False
-        self.available = False
-        self.priority = 0
-        self.presence: Element | None = None
-        self.interested = False
+        self._available = False
+        self._priority = 0
+        self._presence: Element | None = None
+        self._interested = False
         self._peer_from: str | None = None
         self._mechanism: sasl.Mechanism | None = None
         self.mechanism: str | None = None      # the SASL mechanism that succeeded
@@ -72,6 +72,47 @@ class ClientStream(XMLStream):
         return f"<ClientStream {self.id} {self.jid if self.bound else self.peer}>"
 
     # -- Session protocol --------------------------------------------
+    # What other nodes of a cluster see of this session: a change is
+    # queued for the routing table (a no-op when standalone).
+    @property
+    def available(self) -> bool:
+        return self._available
+
+    @available.setter
+    def available(self, value: bool) -> None:
+        if value != self._available:
+            self._available = value
+            self.server.sessions.changed(self)
+
+    @property
+    def priority(self) -> int:
+        return self._priority
+
+    @priority.setter
+    def priority(self, value: int) -> None:
+        if value != self._priority:
+            self._priority = value
+            self.server.sessions.changed(self)
+
+    @property
+    def presence(self) -> Element | None:
+        return self._presence
+
+    @presence.setter
+    def presence(self, value: Element | None) -> None:
+        self._presence = value
+        self.server.sessions.changed(self)
+
+    @property
+    def interested(self) -> bool:
+        return self._interested
+
+    @interested.setter
+    def interested(self, value: bool) -> None:
+        if value != self._interested:
+            self._interested = value
+            self.server.sessions.changed(self)
+
     def send(self, stanza: Element) -> None:
         self.write(serialize(stanza))
 
@@ -280,6 +321,9 @@ class ClientStream(XMLStream):
         res_el = bind.find(f"{{{ns.BIND}}}resource")
         wanted = (res_el.text or "").strip() if res_el is not None else ""
         sessions = self.server.sessions
+        # In a cluster, the resources bound on other nodes count too (conflict,
+        # max_resources_per_account): read them now, not from the cache.
+        await sessions.load((self.user,), fresh=True)
         if wanted:
             try:
                 full = self.user.with_resource(wanted)
@@ -313,8 +357,11 @@ class ClientStream(XMLStream):
         if not self.bound:
             return
         self.bound = False
-        self.server.sessions.unbind(self)
+        sessions = self.server.sessions
+        sessions.unbind(self)
         assert self.host is not None
+        if sessions.missing((self.jid.bare,)):
+            await sessions.load((self.jid.bare,))     # the siblings to tell
         await self.host.bus.fire("resource-unbound", self)
         self.available = False
 

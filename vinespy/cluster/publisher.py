@@ -1,0 +1,249 @@
+"""Everything a node writes to Redis while serving, in order, coalesced.
+
+Stanzas for other nodes, session-table writes and invalidations are queued
+synchronously (never blocking the caller) and written by one task, one
+pipelined round trip per flush: while a flush is in flight the next one
+accumulates, so under load many stanzas share a round trip and all the
+stanzas for one node in a flush become one Redis Stream entry. A flush that
+fails (Redis unreachable) is retried as is, with backoff; its sequence
+numbers let receivers skip an entry they already have, so a retried flush
+neither loses nor duplicates anything, and order per sender is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import random
+from typing import TYPE_CHECKING, Any, Callable
+
+from redis.exceptions import RedisError
+
+from ..jid import JID
+from ..xml import Element, serialize
+from . import connection as keys
+from . import wire
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from ..sessions import Session
+
+log = logging.getLogger(__name__)
+
+# How many times a stanza has already crossed between nodes (a stanza that
+# finds its resource gone is re-routed from there; this bounds the hops).
+HOPS: contextvars.ContextVar[int] = contextvars.ContextVar("vinespy_cluster_hops", default=0)
+
+MAX_PENDING = 100_000        # stanzas queued while Redis is unreachable
+MAX_ITEMS = 1000             # items per stream entry
+
+# XADD to a node's inbox only while that node is registered; otherwise the
+# items come back to the sender, which handles them as for an absent
+# resource (offline storage, error replies) instead of writing them where
+# nobody will read them.
+SEND = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+local args = {'XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*'}
+for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
+redis.call(unpack(args))
+return 1
+"""
+
+# Unbind: remove the routing entry only if it is still this stream's (a
+# newer session of the same full JID, on any node, keeps its own).
+UNBIND = """
+redis.call('SREM', KEYS[2], ARGV[3])
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v and cjson.decode(v).sid == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+
+
+class Backoff:
+    """Exponential backoff with full jitter, 0.05 s up to ``cap``."""
+
+    def __init__(self, cap: float = 1.0) -> None:
+        self.cap = cap
+        self.attempt = 0
+
+    def next(self) -> float:
+        self.attempt += 1
+        return random.uniform(0, min(self.cap, 0.05 * 2 ** self.attempt))
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Publisher:
+    def __init__(self, redis: aioredis.Redis, node: str, incarnation: str, maxlen: int,
+                 undeliverable: Callable[[list[bytes]], None],
+                 trouble: Callable[[str, BaseException | None], None]) -> None:
+        self.redis = redis
+        self.node = node
+        self.incarnation = incarnation
+        self.maxlen = maxlen
+        self._undeliverable = undeliverable
+        self._trouble = trouble
+        self._puts: dict[int, Session] = {}              # id(session) -> session
+        self._unbinds: list[tuple[JID, str]] = []
+        self._changed: dict[str, None] = {}              # bare JIDs, ordered
+        self._events: list[bytes] = []
+        self._inboxes: dict[str, list[bytes]] = {}
+        self._seq: dict[str, int] = {}
+        self._pending = 0
+        self._batch: list[tuple[str, Any]] | None = None
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.stanzas_sent = 0
+        self.flushes = 0
+
+    # -- queueing (synchronous, never blocks) ----------------------------
+    def _kick(self) -> None:
+        self._idle.clear()
+        self._wake.set()
+
+    def stanza(self, node: str, target: JID, el: Element) -> bool:
+        if self._pending >= MAX_PENDING:
+            log.error("dropping a stanza for %s: %d stanzas already wait for Redis",
+                      target, self._pending)
+            return False
+        self._inboxes.setdefault(node, []).append(
+            wire.stanza_item(str(target), HOPS.get(), serialize(el)))
+        self._pending += 1
+        self._kick()
+        return True
+
+    def close(self, node: str, full: JID, sid: str, condition: str) -> None:
+        self._inboxes.setdefault(node, []).append(wire.close_item(str(full), sid, condition))
+        self._kick()
+
+    def put(self, session: Session) -> None:
+        """Write ``session``'s routing entry (its state at flush time)."""
+        self._puts[id(session)] = session
+        self._kick()
+
+    def unbind(self, session: Session) -> None:
+        """Remove ``session``'s routing entry if it is still its own."""
+        self._puts.pop(id(session), None)
+        self._unbinds.append((session.jid, getattr(session, "id", "")))
+        self._kick()
+
+    def invalidate(self, bare: JID) -> None:
+        self._changed[str(bare)] = None
+        self._kick()
+
+    def user_changed(self, bare: JID) -> None:
+        self._events.append(wire.user_item(str(bare)))
+        self._kick()
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until everything queued so far is written (or ``timeout``)."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    # -- the writer task ---------------------------------------------------
+    def _build(self) -> list[tuple[str, Any]]:
+        """Turn what is queued into one batch of commands (in write order)."""
+        cmds: list[tuple[str, Any]] = []
+        for full, sid in self._unbinds:
+            cmds.append(("unbind", (full, sid)))
+            self._changed[str(full.bare)] = None
+        for session in self._puts.values():
+            jid = session.jid
+            presence = session.presence
+            cmds.append(("put", (jid, wire.record(
+                self.node, getattr(session, "id", ""), session.available, session.priority,
+                session.interested, serialize(presence) if presence is not None else None))))
+            self._changed[str(jid.bare)] = None
+        events = [wire.invalidate_item(b) for b in self._changed] + self._events
+        for chunk in _chunks(events):
+            cmds.append(("events", self._entry("*", chunk)))
+        for node, items in self._inboxes.items():
+            for chunk in _chunks(items):
+                cmds.append(("send", (node, chunk, self._entry(node, chunk))))
+        self._puts, self._unbinds, self._changed, self._events = {}, [], {}, []
+        self._inboxes = {}
+        return cmds
+
+    def _entry(self, dest: str, items: list[bytes]) -> dict[str, bytes]:
+        seq = self._seq.get(dest, 0) + 1
+        self._seq[dest] = seq
+        return wire.entry(self.node, self.incarnation, seq, items)
+
+    async def _execute(self, batch: list[tuple[str, Any]]) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        for kind, arg in batch:
+            if kind == "put":
+                jid, rec = arg
+                pipe.hset(keys.sessions(str(jid.bare)), jid.resource, rec)
+                pipe.sadd(keys.node_jids(self.node), str(jid))
+            elif kind == "unbind":
+                full, sid = arg
+                pipe.eval(UNBIND, 2, keys.sessions(str(full.bare)), keys.node_jids(self.node),
+                          full.resource, sid, str(full))
+            elif kind == "events":
+                pipe.xadd(keys.EVENTS, arg, maxlen=self.maxlen, approximate=True)
+            else:
+                node, _, fields = arg
+                flat: list[Any] = []
+                for k, v in fields.items():
+                    flat += (k, v)
+                pipe.eval(SEND, 2, keys.NODES, keys.inbox(node), node, self.maxlen, *flat)
+        return list(await pipe.execute(raise_on_error=False))
+
+    async def run(self) -> None:
+        backoff = Backoff()
+        while True:
+            if self._batch is None:
+                if not (self._puts or self._unbinds or self._changed or self._events
+                        or self._inboxes):
+                    self._idle.set()
+                    self._wake.clear()
+                    await self._wake.wait()
+                self._batch = self._build()
+            try:
+                results = await self._execute(self._batch)
+            except REDIS_ERRORS as exc:
+                self._trouble("publisher", exc)
+                await asyncio.sleep(backoff.next())
+                continue
+            backoff.reset()
+            self._trouble("publisher", None)
+            batch, self._batch = self._batch, None
+            self.flushes += 1
+            self._done(batch, results)
+
+    def _done(self, batch: list[tuple[str, Any]], results: list[Any]) -> None:
+        i = 0
+        for kind, arg in batch:
+            n = 2 if kind == "put" else 1
+            res = results[i:i + n]
+            i += n
+            if any(isinstance(r, Exception) for r in res):
+                log.error("Redis refused a %s write: %s", kind,
+                          next(r for r in res if isinstance(r, Exception)))
+            if kind != "send":
+                continue
+            _, items, _ = arg
+            sent = sum(1 for it in items if it[:1] == wire.STANZA)
+            self._pending -= sent
+            if res and res[0] == 0:
+                # The node is gone: these are for resources that no longer exist.
+                self._undeliverable(items)
+            else:
+                self.stanzas_sent += sent
+
+
+def _chunks(items: list[bytes]) -> list[list[bytes]]:
+    return [items[i:i + MAX_ITEMS] for i in range(0, len(items), MAX_ITEMS)]

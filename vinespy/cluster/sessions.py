@@ -1,0 +1,210 @@
+"""The cluster-wide routing table: local sessions plus cached remote ones.
+
+Local sessions are the truth of this node and live in memory (the base
+:class:`~vinespy.sessions.Sessions`); each change is queued for Redis
+(``sessions:{bare}``, ``cluster:node:{id}:jids``). Other nodes' resources of
+a bare JID are read from Redis once, kept as :class:`StreamProxy` objects,
+and forgotten when an invalidation for that bare JID arrives (or after
+``route_cache_ttl`` as a safety net), so routing to a known user costs no
+Redis round trip. The router calls :meth:`load` (one pipelined round trip
+for any number of bare JIDs not cached) before it looks anything up; the
+lookups themselves stay synchronous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Iterable
+
+from ..jid import JID, JIDError
+from ..sessions import Session, Sessions
+from . import connection as keys
+from . import wire
+from .proxy import StreamProxy
+from .publisher import REDIS_ERRORS
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from .publisher import Publisher
+
+log = logging.getLogger(__name__)
+
+CACHE_MAX = 100_000             # bare JIDs whose remote resources are cached
+LOAD_TIMEOUT = 2.0              # s; then route with what is known (local + stale)
+
+_Remote = dict[str, StreamProxy]
+
+
+class ClusterSessions(Sessions):
+    clustered = True
+
+    def __init__(self, node: str, ttl: float) -> None:
+        super().__init__()
+        self.node = node
+        self.ttl = ttl
+        self.redis: aioredis.Redis | None = None
+        self.publisher: Publisher | None = None
+        self._remote: dict[JID, tuple[float, _Remote]] = {}
+        self._loading: dict[JID, asyncio.Future[None]] = {}
+        self._dirty: set[JID] = set()       # invalidated while a load was in flight
+        self.loads = 0                      # round trips made by load()
+        self.down = False                   # Redis unreachable (set by the Cluster)
+        self.wait_for_redis = 2.0           # s a lookup waits for an unreachable Redis
+
+    # -- lookups (synchronous; remote entries as last loaded) ---------------
+    def _remote_of(self, bare: JID) -> _Remote:
+        hit = self._remote.get(bare)
+        return hit[1] if hit is not None else {}
+
+    def local(self, full: JID) -> Session | None:
+        """The session bound to ``full`` on this node."""
+        return self._full.get(full)
+
+    def get(self, full: JID) -> Session | None:
+        s = self._full.get(full)
+        if s is not None:
+            return s
+        return self._remote_of(full.bare).get(full.resource)
+
+    def resources(self, bare: JID) -> list[Session]:
+        out: list[Session] = list(self._bare.get(bare, {}).values())
+        remote = self._remote_of(bare)
+        if remote:
+            local = self._bare.get(bare, {})
+            out += [p for r, p in remote.items() if r not in local]
+        return out
+
+    def available(self, bare: JID) -> list[Session]:
+        return [s for s in self.resources(bare) if s.available]
+
+    def count(self, bare: JID) -> int:
+        return len(self.resources(bare))
+
+    # -- the cache ------------------------------------------------------------
+    def missing(self, bares: Iterable[JID]) -> list[JID]:
+        """Those of ``bares`` whose remote resources are not freshly cached."""
+        now = time.monotonic()
+        remote = self._remote
+        out = []
+        for b in bares:
+            hit = remote.get(b)
+            if hit is None or hit[0] < now:
+                out.append(b)
+        return out
+
+    async def load(self, bares: Iterable[JID], *, fresh: bool = False) -> None:
+        """Make sure the remote resources of ``bares`` are known: one
+        pipelined round trip for all that are not cached (all when
+        ``fresh``). On a Redis failure, what was cached stays in use."""
+        want = list(dict.fromkeys(bares)) if fresh else self.missing(dict.fromkeys(bares))
+        if not want or self.redis is None:
+            return
+        waits = [self._loading[b] for b in want if b in self._loading and not fresh]
+        todo = [b for b in want if b not in self._loading or fresh]
+        if todo:
+            fut = asyncio.get_running_loop().create_future()
+            for b in todo:
+                self._loading[b] = fut
+                self._dirty.discard(b)
+            try:
+                await self._fetch(todo)
+            finally:
+                for b in todo:
+                    if self._loading.get(b) is fut:
+                        del self._loading[b]
+                fut.set_result(None)
+        for w in waits:
+            await w
+
+    async def _fetch(self, bares: list[JID]) -> None:
+        """Read the routing entries of ``bares``. While Redis is unreachable
+        this retries (up to ``wait_for_redis`` s: only the stanza's own
+        stream waits, never the event loop), since "no route known" would
+        send a message for a remote user to offline storage; after that,
+        what is cached (even expired) is used."""
+        assert self.redis is not None and self.publisher is not None
+        deadline = time.monotonic() + self.wait_for_redis
+        pause = 0.02
+        while True:
+            pipe = self.redis.pipeline(transaction=False)
+            for b in bares:
+                pipe.hgetall(keys.sessions(str(b)))
+            try:
+                results = await asyncio.wait_for(
+                    pipe.execute(), max(0.05, min(LOAD_TIMEOUT, deadline - time.monotonic())))
+                break
+            except REDIS_ERRORS as exc:
+                if time.monotonic() >= deadline:
+                    log.debug("route lookup failed (%s); routing with what is cached", exc)
+                    return
+                await asyncio.sleep(pause)
+                pause = min(0.5, pause * 2)
+        self.loads += 1
+        expires = time.monotonic() + self.ttl
+        for bare, fields in zip(bares, results):
+            remote: _Remote = {}
+            for res, raw in fields.items():
+                try:
+                    rec = wire.parse_record(raw)
+                    resource = res.decode()
+                    if rec.node == self.node:
+                        continue            # ours: the local table is the truth
+                    remote[resource] = StreamProxy(bare.with_resource(resource), rec,
+                                                   self.publisher)
+                except (wire.WireError, UnicodeDecodeError, JIDError) as exc:
+                    log.warning("skipping a bad routing entry of %s: %s", bare, exc)
+            if bare in self._dirty:
+                # Changed while we read it: read it again before the next use.
+                self._dirty.discard(bare)
+                self._remote.pop(bare, None)
+                self._remote[bare] = (0.0, remote)
+                continue
+            if self.ttl > 0:
+                self._remote.pop(bare, None)
+                self._remote[bare] = (expires, remote)
+            else:
+                # No caching: keep it only until the next lookup asks again.
+                self._remote[bare] = (0.0, remote)
+        while len(self._remote) > CACHE_MAX:
+            del self._remote[next(iter(self._remote))]
+
+    def invalidate(self, bare: JID) -> None:
+        """``bare``'s routes changed: read them again before the next use
+        (what was known stays the fallback while Redis cannot be read)."""
+        hit = self._remote.get(bare)
+        if hit is not None:
+            self._remote[bare] = (0.0, hit[1])
+        if bare in self._loading:
+            self._dirty.add(bare)
+
+    def forget(self, node: str | None = None) -> None:
+        """Expire every cached route (read again before the next use, still
+        used if Redis cannot be read), or drop those of a dead ``node``."""
+        if node is None:
+            self._remote = {b: (0.0, r) for b, (_, r) in self._remote.items()}
+            self._dirty.update(self._loading)
+            return
+        for bare, (_, remote) in list(self._remote.items()):
+            if any(p.node == node for p in remote.values()):
+                del self._remote[bare]
+
+    # -- local changes, queued for Redis ---------------------------------------
+    def bind(self, session: Session) -> Session | None:
+        old = super().bind(session)
+        if self.publisher is not None:
+            self.publisher.put(session)
+        return old
+
+    def unbind(self, session: Session) -> bool:
+        if not super().unbind(session):
+            return False
+        if self.publisher is not None:
+            self.publisher.unbind(session)
+        return True
+
+    def changed(self, session: Session) -> None:
+        if self.publisher is not None and self._full.get(session.jid) is session:
+            self.publisher.put(session)

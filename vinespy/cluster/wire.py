@@ -1,0 +1,146 @@
+"""What nodes write to each other through Redis, encoded and decoded without I/O.
+
+A node's inbox (a Redis Stream, ``cluster:inbox:{node}``) and the shared
+``cluster:events`` stream hold *entries*; each entry is one flush of one
+sender: ``n`` (sender node), ``e`` (its incarnation), ``q`` (a sequence
+number per sender and stream, so a batch re-sent after a lost reply is
+recognised and skipped) and the items in order under the keys ``0``, ``1``...
+
+An item is bytes whose first byte says what it is:
+
+``s`` target NUL hops NUL stanza
+    deliver the stanza (stream form, ``jabber:client`` default namespace) to
+    the bound full JID ``target`` of the receiving node.
+``c`` full NUL sid NUL condition
+    close that session (a newer one bound the same full JID elsewhere).
+``i`` bare
+    the routing entries of ``bare`` changed: forget what is cached of them.
+``u`` bare
+    the stored data of the user ``bare`` changed (roster, blocklist...).
+
+A session record (the value of ``sessions:{bare}`` for a resource) is JSON:
+``{"node", "sid", "available", "priority", "interested", "presence"}``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Iterable
+
+from lxml import etree
+
+from .. import ns
+from ..xml import Element
+
+STANZA, CLOSE, INVALIDATE, USER = b"s", b"c", b"i", b"u"
+
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                          huge_tree=False, remove_comments=True, remove_pis=True)
+_OPEN = f"<x xmlns='{ns.CLIENT}'>".encode()
+_CLOSE = b"</x>"
+
+
+class WireError(ValueError):
+    """An inbox entry or a session record that is not what vinespy writes."""
+
+
+@dataclass(frozen=True)
+class Header:
+    node: str
+    incarnation: str
+    seq: int
+
+
+def stanza_item(target: str, hops: int, data: bytes) -> bytes:
+    return b"".join((STANZA, target.encode(), b"\0", str(hops).encode(), b"\0", data))
+
+
+def close_item(full: str, sid: str, condition: str) -> bytes:
+    return b"".join((CLOSE, full.encode(), b"\0", sid.encode(), b"\0", condition.encode()))
+
+
+def invalidate_item(bare: str) -> bytes:
+    return INVALIDATE + bare.encode()
+
+
+def user_item(bare: str) -> bytes:
+    return USER + bare.encode()
+
+
+def entry(node: str, incarnation: str, seq: int, items: Iterable[bytes]) -> dict[str, bytes]:
+    fields: dict[str, bytes] = {"n": node.encode(), "e": incarnation.encode(),
+                                "q": str(seq).encode()}
+    for i, item in enumerate(items):
+        fields[str(i)] = item
+    return fields
+
+
+def parse_entry(fields: dict[bytes, bytes]) -> tuple[Header, list[bytes]]:
+    """The header and the items of an entry, in order; WireError if malformed."""
+    try:
+        header = Header(fields[b"n"].decode(), fields[b"e"].decode(), int(fields[b"q"]))
+        items = sorted((int(k), v) for k, v in fields.items() if k not in (b"n", b"e", b"q"))
+    except (KeyError, ValueError, UnicodeDecodeError, TypeError) as exc:
+        raise WireError(f"not a vinespy entry: {exc!r}") from None
+    return header, [v for _, v in items]
+
+
+def parse_item(item: bytes) -> tuple[bytes, list[str], bytes]:
+    """(kind, text fields, payload bytes) of an item; WireError if malformed."""
+    kind, body = item[:1], item[1:]
+    try:
+        if kind == STANZA:
+            target, hops, data = body.split(b"\0", 2)
+            int(hops)
+            return kind, [target.decode(), hops.decode()], data
+        if kind == CLOSE:
+            full, sid, condition = body.split(b"\0", 2)
+            return kind, [full.decode(), sid.decode(), condition.decode()], b""
+        if kind in (INVALIDATE, USER):
+            return kind, [body.decode()], b""
+    except ValueError as exc:
+        raise WireError(f"malformed {kind!r} item: {exc}") from None
+    raise WireError(f"unknown item kind {kind!r}")
+
+
+def parse_stanza(data: bytes) -> Element:
+    """The stanza of an ``s`` item, in the ``jabber:client`` namespace."""
+    try:
+        holder = etree.fromstring(_OPEN + data + _CLOSE, _PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise WireError(f"malformed stanza: {exc}") from None
+    if len(holder) != 1:
+        raise WireError("an s item holds exactly one stanza")
+    el: Element = holder[0]
+    holder.remove(el)
+    return el
+
+
+@dataclass
+class Record:
+    node: str
+    sid: str
+    available: bool = False
+    priority: int = 0
+    interested: bool = False
+    presence: bytes | None = None       # stream-form XML of the last broadcast presence
+
+
+def record(node: str, sid: str, available: bool, priority: int, interested: bool,
+           presence: bytes | None) -> str:
+    return json.dumps({"node": node, "sid": sid, "available": available,
+                       "priority": priority, "interested": interested,
+                       "presence": presence.decode() if presence is not None else None},
+                      separators=(",", ":"))
+
+
+def parse_record(raw: bytes | str) -> Record:
+    try:
+        d = json.loads(raw)
+        presence = d.get("presence")
+        return Record(str(d["node"]), str(d["sid"]), bool(d.get("available")),
+                      int(d.get("priority") or 0), bool(d.get("interested")),
+                      presence.encode() if isinstance(presence, str) else None)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise WireError(f"not a session record: {exc!r}") from None
