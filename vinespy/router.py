@@ -174,7 +174,12 @@ class Router:
         message goes to offline storage."""
         kind = local_name(stanza)
         if not final:
-            await self.sessions.load((target.bare,), fresh=True)
+            need = [target.bare]
+            try:
+                need.append(JID.parse(stanza.get("from", "")).bare)   # for an error reply
+            except JIDError:
+                pass
+            await self.sessions.load(need, fresh=True)
             await self.default(stanza, kind, target, "full")
             return
         stype = stanza.get("type")

@@ -386,10 +386,14 @@ class Cluster:
         for full, raw in zip(flat[::2], flat[1::2]):
             try:
                 jid = JID.parse(full.decode())
-                gone.append(StreamProxy(jid, wire.parse_record(raw), self.publisher))
+                proxy = StreamProxy(jid, wire.parse_record(raw), self.publisher)
             except (JIDError, wire.WireError, UnicodeDecodeError) as exc:
                 log.warning("cluster: skipping a bad session of node %s: %s", node, exc)
                 continue
+            live = self.sessions.local(jid)
+            if live is not None and getattr(live, "id", None) == proxy.sid:
+                continue    # ours, bound while Redis was unreachable: _resync rewrites it
+            gone.append(proxy)
             self.sessions.invalidate(jid.bare)
             self.publisher.invalidate(jid.bare)
         entries = parse_xrange(rest)
