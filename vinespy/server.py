@@ -71,9 +71,9 @@ class Server:
                 self.hosts[domain] = host
                 self.router.add_host(host)
 
-    def _user_changed(self, bare: JID) -> None:
+    async def _user_changed(self, bare: JID) -> None:
         if self.cluster is not None and self.cluster.publisher is not None:
-            self.cluster.publisher.user_changed(bare)
+            await self.cluster.publisher.user_changed(bare)
 
     async def serve(self, shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
                     ready: Callable[[], None] | None = None) -> None:

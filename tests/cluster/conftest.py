@@ -752,6 +752,7 @@ class Clients:
         c.auto_subscribe = False
         c.register_plugin("xep_0199")
         c.register_plugin("xep_0030")
+        c.register_plugin("xep_0191")
         return c
 
     async def login(self, node: Node, who: str, *, priority: int | None = None,

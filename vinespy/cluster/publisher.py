@@ -99,6 +99,8 @@ class Publisher:
         self._seq: dict[str, int] = {}
         self._pending = 0
         self._batch: list[tuple[str, Any]] | None = None
+        self._waiters: list[asyncio.Future[None]] = []         # for the next batch
+        self._batch_waiters: list[asyncio.Future[None]] = []   # for the batch in flight
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -140,9 +142,18 @@ class Publisher:
         self._changed[str(bare)] = None
         self._kick()
 
-    def user_changed(self, bare: JID) -> None:
+    async def user_changed(self, bare: JID, timeout: float = 1.0) -> None:
+        """Announce that ``bare``'s stored data changed; return once that is
+        in Redis (or after ``timeout`` while Redis is unreachable), so the
+        answer to the change does not overtake the news of it."""
         self._events.append(wire.user_item(str(bare)))
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
         self._kick()
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except asyncio.TimeoutError:
+            pass
 
     async def flush(self, timeout: float) -> bool:
         """Wait until everything queued so far is written (or ``timeout``)."""
@@ -174,6 +185,7 @@ class Publisher:
                 cmds.append(("send", (node, chunk, self._entry(node, chunk))))
         self._puts, self._unbinds, self._changed, self._events = {}, [], {}, []
         self._inboxes = {}
+        self._batch_waiters, self._waiters = self._waiters, []
         return cmds
 
     def _entry(self, dest: str, items: list[bytes]) -> dict[str, bytes]:
@@ -223,6 +235,10 @@ class Publisher:
             batch, self._batch = self._batch, None
             self.flushes += 1
             self._done(batch, results)
+            for fut in self._batch_waiters:
+                if not fut.done():
+                    fut.set_result(None)
+            self._batch_waiters = []
 
     def _done(self, batch: list[tuple[str, Any]], results: list[Any]) -> None:
         i = 0

@@ -10,7 +10,7 @@ through the router.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from lxml import etree
 
@@ -19,9 +19,9 @@ from ..storage import Storage, User
 
 
 class NotifyingStorage(Storage):
-    """``storage`` that calls ``changed(bare)`` after each write of a user's data."""
+    """``storage`` that awaits ``changed(bare)`` after each write of a user's data."""
 
-    def __init__(self, storage: Storage, changed: Callable[[JID], None]) -> None:
+    def __init__(self, storage: Storage, changed: Callable[[JID], Awaitable[None]]) -> None:
         self.inner = storage
         self._changed = changed
 
@@ -33,11 +33,11 @@ class NotifyingStorage(Storage):
 
     async def save_user(self, user: User) -> None:
         await self.inner.save_user(user)
-        self._changed(user.jid.bare)
+        await self._changed(user.jid.bare)
 
     async def delete_user(self, jid: JID) -> bool:
         done = await self.inner.delete_user(jid)
-        self._changed(jid.bare)
+        await self._changed(jid.bare)
         return done
 
     async def find_vcard(self, jid: JID) -> etree._Element | None:
@@ -57,7 +57,7 @@ class NotifyingStorage(Storage):
 
     async def put(self, jid: JID, store: str, value: Any | None) -> None:
         await self.inner.put(jid, store, value)
-        self._changed(jid.bare)
+        await self._changed(jid.bare)
 
     async def close(self) -> None:
         await self.inner.close()
