@@ -15,19 +15,20 @@ import os
 import resource
 import signal
 import ssl
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from . import __version__, modules, tls
 from .config import Config, ConfigError
 from .errors import StreamError
-from .cluster import Cluster
-from .cluster.users import NotifyingStorage
 from .host import Host
 from .jid import JID
 from .router import Router
 from .sessions import Sessions
 from .storage import Storage, StorageError, open_storage
 from .stream.client import ClientStream
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 log = logging.getLogger("vinespy.server")
 
@@ -44,6 +45,8 @@ class Server:
         self.cluster: Cluster | None = None
         self.sessions: Sessions = Sessions()
         if config.cluster is not None:
+            # Only a cluster node imports redis-py.
+            from .cluster import Cluster
             self.cluster = Cluster(config.cluster, self)
             self.sessions = self.cluster.sessions
         self.router = Router(self.sessions)
@@ -61,6 +64,7 @@ class Server:
                 raise ConfigError(f"{config.path}: storage for {hc.domains[0]}: {exc}") from None
             self.storages.append(storage)
             if self.cluster is not None:
+                from .cluster.users import NotifyingStorage
                 storage = NotifyingStorage(storage, self._user_changed)
             for domain in hc.domains:
                 host = Host(domain, hc, storage, self.router)
