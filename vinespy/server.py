@@ -46,8 +46,8 @@ class Server:
         self.sessions: Sessions = Sessions()
         if config.cluster is not None:
             # Only a cluster node imports redis-py.
-            from .cluster import Cluster
-            self.cluster = Cluster(config.cluster, self)
+            from . import cluster
+            self.cluster = cluster.Cluster(config.cluster, self)
             self.sessions = self.cluster.sessions
         self.router = Router(self.sessions)
         self.tls: dict[str, ssl.SSLContext] = tls.contexts(config)

@@ -25,7 +25,7 @@ from ..jid import JID, JIDError
 from . import connection as keys
 from . import wire
 from .proxy import StreamProxy
-from .publisher import HOPS, REDIS_ERRORS, Backoff, Publisher
+from .publisher import HOPS, REDIS_ERRORS, Backoff, Publisher, check_cancelled
 from .sessions import ClusterSessions
 from .subscriber import BLOCK_MS, Subscriber, parse_xrange
 
@@ -178,10 +178,9 @@ class Cluster:
         queued): write it all, hand on what is left in the inbox, leave."""
         assert self.publisher is not None and self.subscriber is not None
         await self.publisher.flush(2.0)
-        sub = self._tasks[1] if self._tasks else None
-        if sub is not None:
-            sub.cancel()
-            await asyncio.gather(sub, return_exceptions=True)
+        # No more heartbeats (a stopping node must not re-register itself)
+        # and no more reading; then leave.
+        await _cancel(self._tasks[1:], self.subscriber.redis)
         if self.registered:
             try:
                 await self.redis.hset(keys.node_info(self.node), "acked",
@@ -192,9 +191,7 @@ class Cluster:
                 await self.publisher.flush(2.0)
             except REDIS_ERRORS as exc:
                 log.warning("cluster: could not deregister from %s: %s", self._url, exc)
-        for t in self._tasks + list(self._jobs):
-            t.cancel()
-        await asyncio.gather(*self._tasks, *self._jobs, return_exceptions=True)
+        await _cancel(self._tasks[:1] + list(self._jobs), self.redis)
         for client in (self.redis, self.subscriber.redis):
             try:
                 await client.aclose()
@@ -292,6 +289,7 @@ class Cluster:
                 delay = backoff.next()
             except ConfigError as exc:
                 log.error("cluster: %s", exc)
+            check_cancelled()
             if self.registered and time.monotonic() - self.last_ok > cfg.dead_after:
                 self._fence(f"no heartbeat written for {time.monotonic() - self.last_ok:.1f} s")
             await asyncio.sleep(delay)
@@ -338,13 +336,13 @@ class Cluster:
             if not self._troubles:
                 log.error("cluster: lost Redis at %s (%s: %s); serving local users, "
                           "reconnecting with backoff", self._url, type(exc).__name__, exc)
-                self.sessions.down = True
+                self.sessions.down_since = time.monotonic()
             self._troubles.add(part)
         elif part in self._troubles:
             self._troubles.discard(part)
             if not self._troubles:
                 log.warning("cluster: Redis at %s is reachable again", self._url)
-                self.sessions.down = False
+                self.sessions.down_since = None
                 self.sessions.forget()
                 self._reap_after = time.monotonic() + self.cfg.dead_after
                 if self.registered:
@@ -435,11 +433,14 @@ class Cluster:
             target = JID.parse(args[0])
             session = self.sessions.local(target)
             if session is not None:
+                # Parsed to check it (a broken entry must not break the
+                # client's stream), written as it came (no re-serializing).
+                el = wire.parse_stanza(data)
                 write = getattr(session, "write", None)
                 if write is not None:
-                    write(data)          # already in stream form: no re-parse
+                    write(data)
                 else:
-                    session.send(wire.parse_stanza(data))
+                    session.send(el)
                 return
             await self._absent(target, int(args[1]), data)
         elif kind == wire.INVALIDATE:
@@ -464,6 +465,30 @@ class Cluster:
             await self.server.router.absent(el, target, final=hops + 1 >= MAX_HOPS)
         finally:
             HOPS.reset(token)
+
+
+async def _cancel(tasks: list[asyncio.Task[Any]], redis: Any) -> None:
+    """Cancel ``tasks`` and wait for them; a task stuck in a Redis call that
+    swallowed the cancellation (redis-py can) is freed by closing the
+    client's connections."""
+    for t in tasks:
+        t.cancel()
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=1.0)
+    if pending:
+        try:
+            await redis.connection_pool.disconnect()
+            conn = getattr(redis, "connection", None)
+            if conn is not None:
+                await conn.disconnect()
+        except Exception:       # it is being torn down either way
+            pass
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=2.0)
+        for t in pending:
+            log.error("cluster task %s does not stop", t.get_name())
 
 
 def _pid_alive(pid: int) -> bool:

@@ -66,6 +66,15 @@ return 0
 REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 
+def check_cancelled() -> None:
+    """COMPAT: redis-py (8.1) can return from a command although the task
+    was cancelled meanwhile, swallowing the CancelledError; a loop around
+    Redis calls checks after each one, or it would never stop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Backoff:
     """Exponential backoff with full jitter, 0.05 s up to ``cap``."""
 
@@ -227,9 +236,11 @@ class Publisher:
             try:
                 results = await self._execute(self._batch)
             except REDIS_ERRORS as exc:
+                check_cancelled()
                 self._trouble("publisher", exc)
                 await asyncio.sleep(backoff.next())
                 continue
+            check_cancelled()
             backoff.reset()
             self._trouble("publisher", None)
             batch, self._batch = self._batch, None

@@ -51,7 +51,7 @@ class ClusterSessions(Sessions):
         self._loading: dict[JID, asyncio.Future[None]] = {}
         self._dirty: set[JID] = set()       # invalidated while a load was in flight
         self.loads = 0                      # round trips made by load()
-        self.down = False                   # Redis unreachable (set by the Cluster)
+        self.down_since: float | None = None   # monotonic time Redis was lost (set by Cluster)
         self.wait_for_redis = 2.0           # s a lookup waits for an unreachable Redis
 
     # -- lookups (synchronous; remote entries as last loaded) ---------------
@@ -124,9 +124,10 @@ class ClusterSessions(Sessions):
         this retries (up to ``wait_for_redis`` s: only the stanza's own
         stream waits, never the event loop), since "no route known" would
         send a message for a remote user to offline storage; after that,
-        what is cached (even expired) is used."""
+        what is cached (even expired) is used. Once Redis has been lost for
+        longer than that, lookups no longer wait at all."""
         assert self.redis is not None and self.publisher is not None
-        deadline = time.monotonic() + self.wait_for_redis
+        deadline = (self.down_since or time.monotonic()) + self.wait_for_redis
         pause = 0.02
         while True:
             pipe = self.redis.pipeline(transaction=False)

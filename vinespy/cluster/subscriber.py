@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from ..jid import JIDError
 from . import connection as keys
 from . import wire
-from .publisher import REDIS_ERRORS, Backoff
+from .publisher import REDIS_ERRORS, Backoff, check_cancelled
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -54,10 +54,12 @@ class Subscriber:
             try:
                 resp = await self.redis.xread(streams, count=COUNT, block=BLOCK_MS)
             except REDIS_ERRORS as exc:
+                check_cancelled()
                 self._trouble("subscriber", exc)
                 failed = True
                 await asyncio.sleep(backoff.next())
                 continue
+            check_cancelled()
             if failed:
                 failed = False
                 backoff.reset()
