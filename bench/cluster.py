@@ -371,6 +371,7 @@ async def fixed(layout: Layout, pairs: int, rate: float, warmup: float, seconds:
         t_start = time.perf_counter()
         t_measure, t_end = t_start + warmup, t_start + warmup + seconds
         idx = 0
+        sent_at_measure = 0
         gen: load.GenCpu | None = None
         other: OtherLoad | None = None
         n_senders = len(ps)
@@ -382,6 +383,9 @@ async def fixed(layout: Layout, pairs: int, rate: float, warmup: float, seconds:
                 measuring[0] = True
                 gen = load.GenCpu()
                 other = OtherLoad(layout.pids())
+                if layout.stats is not None:
+                    await layout.stats.config_resetstat()
+                sent_at_measure = sent
             due = int((now - t_start) * rate) - sent
             if due > 0:
                 batch: dict[int, int] = {}
@@ -395,13 +399,17 @@ async def fixed(layout: Layout, pairs: int, rate: float, warmup: float, seconds:
             await asyncio.sleep(tick)
         g = gen.percent() if gen is not None else 0.0
         o = other.percent() if other is not None else 0.0
+        cmds = await commandstats(layout.stats) if layout.stats is not None else {}
+        measured = sent - sent_at_measure
         await load._drain(ps, lambda: sent, drain)
         measuring[0] = False
         load._check_open(ps)
         ms = [v / 1e6 for v in lat]
         out: dict[str, Any] = {"p50_ms": load.pct(ms, 0.5), "p99_ms": load.pct(ms, 0.99),
                                "rate": sent / (t_end - t_start), "gen_cpu": g,
-                               "other_cpu": o}
+                               "other_cpu": o,
+                               "cmds_per_msg": (sum(c for c, _ in cmds.values()) / measured
+                                                if cmds and measured else float("nan"))}
         out.update(load._integrity(ps, sent))
         return out
     finally:
@@ -622,6 +630,10 @@ def table(results: list[LayoutResult]) -> str:
             row(f"· {label} (µs)", lambda r, n=name: _spread(r.sat, f"cpu_us_{n}", "{:.1f}"))
     row("Redis commands per 1,000 messages", lambda r: _spread(r.sat, "cmds_total", "{:,.1f}")
         if any("cmds" in s and s["cmds"] for s in r.sat) else "—")
+    row("Redis commands per message @ fixed rate", lambda r: _spread(
+        r.fixed, "cmds_per_msg", "{:.2f}")
+        if any(x.get("cmds_per_msg", float("nan")) == x.get("cmds_per_msg") for x in r.fixed)
+        else "—")
     row("other processes' CPU, highest (%)",
         lambda r: f"{max(x['other_cpu'] for x in r.fixed + r.sat):.0f}"
         if r.fixed or r.sat else "—")

@@ -84,13 +84,22 @@ class RedisServer:
         self._clients: list[aioredis.Redis] = []
         self._log = tmp / "redis.log"
 
+    def argv(self) -> list[str]:
+        """The redis-server command line (a subclass adds a password, TLS...)."""
+        return [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(self.dir)]
+
+    def admin(self, **kw: Any) -> aioredis.Redis:
+        """A client of the test's own (str replies), not closed for you."""
+        opts: dict[str, Any] = {"decode_responses": True, "socket_connect_timeout": 3,
+                                "socket_timeout": 5, **kw}
+        return aioredis.Redis.from_url(self.url, **opts)
+
     async def start(self) -> None:
         log = open(self._log, "ab")
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(self.dir),
-                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
+                *self.argv(), stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
         finally:
             log.close()
 
@@ -99,7 +108,7 @@ class RedisServer:
             if self.proc.returncode is not None:
                 raise AssertionError(f"redis-server exited {self.proc.returncode}: "
                                      f"{self._log.read_text()[-2000:]}")
-            c = aioredis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
+            c = self.admin(socket_connect_timeout=1)
             try:
                 return bool(await c.ping())
             except (aioredis.ConnectionError, OSError):
@@ -126,16 +135,14 @@ class RedisServer:
 
     def client(self) -> aioredis.Redis:
         """A redis.asyncio client (str replies), closed at teardown."""
-        c = aioredis.Redis.from_url(self.url, decode_responses=True,
-                                    socket_connect_timeout=3, socket_timeout=5)
+        c = self.admin()
         self._clients.append(c)
         return c
 
     @contextlib.asynccontextmanager
     async def _once(self) -> AsyncIterator[aioredis.Redis]:
         """A fresh client for one call: never a connection a kill or a restart broke."""
-        c = aioredis.Redis.from_url(self.url, decode_responses=True,
-                                    socket_connect_timeout=3, socket_timeout=5)
+        c = self.admin()
         try:
             yield c
         finally:

@@ -14,7 +14,6 @@ the nodes' ``[cluster] url`` is ``redis.url`` and the other keys
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import time
@@ -86,41 +85,6 @@ class AccessRedis(RedisServer):
             opts.update(ssl=True, ssl_ca_certs=str(self.ca_file))
         opts.update(kw)
         return aioredis.Redis(**opts)
-
-    async def start(self) -> None:
-        log = open(self._log, "ab")
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.argv(), stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
-        finally:
-            log.close()
-
-        async def ping() -> bool:
-            assert self.proc is not None
-            if self.proc.returncode is not None:
-                raise AssertionError(f"redis-server exited {self.proc.returncode}: "
-                                     f"{self._log.read_text()[-2000:]}")
-            c = self.admin(socket_connect_timeout=1)
-            try:
-                return bool(await c.ping())
-            except (aioredis.ConnectionError, OSError):
-                return False
-            finally:
-                await c.aclose()
-        await eventually(ping, TIMEOUT, "redis-server to answer PING", every=0.05)
-
-    def client(self) -> aioredis.Redis:
-        c = self.admin()
-        self._clients.append(c)
-        return c
-
-    @contextlib.asynccontextmanager
-    async def _once(self) -> AsyncIterator[aioredis.Redis]:
-        c = self.admin()
-        try:
-            yield c
-        finally:
-            await c.aclose()
 
     async def info(self, section: str) -> dict[str, Any]:
         async with self._once() as c:
