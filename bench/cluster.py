@@ -97,8 +97,8 @@ for p in (str(HERE), str(ROOT)):
 
 import load  # noqa: E402
 import targets  # noqa: E402
-from redis_transport import (OtherLoad, RedisServer, git_rev, machine, python_cmd,  # noqa: E402
-                             wait_quiet)
+from redis_transport import (  # noqa: E402
+    OtherLoad, RedisServer, add_quiet_options, git_rev, machine, python_cmd, wait_quiet)
 
 PASSWORD = "bench-password"
 DOMAIN = load.DOMAIN
@@ -301,120 +301,51 @@ async def commandstats(stats: Any) -> dict[str, tuple[int, float]]:
 
 async def saturation(layout: Layout, pairs: int, window: int, warmup: float,
                      seconds: float, drain: float = 5.0) -> dict[str, Any]:
-    """load.scenario_saturation over the layout; CPU per node and Redis commands too."""
-    ps = await pairs_up(layout, pairs)
-    sending = [True]
-    total_sent = [0]
-
-    def reply(p: load.Pair, found: list[tuple[bytes, bytes, bytes]]) -> None:
-        if sending[0]:
-            total_sent[0] += len(found)
-            p.conn.write(p.make(len(found)))
-
-    try:
-        for p in ps:
-            p.on_msgs = reply
-        for p in ps[::2]:
-            total_sent[0] += window
-            p.conn.write(p.make(window))
-        await asyncio.sleep(warmup)
-        load._check_open(ps)
+    """load.closed_loop over the layout; CPU per node and Redis commands too."""
+    async def probe() -> load.Finish:
         if layout.stats is not None:
             await layout.stats.config_resetstat()
-        n0 = sum(p.received for p in ps)
-        gen = load.GenCpu()
         other = OtherLoad(layout.pids())
-        c0, t0 = cpu_of(layout.nodes, layout.redis), time.perf_counter()
-        await asyncio.sleep(seconds)
-        n1 = sum(p.received for p in ps)
-        t1, c1 = time.perf_counter(), cpu_of(layout.nodes, layout.redis)
-        g = gen.percent()
-        o = other.percent()
-        cmds = await commandstats(layout.stats) if layout.stats is not None else {}
-        sending[0] = False
-        await load._drain(ps, lambda: total_sent[0], drain)
-        load._check_open(ps)
-        delivered = n1 - n0
-        out: dict[str, Any] = {"msg_s": delivered / (t1 - t0), "gen_cpu": g,
-                               "delivered": delivered, "other_cpu": o}
-        for k in c0:
-            out[f"cpu_us_{k}"] = ((c1[k] - c0[k]) / delivered * 1e6 if delivered
-                                  else float("nan"))
-        out["cpu_us_nodes"] = sum(out[f"cpu_us_{n.name}"] for n in layout.nodes)
-        out["cmds"] = {k: (1000.0 * calls / delivered if delivered else float("nan"), usec)
-                       for k, (calls, usec) in cmds.items()}
-        out["cmds_total"] = (1000.0 * sum(c for c, _ in cmds.values()) / delivered
-                             if delivered else float("nan"))
-        out.update(load._integrity(ps, total_sent[0]))
-        return out
-    finally:
-        load.close_all(p.conn for p in ps)
-        await asyncio.sleep(1.0)
+        c0 = cpu_of(layout.nodes, layout.redis)
+
+        async def finish(delivered: int) -> dict[str, Any]:
+            c1 = cpu_of(layout.nodes, layout.redis)
+            o = other.percent()
+            cmds = await commandstats(layout.stats) if layout.stats is not None else {}
+            out: dict[str, Any] = {"other_cpu": o}
+            for k in c0:
+                out[f"cpu_us_{k}"] = ((c1[k] - c0[k]) / delivered * 1e6 if delivered
+                                      else float("nan"))
+            out["cpu_us_nodes"] = sum(out[f"cpu_us_{n.name}"] for n in layout.nodes)
+            out["cmds"] = {k: (1000.0 * calls / delivered if delivered else float("nan"), usec)
+                           for k, (calls, usec) in cmds.items()}
+            out["cmds_total"] = (1000.0 * sum(c for c, _ in cmds.values()) / delivered
+                                 if delivered else float("nan"))
+            return out
+        return finish
+
+    return await load.closed_loop(await pairs_up(layout, pairs), window, warmup, seconds,
+                                  drain, probe)
 
 
 async def fixed(layout: Layout, pairs: int, rate: float, warmup: float, seconds: float,
                 tick: float = 0.001, drain: float = 5.0) -> dict[str, Any]:
-    """load.scenario_fixed over the layout: open loop at ``rate`` msg/s, latency."""
-    ps = await pairs_up(layout, pairs)
-    lat: list[int] = []
-    measuring = [False]
+    """load.open_loop over the layout: latency; Redis commands per message too."""
+    async def probe() -> load.Finish:
+        other = OtherLoad(layout.pids())
+        if layout.stats is not None:
+            await layout.stats.config_resetstat()
 
-    def record(p: load.Pair, found: list[tuple[bytes, bytes, bytes]]) -> None:
-        if measuring[0]:
-            now = time.perf_counter_ns()
-            lat.extend(now - int(ts) for _, _, ts in found)
+        async def finish(sent: int) -> dict[str, Any]:
+            o = other.percent()
+            cmds = await commandstats(layout.stats) if layout.stats is not None else {}
+            return {"other_cpu": o,
+                    "cmds_per_msg": (sum(c for c, _ in cmds.values()) / sent
+                                     if cmds and sent else float("nan"))}
+        return finish
 
-    sent = 0
-    try:
-        for p in ps:
-            p.on_msgs = record
-        t_start = time.perf_counter()
-        t_measure, t_end = t_start + warmup, t_start + warmup + seconds
-        idx = 0
-        sent_at_measure = 0
-        gen: load.GenCpu | None = None
-        other: OtherLoad | None = None
-        n_senders = len(ps)
-        while True:
-            now = time.perf_counter()
-            if now >= t_end:
-                break
-            if gen is None and now >= t_measure:
-                measuring[0] = True
-                gen = load.GenCpu()
-                other = OtherLoad(layout.pids())
-                if layout.stats is not None:
-                    await layout.stats.config_resetstat()
-                sent_at_measure = sent
-            due = int((now - t_start) * rate) - sent
-            if due > 0:
-                batch: dict[int, int] = {}
-                for _ in range(due):
-                    k = idx % n_senders
-                    batch[k] = batch.get(k, 0) + 1
-                    idx += 1
-                for k, c in batch.items():
-                    ps[k].conn.write(ps[k].make(c))
-                sent += due
-            await asyncio.sleep(tick)
-        g = gen.percent() if gen is not None else 0.0
-        o = other.percent() if other is not None else 0.0
-        cmds = await commandstats(layout.stats) if layout.stats is not None else {}
-        measured = sent - sent_at_measure
-        await load._drain(ps, lambda: sent, drain)
-        measuring[0] = False
-        load._check_open(ps)
-        ms = [v / 1e6 for v in lat]
-        out: dict[str, Any] = {"p50_ms": load.pct(ms, 0.5), "p99_ms": load.pct(ms, 0.99),
-                               "rate": sent / (t_end - t_start), "gen_cpu": g,
-                               "other_cpu": o,
-                               "cmds_per_msg": (sum(c for c, _ in cmds.values()) / measured
-                                                if cmds and measured else float("nan"))}
-        out.update(load._integrity(ps, sent))
-        return out
-    finally:
-        load.close_all(p.conn for p in ps)
-        await asyncio.sleep(1.0)
+    return await load.open_loop(await pairs_up(layout, pairs), rate, warmup, seconds, tick,
+                                drain, probe)
 
 
 async def probe(a: Node, b: Node, timeout: float) -> str | None:
@@ -749,16 +680,7 @@ def main() -> int:
                    help="any of standalone, same, cross (comma-separated)")
     p.add_argument("--cpus", default="0,0,0,1", help="CPUs of node A, node B, redis, generator")
     p.add_argument("--probe-timeout", type=float, default=5.0)
-    p.add_argument("--quiet", type=float, default=5.0,
-                   help="before each run, wait until other processes use less than this "
-                   "%% of a core (5)")
-    p.add_argument("--quiet-wait", type=float, default=60.0,
-                   help="... for at most this many seconds (60; 0 = do not wait)")
-    p.add_argument("--busy", type=float, default=10.0,
-                   help="discard and repeat a run during which other processes used more "
-                   "than this %% of a core (10)")
-    p.add_argument("--busy-retries", type=int, default=2, help="... at most this often (2)")
-    p.add_argument("--redis-server", default="redis-server")
+    add_quiet_options(p, busy_retries=2)
     p.add_argument("--keep", action="store_true", help="keep the site directory (logs)")
     p.add_argument("--out", default=None,
                    help="markdown file (default bench/results/<today>-cluster.md), - = none")

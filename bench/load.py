@@ -36,7 +36,7 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 DOMAIN = "bench.lit"
 HOST = "127.0.0.1"
@@ -606,11 +606,26 @@ def _integrity(ps: list[Pair], sent: int) -> dict[str, float]:
             "ooo": float(sum(p.ooo for p in ps))}
 
 
-async def scenario_saturation(env: Env, pairs: int = 100, window: int = 20,
-                              warmup: float = 2.0, seconds: float = 10.0,
-                              drain: float = 5.0) -> dict[str, float]:
-    """Closed-loop ping-pong, ``window`` messages in flight per pair: delivered msg/s."""
-    ps = await _pairs_up(env, pairs)
+# What a scenario measures besides messages: ``probe()`` is awaited when the
+# measured interval starts and returns ``finish(messages)``, awaited when it
+# ends, whose dict joins the results (bench/cluster.py adds per-node CPU and
+# Redis command counts this way).
+Finish = Callable[[int], Awaitable[dict[str, Any]]]
+Probe = Callable[[], Awaitable[Finish]]
+
+
+async def _nothing(_: int) -> dict[str, Any]:
+    return {}
+
+
+async def _no_probe() -> Finish:
+    return _nothing
+
+
+async def closed_loop(ps: list[Pair], window: int, warmup: float, seconds: float,
+                      drain: float, probe: Probe = _no_probe) -> dict[str, Any]:
+    """Closed-loop ping-pong over ``ps``, ``window`` messages in flight per pair:
+    delivered msg/s; the pairs are closed at the end."""
     sending = [True]
     total_sent = [0]
 
@@ -626,20 +641,23 @@ async def scenario_saturation(env: Env, pairs: int = 100, window: int = 20,
             total_sent[0] += window
             p.conn.write(p.make(window))
         await asyncio.sleep(warmup)
+        _check_open(ps)
+        finish = await probe()
         n0 = sum(p.received for p in ps)
         gen = GenCpu()
-        c0, t0 = proc_cpu(env.pid), time.perf_counter()
+        t0 = time.perf_counter()
         await asyncio.sleep(seconds)
         n1 = sum(p.received for p in ps)
-        t1, c1 = time.perf_counter(), proc_cpu(env.pid)
+        t1 = time.perf_counter()
         g = gen.percent()
+        delivered = n1 - n0
+        extra = await finish(delivered)
         sending[0] = False
         await _drain(ps, lambda: total_sent[0], drain)
         _check_open(ps)
-        delivered = n1 - n0
-        out = {"msg_s": delivered / (t1 - t0),
-               "cpu_us": (c1 - c0) / delivered * 1e6 if delivered else float("nan"),
-               "gen_cpu": g}
+        out: dict[str, Any] = {"msg_s": delivered / (t1 - t0), "gen_cpu": g,
+                               "delivered": delivered}
+        out.update(extra)
         out.update(_integrity(ps, total_sent[0]))
         return out
     finally:
@@ -647,11 +665,10 @@ async def scenario_saturation(env: Env, pairs: int = 100, window: int = 20,
         await asyncio.sleep(1.0)
 
 
-async def scenario_fixed(env: Env, pairs: int = 100, rate: float = 2000.0,
-                         warmup: float = 2.0, seconds: float = 10.0, tick: float = 0.001,
-                         drain: float = 5.0) -> dict[str, float]:
-    """Open loop at ``rate`` msg/s in total, evenly over senders: receive latency."""
-    ps = await _pairs_up(env, pairs)
+async def open_loop(ps: list[Pair], rate: float, warmup: float, seconds: float,
+                    tick: float, drain: float, probe: Probe = _no_probe) -> dict[str, Any]:
+    """Open loop at ``rate`` msg/s in total, evenly over the senders of ``ps``:
+    receive latency; the pairs are closed at the end."""
     lat: list[int] = []
     measuring = [False]
 
@@ -667,8 +684,9 @@ async def scenario_fixed(env: Env, pairs: int = 100, rate: float = 2000.0,
         t_start = time.perf_counter()
         t_measure, t_end = t_start + warmup, t_start + warmup + seconds
         idx = 0
+        sent_at_measure = 0
         gen: GenCpu | None = None
-        g = 0.0
+        finish: Finish = _nothing
         n_senders = len(ps)
         while True:
             now = time.perf_counter()
@@ -677,6 +695,8 @@ async def scenario_fixed(env: Env, pairs: int = 100, rate: float = 2000.0,
             if gen is None and now >= t_measure:
                 measuring[0] = True
                 gen = GenCpu()
+                finish = await probe()
+                sent_at_measure = sent
             due = int((now - t_start) * rate) - sent
             if due > 0:
                 batch: dict[int, int] = {}
@@ -688,19 +708,45 @@ async def scenario_fixed(env: Env, pairs: int = 100, rate: float = 2000.0,
                     ps[k].conn.write(ps[k].make(c))
                 sent += due
             await asyncio.sleep(tick)
-        if gen is not None:
-            g = gen.percent()
+        g = gen.percent() if gen is not None else 0.0
+        extra = await finish(sent - sent_at_measure)
         await _drain(ps, lambda: sent, drain)
         measuring[0] = False
         _check_open(ps)
         ms = [v / 1e6 for v in lat]
-        out = {"p50_ms": pct(ms, 0.5), "p99_ms": pct(ms, 0.99),
-               "rate": sent / (t_end - t_start), "gen_cpu": g}
+        out: dict[str, Any] = {"p50_ms": pct(ms, 0.5), "p99_ms": pct(ms, 0.99),
+                               "rate": sent / (t_end - t_start), "gen_cpu": g}
+        out.update(extra)
         out.update(_integrity(ps, sent))
         return out
     finally:
         close_all(p.conn for p in ps)
         await asyncio.sleep(1.0)
+
+
+async def scenario_saturation(env: Env, pairs: int = 100, window: int = 20,
+                              warmup: float = 2.0, seconds: float = 10.0,
+                              drain: float = 5.0) -> dict[str, float]:
+    """Closed-loop ping-pong, ``window`` messages in flight per pair: delivered
+    msg/s and the server's CPU per message."""
+    async def probe() -> Finish:
+        c0 = proc_cpu(env.pid)
+
+        async def finish(delivered: int) -> dict[str, Any]:
+            c1 = proc_cpu(env.pid)
+            return {"cpu_us": (c1 - c0) / delivered * 1e6 if delivered else float("nan")}
+        return finish
+
+    out = await closed_loop(await _pairs_up(env, pairs), window, warmup, seconds, drain, probe)
+    del out["delivered"]
+    return out
+
+
+async def scenario_fixed(env: Env, pairs: int = 100, rate: float = 2000.0,
+                         warmup: float = 2.0, seconds: float = 10.0, tick: float = 0.001,
+                         drain: float = 5.0) -> dict[str, float]:
+    """Open loop at ``rate`` msg/s in total, evenly over senders: receive latency."""
+    return await open_loop(await _pairs_up(env, pairs), rate, warmup, seconds, tick, drain)
 
 
 async def scenario_msg_idle(env: Env, idle: int = 5000, parallel: int = 100,

@@ -237,6 +237,21 @@ def wait_quiet(pids: list[int], limit: float = 10.0, window: float = 1.0,
 
 # ------------------------------------------------------------ child processes ----
 
+def add_quiet_options(p: argparse.ArgumentParser, busy_retries: int) -> None:
+    """The options of wait_quiet() and of discarding busy runs, and --redis-server."""
+    p.add_argument("--quiet", type=float, default=5.0,
+                   help="before each run, wait until other processes use less than this "
+                   "%% of a core (5)")
+    p.add_argument("--quiet-wait", type=float, default=60.0,
+                   help="... for at most this many seconds (60; 0 = do not wait)")
+    p.add_argument("--busy", type=float, default=10.0,
+                   help="discard and repeat a run during which other processes used more "
+                   "than this %% of a core (10)")
+    p.add_argument("--busy-retries", type=int, default=busy_retries,
+                   help=f"... at most this often ({busy_retries})")
+    p.add_argument("--redis-server", default="redis-server")
+
+
 def _use_uvloop() -> bool:
     try:
         import uvloop
@@ -770,16 +785,7 @@ def main() -> int:
     p.add_argument("--scenarios", default="fixed,burst,kill")
     p.add_argument("--cpus", default="0,0,1", help="CPUs of redis,producer,consumer (0,0,1)")
     p.add_argument("--no-pin", action="store_true", help="no taskset")
-    p.add_argument("--quiet", type=float, default=5.0,
-                   help="before each run, wait until other processes use less than this "
-                   "%% of a core (5)")
-    p.add_argument("--quiet-wait", type=float, default=60.0,
-                   help="... for at most this many seconds (60; 0 = do not wait)")
-    p.add_argument("--busy", type=float, default=10.0,
-                   help="discard and repeat a run during which other processes used more "
-                   "than this %% of a core (10)")
-    p.add_argument("--busy-retries", type=int, default=4, help="... at most this often (4)")
-    p.add_argument("--redis-server", default="redis-server")
+    add_quiet_options(p, busy_retries=4)
     p.add_argument("--out", default=None, help="markdown file (default "
                    "bench/results/<today>-redis-transport.md), - = none")
     # internal: the child processes

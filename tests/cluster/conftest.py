@@ -196,20 +196,26 @@ class RedisServer:
         self._clients.clear()
 
 
-@pytest.fixture
-async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    """A real redis-server on a free port, no persistence; stopped at teardown."""
+@contextlib.asynccontextmanager
+async def serving(r: RedisServer) -> AsyncIterator[RedisServer]:
+    """``r`` started, then stopped with its clients closed."""
     if not os.access(REDIS_SERVER, os.X_OK):
-        pytest.skip(f"{REDIS_SERVER} not found (tests/run installs redis-server)")
-    d = tmp_path / "redis"
-    d.mkdir()
-    r = RedisServer(d)
+        pytest.fail(f"{REDIS_SERVER} is missing: apt-get install redis-server (tests/run does)")
     try:
         await r.start()
         yield r
     finally:
         await r.close_clients()
         await r.stop()
+
+
+@pytest.fixture
+async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A real redis-server on a free port, no persistence; stopped at teardown."""
+    d = tmp_path / "redis"
+    d.mkdir()
+    async with serving(RedisServer(d)) as r:
+        yield r
 
 
 # --------------------------------------------------------------------------

@@ -14,7 +14,6 @@ the nodes' ``[cluster] url`` is ``redis.url`` and the other keys
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import trustme
 
 from tests.cluster.conftest import (
     REDIS_SERVER, Client, Clients, ClusterFactory, RedisServer, body, eventually,
-    presence_from,
+    presence_from, serving,
 )
 from tests.conftest import DOMAIN, TIMEOUT
 from vinespy.cluster import connection as keys
@@ -96,17 +95,10 @@ async def redis(request: pytest.FixtureRequest, tmp_path: Path,
                 ca: trustme.CA) -> AsyncIterator[AccessRedis]:
     """Overrides the conftest's: ``request.param`` (indirect parametrization)
     is ``{"password": ..., "tls": bool}``; plain Redis without it."""
-    if not os.access(REDIS_SERVER, os.X_OK):
-        pytest.skip(f"{REDIS_SERVER} not found (tests/run installs redis-server)")
     d = tmp_path / "redis"
     d.mkdir()
-    r = AccessRedis(d, ca, **getattr(request, "param", {}))
-    try:
-        await r.start()
+    async with serving(AccessRedis(d, ca, **getattr(request, "param", {}))) as r:
         yield r
-    finally:
-        await r.close_clients()
-        await r.stop()
 
 
 async def raw_ping(port: int) -> bytes:

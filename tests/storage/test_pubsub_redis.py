@@ -10,16 +10,13 @@ No mocks: corrupt data is written into Redis by hand.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import time
-from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
-import redis as syncredis
 from redis.exceptions import RedisError
 
+from tests.redisproc import redis_server, url_of
 from tests.conftest import free_port
 from vinespy.cluster import pubsub
 from vinespy.cluster.connection import connect
@@ -29,7 +26,6 @@ from vinespy.storage import StorageError
 
 pytestmark = pytest.mark.redis
 
-REDIS_SERVER = os.environ.get("VINESPY_TEST_REDIS", "/usr/bin/redis-server")
 TIMEOUT = 10.0
 SVC = "pubsub.wonderland.lit"
 ALICE = "alice@wonderland.lit"
@@ -41,41 +37,8 @@ CONFIG = {"pubsub#max_items": "10", "pubsub#access_model": "open"}
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One redis-server for this module (no persistence); stopped at the end."""
-    if not os.access(REDIS_SERVER, os.X_OK):
-        pytest.fail(f"{REDIS_SERVER} is missing: apt-get install redis-server (tests/run does)")
-    d: Path = tmp_path_factory.mktemp("pubsub-redis")
-    port = free_port()
-    with open(d / "redis.log", "wb") as log:
-        proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(d)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-    try:
-        client = syncredis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1,
-                                 socket_timeout=5)
-        deadline = time.monotonic() + TIMEOUT
-        try:
-            while True:                 # polling a process that has no readiness event
-                if proc.poll() is not None:
-                    pytest.fail(f"redis-server exited {proc.returncode}: "
-                                f"{(d / 'redis.log').read_text()[-2000:]}")
-                try:
-                    if client.ping():
-                        break
-                except (syncredis.ConnectionError, OSError):
-                    if time.monotonic() > deadline:
-                        pytest.fail(f"redis-server did not answer PING within {TIMEOUT} s")
-                    time.sleep(0.02)
-        finally:
-            client.close()
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with redis_server(tmp_path_factory.mktemp("pubsub-redis")) as client:
+        yield url_of(client)
 
 
 @pytest.fixture

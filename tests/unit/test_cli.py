@@ -9,7 +9,6 @@ client port moved to a free loopback port.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
 import os
@@ -26,6 +25,7 @@ from typing import Callable, Iterator
 import pytest
 import redis
 
+from tests.redisproc import redis_server
 from vinespy import __version__, accounts, cli
 from vinespy.cluster.connection import NODES, node_info
 from vinespy.config import ClusterConfig, load
@@ -613,46 +613,7 @@ def test_one_worker_needs_no_cluster(site: Path, monkeypatch: pytest.MonkeyPatch
 
 
 # --------------------------------------------------------------------------
-# status of a cluster, against a real redis-server
-
-REDIS_SERVER = os.environ.get("VINESPY_TEST_REDIS", "/usr/bin/redis-server")
-
-
-@contextlib.contextmanager
-def redis_server(tmp_path: Path, *args: str, password: str | None = None
-                 ) -> Iterator[redis.Redis]:
-    """A throw-away redis-server on a free loopback port; a client of it (db 0)."""
-    if not os.access(REDIS_SERVER, os.X_OK):
-        pytest.fail(f"{REDIS_SERVER} is missing: apt-get install redis-server (tests/run does)")
-    port = free_port()
-    extra = ["--requirepass", password] if password else []
-    proc = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--save", "",
-                             "--appendonly", "no", "--bind", "127.0.0.1", "--dir", str(tmp_path),
-                             *extra, *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(host="127.0.0.1", port=port, password=password,
-                         socket_connect_timeout=1, socket_timeout=5)
-    try:
-        deadline = time.monotonic() + 10
-        while True:                         # poll PING until it answers
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if proc.poll() is not None:
-                    pytest.fail(f"redis-server exited with status {proc.returncode}")
-                if time.monotonic() > deadline:
-                    pytest.fail("redis-server did not answer PING within 10 s")
-                time.sleep(0.01)
-        yield client
-    finally:
-        client.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+# status of a cluster, against a real redis-server (tests/redisproc.py)
 
 
 def register_nodes(client: redis.Redis, beats_ago: dict[str, float],

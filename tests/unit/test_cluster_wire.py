@@ -14,17 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import socket
-import subprocess
 import time
-from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 
 import pytest
-import redis as syncredis
 
+from tests.redisproc import redis_server, url_of
 from vinespy import ns
 from vinespy.cluster import connection as keys
 from vinespy.cluster import wire
@@ -34,7 +30,6 @@ from vinespy.config import ClusterConfig
 from vinespy.jid import JID
 from vinespy.xml import child, serialize, stanza
 
-REDIS_SERVER = os.environ.get("VINESPY_TEST_REDIS", "/usr/bin/redis-server")
 TIMEOUT = 10.0
 
 MSG = b"<message to=\"bob@wonderland.lit/r1\" type=\"chat\"><body>hi</body></message>"
@@ -231,47 +226,11 @@ def test_parse_record_rejects(raw: bytes) -> None:
 # a real redis-server for the Publisher and Subscriber tests
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One redis-server for this module (no persistence); stopped at the end."""
-    if not os.access(REDIS_SERVER, os.X_OK):
-        pytest.skip(f"{REDIS_SERVER} not found (tests/run installs redis-server)")
-    d: Path = tmp_path_factory.mktemp("wire-redis")
-    port = _free_port()
-    with open(d / "redis.log", "wb") as log:
-        proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(d)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        c = syncredis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"redis-server exited {proc.returncode}: "
-                                     f"{(d / 'redis.log').read_text()[-2000:]}")
-            try:
-                if c.ping():
-                    break
-            except (syncredis.ConnectionError, OSError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)    # polling a process that has no readiness event
-        c.close()
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with redis_server(tmp_path_factory.mktemp("wire-redis")) as client:
+        yield url_of(client)
 
 
 @pytest.fixture
