@@ -27,9 +27,17 @@ class Router:
     def __init__(self, sessions: Sessions) -> None:
         self.sessions = sessions
         self.hosts: dict[str, Host] = {}
+        # Service domains (e.g. pubsub "games.wonderland.lit") -> the host
+        # whose modules serve them.
+        self.services: dict[str, Host] = {}
 
     def add_host(self, host: Host) -> None:
         self.hosts[host.domain] = host
+
+    def add_service(self, domain: str, host: Host) -> None:
+        """Route stanzas to ``domain`` (and its JIDs) to ``host``'s modules as
+        ``<kind>/service`` events."""
+        self.services[domain] = host
 
     async def route(self, stanza: Element, origin: Session | None = None) -> None:
         """Deliver ``stanza``: to a module, a local resource, or back as an error.
@@ -52,6 +60,10 @@ class Router:
                 self.bounce(stanza, StanzaError("jid-malformed", f"'to': {exc}"), valid_to=False)
                 return
             if to.domain not in self.hosts:
+                service = self.services.get(to.domain)
+                if service is not None:
+                    await self.to_service(stanza, kind, origin, to, service)
+                    return
                 # TODO(s2s): hand it to the outbound s2s pool.
                 self.bounce(stanza, StanzaError(
                     "remote-server-not-found", f"{to.domain} is not served here"))
@@ -94,6 +106,25 @@ class Router:
             if claimed:
                 return
         await self.default(stanza, kind, to, to_type)
+
+    async def to_service(self, stanza: Element, kind: str, origin: Session | None, to: JID,
+                         host: Host) -> None:
+        """A stanza for a service domain: ``<kind>/service`` on its host's bus;
+        unclaimed, an IQ get/set is ``<service-unavailable/>``, the rest dropped."""
+        event = f"{kind}/service"
+        if host.bus.has(event):
+            try:
+                frm = JID.parse(stanza.get("from", host.domain))
+                claimed = await host.bus.fire(
+                    event, StanzaEvent(stanza, origin, frm, to, "service", host))
+            except Exception:
+                log.exception("%s handler failed on a stanza to %s", event, to)
+                self.bounce(stanza, StanzaError("internal-server-error"))
+                return
+            if claimed:
+                return
+        if kind == "iq" and stanza.get("type") in ("get", "set"):
+            self.bounce(stanza, StanzaError("service-unavailable"))
 
     async def route_many(self, stanzas: list[Element], origin: Session | None = None) -> None:
         """Route several stanzas, reading the routes of all their recipients in

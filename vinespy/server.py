@@ -74,6 +74,9 @@ class Server:
                     raise ConfigError(f"{config.path}: modules of {domain}: {exc}") from None
                 self.hosts[domain] = host
                 self.router.add_host(host)
+                # Vines: pubsub "games" -> games.DOMAIN, served by this host's modules.
+                for label in getattr(hc, "pubsub", ()):
+                    self.router.add_service(f"{label}.{domain}", host)
 
     async def _user_changed(self, bare: JID) -> None:
         if self.cluster is not None and self.cluster.publisher is not None:

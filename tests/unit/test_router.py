@@ -184,3 +184,25 @@ async def test_only_negative_priority_is_offline(router: Router) -> None:
     await router.route(msg(f"bob@{DOMAIN}", str(a.jid)), a)
     assert len(stored) == 1 and stored[0].to == JID.parse(f"bob@{DOMAIN}")
     assert len(a.got) == 1
+
+
+async def test_service_domain(router: Router) -> None:
+    """A registered service domain (pubsub) reaches its host's modules as
+    <kind>/service; unclaimed, an IQ get is service-unavailable and a message
+    is dropped; an unregistered subdomain is remote-server-not-found."""
+    svc = f"games.{DOMAIN}"
+    host = router.hosts[DOMAIN]
+    router.add_service(svc, host)
+    a = bind(router, f"alice@{DOMAIN}/a")
+    iq = stanza("iq", to=svc, frm=str(a.jid), type="get", id="i1")
+    etree.SubElement(iq, "{http://jabber.org/protocol/disco#info}query")
+    await router.route(iq, a)
+    assert condition(a.got[-1]) == "service-unavailable"
+    await router.route(msg(svc, str(a.jid)), a)
+    assert len(a.got) == 1
+    seen: list[Any] = []
+    host.bus.on("message/service", lambda ev: seen.append((ev.to_type, str(ev.to))) or True)
+    await router.route(msg(f"{svc}/x", str(a.jid)), a)
+    assert seen == [("service", f"{svc}/x")]
+    await router.route(msg(f"scores.{DOMAIN}", str(a.jid)), a)
+    assert condition(a.got[-1]) == "remote-server-not-found"
