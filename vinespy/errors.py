@@ -5,6 +5,8 @@ Handlers raise these; the stream layer and the router turn them into XML.
 
 from __future__ import annotations
 
+import copy
+
 from lxml import etree
 
 from . import ns
@@ -51,13 +53,14 @@ class StanzaError(Exception):
     """A stanza-level error: the framework answers the offending stanza with it."""
 
     def __init__(self, condition: str, text: str | None = None,
-                 type: str | None = None) -> None:
+                 type: str | None = None, app: etree._Element | None = None) -> None:
         if condition not in STANZA_CONDITIONS:
             raise ValueError(f"unknown stanza error condition {condition!r}")
         super().__init__(f"{condition}: {text}" if text else condition)
         self.condition = condition
         self.text = text
         self.type = type or STANZA_CONDITIONS[condition]
+        self.app = app          # an application-specific condition (RFC 6120 §8.3.2)
 
     def element(self) -> etree._Element:
         """The ``<error/>`` child (RFC 6120 §8.3.2), in jabber:client."""
@@ -68,6 +71,8 @@ class StanzaError(Exception):
             t = etree.SubElement(err, f"{{{ns.STANZAS}}}text", nsmap=ns.default(ns.STANZAS))
             t.set(f"{{{ns.XML}}}lang", "en")
             t.text = self.text
+        if self.app is not None:
+            err.append(copy.deepcopy(self.app))
         return err
 
 

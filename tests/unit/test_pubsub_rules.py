@@ -1,0 +1,126 @@
+"""XEP-0060 rules without I/O (vinespy/pubsub.py)."""
+
+from __future__ import annotations
+
+import pytest
+from lxml import etree
+
+from vinespy import pubsub
+from vinespy.errors import StanzaError
+from vinespy.pubsub import DATA, NODE_CONFIG, NS_ERRORS, NS_EVENT, Limits
+
+LIMITS = Limits(max_items=50)
+
+
+def form(**fields: str) -> etree._Element:
+    x = etree.Element(f"{{{DATA}}}x", type="submit")
+    for var, value in {"FORM_TYPE": NODE_CONFIG, **fields}.items():
+        f = etree.SubElement(x, f"{{{DATA}}}field", var=var.replace("__", "#"))
+        etree.SubElement(f, f"{{{DATA}}}value").text = value
+    return x
+
+
+def conditions(err: StanzaError) -> tuple[str, str | None]:
+    el = err.element()
+    app = el.find(f"{{{NS_ERRORS}}}*")
+    return err.condition, etree.QName(app).localname if app is not None else None
+
+
+def test_error_carries_the_pubsub_condition() -> None:
+    err = pubsub.error("feature-not-implemented", "unsupported", feature="purge-nodes")
+    el = err.element()
+    app = el.find(f"{{{NS_ERRORS}}}unsupported")
+    assert app is not None and app.get("feature") == "purge-nodes"
+    assert el.get("type") == "cancel"
+    assert conditions(pubsub.error("not-acceptable", "payload-too-big")) == (
+        "not-acceptable", "payload-too-big")
+
+
+def test_defaults_and_a_valid_form() -> None:
+    assert pubsub.default_config(LIMITS)["pubsub#access_model"] == "open"
+    c = pubsub.parse_config(form(pubsub__max_items="20", pubsub__access_model="whitelist",
+                                 pubsub__deliver_payloads="false"), LIMITS)
+    assert (c["pubsub#max_items"], c["pubsub#access_model"], c["pubsub#deliver_payloads"]) == (
+        "20", "whitelist", "0")
+    assert pubsub.parse_config(form(pubsub__max_items="max"), LIMITS)["pubsub#max_items"] == "50"
+    base = {**pubsub.default_config(LIMITS), "pubsub#title": "kept"}
+    assert pubsub.parse_config(form(pubsub__notify_retract="0"), LIMITS, base)["pubsub#title"] \
+        == "kept"
+
+
+@pytest.mark.parametrize("fields, cond", [
+    ({"pubsub__max_items": "51"}, "not-acceptable"),
+    ({"pubsub__max_items": "0"}, "not-acceptable"),
+    ({"pubsub__max_items": "ten"}, "not-acceptable"),
+    ({"pubsub__access_model": "roster"}, "not-acceptable"),
+    ({"pubsub__publish_model": "everyone"}, "not-acceptable"),
+    ({"pubsub__persist_items": "maybe"}, "not-acceptable"),
+    ({"pubsub__bogus": "1"}, "not-acceptable"),
+    ({"FORM_TYPE": "urn:other"}, "bad-request"),
+])
+def test_invalid_forms(fields: dict[str, str], cond: str) -> None:
+    with pytest.raises(StanzaError) as exc:
+        pubsub.parse_config(form(**fields), LIMITS)
+    assert exc.value.condition == cond
+
+
+def test_not_a_submitted_form_is_bad_request() -> None:
+    with pytest.raises(StanzaError) as exc:
+        pubsub.parse_config(etree.Element(f"{{{DATA}}}x", type="form"), LIMITS)
+    assert exc.value.condition == "bad-request"
+
+
+def test_config_form_round_trips() -> None:
+    c = {**pubsub.default_config(LIMITS), "pubsub#max_items": "7"}
+    x = pubsub.config_form(c, LIMITS)
+    assert x.get("type") == "form"
+    x.set("type", "submit")
+    assert pubsub.parse_config(x, LIMITS) == c
+
+
+OPEN = {"pubsub#access_model": "open", "pubsub#publish_model": "publishers"}
+WHITE = {"pubsub#access_model": "whitelist", "pubsub#publish_model": "publishers"}
+
+
+@pytest.mark.parametrize("aff, config, expect", [
+    ("owner", WHITE, None), ("member", WHITE, None), ("publisher", WHITE, None),
+    ("none", OPEN, None), ("none", WHITE, ("not-allowed", "closed-node")),
+    ("outcast", OPEN, ("forbidden", None)), ("publish-only", OPEN, ("forbidden", None)),
+])
+def test_may_subscribe_and_retrieve(aff: str, config: dict[str, str],
+                                    expect: tuple[str, str | None] | None) -> None:
+    for rule in (pubsub.may_subscribe, pubsub.may_retrieve):
+        err = rule(aff, config)
+        assert (conditions(err) if err is not None else None) == expect
+
+
+@pytest.mark.parametrize("aff, model, subscribed, expect", [
+    ("owner", "publishers", False, True), ("publisher", "publishers", False, True),
+    ("publish-only", "publishers", False, True), ("member", "publishers", True, False),
+    ("none", "publishers", True, False), ("none", "subscribers", True, True),
+    ("none", "subscribers", False, False), ("member", "subscribers", False, True),
+    ("none", "open", False, True), ("outcast", "open", True, False),
+])
+def test_may_publish(aff: str, model: str, subscribed: bool, expect: bool) -> None:
+    assert pubsub.may_publish(aff, {"pubsub#publish_model": model}, subscribed) is expect
+
+
+def test_may_retract() -> None:
+    assert pubsub.may_retract("owner", False) and pubsub.may_retract("publisher", False)
+    assert pubsub.may_retract("publish-only", True)
+    assert not pubsub.may_retract("publish-only", False)
+    assert not pubsub.may_retract("member", True) and not pubsub.may_retract("none", True)
+
+
+def test_notifications() -> None:
+    payload = etree.Element("{urn:example}entry")
+    ev = pubsub.published("news", "i1", payload)
+    assert ev.tag == f"{{{NS_EVENT}}}event"
+    item = ev.find(f"{{{NS_EVENT}}}items/{{{NS_EVENT}}}item")
+    assert item is not None and item.get("id") == "i1" and item[0].tag == "{urn:example}entry"
+    bare = pubsub.published("news", "i2", None)
+    assert len(bare.find(f"{{{NS_EVENT}}}items/{{{NS_EVENT}}}item")) == 0
+    r = pubsub.retracted("news", ["a", "b"])
+    assert [e.get("id") for e in r.iter(f"{{{NS_EVENT}}}retract")] == ["a", "b"]
+    d = pubsub.deleted("news")
+    assert d.find(f"{{{NS_EVENT}}}delete").get("node") == "news"
