@@ -126,6 +126,18 @@ class Config:
                 return h
         return None
 
+    def pubsub_services(self) -> dict[str, HostConfig]:
+        """Every pubsub service domain -> the host it belongs to.
+
+        ``pubsub = ["games"]`` in the host serving ``wonderland.lit`` and
+        ``verona.lit`` is two services, ``games.wonderland.lit`` and
+        ``games.verona.lit`` (as in Vines); in the order of the hosts, then
+        their domains, then their labels. Loading checked that no service
+        domain is a served domain, a component or another service.
+        """
+        return {f"{label}.{domain}": h
+                for h in self.hosts for domain in h.domains for label in h.pubsub}
+
 
 def base_dir(path: str | Path) -> Path:
     """The directory that relative paths in the config file at ``path`` start from.

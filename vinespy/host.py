@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from .modules import Module
     from .router import Router
     from .sessions import Sessions
+    from .storage.pubsub import PubSubStore
 
 
 class Host:
@@ -24,6 +25,7 @@ class Host:
         self.router = router
         self.bus = EventBus()
         self.modules: dict[str, Module] = {}
+        self.pubsub_store: PubSubStore | None = None    # set when it serves pubsub services
         self.log = logging.getLogger(f"vinespy.host.{domain}")
 
     @property

@@ -230,3 +230,34 @@ def deleted(node: str) -> Element:
     event = etree.Element(f"{{{NS_EVENT}}}event", nsmap=ns.default(NS_EVENT))
     etree.SubElement(event, f"{{{NS_EVENT}}}delete").set("node", node)
     return event
+
+
+def purged(node: str) -> Element:
+    """§8.5.2: one ``<purge node=…/>`` per subscriber, not one retract per item."""
+    event = etree.Element(f"{{{NS_EVENT}}}event", nsmap=ns.default(NS_EVENT))
+    etree.SubElement(event, f"{{{NS_EVENT}}}purge").set("node", node)
+    return event
+
+
+# The feature (§16.2, pubsub#errors ``<unsupported feature=…/>``) an action
+# element stands for, where its name is not the feature's.
+_ACTION_FEATURES = {
+    "options": "subscription-options",      # §6.3
+    "default": "retrieve-default",          # §6.4 (entity), §8.3 (owner)
+    "configure": "config-node",             # §8.2
+    "create": "create-nodes",
+    "delete": "delete-nodes",
+    "purge": "purge-nodes",
+    "retract": "retract-items",
+    "items": "retrieve-items",
+    "subscriptions": "retrieve-subscriptions",
+    "affiliations": "retrieve-affiliations",
+}
+
+
+def unsupported(action: str) -> StanzaError:
+    """``<feature-not-implemented/>`` + ``<unsupported feature=…/>`` for an
+    action element this service does not handle (§6.3.3 and others)."""
+    feature = _ACTION_FEATURES.get(action, action)
+    return error("feature-not-implemented", "unsupported", feature=feature,
+                 text=f"<{action}/> is not supported here")

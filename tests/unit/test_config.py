@@ -326,6 +326,131 @@ def test_subdomain_clash(tmp_path: Path) -> None:
         error(tmp_path, HOST + 'pubsub = ["tea"]\ncomponents = { tea = "s" }\n')
 
 
+def test_pubsub_services(tmp_path: Path) -> None:
+    """Each label of a host is a service under each of the host's domains, prepared
+    (lower case); Config.pubsub_services() maps each service domain to its host."""
+    config = load(write(tmp_path, '[[host]]\ndomains = ["Wonderland.lit", "verona.lit"]\n'
+                        'pubsub = ["Games", "scores"]\n'
+                        '[[host]]\ndomains = ["shakespeare.lit"]\n'
+                        '[[host]]\ndomains = ["other.lit"]\npubsub = ["games"]\n'),
+                  check_certs=False)
+    first, second, third = config.hosts
+    assert first.pubsub == ("games", "scores") and second.pubsub == ()
+    services = config.pubsub_services()
+    assert list(services) == ["games.wonderland.lit", "scores.wonderland.lit",
+                              "games.verona.lit", "scores.verona.lit", "games.other.lit"]
+    assert all(services[s] is first for s in list(services)[:4])
+    assert services["games.other.lit"] is third
+
+
+def test_no_pubsub_services(tmp_path: Path) -> None:
+    """No pubsub key, or an empty array: no service (the template's default)."""
+    assert load(write(tmp_path, HOST), check_certs=False).pubsub_services() == {}
+    config = load(write(tmp_path, HOST + "pubsub = []\n"), check_certs=False)
+    assert config.hosts[0].pubsub == () and config.pubsub_services() == {}
+    assert load(TEMPLATE, check_certs=False).pubsub_services() == {}
+
+
+def test_pubsub_accepts_an_idn_label(tmp_path: Path) -> None:
+    """A label in Unicode is prepared and checked in its IDNA form."""
+    config = load(write(tmp_path, HOST + 'pubsub = ["Jeux-Vidéo"]\n'), check_certs=False)
+    assert config.hosts[0].pubsub == ("jeux-vidéo",)
+    assert list(config.pubsub_services()) == ["jeux-vidéo.wonderland.lit"]
+
+
+@pytest.mark.parametrize("value,message", [
+    ('"games"', 'host[0].pubsub: expected an array of DNS labels such as ["games"], got "games"'),
+    ("{ games = 1 }", 'host[0].pubsub: expected an array of DNS labels such as ["games"], '
+     "got a table"),
+    ("[1]", 'host[0].pubsub[0]: expected a single DNS label such as "games", got 1'),
+    ('["games", "GAMES"]', 'host[0].pubsub[1]: "games" is listed twice'),
+    ('["games", "scores", "games"]', 'host[0].pubsub[2]: "games" is listed twice'),
+    ('["games.scores"]', 'host[0].pubsub[0]: expected a single DNS label such as "games", '
+     'got "games.scores"'),
+    ('["game$"]', 'host[0].pubsub[0]: expected a single DNS label such as "games", '
+     'got "game$"'),
+    ('["games-"]', 'host[0].pubsub[0]: expected a single DNS label such as "games", '
+     'got "games-"'),
+])
+def test_bad_pubsub_values(tmp_path: Path, value: str, message: str) -> None:
+    """pubsub is an array of distinct labels (duplicates found after preparation)."""
+    assert error(tmp_path, HOST + f"pubsub = {value}\n") == message
+
+
+def test_pubsub_service_clashes(tmp_path: Path) -> None:
+    """A service domain may not be a served domain of any host, nor another
+    host's service or component: one line naming both places."""
+    # a domain of the same host
+    assert error(tmp_path, '[[host]]\ndomains = ["wonderland.lit", "games.wonderland.lit"]\n'
+                 'pubsub = ["games"]\n') == \
+        'host[0].pubsub[0]: "games.wonderland.lit" is already used by host[0].domains[1]'
+    # a domain of a later host (domains are claimed before services)
+    assert error(tmp_path, HOST + 'pubsub = ["scores", "games"]\n'
+                 '[[host]]\ndomains = ["GAMES.wonderland.lit"]\n') == \
+        'host[0].pubsub[1]: "games.wonderland.lit" is already used by host[1].domains[0]'
+    # a component of the same host (services of different hosts cannot meet:
+    # LABEL.DOMAIN is one label longer than DOMAIN, and domains are distinct)
+    assert error(tmp_path, HOST + 'components = { games = "s" }\npubsub = ["games"]\n') == \
+        'host[0].components.games: "games.wonderland.lit" is already used by host[0].pubsub[0]'
+    # with several domains, the clash is found under the domain where it is
+    assert error(tmp_path, '[[host]]\ndomains = ["a.lit", "b.lit"]\npubsub = ["games"]\n'
+                 '[[host]]\ndomains = ["games.b.lit"]\n') == \
+        'host[0].pubsub[0]: "games.b.lit" is already used by host[1].domains[0]'
+
+
+def test_pubsub_limits(tmp_path: Path) -> None:
+    """[host.options.pubsub] max_items, max_nodes, max_payload: integers within
+    the pubsub module's bounds, per host; absent keys keep the module's defaults."""
+    config = load(write(tmp_path, HOST + 'pubsub = ["games"]\n[host.options.pubsub]\n'
+                        "max_items = 1\nmax_nodes = 10000000\nmax_payload = 256\n"
+                        '[[host]]\ndomains = ["other.lit"]\npubsub = ["games"]\n'
+                        "[host.options.pubsub]\nmax_items = 100000\n"), check_certs=False)
+    assert config.hosts[0].options == {"pubsub": {"max_items": 1, "max_nodes": 10000000,
+                                                  "max_payload": 256}}
+    assert config.hosts[1].options == {"pubsub": {"max_items": 100000}}
+
+
+@pytest.mark.parametrize("table,message", [
+    ("max_items = 0", "max_items: expected an integer from 1 to 100000, got 0"),
+    ("max_items = 100001", "max_items: expected an integer from 1 to 100000, got 100001"),
+    ("max_nodes = 0", "max_nodes: expected an integer from 1 to 10000000, got 0"),
+    ("max_nodes = 10000001",
+     "max_nodes: expected an integer from 1 to 10000000, got 10000001"),
+    ("max_payload = 255", "max_payload: expected an integer from 256 to 16777216, got 255"),
+    ("max_payload = 16777217",
+     "max_payload: expected an integer from 256 to 16777216, got 16777217"),
+    ('max_items = "100"', 'max_items: expected an integer from 1 to 100000, got "100"'),
+    ("max_items = 1.5", "max_items: expected an integer from 1 to 100000, got 1.5"),
+    ("max_items = true", "max_items: expected an integer from 1 to 100000, got true"),
+])
+def test_bad_pubsub_limits(tmp_path: Path, table: str, message: str) -> None:
+    """Out of range or not an integer: one line naming the option and its bounds."""
+    assert error(tmp_path, HOST + f"[host.options.pubsub]\n{table}\n") == \
+        f"host[0].options.pubsub.{message}"
+
+
+def test_unknown_pubsub_limit_suggests(tmp_path: Path) -> None:
+    assert error(tmp_path, HOST + "[host.options.pubsub]\nmax_item = 5\n") == \
+        'host[0].options.pubsub: unknown option "max_item" (did you mean "max_items"?)'
+
+
+def test_templates_document_the_pubsub_limits(tmp_path: Path) -> None:
+    """conf/config.toml and the file `vinespy init` writes show every pubsub
+    option commented out; uncommented, each loads as the module's default."""
+    from vinespy.cli import render_config
+    from vinespy.modules import module_class
+    declared = module_class("pubsub").options
+    for text in (TEMPLATE.read_text(), render_config("wonderland.lit", "wonderland.lit")):
+        block = text[text.index("# [host.options.pubsub]"):]
+        block = block[:block.index("\n\n")]
+        keys = re.findall(r"^# (\w+) = ", block, re.M)
+        assert sorted(keys) == sorted(declared)
+        uncommented = re.sub(r"^# (\[host\.options\.pubsub\]|\w+ = )", r"\1", block,
+                             flags=re.M)
+        config = load(write(tmp_path, text.replace(block, uncommented)), check_certs=False)
+        assert config.hosts[0].options["pubsub"] == {k: o.default for k, o in declared.items()}
+
+
 def test_bad_component(tmp_path: Path) -> None:
     """Components map a DNS label to a non-empty secret."""
     assert error(tmp_path, HOST + 'components = { tea = "" }\n') == \

@@ -3,7 +3,10 @@
 Every node of a cluster reads and writes the same pubsub services through
 :class:`RedisPubSub`, so a node created, an item published or a
 subscription made on one node is seen by all the others at once. The
-XEP-0060 module decides what is allowed; this is only its storage.
+XEP-0060 module decides what is allowed; this is only its storage. It is a
+:class:`~vinespy.storage.pubsub.PubSubStore`: the contract, the dataclasses
+(re-exported here) and the standalone stores are in
+:mod:`vinespy.storage.pubsub`.
 
 Data model (all keys of a service under ``pubsub:{s}:``):
 
@@ -51,18 +54,18 @@ from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from redis.exceptions import RedisError
 
 from ..storage import StorageError
+from ..storage.pubsub import AFFILIATIONS, Item, PubSubNode, PubSubStore
+
+__all__ = ["AFFILIATIONS", "Item", "PubSubNode", "RedisPubSub", "node_key", "nodes_key",
+           "service_prefix", "subscriber_key"]
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
-
-# Affiliations a JID can be given (XEP-0060 §4.1); "none" is no entry.
-AFFILIATIONS = frozenset({"owner", "publisher", "publish-only", "member", "outcast"})
 
 ITEM_FORMAT = b"1"           # version tag of an item's stored value
 
@@ -198,27 +201,6 @@ return out
 """
 
 
-@dataclass
-class PubSubNode:
-    """A node of a pubsub service (XEP-0060 §4.1)."""
-
-    service: str
-    name: str
-    owner: str                    # bare JID of the creator
-    config: dict[str, str]        # option -> value, as the module keeps them
-    created: int                  # ms, Redis TIME
-
-
-@dataclass
-class Item:
-    """A published item (XEP-0060 §4.1)."""
-
-    id: str
-    payload: bytes                # the item's payload, serialized XML
-    publisher: str                # JID
-    published: int                # ms, Redis TIME of its last publication
-
-
 def _key_part(name: str) -> bytes:
     """``name`` as one segment of a key: UTF-8 with ``%``, ``:``, ``{`` and
     ``}`` percent-escaped (as ``enc`` in the delete script does)."""
@@ -319,7 +301,7 @@ def _item(item_id: str, value: bytes, where: str) -> Item:
     return Item(id=item_id, payload=rest[n:], publisher=publisher, published=int(published))
 
 
-class RedisPubSub:
+class RedisPubSub(PubSubStore):
     """Pubsub services' nodes, affiliations, subscriptions and items in one
     Redis, shared by every node of a cluster (see the module docstring).
 
@@ -328,8 +310,9 @@ class RedisPubSub:
     not close it.
     """
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, owned: bool = False) -> None:
         self.redis = redis
+        self._owned = owned         # close() closes the client too
         self._create = redis.register_script(_CREATE)
         self._delete = redis.register_script(_DELETE)
         self._configure = redis.register_script(_CONFIGURE)
@@ -342,6 +325,10 @@ class RedisPubSub:
         self._items = redis.register_script(_ITEMS)
 
     # -- nodes ---------------------------------------------------------------
+
+    async def close(self) -> None:
+        if self._owned:
+            await self.redis.aclose()
 
     async def create(self, service: str, node: str, owner: str,
                      config: Mapping[str, str]) -> bool:

@@ -18,6 +18,7 @@ class IQ(Module):
     @hook("iq/host")
     @hook("iq/self")
     @hook("iq/bare")
+    @hook("iq/service")
     async def dispatch(self, ev: StanzaEvent) -> bool | None:
         st = ev.stanza
         stype = st.get("type")

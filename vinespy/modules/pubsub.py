@@ -1,0 +1,516 @@
+"""XEP-0060: Publish-Subscribe, on the pubsub services a host declares.
+
+``pubsub = ["games"]`` in a ``[[host]]`` serving ``wonderland.lit`` makes
+``games.wonderland.lit`` a pubsub service; the router hands every stanza to
+it to this module as ``<kind>/service`` events. The rules (who may do what,
+node configuration, error conditions, notification payloads) are in
+:mod:`vinespy.pubsub`; this module reads and writes the service's
+:class:`~vinespy.storage.pubsub.PubSubStore` (in Redis in a cluster, so every
+node sees the same nodes at once; in the host's data directory otherwise)
+and sends notifications through the router.
+
+Use cases (XEP-0060 section):
+
+* entity: subscribe (§6.1), unsubscribe (§6.2), retrieve own subscriptions
+  (§5.6) and affiliations (§5.7), retrieve items: all, the last N, by id
+  (§6.5);
+* publisher: publish with or without an item id (§7.1), retract (§7.2);
+* owner: create (named and instant, with a configuration form, §8.1),
+  configure (§8.2), delete (§8.4, subscribers notified), purge (§8.5),
+  manage affiliations (§8.9) and view subscriptions (§8.8);
+* disco#info and disco#items on the service and on its nodes (§5.1–5.5).
+
+Subscriptions belong to JIDs, not to connections: they survive logout. A
+notification goes to the subscribed JID as a ``headline`` message; to a bare
+JID it reaches every available resource (RFC 6121 §8.5.2.1.1), wherever it
+is connected.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from lxml import etree
+
+from .. import pubsub as rules
+from ..errors import StanzaError
+from ..events import StanzaEvent
+from ..jid import JID, JIDError
+from ..pubsub import NS, NS_OWNER, Limits, error
+from ..storage.pubsub import PubSubStore
+from ..xml import Element, child, element, stanza
+from . import Module, Option, iq
+
+DISCO_INFO = "http://jabber.org/protocol/disco#info"
+DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+
+# Action elements some handler of this module takes (in a get or a set).
+_HANDLED = {
+    NS: frozenset(("create", "configure", "publish", "publish-options", "retract", "subscribe",
+                   "unsubscribe", "items", "subscriptions", "affiliations")),
+    NS_OWNER: frozenset(("configure", "default", "delete", "purge", "affiliations",
+                         "subscriptions")),
+}
+
+FEATURES = tuple(f"{NS}#{f}" for f in (
+    "create-nodes", "instant-nodes", "config-node", "create-and-configure", "delete-nodes",
+    "publish", "item-ids", "persistent-items", "retract-items", "retrieve-items",
+    "subscribe", "retrieve-subscriptions", "retrieve-affiliations", "modify-affiliations",
+    "manage-subscriptions", "purge-nodes", "access-open", "access-whitelist")) + (NS,)
+
+
+class PubSub(Module):
+    name = "pubsub"
+    xep = "XEP-0060"
+    options = {
+        "max_items": Option(int, default=100, min=1, max=100000),
+        "max_nodes": Option(int, default=1000, min=1, max=10_000_000),
+        "max_payload": Option(int, default=65536, min=256, max=16_777_216),
+    }
+
+    def __init__(self, host: Any) -> None:
+        super().__init__(host)
+        self.limits = Limits()
+        self.store: PubSubStore | None = None
+
+    async def start(self) -> None:
+        self.limits = Limits(max_items=self.option("max_items"),
+                             max_nodes=self.option("max_nodes"),
+                             max_payload=self.option("max_payload"))
+        self.store = self.host.pubsub_store
+
+    async def stop(self) -> None:
+        if self.store is not None:
+            await self.store.close()
+
+    # -- helpers -----------------------------------------------------------------
+    def _store(self) -> PubSubStore:
+        if self.store is None:
+            raise StanzaError("service-unavailable", "this host has no pubsub service")
+        return self.store
+
+    async def _node(self, service: str, node: str | None) -> tuple[str, dict[str, str],
+                                                                   dict[str, str]]:
+        """(name, config, affiliations) of an existing node, else the error."""
+        if not node:
+            raise error("bad-request", "nodeid-required", text="a node attribute is required")
+        store = self._store()
+        n = await store.get(service, node)
+        if n is None:
+            raise StanzaError("item-not-found", f"no node {node!r} at {service}")
+        return node, dict(n.config), await store.affiliations(service, node)
+
+    async def _notify(self, service: str, node: str, payload: Element,
+                      exclude: str | None = None) -> int:
+        """One headline message per subscribed JID, routed together."""
+        subs = await self._store().subscriptions(service, node)
+        out = []
+        for jid in subs:
+            if jid == exclude:
+                continue
+            msg = stanza("message", frm=service, to=jid, type="headline")
+            msg.append(etree.fromstring(etree.tostring(payload)))
+            out.append(msg)
+        await self.send_many(out)
+        return len(out)
+
+    @staticmethod
+    def _action(ev: StanzaEvent, *names: str) -> Element:
+        """The action element of the request: the first child named in
+        ``names``. One this service handles in the other iq type (``<items/>``
+        in a set) is ``<bad-request/>``; any other is
+        ``<feature-not-implemented/>`` + ``<unsupported feature=…/>``."""
+        ps = ev.stanza[0]
+        actions = [c for c in ps if isinstance(c.tag, str)]
+        for c in actions:
+            if etree.QName(c).localname in names:
+                return c
+        if not actions:
+            raise StanzaError("bad-request", "an empty <pubsub/>")
+        qn = etree.QName(actions[0])
+        if qn.localname in _HANDLED.get(qn.namespace or "", ()):
+            raise StanzaError("bad-request",
+                              f"<{qn.localname}/> does not go in an iq of type "
+                              f"{ev.stanza.get('type')!r}")
+        raise rules.unsupported(qn.localname)
+
+    # -- disco (§5.1–5.5) --------------------------------------------------------
+    @iq("get", DISCO_INFO, "query", to=("service",))
+    async def disco_info(self, ev: StanzaEvent) -> Element:
+        q = element(DISCO_INFO, "query")
+        node = ev.stanza[0].get("node")
+        if node:
+            await self._node(ev.to.domain, node)
+            q.set("node", node)
+            ident = child(q, DISCO_INFO, "identity")
+            ident.set("category", "pubsub")
+            ident.set("type", "leaf")
+            child(q, DISCO_INFO, "feature").set("var", NS)
+            return q
+        ident = child(q, DISCO_INFO, "identity")
+        ident.set("category", "pubsub")
+        ident.set("type", "service")
+        ident.set("name", "Publish-Subscribe")
+        for f in (DISCO_INFO, DISCO_ITEMS, *FEATURES):
+            child(q, DISCO_INFO, "feature").set("var", f)
+        return q
+
+    @iq("get", DISCO_ITEMS, "query", to=("service",))
+    async def disco_items(self, ev: StanzaEvent) -> Element:
+        service = ev.to.domain
+        q = element(DISCO_ITEMS, "query")
+        node = ev.stanza[0].get("node")
+        store = self._store()
+        if node:
+            _, config, affs = await self._node(service, node)
+            q.set("node", node)
+            if rules.may_retrieve(affs.get(str(ev.frm.bare), "none"), config) is None:
+                for item in await store.items(service, node):
+                    it = child(q, DISCO_ITEMS, "item")
+                    it.set("jid", service)
+                    it.set("name", item.id)
+            return q
+        for name in await store.nodes(service):
+            it = child(q, DISCO_ITEMS, "item")
+            it.set("jid", service)
+            it.set("node", name)
+        return q
+
+    # -- entity use cases (§5–7) ---------------------------------------------------
+    @iq("set", NS, "pubsub", to=("service",))
+    async def pubsub_set(self, ev: StanzaEvent) -> Element | None:
+        action = self._action(ev, "create", "publish", "retract", "subscribe", "unsubscribe")
+        name = etree.QName(action).localname
+        if name == "create":
+            return await self._create(ev, action)
+        if name == "publish":
+            return await self._publish(ev, action)
+        if name == "retract":
+            await self._retract(ev, action)
+            return None
+        if name == "subscribe":
+            return await self._subscribe(ev, action)
+        await self._unsubscribe(ev, action)
+        return None
+
+    @iq("get", NS, "pubsub", to=("service",))
+    async def pubsub_get(self, ev: StanzaEvent) -> Element:
+        action = self._action(ev, "items", "subscriptions", "affiliations")
+        name = etree.QName(action).localname
+        if name == "items":
+            return await self._items(ev, action)
+        if name == "subscriptions":
+            return await self._own_subscriptions(ev, action)
+        return await self._own_affiliations(ev, action)
+
+    async def _create(self, ev: StanzaEvent, create: Element) -> Element | None:
+        service = ev.to.domain
+        store = self._store()
+        if ev.frm.domain not in self.host.router.hosts:
+            raise StanzaError("forbidden", "only users of this server create nodes")
+        node = create.get("node")
+        instant = not node
+        if instant:
+            node = secrets.token_hex(8)
+        assert node is not None
+        configure = ev.stanza[0].find(f"{{{NS}}}configure")
+        form = configure.find(f"{{{rules.DATA}}}x") if configure is not None else None
+        config = rules.parse_config(form, self.limits)
+        if len(await store.nodes(service)) >= self.limits.max_nodes:
+            raise StanzaError("not-allowed", f"at most {self.limits.max_nodes} nodes here")
+        if not await store.create(service, node, str(ev.frm.bare), config):
+            raise StanzaError("conflict", f"node {node!r} exists")
+        if not instant:
+            return None
+        ps = element(NS, "pubsub")
+        child(ps, NS, "create").set("node", node)
+        return ps
+
+    async def _publish(self, ev: StanzaEvent, publish: Element) -> Element:
+        service = ev.to.domain
+        store = self._store()
+        node, config, affs = await self._node(service, publish.get("node"))
+        requester = str(ev.frm.bare)
+        subscribed = any(JID.parse(j).bare == ev.frm.bare
+                         for j in await store.subscriptions(service, node))
+        if not rules.may_publish(affs.get(requester, "none"), config, subscribed):
+            raise StanzaError("forbidden", "you may not publish to this node")
+        items = publish.findall(f"{{{NS}}}item")
+        if len(items) > 1:
+            raise error("bad-request", "invalid-payload", text="publish one item at a time")
+        persist = config.get("pubsub#persist_items", "1") == "1"
+        deliver = config.get("pubsub#deliver_payloads", "1") == "1"
+        if not items and (persist or deliver):
+            raise error("bad-request", "item-required", text="an <item/> is required")
+        item = items[0] if items else element(NS, "item")
+        payloads = [c for c in item if isinstance(c.tag, str)]
+        if len(payloads) > 1:
+            raise error("bad-request", "invalid-payload", text="an item holds one payload")
+        if not payloads and (persist or deliver):
+            raise error("bad-request", "payload-required", text="the item needs a payload")
+        payload = payloads[0] if payloads else None
+        data = etree.tostring(payload, with_tail=False) if payload is not None else b""
+        if len(data) > self.limits.max_payload:
+            raise error("not-acceptable", "payload-too-big",
+                        text=f"at most {self.limits.max_payload} bytes per item")
+        item_id = item.get("id") or secrets.token_hex(8)
+        if persist:
+            await store.publish(service, node, item_id, data, str(ev.frm),
+                                int(config.get("pubsub#max_items", "10")))
+        await self._notify(service, node, rules.published(
+            node, item_id, payload if deliver else None))
+        ps = element(NS, "pubsub")
+        pub = child(ps, NS, "publish")
+        pub.set("node", node)
+        child(pub, NS, "item").set("id", item_id)
+        return ps
+
+    async def _retract(self, ev: StanzaEvent, retract: Element) -> None:
+        service = ev.to.domain
+        store = self._store()
+        node, config, affs = await self._node(service, retract.get("node"))
+        item = retract.find(f"{{{NS}}}item")
+        item_id = item.get("id") if item is not None else None
+        if not item_id:
+            raise error("bad-request", "item-required", text="an <item id=.../> is required")
+        found = await store.items(service, node, ids=[item_id])
+        aff = affs.get(str(ev.frm.bare), "none")
+        own = bool(found) and JID.parse(found[0].publisher).bare == ev.frm.bare
+        if not rules.may_retract(aff, own):
+            raise StanzaError("forbidden", "you may not retract items of this node")
+        if not found or not await store.retract(service, node, item_id):
+            raise StanzaError("item-not-found", f"no item {item_id!r} in {node!r}")
+        if retract.get("notify") in ("1", "true") or config.get("pubsub#notify_retract") == "1":
+            await self._notify(service, node, rules.retracted(node, [item_id]))
+        return None
+
+    def _subscriber(self, ev: StanzaEvent, action: Element) -> str:
+        """The 'jid' of a (un)subscribe request: the requester's bare or full
+        JID. Missing: <bad-request/> + <jid-required/>; not a JID:
+        <bad-request/> + <invalid-jid/>; someone else's: to subscribe,
+        <bad-request/> + <invalid-jid/> (§6.1.3.1), to unsubscribe,
+        <forbidden/> (§6.2.3.3)."""
+        text = action.get("jid")
+        if not text:
+            raise error("bad-request", "jid-required", text="a 'jid' attribute is required")
+        try:
+            jid = JID.parse(text)
+        except JIDError:
+            raise error("bad-request", "invalid-jid", text="'jid' is not a JID") from None
+        if jid.bare != ev.frm.bare:
+            if etree.QName(action).localname == "unsubscribe":
+                raise StanzaError("forbidden", "you can only unsubscribe your own JID")
+            raise error("bad-request", "invalid-jid", text="you can only subscribe your own JID")
+        return str(jid)
+
+    async def _subscribe(self, ev: StanzaEvent, sub: Element) -> Element:
+        service = ev.to.domain
+        store = self._store()
+        node, config, affs = await self._node(service, sub.get("node"))
+        jid = self._subscriber(ev, sub)
+        refused = rules.may_subscribe(affs.get(str(ev.frm.bare), "none"), config)
+        if refused is not None:
+            raise refused
+        subid = (await store.subscriptions(service, node)).get(jid) or secrets.token_hex(8)
+        await store.subscribe(service, node, jid, subid)
+        ps = element(NS, "pubsub")
+        s = child(ps, NS, "subscription")
+        for k, v in (("node", node), ("jid", jid), ("subid", subid),
+                     ("subscription", "subscribed")):
+            s.set(k, v)
+        return ps
+
+    async def _unsubscribe(self, ev: StanzaEvent, unsub: Element) -> None:
+        service = ev.to.domain
+        node, _, _ = await self._node(service, unsub.get("node"))
+        jid = self._subscriber(ev, unsub)
+        if not await self._store().unsubscribe(service, node, jid):
+            raise error("unexpected-request", "not-subscribed",
+                        text=f"{jid} is not subscribed to {node!r}")
+        return None
+
+    async def _items(self, ev: StanzaEvent, items: Element) -> Element:
+        service = ev.to.domain
+        node, config, affs = await self._node(service, items.get("node"))
+        refused = rules.may_retrieve(affs.get(str(ev.frm.bare), "none"), config)
+        if refused is not None:
+            raise refused
+        ids = [i.get("id", "") for i in items.findall(f"{{{NS}}}item") if i.get("id")]
+        max_items = None
+        if items.get("max_items"):
+            try:
+                max_items = max(1, int(items.get("max_items", "")))
+            except ValueError:
+                raise StanzaError("bad-request", "max_items is not a number") from None
+        found = await self._store().items(service, node, max_items=max_items, ids=ids or None)
+        ps = element(NS, "pubsub")
+        out = child(ps, NS, "items")
+        out.set("node", node)
+        for it in (found if ids else list(reversed(found))):       # oldest first
+            el = child(out, NS, "item")
+            el.set("id", it.id)
+            if it.payload:
+                el.append(etree.fromstring(it.payload))
+        return ps
+
+    async def _own_subscriptions(self, ev: StanzaEvent, subs: Element) -> Element:
+        service = ev.to.domain
+        store = self._store()
+        only = subs.get("node")
+        ps = element(NS, "pubsub")
+        out = child(ps, NS, "subscriptions")
+        if only:
+            out.set("node", only)
+            await self._node(service, only)
+        for jid in dict.fromkeys((str(ev.frm.bare), str(ev.frm))):
+            for node, subid in sorted((await store.subscriptions_of(service, jid)).items()):
+                if only and node != only:
+                    continue
+                s = child(out, NS, "subscription")
+                for k, v in (("node", node), ("jid", jid), ("subid", subid),
+                             ("subscription", "subscribed")):
+                    s.set(k, v)
+        return ps
+
+    async def _own_affiliations(self, ev: StanzaEvent, affs: Element) -> Element:
+        service = ev.to.domain
+        store = self._store()
+        ps = element(NS, "pubsub")
+        out = child(ps, NS, "affiliations")
+        me = str(ev.frm.bare)
+        only = affs.get("node")
+        if only:
+            out.set("node", only)
+            await self._node(service, only)
+        for node in [only] if only else await store.nodes(service):
+            aff = (await store.affiliations(service, node)).get(me)
+            if aff and aff != "none":
+                a = child(out, NS, "affiliation")
+                a.set("node", node)
+                a.set("affiliation", aff)
+        return ps
+
+    # -- owner use cases (§8) --------------------------------------------------------
+    async def _owned(self, ev: StanzaEvent, action: Element) -> tuple[str, dict[str, str],
+                                                                      dict[str, str]]:
+        node, config, affs = await self._node(ev.to.domain, action.get("node"))
+        if not rules.is_owner(affs.get(str(ev.frm.bare), "none")):
+            raise StanzaError("forbidden", "only an owner of the node may do that")
+        return node, config, affs
+
+    @iq("get", NS_OWNER, "pubsub", to=("service",))
+    async def owner_get(self, ev: StanzaEvent) -> Element:
+        action = self._action(ev, "configure", "affiliations", "subscriptions", "default")
+        name = etree.QName(action).localname
+        ps = element(NS_OWNER, "pubsub")
+        if name == "default":
+            d = child(ps, NS_OWNER, "default")
+            d.append(rules.config_form(rules.default_config(self.limits), self.limits))
+            return ps
+        node, config, affs = await self._owned(ev, action)
+        out = child(ps, NS_OWNER, name)
+        out.set("node", node)
+        if name == "configure":
+            out.append(rules.config_form(config, self.limits))
+        elif name == "affiliations":
+            for jid, aff in sorted(affs.items()):
+                a = child(out, NS_OWNER, "affiliation")
+                a.set("jid", jid)
+                a.set("affiliation", aff)
+        else:
+            for jid, subid in sorted((await self._store().subscriptions(
+                    ev.to.domain, node)).items()):
+                s = child(out, NS_OWNER, "subscription")
+                for k, v in (("jid", jid), ("subid", subid), ("subscription", "subscribed")):
+                    s.set(k, v)
+        return ps
+
+    @iq("set", NS_OWNER, "pubsub", to=("service",))
+    async def owner_set(self, ev: StanzaEvent) -> None:
+        action = self._action(ev, "configure", "delete", "purge", "affiliations",
+                              "subscriptions")
+        name = etree.QName(action).localname
+        service = ev.to.domain
+        store = self._store()
+        node, config, affs = await self._owned(ev, action)
+        if name == "configure":
+            form = action.find(f"{{{rules.DATA}}}x")
+            if form is None:
+                raise StanzaError("bad-request", "a configuration form is required")
+            new = rules.parse_config(form, self.limits, config)
+            await store.configure(service, node, new)
+            await self._drop_unallowed(service, node, new, affs)
+        elif name == "delete":
+            subs = list((await store.subscriptions(service, node)))
+            await store.delete(service, node)
+            if config.get("pubsub#notify_delete", "1") == "1":
+                out = []
+                for jid in subs:
+                    msg = stanza("message", frm=service, to=jid, type="headline")
+                    msg.append(rules.deleted(node))
+                    out.append(msg)
+                await self.send_many(out)
+        elif name == "purge":
+            if config.get("pubsub#persist_items", "1") != "1":     # §8.5.3.3
+                raise error("feature-not-implemented", "unsupported", feature="persistent-items",
+                            text=f"node {node!r} does not persist items")
+            await store.purge(service, node)
+            if config.get("pubsub#notify_retract", "1") == "1":
+                await self._notify(service, node, rules.purged(node))
+        elif name == "affiliations":
+            await self._set_affiliations(ev, action, node, config, affs)
+        else:
+            await self._set_subscriptions(ev, action, node)
+        return None
+
+    async def _set_affiliations(self, ev: StanzaEvent, action: Element, node: str,
+                                config: dict[str, str], affs: dict[str, str]) -> None:
+        """§8.9.2: all or nothing; an owner cannot remove the last owner."""
+        changes: dict[str, str] = {}
+        for a in action.findall(f"{{{NS_OWNER}}}affiliation"):
+            try:
+                jid = str(JID.parse(a.get("jid", "")).bare)
+            except JIDError:
+                raise StanzaError("jid-malformed", f"bad jid {a.get('jid')!r}") from None
+            aff = a.get("affiliation")
+            if aff is None:                 # §8.9.2.1: no 'affiliation', no change
+                continue
+            if aff not in rules.AFFILIATIONS:
+                raise StanzaError("bad-request", f"unknown affiliation {aff!r}")
+            changes[jid] = aff
+        after = {**affs, **changes}
+        if not any(v == "owner" for v in after.values()):
+            raise StanzaError("not-acceptable", "a node keeps at least one owner")
+        store = self._store()
+        for jid, aff in changes.items():
+            await store.set_affiliation(ev.to.domain, node, jid, None if aff == "none" else aff)
+        # An outcast, a publish-only entity, a non-member of a whitelist node
+        # is no longer subscribed.
+        await self._drop_unallowed(ev.to.domain, node, config, after)
+
+    async def _drop_unallowed(self, service: str, node: str, config: dict[str, str],
+                              affs: dict[str, str]) -> None:
+        """Remove the subscriptions of those who may not subscribe any more
+        (after a change of affiliations or of the access model)."""
+        store = self._store()
+        for sub in list(await store.subscriptions(service, node)):
+            bare = str(JID.parse(sub).bare)
+            if rules.may_subscribe(affs.get(bare, "none"), config) is not None:
+                await store.unsubscribe(service, node, sub)
+
+    async def _set_subscriptions(self, ev: StanzaEvent, action: Element, node: str) -> None:
+        """§8.8.2: an owner subscribes or unsubscribes JIDs."""
+        store = self._store()
+        for s in action.findall(f"{{{NS_OWNER}}}subscription"):
+            try:
+                jid = str(JID.parse(s.get("jid", "")))
+            except JIDError:
+                raise StanzaError("jid-malformed", f"bad jid {s.get('jid')!r}") from None
+            state = s.get("subscription")
+            if state == "subscribed":
+                await store.subscribe(ev.to.domain, node, jid, secrets.token_hex(8))
+            elif state == "none":
+                await store.unsubscribe(ev.to.domain, node, jid)
+            else:
+                raise StanzaError("bad-request", f"subscription {state!r} is not supported")
