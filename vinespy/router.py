@@ -129,7 +129,8 @@ class Router:
     async def route_many(self, stanzas: list[Element], origin: Session | None = None) -> None:
         """Route several stanzas, reading the routes of all their recipients in
         one round trip first (a presence broadcast to a 500-contact roster
-        costs one Redis read, not 500)."""
+        costs one Redis read, not 500) and sending what goes to other nodes
+        together (one stream entry per node, not one per recipient)."""
         sessions = self.sessions
         if sessions.clustered and len(stanzas) > 1:
             bares = []
@@ -141,8 +142,9 @@ class Router:
                 if to.local and to.domain in self.hosts:
                     bares.append(to.bare)
             await sessions.load(bares)
-        for st in stanzas:
-            await self.route(st, origin)
+        with sessions.hold():
+            for st in stanzas:
+                await self.route(st, origin)
 
     def cross_domain(self, a: str, b: str) -> bool:
         """Vines' rule: users of two virtual hosts of this server reach each

@@ -7,6 +7,7 @@ only sees this protocol.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Iterable, Iterator, Protocol
 
 from .errors import StreamError
@@ -75,6 +76,11 @@ class Sessions:
 
     def changed(self, session: Session) -> None:
         """``session``'s availability, priority, presence or interest changed."""
+
+    def hold(self) -> contextlib.AbstractContextManager[None]:
+        """While held, stanzas for other cluster nodes are queued, not sent:
+        what is routed inside goes out together (nothing to hold standalone)."""
+        return contextlib.nullcontext()
 
     def bind(self, session: Session) -> Session | None:
         """Add ``session`` under its full JID; return the session it replaced."""

@@ -113,10 +113,26 @@ class Publisher:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._holds = 0
+        self._unheld = asyncio.Event()
+        self._unheld.set()
         self.stanzas_sent = 0
         self.flushes = 0
 
     # -- queueing (synchronous, never blocks) ----------------------------
+    def hold(self) -> None:
+        """Write nothing until :meth:`release`: what is queued meanwhile (a
+        notification to 1,000 subscribers) goes out together, one stream
+        entry per node, however often the caller awaits in between."""
+        self._holds += 1
+        self._unheld.clear()
+
+    def release(self) -> None:
+        self._holds -= 1
+        if self._holds <= 0:
+            self._holds = 0
+            self._unheld.set()
+
     def _kick(self) -> None:
         self._idle.clear()
         self._wake.set()
@@ -156,6 +172,9 @@ class Publisher:
         in Redis (or after ``timeout`` while Redis is unreachable), so the
         answer to the change does not overtake the news of it."""
         self._events.append(wire.user_item(str(bare)))
+        if self._holds:
+            self._kick()
+            return          # written with the held batch; waiting would stall it
         fut = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         self._kick()
@@ -232,6 +251,7 @@ class Publisher:
                     self._idle.set()
                     self._wake.clear()
                     await self._wake.wait()
+                await self._unheld.wait()
                 self._batch = self._build()
             try:
                 results = await self._execute(self._batch)

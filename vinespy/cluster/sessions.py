@@ -14,9 +14,10 @@ lookups themselves stay synchronous.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from ..jid import JID, JIDError
 from ..sessions import Session, Sessions
@@ -191,6 +192,18 @@ class ClusterSessions(Sessions):
         for bare, (_, remote) in list(self._remote.items()):
             if any(p.node == node for p in remote.values()):
                 del self._remote[bare]
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        publisher = self.publisher
+        if publisher is None:
+            yield
+            return
+        publisher.hold()
+        try:
+            yield
+        finally:
+            publisher.release()
 
     # -- local changes, queued for Redis ---------------------------------------
     def bind(self, session: Session) -> Session | None:
