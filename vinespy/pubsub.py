@@ -42,16 +42,18 @@ AFFILIATIONS = ("owner", "publisher", "publish-only", "member", "none", "outcast
 
 
 def error(condition: str, pubsub: str | None = None, *, feature: str | None = None,
-          text: str | None = None) -> StanzaError:
+          text: str | None = None, type: str | None = None) -> StanzaError:
     """A stanza error with XEP-0060's pubsub-specific condition (``pubsub``),
     e.g. ``error("not-acceptable", "payload-too-big")``; ``feature`` for
-    ``<unsupported feature='...'/>`` (§7.1.3.4 and others)."""
+    ``<unsupported feature='...'/>`` (§7.1.3.4 and others); ``type`` where
+    the XEP's example differs from RFC 6120's usual one (``<not-subscribed/>``
+    is type cancel, §6.2.3.2)."""
     app = None
     if pubsub is not None:
         app = etree.Element(f"{{{NS_ERRORS}}}{pubsub}", nsmap=ns.default(NS_ERRORS))
         if feature is not None:
             app.set("feature", feature)
-    return StanzaError(condition, text, app=app)
+    return StanzaError(condition, text, type=type, app=app)
 
 
 # -- node configuration (§8.2, §16.4.3 pubsub#node_config) -------------------
@@ -125,6 +127,36 @@ def parse_config(form: Element | None, limits: Limits,
             raise error("not-acceptable", text=f"invalid value for {var}: {values!r}")
         config[var] = value
     return config
+
+
+def preconditions(form: Element | None, config: Mapping[str, str],
+                  limits: Limits) -> StanzaError | None:
+    """None if the node's ``config`` meets every option of a publish-options
+    form (§7.1.5, taken as preconditions), else ``<conflict/>`` +
+    ``<precondition-not-met/>``: an option this service does not know or a
+    value other than the node's is never silently ignored (a client asking
+    for a whitelist node must not publish to an open one). A form that is
+    not a submission is ``<bad-request/>``."""
+    if form is None:
+        return None
+    if form.tag != f"{{{DATA}}}x" or form.get("type") != "submit":
+        return error("bad-request", text="publish-options must be a submitted data form")
+    known = options(limits)
+    for field in form.findall(f"{{{DATA}}}field"):
+        var = field.get("var") or ""
+        values = [v.text or "" for v in field.findall(f"{{{DATA}}}value")]
+        if var == "FORM_TYPE":
+            if values not in ([f"{NS}#publish-options"], [NODE_CONFIG]):
+                return error("bad-request", text=f"FORM_TYPE must be {NS}#publish-options")
+            continue
+        if var not in known:
+            return error("conflict", "precondition-not-met", text=f"unsupported option {var!r}")
+        default, normalize = known[var]
+        wanted = normalize(values[0] if values else "")
+        if wanted is None or wanted != config.get(var, default):
+            return error("conflict", "precondition-not-met",
+                         text=f"{var} of the node is {config.get(var, default)!r}")
+    return None
 
 
 def config_form(config: Mapping[str, str], limits: Limits) -> Element:

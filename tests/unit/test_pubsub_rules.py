@@ -36,6 +36,23 @@ def test_error_carries_the_pubsub_condition() -> None:
         "not-acceptable", "payload-too-big")
 
 
+def test_error_type_defaults_to_rfc6120_and_can_follow_the_xep() -> None:
+    assert pubsub.error("unexpected-request", "not-subscribed").element().get("type") == "wait"
+    err = pubsub.error("unexpected-request", "not-subscribed", type="cancel")
+    assert err.element().get("type") == "cancel"
+    assert conditions(err) == ("unexpected-request", "not-subscribed")
+
+
+@pytest.mark.parametrize("action, feature", [
+    ("options", "subscription-options"), ("default", "retrieve-default"),
+    ("purge", "purge-nodes"), ("collection", "collection"),
+])
+def test_unsupported_names_the_feature(action: str, feature: str) -> None:
+    err = pubsub.unsupported(action)
+    assert conditions(err) == ("feature-not-implemented", "unsupported")
+    assert err.element().find(f"{{{NS_ERRORS}}}unsupported").get("feature") == feature
+
+
 def test_defaults_and_a_valid_form() -> None:
     assert pubsub.default_config(LIMITS)["pubsub#access_model"] == "open"
     c = pubsub.parse_config(form(pubsub__max_items="20", pubsub__access_model="whitelist",
@@ -76,6 +93,21 @@ def test_config_form_round_trips() -> None:
     assert x.get("type") == "form"
     x.set("type", "submit")
     assert pubsub.parse_config(x, LIMITS) == c
+
+
+def test_publish_options_are_preconditions() -> None:
+    config = {**pubsub.default_config(LIMITS), "pubsub#max_items": "50"}
+    assert pubsub.preconditions(None, config, LIMITS) is None
+    ok = form(pubsub__access_model="open", pubsub__max_items="max",
+              pubsub__persist_items="true")
+    ok[0][0].text = f"{pubsub.NS}#publish-options"
+    assert pubsub.preconditions(ok, config, LIMITS) is None
+    for fields in ({"pubsub__access_model": "whitelist"}, {"pubsub__max_items": "5"},
+                   {"pubsub__access_model": "roster"}, {"pubsub__bogus": "1"}):
+        err = pubsub.preconditions(form(**fields), config, LIMITS)
+        assert err is not None and conditions(err) == ("conflict", "precondition-not-met")
+    err = pubsub.preconditions(form(FORM_TYPE="urn:other"), config, LIMITS)
+    assert err is not None and err.condition == "bad-request"
 
 
 OPEN = {"pubsub#access_model": "open", "pubsub#publish_model": "publishers"}
@@ -124,3 +156,5 @@ def test_notifications() -> None:
     assert [e.get("id") for e in r.iter(f"{{{NS_EVENT}}}retract")] == ["a", "b"]
     d = pubsub.deleted("news")
     assert d.find(f"{{{NS_EVENT}}}delete").get("node") == "news"
+    p = pubsub.purged("news")
+    assert [(e.tag, e.get("node")) for e in p] == [(f"{{{NS_EVENT}}}purge", "news")]

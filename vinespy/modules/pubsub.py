@@ -14,9 +14,12 @@ Use cases (XEP-0060 section):
 * entity: subscribe (§6.1), unsubscribe (§6.2), retrieve own subscriptions
   (§5.6) and affiliations (§5.7), retrieve items: all, the last N, by id
   (§6.5);
-* publisher: publish with or without an item id (§7.1), retract (§7.2);
+* publisher: publish with or without an item id (§7.1; publish-options are
+  preconditions, §7.1.5: a node configured otherwise is <conflict/> +
+  <precondition-not-met/>), retract (§7.2);
 * owner: create (named and instant, with a configuration form, §8.1),
-  configure (§8.2), delete (§8.4, subscribers notified), purge (§8.5),
+  configure (§8.2), delete (§8.4, subscribers notified), purge (§8.5, one
+  ``<purge/>`` notification when notify_retract),
   manage affiliations (§8.9) and view subscriptions (§8.8);
 * disco#info and disco#items on the service and on its nodes (§5.1–5.5).
 
@@ -55,7 +58,7 @@ _HANDLED = {
 
 FEATURES = tuple(f"{NS}#{f}" for f in (
     "create-nodes", "instant-nodes", "config-node", "create-and-configure", "delete-nodes",
-    "publish", "item-ids", "persistent-items", "retract-items", "retrieve-items",
+    "publish", "publish-options", "item-ids", "persistent-items", "retract-items", "retrieve-items",
     "subscribe", "retrieve-subscriptions", "retrieve-affiliations", "modify-affiliations",
     "manage-subscriptions", "purge-nodes", "access-open", "access-whitelist")) + (NS,)
 
@@ -236,18 +239,32 @@ class PubSub(Module):
                          for j in await store.subscriptions(service, node))
         if not rules.may_publish(affs.get(requester, "none"), config, subscribed):
             raise StanzaError("forbidden", "you may not publish to this node")
+        options = ev.stanza[0].find(f"{{{NS}}}publish-options")
+        if options is not None:                     # §7.1.5, as preconditions
+            refused = rules.preconditions(options.find(f"{{{rules.DATA}}}x"), config,
+                                          self.limits)
+            if refused is not None:
+                raise refused
         items = publish.findall(f"{{{NS}}}item")
         if len(items) > 1:
             raise error("bad-request", "invalid-payload", text="publish one item at a time")
+        # §7.1.3.6: what the node's event type asks of the request.
         persist = config.get("pubsub#persist_items", "1") == "1"
         deliver = config.get("pubsub#deliver_payloads", "1") == "1"
-        if not items and (persist or deliver):
-            raise error("bad-request", "item-required", text="an <item/> is required")
+        if not persist and not deliver:
+            if items:
+                raise error("bad-request", "item-forbidden",
+                            text="a transient notification node takes no <item/>")
+        elif not items:
+            if persist:
+                raise error("bad-request", "item-required", text="an <item/> is required")
+            raise error("bad-request", "payload-required", text="an item with a payload is "
+                        "required")
         item = items[0] if items else element(NS, "item")
         payloads = [c for c in item if isinstance(c.tag, str)]
         if len(payloads) > 1:
             raise error("bad-request", "invalid-payload", text="an item holds one payload")
-        if not payloads and (persist or deliver):
+        if not payloads and deliver:
             raise error("bad-request", "payload-required", text="the item needs a payload")
         payload = payloads[0] if payloads else None
         data = etree.tostring(payload, with_tail=False) if payload is not None else b""
@@ -270,6 +287,9 @@ class PubSub(Module):
         service = ev.to.domain
         store = self._store()
         node, config, affs = await self._node(service, retract.get("node"))
+        if config.get("pubsub#persist_items", "1") != "1":     # §7.2.3.5
+            raise error("feature-not-implemented", "unsupported", feature="persistent-items",
+                        text=f"node {node!r} does not persist items")
         item = retract.find(f"{{{NS}}}item")
         item_id = item.get("id") if item is not None else None
         if not item_id:
@@ -326,7 +346,7 @@ class PubSub(Module):
         node, _, _ = await self._node(service, unsub.get("node"))
         jid = self._subscriber(ev, unsub)
         if not await self._store().unsubscribe(service, node, jid):
-            raise error("unexpected-request", "not-subscribed",
+            raise error("unexpected-request", "not-subscribed", type="cancel",
                         text=f"{jid} is not subscribed to {node!r}")
         return None
 
@@ -373,13 +393,13 @@ class PubSub(Module):
                     s.set(k, v)
         return ps
 
-    async def _own_affiliations(self, ev: StanzaEvent, affs: Element) -> Element:
+    async def _own_affiliations(self, ev: StanzaEvent, request: Element) -> Element:
         service = ev.to.domain
         store = self._store()
         ps = element(NS, "pubsub")
         out = child(ps, NS, "affiliations")
         me = str(ev.frm.bare)
-        only = affs.get("node")
+        only = request.get("node")
         if only:
             out.set("node", only)
             await self._node(service, only)
