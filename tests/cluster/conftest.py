@@ -477,7 +477,7 @@ class Cluster:
     def __init__(self, site: Site, redis: RedisServer, root: Path, *, clustered: bool,
                  heartbeat: float | None, dead_after: float | None, log: str,
                  client: dict[str, Any] | None, options: dict[str, Any] | None,
-                 workers: int | None) -> None:
+                 workers: int | None, host: dict[str, Any] | None = None) -> None:
         self.site = site
         self.redis = redis
         self.root = root
@@ -487,6 +487,7 @@ class Cluster:
         self.log = log
         self.client_opts = client or {}
         self.options = options or {}
+        self.host_opts = host or {}
         self.workers = workers
         self.nodes: list[Node] = []
 
@@ -500,7 +501,9 @@ class Cluster:
         Absolute paths: each node has its own directory (its own pid/ and log/)."""
         text = (f"log = {toml_value(self.log)}\ncerts = {toml_value(str(self.site.certs))}\n\n"
                 f"[[host]]\ndomains = [{toml_value(DOMAIN)}]\n"
-                f"[host.storage]\nbackend = \"fs\"\ndir = {toml_value(str(self.site.data))}\n\n"
+                + "".join(f"{k} = {toml_value(v)}\n" for k, v in self.host_opts.items()
+                          if v is not None)
+                + f"[host.storage]\nbackend = \"fs\"\ndir = {toml_value(str(self.site.data))}\n\n"
                 + toml_table("client", {"address": "127.0.0.1", "port": port,
                                         **self.client_opts}))
         if self.clustered:
@@ -584,19 +587,21 @@ async def cluster(request: pytest.FixtureRequest, site: Site, redis: RedisServer
 
     ``clustered=False`` leaves the ``[cluster]`` table out (standalone nodes on
     shared data); ``client={...}`` adds ``[client]`` keys, ``options={...}``
-    ``[cluster]`` keys (``route_cache_ttl``...); a key set to None is left out.
-    ``workers`` adds ``--workers N`` to the command line. One cluster per test."""
+    ``[cluster]`` keys (``route_cache_ttl``...), ``host={...}`` ``[[host]]`` keys
+    (``{"pubsub": ["pubsub"]}``); a key set to None is left out. ``workers``
+    adds ``--workers N`` to the command line. One cluster per test."""
     made: list[Cluster] = []
 
     async def factory(n: int = 2, *, clustered: bool = True, heartbeat: float | None = 0.2,
                       dead_after: float | None = 1.0, log: str = "debug",
                       client: dict[str, Any] | None = None,
                       options: dict[str, Any] | None = None,
-                      workers: int | None = None) -> Cluster:
+                      workers: int | None = None,
+                      host: dict[str, Any] | None = None) -> Cluster:
         assert not made, "one cluster per test"
         c = Cluster(site, redis, tmp_path / "nodes", clustered=clustered, heartbeat=heartbeat,
                     dead_after=dead_after, log=log, client=client, options=options,
-                    workers=workers)
+                    workers=workers, host=host)
         made.append(c)
         for _ in range(n):
             c.add()
