@@ -85,6 +85,8 @@ def options(limits: Limits) -> dict[str, tuple[str, Callable[[str], str | None]]
 
     return {
         "pubsub#title": ("", lambda v: v),
+        # Leaf nodes only (collections, XEP-0248, are not served).
+        "pubsub#node_type": ("leaf", _choice("leaf")),
         "pubsub#max_items": (str(min(10, limits.max_items)), max_items),
         "pubsub#persist_items": ("1", _bool),
         "pubsub#access_model": ("open", _choice("open", "whitelist")),

@@ -393,6 +393,25 @@ async def test_instant_node(make_server: Any) -> None:
         assert other and other != name
 
 
+async def test_lower_max_items_trims_at_once_and_leaf_node_type(make_server: Any) -> None:
+    """§8.2: a configuration applies when it is set: lowering pubsub#max_items
+    drops the oldest items at once. slixmpp's create_node(ntype="leaf") sends
+    pubsub#node_type, which is accepted; a collection (XEP-0248) is not served."""
+    async with make_server(host=HOST) as srv:
+        alice = await new_user(srv, "alice")
+        await ps(alice).create_node(SVC, "news", ntype="leaf", timeout=TIMEOUT)
+        for i in range(5):
+            await ps(alice).publish(SVC, "news", id=f"i{i}", payload=entry(f"e{i}"),
+                                    timeout=TIMEOUT)
+        await ps(alice).set_node_config(SVC, "news", submit(max_items="2"), timeout=TIMEOUT)
+        res = await ps(alice).get_items(SVC, "news", timeout=TIMEOUT)
+        assert result_items(res) == {"i3": "e3", "i4": "e4"}
+        with pytest.raises(IqError) as err:
+            await ps(alice).set_node_config(SVC, "news", submit(node_type="collection"),
+                                            timeout=TIMEOUT)
+        assert err.value.iq["error"]["condition"] == "not-acceptable"
+
+
 # --- 3. errors -------------------------------------------------------------------
 
 

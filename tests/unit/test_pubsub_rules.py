@@ -60,6 +60,7 @@ def test_defaults_and_a_valid_form() -> None:
     assert (c["pubsub#max_items"], c["pubsub#access_model"], c["pubsub#deliver_payloads"]) == (
         "20", "whitelist", "0")
     assert pubsub.parse_config(form(pubsub__max_items="max"), LIMITS)["pubsub#max_items"] == "50"
+    assert pubsub.parse_config(form(pubsub__node_type="leaf"), LIMITS)["pubsub#node_type"] == "leaf"
     base = {**pubsub.default_config(LIMITS), "pubsub#title": "kept"}
     assert pubsub.parse_config(form(pubsub__notify_retract="0"), LIMITS, base)["pubsub#title"] \
         == "kept"
@@ -73,6 +74,7 @@ def test_defaults_and_a_valid_form() -> None:
     ({"pubsub__publish_model": "everyone"}, "not-acceptable"),
     ({"pubsub__persist_items": "maybe"}, "not-acceptable"),
     ({"pubsub__bogus": "1"}, "not-acceptable"),
+    ({"pubsub__node_type": "collection"}, "not-acceptable"),
     ({"FORM_TYPE": "urn:other"}, "bad-request"),
 ])
 def test_invalid_forms(fields: dict[str, str], cond: str) -> None:

@@ -461,6 +461,10 @@ class PubSub(Module):
             new = rules.parse_config(form, self.limits, config)
             await store.configure(service, node, new)
             await self._drop_unallowed(service, node, new, affs)
+            # A lower max_items applies now, not at the next publish.
+            keep = int(new.get("pubsub#max_items", "10"))
+            for old in (await store.items(service, node))[keep:]:
+                await store.retract(service, node, old.id)
         elif name == "delete":
             subs = list((await store.subscriptions(service, node)))
             await store.delete(service, node)
