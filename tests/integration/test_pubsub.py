@@ -21,6 +21,7 @@ from slixmpp.exceptions import IqError
 from slixmpp.plugins.xep_0004 import Form
 
 from tests.conftest import DOMAIN, TIMEOUT, Running
+from vinespy.pubsub import DATA, NODE_CONFIG, NS, NS_ERRORS, NS_EVENT, NS_OWNER
 
 pytestmark = pytest.mark.integration
 
@@ -28,12 +29,6 @@ SVC = f"pubsub.{DOMAIN}"
 HOST = {"pubsub": ["pubsub"]}
 PLUGINS = ("xep_0060", "xep_0030")
 
-NS = "http://jabber.org/protocol/pubsub"
-NS_OWNER = f"{NS}#owner"
-NS_EVENT = f"{NS}#event"
-NS_ERRORS = f"{NS}#errors"
-NODE_CONFIG = f"{NS}#node_config"
-DATA = "jabber:x:data"
 EX = "urn:example"
 
 

@@ -100,6 +100,34 @@ def ids(items: list[Item]) -> list[str]:
 # nodes
 
 
+async def doomed_and_kept(ps: PubSubStore) -> None:
+    """Nodes "doomed" (configured, an affiliation, three subscribers, three
+    items) and "kept" (a subscriber, an item) of SVC, for deletion tests."""
+    await ps.create(SVC, "doomed", ALICE, CONFIG)
+    await ps.create(SVC, "kept", ALICE, {})
+    await ps.set_affiliation(SVC, "doomed", BOB, "publisher")
+    for jid in (BOB, f"{CAROL}/phone", "odd:{jid}%@wonderland.lit/r:1"):
+        assert await ps.subscribe(SVC, "doomed", jid, f"sub-{jid}")
+    await ps.subscribe(SVC, "kept", BOB, "kept-bob")
+    for n in range(3):
+        await ps.publish(SVC, "doomed", f"i{n}", b"<x/>", ALICE, 10)
+    await ps.publish(SVC, "kept", "k", b"<k/>", ALICE, 10)
+
+
+def every_call(ps: PubSubStore) -> list[Callable[[], Awaitable[Any]]]:
+    """One call of each PubSubStore method on node "n" of SVC."""
+    return [
+        lambda: ps.create(SVC, "n", ALICE, {}), lambda: ps.delete(SVC, "n"),
+        lambda: ps.nodes(SVC), lambda: ps.get(SVC, "n"), lambda: ps.configure(SVC, "n", {}),
+        lambda: ps.affiliations(SVC, "n"), lambda: ps.set_affiliation(SVC, "n", BOB, "member"),
+        lambda: ps.subscriptions(SVC, "n"), lambda: ps.subscribe(SVC, "n", BOB, "s"),
+        lambda: ps.unsubscribe(SVC, "n", BOB), lambda: ps.subscriptions_of(SVC, BOB),
+        lambda: ps.publish(SVC, "n", "i", b"<x/>", ALICE, 1), lambda: ps.retract(SVC, "n", "i"),
+        lambda: ps.items(SVC, "n"), lambda: ps.items(SVC, "n", ids=["i"]),
+        lambda: ps.purge(SVC, "n"),
+    ]
+
+
 async def test_create_get_and_list_nodes(ps: PubSubStore, kit: Kit) -> None:
     """create stores owner, config and the time; the owner is affiliated
     "owner"; nodes() lists the service's names sorted, and no other service's."""
@@ -167,15 +195,7 @@ async def test_answers_are_copies(ps: PubSubStore) -> None:
 async def test_delete_removes_the_node_and_all_of_it(ps: PubSubStore) -> None:
     """Config, affiliations, subscriptions (as subscriptions_of sees them) and
     items go; another node of the service and its subscriptions stay."""
-    await ps.create(SVC, "doomed", ALICE, CONFIG)
-    await ps.create(SVC, "kept", ALICE, {})
-    await ps.set_affiliation(SVC, "doomed", BOB, "publisher")
-    for jid in (BOB, f"{CAROL}/phone", "odd:{jid}%@wonderland.lit/r:1"):
-        assert await ps.subscribe(SVC, "doomed", jid, f"sub-{jid}")
-    await ps.subscribe(SVC, "kept", BOB, "kept-bob")
-    for n in range(3):
-        await ps.publish(SVC, "doomed", f"i{n}", b"<x/>", ALICE, 10)
-    await ps.publish(SVC, "kept", "k", b"<k/>", ALICE, 10)
+    await doomed_and_kept(ps)
 
     assert await ps.delete(SVC, "doomed") is True
 
@@ -790,16 +810,7 @@ async def test_fs_os_errors_raise_storage_error(tmp_path: Path) -> None:
     blocker = tmp_path / "blocker"
     blocker.write_text("not a directory")
     ps = FsPubSub(blocker)
-    calls: list[Callable[[], Awaitable[Any]]] = [
-        lambda: ps.create(SVC, "n", ALICE, {}), lambda: ps.delete(SVC, "n"),
-        lambda: ps.nodes(SVC), lambda: ps.get(SVC, "n"), lambda: ps.configure(SVC, "n", {}),
-        lambda: ps.affiliations(SVC, "n"), lambda: ps.set_affiliation(SVC, "n", BOB, "member"),
-        lambda: ps.subscriptions(SVC, "n"), lambda: ps.subscribe(SVC, "n", BOB, "s"),
-        lambda: ps.unsubscribe(SVC, "n", BOB), lambda: ps.subscriptions_of(SVC, BOB),
-        lambda: ps.publish(SVC, "n", "i", b"<x/>", ALICE, 1), lambda: ps.retract(SVC, "n", "i"),
-        lambda: ps.items(SVC, "n"), lambda: ps.items(SVC, "n", ids=["i"]),
-        lambda: ps.purge(SVC, "n"),
-    ]
+    calls = every_call(ps)
     for call in calls:
         with pytest.raises(StorageError) as info:
             await call()

@@ -16,13 +16,14 @@ Redis by hand.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, AsyncIterator, Iterator
 
 import pytest
 from redis.exceptions import RedisError
 
 from tests.redisproc import redis_server, url_of
 from tests.conftest import free_port
+from tests.storage.test_pubsub_contract import doomed_and_kept, every_call
 from vinespy.cluster import pubsub
 from vinespy.cluster.connection import connect
 from vinespy.cluster.pubsub import Item, RedisPubSub
@@ -82,15 +83,7 @@ def ids(items: list[Item]) -> list[str]:
 async def test_delete_removes_every_key_of_the_node(ps: RedisPubSub, rc: Any) -> None:
     """Config, affiliations, subscriptions, their subscriber index entries
     and items go; another node's keys and its subscribers' entries stay."""
-    await ps.create(SVC, "doomed", ALICE, CONFIG)
-    await ps.create(SVC, "kept", ALICE, {})
-    await ps.set_affiliation(SVC, "doomed", BOB, "publisher")
-    for jid in (BOB, f"{CAROL}/phone", "odd:{jid}%@wonderland.lit/r:1"):
-        assert await ps.subscribe(SVC, "doomed", jid, f"sub-{jid}")
-    await ps.subscribe(SVC, "kept", BOB, "kept-bob")
-    for n in range(3):
-        await ps.publish(SVC, "doomed", f"i{n}", b"<x/>", ALICE, 10)
-    await ps.publish(SVC, "kept", "k", b"<k/>", ALICE, 10)
+    await doomed_and_kept(ps)
     kept_keys = {k for k in await all_keys(rc) if b"doomed" not in k}
 
     assert await ps.delete(SVC, "doomed") is True
@@ -308,16 +301,7 @@ async def test_corrupt_data_raises_storage_error(ps: RedisPubSub, rc: Any, corru
 async def test_redis_unreachable_raises_storage_error() -> None:
     client = connect(ClusterConfig(url=f"redis://127.0.0.1:{free_port()}/0", node="t"))
     ps = RedisPubSub(client)
-    calls: list[Callable[[], Awaitable[Any]]] = [
-        lambda: ps.create(SVC, "n", ALICE, {}), lambda: ps.delete(SVC, "n"),
-        lambda: ps.nodes(SVC), lambda: ps.get(SVC, "n"), lambda: ps.configure(SVC, "n", {}),
-        lambda: ps.affiliations(SVC, "n"), lambda: ps.set_affiliation(SVC, "n", BOB, "member"),
-        lambda: ps.subscriptions(SVC, "n"), lambda: ps.subscribe(SVC, "n", BOB, "s"),
-        lambda: ps.unsubscribe(SVC, "n", BOB), lambda: ps.subscriptions_of(SVC, BOB),
-        lambda: ps.publish(SVC, "n", "i", b"<x/>", ALICE, 1), lambda: ps.retract(SVC, "n", "i"),
-        lambda: ps.items(SVC, "n"), lambda: ps.items(SVC, "n", ids=["i"]),
-        lambda: ps.purge(SVC, "n"),
-    ]
+    calls = every_call(ps)
     try:
         for call in calls:
             with pytest.raises(StorageError) as info:

@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
 import pytest
 
+from tests.unit.test_cli import assert_one_line_error, run_main
 from tests.conftest import free_port
 from tests.redisproc import redis_server, url_of
 from vinespy import cli
@@ -36,22 +37,6 @@ ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 # --------------------------------------------------------------------------
 # helpers
-
-def run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """``cli.main(argv)`` -> (status, stdout, stderr)."""
-    status = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def assert_one_line_error(err: str, *fragments: str) -> None:
-    """stderr is exactly one ``vinespy: ...`` line holding every fragment."""
-    assert err.endswith("\n") and err.count("\n") == 1, err
-    assert err.startswith("vinespy: "), err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in err, err
-
 
 def fails(capsys: pytest.CaptureFixture[str], *argv: str, status: int = 1) -> str:
     """Run a command that must fail: nothing on stdout, one line on stderr."""
