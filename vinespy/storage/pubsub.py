@@ -27,6 +27,7 @@ import abc
 import asyncio
 import base64
 import binascii
+import fcntl
 import json
 import os
 import time
@@ -511,9 +512,11 @@ class FsPubSub(PubSubStore):
 
     Every change reads the node's file, changes it and replaces it with
     :func:`~vinespy.fileio.atomic_write` (fsynced; a crash leaves the old
-    file or the new one) while holding the node's asyncio.Lock, so
-    concurrent calls of one process are serialized per node; readers need
-    no lock. Two processes must not share a directory. ``subscriptions_of``
+    file or the new one) while holding the node's asyncio.Lock and an
+    exclusive flock on ``<dir>/.lock``, so changes are serialized per node
+    within the server and against other processes (the operator's
+    ``vinespy pubsub`` commands); readers need no lock (a rename is atomic).
+    ``subscriptions_of``
     and ``nodes`` scan the service's directory (no index file): fine for
     the hundreds of nodes of a standalone server. Blocking I/O runs in a
     worker thread. A corrupt or unreadable file raises StorageError and is
@@ -589,7 +592,21 @@ class FsPubSub(PubSubStore):
                       fn: Callable[[_Node], T]) -> T | None:
         path = self._path(service, node)
         async with self._lock(path):
-            return await self._run(what, self._change, service, node, fn)
+            return await self._run(what, self._exclusive, self._change, service, node, fn)
+
+    def _exclusive(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` holding an exclusive flock on ``<dir>/.lock``: the
+        operator's ``vinespy pubsub`` commands change the same files as the
+        running server, and a read-modify-write must not interleave."""
+        if not self.dir.is_dir():
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fsync_dir(self.dir.parent)
+        fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return fn(*args)
+        finally:
+            os.close(fd)            # releases the lock
 
     def _node_files(self, service: str) -> Iterable[tuple[str, Path]]:
         """(node name, path) of the service's node files."""
@@ -641,7 +658,7 @@ class FsPubSub(PubSubStore):
             return True
 
         async with self._lock(path):
-            return await self._run(f"create {node!r} of {service!r}", create)
+            return await self._run(f"create {node!r} of {service!r}", self._exclusive, create)
 
     async def delete(self, service: str, node: str) -> bool:
         path = self._path(service, node)
@@ -655,7 +672,7 @@ class FsPubSub(PubSubStore):
             return True
 
         async with self._lock(path):
-            return await self._run(f"delete {node!r} of {service!r}", delete)
+            return await self._run(f"delete {node!r} of {service!r}", self._exclusive, delete)
 
     async def nodes(self, service: str) -> list[str]:
         files = await self._run(f"nodes of {service!r}", self._node_files, service)
