@@ -11,6 +11,7 @@ from slixmpp.exceptions import IqError
 
 from tests.conftest import DOMAIN, TIMEOUT, Running, wait_event
 from vinespy.jid import JID
+from vinespy.modules.blocking import LOCK_STRIPES
 
 pytestmark = pytest.mark.integration
 
@@ -57,6 +58,22 @@ async def test_block_lists_and_pushes(server: Running) -> None:
     iq = await push
     assert [str(i["jid"]) for i in iq["block"]] == [f"bob@{DOMAIN}"]
     assert await blocked(a1) == {f"bob@{DOMAIN}"}
+
+
+async def test_block_whose_presence_reads_a_list_of_the_same_stripe(server: Running) -> None:
+    """A block is answered even when routing its unavailable presence (§3.3)
+    reads a list guarded by the lock stripe the block holds (it deadlocked:
+    seen as a flaky IqTimeout in the cluster suite)."""
+    alice = await server.user("alice")
+    # A user whose list shares alice's lock stripe and was never read: routing
+    # alice's unavailable presence to him reads it.
+    stripe = hash(JID.parse(alice)) % LOCK_STRIPES
+    other = next(f"u{i}@{DOMAIN}" for i in range(10_000)
+                 if hash(JID.parse(f"u{i}@{DOMAIN}")) % LOCK_STRIPES == stripe)
+    await server.user(other.split("@")[0])
+    a1 = await login(server, alice, "one")
+    await a1.plugin["xep_0191"].block(other, timeout=TIMEOUT)
+    assert await blocked(a1) == {other}
 
 
 async def test_block_needs_an_item_and_valid_jids(server: Running) -> None:

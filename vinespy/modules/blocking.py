@@ -67,6 +67,10 @@ class Blocking(Module):
         # same lock), and a cache that forgets its oldest entries.
         self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
         self._cache: dict[JID, frozenset[JID]] = {}
+        # Bumped (per stripe) by every change: a read that a change overtook
+        # is not cached. Reads take no lock, so routing a stanza while a
+        # block holds the lock (its unavailable presence) cannot deadlock.
+        self._gens = [0] * LOCK_STRIPES
 
     def _lock(self, bare: JID) -> asyncio.Lock:
         return self._locks[hash(bare) % LOCK_STRIPES]
@@ -81,6 +85,7 @@ class Blocking(Module):
     @hook("user-changed")
     def user_changed(self, bare: JID) -> None:
         """Another cluster node changed ``bare``'s data: read the list anew."""
+        self._gens[hash(bare) % LOCK_STRIPES] += 1
         self._cache.pop(bare, None)
 
     async def blocklist(self, bare: JID) -> frozenset[JID]:
@@ -88,12 +93,20 @@ class Blocking(Module):
         cached = self._cache.get(bare)
         if cached is not None:
             return cached
-        async with self._lock(bare):
-            cached = self._cache.get(bare)
-            if cached is None:
-                cached = await self._load(bare)
-                self._remember(bare, cached)
-        return cached
+        stripe = hash(bare) % LOCK_STRIPES
+        gen = self._gens[stripe]
+        loaded = await self._load(bare)
+        cached = self._cache.get(bare)
+        if cached is not None:
+            return cached
+        if self._gens[stripe] == gen:
+            self._remember(bare, loaded)
+        return loaded
+
+    def _changed(self, bare: JID, applies: frozenset[JID]) -> None:
+        """``bare``'s list changed; ``applies`` is what enforcement uses now."""
+        self._gens[hash(bare) % LOCK_STRIPES] += 1
+        self._remember(bare, applies)
 
     async def _load(self, bare: JID) -> frozenset[JID]:
         stored = await self.host.storage.get(bare, STORE) or []
@@ -137,12 +150,14 @@ class Blocking(Module):
             updated = current | frozenset(new)
             await self.host.storage.put(bare, STORE, sorted(str(j) for j in updated))
             # §3.3: the user's available resources go unavailable for the newly
-            # blocked JIDs (sent before the list applies, which would drop them).
+            # blocked JIDs (sent while the old list applies: the new one would
+            # drop them).
+            self._changed(bare, current)
             for session in self.host.sessions.available(bare):
                 for jid in new:
                     await self.send(stanza("presence", frm=session.jid, to=jid,
                                            type="unavailable"))
-            self._remember(bare, updated)
+            self._changed(bare, updated)
         self._push(bare, ev.stanza[0])
         return None
 
@@ -160,7 +175,7 @@ class Blocking(Module):
                 updated = frozenset()
             await self.host.storage.put(bare, STORE,
                                         sorted(str(j) for j in updated) or None)
-            self._remember(bare, updated)
+            self._changed(bare, updated)
         self._push(bare, ev.stanza[0])
         return None
 
