@@ -16,6 +16,7 @@ class FakeSession:
         self.priority = 0
         self.presence: Element | None = None
         self.interested = False
+        self.directed: set[JID] = set()
         self.got: list[Element] = []
 
     def send(self, st: Element) -> None:

@@ -23,6 +23,7 @@ class Session(Protocol):
     priority: int               # from its last available presence
     presence: Element | None    # its last broadcast presence
     interested: bool            # requested the roster (RFC 6121 §2.1.6)
+    directed: set[JID]          # sent directed available presence to (RFC 6121 §4.6)
 
     def send(self, stanza: Element) -> None:
         """Queue ``stanza`` for delivery; never blocks."""

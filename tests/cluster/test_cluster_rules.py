@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from slixmpp.exceptions import IqError
 
-from tests.cluster.conftest import Clients, ClusterFactory, body
+from tests.cluster.conftest import Clients, ClusterFactory, body, presence_from
 from tests.conftest import DOMAIN, TIMEOUT
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
@@ -66,3 +66,25 @@ async def test_block_on_one_node_applies_on_the_other(cluster: ClusterFactory,
     bob.say(ALICE, "after")
     await alice.messages.get(body("after"))
     assert alice.messages.matching(body("blocked?")) == []
+
+
+async def test_directed_presence_of_a_dead_node_user_is_withdrawn(
+        cluster: ClusterFactory, xmpp: Clients) -> None:
+    """RFC 6121 §4.6.3/§4.5.2: alice on B sends directed presence to carol on A
+    (no subscription between them). B is SIGKILLed: the node that cleans up
+    after B tells carol that alice left (the JIDs of directed presence travel
+    in alice's routing entry), exactly once."""
+    c = await cluster(2)
+    a, b = c["node-a"], c["node-b"]
+    carol = await xmpp.login(a, "carol/r1")
+    alice = await xmpp.login(b, "alice/r1")
+    alice.presence(pto=carol.jid)
+    await carol.presences.get(presence_from(alice.jid, "available"))
+    await c.wait_route(alice.jid, match=lambda e: carol.jid in e.get("directed", []))
+    b.sigkill()
+    await b.wait_exit()
+    await carol.presences.get(presence_from(alice.jid, "unavailable"))
+    await c.wait_no_route(alice.jid)
+    carol.say(carol.jid, "sync")
+    await carol.messages.get(body("sync"))
+    assert len(carol.presences.matching(presence_from(alice.jid, "unavailable"))) == 1

@@ -202,6 +202,11 @@ def test_record_round_trip() -> None:
     assert wire.parse_record(raw.encode()) == wire.parse_record(raw)
     raw = wire.record("node-b", "sid-2", False, -3, False, None)
     assert wire.parse_record(raw) == wire.Record("node-b", "sid-2", False, -3, False, None)
+    assert "directed" not in raw                     # only written when there are any
+    raw = wire.record("n", "s", True, 0, False, None, ["carol@w.lit/r1", "bob@w.lit"])
+    assert wire.parse_record(raw).directed == ("bob@w.lit", "carol@w.lit/r1")
+    with pytest.raises(wire.WireError):
+        wire.parse_record(b'{"node": "n", "sid": "s", "directed": "bob@w.lit"}')
 
 
 def test_parse_record_defaults() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import StreamError
-from ..jid import JID
+from ..jid import JID, JIDError
 from ..xml import Element
 from . import wire
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 class StreamProxy:
-    __slots__ = ("jid", "node", "sid", "available", "priority", "interested",
+    __slots__ = ("jid", "node", "sid", "available", "priority", "interested", "directed",
                  "_presence_xml", "_presence", "_publisher")
 
     def __init__(self, jid: JID, rec: wire.Record, publisher: Publisher) -> None:
@@ -29,6 +29,12 @@ class StreamProxy:
         self.available = rec.available
         self.priority = rec.priority
         self.interested = rec.interested
+        self.directed: set[JID] = set()
+        for text in rec.directed:
+            try:
+                self.directed.add(JID.parse(text))
+            except JIDError:
+                pass        # a bad entry: nobody to tell
         self._presence_xml = rec.presence
         self._presence: Element | None = None
         self._publisher = publisher

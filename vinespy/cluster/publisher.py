@@ -203,7 +203,8 @@ class Publisher:
             presence = session.presence
             cmds.append(("put", (jid, wire.record(
                 self.node, getattr(session, "id", ""), session.available, session.priority,
-                session.interested, serialize(presence) if presence is not None else None))))
+                session.interested, serialize(presence) if presence is not None else None,
+                map(str, session.directed)))))
             self._changed[str(jid.bare)] = None
         events = [wire.invalidate_item(b) for b in self._changed] + self._events
         for chunk in _chunks(events):

@@ -19,7 +19,9 @@ An item is bytes whose first byte says what it is:
     the stored data of the user ``bare`` changed (roster, blocklist...).
 
 A session record (the value of ``sessions:{bare}`` for a resource) is JSON:
-``{"node", "sid", "available", "priority", "interested", "presence"}``.
+``{"node", "sid", "available", "priority", "interested", "presence"}`` and,
+when not empty, ``"directed"`` (the JIDs the resource sent directed presence
+to, so that whoever cleans up after a dead node tells them it left).
 """
 
 from __future__ import annotations
@@ -125,22 +127,30 @@ class Record:
     priority: int = 0
     interested: bool = False
     presence: bytes | None = None       # stream-form XML of the last broadcast presence
+    directed: tuple[str, ...] = ()      # JIDs it sent directed presence to (RFC 6121 §4.6)
 
 
 def record(node: str, sid: str, available: bool, priority: int, interested: bool,
-           presence: bytes | None) -> str:
-    return json.dumps({"node": node, "sid": sid, "available": available,
-                       "priority": priority, "interested": interested,
-                       "presence": presence.decode() if presence is not None else None},
-                      separators=(",", ":"))
+           presence: bytes | None, directed: Iterable[str] = ()) -> str:
+    d: dict[str, object] = {"node": node, "sid": sid, "available": available,
+                            "priority": priority, "interested": interested,
+                            "presence": presence.decode() if presence is not None else None}
+    directed = sorted(directed)
+    if directed:
+        d["directed"] = directed
+    return json.dumps(d, separators=(",", ":"))
 
 
 def parse_record(raw: bytes | str) -> Record:
     try:
         d = json.loads(raw)
         presence = d.get("presence")
+        directed = d.get("directed") or []
+        if not isinstance(directed, list) or not all(isinstance(j, str) for j in directed):
+            raise TypeError("'directed' is not a list of strings")
         return Record(str(d["node"]), str(d["sid"]), bool(d.get("available")),
                       int(d.get("priority") or 0), bool(d.get("interested")),
-                      presence.encode() if isinstance(presence, str) else None)
+                      presence.encode() if isinstance(presence, str) else None,
+                      tuple(directed))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise WireError(f"not a session record: {exc!r}") from None

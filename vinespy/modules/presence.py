@@ -52,11 +52,6 @@ def priority_of(presence: Element) -> int:
 class Presence(Module):
     name = "presence"
 
-    def __init__(self, host: Any) -> None:
-        super().__init__(host)
-        # id(session) -> the JIDs it sent directed available presence to (§4.6).
-        self._directed: dict[int, set[JID]] = {}
-
     @hook("presence/self")
     async def own(self, ev: StanzaEvent) -> bool:
         session = ev.origin
@@ -95,10 +90,16 @@ class Presence(Module):
             return True
         session = ev.origin
         if session is not None and ev.to.bare != session.jid.bare:
+            # The JIDs a session sent directed presence to live on the
+            # session (and, in a cluster, in its routing entry, so that the
+            # node that cleans up after a dead node tells them too).
             if stype is None and session.available:
-                self._directed.setdefault(id(session), set()).add(ev.to)
-            elif stype == "unavailable":
-                self._directed.get(id(session), set()).discard(ev.to)
+                if ev.to not in session.directed:
+                    session.directed.add(ev.to)
+                    self.host.sessions.changed(session)
+            elif stype == "unavailable" and ev.to in session.directed:
+                session.directed.discard(ev.to)
+                self.host.sessions.changed(session)
         return None
 
     @hook("resource-unbound")
@@ -111,7 +112,7 @@ class Presence(Module):
             st = stanza("presence", frm=session.jid, type="unavailable")
             self._to_siblings(session, st)
             await self._broadcast(session, st, probe=False)
-        self._directed.pop(id(session), None)
+        session.directed.clear()
 
     def _to_siblings(self, session: Any, st: Element) -> None:
         for other in self.host.sessions.available(session.jid.bare):
@@ -128,7 +129,8 @@ class Presence(Module):
                               if not c.hidden and c.subscription in ("from", "both")]
         if st.get("type") == "unavailable":
             covered = set(targets)
-            directed = self._directed.pop(id(session), set())
+            directed = set(session.directed)
+            session.directed.clear()
             targets += sorted((j for j in directed if j.bare not in covered), key=str)
         out: list[Element] = []
         for to in targets:

@@ -61,6 +61,7 @@ class ClientStream(XMLStream):
         self._priority = 0
         self._presence: Element | None = None
         self._interested = False
+        self.directed: set[JID] = set()
         self._peer_from: str | None = None
         self._mechanism: sasl.Mechanism | None = None
         self.mechanism: str | None = None      # the SASL mechanism that succeeded
