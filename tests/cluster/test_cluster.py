@@ -328,8 +328,9 @@ async def test_sigterm_node_sends_unavailable_promptly(cluster: ClusterFactory,
 async def test_sigstop_past_dead_after_then_sigcont_recovers(cluster: ClusterFactory,
                                                              xmpp: Clients) -> None:
     """SIGSTOP B past dead_after: alice on A sees bob go unavailable and his
-    route go. SIGCONT: B re-registers, alice sees bob available again, and
-    her messages to his full and bare JID reach him (and his reach her)."""
+    route go; what she sends him meanwhile is stored offline. SIGCONT: B
+    re-registers, alice sees bob available again, bob gets the message sent
+    while he was thought gone, and their messages reach each other."""
     c = await cluster(2)
     b = c["node-b"]
     alice = await xmpp.login(c["node-a"], "alice/r1", roster=True)
@@ -339,9 +340,13 @@ async def test_sigstop_past_dead_after_then_sigcont_recovers(cluster: ClusterFac
     try:
         await alice.presences.get(presence_from(bob.jid, "unavailable"))
         await c.wait_no_route(bob.jid)
+        alice.say(BOB, "while you were gone")
+        await alice.ping()
     finally:
         b.sigcont()
     await alice.presences.get(presence_from(bob.jid, "available"))
+    missed = await bob.messages.get(body("while you were gone"))
+    assert str(missed["from"]) == alice.jid
     await c.wait_route(bob.jid, match=lambda e: bool(e.get("available")))
     alice.say(bob.jid, "full after")
     alice.say(BOB, "bare after")

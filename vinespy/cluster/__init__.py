@@ -262,7 +262,10 @@ class Cluster:
 
     async def _rebroadcast(self) -> None:
         """Back after being declared dead: our users' contacts were told they
-        left; tell them they are here (RFC 6121 §4.4 broadcast)."""
+        left, and messages for them may have gone to offline storage. Each
+        available resource's presence is routed again as initial presence
+        (RFC 6121 §4.2): broadcast to its contacts, probes for theirs, and
+        offline messages delivered."""
         for s in list(self.sessions):
             presence = s.presence
             if s.available and presence is not None:
@@ -270,6 +273,7 @@ class Cluster:
                 for attr in ("to", "id"):
                     if attr in st.attrib:
                         del st.attrib[attr]
+                s.available = False         # so the presence module treats it as initial
                 await self.server.router.route(st, s)
 
     async def _heartbeat(self) -> None:
