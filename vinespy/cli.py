@@ -64,6 +64,8 @@ from .accounts import AccountError, create_user, delete_user, set_password
 from .config import ClusterConfig, Config, ConfigError, HostConfig, base_dir, load
 from .jid import JID, JIDError, prep_domain
 from .storage import Contact, Storage, StorageError, open_storage
+# The pubsub store of a host, as the server chooses it (no redis import).
+from .storage.pubsub import store_for
 from .tls import make_self_signed
 
 if TYPE_CHECKING:
@@ -637,14 +639,6 @@ def pubsub_target(args: argparse.Namespace) -> PubSubTarget:
     return PubSubTarget(config, service, host)
 
 
-def pubsub_fs_dir(host: HostConfig) -> Path:
-    """The directory of a standalone server's fs pubsub store for ``host``:
-    ``pubsub`` in its storage directory (``[host.storage] dir``, absolute
-    once loaded). The store keeps each service in a directory of its own
-    inside (:class:`vinespy.storage.pubsub.FsPubSub`)."""
-    return Path(host.storage.options["dir"]) / "pubsub"
-
-
 def run_on_pubsub(target: PubSubTarget, call: Callable[[PubSubStore], Awaitable[T]]) -> T:
     """``await call(store)`` on the pubsub store the server of ``target.config``
     uses, in a fresh event loop; the store (and its Redis client) closed after.
@@ -655,16 +649,15 @@ def run_on_pubsub(target: PubSubTarget, call: Callable[[PubSubStore], Awaitable[
     disk (memory, null) keeps its nodes out of this process's reach.
     """
     if target.config.cluster is not None:
-        return asyncio.run(_on_redis_pubsub(target.config.cluster, call))
+        return asyncio.run(_on_redis_pubsub(target, call))
     backend = target.host.storage.backend
     if backend != "fs":
         raise CLIError(f"the nodes of {target.service} are out of reach: its [[host]] has "
                        f'storage backend "{backend}" (the pubsub commands need "fs" or a '
                        "[cluster])")
-    from .storage.pubsub import open_pubsub
 
     async def go() -> T:
-        store = open_pubsub("fs", dir=pubsub_fs_dir(target.host))
+        store = store_for(target.config, target.host)
         try:
             return await call(store)
         except ValueError as exc:           # an argument the store refuses
@@ -674,12 +667,12 @@ def run_on_pubsub(target: PubSubTarget, call: Callable[[PubSubStore], Awaitable[
     return asyncio.run(go())
 
 
-async def _on_redis_pubsub(cfg: ClusterConfig, call: Callable[[PubSubStore], Awaitable[T]]
-                           ) -> T:
+async def _on_redis_pubsub(target: PubSubTarget,
+                           call: Callable[[PubSubStore], Awaitable[T]]) -> T:
     from redis.exceptions import RedisError     # only with a [cluster] table
     from .cluster import status
-    from .cluster.connection import connect
-    from .storage.pubsub import open_pubsub
+    cfg = target.config.cluster
+    assert cfg is not None
     url = status.safe_url(cfg.url)
 
     def unreachable(exc: BaseException) -> CLIError:
@@ -687,28 +680,25 @@ async def _on_redis_pubsub(cfg: ClusterConfig, call: Callable[[PubSubStore], Awa
         return CLIError(f"cannot reach {url}: {status.hide_passwords(reason, cfg)}")
 
     try:
-        client = connect(cfg)
+        store = store_for(target.config, target.host)
     except ValueError as exc:                   # a URL redis-py cannot parse
         raise unreachable(exc) from None
     try:
         try:
-            await asyncio.wait_for(client.ping(), PUBSUB_TIMEOUT)
+            await asyncio.wait_for(getattr(store, "redis").ping(), PUBSUB_TIMEOUT)
         except asyncio.TimeoutError:
             raise CLIError(f"cannot reach {url}: no answer within {PUBSUB_TIMEOUT:g} s") \
                 from None
         except (RedisError, OSError, ValueError) as exc:
             raise unreachable(exc) from None
-        store = open_pubsub("redis", redis=client)
         try:
             return await call(store)
         except StorageError as exc:             # Redis went away mid-way
             raise CLIError(status.hide_passwords(one_line(str(exc)), cfg)) from None
         except ValueError as exc:               # an argument the store refuses
             raise CLIError(one_line(str(exc))) from None
-        finally:
-            await store.close()
     finally:
-        await client.aclose()
+        await store.close()                     # and its Redis client
 
 
 # --------------------------------------------------------------------------

@@ -15,18 +15,17 @@ import os
 import resource
 import signal
 import ssl
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from . import __version__, modules, tls
-from .config import Config, ConfigError, HostConfig
+from .config import Config, ConfigError
 from .errors import StreamError
 from .host import Host
 from .jid import JID
 from .router import Router
 from .sessions import Sessions
 from .storage import Storage, StorageError, open_storage
-from .storage.pubsub import PubSubStore, open_pubsub
+from .storage import pubsub
 from .stream.client import ClientStream
 
 if TYPE_CHECKING:
@@ -78,7 +77,7 @@ class Server:
                 self.router.add_host(host)
                 # Vines: pubsub "games" -> games.DOMAIN, served by this host's modules.
                 if hc.pubsub:
-                    host.pubsub_store = pubsub_store(config, hc)
+                    host.pubsub_store = pubsub.store_for(config, hc)
                 for label in hc.pubsub:
                     self.router.add_service(f"{label}.{domain}", host)
 
@@ -194,18 +193,6 @@ class Server:
         for srv in self._listeners:
             await srv.wait_closed()
         log.info("vinespy stopped")
-
-
-def pubsub_store(config: Config, hc: HostConfig) -> PubSubStore:
-    """Where the pubsub services of ``hc`` keep their nodes: in Redis in a
-    cluster (every node sees the same state at once), else in the host's
-    data directory (``pubsub/``), or in memory for a non-fs storage."""
-    if config.cluster is not None:
-        from .cluster.connection import connect
-        return open_pubsub("redis", redis=connect(config.cluster), owned=True)
-    if hc.storage.backend == "fs" and "dir" in hc.storage.options:
-        return open_pubsub("fs", dir=Path(hc.storage.options["dir"]) / "pubsub")
-    return open_pubsub("memory")
 
 
 def run(config: Config, ready: Callable[[], None] | None = None) -> int:

@@ -171,7 +171,7 @@ async def test_password_in_url(redis: AccessRedis, cluster: ClusterFactory,
     bob = await xmpp.login(c["node-b"], "bob/r1")
     await chat_both_ways(alice, bob, "pw-url")
     for n in c.nodes:
-        assert lines(n, r"registered at redis://\*\*\*@127\.0\.0\.1:"), n.stderr_lines[-20:]
+        assert lines(n, r"registered at redis://:\*\*\*@127\.0\.0\.1:"), n.stderr_lines[-20:]
         assert not lines(n, SECRET), f"{n.name} logged the password"
 
 

@@ -21,6 +21,7 @@ import pytest
 from tests.unit.test_cli import assert_one_line_error, run_main
 from tests.conftest import free_port
 from tests.redisproc import redis_server, url_of
+from vinespy.storage import pubsub
 from vinespy import cli
 from vinespy.cluster.connection import connect
 from vinespy.config import ClusterConfig, load
@@ -317,7 +318,7 @@ def test_configured_storage_dir(site: Path, tmp_path: Path,
     storage is."""
     store = tmp_path / "elsewhere"
     set_config(site, 'dir = "data"', f'dir = "{store}"')
-    assert cli.pubsub_fs_dir(load("conf/config.toml", check_certs=False).hosts[0]) == \
+    assert pubsub.fs_dir(load("conf/config.toml", check_certs=False).hosts[0]) == \
         store / "pubsub"
     assert run_main(capsys, "pubsub", "create", GAMES, "chess")[0] == 0
     assert (store / "pubsub").is_dir()

@@ -27,6 +27,7 @@ from . import wire
 from .proxy import StreamProxy
 from .publisher import HOPS, REDIS_ERRORS, Backoff, Publisher, check_cancelled
 from .sessions import ClusterSessions
+from .status import hide_passwords, safe_url
 from .subscriber import BLOCK_MS, Subscriber, parse_xrange
 
 if TYPE_CHECKING:
@@ -143,7 +144,7 @@ class Cluster:
         self._troubles: set[str] = set()
         self._tasks: list[asyncio.Task[Any]] = []
         self._jobs: set[asyncio.Task[Any]] = set()
-        self._url = _safe_url(cfg.url)
+        self._url = safe_url(cfg.url)
 
     # -- lifecycle ----------------------------------------------------------
     async def start(self) -> None:
@@ -339,7 +340,8 @@ class Cluster:
         if exc is not None:
             if not self._troubles:
                 log.error("cluster: lost Redis at %s (%s: %s); serving local users, "
-                          "reconnecting with backoff", self._url, type(exc).__name__, exc)
+                          "reconnecting with backoff", self._url, type(exc).__name__,
+                          hide_passwords(str(exc), self.cfg))
                 self.sessions.down_since = time.monotonic()
             self._troubles.add(part)
         elif part in self._troubles:
@@ -403,11 +405,12 @@ class Cluster:
             log.info("cluster: node %s is gone: %d sessions removed, %d unread entries",
                      node, len(gone), len(entries))
         router = self.server.router
+        # The users' other resources (to tell them), all read in one round trip.
+        await self.sessions.load({p.jid.bare for p in gone}, fresh=True)
         for proxy in gone:
             host = router.hosts.get(proxy.jid.domain)
             if host is None:
                 continue
-            await self.sessions.load((proxy.jid.bare,), fresh=True)
             try:
                 await host.bus.fire("resource-unbound", proxy)
             except Exception:
@@ -505,11 +508,3 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _safe_url(url: str) -> str:
-    """``url`` without a password, for logs."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.rpartition("@")[2]
-    return scheme + sep + rest

@@ -31,8 +31,9 @@ is connected.
 
 from __future__ import annotations
 
+import copy
 import secrets
-from typing import Any
+from typing import Any, Iterable
 
 from lxml import etree
 
@@ -105,15 +106,15 @@ class PubSub(Module):
         return node, dict(n.config), await store.affiliations(service, node)
 
     async def _notify(self, service: str, node: str, payload: Element,
-                      exclude: str | None = None) -> int:
-        """One headline message per subscribed JID, routed together."""
-        subs = await self._store().subscriptions(service, node)
+                      subscribers: Iterable[str] | None = None) -> int:
+        """One headline message per subscribed JID (``subscribers``, else the
+        node's), routed together; each carries its own copy of ``payload``."""
+        if subscribers is None:
+            subscribers = await self._store().subscriptions(service, node)
         out = []
-        for jid in subs:
-            if jid == exclude:
-                continue
+        for jid in subscribers:
             msg = stanza("message", frm=service, to=jid, type="headline")
-            msg.append(etree.fromstring(etree.tostring(payload)))
+            msg.append(copy.deepcopy(payload))
             out.append(msg)
         await self.send_many(out)
         return len(out)
@@ -469,12 +470,7 @@ class PubSub(Module):
             subs = list((await store.subscriptions(service, node)))
             await store.delete(service, node)
             if config.get("pubsub#notify_delete", "1") == "1":
-                out = []
-                for jid in subs:
-                    msg = stanza("message", frm=service, to=jid, type="headline")
-                    msg.append(rules.deleted(node))
-                    out.append(msg)
-                await self.send_many(out)
+                await self._notify(service, node, rules.deleted(node), subs)
         elif name == "purge":
             if config.get("pubsub#persist_items", "1") != "1":     # §8.5.3.3
                 raise error("feature-not-implemented", "unsupported", feature="persistent-items",

@@ -34,11 +34,14 @@ import time
 import weakref
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, TypeVar
 
 from ..fileio import atomic_write, fsync_dir
 from . import StorageError
 from .fs import decode_name, encode_name
+
+if TYPE_CHECKING:
+    from ..config import Config, HostConfig
 
 T = TypeVar("T")
 
@@ -195,6 +198,25 @@ def open_pubsub(kind: str, **options: Any) -> PubSubStore:
         from ..cluster.pubsub import RedisPubSub
         return RedisPubSub(**options)
     raise StorageError(f"unknown pubsub storage {kind!r}; known: fs, memory, redis")
+
+
+def fs_dir(host: HostConfig) -> Path:
+    """Where a standalone server keeps ``host``'s pubsub services:
+    ``pubsub`` in its storage directory (``[host.storage] dir``)."""
+    return Path(host.storage.options["dir"]) / "pubsub"
+
+
+def store_for(config: Config, host: HostConfig) -> PubSubStore:
+    """The store of ``host``'s pubsub services, the same for the server and
+    the operator's commands: Redis in a cluster (every node sees the same
+    state at once; the store owns its client), else the host's data
+    directory, or memory for a storage that is not on disk."""
+    if config.cluster is not None:
+        from ..cluster.connection import connect
+        return open_pubsub("redis", redis=connect(config.cluster), owned=True)
+    if host.storage.backend == "fs" and "dir" in host.storage.options:
+        return open_pubsub("fs", dir=fs_dir(host))
+    return open_pubsub("memory")
 
 
 # ---------------------------------------------------------------------------
