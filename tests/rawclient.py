@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import socket
 import ssl
 
 from vinespy import ns
@@ -22,9 +23,21 @@ class Raw:
 
     @classmethod
     async def connect(cls, port: int, ssl_ctx: ssl.SSLContext | None = None,
-                      server_hostname: str | None = None) -> Raw:
+                      server_hostname: str | None = None, *, rcvbuf: int = 0,
+                      source: str | None = None) -> Raw:
+        """Connect to 127.0.0.1:``port``; ``rcvbuf`` shrinks this side's socket
+        receive buffer (a peer that reads slowly), ``source`` picks the local
+        address (127.0.0.2... are loopback too: another client address)."""
+        sock = socket.socket()
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source:
+            sock.bind((source, 0))
+        sock.setblocking(False)
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(
+            sock, ("127.0.0.1", port)), TIMEOUT)
         r, w = await asyncio.wait_for(asyncio.open_connection(
-            "127.0.0.1", port, ssl=ssl_ctx, server_hostname=server_hostname), TIMEOUT)
+            sock=sock, ssl=ssl_ctx, server_hostname=server_hostname), TIMEOUT)
         return cls(r, w)
 
     def send(self, data: bytes | str) -> None:

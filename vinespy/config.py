@@ -63,6 +63,10 @@ class ClientConfig:
     rate_burst: int = 65536                    # bytes a client may send at once
     auth_timeout: float = 30.0                 # s to authenticate + bind
     max_auth_failures: int = 3
+    send_timeout: float = 60.0                 # s a client may leave what it is sent unread
+    auth_ban_failures: int = 10                # failed logins per address (IPv6: /64)...
+    auth_ban_time: float = 600.0               # ...within this many s: refused until they age
+    auth_delay_max: float = 10.0               # s, cap of the per-account delay; 0 = off
     # Bind the listeners with SO_REUSEPORT, so that several processes share
     # the ports (`vinespy start --workers N` sets it for its workers).
     reuse_port: bool = False
@@ -240,6 +244,10 @@ _RULES: dict[str, _Rule] = {
     "client.rate_burst": _ints(1024),
     "client.auth_timeout": _numbers(1, 3600),
     "client.max_auth_failures": _ints(1, 10),
+    "client.send_timeout": _numbers(1, 3600),
+    "client.auth_ban_failures": _ints(1, 1000),
+    "client.auth_ban_time": _numbers(1, 86400),
+    "client.auth_delay_max": _numbers(0, 60),
     "server.port": _PORT,
     "http.port": _PORT,
     "component.port": _PORT,

@@ -227,8 +227,16 @@ class Router:
         host = self.hosts[bare.domain]
         if host.bus.has("message/offline"):
             frm = JID.parse(stanza.get("from", host.domain))
-            if await host.bus.fire("message/offline",
-                                   StanzaEvent(stanza, None, frm, bare, "bare", host)):
+            try:
+                if await host.bus.fire("message/offline",
+                                       StanzaEvent(stanza, None, frm, bare, "bare", host)):
+                    return
+            except Exception:
+                # Storage failed (disk full, I/O error): the sender learns
+                # the message was not kept; his stream is not at fault.
+                log.exception("storing a message for %s offline failed", bare)
+                self.bounce(stanza, StanzaError("internal-server-error",
+                                                "the message could not be stored"))
                 return
         self.bounce(stanza, StanzaError("service-unavailable", "the recipient is offline"))
 

@@ -27,6 +27,7 @@ from .sessions import Sessions
 from .storage import Storage, StorageError, open_storage
 from .storage import pubsub
 from .stream.client import ClientStream
+from .stream.throttle import AuthThrottle
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -56,6 +57,10 @@ class Server:
         self.storages: list[Storage] = []
         self.ports: dict[str, int] = {}
         self.streams: set[ClientStream] = set()
+        cc = config.client
+        self.auth_throttle = AuthThrottle(ban_failures=cc.auth_ban_failures,
+                                          ban_time=cc.auth_ban_time,
+                                          delay_max=cc.auth_delay_max)
         self._conn_tasks: set[asyncio.Task[Any]] = set()
         self._listeners: list[asyncio.Server] = []
         for hc in config.hosts:

@@ -7,8 +7,9 @@ only sees this protocol.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from typing import Iterable, Iterator, Protocol
+from typing import AsyncIterator, Iterable, Iterator, Protocol
 
 from .errors import StreamError
 from .jid import JID
@@ -45,6 +46,7 @@ class Sessions:
     def __init__(self) -> None:
         self._full: dict[JID, Session] = {}
         self._bare: dict[JID, dict[str, Session]] = {}
+        self._binding: dict[JID, tuple[asyncio.Lock, list[int]]] = {}
 
     def __len__(self) -> int:
         return len(self._full)
@@ -82,6 +84,25 @@ class Sessions:
         """While held, stanzas for other cluster nodes are queued, not sent:
         what is routed inside goes out together (nothing to hold standalone)."""
         return contextlib.nullcontext()
+
+    @contextlib.asynccontextmanager
+    async def binding(self, bare: JID) -> AsyncIterator[None]:
+        """Held from a bind's checks to its :meth:`bind`: the binds of one
+        account happen one after another, so each decides conflicts and the
+        resource limit on the table as the previous one left it (a
+        replacement awaits the old session's unbinding in between)."""
+        entry = self._binding.get(bare)
+        if entry is None:
+            entry = self._binding[bare] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._binding[bare]
 
     def bind(self, session: Session) -> Session | None:
         """Add ``session`` under its full JID; return the session it replaced."""

@@ -4,15 +4,23 @@ One reader task per stream handles elements strictly in order (RFC 6120
 §10.1). Output is batched: everything written during one turn of the event
 loop goes out in one ``transport.write``. A client that sends faster than
 its rate limit is slowed down by not reading (TCP pushes back), never
-disconnected for an ordinary burst; a client that does not read what it is
-sent is disconnected once too much is buffered for it.
+disconnected for an ordinary burst: the pause comes before the next read,
+so what was read is handled at once and nothing read in one TLS state is
+handled in another. A client that does not read what it is sent is
+disconnected once more than ``MAX_UNSENT`` bytes wait for it, or once
+nothing it was sent has left for ``send_timeout`` seconds; a closed
+connection whose peer does not take its last bytes is dropped after a
+grace period, so neither holds memory or a bound resource for long.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import ssl
+import struct
+import termios
 from typing import Any
 
 from ..errors import StreamError
@@ -20,8 +28,24 @@ from .parser import StreamClosed, StreamParser
 
 log = logging.getLogger("vinespy.stream")
 
+_WS = b" \t\r\n"
+_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)
+
 READ_SIZE = 65536
-MAX_UNSENT = 4 * 1024 * 1024   # bytes buffered for a peer that does not read
+MAX_UNSENT = 1024 * 1024   # bytes buffered (beyond the kernel's) for a peer that does not read
+CLOSE_GRACE = 5.0          # s a closed stream's last bytes may take before the drop
+
+
+def _kernel_unsent(transport: asyncio.BaseTransport) -> int:
+    """Bytes the kernel has not yet had acknowledged on the transport's
+    socket (Linux TIOCOUTQ/SIOCOUTQ); 0 where that cannot be read."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or _OUTQ is None:
+        return 0
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0" * 4))[0])
+    except (OSError, ValueError):
+        return 0
 
 
 class RateLimiter:
@@ -45,7 +69,8 @@ class XMLStream:
     """Reading, writing and closing; subclasses implement :meth:`handle`."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                 max_stanza_size: int, rate_limit: int = 0, rate_burst: int = 65536) -> None:
+                 max_stanza_size: int, rate_limit: int = 0, rate_burst: int = 65536,
+                 send_timeout: float = 60.0) -> None:
         self.reader = reader
         self.writer = writer
         self.loop = asyncio.get_running_loop()
@@ -58,6 +83,11 @@ class XMLStream:
         self._flush_scheduled = False
         self._limiter = (RateLimiter(rate_limit, rate_burst, self.loop.time())
                          if rate_limit else None)
+        self._more_read = False          # input after the event being handled
+        self.send_timeout = send_timeout
+        self._queued = 0                 # bytes ever handed to the transport
+        self._sent_at_check = 0          # of which had left at the last stall check
+        self._stall: asyncio.TimerHandle | None = None
 
     # -- reading -------------------------------------------------------
     async def run(self) -> None:
@@ -75,10 +105,34 @@ class XMLStream:
                 await self.ended()
             finally:
                 self.flush()
-                self.writer.close()
+                self._stop_stall_timer()
+                self._close_transport()
+                await self._closed_or_dropped()
+
+    async def _closed_or_dropped(self) -> None:
+        """Give a peer that does not read its last bytes a grace period, then
+        drop the connection: an unread buffer never outlives the stream."""
+        try:
+            # Shielded: a timeout must not cancel the protocol's own close
+            # future, which others may be waiting on too.
+            await asyncio.wait_for(asyncio.shield(self.writer.wait_closed()),
+                                   min(CLOSE_GRACE, self.send_timeout))
+        except asyncio.TimeoutError:
+            log.info("%s did not take its last bytes; dropping the connection", self.peer)
+            self.abort()
+        except (ConnectionError, ssl.SSLError, OSError):
+            pass
 
     async def _read_loop(self) -> None:
+        pause = 0.0
         while not self.closing:
+            if pause:
+                # Throttle before reading, never between a read and its
+                # parsing: bytes that arrive meanwhile wait unread, so they
+                # cannot be handled after a STARTTLS that they followed.
+                await asyncio.sleep(pause)
+                if self.closing:
+                    return
             try:
                 data = await self.reader.read(READ_SIZE)
             except (ConnectionError, ssl.SSLError, OSError) as exc:
@@ -88,13 +142,15 @@ class XMLStream:
                 return
             if self._limiter is not None:
                 pause = self._limiter.delay(len(data), self.loop.time())
-                if pause:
-                    await asyncio.sleep(pause)
             try:
-                for event in self.parser.feed(data):
+                events = self.parser.feed(data)
+                last = len(events) - 1
+                tail_open = not data.rstrip(_WS).endswith(b">")
+                for i, event in enumerate(events):
                     if isinstance(event, StreamClosed):
                         self.close()
                         return
+                    self._more_read = i < last or tail_open
                     # After a parser reset (or a close) whatever followed in
                     # this chunk belongs to no stream: drop it.
                     if await self.handle(event) or self.closing:
@@ -102,6 +158,14 @@ class XMLStream:
             except StreamError as exc:
                 self.close(exc)
                 return
+
+    def unread_input(self) -> bool:
+        """Whether anything arrived after the element being handled: more of
+        the same read, an element still open, or bytes read from the socket
+        but not yet parsed (RFC 6120 §5.4.3.3: nothing sent before the TLS
+        handshake may be taken as sent after it)."""
+        buffered = getattr(self.reader, "_buffer", b"")
+        return self._more_read or not self.parser.idle or bool(buffered)
 
     async def handle(self, event: Any) -> bool:
         """Handle one parser event; return True after resetting the parser."""
@@ -129,9 +193,43 @@ class XMLStream:
         if transport.is_closing():
             return
         transport.write(data)
+        self._queued += len(data)
         if transport.get_write_buffer_size() > MAX_UNSENT and not self.closing:
             log.warning("%s does not read what it is sent; closing", self.peer)
             self.close(StreamError("policy-violation", "too much unread data"))
+        elif self._stall is None:
+            self._sent_at_check = self._sent()
+            self._stall = self.loop.call_later(self.send_timeout, self._check_stall)
+
+    def _sent(self) -> int:
+        """Bytes the peer has taken: all those queued but what still waits
+        here or in the kernel (on Linux, unacknowledged bytes: SIOCOUTQ), so
+        that a peer that stops reading is seen even when the kernel holds
+        all it was sent. With TLS, an estimate that grows only if it reads."""
+        transport = self.writer.transport
+        return self._queued - transport.get_write_buffer_size() - _kernel_unsent(transport)
+
+    def _check_stall(self) -> None:
+        """Every ``send_timeout`` s while output waits: close the stream if
+        none of it left since the last check (the peer stopped reading)."""
+        self._stall = None
+        if self.writer.transport.is_closing():
+            return
+        sent = self._sent()
+        if sent == self._queued:
+            return                      # all taken: no timer until the next write
+        if sent <= self._sent_at_check:
+            log.warning("%s took nothing it was sent for %g s; closing",
+                        self.peer, self.send_timeout)
+            self.close(StreamError("connection-timeout", "not reading what it is sent"))
+            return
+        self._sent_at_check = sent
+        self._stall = self.loop.call_later(self.send_timeout, self._check_stall)
+
+    def _stop_stall_timer(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
 
     async def drain(self) -> None:
         """Flush now and wait until the kernel took it (before STARTTLS)."""
@@ -162,6 +260,16 @@ class XMLStream:
         self.write(b"</stream:stream>")
         self.flush()
         if not wait_for_peer:
+            self._close_transport()
+            # The reader task ends now, even if the peer neither reads nor
+            # writes: it unbinds the session and drops the connection after
+            # a grace period (run()).
+            self.reader.feed_eof()
+
+    def _close_transport(self) -> None:
+        # Once only: closing an asyncio TLS transport twice forgets its
+        # protocol, and a later abort() then does nothing (CPython 3.11).
+        if not self.writer.transport.is_closing():
             self.writer.close()
 
     def abort(self) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import math
 import secrets
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +49,8 @@ class ClientStream(XMLStream):
                  writer: asyncio.StreamWriter) -> None:
         cfg = server.config.client
         super().__init__(reader, writer, max_stanza_size=cfg.max_stanza_size,
-                         rate_limit=cfg.rate_limit, rate_burst=cfg.rate_burst)
+                         rate_limit=cfg.rate_limit, rate_burst=cfg.rate_burst,
+                         send_timeout=cfg.send_timeout)
         self.server = server
         self.cfg = cfg
         self.id = secrets.token_hex(8)
@@ -220,6 +222,13 @@ class ClientStream(XMLStream):
             self.write(f"<failure xmlns='{ns.TLS}'/>".encode())
             self.close()
             return
+        if self.unread_input():
+            # Bytes sent in clear after <starttls/> would otherwise be read as
+            # if they came through TLS (the CVE-2011-0411 class of attacks).
+            self.write(f"<failure xmlns='{ns.TLS}'/>".encode())
+            self.close(StreamError("policy-violation", "data followed <starttls/> before the "
+                                   "TLS handshake (RFC 6120 §5.4.3.3)"))
+            return
         self.write(f"<proceed xmlns='{ns.TLS}'/>".encode())
         await self.drain()
         try:
@@ -241,6 +250,11 @@ class ClientStream(XMLStream):
             if mech_name not in sasl.offered(self.secure):
                 self._sasl_failure("invalid-mechanism", None)
                 return False
+            wait = self.server.auth_throttle.refused_for(self._address, self.loop.time())
+            if wait:
+                self._sasl_failure("temporary-auth-failure", "too many failed logins from "
+                                   f"your address; try again in {math.ceil(wait)} s")
+                return False
             assert self.host is not None
             self._mechanism = sasl.new(mech_name, self.host.domain, self.host.storage.find_user)
             data = self._decode(el)
@@ -257,7 +271,27 @@ class ClientStream(XMLStream):
             return False
         else:
             raise StreamError("not-authorized", "authenticate first (RFC 6120 §6)")
+        if not isinstance(result, sasl.Challenge) and self._mechanism is not None:
+            await self._throttle(self._mechanism.account, result)
+            if self.closing:
+                return True
         return self._sasl_result(result)
+
+    @property
+    def _address(self) -> str:
+        return str(self.peer[0]) if isinstance(self.peer, tuple) else ""
+
+    async def _throttle(self, account: JID | None, result: sasl.Result) -> None:
+        """Before the outcome of a login on ``account`` is told: wait as long
+        as its earlier failures ask; then count this one (stream/throttle.py)."""
+        throttle = self.server.auth_throttle
+        delay = throttle.delay(account, self.loop.time())
+        if delay:
+            await asyncio.sleep(delay)
+        if isinstance(result, sasl.Failure) and result.condition == "not-authorized":
+            throttle.failed(self._address, account, self.loop.time())
+        elif isinstance(result, sasl.Success):
+            throttle.succeeded(result.jid)
 
     def _decode(self, el: Element) -> bytes | bool:
         """The base64 payload; True when absent; False (failure sent) if bad."""
@@ -321,10 +355,6 @@ class ClientStream(XMLStream):
         assert self.user is not None and self.host is not None
         res_el = bind.find(f"{{{ns.BIND}}}resource")
         wanted = (res_el.text or "").strip() if res_el is not None else ""
-        sessions = self.server.sessions
-        # In a cluster, the resources bound on other nodes count too (conflict,
-        # max_resources_per_account): read them now, not from the cache.
-        await sessions.load((self.user,), fresh=True)
         if wanted:
             try:
                 full = self.user.with_resource(wanted)
@@ -332,6 +362,23 @@ class ClientStream(XMLStream):
                 raise StanzaError("bad-request", f"resource: {exc}") from None
         else:
             full = self.user.with_resource(f"vinespy-{secrets.token_hex(4)}")
+        async with self.server.sessions.binding(self.user):
+            await self._take(full)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        log.info("%s bound %s", self.peer, full)
+        return full
+
+    async def _take(self, full: JID) -> None:
+        """Check and bind ``full`` (under the account's binding lock)."""
+        assert self.user is not None
+        if self.closing:
+            raise StanzaError("not-allowed", "the stream is closing")
+        sessions = self.server.sessions
+        # In a cluster, the resources bound on other nodes count too (conflict,
+        # max_resources_per_account): read them now, not from the cache.
+        await sessions.load((self.user,), fresh=True)
         old = sessions.get(full)
         if old is not None and self.cfg.resource_conflict == "refuse":
             raise StanzaError("conflict", "that resource is already bound")
@@ -347,11 +394,6 @@ class ClientStream(XMLStream):
         sessions.bind(self)
         self.bound = True
         self.state = "ready"
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        log.info("%s bound %s", self.peer, full)
-        return full
 
     async def unbind(self) -> None:
         """Leave the routing table once; tell the modules (presence...)."""

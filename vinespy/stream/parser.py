@@ -166,6 +166,11 @@ class StreamParser:
         self._prolog_tail = b""  # carry-over for the `<!` scan before the header
         self._prev = b""         # previous slice, to explain a syntax error
 
+    @property
+    def idle(self) -> bool:
+        """No element is open inside the stream: nothing is half received."""
+        return self._depth <= 1
+
     # -- feeding ---------------------------------------------------------------
 
     def feed(self, data: bytes) -> list[Event]:

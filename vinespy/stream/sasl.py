@@ -102,6 +102,9 @@ class Mechanism(abc.ABC):
     def __init__(self, domain: str, lookup: Lookup) -> None:
         self.domain = prep_domain(domain)
         self.lookup = lookup
+        # The account the client tried, once known (None if not a valid
+        # JID of this domain): what login throttling counts failures of.
+        self.account: JID | None = None
 
     @abc.abstractmethod
     async def start(self, initial: bytes | None) -> Result:
@@ -188,7 +191,7 @@ class Plain(Mechanism):
         authzid, authcid, password = parts
         if not authcid or not password:
             return Failure("malformed-request", "empty authcid or password")
-        jid = self._authcid_jid(authcid)
+        jid = self.account = self._authcid_jid(authcid)
         try:
             user = await self._find(jid)
         except StorageError:
@@ -334,7 +337,7 @@ class _Scram(Mechanism):
             return self._fail("malformed-request", "client-first-message is not UTF-8")
         except _Malformed as exc:
             return self._fail("malformed-request", str(exc))
-        jid = self._authcid_jid(first.username)
+        jid = self.account = self._authcid_jid(first.username)
         try:
             user = await self._find(jid)
         except StorageError:
