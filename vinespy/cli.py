@@ -271,6 +271,8 @@ components = {{}}                 # {{ tea = "secr3t" }} -> tea.{domain} (XEP-01
 # max_items = 100               # the most items a node may keep (1-100000)
 # max_nodes = 1000              # nodes per service
 # max_payload = 65536           # bytes of one item's payload
+# max_subscriptions_per_node = 1000  # subscribed JIDs per node
+# max_subscriptions_per_jid = 10  # of them with one bare JID (its bare and full JIDs)
 
 [host.storage]
 backend = "fs"                  # fs | memory | null

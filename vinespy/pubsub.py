@@ -4,8 +4,10 @@ What the pubsub module asks before it touches storage: who may do what on a
 node (§4.1's affiliation table, under the node's access and publish models),
 which node configuration is valid (§8.2, the ``pubsub#node_config`` data
 form), what error each failure is (the pubsub-specific conditions of §7 and
-§8 in ``http://jabber.org/protocol/pubsub#errors``), and what a notification
-looks like (§7.1.2, §7.2.2.1, §8.4.3).
+§8 in ``http://jabber.org/protocol/pubsub#errors``), what a notification
+looks like (§7.1.2, §7.2.2.1, §8.4.3), which JIDs a subscriber (§6.1.3.1)
+or an owner (§8.8.2, with the subscribed entity's consent) may subscribe,
+within which quotas (§6.1.3.9), and which nodes disco#items lists (§5.2).
 
 Affiliations (§4.1), as applied here:
 
@@ -29,6 +31,7 @@ from lxml import etree
 
 from . import ns
 from .errors import StanzaError
+from .jid import JID, JIDError
 from .xml import Element
 
 NS = "http://jabber.org/protocol/pubsub"
@@ -73,6 +76,8 @@ class Limits:
     max_items: int = 100            # the highest pubsub#max_items a node may set
     max_nodes: int = 1000           # nodes per service
     max_payload: int = 65536        # bytes of one item's payload
+    max_subscriptions_per_node: int = 1000  # subscribed JIDs of one node
+    max_subscriptions_per_jid: int = 10     # of them with one bare JID (itself, full JIDs)
 
 
 # Option -> (default, normalizer returning None when the value is invalid).
@@ -231,6 +236,120 @@ def may_retract(affiliation: str, own_item: bool) -> bool:
 
 def is_owner(affiliation: str) -> bool:
     return affiliation == "owner"
+
+
+def may_discover(affiliation: str, config: Mapping[str, str]) -> bool:
+    """§5.2 (disco#items on the service): an open node is listed to anyone, a
+    whitelist node (§4.5) only to those on its list, i.e. with an
+    affiliation that lets them subscribe or publish (owner, publisher,
+    publish-only, member); to anyone else it does not exist."""
+    if config.get("pubsub#access_model", "open") != "whitelist":
+        return True
+    return affiliation in ("owner", "publisher", "publish-only", "member")
+
+
+def _bare(jid: str) -> str:
+    """The bare part of a prepared JID (its resource starts at the first '/')."""
+    return jid.partition("/")[0]
+
+
+def subscriber(action: Element, requester: JID) -> str:
+    """The 'jid' of a (un)subscribe request (prepared): the requester's bare
+    or full JID. Missing: <bad-request/> + <jid-required/>; not a JID:
+    <bad-request/> + <invalid-jid/>; someone else's: to subscribe,
+    <bad-request/> + <invalid-jid/> (§6.1.3.1), to unsubscribe,
+    <forbidden/> (§6.2.3.3)."""
+    text = action.get("jid")
+    if not text:
+        raise error("bad-request", "jid-required", text="a 'jid' attribute is required")
+    try:
+        jid = JID.parse(text)
+    except JIDError:
+        raise error("bad-request", "invalid-jid", text="'jid' is not a JID") from None
+    if jid.bare != requester.bare:
+        if etree.QName(action).localname == "unsubscribe":
+            raise StanzaError("forbidden", "you can only unsubscribe your own JID")
+        raise error("bad-request", "invalid-jid", text="you can only subscribe your own JID")
+    return str(jid)
+
+
+def owner_may_subscribe(owner: str, jid: str, subscriptions: Mapping[str, str]) -> bool:
+    """§8.8.2 (modify subscriptions) as served here: an owner (bare JID) may
+    set 'subscribed' only for a JID of his own bare JID, or for a JID that
+    is subscribed already (nothing changes). Anyone else subscribes
+    themselves (§6.1), which is their consent: an owner cannot make the
+    service send notifications to someone who did not ask for them (the
+    XEP defines no approval flow for the subscribed entity)."""
+    return jid in subscriptions or _bare(jid) == owner
+
+
+def subscription_changes(subscriptions: Element) -> list[tuple[str, str]]:
+    """(prepared JID, 'subscribed' or 'none') of each ``<subscription/>`` of an
+    owner's ``<subscriptions/>`` set (§8.8.2), in order; one without
+    'subscription' changes nothing (§8.8.2.1). A JID that does not parse is
+    ``<jid-malformed/>``, another state ``<bad-request/>``: nothing of the
+    request is applied."""
+    out = []
+    for s in subscriptions.findall(f"{{{NS_OWNER}}}subscription"):
+        try:
+            jid = str(JID.parse(s.get("jid", "")))
+        except JIDError:
+            raise StanzaError("jid-malformed", f"bad jid {s.get('jid')!r}") from None
+        state = s.get("subscription")
+        if state is None:
+            continue
+        if state not in ("subscribed", "none"):
+            raise StanzaError("bad-request", f"subscription {state!r} is not supported")
+        out.append((jid, state))
+    return out
+
+
+def refuse_subscriptions(subscriptions: Element, refused: list[str],
+                         current: Mapping[str, str]) -> StanzaError:
+    """§8.8.2.4: ``<not-acceptable/>`` "with the invalid entries, where the
+    subscription returned is the original, un-altered subscription". The
+    error reply echoes the request's payload (RFC 6120 §8.3.1,
+    :func:`vinespy.xml.error_reply`), so the request's ``<subscriptions/>``
+    is trimmed to those entries, each with its state in ``current``."""
+    for old in list(subscriptions):
+        subscriptions.remove(old)
+    for jid in dict.fromkeys(refused):
+        s = etree.SubElement(subscriptions, f"{{{NS_OWNER}}}subscription")
+        s.set("jid", jid)
+        s.set("subscription", "subscribed" if jid in current else "none")
+    return StanzaError("not-acceptable", "an owner subscribes only JIDs of his own; others "
+                       "subscribe themselves (XEP-0060 §6.1), within the node's limits")
+
+
+def too_many_subscriptions(jid: str, subscriptions: Mapping[str, str],
+                           limits: Limits) -> StanzaError | None:
+    """None if ``jid`` (a prepared bare or full JID) may be subscribed to a
+    node whose subscriptions are ``subscriptions``, else the error of
+    §6.1.3.9 (Too Many Subscriptions): the node has
+    ``max_subscriptions_per_node``, or ``max_subscriptions_per_jid`` of them
+    belong to ``jid``'s bare JID ("the service can match on bare JID or full
+    JID"). A JID already subscribed takes no new subscription.
+
+    The error is ``<not-allowed/>`` + ``<too-many-subscriptions/>``: the
+    pubsub condition is the XEP's, the stanza condition is not its
+    ``<policy-violation/>`` (type wait), which older clients cannot parse
+    (slixmpp 1.x raises on it and its request never completes; see also
+    :func:`vinespy.roster.admit`), while ``<not-allowed/>`` (RFC 6120
+    §8.3.3.11, type cancel) is understood everywhere, says that retrying as
+    is will not help, and is what ejabberd answers at its
+    ``max_subscriptions_node``."""
+    if jid in subscriptions:
+        return None
+    if len(subscriptions) >= limits.max_subscriptions_per_node:
+        return error("not-allowed", "too-many-subscriptions",
+                     text=f"this node has {limits.max_subscriptions_per_node} subscriptions, "
+                          "the most allowed here")
+    bare = _bare(jid)
+    if sum(1 for j in subscriptions if _bare(j) == bare) >= limits.max_subscriptions_per_jid:
+        return error("not-allowed", "too-many-subscriptions",
+                     text=f"{bare} has {limits.max_subscriptions_per_jid} subscriptions to "
+                          "this node (its bare and full JIDs), the most allowed here")
+    return None
 
 
 # -- notifications (§7.1.2, §7.2.2.1, §8.4.3) -----------------------------------

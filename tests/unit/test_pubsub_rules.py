@@ -146,6 +146,47 @@ def test_may_retract() -> None:
     assert not pubsub.may_retract("member", True) and not pubsub.may_retract("none", True)
 
 
+@pytest.mark.parametrize("aff, config, listed", [
+    ("none", OPEN, True), ("outcast", OPEN, True), ("none", {}, True),
+    ("none", WHITE, False), ("outcast", WHITE, False),
+    ("owner", WHITE, True), ("publisher", WHITE, True), ("publish-only", WHITE, True),
+    ("member", WHITE, True),
+])
+def test_may_discover(aff: str, config: dict[str, str], listed: bool) -> None:
+    """§5.2: a whitelist node is listed only to those on its list."""
+    assert pubsub.may_discover(aff, config) is listed
+
+
+def test_owner_may_subscribe_only_with_consent() -> None:
+    """§8.8.2 as served: the owner's own JIDs, or a subscription that exists."""
+    subs = {"carol@w.lit/x": "s1"}
+    assert pubsub.owner_may_subscribe("alice@w.lit", "alice@w.lit", subs)
+    assert pubsub.owner_may_subscribe("alice@w.lit", "alice@w.lit/made-up", subs)
+    assert pubsub.owner_may_subscribe("alice@w.lit", "carol@w.lit/x", subs)
+    assert not pubsub.owner_may_subscribe("alice@w.lit", "carol@w.lit", subs)
+    assert not pubsub.owner_may_subscribe("alice@w.lit", "bob@w.lit", subs)
+    assert not pubsub.owner_may_subscribe("alice@w.lit", "alice@w.lit.evil", subs)
+
+
+def test_too_many_subscriptions() -> None:
+    """§6.1.3.9: per node, and per bare JID (bare and full JIDs) on a node;
+    a JID already subscribed takes no new one."""
+    limits = Limits(max_subscriptions_per_node=4, max_subscriptions_per_jid=2)
+    subs = {"bob@w.lit": "1", "bob@w.lit/a": "2", "carol@w.lit/a/b": "3"}
+    assert pubsub.too_many_subscriptions("bob@w.lit/a", subs, limits) is None
+    err = pubsub.too_many_subscriptions("bob@w.lit/b", subs, limits)
+    assert err is not None and conditions(err) == ("not-allowed", "too-many-subscriptions")
+    assert err.type == "cancel" and "bob@w.lit" in (err.text or "")
+    assert pubsub.too_many_subscriptions("carol@w.lit", subs, limits) is None
+    assert pubsub.too_many_subscriptions("dave@w.lit", subs, limits) is None
+    subs["dave@w.lit"] = "4"
+    err = pubsub.too_many_subscriptions("erin@w.lit", subs, limits)
+    assert err is not None and conditions(err) == ("not-allowed", "too-many-subscriptions")
+    assert pubsub.too_many_subscriptions("dave@w.lit", subs, limits) is None
+    assert Limits().max_subscriptions_per_node == 1000
+    assert Limits().max_subscriptions_per_jid == 10
+
+
 def test_notifications() -> None:
     payload = etree.Element("{urn:example}entry")
     ev = pubsub.published("news", "i1", payload)
@@ -160,3 +201,30 @@ def test_notifications() -> None:
     assert d.find(f"{{{NS_EVENT}}}delete").get("node") == "news"
     p = pubsub.purged("news")
     assert [(e.tag, e.get("node")) for e in p] == [(f"{{{NS_EVENT}}}purge", "news")]
+
+
+def test_subscription_changes_and_refusal() -> None:
+    """§8.8.2: entries read in order (no 'subscription': no change, §8.8.2.1);
+    a bad JID or state refuses the whole request; §8.8.2.4: the refused
+    entries, with their unchanged state, replace the request's children."""
+    ns = pubsub.NS_OWNER
+    subs = etree.Element(f"{{{ns}}}subscriptions", node="n")
+    for jid, state in (("Bob@W.lit", "subscribed"), ("carol@w.lit/x", None),
+                       ("dave@w.lit", "none"), ("erin@w.lit", "subscribed")):
+        el = etree.SubElement(subs, f"{{{ns}}}subscription", jid=jid)
+        if state is not None:
+            el.set("subscription", state)
+    assert pubsub.subscription_changes(subs) == [
+        ("bob@w.lit", "subscribed"), ("dave@w.lit", "none"), ("erin@w.lit", "subscribed")]
+    err = pubsub.refuse_subscriptions(subs, ["bob@w.lit", "erin@w.lit", "bob@w.lit"],
+                                      {"erin@w.lit": "s"})
+    assert err.condition == "not-acceptable" and err.type == "modify"
+    assert [(e.get("jid"), e.get("subscription")) for e in subs] == [
+        ("bob@w.lit", "none"), ("erin@w.lit", "subscribed")]
+    for jid, state, cond in (("@bad", "none", "jid-malformed"),
+                             ("bob@w.lit", "pending", "bad-request")):
+        bad = etree.Element(f"{{{ns}}}subscriptions")
+        etree.SubElement(bad, f"{{{ns}}}subscription", jid=jid, subscription=state)
+        with pytest.raises(StanzaError) as exc:
+            pubsub.subscription_changes(bad)
+        assert exc.value.condition == cond

@@ -1,10 +1,14 @@
 """XEP-0030: Service Discovery for the server and, on their behalf, its accounts.
 
-The server (``to`` a served domain) answers with its identity and the
-``features`` of every loaded module. A hosted account (``to`` its bare JID;
-``self`` when a user asks about their own) is answered by the server, never
-forwarded to a resource (XEP-0030 §3.1), under the rules of §8 (Security
-Considerations) against directory harvesting:
+The server (``to`` a served domain) answers disco#info with its identity and
+the ``features`` of every loaded module, and disco#items with the services
+served for that domain (XEP-0030 §4; its pubsub services, e.g.
+``games.wonderland.lit``, which is how clients find them, XEP-0060 §5.1).
+
+A hosted account (``to`` its bare JID; ``self`` when a user asks about their
+own) is answered by the server, never forwarded to a resource (XEP-0030
+§3.1), under the rules of §8 (Security Considerations) against directory
+harvesting:
 
 * disco#info: "the server MUST return a <service-unavailable/> error if ...
   the target entity does not exist (no matter if the request specifies a node
@@ -63,10 +67,16 @@ class Disco(Module):
         node = ev.stanza[0].get("node")
         if node:
             raise StanzaError("item-not-found", f"no node {node!r} here")
-        # TODO(pubsub and components issues): list the pubsub services and
-        # components of the host config (games.wonderland.lit...) once they
-        # are served; until then there is nothing to list.
-        return element(ns.DISCO_ITEMS, "query")
+        q = element(ns.DISCO_ITEMS, "query")
+        for service in self.services():
+            child(q, ns.DISCO_ITEMS, "item", jid=service)
+        return q
+
+    def services(self) -> list[str]:
+        """The service domains the router hands to this host's modules (the
+        pubsub services ``pubsub = ["games"]`` makes games.DOMAIN), sorted."""
+        router = self.host.router
+        return sorted(d for d, host in router.services.items() if host is self.host)
 
     @iq("get", ns.DISCO_INFO, "query", to=("self", "bare"))
     async def account_info(self, ev: StanzaEvent) -> Element:

@@ -20,13 +20,38 @@ Use cases (XEP-0060 section):
 * owner: create (named and instant, with a configuration form, §8.1),
   configure (§8.2), delete (§8.4, subscribers notified), purge (§8.5, one
   ``<purge/>`` notification when notify_retract),
-  manage affiliations (§8.9) and view subscriptions (§8.8);
+  manage affiliations (§8.9) and subscriptions (§8.8, with consent: below);
 * disco#info and disco#items on the service and on its nodes (§5.1–5.5).
 
 Subscriptions belong to JIDs, not to connections: they survive logout. A
 notification goes to the subscribed JID as a ``headline`` message; to a bare
 JID it reaches every available resource (RFC 6121 §8.5.2.1.1), wherever it
 is connected.
+
+Nobody receives what they did not ask for, from someone they may not hear:
+
+* Consent (§8.8.2, decided here): an owner's ``<subscriptions/>`` set
+  removes anyone ('none') but sets 'subscribed' only for JIDs of the
+  owner's own bare JID or for a subscription that exists (no change).
+  Anyone else subscribes themselves (§6.1, their own JIDs only: §6.1.3.1),
+  which is their consent; the XEP has no way to ask them, and an owner who
+  could subscribe others could send anything to any user of the server,
+  around ``cross_domain_messages`` and blocklists. Refused entries are
+  answered as §8.8.2.4 says (``<not-acceptable/>`` with those entries, the
+  others applied).
+* A notification does not go to a subscriber whom the entity that caused
+  it (publisher, retractor, purger, deleter) could not message: across
+  served domains unless both allow ``cross_domain_messages``
+  (``Router.cross_domain``), nor when the subscriber's XEP-0191 blocklist
+  covers that entity (asked of the blocking module of her domain).
+* Quotas (``[host.options.pubsub]``): ``max_subscriptions_per_node`` JIDs
+  per node, ``max_subscriptions_per_jid`` of them with one bare JID (bare
+  and full JIDs, made-up resources included); past either, §6.1.3.9's
+  ``<too-many-subscriptions/>`` (:func:`vinespy.pubsub.too_many_subscriptions`).
+  The count is read before the write: requests handled at the same moment
+  may pass it by a few.
+* disco#items on the service lists a whitelist node only to those on its
+  list (owner, publisher, publish-only, member).
 """
 
 from __future__ import annotations
@@ -45,6 +70,7 @@ from ..pubsub import NS, NS_OWNER, Limits, error
 from ..storage.pubsub import PubSubStore
 from ..xml import Element, child, element, stanza
 from . import Module, Option, iq
+from .blocking import Blocking, matches
 
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
 DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
@@ -71,6 +97,8 @@ class PubSub(Module):
         "max_items": Option(int, default=100, min=1, max=100000),
         "max_nodes": Option(int, default=1000, min=1, max=10_000_000),
         "max_payload": Option(int, default=65536, min=256, max=16_777_216),
+        "max_subscriptions_per_node": Option(int, default=1000, min=1, max=10_000_000),
+        "max_subscriptions_per_jid": Option(int, default=10, min=1, max=10_000),
     }
 
     def __init__(self, host: Any) -> None:
@@ -79,9 +107,8 @@ class PubSub(Module):
         self.store: PubSubStore | None = None
 
     async def start(self) -> None:
-        self.limits = Limits(max_items=self.option("max_items"),
-                             max_nodes=self.option("max_nodes"),
-                             max_payload=self.option("max_payload"))
+        # Each option is the field of Limits of the same name.
+        self.limits = Limits(**{name: self.option(name) for name in self.options})
         self.store = self.host.pubsub_store
 
     async def stop(self) -> None:
@@ -105,19 +132,42 @@ class PubSub(Module):
             raise StanzaError("item-not-found", f"no node {node!r} at {service}")
         return node, dict(n.config), await store.affiliations(service, node)
 
-    async def _notify(self, service: str, node: str, payload: Element,
+    async def _notify(self, service: str, node: str, payload: Element, cause: JID,
                       subscribers: Iterable[str] | None = None) -> int:
         """One headline message per subscribed JID (``subscribers``, else the
-        node's), routed together; each carries its own copy of ``payload``."""
+        node's) that ``cause`` (who made the change) may reach, routed
+        together; each carries its own copy of ``payload``."""
         if subscribers is None:
             subscribers = await self._store().subscriptions(service, node)
         out = []
         for jid in subscribers:
+            if not await self._reaches(cause, jid):
+                continue
             msg = stanza("message", frm=service, to=jid, type="headline")
             msg.append(copy.deepcopy(payload))
             out.append(msg)
         await self.send_many(out)
         return len(out)
+
+    async def _reaches(self, cause: JID, subscriber: str) -> bool:
+        """Whether ``cause`` could reach ``subscriber`` with a message: not
+        across served domains that do not both allow it (the router's
+        ``cross_domain``), nor when ``subscriber``'s XEP-0191 blocklist
+        covers ``cause`` (§3.5: the service relays what the blocked entity
+        caused)."""
+        try:
+            to = JID.parse(subscriber)
+        except JIDError:
+            return False
+        router = self.host.router
+        if (to.domain != cause.domain and to.domain in router.hosts
+                and cause.domain in router.hosts
+                and not router.cross_domain(cause.domain, to.domain)):
+            return False
+        host = router.hosts.get(to.domain)
+        blocking = host.module("blocking") if host is not None else None
+        return not (isinstance(blocking, Blocking)
+                    and matches(await blocking.blocklist(to.bare), cause))
 
     @staticmethod
     def _action(ev: StanzaEvent, *names: str) -> Element:
@@ -175,11 +225,25 @@ class PubSub(Module):
                     it.set("jid", service)
                     it.set("name", item.id)
             return q
+        requester = str(ev.frm.bare)
         for name in await store.nodes(service):
-            it = child(q, DISCO_ITEMS, "item")
-            it.set("jid", service)
-            it.set("node", name)
+            if await self._discoverable(service, name, requester):
+                it = child(q, DISCO_ITEMS, "item")
+                it.set("jid", service)
+                it.set("node", name)
         return q
+
+    async def _discoverable(self, service: str, node: str, requester: str) -> bool:
+        """§5.2: may ``requester`` (a bare JID) see ``node`` listed; the
+        affiliations are read only for a node not listed to everyone."""
+        store = self._store()
+        n = await store.get(service, node)
+        if n is None:
+            return False
+        if rules.may_discover("none", n.config):
+            return True
+        aff = (await store.affiliations(service, node)).get(requester, "none")
+        return rules.may_discover(aff, n.config)
 
     # -- entity use cases (§5–7) ---------------------------------------------------
     @iq("set", NS, "pubsub", to=("service",))
@@ -277,7 +341,7 @@ class PubSub(Module):
             await store.publish(service, node, item_id, data, str(ev.frm),
                                 int(config.get("pubsub#max_items", "10")))
         await self._notify(service, node, rules.published(
-            node, item_id, payload if deliver else None))
+            node, item_id, payload if deliver else None), ev.frm)
         ps = element(NS, "pubsub")
         pub = child(ps, NS, "publish")
         pub.set("node", node)
@@ -303,37 +367,22 @@ class PubSub(Module):
         if not found or not await store.retract(service, node, item_id):
             raise StanzaError("item-not-found", f"no item {item_id!r} in {node!r}")
         if retract.get("notify") in ("1", "true") or config.get("pubsub#notify_retract") == "1":
-            await self._notify(service, node, rules.retracted(node, [item_id]))
+            await self._notify(service, node, rules.retracted(node, [item_id]), ev.frm)
         return None
-
-    def _subscriber(self, ev: StanzaEvent, action: Element) -> str:
-        """The 'jid' of a (un)subscribe request: the requester's bare or full
-        JID. Missing: <bad-request/> + <jid-required/>; not a JID:
-        <bad-request/> + <invalid-jid/>; someone else's: to subscribe,
-        <bad-request/> + <invalid-jid/> (§6.1.3.1), to unsubscribe,
-        <forbidden/> (§6.2.3.3)."""
-        text = action.get("jid")
-        if not text:
-            raise error("bad-request", "jid-required", text="a 'jid' attribute is required")
-        try:
-            jid = JID.parse(text)
-        except JIDError:
-            raise error("bad-request", "invalid-jid", text="'jid' is not a JID") from None
-        if jid.bare != ev.frm.bare:
-            if etree.QName(action).localname == "unsubscribe":
-                raise StanzaError("forbidden", "you can only unsubscribe your own JID")
-            raise error("bad-request", "invalid-jid", text="you can only subscribe your own JID")
-        return str(jid)
 
     async def _subscribe(self, ev: StanzaEvent, sub: Element) -> Element:
         service = ev.to.domain
         store = self._store()
         node, config, affs = await self._node(service, sub.get("node"))
-        jid = self._subscriber(ev, sub)
+        jid = rules.subscriber(sub, ev.frm)
         refused = rules.may_subscribe(affs.get(str(ev.frm.bare), "none"), config)
         if refused is not None:
             raise refused
-        subid = (await store.subscriptions(service, node)).get(jid) or secrets.token_hex(8)
+        subs = await store.subscriptions(service, node)
+        refused = rules.too_many_subscriptions(jid, subs, self.limits)
+        if refused is not None:
+            raise refused
+        subid = subs.get(jid) or secrets.token_hex(8)
         await store.subscribe(service, node, jid, subid)
         ps = element(NS, "pubsub")
         s = child(ps, NS, "subscription")
@@ -345,7 +394,7 @@ class PubSub(Module):
     async def _unsubscribe(self, ev: StanzaEvent, unsub: Element) -> None:
         service = ev.to.domain
         node, _, _ = await self._node(service, unsub.get("node"))
-        jid = self._subscriber(ev, unsub)
+        jid = rules.subscriber(unsub, ev.frm)
         if not await self._store().unsubscribe(service, node, jid):
             raise error("unexpected-request", "not-subscribed", type="cancel",
                         text=f"{jid} is not subscribed to {node!r}")
@@ -470,14 +519,14 @@ class PubSub(Module):
             subs = list((await store.subscriptions(service, node)))
             await store.delete(service, node)
             if config.get("pubsub#notify_delete", "1") == "1":
-                await self._notify(service, node, rules.deleted(node), subs)
+                await self._notify(service, node, rules.deleted(node), ev.frm, subs)
         elif name == "purge":
             if config.get("pubsub#persist_items", "1") != "1":     # §8.5.3.3
                 raise error("feature-not-implemented", "unsupported", feature="persistent-items",
                             text=f"node {node!r} does not persist items")
             await store.purge(service, node)
             if config.get("pubsub#notify_retract", "1") == "1":
-                await self._notify(service, node, rules.purged(node))
+                await self._notify(service, node, rules.purged(node), ev.frm)
         elif name == "affiliations":
             await self._set_affiliations(ev, action, node, config, affs)
         else:
@@ -520,17 +569,24 @@ class PubSub(Module):
                 await store.unsubscribe(service, node, sub)
 
     async def _set_subscriptions(self, ev: StanzaEvent, action: Element, node: str) -> None:
-        """§8.8.2: an owner subscribes or unsubscribes JIDs."""
+        """§8.8.2: an owner unsubscribes anyone, and subscribes only with
+        consent (:func:`vinespy.pubsub.owner_may_subscribe`) within the
+        quotas. Every entry is read first (a malformed one changes nothing);
+        the refused ones are answered as §8.8.2.4 says, the others applied."""
+        service = ev.to.domain
         store = self._store()
-        for s in action.findall(f"{{{NS_OWNER}}}subscription"):
-            try:
-                jid = str(JID.parse(s.get("jid", "")))
-            except JIDError:
-                raise StanzaError("jid-malformed", f"bad jid {s.get('jid')!r}") from None
-            state = s.get("subscription")
-            if state == "subscribed":
-                await store.subscribe(ev.to.domain, node, jid, secrets.token_hex(8))
-            elif state == "none":
-                await store.unsubscribe(ev.to.domain, node, jid)
-            else:
-                raise StanzaError("bad-request", f"subscription {state!r} is not supported")
+        subs = dict(await store.subscriptions(service, node))
+        owner = str(ev.frm.bare)
+        refused = []
+        for jid, state in rules.subscription_changes(action):
+            if state == "none":
+                await store.unsubscribe(service, node, jid)
+                subs.pop(jid, None)
+            elif not rules.owner_may_subscribe(owner, jid, subs) or (
+                    rules.too_many_subscriptions(jid, subs, self.limits) is not None):
+                refused.append(jid)
+            elif jid not in subs:
+                subs[jid] = secrets.token_hex(8)
+                await store.subscribe(service, node, jid, subs[jid])
+        if refused:
+            raise rules.refuse_subscriptions(action, refused, subs)
