@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any, Awaitable
-from xml.etree.ElementTree import Element, SubElement
+from xml.etree.ElementTree import Element, SubElement, tostring
 
 import pytest
 from slixmpp.exceptions import IqError
@@ -224,12 +224,12 @@ async def test_last_server_uptime(server: Running) -> None:
 
 
 async def test_last_activity_of_a_user(server: Running, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Forbidden to a stranger; 0 while online; after logout the seconds and the status text."""
+    """Not to a stranger; 0 while online; after logout the seconds and the status text."""
     a = await login(server, "alice")
     b = await login(server, "bob")
     alice, bob = a.boundjid.bare, b.boundjid.bare
     last = a.plugin["xep_0012"].get_last_activity
-    assert await error_of(last(bob, timeout=TIMEOUT)) == "forbidden"
+    assert await error_of(last(bob, timeout=TIMEOUT)) == "service-unavailable"
     await befriend(server, bob, alice, "from")
     iq = await last(bob, timeout=TIMEOUT)
     assert iq["last_activity"]["seconds"] == 0
@@ -243,7 +243,8 @@ async def test_last_activity_of_a_user(server: Running, monkeypatch: pytest.Monk
 
 
 async def test_last_activity_needs_presence_subscription(server: Running) -> None:
-    """Only the user and from/both contacts may ask; an unknown user is service-unavailable."""
+    """Only the user and from/both contacts may ask; others and an unknown user alike
+    get service-unavailable."""
     a = await login(server, "alice")
     alice = a.boundjid.bare
     await a.plugin["xep_0012"].get_last_activity(alice, timeout=TIMEOUT)   # oneself: allowed
@@ -255,9 +256,27 @@ async def test_last_activity_needs_presence_subscription(server: Running) -> Non
         if allowed:
             assert (await request)["last_activity"]["seconds"] == 0
         else:
-            assert await error_of(request) == "forbidden"
+            assert await error_of(request) == "service-unavailable"
     assert await error_of(a.plugin["xep_0012"].get_last_activity(
         f"nobody@{DOMAIN}", timeout=TIMEOUT)) == "service-unavailable"
+
+
+async def test_last_activity_does_not_tell_whether_an_account_exists(server: Running) -> None:
+    """A stranger asking about an account that exists, one that does not, and one
+    that blocked him gets the very same error element (no account harvesting)."""
+    a = await login(server, "alice")
+    await login(server, "bob")
+    carol = await server.login(await server.user("carol"), plugins=("xep_0191",))
+    await carol.plugin["xep_0191"].block(a.boundjid.bare, timeout=TIMEOUT)
+
+    async def error_xml(target: str) -> bytes:
+        with pytest.raises(IqError) as exc:
+            await a.plugin["xep_0012"].get_last_activity(target, timeout=TIMEOUT)
+        return tostring(exc.value.iq.xml.find("{jabber:client}error"))
+
+    answers = {who: await error_xml(f"{who}@{DOMAIN}") for who in ("bob", "nobody", "carol")}
+    assert answers["bob"] == answers["nobody"] == answers["carol"], answers
+    assert b"service-unavailable" in answers["bob"]
 
 
 # --- XEP-0030 account discovery ------------------------------------------------

@@ -33,3 +33,28 @@ async def test_cache_forgets_oldest(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(mod._cache) == 100 and alice not in mod._cache
     assert await mod.blocklist(alice) == {JID.parse(f"mallory@{DOMAIN}")}
     assert len(mod._locks) == blocking.LOCK_STRIPES
+
+
+async def test_cache_bounded_in_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lists of many long JIDs are forgotten, oldest first, once the cached
+    lists take more than about CACHE_BYTES; the newest list is always kept."""
+    monkeypatch.setattr(blocking, "CACHE_BYTES", 200_000, raising=False)
+    router = Router(Sessions())
+    host = Host(DOMAIN, HostConfig(domains=(DOMAIN,)), MemoryStorage(), router)
+    router.add_host(host)
+    modules.load(host, ["blocking"])
+    mod = host.modules["blocking"]
+    owners = [JID.parse(f"user{i}@{DOMAIN}") for i in range(20)]
+    for i, owner in enumerate(owners):         # 20 lists of 50 JIDs of 1,000 characters
+        await host.storage.put(owner, blocking.STORE,
+                               [f"{'x' * 990}{i:03}{j:03}@{DOMAIN}" for j in range(50)])
+        assert len(await mod.blocklist(owner)) == 50
+
+    def chars() -> int:
+        return sum(len(str(j)) for lst in mod._cache.values() for j in lst)
+    assert 0 < chars() <= 200_000 and owners[-1] in mod._cache and owners[0] not in mod._cache
+    assert len(await mod.blocklist(owners[0])) == 50      # read again from storage
+    assert owners[0] in mod._cache and chars() <= 200_000
+    # A single list larger than the whole budget is still kept while in use.
+    monkeypatch.setattr(blocking, "CACHE_BYTES", 1000, raising=False)
+    assert len(await mod.blocklist(owners[1])) == 50 and list(mod._cache) == [owners[1]]

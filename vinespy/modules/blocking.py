@@ -9,6 +9,16 @@
   interested resource of the user (§3.3, §3.4). On block, each available
   resource of the user sends ``<presence type='unavailable'/>`` to the newly
   blocked JIDs (§3.3).
+* A list holds at most ``max_items`` JIDs (option, default 1000: far more
+  than people block by hand, and it bounds what one user makes the server
+  store, rewrite on each change and keep in memory). A ``<block/>`` that
+  would go past it is refused as a whole with ``<not-acceptable/>`` (type
+  modify) and a text naming the limit. The XEP names no condition for this
+  ("Other standard XMPP stanza errors also apply", §3.3), so it is RFC
+  6120's §8.3.3.9: "does not meet criteria defined by the recipient or
+  server", and the user can modify the request (unblock some first).
+  ``<resource-constraint/>`` (§8.3.3.18) is type wait: it tells the client
+  to retry as is, which would fail again. Unblocking is never limited.
 * Inbound (§3.5, "blocked entity attempts to communicate"): a stanza from a
   blocked JID (full, bare, domain/resource or domain, as in XEP-0016) to the
   user is never delivered; a message or an IQ get/set is answered with
@@ -20,8 +30,10 @@
   presence and anything else is dropped.
 
 Each user's list is cached in memory once read, so checking a stanza costs no
-storage access. The list of a user is owned by the blocking module of the
-user's own domain.
+storage access: at most ``CACHE_MAX`` lists and about ``CACHE_BYTES`` of
+JIDs, the oldest forgotten first (a forgotten list is read again when
+needed). The list of a user is owned by the blocking module of the user's
+own domain.
 """
 
 from __future__ import annotations
@@ -34,13 +46,15 @@ from ..errors import StanzaError
 from ..events import StanzaEvent
 from ..jid import JID, JIDError
 from ..xml import Element, child, element, error_reply, jid_attr, local_name, stanza
-from . import Module, hook, iq
+from . import Module, Option, hook, iq
 
 BLOCKING = "urn:xmpp:blocking"
 BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
 STORE = "blocklist"
 LOCK_STRIPES = 64
 CACHE_MAX = 100_000     # blocklists kept in memory (most are empty)
+CACHE_BYTES = 64 << 20  # about the memory the cached lists may take together
+ENTRY_BYTES = 300       # about what one cached JID takes besides its characters
 _NONE: frozenset[JID] = frozenset()
 
 
@@ -54,19 +68,31 @@ def matches(blocked: frozenset[JID], jid: JID) -> bool:
             or (bool(jid.resource) and JID("", jid.domain, jid.resource) in blocked))
 
 
+def cost(blocked: frozenset[JID]) -> int:
+    """About the bytes a cached list takes: its key and each JID, with the
+    JIDs' characters (one may have 3 KB of them, RFC 7622 §3.1)."""
+    return ENTRY_BYTES * (1 + len(blocked)) + sum(
+        len(j.local) + len(j.domain) + len(j.resource) for j in blocked)
+
+
 class Blocking(Module):
     name = "blocking"
     xep = "XEP-0191"
     features = (BLOCKING,)
+    options = {"max_items": Option(int, default=1000, min=1, max=100_000)}
 
     def __init__(self, host: Any) -> None:
         super().__init__(host)
+        self.max_items: int = self.option("max_items")
         # Every stanza to a local address consults the recipient's list, so
         # neither the locks nor the cache may grow with the addresses clients
         # make up: a fixed pool of striped locks (one JID always maps to the
-        # same lock), and a cache that forgets its oldest entries.
+        # same lock), and a cache that forgets its oldest entries, bounded in
+        # lists and in bytes (lists of long JIDs must not add up unseen).
         self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
         self._cache: dict[JID, frozenset[JID]] = {}
+        self._costs: dict[JID, int] = {}
+        self._cached_bytes = 0
         # Bumped (per stripe) by every change: a read that a change overtook
         # is not cached. Reads take no lock, so routing a stanza while a
         # block holds the lock (its unavailable presence) cannot deadlock.
@@ -76,17 +102,25 @@ class Blocking(Module):
         return self._locks[hash(bare) % LOCK_STRIPES]
 
     def _remember(self, bare: JID, blocked: frozenset[JID]) -> None:
+        """Cache ``blocked`` as the newest entry; forget the oldest ones past
+        either bound, but never the one just cached (it is in use)."""
         cache = self._cache
-        cache.pop(bare, None)
+        self._forget(bare)
         cache[bare] = blocked
-        while len(cache) > CACHE_MAX:
-            del cache[next(iter(cache))]
+        self._costs[bare] = size = cost(blocked)
+        self._cached_bytes += size
+        while len(cache) > 1 and (len(cache) > CACHE_MAX or self._cached_bytes > CACHE_BYTES):
+            self._forget(next(iter(cache)))
+
+    def _forget(self, bare: JID) -> None:
+        if self._cache.pop(bare, None) is not None:
+            self._cached_bytes -= self._costs.pop(bare)
 
     @hook("user-changed")
     def user_changed(self, bare: JID) -> None:
         """Another cluster node changed ``bare``'s data: read the list anew."""
         self._gens[hash(bare) % LOCK_STRIPES] += 1
-        self._cache.pop(bare, None)
+        self._forget(bare)
 
     async def blocklist(self, bare: JID) -> frozenset[JID]:
         """The cached list of ``bare``, read from storage on first need."""
@@ -129,12 +163,9 @@ class Blocking(Module):
 
     @staticmethod
     def _items(payload: Element) -> list[JID]:
-        jids: list[JID] = []
-        for item in payload.iter(f"{{{BLOCKING}}}item"):
-            jid = jid_attr(item)
-            if jid not in jids:
-                jids.append(jid)
-        return jids
+        """The items' JIDs, each once, in order (a dict: linear in the items)."""
+        return list(dict.fromkeys(jid_attr(item)
+                                  for item in payload.iter(f"{{{BLOCKING}}}item")))
 
     @iq("set", BLOCKING, "block", to=("self",))
     async def block(self, ev: StanzaEvent) -> None:
@@ -147,6 +178,10 @@ class Blocking(Module):
             if current is None:
                 current = await self._load(bare)
             new = [j for j in jids if j not in current]
+            if len(current) + len(new) > self.max_items:
+                raise StanzaError("not-acceptable",
+                                  f"a blocklist holds at most {self.max_items} JIDs; "
+                                  f"{len(current)} are blocked, unblock some first")
             updated = current | frozenset(new)
             await self.host.storage.put(bare, STORE, sorted(str(j) for j in updated))
             # §3.3: the user's available resources go unavailable for the newly

@@ -14,14 +14,23 @@
   forgotten again when the user sends available presence.
 * "a server MUST NOT return last activity information to an entity that is
   not authorized to view the user's presence information (normally via
-  presence subscription), and MUST return a "Forbidden" error": only the
-  user and contacts with a subscription of "from" or "both" on the user's
-  roster may ask; anyone else gets ``<forbidden/>``.
-* An account that does not exist: the XEP says nothing; RFC 6121 §8.5.1
-  (an IQ to a bare JID whose account does not exist: ``<service-unavailable/>``)
-  applies. An authorized asker about an account with no logout on record
-  (never logged out since it was created) also gets
-  ``<service-unavailable/>``, with a text saying so.
+  presence subscription)": only the user and contacts with a subscription
+  of "from" or "both" on the user's roster may ask.
+* Anyone else gets ``<service-unavailable/>`` (no text), exactly what an
+  account that does not exist gets (RFC 6121 §8.5.1: an IQ to a bare JID
+  without an account is answered ``<service-unavailable/>``), and what a
+  sender the user has blocked gets (XEP-0191 §3.5). §3 goes on "... and MUST
+  return a "Forbidden" error", but a ``<forbidden/>`` that only existing
+  accounts answer tells a stranger which accounts exist (the harvesting
+  that §8 "Security Considerations" means to prevent: "A server MUST NOT
+  allow an unauthorized entity to learn a user's network availability"),
+  and a ``<forbidden/>`` for missing accounts too would break RFC 6121
+  §8.5.1 and still tell apart the users who blocked the asker. RFC 6120
+  §13.11 recommends ``<service-unavailable/>`` against directory harvesting
+  for this reason; vCard and disco#info answer the same way. An authorized
+  asker about an account with no logout on record (never logged out since
+  it was created) also gets ``<service-unavailable/>``, with a text saying
+  so.
 * To a full JID the router delivers the request to that resource (§4: the
   client answers with its idle time, or not).
 """
@@ -74,10 +83,9 @@ class Last(Module):
     @iq("get", LAST, "query", to=("self", "bare"))
     async def account(self, ev: StanzaEvent) -> Element:
         user = await self.host.storage.find_user(ev.to)
-        if user is None:
+        if user is None or not sees_presence(user, ev.frm):
+            # The same answer for "no such account" and "not yours to see".
             raise StanzaError("service-unavailable")
-        if not sees_presence(user, ev.frm):
-            raise StanzaError("forbidden", "you may not see this user's presence")
         if self.host.sessions.available(user.jid):
             return last_query(0)
         record = await self.host.storage.get(user.jid, STORE)

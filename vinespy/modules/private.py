@@ -29,19 +29,44 @@ there. The rules, quoted from XEP-0049 1.2 §2.3 and §3:
   returns each stored element, or the empty element asked for when nothing
   is stored under that name.
 
+* Limits (options; the XEP sets none): a fragment larger than ``max_size``
+  bytes serialized (default 65536, as a vCard and a pubsub item: the
+  default stanza limit, so no client that works today is refused) and a set
+  that would keep more than ``max_fragments`` qualified names for the user
+  (default 100: clients keep a handful, bookmarks, roster notes and
+  preferences) are refused as a whole with ``<not-acceptable/>`` (type
+  modify) and a text naming the limit: RFC 6120 §8.3.3.9, "does not meet
+  criteria defined by the recipient or server", the condition the XEP
+  already uses for what the server will not store ("Not Acceptable": "The
+  IQ get or set is qualified by a reserved namespace"). Not
+  ``<resource-constraint/>`` (§8.3.3.18), whose type wait tells the client
+  to retry as is. Together they bound a user's private storage (100 x 64
+  KiB by default), whatever the stanza limit. The names a user has stored are
+  counted in the keyval store ``private_names`` (the SHA-256 of each
+  qualified name, so long names cost little); a fragment stored before
+  that count existed counts from the first time it is set again.
+
 XEP-0049 defines no service discovery feature, so none is advertised.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+from typing import Any
+
 from ..errors import StanzaError
 from ..events import StanzaEvent
+from ..jid import JID
+from ..storage import xml_bytes
 from ..xml import Element, element, local_name, namespace
-from . import Module, iq
+from . import Module, Option, iq
 
 PRIVATE = "jabber:iq:private"
 RESERVED_PREFIXES = ("jabber:", "http://jabber.org/")
 RESERVED = frozenset({"vcard-temp"})
+NAMES = "private_names"     # keyval store: the SHA-256 of each stored qualified name
+LOCK_STRIPES = 64
 
 
 def reserved(ns: str) -> bool:
@@ -49,9 +74,28 @@ def reserved(ns: str) -> bool:
     return not ns or ns in RESERVED or ns.startswith(RESERVED_PREFIXES)
 
 
+def name_key(fragment: Element) -> str:
+    """What counts ``fragment``'s qualified name: the SHA-256 of ``ns``, NUL,
+    ``name`` (XML text holds no NUL, so no two names share it)."""
+    qualified = f"{namespace(fragment)}\0{local_name(fragment)}"
+    return hashlib.sha256(qualified.encode("utf-8")).hexdigest()
+
+
 class Private(Module):
     name = "private"
     xep = "XEP-0049"
+    options = {
+        "max_fragments": Option(int, default=100, min=1, max=100_000),
+        "max_size": Option(int, default=65536, min=1024, max=16 * 1024 * 1024),
+    }
+
+    def __init__(self, host: Any) -> None:
+        super().__init__(host)
+        self.max_fragments: int = self.option("max_fragments")
+        self.max_size: int = self.option("max_size")
+        # A fixed pool (one JID always maps to the same lock): counting and
+        # storing one user's names is serialized within this process.
+        self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
 
     def _fragments(self, ev: StanzaEvent) -> list[Element]:
         """The query's elements, once every rule above holds."""
@@ -84,6 +128,33 @@ class Private(Module):
 
     @iq("set", PRIVATE, "query", to=("self", "bare", "host"))
     async def store(self, ev: StanzaEvent) -> None:
-        for fragment in self._fragments(ev):
-            await self.host.storage.save_fragment(ev.to, fragment)
+        fragments = self._fragments(ev)
+        for fragment in fragments:
+            size = len(xml_bytes(fragment))
+            if size > self.max_size:
+                raise StanzaError("not-acceptable", f"<{local_name(fragment)}/> is {size} bytes; "
+                                                    f"at most {self.max_size} are kept")
+        bare = ev.to.bare
+        async with self._locks[hash(bare) % LOCK_STRIPES]:
+            await self._count(bare, fragments)
+            for fragment in fragments:
+                await self.host.storage.save_fragment(bare, fragment)
         return None
+
+    async def _count(self, bare: JID, fragments: list[Element]) -> None:
+        """Add the new names among ``fragments`` to the user's count, or refuse
+        the set if they would take it past ``max_fragments``."""
+        stored = await self.host.storage.get(bare, NAMES)
+        if not isinstance(stored, list) or not all(isinstance(k, str) for k in stored):
+            if stored is not None:
+                self.log.warning("ignoring a malformed %s record of %s", NAMES, bare)
+            stored = []
+        known = set(stored)
+        new = [key for key in map(name_key, fragments) if key not in known]
+        if not new:
+            return
+        if len(known) + len(new) > self.max_fragments:
+            raise StanzaError("not-acceptable",
+                              f"at most {self.max_fragments} private XML elements are kept "
+                              f"per user; {len(known)} are stored")
+        await self.host.storage.put(bare, NAMES, stored + new)
