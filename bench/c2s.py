@@ -160,26 +160,34 @@ async def pingpong(a: Client, b: Client, window: int, stop: asyncio.Event,
     await asyncio.gather(side(a, b, msg_to_b), side(b, a, msg_to_a))
 
 
+async def start_server(tmp: Path, config: Path, port: int, cpu: int | None
+                       ) -> tuple[subprocess.Popen[bytes], ssl.SSLContext]:
+    """``vinespy start`` on ``config`` (pinned to ``cpu`` if given), once its
+    client port accepts; and a TLS context that trusts anything (bench only)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "vinespy", "start", "-c", str(config)]
+    if cpu is not None and shutil.which("taskset"):
+        cmd = ["taskset", "-c", str(cpu), *cmd]
+    proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            await asyncio.sleep(0.05)
+    return proc, ctx
+
+
 async def main(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="vinespy-bench-"))
     port = free_port()
     total_users = max(args.idle + 10, 2 * args.pairs)
     config = await make_site(tmp, total_users, port)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "vinespy", "start", "-c", str(config)]
-    if args.cpu is not None and shutil.which("taskset"):
-        cmd = ["taskset", "-c", str(args.cpu), *cmd]
-    proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL)
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
+    proc, ctx = await start_server(tmp, config, port, args.cpu)
     try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                await asyncio.sleep(0.05)
         pid = proc.pid
         print(f"vinespy pid {pid}; python {sys.version.split()[0]}; "
               f"uvloop {'yes' if _has_uvloop() else 'no'}")

@@ -31,6 +31,14 @@ Roster sets
     update to the stored record; :func:`item_element` and
     :func:`removal_element` build the ``<item/>`` of roster results and
     pushes (§2.1.4, §2.1.6, §2.5.2).
+
+Limits
+    :class:`Limits` holds the server-configured bounds (``[host.options.roster]``):
+    items per roster, strangers' pending requests per user, groups per item
+    and bytes of a name or group. :func:`parse_roster_set` checks the size of
+    one item; :func:`admit` checks, for any change to a stored record (roster
+    set, outbound or inbound subscription stanza), that it does not make the
+    roster hold more records than allowed.
 """
 
 from __future__ import annotations
@@ -58,8 +66,17 @@ _QUERY = f"{{{ROSTER}}}query"
 SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
 
 #: Default server-configured limit (UTF-8 bytes) on a roster item's name and
-#: on each group name (RFC 6121 §2.3.3 leaves the value to the server).
+#: on each group name (RFC 6121 §2.3.3 leaves the value to the server): the
+#: size RFC 7622 §3.3.1 allows a localpart, so a name made from a JID fits.
 MAX_LENGTH = 1023
+#: Default limit on the ``<group/>`` elements of one item (§2.3.3 again: a
+#: server-configured limit); with MAX_LENGTH it bounds an item to about 26 KB.
+MAX_GROUPS = 25
+#: Default limit on a user's roster items (visible records).
+MAX_ITEMS = 1000
+#: Default limit on the strangers' requests a user keeps unanswered (hidden
+#: records, Appendix A.1 state 3).
+MAX_PENDING = 100
 
 _OPAQUE = get_profile("OpaqueString")
 
@@ -395,6 +412,58 @@ def visible(contact: Contact | None) -> bool:
 
 
 # --------------------------------------------------------------------------
+# Limits
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Limits:
+    """Server-configured bounds on one user's roster (the defaults above)."""
+
+    items: int = MAX_ITEMS          # roster items (visible records)
+    pending: int = MAX_PENDING      # strangers' unanswered requests (hidden records)
+    groups: int = MAX_GROUPS        # <group/> elements of one item
+    length: int = MAX_LENGTH        # UTF-8 bytes of a name, and of each group
+
+
+def admit(items: int, pending: int, before: Contact | None, after: Contact | None,
+          limits: Limits) -> None:
+    """Raise StanzaError if storing ``after`` in place of ``before`` (both for
+    the same JID; None = no record) in a roster that holds ``items`` roster
+    items and ``pending`` hidden records exceeds ``limits``.
+
+    Only a change that adds a record can: one that makes a roster item
+    (``visible(after)`` where ``before`` was none or hidden: a roster set, an
+    outbound subscribe or pre-approval, approving a stranger's request), or
+    one that records a new request from a stranger (a hidden record where
+    there was none). Anything else (updating an item, a request from a
+    contact already in the roster) passes even at the limit.
+
+    * ``limits.items`` roster items held -> ``<not-allowed/>``. RFC 6121
+      names no condition for a full roster (§2.3.3 lists forbidden,
+      bad-request and not-acceptable, none about the number of items), so
+      the choice is among RFC 6120's: ``<resource-constraint/>`` (§8.3.3.18,
+      type wait) would tell the client to retry, which fails again until the
+      user removes items; ``<policy-violation/>`` (§8.3.3.15) fits in words
+      but older clients cannot parse it (slixmpp 1.17 raises on it);
+      ``<not-allowed/>`` (§8.3.3.11, type cancel) is understood everywhere
+      and says that retrying as is will not help.
+    * ``limits.pending`` strangers' requests waiting -> ``<resource-constraint/>``
+      to the requester (type wait): RFC 6121 §3.1.3 obliges the contact's
+      server to keep a request only until it is answered, and lets it refuse
+      what it cannot keep; the requester may well succeed later, once the
+      user has answered some, so "wait" is the honest type.
+    """
+    if visible(after) and not visible(before):
+        if items >= limits.items:
+            raise StanzaError("not-allowed", f"a roster holds at most {limits.items} items")
+    elif before is None and after is not None and after.hidden:
+        if pending >= limits.pending:
+            raise StanzaError("resource-constraint",
+                              f"at most {limits.pending} subscription requests wait for an "
+                              f"answer; try again later")
+
+
+# --------------------------------------------------------------------------
 # Roster sets (RFC 6121 §2.1.5, §2.3.3, §2.5)
 # --------------------------------------------------------------------------
 
@@ -417,7 +486,8 @@ class RosterRemove:
 RosterSet = RosterUpdate | RosterRemove
 
 
-def parse_roster_set(query: Element, owner: JID, *, max_length: int = MAX_LENGTH) -> RosterSet:
+def parse_roster_set(query: Element, owner: JID, *, max_length: int = MAX_LENGTH,
+                     max_groups: int = MAX_GROUPS) -> RosterSet:
     """The request in the ``<query xmlns='jabber:iq:roster'/>`` of a roster set.
 
     Raises StanzaError, per RFC 6121 §2.3.3 unless noted:
@@ -427,6 +497,8 @@ def parse_roster_set(query: Element, owner: JID, *, max_length: int = MAX_LENGTH
     * 'name' longer than ``max_length`` UTF-8 bytes -> not-acceptable
     * an empty ``<group/>`` -> not-acceptable
     * a group longer than ``max_length`` bytes -> not-acceptable
+    * more than ``max_groups`` groups -> not-acceptable (a server-configured
+      limit on the item, like the two above)
     * no 'jid' -> bad-request (§2.1.2.3: REQUIRED); an invalid one ->
       jid-malformed (RFC 6120 §8.3.3.8)
     * 'jid' is the owner's bare JID -> not-allowed (§2.3.3 Interoperability
@@ -465,6 +537,8 @@ def parse_roster_set(query: Element, owner: JID, *, max_length: int = MAX_LENGTH
         key = _group_key(group)
         if key in seen:
             raise StanzaError("bad-request", f"duplicate <group/> {group!r}")
+        if len(groups) == max_groups:
+            raise StanzaError("not-acceptable", f"an item has at most {max_groups} groups")
         seen.add(key)
         groups.append(group)
     return RosterUpdate(jid, name, tuple(groups))

@@ -6,7 +6,6 @@ corrupt files) and what the null backend promises (nothing is kept).
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import os
@@ -216,6 +215,37 @@ async def test_fragment_round_trip(storage: Storage) -> None:
     assert await storage.find_fragment(BOB, "storage:bookmarks", "storage") is None
 
 
+# A 159-character namespace and a 67-character name: each part encodes to less
+# than 200 characters, both together to more than 255 (the fs name limit).
+LONG_NS = "http://example.org/protocol/" + "settings.v2/" * 10 + "x" * 11
+LONG_NAME = "Preferences." + "Window-Layout." * 3 + "x" * 13
+
+
+def long_fragment(ns: str = LONG_NS, name: str = LONG_NAME, text: str = "") -> etree._Element:
+    """``<name xmlns=ns>text</name>``, parsed (lxml builds no non-ASCII namespace)."""
+    fragment = etree.fromstring(f"<{name} xmlns='{ns}'/>".encode())
+    fragment.text = text
+    return fragment
+
+
+async def test_fragment_long_names(storage: Storage) -> None:
+    """Long namespaces and names (together over 255 bytes once encoded, or each
+    one alone) are kept, found and replaced, each apart."""
+    assert (len(LONG_NS), len(LONG_NAME)) == (159, 67)
+    names = [(LONG_NS, LONG_NAME), (LONG_NS, LONG_NAME + "2"), (LONG_NS + "2", LONG_NAME),
+             ("urn:" + "Z" * 60, "\u00e9" * 30), ("urn:x", "\u00e9" * 300),
+             ("urn:" + "a" * 1000, "b" * 1000)]
+    for i, (ns, name) in enumerate(names):
+        await storage.save_fragment(ALICE, long_fragment(ns, name, str(i)))
+    for i, (ns, name) in enumerate(names):
+        found = await storage.find_fragment(ALICE, ns, name)
+        assert found is not None and found.tag == f"{{{ns}}}{name}" and found.text == str(i)
+    await storage.save_fragment(ALICE, long_fragment(text="replaced"))
+    found = await storage.find_fragment(ALICE, LONG_NS, LONG_NAME)
+    assert found is not None and found.text == "replaced"
+    assert await storage.find_fragment(BOB, LONG_NS, LONG_NAME) is None
+
+
 async def test_fragment_replace(storage: Storage) -> None:
     """Saving a fragment with the same qualified name replaces it."""
     await storage.save_fragment(ALICE, etree.fromstring(BOOKMARKS))
@@ -409,6 +439,31 @@ async def test_fs_layout(tmp_path: Path) -> None:
         "bob@example.net", "carol@example.org", "gateway.example.org"}
 
 
+async def test_fs_fragment_file_names(tmp_path: Path) -> None:
+    """private/<ns>.<name>.xml whenever that name could be written before (241
+    bytes: the temporary file's name adds 14 to it, and 255 is the limit), so a
+    fragment saved by an older version is still found; past that a readable
+    prefix, ``~~`` and the SHA-256 of both, well within the limit."""
+    storage = FsStorage(tmp_path)
+    private = tmp_path / "example%2Ecom" / "alice" / "private"
+    fits = ("urn:" + "n" * 140, "e" * (241 - 146 - 1 - 4))
+    old_name = f"{encode_name(fits[0])}.{encode_name(fits[1])}.xml"
+    assert len(old_name) == 241
+    private.mkdir(parents=True)
+    (private / old_name).write_bytes(etree.tostring(long_fragment(*fits, "old")))
+    found = await storage.find_fragment(ALICE, *fits)
+    assert found is not None and found.text == "old"
+    await storage.save_fragment(ALICE, long_fragment(*fits, "new"))
+    await storage.save_fragment(ALICE, long_fragment())
+    names = sorted(p.name for p in private.iterdir())
+    assert len(names) == 2 and old_name in names
+    (hashed,) = (n for n in names if n != old_name)
+    assert "~~" in hashed and hashed.endswith(".xml") and len(hashed.encode()) <= 241
+    assert hashed.startswith(encode_name(LONG_NS)[:50])
+    found = await storage.find_fragment(ALICE, *fits)
+    assert found is not None and found.text == "new"
+
+
 async def test_fs_modes(tmp_path: Path) -> None:
     """Directories are created 0700 and files 0600, whatever the umask."""
     old = os.umask(0o022)
@@ -445,16 +500,9 @@ async def test_fs_delete_without_user_json(tmp_path: Path) -> None:
     assert await storage.find_vcard(ALICE) is None
 
 
-async def test_fs_runs_io_in_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_fs_runs_io_in_threads(tmp_path: Path, thread_calls: list[str]) -> None:
     """Every fs operation goes through asyncio.to_thread."""
-    calls: list[str] = []
-    real = asyncio.to_thread
-
-    async def spy(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-        calls.append(fn.__name__)
-        return await real(fn, *args, **kwargs)
-
-    monkeypatch.setattr(asyncio, "to_thread", spy)
+    calls = thread_calls
     storage = FsStorage(tmp_path)
     await storage.save_user(make_user())
     await storage.find_user(ALICE)

@@ -15,8 +15,8 @@ from lxml import etree
 from vinespy.errors import StanzaError
 from vinespy.jid import JID
 from vinespy.roster import (
-    INBOUND, OUTBOUND, ROSTER, RosterRemove, RosterUpdate, State, inbound, item_element,
-    outbound, parse_roster_set, removal_element, state_of, updated, visible,
+    INBOUND, OUTBOUND, ROSTER, Limits, RosterRemove, RosterUpdate, State, admit, inbound,
+    item_element, outbound, parse_roster_set, removal_element, state_of, updated, visible,
 )
 from vinespy.storage import Contact
 from vinespy.xml import Element, element
@@ -524,6 +524,78 @@ def test_limits_at_exactly_1023_bytes_pass() -> None:
     got = parse_roster_set(query(
         f"<item jid='nurse@example.com' name='{name}'><group>{group}</group></item>"), ALICE)
     assert got == RosterUpdate(NURSE, name, (group,))
+
+
+def groups(n: int) -> str:
+    body = "".join(f"<group>g{i}</group>" for i in range(n))
+    return f"<item jid='nurse@example.com'>{body}</item>"
+
+
+def test_group_count_limit() -> None:
+    """§2.3.3: the number of groups is a server-configured limit too (default 25):
+    one more is not-acceptable, and the limit is configurable."""
+    assert len(parse_roster_set(query(groups(25)), ALICE).groups) == 25
+    for q, kw in ((groups(26), {}), (groups(3), {"max_groups": 2})):
+        with pytest.raises(StanzaError) as err:
+            parse_roster_set(query(q), ALICE, **kw)
+        assert err.value.condition == "not-acceptable" and "groups" in (err.value.text or "")
+
+
+# --------------------------------------------------------------------------
+# Limits on the records a roster holds
+# --------------------------------------------------------------------------
+
+LIMITS = Limits(items=2, pending=1)
+ITEM_A, ITEM_B = Contact(JID.parse("a@x.example")), Contact(JID.parse("b@x.example"))
+STRANGER = Contact(JID.parse("s@x.example"), pending_in=True, hidden=True)
+FULL = {ITEM_A.jid: ITEM_A, ITEM_B.jid: ITEM_B, STRANGER.jid: STRANGER}
+
+
+def refusal(roster: dict[JID, Contact], before: Contact | None, after: Contact | None
+            ) -> str | None:
+    hidden = sum(1 for c in roster.values() if c.hidden)
+    try:
+        admit(len(roster) - hidden, hidden, before, after, LIMITS)
+    except StanzaError as exc:
+        return exc.condition
+    return None
+
+
+def test_new_item_in_full_roster_is_not_allowed() -> None:
+    """Every way of making a roster item counts against max items: a roster set,
+    an outbound subscribe or pre-approval, approving a stranger; hidden records
+    are not items."""
+    new = JID.parse("new@x.example")
+    assert refusal(FULL, None, updated(None, RosterUpdate(new))) == "not-allowed"
+    assert refusal(FULL, None, outbound(None, new, "subscribe").contact) == "not-allowed"
+    assert refusal(FULL, None, outbound(None, new, "subscribed").contact) == "not-allowed"
+    assert refusal(FULL, STRANGER,
+                   outbound(STRANGER, STRANGER.jid, "subscribed").contact) == "not-allowed"
+    assert refusal({ITEM_A.jid: ITEM_A, STRANGER.jid: STRANGER}, None,
+                   outbound(None, new, "subscribe").contact) is None
+
+
+def test_changes_to_held_records_pass_at_the_limit() -> None:
+    """Updating, removing or re-subscribing what the roster holds adds nothing."""
+    assert refusal(FULL, ITEM_A, outbound(ITEM_A, ITEM_A.jid, "subscribe").contact) is None
+    assert refusal(FULL, ITEM_A, updated(ITEM_A, RosterUpdate(ITEM_A.jid, "A"))) is None
+    assert refusal(FULL, ITEM_A, None) is None
+    assert refusal(FULL, ITEM_A, inbound(ITEM_A, ITEM_A.jid, "subscribe").contact) is None
+    assert refusal(FULL, STRANGER, outbound(STRANGER, STRANGER.jid, "unsubscribed").contact) \
+        is None
+
+
+def test_strangers_requests_are_capped() -> None:
+    """A new request from a stranger (a hidden record) counts against max pending,
+    not against max items; the error says to wait (type wait)."""
+    other = JID.parse("other@x.example")
+    hidden = inbound(None, other, "subscribe").contact
+    assert hidden is not None and hidden.hidden
+    assert refusal(FULL, None, hidden) == "resource-constraint"
+    assert refusal({ITEM_A.jid: ITEM_A, ITEM_B.jid: ITEM_B}, None, hidden) is None
+    with pytest.raises(StanzaError) as err:
+        admit(2, 1, None, hidden, LIMITS)
+    assert err.value.type == "wait"
 
 
 # --------------------------------------------------------------------------

@@ -10,12 +10,12 @@ through the router.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 from lxml import etree
 
 from ..jid import JID
-from ..storage import Storage, User
+from ..storage import Contact, ContactLookup, Storage, User
 
 
 class NotifyingStorage(Storage):
@@ -34,6 +34,15 @@ class NotifyingStorage(Storage):
     async def save_user(self, user: User) -> None:
         await self.inner.save_user(user)
         await self._changed(user.jid.bare)
+
+    async def find_contact(self, jid: JID, contact: JID) -> ContactLookup | None:
+        return await self.inner.find_contact(jid, contact)
+
+    async def update_roster(self, jid: JID, changes: Mapping[JID, Contact | None],
+                            version: int) -> bool:
+        done = await self.inner.update_roster(jid, changes, version)
+        await self._changed(jid.bare)
+        return done
 
     async def delete_user(self, jid: JID) -> bool:
         done = await self.inner.delete_user(jid)

@@ -24,21 +24,23 @@ answers the IQs and sends roster pushes.
   server sends, from the user's bare JID to the contact, ``unsubscribed``
   if the contact had a subscription from the user (from/both) or a pending
   request, and ``unsubscribe`` if the user had one to the contact or had
-  asked for one (to/both, ask). Then the version is bumped, the user saved,
-  a roster push (``<iq type='set'>`` with ``ver`` and the one changed item,
-  ``subscription='remove'`` for a deletion) goes to every interested
-  resource of the user, and the set is answered with an empty result.
-* A roster of ``max_items`` items takes no new one: ``<not-allowed/>``
-  (type cancel) with a ``<text/>`` that names the limit. RFC 6121 names no
-  condition for this (§2.3.3 lists forbidden, bad-request and
-  not-acceptable, none about a size limit), so the choice is among RFC
-  6120's. ``<resource-constraint/>`` (§8.3.3.18, "busy or lacks the system
-  resources", type wait) tells the client to retry, which would fail again.
-  ``<policy-violation/>`` (§8.3.3.15, "violated some local service policy")
-  fits best in words, but is new in RFC 6120 and older client libraries
-  cannot parse it (slixmpp 1.17 raises on it and the request times out);
-  ``<not-allowed/>`` (§8.3.3.11) is understood everywhere and says that
-  retrying as is will not help.
+  asked for one (to/both, ask). Then the one changed record is stored with
+  the next version (:meth:`~vinespy.storage.Storage.update_roster`: the
+  rest of the roster is not rewritten), a roster push (``<iq type='set'>``
+  with ``ver`` and the one changed item, ``subscription='remove'`` for a
+  deletion) goes to every interested resource of the user, and the set is
+  answered with an empty result.
+* Limits, the options of ``[host.options.roster]`` (:class:`~vinespy.roster.Limits`):
+  ``max_items`` (1000) roster items per user: a set that would add one more
+  is ``<not-allowed/>`` (type cancel) with a ``<text/>`` naming the limit
+  (why that condition: :func:`~vinespy.roster.admit`); the subscription
+  module applies the same limit to every other way an item is made
+  (outbound subscribe, pre-approval, approving a stranger) and
+  ``max_pending`` (100) to strangers' unanswered requests. ``max_groups``
+  (25) groups per item and ``max_length`` (1023) bytes of the name and of
+  each group: ``<not-acceptable/>`` (§2.3.3, "a server-configured limit").
+  An item is then at most about 29 KB (with a 3 KB JID), a roster about
+  30 MB at worst; typical ones are far below.
 * A ``get`` or ``set`` to another account's bare JID is ``<forbidden/>``:
   §2.3.3, "The server MUST return a <forbidden/> stanza error to the client
   if the sender of the roster set is not authorized to update the roster
@@ -63,9 +65,9 @@ from typing import Any, AsyncIterator
 from ..errors import StanzaError
 from ..events import StanzaEvent
 from ..jid import JID
-from ..roster import (ROSTER, RosterRemove, item_element, parse_roster_set, removal_element,
+from ..roster import (MAX_GROUPS, MAX_ITEMS, MAX_LENGTH, MAX_PENDING, ROSTER, Limits,
+                      RosterRemove, admit, item_element, parse_roster_set, removal_element,
                       updated, visible)
-from ..storage import User
 from ..xml import Element, child, element, stanza
 from . import Module, Option, iq
 
@@ -76,14 +78,26 @@ class Roster(Module):
     name = "roster"
     # RFC 6121 §2.6.1: versioning support is announced as a stream feature.
     stream_features = (f"<ver xmlns='{ROSTERVER}'/>",)
-    options = {"max_items": Option(int, default=1000, min=1, max=100000)}
+    options = {
+        "max_items": Option(int, default=MAX_ITEMS, min=1, max=100000),
+        "max_pending": Option(int, default=MAX_PENDING, min=1, max=100000),
+        "max_groups": Option(int, default=MAX_GROUPS, min=1, max=1000),
+        "max_length": Option(int, default=MAX_LENGTH, min=1, max=MAX_LENGTH),
+    }
 
     def __init__(self, host: Any) -> None:
         super().__init__(host)
-        # TODO(module options): read the host's value once [host] module
-        # options are loaded from the config; the declared default until then.
         self.max_items: int = self.option("max_items")
+        self.max_pending: int = self.option("max_pending")
+        self.max_groups: int = self.option("max_groups")
+        self.max_length: int = self.option("max_length")
         self._locks: dict[JID, tuple[asyncio.Lock, list[int]]] = {}
+
+    @property
+    def limits(self) -> Limits:
+        """The roster limits in force (the attributes above, which tests may lower)."""
+        return Limits(items=self.max_items, pending=self.max_pending,
+                      groups=self.max_groups, length=self.max_length)
 
     @contextlib.asynccontextmanager
     async def user_lock(self, bare: JID) -> AsyncIterator[None]:
@@ -123,17 +137,19 @@ class Roster(Module):
     @iq("set", ROSTER, "query", to=("self",))
     async def change(self, ev: StanzaEvent) -> None:
         bare = ev.to.bare
-        request = parse_roster_set(ev.stanza[0], bare)
+        limits = self.limits
+        request = parse_roster_set(ev.stanza[0], bare, max_length=limits.length,
+                                   max_groups=limits.groups)
         presences: list[str] = []
         async with self.user_lock(bare):
-            user = await self.host.storage.find_user(bare)
-            if user is None:
+            found = await self.host.storage.find_contact(bare, request.jid)
+            if found is None:
                 raise StanzaError("forbidden", "the account no longer exists")
-            contact = user.roster.get(request.jid)
+            contact = found.contact
+            new = None
             if isinstance(request, RosterRemove):
                 if contact is None or not visible(contact):
                     raise StanzaError("item-not-found", f"{request.jid} is not in the roster")
-                del user.roster[request.jid]
                 item = removal_element(request.jid)
                 # §2.5.2: cancel both directions of the subscription.
                 if contact.subscription in ("from", "both") or contact.pending_in:
@@ -141,15 +157,13 @@ class Roster(Module):
                 if contact.subscription in ("to", "both") or contact.ask == "subscribe":
                     presences.append("unsubscribe")
             else:
-                if not visible(contact) and self._items(user) >= self.max_items:
-                    raise StanzaError("not-allowed",
-                                      f"a roster holds at most {self.max_items} items")
                 new = updated(contact, request)
-                user.roster[request.jid] = new
+                admit(found.items, found.pending, contact, new, limits)
                 item = item_element(new)
-            user.roster_version += 1
-            await self.host.storage.save_user(user)
-            self.push(bare, item, user.roster_version)
+            version = found.version + 1
+            if not await self.host.storage.update_roster(bare, {request.jid: new}, version):
+                raise StanzaError("forbidden", "the account no longer exists")
+            self.push(bare, item, version)
         for kind in presences:
             await self.send(stanza("presence", frm=bare, to=request.jid.bare, type=kind))
         return None
@@ -175,7 +189,3 @@ class Roster(Module):
             session.send(push)
             sent += 1
         return sent
-
-    @staticmethod
-    def _items(user: User) -> int:
-        return sum(1 for c in user.roster.values() if visible(c))

@@ -22,6 +22,17 @@ the I/O around it, for presence of type ``subscribe``, ``subscribed``,
 
 Both claim the stanza, so the router's default does not deliver it again.
 
+Every change is checked against the roster module's limits
+(:func:`~vinespy.roster.admit`) before anything is stored: an outbound
+stanza that would make a new roster item in a full roster (a subscribe or
+pre-approval to a new JID, approving a stranger's request) is answered to
+the sending resource with a presence error from the contact,
+``<not-allowed/>``, and neither stored nor routed; an inbound request from
+a stranger while ``max_pending`` such requests wait is not kept, and each
+available resource of the requester gets ``<resource-constraint/>`` from
+the user (the requester's own roster keeps its 'ask': asking again later,
+once the user has answered some requests, gets through).
+
 A subscription request that arrives while the contact has no available
 resource is not lost: the record with ``pending_in`` (hidden for a
 stranger, Appendix A.1 state 3) remembers it, and it is delivered again as
@@ -43,12 +54,13 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable
 
+from ..errors import StanzaError
 from ..events import StanzaEvent
 from ..jid import JID
-from ..roster import (SUBSCRIPTION_TYPES, Outcome, inbound, item_element, outbound,
+from ..roster import (SUBSCRIPTION_TYPES, Outcome, admit, inbound, item_element, outbound,
                       removal_element, visible)
 from ..storage import Contact
-from ..xml import stanza
+from ..xml import error_reply, stanza
 from . import Module, hook
 
 Table = Callable[[Contact | None, JID, str], Outcome]
@@ -79,7 +91,11 @@ class Subscription(Module):
         contact = ev.to.bare
         if contact == user:
             return                      # no subscription to oneself: dropped
-        outcome = await self._apply(user, contact, stype, outbound)
+        try:
+            outcome = await self._apply(user, contact, stype, outbound)
+        except StanzaError as exc:      # a limit: nothing stored, nothing routed
+            ev.origin.send(error_reply(ev.stanza, exc))
+            return
         if outcome is None or not outcome.forward:
             return
         st = copy.deepcopy(ev.stanza)
@@ -96,7 +112,11 @@ class Subscription(Module):
         sender = ev.frm.bare
         if sender == user or not sender.local:
             return
-        outcome = await self._apply(user, sender, stype, inbound)
+        try:
+            outcome = await self._apply(user, sender, stype, inbound)
+        except StanzaError as exc:      # a limit: the request is refused, not kept
+            await self._refuse(ev, exc, sender)
+            return
         if outcome is None:
             return
         if outcome.forward:
@@ -111,6 +131,15 @@ class Subscription(Module):
                 await self._presence_of(user, sender)       # §3.4.2 -> §3.1.5
         if outcome.forward and stype == "unsubscribe":
             await self._presence_of(user, sender, gone=True)    # §3.3.3
+
+    async def _refuse(self, ev: StanzaEvent, exc: StanzaError, sender: JID) -> None:
+        """The error for a routed stanza ``sender`` sent, to each of ``sender``'s
+        available resources: the stanza was stamped with the bare JID, and the
+        router delivers no error to a bare JID (docs/routing.md)."""
+        for session in self.host.sessions.available(sender):
+            error = error_reply(ev.stanza, exc)
+            error.set("to", str(session.jid))
+            await self.send(error)
 
     async def _presence_of(self, user: JID, to: JID, *, gone: bool = False) -> None:
         """The last presence (or, ``gone``, unavailable) of each of ``user``'s
@@ -127,26 +156,27 @@ class Subscription(Module):
             await self.send(st)
 
     async def _apply(self, owner: JID, jid: JID, stype: str, table: Table) -> Outcome | None:
-        """Run ``table`` on ``owner``'s record for ``jid``: save and push the
-        result. None if ``owner`` has no account."""
+        """Run ``table`` on ``owner``'s record for ``jid``: store and push the
+        result. None if ``owner`` has no account. StanzaError, with nothing
+        stored, if the result would exceed the roster limits
+        (:func:`~vinespy.roster.admit`)."""
         roster = self.host.modules["roster"]
         async with roster.user_lock(owner):
-            user = await self.host.storage.find_user(owner)
-            if user is None:
+            found = await self.host.storage.find_contact(owner, jid)
+            if found is None:
                 return None
-            outcome = table(user.roster.get(jid), jid, stype)
+            before = found.contact
+            outcome = table(before, jid, stype)
             if outcome.changed:
-                if outcome.contact is None:
-                    user.roster.pop(jid, None)
-                else:
-                    user.roster[jid] = outcome.contact
-                if outcome.push:
-                    user.roster_version += 1
-                await self.host.storage.save_user(user)
+                admit(found.items, found.pending, before, outcome.contact, roster.limits)
+                version = found.version + (1 if outcome.push else 0)
+                if not await self.host.storage.update_roster(owner, {jid: outcome.contact},
+                                                             version):
+                    return None
                 if outcome.push:
                     item = (item_element(outcome.contact) if visible(outcome.contact)
                             and outcome.contact is not None else removal_element(jid))
-                    roster.push(owner, item, user.roster_version)
+                    roster.push(owner, item, version)
         return outcome
 
     @hook("initial-presence")

@@ -15,6 +15,7 @@ name, so a module needs no new Storage method for its own small records.
 from __future__ import annotations
 
 import abc
+import copy
 import json
 import re
 from dataclasses import dataclass, field
@@ -66,6 +67,16 @@ class User:
     roster_version: int = 0
 
 
+@dataclass(frozen=True)
+class ContactLookup:
+    """One record of a user's roster, with what a change to it must know."""
+
+    contact: Contact | None     # the record asked for (a copy); None if there is none
+    version: int                # the roster version
+    items: int                  # records that are roster items (not ``hidden``)
+    pending: int                # ``hidden`` records: strangers' unanswered requests
+
+
 class Storage(abc.ABC):
     """One backend instance serves one ``[[host]]`` table (all its domains)."""
 
@@ -78,6 +89,40 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def save_user(self, user: User) -> None:
         """Create or replace ``user`` (credentials and roster) atomically."""
+
+    async def find_contact(self, jid: JID, contact: JID) -> ContactLookup | None:
+        """The record of user ``jid`` for ``contact`` and its roster's version
+        and counts; None if the user does not exist.
+
+        With :meth:`update_roster`, what a roster change needs: a backend can
+        answer it without handing out the whole roster. This default reads
+        the whole User.
+        """
+        user = await self.find_user(jid)
+        if user is None:
+            return None
+        hidden = sum(1 for c in user.roster.values() if c.hidden)
+        return ContactLookup(user.roster.get(contact), user.roster_version,
+                             len(user.roster) - hidden, hidden)
+
+    async def update_roster(self, jid: JID, changes: Mapping[JID, Contact | None],
+                            version: int) -> bool:
+        """Store a change to the roster of the user ``jid``, atomically: each
+        Contact of ``changes`` replaces the record of its JID (None deletes
+        it), and the roster version becomes ``version``; credentials and the
+        other records stay as stored. False, storing nothing, if the user
+        does not exist.
+
+        What every roster change of the server goes through, so a backend can
+        make its cost independent of the roster's size (fs appends to a
+        journal). This default reads and saves the whole User.
+        """
+        user = await self.find_user(jid)
+        if user is None:
+            return False
+        apply_roster_changes(user, changes, version)
+        await self.save_user(user)
+        return True
 
     @abc.abstractmethod
     async def delete_user(self, jid: JID) -> bool:
@@ -119,6 +164,17 @@ class Storage(abc.ABC):
 
     async def close(self) -> None:
         """Release resources; the default has none."""
+
+
+def apply_roster_changes(user: User, changes: Mapping[JID, Contact | None],
+                         version: int) -> None:
+    """Apply :meth:`Storage.update_roster`'s ``changes`` and ``version`` to ``user``."""
+    for jid, contact in changes.items():
+        if contact is None:
+            user.roster.pop(jid, None)
+        else:
+            user.roster[jid] = copy.deepcopy(contact)
+    user.roster_version = version
 
 
 def xml_bytes(element: etree._Element) -> bytes:

@@ -3,8 +3,10 @@
 Layout under ``dir``::
 
     <domain>/<local>/user.json              credentials (base64), roster, roster version
+    <domain>/<local>/roster.log             roster changes since user.json was written
     <domain>/<local>/vcard.xml              vcard-temp (XEP-0054)
-    <domain>/<local>/private/<ns>.<name>.xml  private XML storage (XEP-0049)
+    <domain>/<local>/private/<ns>.<name>.xml  private XML storage (XEP-0049); when
+                                            that name is too long, <ns prefix>~~<SHA-256>.xml
     <domain>/<local>/<store>.json           a keyval store's value (``[a-z0-9_]+``;
                                             ``user`` is reserved for user.json)
 
@@ -19,9 +21,34 @@ but ``user.json`` records the JID and a mismatch is refused.
 Writes are atomic: a temporary file in the same directory is written,
 flushed, fsync'ed and renamed over the old one (``os.replace``), then the
 directory is fsync'ed; a crash at any point leaves the old file or the new
-one. Directories are created 0700, files 0600. All blocking I/O runs in a
-worker thread. An unreadable or corrupt file raises StorageError and is left
-as it is; every OSError becomes StorageError.
+one. Directories are created 0700, files 0600. All blocking I/O (and the
+encoding and decoding of user.json) runs in a worker thread.
+
+Roster changes (:meth:`FsStorage.update_roster`) are not written by
+rewriting user.json, whose size grows with the roster: each is one line
+appended to ``roster.log`` and fsync'ed (``{"seq", "version", "set",
+"del"}``: the records it replaces or deletes, the new roster version). Lines
+are numbered; user.json records (``"journal"``) the last number it already
+includes, and reading a user applies, in order, the lines numbered after it.
+When the journal grows past the size of user.json (or 64 KiB), the call that
+appended folds it in: user.json is rewritten with the whole roster and the
+journal removed, so each change costs amortized O(1) bytes written and one
+fsync whatever the roster's size. :meth:`~FsStorage.save_user` folds it in
+the same way. A crash leaves either an unfinished last line, which is
+ignored (and cut off by the next append), or, between the rewrite and the
+removal, lines user.json already includes, which their numbers skip.
+
+Reading a user parses user.json and the journal once: the result is kept in
+memory (up to 50,000 roster records over all users, least recently used
+dropped first) with user.json's inode, mtime and size, and the point the
+journal was read to. The next read stats both files and, if user.json is
+the same, reads only the lines the journal gained (written by this process
+or another node sharing the directory); anything else is parsed anew. So
+:meth:`~FsStorage.find_contact` and :meth:`~FsStorage.update_roster`, the
+calls of a roster change, cost the same for 10 items as for 10,000.
+
+An unreadable or corrupt file raises StorageError and is left as it is;
+every OSError becomes StorageError.
 """
 
 from __future__ import annotations
@@ -35,14 +62,17 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, NamedTuple, TypeVar
 
 from lxml import etree
 
 from ..fileio import atomic_write, fsync_dir
 from ..jid import JID, JIDError
-from . import (Contact, ScramKeys, Storage, StorageError, User, check_store, json_value,
-               register, value_from_json, xml_bytes, xml_element)
+from . import (Contact, ContactLookup, ScramKeys, Storage, StorageError, User, check_store,
+               json_value, register, value_from_json, xml_bytes, xml_element)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +81,9 @@ T = TypeVar("T")
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789_-")
 _HEX = frozenset("0123456789ABCDEF")
 _MAX_NAME = 200
+# A file name may hold 255 bytes, and atomic_write's temporary file adds 14
+# (".<name>.XXXXXXXX.tmp"): the longest name that can be written.
+_MAX_FILE_NAME = 255 - 14
 FORMAT = 1          # user.json "format"
 
 
@@ -90,6 +123,22 @@ def decode_name(name: str) -> str | None:
         return None
 
 
+def fragment_file_name(namespace: str, name: str) -> str:
+    """``<ns>.<name>.xml`` for a private XML fragment, as long as that can be
+    written; else a readable prefix of ``<ns>``, ``~~`` and the SHA-256 of both.
+
+    "." is always escaped inside encoded names, so it separates unambiguously;
+    ``~~`` appears in no plain name (an encoded name's ``~`` is followed by hex).
+    The plain name is kept wherever it fits, so fragments stored under it by
+    earlier versions are still found.
+    """
+    plain = f"{encode_name(namespace)}.{encode_name(name)}.xml"
+    if len(plain) <= _MAX_FILE_NAME:
+        return plain
+    digest = hashlib.sha256(f"{namespace}\0{name}".encode("utf-8")).hexdigest()
+    return f"{encode_name(namespace)[:100]}~~{digest}.xml"
+
+
 def _read(path: Path) -> bytes | None:
     """The file's bytes, or None if it (or a directory above it) is missing."""
     try:
@@ -120,8 +169,34 @@ def _optional_str(value: Any) -> str | None:
     return None if value is None else _typed(value, str)
 
 
-def _user_to_json(user: User) -> bytes:
-    doc = {
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _contact_doc(c: Contact) -> dict[str, Any]:
+    return {"jid": str(c.jid), "name": c.name, "subscription": c.subscription,
+            "ask": c.ask, "groups": list(c.groups), "approved": c.approved,
+            "pending_in": c.pending_in, "hidden": c.hidden}
+
+
+def _contact_from_doc(item: Any) -> Contact:
+    item = _typed(item, dict)
+    return Contact(
+        jid=JID.parse(_typed(item["jid"], str)),
+        name=_optional_str(item["name"]),
+        subscription=_typed(item["subscription"], str),
+        ask=_optional_str(item["ask"]),
+        groups=[_typed(g, str) for g in _typed(item["groups"], list)],
+        approved=_typed(item["approved"], bool),
+        pending_in=_typed(item["pending_in"], bool),
+        hidden=_typed(item.get("hidden", False), bool),   # older files lack it: False
+    )
+
+
+def _user_to_json(user: User, journal: int = 0) -> bytes:
+    """user.json: one roster item a line (the C encoder: no indent, which would
+    take the pure-Python one, ten times slower on a big roster)."""
+    head = {
         "format": FORMAT,
         "jid": str(user.jid.bare),
         "credentials": {
@@ -129,19 +204,16 @@ def _user_to_json(user: User) -> bytes:
                    "server_key": _b64(k.server_key), "iterations": k.iterations}
             for name, k in user.credentials.items()
         },
-        "roster": [
-            {"jid": str(c.jid), "name": c.name, "subscription": c.subscription,
-             "ask": c.ask, "groups": list(c.groups), "approved": c.approved,
-             "pending_in": c.pending_in, "hidden": c.hidden}
-            for c in user.roster.values()
-        ],
         "roster_version": user.roster_version,
+        "journal": journal,
     }
-    return json.dumps(doc, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
+    items = ",\n".join(_json(_contact_doc(c)) for c in user.roster.values())
+    return f'{_json(head)[:-1]},\n"roster":[\n{items}\n]}}\n'.encode("utf-8")
 
 
-def _user_from_json(data: bytes, jid: JID) -> User:
-    """Decode ``user.json`` of bare ``jid``; TypeError/ValueError/KeyError if corrupt."""
+def _user_from_json(data: bytes, jid: JID) -> tuple[User, int]:
+    """Decode ``user.json`` of bare ``jid``: the User and the number of the last
+    journal line it includes; TypeError/ValueError/KeyError if corrupt."""
     doc = _typed(json.loads(data), dict)
     if doc.get("format") != FORMAT:
         raise ValueError(f"unknown format {doc.get('format')!r}")
@@ -155,20 +227,114 @@ def _user_from_json(data: bytes, jid: JID) -> User:
     }
     roster: dict[JID, Contact] = {}
     for item in _typed(doc["roster"], list):
-        item = _typed(item, dict)
-        contact = Contact(
-            jid=JID.parse(_typed(item["jid"], str)),
-            name=_optional_str(item["name"]),
-            subscription=_typed(item["subscription"], str),
-            ask=_optional_str(item["ask"]),
-            groups=[_typed(g, str) for g in _typed(item["groups"], list)],
-            approved=_typed(item["approved"], bool),
-            pending_in=_typed(item["pending_in"], bool),
-            hidden=_typed(item.get("hidden", False), bool),   # older files lack it: False
-        )
+        contact = _contact_from_doc(item)
         roster[contact.jid] = contact
-    return User(jid=jid, credentials=credentials, roster=roster,
+    user = User(jid=jid, credentials=credentials, roster=roster,
                 roster_version=_typed(doc["roster_version"], int))
+    return user, _typed(doc.get("journal", 0), int)     # older files lack it: 0
+
+
+# --- roster.log ----------------------------------------------------------------
+
+JOURNAL = "roster.log"
+# The journal is folded into user.json once it is larger than this and than user.json.
+_JOURNAL_MIN = 64 * 1024
+
+
+class _Entry(NamedTuple):
+    """One line of roster.log: what one update_roster call stored."""
+
+    seq: int
+    version: int
+    changes: dict[JID, Contact | None]
+
+
+def _entry_to_json(seq: int, version: int, changes: Mapping[JID, Contact | None]) -> bytes:
+    doc = {"seq": seq, "version": version,
+           "set": [_contact_doc(c) for c in changes.values() if c is not None],
+           "del": [str(j) for j, c in changes.items() if c is None]}
+    return _json(doc).encode("utf-8") + b"\n"
+
+
+def _entry_from_json(line: bytes) -> _Entry:
+    doc = _typed(json.loads(line), dict)
+    changes: dict[JID, Contact | None] = {
+        JID.parse(_typed(j, str)): None for j in _typed(doc["del"], list)}
+    for item in _typed(doc["set"], list):
+        contact = _contact_from_doc(item)
+        changes[contact.jid] = contact
+    return _Entry(_typed(doc["seq"], int), _typed(doc["version"], int), changes)
+
+
+def _journal_entries(data: bytes) -> list[_Entry]:
+    """Every complete line of a journal; what follows the last newline is an
+    append a crash cut short, never acknowledged: ignored."""
+    return [_entry_from_json(line) for line in data.split(b"\n")[:-1]]
+
+
+# Roster records kept parsed in memory, over all users; least recently used go first.
+_CACHE_RECORDS = 50_000
+
+
+@dataclass
+class _Parsed:
+    """A user as parsed from user.json, with the journal lines read so far."""
+
+    sig: tuple[int, int, int]           # user.json's (inode, mtime_ns, size)
+    user: User
+    base: int                           # user.json's "journal": lines it includes
+    last: int                           # the last journal line read
+    journal: tuple[int, int] | None     # (inode, offset after the last line read)
+    items: int                          # records not hidden
+    pending: int                        # hidden records
+
+    def apply(self, entry: _Entry) -> None:
+        if entry.seq > self.base:
+            roster = self.user.roster
+            for jid, contact in entry.changes.items():
+                old = roster.pop(jid, None)
+                if old is not None:
+                    self.pending -= old.hidden
+                    self.items -= not old.hidden
+                if contact is not None:
+                    roster[jid] = contact
+                    self.pending += contact.hidden
+                    self.items += not contact.hidden
+            self.user.roster_version = entry.version
+        self.last = max(self.last, entry.seq)
+
+
+def _copy_contact(c: Contact) -> Contact:
+    return Contact(c.jid, c.name, c.subscription, c.ask, list(c.groups), c.approved,
+                   c.pending_in, c.hidden)
+
+
+def _copy_user(user: User) -> User:
+    """A copy as deep as the model (ScramKeys are frozen), much faster than deepcopy."""
+    return User(user.jid, dict(user.credentials),
+                {jid: _copy_contact(c) for jid, c in user.roster.items()}, user.roster_version)
+
+
+def _journal_tail(path: Path) -> tuple[int | None, int, int]:
+    """(number of the last complete line or None, the offset where that line
+    ends, the file's size), reading only the end of the file."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return None, 0, 0
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        buf, pos = b"", size
+        while pos > 0:
+            step = min(pos, 65536)
+            pos -= step
+            f.seek(pos)
+            buf = f.read(step) + buf
+            end = buf.rfind(b"\n")
+            start = buf.rfind(b"\n", 0, max(end, 0)) + 1
+            if end >= 0 and (start > 0 or pos == 0):
+                return _entry_from_json(buf[start:end]).seq, pos + end + 1, size
+        return None, 0, size
 
 
 # --- the backend -------------------------------------------------------------
@@ -180,6 +346,9 @@ class FsStorage(Storage):
 
     def __init__(self, dir: str | Path) -> None:
         self.dir = Path(dir)
+        # Users as last parsed, most recently used last (see _parsed).
+        self._cache: OrderedDict[Path, _Parsed] = OrderedDict()
+        self._lock = threading.Lock()
 
     # paths
 
@@ -190,8 +359,7 @@ class FsStorage(Storage):
         return self.dir / encode_name(jid.domain) / encode_name(jid.local)
 
     def _fragment_path(self, jid: JID, namespace: str, name: str) -> Path:
-        # "." is always escaped inside encoded names, so it separates unambiguously.
-        return self.user_dir(jid) / "private" / f"{encode_name(namespace)}.{encode_name(name)}.xml"
+        return self.user_dir(jid) / "private" / fragment_file_name(namespace, name)
 
     def _store_path(self, jid: JID, store: str) -> Path:
         return self.user_dir(jid) / f"{check_store(store)}.json"
@@ -231,17 +399,168 @@ class FsStorage(Storage):
         return value_from_json(data, f"keyval {path}") if data is not None else None
 
     def _find_user(self, jid: JID) -> User | None:
-        path = self.user_dir(jid) / "user.json"
-        data = _read(path)
-        if data is None:
-            return None
+        return self._parsed(self.user_dir(jid), jid.bare, lambda p: _copy_user(p.user))
+
+    def _find_contact(self, jid: JID, contact: JID) -> ContactLookup | None:
+        def lookup(p: _Parsed) -> ContactLookup:
+            record = p.user.roster.get(contact)
+            return ContactLookup(_copy_contact(record) if record is not None else None,
+                                 p.user.roster_version, p.items, p.pending)
+        return self._parsed(self.user_dir(jid), jid.bare, lookup)
+
+    def _load_user(self, user_dir: Path, jid: JID) -> tuple[User, int] | None:
+        """The user with its journal applied, and the number of the journal's
+        last line (0 if none); None without user.json."""
+        return self._parsed(user_dir, jid, lambda p: (_copy_user(p.user), p.last))
+
+    def _parsed(self, user_dir: Path, jid: JID, use: Callable[[_Parsed], T]) -> T | None:
+        """``use(parsed user)`` under the cache lock, the user brought up to date:
+        from the cache if user.json is the file it was parsed from (inode,
+        mtime, size), reading only what the journal gained since; else parsed
+        anew. None without user.json."""
         try:
-            return _user_from_json(data, jid.bare)
+            st = os.stat(user_dir / "user.json")
+        except FileNotFoundError:
+            self._forget(user_dir)
+            return None
+        sig = (st.st_ino, st.st_mtime_ns, st.st_size)
+        try:
+            with self._lock:
+                p = self._cache.get(user_dir)
+                if p is not None and p.sig == sig and p.user.jid == jid and \
+                        self._catch_up(p, user_dir / JOURNAL):
+                    self._cache.move_to_end(user_dir)
+                    return use(p)
+            p = self._parse(user_dir, jid)
+            if p is None:
+                return None
+            with self._lock:
+                self._keep(user_dir, p)
+                return use(p)
         except (ValueError, TypeError, KeyError, AttributeError, JIDError) as exc:
-            raise StorageError(f"corrupt {path}: {exc}") from exc
+            self._forget(user_dir)
+            raise StorageError(f"corrupt {user_dir}: {exc}") from exc
+
+    def _parse(self, user_dir: Path, jid: JID) -> _Parsed | None:
+        try:
+            f = open(user_dir / "user.json", "rb")
+        except FileNotFoundError:
+            return None
+        with f:
+            st = os.fstat(f.fileno())
+            data = f.read()
+        try:
+            user, base = _user_from_json(data, jid)
+        except (ValueError, TypeError, KeyError, AttributeError, JIDError) as exc:
+            raise StorageError(f"corrupt {user_dir / 'user.json'}: {exc}") from exc
+        hidden = sum(1 for c in user.roster.values() if c.hidden)
+        p = _Parsed((st.st_ino, st.st_mtime_ns, st.st_size), user, base, base, None,
+                    len(user.roster) - hidden, hidden)
+        if not self._catch_up(p, user_dir / JOURNAL):
+            raise StorageError(f"{user_dir / JOURNAL} changed while read")
+        return p
+
+    @staticmethod
+    def _catch_up(p: _Parsed, journal: Path) -> bool:
+        """Apply the journal lines ``p`` has not read; False if the journal is not
+        the one ``p`` read (replaced or cut): ``p`` is then stale."""
+        try:
+            f = open(journal, "rb")
+        except FileNotFoundError:
+            return p.journal is None
+        with f:
+            st = os.fstat(f.fileno())
+            ino, start = p.journal if p.journal is not None else (st.st_ino, 0)
+            if st.st_ino != ino or st.st_size < start:
+                return False
+            f.seek(start)
+            data = f.read() if st.st_size > start else b""
+        end = data.rfind(b"\n") + 1
+        for entry in _journal_entries(data[:end]):
+            p.apply(entry)
+        p.journal = (ino, start + end)
+        return True
+
+    def _keep(self, user_dir: Path, p: _Parsed) -> None:
+        """Cache ``p``; the least recently used go past _CACHE_RECORDS records."""
+        self._cache[user_dir] = p
+        self._cache.move_to_end(user_dir)
+        total = sum(len(q.user.roster) for q in self._cache.values())
+        while total > _CACHE_RECORDS and len(self._cache) > 1:
+            total -= len(self._cache.popitem(last=False)[1].user.roster)
+
+    def _forget(self, user_dir: Path) -> None:
+        with self._lock:
+            self._cache.pop(user_dir, None)
+
+    def _save_user(self, user_dir: Path, user: User) -> None:
+        """Write user.json whole; the journal is then included, and removed."""
+        self._forget(user_dir)
+        journal = user_dir / JOURNAL
+        last = self._journal_last(journal)
+        self._write(user_dir / "user.json", _user_to_json(user, journal=last or 0))
+        if last is not None or journal.exists():
+            self._drop_journal(journal)
+
+    def _journal_last(self, journal: Path) -> int | None:
+        try:
+            return _journal_tail(journal)[0]
+        except (ValueError, TypeError, KeyError, AttributeError, JIDError) as exc:
+            raise StorageError(f"corrupt {journal}: {exc}") from exc
+
+    def _update_roster(self, user_dir: Path, jid: JID, changes: Mapping[JID, Contact | None],
+                       version: int) -> bool:
+        """Append one line to the journal (fold it in when it has grown)."""
+        try:
+            size = os.stat(user_dir / "user.json").st_size
+        except FileNotFoundError:
+            return False
+        journal = user_dir / JOURNAL
+        try:
+            last, end, length = _journal_tail(journal)
+            if last is None:                # no journal yet: number on from user.json
+                last = self._parsed(user_dir, jid, lambda p: p.last) or 0
+        except (ValueError, TypeError, KeyError, AttributeError, JIDError) as exc:
+            raise StorageError(f"corrupt {journal}: {exc}") from exc
+        line = _entry_to_json(last + 1, version, changes)
+        fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            if end < length:
+                os.ftruncate(fd, end)       # an append a crash cut short
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if length == 0:
+            fsync_dir(user_dir)             # the journal was (re)created
+        if end + len(line) > max(_JOURNAL_MIN, size):
+            try:
+                self._compact(user_dir, jid)
+            except (OSError, StorageError):     # the change itself is stored
+                log.warning("could not fold %s into user.json", journal, exc_info=True)
+        return True
+
+    def _compact(self, user_dir: Path, jid: JID) -> None:
+        found = self._load_user(user_dir, jid)
+        self._forget(user_dir)
+        if found is not None:
+            user, last = found
+            self._write(user_dir / "user.json", _user_to_json(user, journal=last))
+            self._drop_journal(user_dir / JOURNAL)
+
+    def _drop_journal(self, journal: Path) -> None:
+        """Remove a journal user.json now includes; if that fails its lines are
+        skipped by number, and the next fold or save removes it."""
+        try:
+            self._remove(journal)
+        except OSError:
+            log.warning("could not remove %s; its lines are skipped", journal, exc_info=True)
 
     def _delete_user(self, jid: JID) -> bool:
         user_dir = self.user_dir(jid)
+        self._forget(user_dir)
         try:
             os.stat(user_dir / "user.json")
             existed = True
@@ -286,8 +605,19 @@ class FsStorage(Storage):
         return await self._run(self._find_user, jid)
 
     async def save_user(self, user: User) -> None:
-        path = self.user_dir(user.jid) / "user.json"
-        await self._run(self._write, path, _user_to_json(user))
+        await self._run(self._save_user, self.user_dir(user.jid), user)
+
+    async def find_contact(self, jid: JID, contact: JID) -> ContactLookup | None:
+        if not jid.local:
+            return None
+        return await self._run(self._find_contact, jid, contact)
+
+    async def update_roster(self, jid: JID, changes: Mapping[JID, Contact | None],
+                            version: int) -> bool:
+        if not jid.local:
+            return False
+        return await self._run(self._update_roster, self.user_dir(jid), jid.bare,
+                               dict(changes), version)
 
     async def delete_user(self, jid: JID) -> bool:
         if not jid.local:

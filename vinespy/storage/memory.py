@@ -11,13 +11,13 @@ bare JID.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Mapping
 
 from lxml import etree
 
 from ..jid import JID
-from . import (Storage, User, check_store, json_value, register, value_from_json, xml_bytes,
-               xml_element)
+from . import (Contact, ContactLookup, Storage, User, apply_roster_changes, check_store,
+               json_value, register, value_from_json, xml_bytes, xml_element)
 
 
 def _owner(jid: JID) -> JID:
@@ -46,6 +46,23 @@ class MemoryStorage(Storage):
         stored = copy.deepcopy(user)
         stored.jid = owner
         self._users[owner] = stored
+
+    async def find_contact(self, jid: JID, contact: JID) -> ContactLookup | None:
+        user = self._users.get(jid.bare)
+        if user is None:
+            return None
+        record = user.roster.get(contact)
+        hidden = sum(1 for c in user.roster.values() if c.hidden)
+        return ContactLookup(copy.deepcopy(record), user.roster_version,
+                             len(user.roster) - hidden, hidden)
+
+    async def update_roster(self, jid: JID, changes: Mapping[JID, Contact | None],
+                            version: int) -> bool:
+        user = self._users.get(jid.bare)
+        if user is None:
+            return False
+        apply_roster_changes(user, changes, version)
+        return True
 
     async def delete_user(self, jid: JID) -> bool:
         self._vcards.pop(jid.bare, None)
