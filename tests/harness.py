@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from vinespy.errors import StreamError
 from vinespy.jid import JID
 from vinespy.xml import Element
@@ -20,7 +22,9 @@ class FakeSession:
         self.got: list[Element] = []
 
     def send(self, st: Element) -> None:
-        self.got.append(st)
+        # A copy: a real session serializes at once, so a sender may reuse
+        # the element (the presence module re-addresses one per recipient).
+        self.got.append(copy.deepcopy(st))
 
     def close(self, error: StreamError | None = None) -> None:
         pass

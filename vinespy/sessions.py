@@ -27,7 +27,8 @@ class Session(Protocol):
     directed: set[JID]          # sent directed available presence to (RFC 6121 §4.6)
 
     def send(self, stanza: Element) -> None:
-        """Queue ``stanza`` for delivery; never blocks."""
+        """Queue ``stanza`` for delivery; never blocks. It is serialized before
+        this returns: the caller may change or reuse the element afterwards."""
 
     def close(self, error: StreamError | None = None) -> None:
         """Close the stream, sending ``error`` first if given."""
@@ -79,6 +80,18 @@ class Sessions:
 
     def changed(self, session: Session) -> None:
         """``session``'s availability, priority, presence or interest changed."""
+
+    def directed_changed(self, session: Session, jid: JID | None) -> None:
+        """``jid`` entered or left ``session.directed`` (None: it was emptied)."""
+
+    async def published(self) -> None:
+        """Return once the changes noted so far are seen by every cluster node
+        (at once standalone)."""
+
+    def exclusive(self, name: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held by one task of the whole cluster at a time (standalone, the
+        caller's own lock is enough: this holds nothing)."""
+        return contextlib.nullcontext()
 
     def hold(self) -> contextlib.AbstractContextManager[None]:
         """While held, stanzas for other cluster nodes are queued, not sent:

@@ -256,6 +256,14 @@ class Site:
         finally:
             await storage.close()
 
+    async def stored(self, bare: str, store: str) -> Any:
+        """One of the user's stores ("offline"...) as the fs storage holds it now."""
+        storage = open_storage("fs", {"dir": str(self.data)})
+        try:
+            return await storage.get(JID.parse(bare), store)
+        finally:
+            await storage.close()
+
 
 @pytest.fixture
 async def site(tmp_path: Path, ca: trustme.CA) -> Site:

@@ -8,8 +8,11 @@ import asyncio
 import pytest
 from slixmpp.exceptions import IqError
 
-from tests.cluster.conftest import Clients, ClusterFactory, body, presence_from
+from tests.cluster.conftest import (
+    Clients, ClusterFactory, RedisServer, body, eventually, presence_from,
+)
 from tests.conftest import DOMAIN, TIMEOUT
+from vinespy.cluster import wire
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
@@ -69,18 +72,23 @@ async def test_block_on_one_node_applies_on_the_other(cluster: ClusterFactory,
 
 
 async def test_directed_presence_of_a_dead_node_user_is_withdrawn(
-        cluster: ClusterFactory, xmpp: Clients) -> None:
+        cluster: ClusterFactory, xmpp: Clients, redis: RedisServer) -> None:
     """RFC 6121 §4.6.3/§4.5.2: alice on B sends directed presence to carol on A
     (no subscription between them). B is SIGKILLed: the node that cleans up
-    after B tells carol that alice left (the JIDs of directed presence travel
-    in alice's routing entry), exactly once."""
+    after B tells carol that alice left (the JIDs of directed presence are in
+    a Redis set of alice's session, which the cleanup reads and removes),
+    exactly once."""
     c = await cluster(2)
     a, b = c["node-a"], c["node-b"]
     carol = await xmpp.login(a, "carol/r1")
     alice = await xmpp.login(b, "alice/r1")
     alice.presence(pto=carol.jid)
     await carol.presences.get(presence_from(alice.jid, "available"))
-    await c.wait_route(alice.jid, match=lambda e: carol.jid in e.get("directed", []))
+    directed = f"cluster:directed:{(await c.routes(ALICE))['r1']['sid']}"
+
+    async def remembered() -> bool:
+        return carol.jid in await redis.execute("SMEMBERS", directed)
+    await eventually(remembered, what=f"{carol.jid} in {directed}")
     b.sigkill()
     await b.wait_exit()
     await carol.presences.get(presence_from(alice.jid, "unavailable"))
@@ -88,3 +96,27 @@ async def test_directed_presence_of_a_dead_node_user_is_withdrawn(
     carol.say(carol.jid, "sync")
     await carol.messages.get(body("sync"))
     assert len(carol.presences.matching(presence_from(alice.jid, "unavailable"))) == 1
+    assert int(await redis.execute("EXISTS", directed)) == 0
+
+
+async def test_a_bad_inbox_item_costs_only_itself(cluster: ClusterFactory, xmpp: Clients,
+                                                  redis: RedisServer) -> None:
+    """One inbox entry carries a close request with a stream-error condition
+    RFC 6120 §4.9.3 does not define, then a message for alice: the bad item
+    is logged and skipped, alice keeps her stream and gets the message."""
+    c = await cluster(1)
+    a = c["node-a"]
+    alice = await xmpp.login(a, "alice/r1")
+    sid = (await c.routes(ALICE))["r1"]["sid"]
+    msg = (f'<message from="{BOB}/x" to="{alice.jid}" type="chat"><body>after</body>'
+           '</message>').encode()
+    fields = wire.entry("node-z", "inc-z", 1, [
+        wire.close_item(alice.jid, sid, "no-such-condition"),
+        wire.stanza_item(alice.jid, 0, msg),
+    ])
+    await redis.execute("XADD", "cluster:inbox:node-a", "*",
+                        *[x for kv in fields.items() for x in kv])
+    await alice.messages.get(body("after"))
+    await alice.ping()
+    assert not alice.disconnected.done()
+    await a.wait_line("no-such-condition")

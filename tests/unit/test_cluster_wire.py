@@ -75,11 +75,12 @@ def test_stanza_item_keeps_nuls_in_its_payload() -> None:
     b"cbob@wonderland.lit/r1",                  # close item without NULs
     b"cbob@wonderland.lit/r1\x00sid",           # close item with one NUL
     b"c\xff\x00sid\x00conflict",                # close item, JID not UTF-8
+    b"cbob@wonderland.lit/r1\x00sid\x00no-such-condition",   # not RFC 6120 §4.9.3
     b"i\xff",                                   # invalidate, not UTF-8
     b"u\xc3",                                   # user, truncated UTF-8
 ], ids=["empty", "unknown-kind", "upper-case-kind", "stanza-no-nul", "stanza-one-nul",
         "hops-not-int", "hops-empty", "stanza-bad-utf8", "close-no-nul", "close-one-nul",
-        "close-bad-utf8", "invalidate-bad-utf8", "user-bad-utf8"])
+        "close-bad-utf8", "close-unknown-condition", "invalidate-bad-utf8", "user-bad-utf8"])
 def test_malformed_item_raises_wire_error(item: bytes) -> None:
     with pytest.raises(wire.WireError):
         wire.parse_item(item)
@@ -202,9 +203,19 @@ def test_record_round_trip() -> None:
     assert wire.parse_record(raw.encode()) == wire.parse_record(raw)
     raw = wire.record("node-b", "sid-2", False, -3, False, None)
     assert wire.parse_record(raw) == wire.Record("node-b", "sid-2", False, -3, False, None)
-    assert "directed" not in raw                     # only written when there are any
-    raw = wire.record("n", "s", True, 0, False, None, ["carol@w.lit/r1", "bob@w.lit"])
-    assert wire.parse_record(raw).directed == ("bob@w.lit", "carol@w.lit/r1")
+    assert "directed" not in raw            # a set of its own: cluster:directed:{sid}
+
+
+def test_record_directed_from_its_set_and_from_older_records() -> None:
+    """The cleanup reads a session's directed-presence set with its record;
+    a record an older version wrote may carry them in a "directed" list."""
+    raw = wire.record("n", "s", True, 0, False, None)
+    rec = wire.parse_record(raw, [b"carol@w.lit/r1", b"bob@w.lit"])
+    assert rec.directed == ("bob@w.lit", "carol@w.lit/r1")
+    old = b'{"node": "n", "sid": "s", "directed": ["carol@w.lit/r1", "dave@w.lit"]}'
+    assert wire.parse_record(old, [b"bob@w.lit", b"dave@w.lit"]).directed == (
+        "bob@w.lit", "carol@w.lit/r1", "dave@w.lit")
+    assert wire.parse_record(raw, [b"\xff"]).directed == ("\ufffd",)   # a bad JID, not a bad record
     with pytest.raises(wire.WireError):
         wire.parse_record(b'{"node": "n", "sid": "s", "directed": "bob@w.lit"}')
 
@@ -340,6 +351,40 @@ async def test_subscriber_skips_malformed_entries_and_items(
     # Every entry was counted, none stopped the task.
     assert reader.sub.entries == 4
     assert reader.task is not None and not reader.task.done()
+
+
+async def test_subscriber_handles_each_item_on_its_own(
+        rc: Any, redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Whatever handling one item raises (here a ValueError, as a stream
+    error of unknown condition once did) is logged and costs only that item:
+    the items after it in the same entry are handled, in order."""
+    caplog.set_level(logging.WARNING, logger="vinespy.cluster")
+    got: asyncio.Queue[str] = asyncio.Queue()
+
+    async def handle(kind: bytes, args: list[str], data: bytes) -> None:
+        if args[0].startswith("boom"):
+            raise ValueError(f"cannot handle {args[0]}")
+        got.put_nowait(args[0])
+    client = keys.connect(ClusterConfig(url=redis_url, node="node-b"), single=True,
+                          socket_timeout=6.0)
+    sub = Subscriber(client, "node-b", "inc-b", handle, lambda part, exc: None)
+    sub.last_events = b"0-0"
+
+    async def ready() -> None:
+        return None
+    task = asyncio.create_task(sub.run(ready))
+    try:
+        await rc.xadd(INBOX_B, good(1, "first@wonderland.lit", "boom@wonderland.lit",
+                                    "second@wonderland.lit", "boom-again@wonderland.lit",
+                                    "third@wonderland.lit"))
+        taken = [await asyncio.wait_for(got.get(), TIMEOUT) for _ in range(3)]
+        assert taken == ["first@wonderland.lit", "second@wonderland.lit", "third@wonderland.lit"]
+        assert caplog.text.count("cannot handle boom") == 2, caplog.text
+        assert not task.done()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.aclose()
 
 
 async def test_subscriber_skips_a_resent_entry(rc: Any, reader: Reader) -> None:

@@ -68,7 +68,8 @@ return now
 """
 
 # KEYS: nodes, node info, node jids, node inbox. ARGV: node, dead ms, mode, incarnation.
-# Removes a node and its routing entries at once and returns them with the
+# Removes a node and its routing entries (with each one's directed-presence
+# set) at once and returns them, as {full, record, {directed JIDs}}, with the
 # inbox entries it had not read: mode 'dead' only if it is still silent
 # (so of several nodes cleaning up concurrently exactly one gets them),
 # mode 'self' for a node's own previous incarnation (refused with 'busy'
@@ -97,8 +98,9 @@ for _, full in ipairs(redis.call('SMEMBERS', KEYS[3])) do
       local ok, rec = pcall(cjson.decode, v)
       if ok and type(rec) == 'table' and rec.node == ARGV[1] then
         redis.call('HDEL', key, res)
-        removed[#removed + 1] = full
-        removed[#removed + 1] = v
+        local dkey = 'cluster:directed:' .. tostring(rec.sid)
+        removed[#removed + 1] = {full, v, redis.call('SMEMBERS', dkey)}
+        redis.call('DEL', dkey)
       end
     end
   end
@@ -117,6 +119,7 @@ if v then
   local ok, rec = pcall(cjson.decode, v)
   if ok and type(rec) == 'table' and rec.node == ARGV[2] then
     redis.call('HDEL', KEYS[1], ARGV[1])
+    redis.call('DEL', 'cluster:directed:' .. tostring(rec.sid))
   end
 end
 return 0
@@ -259,6 +262,7 @@ class Cluster:
         await pipe.execute()
         for s in local.values():
             self.publisher.put(s)
+            self.publisher.rewrite_directed(s)
         self.sessions.forget()
 
     async def _rebroadcast(self) -> None:
@@ -384,13 +388,13 @@ class Cluster:
         assert self.publisher is not None
         if res[0] != b"done":
             return
-        flat, rest = res[1], res[2]
+        removed, rest = res[1], res[2]
         self.sessions.forget(node)
         gone: list[StreamProxy] = []
-        for full, raw in zip(flat[::2], flat[1::2]):
+        for full, raw, directed in removed:
             try:
                 jid = JID.parse(full.decode())
-                proxy = StreamProxy(jid, wire.parse_record(raw), self.publisher)
+                proxy = StreamProxy(jid, wire.parse_record(raw, directed), self.publisher)
             except (JIDError, wire.WireError, UnicodeDecodeError) as exc:
                 log.warning("cluster: skipping a bad session of node %s: %s", node, exc)
                 continue
@@ -426,6 +430,7 @@ class Cluster:
         self._job(self._absent_items(items))
 
     async def _absent_items(self, items: list[bytes]) -> None:
+        """Each item on its own: one that fails costs only itself."""
         for item in items:
             try:
                 kind, args, data = wire.parse_item(item)
@@ -433,6 +438,8 @@ class Cluster:
                     await self._absent(JID.parse(args[0]), int(args[1]), data)
             except (wire.WireError, JIDError) as exc:
                 log.warning("cluster: skipping an undeliverable item: %s", exc)
+            except Exception:
+                log.exception("cluster: an undeliverable item failed")
 
     # -- what other nodes send ----------------------------------------------------
     async def _item(self, kind: bytes, args: list[str], data: bytes) -> None:

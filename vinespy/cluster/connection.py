@@ -42,6 +42,17 @@ def sessions(bare: str) -> str:
     return f"sessions:{bare}"
 
 
+def directed(sid: str) -> str:
+    """SET of the JIDs the session ``sid`` sent directed presence to (RFC 6121
+    §4.6), for whoever cleans up after its node; gone with the session."""
+    return f"cluster:directed:{sid}"
+
+
+def lock(name: str) -> str:
+    """STRING holding the token of the task that holds ``exclusive(name)``."""
+    return f"cluster:lock:{name}"
+
+
 def default_node_id(port: int) -> str:
     """A node id that is stable across restarts of the same server, so that
     a node starting up finds (and removes) its previous incarnation's leftovers."""

@@ -1,10 +1,12 @@
 """Everything a node writes to Redis while serving, in order, coalesced.
 
-Stanzas for other nodes, session-table writes and invalidations are queued
-synchronously (never blocking the caller) and written by one task, one
-pipelined round trip per flush: while a flush is in flight the next one
-accumulates, so under load many stanzas share a round trip and all the
-stanzas for one node in a flush become one Redis Stream entry. A flush that
+Stanzas for other nodes, session-table writes (routing entries, and the
+changes of each session's directed-presence set, written as deltas) and
+invalidations are queued synchronously (never blocking the caller) and
+written by one task, one pipelined round trip per flush: while a flush is
+in flight the next one accumulates, so under load many stanzas share a
+round trip and all the stanzas for one node in a flush become one Redis
+Stream entry. A flush that
 fails (Redis unreachable) is retried as is, with backoff; its sequence
 numbers let receivers skip an entry they already have, so a retried flush
 neither loses nor duplicates anything, and order per sender is kept.
@@ -52,9 +54,11 @@ return 1
 """
 
 # Unbind: remove the routing entry only if it is still this stream's (a
-# newer session of the same full JID, on any node, keeps its own).
+# newer session of the same full JID, on any node, keeps its own). The
+# stream's directed-presence set (KEYS[3], named by its sid) goes in any case.
 UNBIND = """
 redis.call('SREM', KEYS[2], ARGV[3])
+redis.call('DEL', KEYS[3])
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if v and cjson.decode(v).sid == ARGV[2] then
   redis.call('HDEL', KEYS[1], ARGV[1])
@@ -90,6 +94,17 @@ class Backoff:
         self.attempt = 0
 
 
+class _Directed:
+    """What changed in one session's directed-presence set since the last flush."""
+
+    __slots__ = ("session", "reset", "changes")
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.reset = False                      # delete the set first
+        self.changes: dict[str, bool] = {}      # JID -> now in the set
+
+
 class Publisher:
     def __init__(self, redis: aioredis.Redis, node: str, incarnation: str, maxlen: int,
                  undeliverable: Callable[[list[bytes]], None],
@@ -102,6 +117,7 @@ class Publisher:
         self._trouble = trouble
         self._puts: dict[int, Session] = {}              # id(session) -> session
         self._unbinds: list[tuple[JID, str]] = []
+        self._directed: dict[int, _Directed] = {}        # id(session) -> its changes
         self._changed: dict[str, None] = {}              # bare JIDs, ordered
         self._events: list[bytes] = []
         self._inboxes: dict[str, list[bytes]] = {}
@@ -157,9 +173,29 @@ class Publisher:
         self._puts[id(session)] = session
         self._kick()
 
+    def directed(self, session: Session, jid: JID | None) -> None:
+        """``jid`` entered or left ``session.directed`` (None: it was emptied)."""
+        d = self._directed.get(id(session))
+        if d is None:
+            d = self._directed[id(session)] = _Directed(session)
+        if jid is None:
+            d.reset = True
+            d.changes.clear()
+        else:
+            d.changes[str(jid)] = jid in session.directed
+        self._kick()
+
+    def rewrite_directed(self, session: Session) -> None:
+        """Write ``session``'s whole directed-presence set again (a resync)."""
+        self.directed(session, None)
+        d = self._directed[id(session)]
+        d.changes = {str(j): True for j in session.directed}
+
     def unbind(self, session: Session) -> None:
-        """Remove ``session``'s routing entry if it is still its own."""
+        """Remove ``session``'s routing entry if it is still its own (and its
+        directed-presence set)."""
         self._puts.pop(id(session), None)
+        self._directed.pop(id(session), None)
         self._unbinds.append((session.jid, getattr(session, "id", "")))
         self._kick()
 
@@ -175,13 +211,22 @@ class Publisher:
         if self._holds:
             self._kick()
             return          # written with the held batch; waiting would stall it
+        await self.written(timeout)
+
+    async def written(self, timeout: float) -> bool:
+        """Wait until what is queued now is in Redis (True), or ``timeout``
+        (False). While held (see :meth:`hold`) it returns False at once:
+        the held batch is not written before the holder releases it."""
+        if self._holds:
+            return False
         fut = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         self._kick()
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout)
         except asyncio.TimeoutError:
-            pass
+            return False
+        return True
 
     async def flush(self, timeout: float) -> bool:
         """Wait until everything queued so far is written (or ``timeout``)."""
@@ -203,9 +248,10 @@ class Publisher:
             presence = session.presence
             cmds.append(("put", (jid, wire.record(
                 self.node, getattr(session, "id", ""), session.available, session.priority,
-                session.interested, serialize(presence) if presence is not None else None,
-                map(str, session.directed)))))
+                session.interested, serialize(presence) if presence is not None else None))))
             self._changed[str(jid.bare)] = None
+        for d in self._directed.values():
+            cmds += _directed_cmds(d)
         events = [wire.invalidate_item(b) for b in self._changed] + self._events
         for chunk in _chunks(events):
             cmds.append(("events", self._entry("*", chunk)))
@@ -213,6 +259,7 @@ class Publisher:
             for chunk in _chunks(items):
                 cmds.append(("send", (node, chunk, self._entry(node, chunk))))
         self._puts, self._unbinds, self._changed, self._events = {}, [], {}, []
+        self._directed = {}
         self._inboxes = {}
         self._batch_waiters, self._waiters = self._waiters, []
         return cmds
@@ -231,8 +278,14 @@ class Publisher:
                 pipe.sadd(keys.node_jids(self.node), str(jid))
             elif kind == "unbind":
                 full, sid = arg
-                pipe.eval(UNBIND, 2, keys.sessions(str(full.bare)), keys.node_jids(self.node),
-                          full.resource, sid, str(full))
+                pipe.eval(UNBIND, 3, keys.sessions(str(full.bare)), keys.node_jids(self.node),
+                          keys.directed(sid), full.resource, sid, str(full))
+            elif kind == "del":
+                pipe.delete(arg)
+            elif kind == "sadd":
+                pipe.sadd(arg[0], *arg[1])
+            elif kind == "srem":
+                pipe.srem(arg[0], *arg[1])
             elif kind == "events":
                 pipe.xadd(keys.EVENTS, arg, maxlen=self.maxlen, approximate=True)
             else:
@@ -248,7 +301,7 @@ class Publisher:
         while True:
             if self._batch is None:
                 if not (self._puts or self._unbinds or self._changed or self._events
-                        or self._inboxes):
+                        or self._inboxes or self._directed or self._waiters):
                     self._idle.set()
                     self._wake.clear()
                     await self._wake.wait()
@@ -291,6 +344,19 @@ class Publisher:
                 self._undeliverable(items)
             else:
                 self.stanzas_sent += sent
+
+
+def _directed_cmds(d: _Directed) -> list[tuple[str, Any]]:
+    """The commands that bring a session's directed-presence set up to date."""
+    key = keys.directed(getattr(d.session, "id", ""))
+    cmds: list[tuple[str, Any]] = [("del", key)] if d.reset else []
+    added = [j for j, now in d.changes.items() if now]
+    removed = [j for j, now in d.changes.items() if not now]
+    if added:
+        cmds.append(("sadd", (key, added)))
+    if removed and not d.reset:
+        cmds.append(("srem", (key, removed)))
+    return cmds
 
 
 def _chunks(items: list[bytes]) -> list[list[bytes]]:

@@ -9,6 +9,11 @@ and forgotten when an invalidation for that bare JID arrives (or after
 Redis round trip. The router calls :meth:`load` (one pipelined round trip
 for any number of bare JIDs not cached) before it looks anything up; the
 lookups themselves stay synchronous.
+
+Two more things modules may need of the cluster: :meth:`published` (the
+changes this node noted are in Redis, so any node reading now sees them)
+and :meth:`exclusive` (a section one task of the whole cluster runs at a
+time, a Redis lock with a token and a TTL).
 """
 
 from __future__ import annotations
@@ -16,15 +21,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, AsyncIterator, Iterable, Iterator
 
 from ..jid import JID, JIDError
 from ..sessions import Session, Sessions
 from . import connection as keys
 from . import wire
 from .proxy import StreamProxy
-from .publisher import REDIS_ERRORS
+from .publisher import REDIS_ERRORS, check_cancelled
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -35,6 +41,13 @@ log = logging.getLogger(__name__)
 
 CACHE_MAX = 100_000             # bare JIDs whose remote resources are cached
 LOAD_TIMEOUT = 2.0              # s; then route with what is known (local + stale)
+LOCK_TTL_MS = 10_000            # an exclusive() holder that died frees it after this
+
+# Release a lock only if it is still ours (it may have expired and been taken).
+UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 _Remote = dict[str, StreamProxy]
 
@@ -222,3 +235,56 @@ class ClusterSessions(Sessions):
     def changed(self, session: Session) -> None:
         if self.publisher is not None and self._full.get(session.jid) is session:
             self.publisher.put(session)
+
+    def directed_changed(self, session: Session, jid: JID | None) -> None:
+        """One SADD/SREM of the session's own set, not a rewrite of its routing
+        entry (which every node reads) nor an invalidation."""
+        if self.publisher is not None and self._full.get(session.jid) is session:
+            self.publisher.directed(session, jid)
+
+    # -- for modules: ordering and mutual exclusion across nodes -----------------
+    def _redis_budget(self) -> float:
+        """Seconds left to wait for Redis: ``wait_for_redis`` from when it was lost."""
+        return (self.down_since or time.monotonic()) + self.wait_for_redis - time.monotonic()
+
+    async def published(self) -> None:
+        """Return once what this node queued for Redis so far is written (or,
+        Redis unreachable, after what is left of ``wait_for_redis``)."""
+        if self.publisher is not None:
+            await self.publisher.written(max(0.05, self._redis_budget()))
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[None]:
+        """One holder of ``name`` in the whole cluster (``SET NX PX`` with a
+        token of ours). A holder that dies frees it after LOCK_TTL_MS. While
+        Redis is unreachable it is entered without the lock after
+        ``wait_for_redis`` (each node then serializes only its own tasks)."""
+        token = secrets.token_hex(8)
+        key = keys.lock(name)
+        held = await self._lock(key, token)
+        try:
+            yield
+        finally:
+            if held:
+                assert self.redis is not None
+                try:
+                    await self.redis.eval(UNLOCK, 1, key, token)
+                except REDIS_ERRORS as exc:
+                    log.debug("could not release %s (%s): it expires", key, exc)
+
+    async def _lock(self, key: str, token: str) -> bool:
+        if self.redis is None:
+            return False
+        pause = 0.002
+        while True:
+            try:
+                if await self.redis.set(key, token, nx=True, px=LOCK_TTL_MS):
+                    return True
+                check_cancelled()
+            except REDIS_ERRORS as exc:
+                check_cancelled()
+                if self._redis_budget() <= 0:
+                    log.debug("%s entered without the lock: Redis unreachable (%s)", key, exc)
+                    return False
+            await asyncio.sleep(pause)      # held elsewhere (or Redis blipped): again
+            pause = min(0.05, pause * 2)

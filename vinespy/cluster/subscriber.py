@@ -7,6 +7,8 @@ resumes exactly where it stopped: nothing written meanwhile is missed,
 unlike PUBLISH/SUBSCRIBE. Entries already seen (a sender re-sent a batch
 whose reply it lost) are skipped by their sequence numbers. An entry that
 is not what vinespy writes is logged and skipped; nothing stops the reader.
+Each item of an entry is decoded and handled on its own: whatever one item
+raises is logged and costs only that item, never the rest of its entry.
 """
 
 from __future__ import annotations
@@ -103,6 +105,8 @@ class Subscriber:
                 await self._handle(kind, args, data)
             except (JIDError, wire.WireError) as exc:
                 log.warning("skipping a cluster item from %s: %s", header.node, exc)
+            except Exception:
+                log.exception("a cluster item from %s failed", header.node)
 
 
 def parse_xrange(raw: list[Any]) -> list[tuple[bytes, dict[bytes, bytes]]]:

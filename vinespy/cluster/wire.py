@@ -12,16 +12,20 @@ An item is bytes whose first byte says what it is:
     deliver the stanza (stream form, ``jabber:client`` default namespace) to
     the bound full JID ``target`` of the receiving node.
 ``c`` full NUL sid NUL condition
-    close that session (a newer one bound the same full JID elsewhere).
+    close that session (a newer one bound the same full JID elsewhere) with
+    that stream error (RFC 6120 §4.9.3; empty: ``conflict``).
 ``i`` bare
     the routing entries of ``bare`` changed: forget what is cached of them.
 ``u`` bare
     the stored data of the user ``bare`` changed (roster, blocklist...).
 
 A session record (the value of ``sessions:{bare}`` for a resource) is JSON:
-``{"node", "sid", "available", "priority", "interested", "presence"}`` and,
-when not empty, ``"directed"`` (the JIDs the resource sent directed presence
-to, so that whoever cleans up after a dead node tells them it left).
+``{"node", "sid", "available", "priority", "interested", "presence"}``. The
+JIDs a resource sent directed presence to are not in it (every node reads
+records to route, and each new JID would rewrite the whole record): they are
+a set of their own (``cluster:directed:{sid}``), which the cleanup of a dead
+node reads into :attr:`Record.directed`. Records written by older versions
+may still carry a ``"directed"`` list; it is read the same way.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Iterable
 from lxml import etree
 
 from .. import ns
+from ..errors import STREAM_CONDITIONS
 from ..xml import Element
 
 STANZA, CLOSE, INVALIDATE, USER = b"s", b"c", b"i", b"u"
@@ -97,8 +102,12 @@ def parse_item(item: bytes) -> tuple[bytes, list[str], bytes]:
             int(hops)
             return kind, [target.decode(), hops.decode()], data
         if kind == CLOSE:
-            full, sid, condition = body.split(b"\0", 2)
-            return kind, [full.decode(), sid.decode(), condition.decode()], b""
+            full, sid, cond = body.split(b"\0", 2)
+            condition = cond.decode()
+            if condition and condition not in STREAM_CONDITIONS:
+                raise WireError(f"unknown stream error condition {condition!r} "
+                                "(RFC 6120 §4.9.3)")
+            return kind, [full.decode(), sid.decode(), condition], b""
         if kind in (INVALIDATE, USER):
             return kind, [body.decode()], b""
     except ValueError as exc:
@@ -131,26 +140,25 @@ class Record:
 
 
 def record(node: str, sid: str, available: bool, priority: int, interested: bool,
-           presence: bytes | None, directed: Iterable[str] = ()) -> str:
+           presence: bytes | None) -> str:
     d: dict[str, object] = {"node": node, "sid": sid, "available": available,
                             "priority": priority, "interested": interested,
                             "presence": presence.decode() if presence is not None else None}
-    directed = sorted(directed)
-    if directed:
-        d["directed"] = directed
     return json.dumps(d, separators=(",", ":"))
 
 
-def parse_record(raw: bytes | str) -> Record:
+def parse_record(raw: bytes | str, directed: Iterable[bytes] = ()) -> Record:
+    """The record ``raw``, with ``directed`` (the members of the session's
+    directed-presence set, when read) as its :attr:`Record.directed`."""
     try:
         d = json.loads(raw)
         presence = d.get("presence")
-        directed = d.get("directed") or []
-        if not isinstance(directed, list) or not all(isinstance(j, str) for j in directed):
+        old = d.get("directed") or []
+        if not isinstance(old, list) or not all(isinstance(j, str) for j in old):
             raise TypeError("'directed' is not a list of strings")
         return Record(str(d["node"]), str(d["sid"]), bool(d.get("available")),
                       int(d.get("priority") or 0), bool(d.get("interested")),
                       presence.encode() if isinstance(presence, str) else None,
-                      tuple(directed))
+                      tuple(sorted({*old, *(j.decode(errors="replace") for j in directed)})))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise WireError(f"not a session record: {exc!r}") from None

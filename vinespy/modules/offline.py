@@ -6,13 +6,32 @@ Only chat and normal messages that carry content a person reads (a body or
 a subject) are stored; a chat-state notification for someone offline is
 dropped without an error. Over ``max_messages`` the sender gets
 ``<service-unavailable/>``, as the RFC allows.
+
+A message stored for a user who is available by the time it is stored is
+delivered at once. The sender's side decided "offline" from what it knew
+when it routed the message; in a cluster the recipient may have become
+available on another node meanwhile, and that node may already have read
+his (then empty) store. So both sides follow one order, which leaves no
+window (docs/cluster.md, "Offline messages"):
+
+* initial presence: the resource's availability is published to every
+  node first (:meth:`Sessions.published`), then the store is read;
+* store: the message is written, then the user's routes are read afresh;
+  if he now has an available resource of non-negative priority, the store
+  is delivered to it.
+
+A store written after the read of the first kind is therefore seen by the
+fresh read of the second. Reading a user's store, delivering it and
+emptying it, and adding to it, run one at a time for that user across the
+whole cluster (:meth:`Sessions.exclusive`), so a message is delivered once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, AsyncIterator
 
 from lxml import etree
 
@@ -36,13 +55,23 @@ class Offline(Module):
     def __init__(self, host: Any) -> None:
         super().__init__(host)
         self.max_messages = self.option("max_messages")
-        self._locks: dict[Any, asyncio.Lock] = {}
+        self._locks: dict[Any, tuple[asyncio.Lock, list[int]]] = {}   # bare -> lock, users
 
-    def _lock(self, bare: Any) -> asyncio.Lock:
-        lock = self._locks.get(bare)
-        if lock is None:
-            lock = self._locks[bare] = asyncio.Lock()
-        return lock
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, bare: Any) -> AsyncIterator[None]:
+        """``bare``'s store, for this task alone: on this node (a lock per user,
+        dropped when unused) and in the whole cluster."""
+        entry = self._locks.get(bare)
+        if entry is None:
+            entry = self._locks[bare] = (asyncio.Lock(), [0])
+        entry[1][0] += 1
+        try:
+            async with entry[0], self.host.sessions.exclusive(f"offline:{bare}"):
+                yield
+        finally:
+            entry[1][0] -= 1
+            if not entry[1][0]:
+                del self._locks[bare]
 
     @hook("message/offline")
     async def store(self, ev: StanzaEvent) -> bool | None:
@@ -52,14 +81,25 @@ class Offline(Module):
         storage = self.host.storage
         if await storage.find_user(ev.to) is None:
             return None                      # no such user: the router says so
-        async with self._lock(ev.to):
+        async with self._exclusive(ev.to):
             queue = await storage.get(ev.to, STORE) or []
             if len(queue) >= self.max_messages:
                 return None                  # -> service-unavailable to the sender
             stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
             queue.append({"stamp": stamp, "xml": xml_bytes(st).decode()})
             await storage.put(ev.to, STORE, queue)
+        await self._recheck(ev.to)
         return True
+
+    async def _recheck(self, bare: Any) -> None:
+        """Stored: is ``bare`` available after all (fresh routes)? Then deliver
+        as to his bare JID (§8.5.2.1.1: the highest non-negative priority)."""
+        sessions = self.host.sessions
+        await sessions.load([bare], fresh=True)
+        targets = [s for s in sessions.available(bare) if s.priority >= 0]
+        if targets:
+            top = max(s.priority for s in targets)
+            await self._flush(bare, [s for s in targets if s.priority == top])
 
     @hook("initial-presence")
     async def deliver(self, session: Any) -> None:
@@ -68,18 +108,25 @@ class Offline(Module):
         if session.priority < 0:
             return
         bare = session.jid.bare
+        # Every node must see this resource available before the store is
+        # read (see the module's docstring); an empty store needs no lock.
+        await self.host.sessions.published()
+        if await self.host.storage.get(bare, STORE):
+            await self._flush(bare, [session])
+
+    async def _flush(self, bare: Any, targets: list[Any]) -> None:
         storage = self.host.storage
-        async with self._lock(bare):
+        async with self._exclusive(bare):
             queue = await storage.get(bare, STORE)
             if not queue:
-                return
+                return                       # delivered by whoever held it before us
             for item in queue:
                 st = xml_element(item["xml"].encode(), "offline message")
                 delay = etree.SubElement(st, f"{{{DELAY}}}delay", nsmap=ns.default(DELAY))
                 delay.set("from", self.host.domain)
                 delay.set("stamp", item["stamp"])
-                session.send(st)
+                for session in targets:
+                    session.send(st)
             # Stored only once every message was handed to the stream: a
             # crash before this line delivers them again rather than never.
             await storage.put(bare, STORE, None)
-        self._locks.pop(bare, None)

@@ -3,7 +3,11 @@ directed presence.
 
 * A resource becomes available with its initial presence (§4.2; it then
   receives bare-JID messages), its priority is tracked, and its presence
-  and its unavailability reach the user's other available resources.
+  and its unavailability reach all of the user's available resources,
+  "including the resource that generated the presence notification in the
+  first place" (§4.2.2, §4.4.2, §4.5.2). An entity is implicitly
+  subscribed to its own presence (§4.2.2), so a newly available resource
+  also gets the presence of the user's other available resources.
 * Broadcast (§4.2.2, §4.4.2, §4.5.2): the initial presence and every later
   available presence without 'to' go, from the resource's full JID, to the
   bare JID of every contact with a subscription from the user
@@ -22,6 +26,21 @@ directed presence.
   going away without one, even abruptly (§4.5.2: the server "MUST ...
   broadcast unavailable presence"), those JIDs get unavailable as well,
   except those already covered by the broadcast to the contacts.
+
+Limits, in ``[host.options.presence]``: a resource remembers directed
+presence to at most ``max_directed`` JIDs (default 1000: every MUC room a
+busy client joins is one); available presence to one JID more is refused
+with ``<policy-violation/>`` and not delivered, since delivering what could
+never be withdrawn would leave the recipient seeing the user online for
+good. Available presence whose ``<status/>`` text is longer than
+``max_status`` characters (default 1024; RFC 6121 §4.7.2.2 sets no length,
+but the server keeps each resource's presence, for probes and, in a
+cluster, in Redis) is refused the same way. Unavailable presence is never
+refused: it is not kept, and a client must always be able to leave.
+
+One presence to many recipients is one element re-addressed for each: the
+router keeps no stanza after routing it and sessions serialize in
+``send()``, so N recipients cost no N copies.
 """
 
 from __future__ import annotations
@@ -30,12 +49,14 @@ import copy
 from typing import Any
 
 from .. import ns
+from ..errors import StanzaError
 from ..events import StanzaEvent
 from ..jid import JID
 from ..xml import Element, stanza
-from . import Module, hook
+from . import Module, Option, hook
 
 _PRIORITY = f"{{{ns.CLIENT}}}priority"
+_STATUS = f"{{{ns.CLIENT}}}status"
 
 
 def priority_of(presence: Element) -> int:
@@ -49,8 +70,22 @@ def priority_of(presence: Element) -> int:
         return 0
 
 
+def status_length(presence: Element) -> int:
+    """Characters of ``<status/>`` text, all languages together (§4.7.2.2)."""
+    return sum(len(el.text or "") for el in presence.iterfind(_STATUS))
+
+
 class Presence(Module):
     name = "presence"
+    options = {
+        "max_directed": Option(int, default=1000, min=1, max=100_000),
+        "max_status": Option(int, default=1024, min=0, max=65_536),
+    }
+
+    def __init__(self, host: Any) -> None:
+        super().__init__(host)
+        self.max_directed: int = self.option("max_directed")
+        self.max_status: int = self.option("max_status")
 
     @hook("presence/self")
     async def own(self, ev: StanzaEvent) -> bool:
@@ -59,24 +94,30 @@ class Presence(Module):
         stype = st.get("type")
         initial = False
         if stype is None:
+            if self._refused(st):
+                return True
             initial = not session.available
             session.available = True
             session.priority = priority_of(st)
             session.presence = st
+            # No await before the user's own resources are told: two of them
+            # becoming available at once each learn of the other once.
+            self._to_own(session, st)
             if initial:
+                self._siblings_to(session)
                 # RFC 6121 §4.2: modules act on it (offline messages, probes...).
                 await self.host.bus.fire("initial-presence", session)
         elif stype == "unavailable":
-            if not session.available:
-                # §4.5.2 ... only an available resource has anything to withdraw.
-                self._to_siblings(session, st)
-                return True
-            session.available = False
-            session.presence = None
+            was = session.available
+            if was:
+                session.available = False
+                session.presence = None
+            self._to_own(session, st)
+            if not was:
+                return True     # §4.5.2 ... only an available resource has anything to withdraw
         else:
             # subscribe/probe/error without 'to' mean nothing (RFC 6121 §3, §4.3).
             return True
-        self._to_siblings(session, st)
         await self._broadcast(session, st, probe=initial)
         return True
 
@@ -89,17 +130,25 @@ class Presence(Module):
             await self._answer_probe(ev)
             return True
         session = ev.origin
-        if session is not None and ev.to.bare != session.jid.bare:
-            # The JIDs a session sent directed presence to live on the
-            # session (and, in a cluster, in its routing entry, so that the
-            # node that cleans up after a dead node tells them too).
-            if stype is None and session.available:
-                if ev.to not in session.directed:
-                    session.directed.add(ev.to)
-                    self.host.sessions.changed(session)
-            elif stype == "unavailable" and ev.to in session.directed:
-                session.directed.discard(ev.to)
-                self.host.sessions.changed(session)
+        if session is None or ev.to.bare == session.jid.bare:
+            return None
+        # The JIDs a session sent directed presence to live on the session
+        # (and, in a cluster, in a Redis set of its own, so that the node
+        # that cleans up after a dead node tells them too).
+        if stype is None:
+            if self._refused(ev.stanza):
+                return True
+            if session.available and ev.to not in session.directed:
+                if len(session.directed) >= self.max_directed:
+                    self.host.router.bounce(ev.stanza, StanzaError(
+                        "policy-violation", f"directed presence to at most {self.max_directed} "
+                        "JIDs at once (presence max_directed); send unavailable to some first"))
+                    return True
+                session.directed.add(ev.to)
+                self.host.sessions.directed_changed(session, ev.to)
+        elif stype == "unavailable" and ev.to in session.directed:
+            session.directed.discard(ev.to)
+            self.host.sessions.directed_changed(session, ev.to)
         return None
 
     @hook("resource-unbound")
@@ -110,38 +159,74 @@ class Presence(Module):
             session.available = False
             session.presence = None
             st = stanza("presence", frm=session.jid, type="unavailable")
-            self._to_siblings(session, st)
+            self._to_own(session, st, reflect=False)
             await self._broadcast(session, st, probe=False)
         session.directed.clear()
 
-    def _to_siblings(self, session: Any, st: Element) -> None:
+    def _refused(self, st: Element) -> bool:
+        """Available presence with too long a status: answered with an error."""
+        if status_length(st) <= self.max_status:
+            return False
+        self.host.router.bounce(st, StanzaError(
+            "policy-violation", f"status text longer than {self.max_status} characters "
+            "(presence max_status)"))
+        return True
+
+    def _to_own(self, session: Any, st: Element, *, reflect: bool = True) -> None:
+        """§4.2.2, §4.4.2, §4.5.2: to every available resource of the user and
+        (``reflect``) back to the one that sent it."""
         for other in self.host.sessions.available(session.jid.bare):
             if other is not session:
                 other.send(st)
+        if reflect:
+            session.send(st)
+
+    def _siblings_to(self, session: Any) -> None:
+        """§4.2.2: the user is subscribed to his own presence, so a resource
+        that becomes available learns its siblings' as a probe would."""
+        for other in self.host.sessions.available(session.jid.bare):
+            if other is not session and other.presence is not None:
+                out = copy.deepcopy(other.presence)
+                out.set("from", str(other.jid))
+                out.set("to", str(session.jid))
+                session.send(out)
 
     async def _broadcast(self, session: Any, st: Element, *, probe: bool) -> None:
         """§4.2.2, §4.4.2, §4.5.2: ``st`` to the from/both contacts (and, when
         unavailable, to the directed-presence JIDs); probes when ``probe``."""
         bare = session.jid.bare
         user = await self.host.storage.find_user(bare)
-        contacts = list(user.roster.values()) if user is not None else []
-        targets: list[JID] = [c.jid.bare for c in contacts
-                              if not c.hidden and c.subscription in ("from", "both")]
+        contacts = [c for c in (user.roster.values() if user is not None else ())
+                    if not c.hidden]
+        targets: list[JID] = [c.jid.bare for c in contacts if c.subscription in ("from", "both")]
         if st.get("type") == "unavailable":
             covered = set(targets)
-            directed = set(session.directed)
+            targets += sorted((j for j in session.directed if j.bare not in covered), key=str)
             session.directed.clear()
-            targets += sorted((j for j in directed if j.bare not in covered), key=str)
-        out: list[Element] = []
-        for to in targets:
-            st2 = copy.deepcopy(st)
-            st2.set("from", str(session.jid))
-            st2.set("to", str(to))
-            out.append(st2)
-        if probe:
-            out += [stanza("presence", frm=bare, to=c.jid.bare, type="probe") for c in contacts
-                    if not c.hidden and c.subscription in ("to", "both")]
-        await self.send_many(out)
+            self.host.sessions.directed_changed(session, None)
+        probes = [stanza("presence", frm=bare, to=c.jid.bare, type="probe") for c in contacts
+                  if probe and c.subscription in ("to", "both")]
+        # One copy, re-addressed per recipient: ``st`` itself is the session's presence.
+        one = copy.deepcopy(st)
+        one.set("from", str(session.jid))
+        await self._to_each(one, targets, probes)
+
+    async def _to_each(self, st: Element, targets: list[JID], then: list[Element]) -> None:
+        """Route ``st`` to each of ``targets``, then the stanzas ``then``, as
+        :meth:`Router.route_many` would (the routes of all recipients read in
+        one round trip, what goes to other nodes written together), changing
+        only ``st``'s 'to' in between."""
+        router = self.host.router
+        sessions = self.host.sessions
+        if sessions.clustered:
+            tos = targets + [JID.parse(x.get("to", "")) for x in then]
+            await sessions.load([j.bare for j in tos if j.local and j.domain in router.hosts])
+        with sessions.hold():
+            for to in targets:
+                st.set("to", str(to))
+                await router.route(st, None)
+            for other in then:
+                await router.route(other, None)
 
     async def _answer_probe(self, ev: StanzaEvent) -> None:
         owner = ev.to.bare
