@@ -254,6 +254,16 @@ class ClusterSessions(Sessions):
             await self.publisher.written(max(0.05, self._redis_budget()))
 
     @contextlib.asynccontextmanager
+    async def binding(self, bare: JID) -> AsyncIterator[None]:
+        """The binds of one account, one at a time in the whole cluster: the
+        next bind (on any node) starts only once this one's routing entry is
+        in Redis, so its fresh read of the account's resources sees it
+        (conflicts, max_resources_per_account)."""
+        async with super().binding(bare), self.exclusive(f"bind:{bare}"):
+            yield
+            await self.published()
+
+    @contextlib.asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[None]:
         """One holder of ``name`` in the whole cluster (``SET NX PX`` with a
         token of ours). A holder that dies frees it after LOCK_TTL_MS. While
