@@ -21,7 +21,7 @@ from slixmpp.exceptions import IqError
 from slixmpp.plugins.xep_0004 import Form
 
 from tests.conftest import DOMAIN, TIMEOUT, Running
-from vinespy.pubsub import DATA, NODE_CONFIG, NS, NS_ERRORS, NS_EVENT, NS_OWNER
+from vinespy.rules.pubsub import DATA, NODE_CONFIG, NS, NS_ERRORS, NS_EVENT, NS_OWNER
 
 pytestmark = pytest.mark.integration
 

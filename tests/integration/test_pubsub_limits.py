@@ -27,7 +27,7 @@ from tests.integration.test_pubsub import (PLUGINS, barrier, entry, error_of, ex
                                            submit)
 from vinespy import accounts
 from vinespy.jid import JID
-from vinespy.pubsub import NS, NS_EVENT, NS_OWNER
+from vinespy.rules.pubsub import NS, NS_EVENT, NS_OWNER
 
 pytestmark = pytest.mark.integration
 

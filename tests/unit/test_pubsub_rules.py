@@ -1,13 +1,13 @@
-"""XEP-0060 rules without I/O (vinespy/pubsub.py)."""
+"""XEP-0060 rules without I/O (vinespy/rules/pubsub.py)."""
 
 from __future__ import annotations
 
 import pytest
 from lxml import etree
 
-from vinespy import pubsub
+from vinespy.rules import pubsub
 from vinespy.errors import StanzaError
-from vinespy.pubsub import DATA, NODE_CONFIG, NS_ERRORS, NS_EVENT, Limits
+from vinespy.rules.pubsub import DATA, NODE_CONFIG, NS_ERRORS, NS_EVENT, Limits
 
 LIMITS = Limits(max_items=50)
 

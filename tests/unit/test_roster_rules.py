@@ -1,4 +1,4 @@
-"""vinespy.roster against RFC 6121: Appendix A row by row, pre-approval (§3.4),
+"""vinespy.rules.roster against RFC 6121: Appendix A row by row, pre-approval (§3.4),
 roster-set checks (§2.1.5, §2.3.3, §2.5) and the <item/> builder.
 
 The expected rows below are transcribed from the RFC's tables, not derived
@@ -14,7 +14,7 @@ from lxml import etree
 
 from vinespy.errors import StanzaError
 from vinespy.jid import JID
-from vinespy.roster import (
+from vinespy.rules.roster import (
     INBOUND, OUTBOUND, ROSTER, Limits, RosterRemove, RosterUpdate, State, admit, inbound,
     item_element, outbound, parse_roster_set, removal_element, state_of, updated, visible,
 )

@@ -4,7 +4,7 @@
 ``games.wonderland.lit`` a pubsub service; the router hands every stanza to
 it to this module as ``<kind>/service`` events. The rules (who may do what,
 node configuration, error conditions, notification payloads) are in
-:mod:`vinespy.pubsub`; this module reads and writes the service's
+:mod:`vinespy.rules.pubsub`; this module reads and writes the service's
 :class:`~vinespy.storage.pubsub.PubSubStore` (in Redis in a cluster, so every
 node sees the same nodes at once; in the host's data directory otherwise)
 and sends notifications through the router.
@@ -47,7 +47,7 @@ Nobody receives what they did not ask for, from someone they may not hear:
 * Quotas (``[host.options.pubsub]``): ``max_subscriptions_per_node`` JIDs
   per node, ``max_subscriptions_per_jid`` of them with one bare JID (bare
   and full JIDs, made-up resources included); past either, §6.1.3.9's
-  ``<too-many-subscriptions/>`` (:func:`vinespy.pubsub.too_many_subscriptions`).
+  ``<too-many-subscriptions/>`` (:func:`vinespy.rules.pubsub.too_many_subscriptions`).
   The count is read before the write: requests handled at the same moment
   may pass it by a few.
 * disco#items on the service lists a whitelist node only to those on its
@@ -62,11 +62,11 @@ from typing import Any, Iterable
 
 from lxml import etree
 
-from .. import pubsub as rules
 from ..errors import StanzaError
 from ..events import StanzaEvent
 from ..jid import JID, JIDError
-from ..pubsub import NS, NS_OWNER, Limits, error
+from ..rules import pubsub as rules
+from ..rules.pubsub import NS, NS_OWNER, Limits, error
 from ..storage.pubsub import PubSubStore
 from ..xml import Element, child, element, stanza
 from . import Module, Option, iq
@@ -570,7 +570,7 @@ class PubSub(Module):
 
     async def _set_subscriptions(self, ev: StanzaEvent, action: Element, node: str) -> None:
         """§8.8.2: an owner unsubscribes anyone, and subscribes only with
-        consent (:func:`vinespy.pubsub.owner_may_subscribe`) within the
+        consent (:func:`vinespy.rules.pubsub.owner_may_subscribe`) within the
         quotas. Every entry is read first (a malformed one changes nothing);
         the refused ones are answered as §8.8.2.4 says, the others applied."""
         service = ev.to.domain

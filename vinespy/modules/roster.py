@@ -1,7 +1,7 @@
 """RFC 6121 §2: roster management, with roster versioning (RFC 6121 §2.6, XEP-0237).
 
 The rules (which roster sets are valid, what an ``<item/>`` looks like, the
-subscription state machine) are in :mod:`vinespy.roster`; this module does
+subscription state machine) are in :mod:`vinespy.rules.roster`; this module does
 the I/O: it reads and writes the user's :class:`~vinespy.storage.User`,
 answers the IQs and sends roster pushes.
 
@@ -16,7 +16,7 @@ answers the IQs and sends roster pushes.
   empty result followed by pushes of the changes since that version, of
   which there are none. Any other ``ver`` (older, unknown, or the empty
   string of a client without a cache, §2.6.2) gets the whole roster.
-* ``set`` to one's own account: :func:`~vinespy.roster.parse_roster_set`
+* ``set`` to one's own account: :func:`~vinespy.rules.roster.parse_roster_set`
   (§2.1.5, §2.3.3), then add or update the item (name and groups replaced,
   subscription state kept, a hidden record becomes an item) or remove it
   (§2.5). Removing an item the roster does not hold is ``<item-not-found/>``
@@ -30,10 +30,10 @@ answers the IQs and sends roster pushes.
   with ``ver`` and the one changed item, ``subscription='remove'`` for a
   deletion) goes to every interested resource of the user, and the set is
   answered with an empty result.
-* Limits, the options of ``[host.options.roster]`` (:class:`~vinespy.roster.Limits`):
+* Limits, the options of ``[host.options.roster]`` (:class:`~vinespy.rules.roster.Limits`):
   ``max_items`` (1000) roster items per user: a set that would add one more
   is ``<not-allowed/>`` (type cancel) with a ``<text/>`` naming the limit
-  (why that condition: :func:`~vinespy.roster.admit`); the subscription
+  (why that condition: :func:`~vinespy.rules.roster.admit`); the subscription
   module applies the same limit to every other way an item is made
   (outbound subscribe, pre-approval, approving a stranger) and
   ``max_pending`` (100) to strangers' unanswered requests. ``max_groups``
@@ -65,9 +65,9 @@ from typing import Any, AsyncIterator
 from ..errors import StanzaError
 from ..events import StanzaEvent
 from ..jid import JID
-from ..roster import (MAX_GROUPS, MAX_ITEMS, MAX_LENGTH, MAX_PENDING, ROSTER, Limits,
-                      RosterRemove, admit, item_element, parse_roster_set, removal_element,
-                      updated, visible)
+from ..rules.roster import (MAX_GROUPS, MAX_ITEMS, MAX_LENGTH, MAX_PENDING, ROSTER, Limits,
+                            RosterRemove, admit, item_element, parse_roster_set,
+                            removal_element, updated, visible)
 from ..xml import Element, child, element, stanza
 from . import Module, Option, iq
 

@@ -1,11 +1,11 @@
 """Presence subscriptions between local users (RFC 6121 §3, Appendix A).
 
-The state machine is :mod:`vinespy.roster` (pure tables); this module does
+The state machine is :mod:`vinespy.rules.roster` (pure tables); this module does
 the I/O around it, for presence of type ``subscribe``, ``subscribed``,
 ``unsubscribe`` or ``unsubscribed`` addressed to a local bare or full JID:
 
 * Sent by a local session (outbound, Appendix A.2): the sender's roster
-  record for the contact goes through :func:`~vinespy.roster.outbound`
+  record for the contact goes through :func:`~vinespy.rules.roster.outbound`
   under the roster module's user lock, is saved and, if the roster item
   changed, pushed to the sender's interested resources (§2.1.6). If the
   table says to route it, the stanza is stamped with the contact's bare JID
@@ -15,7 +15,7 @@ the I/O around it, for presence of type ``subscribe``, ``subscribed``,
 * Emitted by the server (inbound, Appendix A.3; ``origin`` None: the
   routed stanza above, or the roster module's cancellation on removal,
   §2.5.2): the contact's record for the sender goes through
-  :func:`~vinespy.roster.inbound` (lock, save, push); the stanza is
+  :func:`~vinespy.rules.roster.inbound` (lock, save, push); the stanza is
   delivered to the contact's available resources if the table says so,
   else dropped; an automatic answer (``auto``, e.g. ``subscribed`` for a
   pre-approved contact, §3.4.2) is sent back as the contact's bare JID.
@@ -23,7 +23,7 @@ the I/O around it, for presence of type ``subscribe``, ``subscribed``,
 Both claim the stanza, so the router's default does not deliver it again.
 
 Every change is checked against the roster module's limits
-(:func:`~vinespy.roster.admit`) before anything is stored: an outbound
+(:func:`~vinespy.rules.roster.admit`) before anything is stored: an outbound
 stanza that would make a new roster item in a full roster (a subscribe or
 pre-approval to a new JID, approving a stranger's request) is answered to
 the sending resource with a presence error from the contact,
@@ -57,8 +57,8 @@ from typing import Any, Callable
 from ..errors import StanzaError
 from ..events import StanzaEvent
 from ..jid import JID
-from ..roster import (SUBSCRIPTION_TYPES, Outcome, admit, inbound, item_element, outbound,
-                      removal_element, visible)
+from ..rules.roster import (SUBSCRIPTION_TYPES, Outcome, admit, inbound, item_element,
+                            outbound, removal_element, visible)
 from ..storage import Contact
 from ..xml import error_reply, stanza
 from . import Module, hook
@@ -159,7 +159,7 @@ class Subscription(Module):
         """Run ``table`` on ``owner``'s record for ``jid``: store and push the
         result. None if ``owner`` has no account. StanzaError, with nothing
         stored, if the result would exceed the roster limits
-        (:func:`~vinespy.roster.admit`)."""
+        (:func:`~vinespy.rules.roster.admit`)."""
         roster = self.host.modules["roster"]
         async with roster.user_lock(owner):
             found = await self.host.storage.find_contact(owner, jid)

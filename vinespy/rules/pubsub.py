@@ -29,10 +29,10 @@ from typing import Callable, Mapping
 
 from lxml import etree
 
-from . import ns
-from .errors import StanzaError
-from .jid import JID, JIDError
-from .xml import Element
+from .. import ns
+from ..errors import StanzaError
+from ..jid import JID, JIDError
+from ..xml import Element
 
 NS = "http://jabber.org/protocol/pubsub"
 NS_OWNER = f"{NS}#owner"
@@ -334,7 +334,7 @@ def too_many_subscriptions(jid: str, subscriptions: Mapping[str, str],
     pubsub condition is the XEP's, the stanza condition is not its
     ``<policy-violation/>`` (type wait), which older clients cannot parse
     (slixmpp 1.x raises on it and its request never completes; see also
-    :func:`vinespy.roster.admit`), while ``<not-allowed/>`` (RFC 6120
+    :func:`vinespy.rules.roster.admit`), while ``<not-allowed/>`` (RFC 6120
     §8.3.3.11, type cancel) is understood everywhere, says that retrying as
     is will not help, and is what ejabberd answers at its
     ``max_subscriptions_node``."""

@@ -52,10 +52,10 @@ from typing import Literal, NamedTuple
 from lxml import etree
 from precis_i18n import get_profile
 
-from .errors import StanzaError
-from .jid import JID
-from .storage import Contact
-from .xml import Element, element, jid_attr
+from ..errors import StanzaError
+from ..jid import JID
+from ..storage import Contact
+from ..xml import Element, element, jid_attr
 
 ROSTER = "jabber:iq:roster"
 _ITEM = f"{{{ROSTER}}}item"
