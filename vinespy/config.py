@@ -20,14 +20,12 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, get_type_hints
 
+from . import tls
+from .errors import ConfigError as ConfigError      # what load() raises
 from .jid import JIDError, prep_domain
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
-
-
-class ConfigError(Exception):
-    """The configuration is unusable; ``str()`` is one line for the operator."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +173,6 @@ def load(path: str | Path, *, check_certs: bool = True) -> Config:
     except _Bad as exc:
         raise ConfigError(f"{shown}: {exc}") from None
     if check_certs:
-        from . import tls                                   # tls imports this module
         try:
             tls.contexts(config)
         except ConfigError as exc:

@@ -1,6 +1,8 @@
 """Stanza errors (RFC 6120 §8.3) and stream errors (RFC 6120 §4.9) as exceptions.
 
 Handlers raise these; the stream layer and the router turn them into XML.
+:class:`ConfigError` is the operator's: what stops a start (the config file,
+a certificate), one line.
 """
 
 from __future__ import annotations
@@ -47,6 +49,14 @@ STREAM_CONDITIONS = frozenset((
     "undefined-condition", "unsupported-encoding", "unsupported-feature",
     "unsupported-stanza-type", "unsupported-version",
 ))
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; ``str()`` is one line for the operator.
+
+    Here rather than in :mod:`vinespy.config` so that what the config checks
+    with (:func:`vinespy.tls.contexts`) can raise it without importing config.
+    """
 
 
 class StanzaError(Exception):
