@@ -19,7 +19,9 @@ from lxml import etree
 from vinespy.jid import JID
 from vinespy.storage import (Contact, ScramKeys, Storage, StorageError, User, backends,
                              open_storage)
-from vinespy.storage.fs import FsStorage, _user_to_json, decode_name, encode_name
+from vinespy.storage.fs import FsStorage
+from vinespy.storage.fs.names import decode_name, encode_name
+from vinespy.storage.fs.records import user_to_json
 from vinespy.storage.memory import MemoryStorage
 from vinespy.storage.null import NullStorage
 
@@ -535,7 +537,7 @@ USER_JSON = Path("example%2Ecom") / "alice" / "user.json"
 
 
 def corrupt_json_variants() -> list[bytes]:
-    good = json.loads(_user_to_json(make_user()))
+    good = json.loads(user_to_json(make_user()))
     variants: list[Any] = []
     for key in ("jid", "credentials", "roster", "roster_version", "format"):
         broken = copy.deepcopy(good)

@@ -333,12 +333,12 @@ async def test_fs_update_runs_in_a_thread(tmp_path: Path, monkeypatch: pytest.Mo
     del thread_calls[:]
     calls = thread_calls
     encoded: list[bool] = []
-    real_encode = fs_module._user_to_json
+    real_encode = fs_module.user_to_json
 
     def encode(*args: Any, **kwargs: Any) -> bytes:
         encoded.append(_in_loop_thread())
         return real_encode(*args, **kwargs)
-    monkeypatch.setattr(fs_module, "_user_to_json", encode)
+    monkeypatch.setattr(fs_module, "user_to_json", encode)
     await storage.update_roster(ALICE, {DAVE: Contact(DAVE)}, 4)
     await storage.save_user(make_user())
     assert calls == ["_update_roster", "_save_user"]
@@ -380,12 +380,12 @@ async def test_fs_reads_only_what_changed(tmp_path: Path, monkeypatch: pytest.Mo
     storage = FsStorage(tmp_path)
     await storage.save_user(big_user(500))
     parses: list[int] = []
-    real = fs_module._user_from_json
+    real = fs_module.user_from_json
 
     def counting(*args: Any) -> Any:
         parses.append(1)
         return real(*args)
-    monkeypatch.setattr(fs_module, "_user_from_json", counting)
+    monkeypatch.setattr(fs_module, "user_from_json", counting)
     for i in range(50):
         await storage.find_contact(ALICE, BOB)
         await storage.update_roster(ALICE, {DAVE: Contact(DAVE, name=str(i))}, 4 + i)

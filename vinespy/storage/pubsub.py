@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, TypeVar
 
 from ..fileio import atomic_write, fsync_dir
 from . import StorageError
-from .fs import decode_name, encode_name
+from .fs.names import decode_name, encode_name
 
 if TYPE_CHECKING:
     from ..config import Config, HostConfig
@@ -438,7 +438,7 @@ FORMAT = 1          # "format" of a node file
 
 
 def _file_part(name: str) -> str:
-    """``_`` and :func:`~vinespy.storage.fs.encode_name`: injective, never
+    """``_`` and :func:`~vinespy.storage.fs.names.encode_name`: injective, never
     empty, never ``.``, ``..``, a separator or a leading dot."""
     return "_" + encode_name(_str(name, "name"))
 
@@ -519,7 +519,7 @@ class FsPubSub(PubSubStore):
         <dir>/_<service>/_<node>.json     everything of one node
 
     ``<service>`` and ``<node>`` are the names encoded as the fs storage
-    encodes its file names (:func:`~vinespy.storage.fs.encode_name`: ``%XX``
+    encodes its file names (:func:`~vinespy.storage.fs.names.encode_name`: ``%XX``
     for every byte outside ``[a-z0-9_-]``, a SHA-256 for long ones) after a
     ``_``: no name, the empty one, ``..`` or ``a/b`` included, can leave its
     directory, be hidden or meet another's file; a hashed name is checked

@@ -10,19 +10,21 @@ Layout under ``dir``::
     <domain>/<local>/<store>.json           a keyval store's value (``[a-z0-9_]+``;
                                             ``user`` is reserved for user.json)
 
-File names: every byte of the UTF-8 name outside ``[a-z0-9_-]`` is written
-``%XX`` (upper-case hex), ``.`` included, so no name can be ``.``, ``..``,
-hold a separator, differ only in case or start with a dot; dot-names are
-left for temporary files and tombstones. Names longer than 200 characters
-once encoded (RFC 7622 allows 1023-byte parts; file systems allow 255) become
-a readable prefix, ``~`` and the SHA-256 of the name: no longer reversible,
-but ``user.json`` records the JID and a mismatch is refused.
+File names (:mod:`~vinespy.storage.fs.names`): every byte of the UTF-8 name
+outside ``[a-z0-9_-]`` is written ``%XX`` (upper-case hex), ``.`` included,
+so no name can be ``.``, ``..``, hold a separator, differ only in case or
+start with a dot; dot-names are left for temporary files and tombstones.
+Names longer than 200 characters once encoded (RFC 7622 allows 1023-byte
+parts; file systems allow 255) become a readable prefix, ``~`` and the
+SHA-256 of the name: no longer reversible, but ``user.json`` records the JID
+and a mismatch is refused.
 
 Writes are atomic: a temporary file in the same directory is written,
 flushed, fsync'ed and renamed over the old one (``os.replace``), then the
 directory is fsync'ed; a crash at any point leaves the old file or the new
 one. Directories are created 0700, files 0600. All blocking I/O (and the
-encoding and decoding of user.json) runs in a worker thread.
+encoding and decoding of user.json, :mod:`~vinespy.storage.fs.records`) runs
+in a worker thread.
 
 Roster changes (:meth:`FsStorage.update_roster`) are not written by
 rewriting user.json, whose size grows with the roster: each is one line
@@ -54,9 +56,6 @@ every OSError becomes StorageError.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import json
 import logging
 import os
 import secrets
@@ -64,79 +63,27 @@ import shutil
 from pathlib import Path
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, NamedTuple, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 from lxml import etree
 
-from ..fileio import atomic_write, fsync_dir
-from ..jid import JID, JIDError
-from . import (Contact, ContactLookup, ScramKeys, Storage, StorageError, User, check_store,
-               json_value, register, value_from_json, xml_bytes, xml_element)
+from ...fileio import atomic_write, fsync_dir
+from ...jid import JID, JIDError
+from .. import (Contact, ContactLookup, Storage, StorageError, User, check_store, json_value,
+                register, value_from_json, xml_bytes, xml_element)
+from .names import encode_name, fragment_file_name
+from .records import (JOURNAL, Parsed, copy_contact, copy_user, entry_from_json, entry_to_json,
+                      journal_entries, user_from_json, user_to_json)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789_-")
-_HEX = frozenset("0123456789ABCDEF")
-_MAX_NAME = 200
-# A file name may hold 255 bytes, and atomic_write's temporary file adds 14
-# (".<name>.XXXXXXXX.tmp"): the longest name that can be written.
-_MAX_FILE_NAME = 255 - 14
-FORMAT = 1          # user.json "format"
+# The journal is folded into user.json once it is larger than this and than user.json.
+_JOURNAL_MIN = 64 * 1024
 
-
-def encode_name(text: str) -> str:
-    """A file name for ``text``: ``%XX`` for every byte outside ``[a-z0-9_-]``.
-
-    Injective; reversible with :func:`decode_name` unless the result is
-    longer than 200 characters, in which case it is hashed (contains ``~``).
-    """
-    raw = text.encode("utf-8")
-    name = "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in raw)
-    if len(name) > _MAX_NAME:
-        name = f"{name[:120]}~{hashlib.sha256(raw).hexdigest()}"
-    return name
-
-
-def decode_name(name: str) -> str | None:
-    """The text :func:`encode_name` made ``name`` from; None if hashed or not an encoding."""
-    out = bytearray()
-    i = 0
-    while i < len(name):
-        c = name[i]
-        if c == "%" and len(name) >= i + 3 and set(name[i + 1:i + 3]) <= _HEX:
-            byte = int(name[i + 1:i + 3], 16)
-            if byte in _SAFE:
-                return None             # never escaped: not our encoding
-            out.append(byte)
-            i += 3
-        elif ord(c) < 128 and ord(c) in _SAFE:
-            out.append(ord(c))
-            i += 1
-        else:
-            return None
-    try:
-        return out.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
-def fragment_file_name(namespace: str, name: str) -> str:
-    """``<ns>.<name>.xml`` for a private XML fragment, as long as that can be
-    written; else a readable prefix of ``<ns>``, ``~~`` and the SHA-256 of both.
-
-    "." is always escaped inside encoded names, so it separates unambiguously;
-    ``~~`` appears in no plain name (an encoded name's ``~`` is followed by hex).
-    The plain name is kept wherever it fits, so fragments stored under it by
-    earlier versions are still found.
-    """
-    plain = f"{encode_name(namespace)}.{encode_name(name)}.xml"
-    if len(plain) <= _MAX_FILE_NAME:
-        return plain
-    digest = hashlib.sha256(f"{namespace}\0{name}".encode("utf-8")).hexdigest()
-    return f"{encode_name(namespace)[:100]}~~{digest}.xml"
+# Roster records kept parsed in memory, over all users; least recently used go first.
+_CACHE_RECORDS = 50_000
 
 
 def _read(path: Path) -> bytes | None:
@@ -146,173 +93,6 @@ def _read(path: Path) -> bytes | None:
             return f.read()
     except FileNotFoundError:
         return None
-
-
-# --- user.json ---------------------------------------------------------------
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _unb64(value: Any) -> bytes:
-    return base64.b64decode(_typed(value, str), validate=True)
-
-
-def _typed(value: Any, kind: type[T]) -> T:
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise TypeError(f"expected {kind.__name__}, found {type(value).__name__}")
-    return value
-
-
-def _optional_str(value: Any) -> str | None:
-    return None if value is None else _typed(value, str)
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def _contact_doc(c: Contact) -> dict[str, Any]:
-    return {"jid": str(c.jid), "name": c.name, "subscription": c.subscription,
-            "ask": c.ask, "groups": list(c.groups), "approved": c.approved,
-            "pending_in": c.pending_in, "hidden": c.hidden}
-
-
-def _contact_from_doc(item: Any) -> Contact:
-    item = _typed(item, dict)
-    return Contact(
-        jid=JID.parse(_typed(item["jid"], str)),
-        name=_optional_str(item["name"]),
-        subscription=_typed(item["subscription"], str),
-        ask=_optional_str(item["ask"]),
-        groups=[_typed(g, str) for g in _typed(item["groups"], list)],
-        approved=_typed(item["approved"], bool),
-        pending_in=_typed(item["pending_in"], bool),
-        hidden=_typed(item.get("hidden", False), bool),   # older files lack it: False
-    )
-
-
-def _user_to_json(user: User, journal: int = 0) -> bytes:
-    """user.json: one roster item a line (the C encoder: no indent, which would
-    take the pure-Python one, ten times slower on a big roster)."""
-    head = {
-        "format": FORMAT,
-        "jid": str(user.jid.bare),
-        "credentials": {
-            name: {"salt": _b64(k.salt), "stored_key": _b64(k.stored_key),
-                   "server_key": _b64(k.server_key), "iterations": k.iterations}
-            for name, k in user.credentials.items()
-        },
-        "roster_version": user.roster_version,
-        "journal": journal,
-    }
-    items = ",\n".join(_json(_contact_doc(c)) for c in user.roster.values())
-    return f'{_json(head)[:-1]},\n"roster":[\n{items}\n]}}\n'.encode("utf-8")
-
-
-def _user_from_json(data: bytes, jid: JID) -> tuple[User, int]:
-    """Decode ``user.json`` of bare ``jid``: the User and the number of the last
-    journal line it includes; TypeError/ValueError/KeyError if corrupt."""
-    doc = _typed(json.loads(data), dict)
-    if doc.get("format") != FORMAT:
-        raise ValueError(f"unknown format {doc.get('format')!r}")
-    if _typed(doc["jid"], str) != str(jid):
-        raise ValueError(f"the file belongs to {doc['jid']!r}, not {str(jid)!r}")
-    credentials = {
-        _typed(name, str): ScramKeys(salt=_unb64(k["salt"]), stored_key=_unb64(k["stored_key"]),
-                                     server_key=_unb64(k["server_key"]),
-                                     iterations=_typed(k["iterations"], int))
-        for name, k in _typed(doc["credentials"], dict).items()
-    }
-    roster: dict[JID, Contact] = {}
-    for item in _typed(doc["roster"], list):
-        contact = _contact_from_doc(item)
-        roster[contact.jid] = contact
-    user = User(jid=jid, credentials=credentials, roster=roster,
-                roster_version=_typed(doc["roster_version"], int))
-    return user, _typed(doc.get("journal", 0), int)     # older files lack it: 0
-
-
-# --- roster.log ----------------------------------------------------------------
-
-JOURNAL = "roster.log"
-# The journal is folded into user.json once it is larger than this and than user.json.
-_JOURNAL_MIN = 64 * 1024
-
-
-class _Entry(NamedTuple):
-    """One line of roster.log: what one update_roster call stored."""
-
-    seq: int
-    version: int
-    changes: dict[JID, Contact | None]
-
-
-def _entry_to_json(seq: int, version: int, changes: Mapping[JID, Contact | None]) -> bytes:
-    doc = {"seq": seq, "version": version,
-           "set": [_contact_doc(c) for c in changes.values() if c is not None],
-           "del": [str(j) for j, c in changes.items() if c is None]}
-    return _json(doc).encode("utf-8") + b"\n"
-
-
-def _entry_from_json(line: bytes) -> _Entry:
-    doc = _typed(json.loads(line), dict)
-    changes: dict[JID, Contact | None] = {
-        JID.parse(_typed(j, str)): None for j in _typed(doc["del"], list)}
-    for item in _typed(doc["set"], list):
-        contact = _contact_from_doc(item)
-        changes[contact.jid] = contact
-    return _Entry(_typed(doc["seq"], int), _typed(doc["version"], int), changes)
-
-
-def _journal_entries(data: bytes) -> list[_Entry]:
-    """Every complete line of a journal; what follows the last newline is an
-    append a crash cut short, never acknowledged: ignored."""
-    return [_entry_from_json(line) for line in data.split(b"\n")[:-1]]
-
-
-# Roster records kept parsed in memory, over all users; least recently used go first.
-_CACHE_RECORDS = 50_000
-
-
-@dataclass
-class _Parsed:
-    """A user as parsed from user.json, with the journal lines read so far."""
-
-    sig: tuple[int, int, int]           # user.json's (inode, mtime_ns, size)
-    user: User
-    base: int                           # user.json's "journal": lines it includes
-    last: int                           # the last journal line read
-    journal: tuple[int, int] | None     # (inode, offset after the last line read)
-    items: int                          # records not hidden
-    pending: int                        # hidden records
-
-    def apply(self, entry: _Entry) -> None:
-        if entry.seq > self.base:
-            roster = self.user.roster
-            for jid, contact in entry.changes.items():
-                old = roster.pop(jid, None)
-                if old is not None:
-                    self.pending -= old.hidden
-                    self.items -= not old.hidden
-                if contact is not None:
-                    roster[jid] = contact
-                    self.pending += contact.hidden
-                    self.items += not contact.hidden
-            self.user.roster_version = entry.version
-        self.last = max(self.last, entry.seq)
-
-
-def _copy_contact(c: Contact) -> Contact:
-    return Contact(c.jid, c.name, c.subscription, c.ask, list(c.groups), c.approved,
-                   c.pending_in, c.hidden)
-
-
-def _copy_user(user: User) -> User:
-    """A copy as deep as the model (ScramKeys are frozen), much faster than deepcopy."""
-    return User(user.jid, dict(user.credentials),
-                {jid: _copy_contact(c) for jid, c in user.roster.items()}, user.roster_version)
 
 
 def _journal_tail(path: Path) -> tuple[int | None, int, int]:
@@ -333,7 +113,7 @@ def _journal_tail(path: Path) -> tuple[int | None, int, int]:
             end = buf.rfind(b"\n")
             start = buf.rfind(b"\n", 0, max(end, 0)) + 1
             if end >= 0 and (start > 0 or pos == 0):
-                return _entry_from_json(buf[start:end]).seq, pos + end + 1, size
+                return entry_from_json(buf[start:end]).seq, pos + end + 1, size
         return None, 0, size
 
 
@@ -347,7 +127,7 @@ class FsStorage(Storage):
     def __init__(self, dir: str | Path) -> None:
         self.dir = Path(dir)
         # Users as last parsed, most recently used last (see _parsed).
-        self._cache: OrderedDict[Path, _Parsed] = OrderedDict()
+        self._cache: OrderedDict[Path, Parsed] = OrderedDict()
         self._lock = threading.Lock()
 
     # paths
@@ -399,21 +179,21 @@ class FsStorage(Storage):
         return value_from_json(data, f"keyval {path}") if data is not None else None
 
     def _find_user(self, jid: JID) -> User | None:
-        return self._parsed(self.user_dir(jid), jid.bare, lambda p: _copy_user(p.user))
+        return self._parsed(self.user_dir(jid), jid.bare, lambda p: copy_user(p.user))
 
     def _find_contact(self, jid: JID, contact: JID) -> ContactLookup | None:
-        def lookup(p: _Parsed) -> ContactLookup:
+        def lookup(p: Parsed) -> ContactLookup:
             record = p.user.roster.get(contact)
-            return ContactLookup(_copy_contact(record) if record is not None else None,
+            return ContactLookup(copy_contact(record) if record is not None else None,
                                  p.user.roster_version, p.items, p.pending)
         return self._parsed(self.user_dir(jid), jid.bare, lookup)
 
     def _load_user(self, user_dir: Path, jid: JID) -> tuple[User, int] | None:
         """The user with its journal applied, and the number of the journal's
         last line (0 if none); None without user.json."""
-        return self._parsed(user_dir, jid, lambda p: (_copy_user(p.user), p.last))
+        return self._parsed(user_dir, jid, lambda p: (copy_user(p.user), p.last))
 
-    def _parsed(self, user_dir: Path, jid: JID, use: Callable[[_Parsed], T]) -> T | None:
+    def _parsed(self, user_dir: Path, jid: JID, use: Callable[[Parsed], T]) -> T | None:
         """``use(parsed user)`` under the cache lock, the user brought up to date:
         from the cache if user.json is the file it was parsed from (inode,
         mtime, size), reading only what the journal gained since; else parsed
@@ -441,7 +221,7 @@ class FsStorage(Storage):
             self._forget(user_dir)
             raise StorageError(f"corrupt {user_dir}: {exc}") from exc
 
-    def _parse(self, user_dir: Path, jid: JID) -> _Parsed | None:
+    def _parse(self, user_dir: Path, jid: JID) -> Parsed | None:
         try:
             f = open(user_dir / "user.json", "rb")
         except FileNotFoundError:
@@ -450,18 +230,18 @@ class FsStorage(Storage):
             st = os.fstat(f.fileno())
             data = f.read()
         try:
-            user, base = _user_from_json(data, jid)
+            user, base = user_from_json(data, jid)
         except (ValueError, TypeError, KeyError, AttributeError, JIDError) as exc:
             raise StorageError(f"corrupt {user_dir / 'user.json'}: {exc}") from exc
         hidden = sum(1 for c in user.roster.values() if c.hidden)
-        p = _Parsed((st.st_ino, st.st_mtime_ns, st.st_size), user, base, base, None,
-                    len(user.roster) - hidden, hidden)
+        p = Parsed((st.st_ino, st.st_mtime_ns, st.st_size), user, base, base, None,
+                   len(user.roster) - hidden, hidden)
         if not self._catch_up(p, user_dir / JOURNAL):
             raise StorageError(f"{user_dir / JOURNAL} changed while read")
         return p
 
     @staticmethod
-    def _catch_up(p: _Parsed, journal: Path) -> bool:
+    def _catch_up(p: Parsed, journal: Path) -> bool:
         """Apply the journal lines ``p`` has not read; False if the journal is not
         the one ``p`` read (replaced or cut): ``p`` is then stale."""
         try:
@@ -476,12 +256,12 @@ class FsStorage(Storage):
             f.seek(start)
             data = f.read() if st.st_size > start else b""
         end = data.rfind(b"\n") + 1
-        for entry in _journal_entries(data[:end]):
+        for entry in journal_entries(data[:end]):
             p.apply(entry)
         p.journal = (ino, start + end)
         return True
 
-    def _keep(self, user_dir: Path, p: _Parsed) -> None:
+    def _keep(self, user_dir: Path, p: Parsed) -> None:
         """Cache ``p``; the least recently used go past _CACHE_RECORDS records."""
         self._cache[user_dir] = p
         self._cache.move_to_end(user_dir)
@@ -498,7 +278,7 @@ class FsStorage(Storage):
         self._forget(user_dir)
         journal = user_dir / JOURNAL
         last = self._journal_last(journal)
-        self._write(user_dir / "user.json", _user_to_json(user, journal=last or 0))
+        self._write(user_dir / "user.json", user_to_json(user, journal=last or 0))
         if last is not None or journal.exists():
             self._drop_journal(journal)
 
@@ -522,7 +302,7 @@ class FsStorage(Storage):
                 last = self._parsed(user_dir, jid, lambda p: p.last) or 0
         except (ValueError, TypeError, KeyError, AttributeError, JIDError) as exc:
             raise StorageError(f"corrupt {journal}: {exc}") from exc
-        line = _entry_to_json(last + 1, version, changes)
+        line = entry_to_json(last + 1, version, changes)
         fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             if end < length:
@@ -547,7 +327,7 @@ class FsStorage(Storage):
         self._forget(user_dir)
         if found is not None:
             user, last = found
-            self._write(user_dir / "user.json", _user_to_json(user, journal=last))
+            self._write(user_dir / "user.json", user_to_json(user, journal=last))
             self._drop_journal(user_dir / JOURNAL)
 
     def _drop_journal(self, journal: Path) -> None:
