@@ -59,17 +59,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Awaitable, Callable, NoReturn, Sequence, TypeVar
 
-from . import __version__
-from .accounts import AccountError, create_user, delete_user, set_password
-from .config import ClusterConfig, Config, ConfigError, HostConfig, base_dir, load
-from .jid import JID, JIDError, prep_domain
-from .storage import Contact, Storage, StorageError, open_storage
+from .. import __version__
+from ..accounts import AccountError, create_user, delete_user, set_password
+from ..config import ClusterConfig, Config, ConfigError, HostConfig, base_dir, load
+from ..jid import JID, JIDError, prep_domain
+from ..storage import Contact, Storage, StorageError, open_storage
 # The pubsub store of a host, as the server chooses it (no redis import).
-from .storage.pubsub import store_for
-from .tls import make_self_signed
+from ..storage.pubsub import store_for
+from ..tls import make_self_signed
 
 if TYPE_CHECKING:
-    from .storage.pubsub import PubSubStore
+    from ..storage.pubsub import PubSubStore
 
 log = logging.getLogger("vinespy.cli")
 
@@ -672,7 +672,7 @@ def run_on_pubsub(target: PubSubTarget, call: Callable[[PubSubStore], Awaitable[
 async def _on_redis_pubsub(target: PubSubTarget,
                            call: Callable[[PubSubStore], Awaitable[T]]) -> T:
     from redis.exceptions import RedisError     # only with a [cluster] table
-    from .cluster import status
+    from ..cluster import status
     cfg = target.config.cluster
     assert cfg is not None
     url = status.safe_url(cfg.url)
@@ -827,7 +827,7 @@ def print_cluster(cfg: ClusterConfig) -> None:
     """One line for the cluster, then one per node registered in Redis; one
     line ``cluster: cannot reach URL: REASON`` if Redis does not answer.
     The URL is printed without its password."""
-    from .cluster import status         # imports redis: only with a [cluster] table
+    from ..cluster import status         # imports redis: only with a [cluster] table
     from redis.exceptions import RedisError
     url = status.safe_url(cfg.url)
     try:
@@ -878,7 +878,7 @@ def stop_server(pid_file: Path) -> bool:
 def _serve(config: Config, ready: Callable[[], None] | None, workers: int = 1) -> int:
     if workers > 1:
         return Workers(config, workers, ready).run()
-    from . import server            # the whole server: only `start` needs it
+    from .. import server            # the whole server: only `start` needs it
     return server.run(config, ready=ready)
 
 
