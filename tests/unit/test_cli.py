@@ -27,9 +27,11 @@ import redis
 
 from tests.redisproc import redis_server
 from vinespy import __version__, accounts, cli
+from vinespy.cli import accounts as cli_accounts, run as cli_run
 from vinespy.cluster.connection import NODES, node_info
 from vinespy.config import ClusterConfig, load
 from vinespy.jid import JID
+from vinespy.process import pidfile
 from vinespy.storage import User, open_storage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -269,7 +271,7 @@ def test_register_asks_twice(site: Path, monkeypatch: pytest.MonkeyPatch,
         prompts.append(prompt)
         return next(answers)
 
-    monkeypatch.setattr(cli.getpass, "getpass", fake_getpass)
+    monkeypatch.setattr(cli_accounts.getpass, "getpass", fake_getpass)
     status, _, _ = run_main(capsys, "register", f"hatter@{DOMAIN}")
     assert status == 0 and len(prompts) == 2
     assert authenticates(site / "data", f"hatter@{DOMAIN}", "s3cret")
@@ -279,7 +281,7 @@ def test_register_refuses_mismatched_passwords(site: Path, monkeypatch: pytest.M
                                                capsys: pytest.CaptureFixture[str]) -> None:
     """Two different answers to the prompts create nothing."""
     answers = iter(["one", "two"])
-    monkeypatch.setattr(cli.getpass, "getpass", lambda prompt="": next(answers))
+    monkeypatch.setattr(cli_accounts.getpass, "getpass", lambda prompt="": next(answers))
     status, _, err = run_main(capsys, "register", f"hatter@{DOMAIN}")
     assert status == 1
     assert_one_line_error(err, "do not match")
@@ -547,10 +549,10 @@ def test_start_reports_a_config_error(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_run_paths_sit_beside_conf(tmp_path: Path) -> None:
     """log/ and pid/ sit beside conf/, or beside a config kept elsewhere."""
-    paths = cli.RunPaths.for_config(tmp_path / "site" / "conf" / "config.toml")
+    paths = pidfile.RunPaths.for_config(tmp_path / "site" / "conf" / "config.toml")
     assert paths.pid_file == tmp_path / "site" / "pid" / "vinespy.pid"
     assert paths.log_file == tmp_path / "site" / "log" / "vinespy.log"
-    paths = cli.RunPaths.for_config(tmp_path / "etc" / "vinespy.toml")
+    paths = pidfile.RunPaths.for_config(tmp_path / "etc" / "vinespy.toml")
     assert paths.pid_file == tmp_path / "etc" / "pid" / "vinespy.pid"
 
 
@@ -605,7 +607,7 @@ def test_one_worker_needs_no_cluster(site: Path, monkeypatch: pytest.MonkeyPatch
         seen.append((config, workers))
         return 0
 
-    monkeypatch.setattr(cli, "_serve", fake_serve)
+    monkeypatch.setattr(cli_run, "serve", fake_serve)
     status, _, err = run_main(capsys, "start", "--workers", "1")
     assert (status, err) == (0, "")
     assert seen == [(load("conf/config.toml"), 1)]
@@ -779,8 +781,8 @@ class Site:
             pass
 
     def kill_leftover(self) -> None:
-        pid = cli.read_pid(self.pid_file)
-        if pid is not None and cli.process_alive(pid):
+        pid = pidfile.read_pid(self.pid_file)
+        if pid is not None and pidfile.process_alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -806,7 +808,7 @@ def live_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 def assert_daemon_stopped(site: Site, pid: int) -> None:
     result = site.run("stop")
     assert result.returncode == 0, result.stderr
-    assert not cli.process_alive(pid)
+    assert not pidfile.process_alive(pid)
     assert not site.pid_file.exists()
 
 
@@ -816,8 +818,8 @@ def test_daemon_lifecycle(live_site: Site) -> None:
     result = live_site.run("start", "-d")
     assert result.returncode == 0, result.stderr
     live_site.connect()                     # listening the moment start -d returned
-    pid = cli.read_pid(live_site.pid_file)
-    assert pid is not None and cli.process_alive(pid)
+    pid = pidfile.read_pid(live_site.pid_file)
+    assert pid is not None and pidfile.process_alive(pid)
     assert str(pid) in result.stdout
 
     status = live_site.run("status")
@@ -834,7 +836,7 @@ def test_daemon_lifecycle(live_site: Site) -> None:
 def test_second_start_says_already_running(live_site: Site) -> None:
     """start -d while the daemon runs fails in one line naming its pid."""
     assert live_site.run("start", "-d", launcher="bin").returncode == 0
-    pid = cli.read_pid(live_site.pid_file)
+    pid = pidfile.read_pid(live_site.pid_file)
     second = live_site.run("start", "-d", launcher="bin")
     assert second.returncode == 1
     assert second.stderr == f"vinespy: already running (pid {pid})\n"
@@ -848,13 +850,13 @@ def test_second_start_says_already_running(live_site: Site) -> None:
 def test_restart_replaces_the_daemon(live_site: Site) -> None:
     """restart stops the running daemon and starts a new, listening one."""
     assert live_site.run("start", "-d").returncode == 0
-    old = cli.read_pid(live_site.pid_file)
+    old = pidfile.read_pid(live_site.pid_file)
     result = live_site.run("restart")
     assert result.returncode == 0, result.stderr
     live_site.connect()
-    new = cli.read_pid(live_site.pid_file)
+    new = pidfile.read_pid(live_site.pid_file)
     assert new is not None and old is not None and new != old
-    assert not cli.process_alive(old)
+    assert not pidfile.process_alive(old)
     assert_daemon_stopped(live_site, new)
 
 
@@ -864,7 +866,7 @@ def test_restart_when_not_running_starts(live_site: Site) -> None:
     result = live_site.run("restart")
     assert result.returncode == 0, result.stderr
     live_site.connect()
-    pid = cli.read_pid(live_site.pid_file)
+    pid = pidfile.read_pid(live_site.pid_file)
     assert pid is not None
     assert_daemon_stopped(live_site, pid)
 
@@ -896,7 +898,7 @@ def test_foreground_start_stops_on_sigterm(live_site: Site) -> None:
         else:
             pytest.fail(f"exited {proc.wait()} without listening")
         live_site.connect()
-        assert cli.read_pid(live_site.pid_file) == proc.pid
+        assert pidfile.read_pid(live_site.pid_file) == proc.pid
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=15)
         assert proc.returncode == 0, err
@@ -930,6 +932,7 @@ def test_config_error_in_a_subprocess(live_site: Site) -> None:
 FAKE_VINESPY = """
 import json, os, signal, sys
 from vinespy import cli, server
+from vinespy.process import workers
 
 def fake_run(config, ready=None):
     node = config.cluster.node
@@ -947,7 +950,7 @@ def fake_run(config, ready=None):
     return 0
 
 server.run = fake_run
-cli.WORKER_RESTART_DELAY = float(os.environ.get("FAKE_RESTART_DELAY", "1"))
+workers.RESTART_DELAY = float(os.environ.get("FAKE_RESTART_DELAY", "1"))
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -995,11 +998,11 @@ class FakeSite:
         return result
 
     def live_pids(self) -> list[int]:
-        return [p for pids in self.workers().values() for p in pids if cli.process_alive(p)]
+        return [p for pids in self.workers().values() for p in pids if pidfile.process_alive(p)]
 
     def cleanup(self) -> None:
-        for pid in [cli.read_pid(self.pid_file), *self.live_pids()]:
-            if pid is not None and cli.process_alive(pid):
+        for pid in [pidfile.read_pid(self.pid_file), *self.live_pids()]:
+            if pid is not None and pidfile.process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         for proc in self.procs:
             if proc.poll() is None:
@@ -1041,8 +1044,8 @@ def test_workers_daemon_lifecycle(fake_site: FakeSite) -> None:
     n-w0..n-w2 with reuse_port; status, restart (3 workers again) and stop work."""
     result = fake_site.run("start", "-d", "--workers", "3")
     assert result.returncode == 0, result.stderr
-    parent = cli.read_pid(fake_site.pid_file)
-    assert parent is not None and cli.process_alive(parent)
+    parent = pidfile.read_pid(fake_site.pid_file)
+    assert parent is not None and pidfile.process_alive(parent)
     assert f"(pid {parent}, 3 workers)" in result.stdout
     workers = fake_site.workers()
     assert sorted(workers) == ["n-w0", "n-w1", "n-w2"]
@@ -1056,9 +1059,9 @@ def test_workers_daemon_lifecycle(fake_site: FakeSite) -> None:
 
     result = fake_site.run("restart")
     assert result.returncode == 0, result.stderr
-    assert not cli.process_alive(parent)
-    assert not any(cli.process_alive(p) for (p,) in workers.values())
-    new = cli.read_pid(fake_site.pid_file)
+    assert not pidfile.process_alive(parent)
+    assert not any(pidfile.process_alive(p) for (p,) in workers.values())
+    new = pidfile.read_pid(fake_site.pid_file)
     assert new is not None and new != parent and "3 workers" in result.stdout
     assert all(len(pids) == 2 for pids in fake_site.workers().values())
 
@@ -1066,7 +1069,7 @@ def test_workers_daemon_lifecycle(fake_site: FakeSite) -> None:
     assert len(live) == 3
     result = fake_site.run("stop")
     assert result.returncode == 0, result.stderr
-    assert not cli.process_alive(new) and fake_site.live_pids() == []
+    assert not pidfile.process_alive(new) and fake_site.live_pids() == []
     assert list((fake_site.root / "pid").iterdir()) == []
     assert "every worker has exited" in fake_site.log_file.read_text()
 
@@ -1131,14 +1134,14 @@ def test_workers_foreground_stop(fake_site: FakeSite, sig: signal.Signals) -> No
     it exits 0 once they have exited and removes its pid file."""
     proc = fake_site.popen("start", "--workers", "2")
     wait_for_line(proc.stderr, "2 of 2 workers listening")
-    assert cli.read_pid(fake_site.pid_file) == proc.pid
+    assert pidfile.read_pid(fake_site.pid_file) == proc.pid
     workers = fake_site.live_pids()
     assert len(workers) == 2
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
-    assert not any(cli.process_alive(p) for p in workers)
+    assert not any(pidfile.process_alive(p) for p in workers)
     assert not fake_site.pid_file.exists()
 
 

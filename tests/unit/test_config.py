@@ -437,7 +437,7 @@ def test_unknown_pubsub_limit_suggests(tmp_path: Path) -> None:
 def test_templates_document_the_pubsub_limits(tmp_path: Path) -> None:
     """conf/config.toml and the file `vinespy init` writes show every pubsub
     option commented out; uncommented, each loads as the module's default."""
-    from vinespy.cli import render_config
+    from vinespy.cli.init import render_config
     from vinespy.modules import module_class
     declared = module_class("pubsub").options
     for text in (TEMPLATE.read_text(), render_config("wonderland.lit", "wonderland.lit")):
