@@ -3,7 +3,7 @@
 (the service ``pubsub.wonderland.lit``), real slixmpp clients (xep_0060).
 
 In a cluster the service's nodes, items and subscriptions are in Redis
-(:mod:`vinespy.cluster.pubsub`), so every node serves the same state, and a
+(:mod:`vinespy.storage.pubsub.redis`), so every node serves the same state, and a
 notification reaches subscribers on other nodes through the router: one
 inbox stream entry per destination node and flush, not one per subscriber.
 """

@@ -1,4 +1,4 @@
-"""The pubsub storage contract (vinespy/storage/pubsub.py), run against every
+"""The pubsub storage contract (vinespy/storage/pubsub/), run against every
 PubSubStore: memory, fs (tmp_path) and Redis (a real, throw-away
 redis-server; those cases are marked ``redis``).
 
@@ -25,8 +25,9 @@ import pytest
 
 from tests.redisproc import redis_server, url_of
 from vinespy.storage import StorageError
-from vinespy.storage.pubsub import (FsPubSub, Item, MemoryPubSub, PubSubNode, PubSubStore,
-                                    open_pubsub)
+from vinespy.storage.pubsub import Item, PubSubNode, PubSubStore, open_pubsub
+from vinespy.storage.pubsub.fs import FsPubSub
+from vinespy.storage.pubsub.memory import MemoryPubSub
 
 SVC = "pubsub.wonderland.lit"
 ALICE = "alice@wonderland.lit"
@@ -587,7 +588,7 @@ def test_open_pubsub_kinds(tmp_path: Path) -> None:
 
 
 def test_redis_store_is_a_pubsub_store_and_old_imports_work() -> None:
-    from vinespy.cluster import pubsub as cluster_pubsub
+    from vinespy.storage.pubsub import redis as cluster_pubsub
     assert issubclass(cluster_pubsub.RedisPubSub, PubSubStore)
     assert cluster_pubsub.Item is Item and cluster_pubsub.PubSubNode is PubSubNode
     assert "publish-only" in cluster_pubsub.AFFILIATIONS
@@ -847,7 +848,7 @@ def test_fs_changes_from_two_processes_are_all_kept(tmp_path: Path) -> None:
     asyncio.run(FsPubSub(root).create(SVC, "n", ALICE, {}))
     code = (
         "import asyncio, sys\n"
-        "from vinespy.storage.pubsub import FsPubSub\n"
+        "from vinespy.storage.pubsub.fs import FsPubSub\n"
         "async def main():\n"
         "    ps = FsPubSub(sys.argv[1])\n"
         "    for i in range(40):\n"

@@ -1,4 +1,4 @@
-"""What only the cluster's pubsub storage (vinespy/cluster/pubsub.py)
+"""What only the cluster's pubsub storage (vinespy/storage/pubsub/redis.py)
 promises, against a real redis-server: its key layout, the escaping of
 names in keys (Python and Lua alike), corrupt Redis values, Redis down, and
 two clients sharing one state.
@@ -24,11 +24,11 @@ from redis.exceptions import RedisError
 from tests.redisproc import redis_server, url_of
 from tests.conftest import free_port
 from tests.storage.test_pubsub_contract import doomed_and_kept, every_call
-from vinespy.cluster import pubsub
 from vinespy.cluster.connection import connect
-from vinespy.cluster.pubsub import Item, RedisPubSub
 from vinespy.config import ClusterConfig
 from vinespy.storage import StorageError
+from vinespy.storage.pubsub import redis as pubsub
+from vinespy.storage.pubsub.redis import Item, RedisPubSub
 
 pytestmark = pytest.mark.redis
 

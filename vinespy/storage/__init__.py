@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import abc
 import copy
+import importlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping, TypeVar
+from typing import Any, Callable, ClassVar, Generic, Mapping, Protocol, TypeVar
 
 from lxml import etree
 
@@ -231,34 +232,62 @@ def value_from_json(data: bytes, what: str) -> Any:
         raise StorageError(f"corrupt {what}: {exc}") from exc
 
 
-S = TypeVar("S", bound=type[Storage])
-_REGISTRY: dict[str, type[Storage]] = {}
+class _Backend(Protocol):
+    name: ClassVar[str]
 
 
-def register(name: str) -> Callable[[S], S]:
-    """Class decorator: make a backend available as ``backend = name``."""
-    def deco(cls: S) -> S:
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-    return deco
+B = TypeVar("B", bound=_Backend)
+
+
+class Registry(Generic[B]):
+    """The backends of one interface by name (Prosody's storage drivers).
+
+    ``@registry.register("fs")`` on a class makes it available by that name
+    (and sets its ``name``); :meth:`open` builds one from its options. The
+    built-in backends are imported the first time one is asked for, each
+    alone, so a backend's driver (redis-py) is imported only by those that
+    use it. User storage (:func:`open_storage`) and pubsub storage
+    (:func:`vinespy.storage.pubsub.open_pubsub`) each have one.
+    """
+
+    def __init__(self, what: str, builtin: Mapping[str, str]) -> None:
+        self.what = what                        # "storage backend": for errors
+        self._builtin = dict(builtin)           # name -> module that registers it
+        self._classes: dict[str, type[B]] = {}
+
+    def register(self, name: str) -> Callable[[type[B]], type[B]]:
+        """Class decorator: make a backend available as ``name``."""
+        def deco(cls: type[B]) -> type[B]:
+            cls.name = name
+            self._classes[name] = cls
+            return cls
+        return deco
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(sorted(self._classes.keys() | self._builtin.keys()))
+
+    def open(self, name: str, options: Mapping[str, Any]) -> B:
+        """Build the backend registered as ``name`` with ``options`` as keywords;
+        StorageError for an unknown name, TypeError for wrong options."""
+        if name not in self._classes and name in self._builtin:
+            importlib.import_module(self._builtin[name])
+        try:
+            cls = self._classes[name]
+        except KeyError:
+            raise StorageError(f"unknown {self.what} {name!r}; "
+                               f"known: {', '.join(self.names())}") from None
+        return cls(**dict(options))
+
+
+_BACKENDS: Registry[Storage] = Registry("storage backend", {
+    name: f"{__name__}.{name}" for name in ("fs", "memory", "null")})
+register = _BACKENDS.register
 
 
 def backends() -> tuple[str, ...]:
-    _load_builtin()
-    return tuple(sorted(_REGISTRY))
+    return _BACKENDS.names()
 
 
 def open_storage(backend: str, options: Mapping[str, Any]) -> Storage:
     """Build the backend registered as ``backend`` with ``options`` as keywords."""
-    _load_builtin()
-    try:
-        cls = _REGISTRY[backend]
-    except KeyError:
-        raise StorageError(f"unknown storage backend {backend!r}; "
-                           f"known: {', '.join(sorted(_REGISTRY))}") from None
-    return cls(**dict(options))
-
-
-def _load_builtin() -> None:
-    from . import fs, memory, null  # noqa: F401  (registers them)
+    return _BACKENDS.open(backend, options)

@@ -1,12 +1,12 @@
-"""Publish-subscribe (XEP-0060) state of a cluster, kept in Redis.
+"""``redis``: the publish-subscribe (XEP-0060) state of a cluster, kept in Redis.
 
 Every node of a cluster reads and writes the same pubsub services through
 :class:`RedisPubSub`, so a node created, an item published or a
 subscription made on one node is seen by all the others at once. The
 XEP-0060 module decides what is allowed; this is only its storage. It is a
-:class:`~vinespy.storage.pubsub.PubSubStore`: the contract, the dataclasses
-(re-exported here) and the standalone stores are in
-:mod:`vinespy.storage.pubsub`.
+:class:`~vinespy.storage.pubsub.PubSubStore`: the contract and the
+dataclasses (re-exported here) are in :mod:`vinespy.storage.pubsub`, the
+standalone stores beside this one.
 
 Data model (all keys of a service under ``pubsub:{s}:``):
 
@@ -58,8 +58,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from redis.exceptions import RedisError
 
-from ..storage import StorageError
-from ..storage.pubsub import AFFILIATIONS, Item, PubSubNode, PubSubStore
+from .. import StorageError
+from . import AFFILIATIONS, Item, PubSubNode, PubSubStore, register
 
 __all__ = ["AFFILIATIONS", "Item", "PubSubNode", "RedisPubSub", "node_key", "nodes_key",
            "service_prefix", "subscriber_key"]
@@ -301,6 +301,7 @@ def _item(item_id: str, value: bytes, where: str) -> Item:
     return Item(id=item_id, payload=rest[n:], publisher=publisher, published=int(published))
 
 
+@register("redis")
 class RedisPubSub(PubSubStore):
     """Pubsub services' nodes, affiliations, subscriptions and items in one
     Redis, shared by every node of a cluster (see the module docstring).

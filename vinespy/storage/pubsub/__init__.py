@@ -1,0 +1,210 @@
+"""Publish-subscribe (XEP-0060) storage: the interface and its registry.
+
+:class:`PubSubStore` is what the XEP-0060 module reads and writes: the nodes
+of pubsub services with their owner, config, affiliations, subscriptions and
+items. The module decides what is allowed; a store only keeps the state.
+Three implementations keep the same contract (tests/storage/
+test_pubsub_contract.py runs one suite against all of them), each
+registered by name with :func:`register` like the user storage backends:
+
+* ``memory``, :class:`~vinespy.storage.pubsub.memory.MemoryPubSub`: dicts in
+  the process, lost at exit (tests).
+* ``fs``, :class:`~vinespy.storage.pubsub.fs.FsPubSub`: one JSON file per
+  node under a directory, for a standalone server.
+* ``redis``, :class:`~vinespy.storage.pubsub.redis.RedisPubSub`: one Redis
+  shared by every node of a cluster.
+
+:func:`open_pubsub` builds one by name, importing only its module: only
+``"redis"`` imports redis-py. :func:`store_for` picks the one of a host.
+
+Failures follow :mod:`vinespy.storage`: a miss answers False, None or empty
+(each method says which), I/O failures and corrupt data raise
+:class:`~vinespy.storage.StorageError` (the cause chained, the message
+starting ``pubsub `` or ``corrupt ``), bad arguments raise ValueError or
+TypeError before anything is changed.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+from .. import Registry
+
+if TYPE_CHECKING:
+    from ...config import Config, HostConfig
+
+# Affiliations a JID can be given (XEP-0060 §4.1); "none" is no entry.
+AFFILIATIONS = frozenset({"owner", "publisher", "publish-only", "member", "outcast"})
+
+
+@dataclass
+class PubSubNode:
+    """A node of a pubsub service (XEP-0060 §4.1)."""
+
+    service: str
+    name: str
+    owner: str                    # bare JID of the creator
+    config: dict[str, str]        # option -> value, as the module keeps them
+    created: int                  # ms since the epoch (Redis TIME for RedisPubSub)
+
+
+@dataclass
+class Item:
+    """A published item (XEP-0060 §4.1)."""
+
+    id: str
+    payload: bytes                # the item's payload, serialized XML
+    publisher: str                # JID
+    published: int                # ms since the epoch, of its last publication
+    #                               (Redis TIME for RedisPubSub)
+
+
+class PubSubStore(abc.ABC):
+    """The pubsub services' nodes, affiliations, subscriptions and items.
+
+    Names (service, node, JID, item id, subid) are any ``str``, the empty
+    one included, compared exactly (no JID normalization: the module passes
+    bare JIDs where a method says so). Config values are ``str -> str``.
+    Every method that changes a node first checks that the node exists, so
+    writing to a missing node stores nothing. Each call is atomic: another
+    call never sees half of it (concurrent publishes to one node keep the
+    item limit exactly).
+    """
+
+    name: ClassVar[str]           # as registered
+
+    # -- nodes ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create(self, service: str, node: str, owner: str,
+                     config: Mapping[str, str]) -> bool:
+        """Create ``node`` with ``config``; ``owner`` (a bare JID) gets the
+        affiliation "owner" and its creation time is now. False if the node
+        exists (nothing changes). TypeError unless ``config`` maps str to str."""
+
+    @abc.abstractmethod
+    async def delete(self, service: str, node: str) -> bool:
+        """Remove ``node`` and all of it (config, affiliations, subscriptions,
+        items); a node created again under the name starts empty. False if
+        there was no such node. Whoever must be told reads
+        :meth:`subscriptions` first."""
+
+    @abc.abstractmethod
+    async def nodes(self, service: str) -> list[str]:
+        """The names of the service's nodes, sorted; empty for an unknown service."""
+
+    @abc.abstractmethod
+    async def get(self, service: str, node: str) -> PubSubNode | None:
+        """The node with its owner, config and creation time, or None."""
+
+    @abc.abstractmethod
+    async def configure(self, service: str, node: str, config: Mapping[str, str]) -> bool:
+        """Replace the node's config with ``config``; False if no such node.
+        TypeError unless ``config`` maps str to str."""
+
+    # -- affiliations --------------------------------------------------------
+
+    @abc.abstractmethod
+    async def affiliations(self, service: str, node: str) -> dict[str, str]:
+        """Bare JID -> affiliation (owner, publisher, publish-only, member,
+        outcast); empty for a node that does not exist."""
+
+    @abc.abstractmethod
+    async def set_affiliation(self, service: str, node: str, jid: str,
+                              affiliation: str | None) -> bool:
+        """Give the bare ``jid`` ``affiliation``; None (or "none") removes its
+        entry (True even if it had none). False if there is no such node.
+        ValueError for an unknown affiliation."""
+
+    # -- subscriptions -------------------------------------------------------
+
+    @abc.abstractmethod
+    async def subscriptions(self, service: str, node: str) -> dict[str, str]:
+        """JID (bare or full) -> subid of the node's subscriptions; empty for
+        a node that does not exist."""
+
+    @abc.abstractmethod
+    async def subscribe(self, service: str, node: str, jid: str, subid: str) -> bool:
+        """Subscribe ``jid`` with ``subid`` (replacing its subid if it was
+        subscribed); False if there is no such node."""
+
+    @abc.abstractmethod
+    async def unsubscribe(self, service: str, node: str, jid: str) -> bool:
+        """Remove ``jid``'s subscription; False if it had none (or no node)."""
+
+    @abc.abstractmethod
+    async def subscriptions_of(self, service: str, jid: str) -> dict[str, str]:
+        """Node -> subid of every subscription of ``jid`` (exactly this bare
+        or full JID) in the service; empty if it has none."""
+
+    # -- items ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def publish(self, service: str, node: str, item_id: str, payload: bytes,
+                      publisher: str, max_items: int | None) -> list[str] | None:
+        """Store ``payload`` as item ``item_id`` published now by
+        ``publisher`` (replacing one of that id, which becomes the newest),
+        then keep only the newest ``max_items`` (None: no limit). The ids
+        evicted, oldest first; None if there is no such node (nothing is
+        stored). TypeError unless ``payload`` is bytes; ValueError unless
+        ``max_items`` is None or an int >= 1."""
+
+    @abc.abstractmethod
+    async def retract(self, service: str, node: str, item_id: str) -> bool:
+        """Remove the item; False if there was none (or no node)."""
+
+    @abc.abstractmethod
+    async def items(self, service: str, node: str, max_items: int | None = None,
+                    ids: list[str] | None = None) -> list[Item]:
+        """The node's items, newest first (at most ``max_items``); with
+        ``ids``, those of them that exist, in the order asked (each once,
+        then at most ``max_items``). Empty for a node that does not exist.
+        ValueError unless ``max_items`` is None or an int >= 0."""
+
+    @abc.abstractmethod
+    async def purge(self, service: str, node: str) -> int | None:
+        """Remove every item of the node (the node stays); how many there
+        were, or None if there is no such node."""
+
+    async def close(self) -> None:
+        """Release resources; the default has none."""
+
+
+_STORES: Registry[PubSubStore] = Registry("pubsub storage", {
+    name: f"{__name__}.{name}" for name in ("fs", "memory", "redis")})
+register = _STORES.register
+
+
+def open_pubsub(kind: str, **options: Any) -> PubSubStore:
+    """The pubsub store ``kind`` built from ``options``:
+
+    * ``"memory"``: :class:`~vinespy.storage.pubsub.memory.MemoryPubSub` (no options);
+    * ``"fs"``: :class:`~vinespy.storage.pubsub.fs.FsPubSub` (``dir``: its directory);
+    * ``"redis"``: :class:`~vinespy.storage.pubsub.redis.RedisPubSub` (``redis``:
+      a redis-py asyncio client with binary replies; imported only here).
+
+    StorageError for an unknown kind; TypeError for wrong options.
+    """
+    return _STORES.open(kind, options)
+
+
+def fs_dir(host: HostConfig) -> Path:
+    """Where a standalone server keeps ``host``'s pubsub services:
+    ``pubsub`` in its storage directory (``[host.storage] dir``)."""
+    return Path(host.storage.options["dir"]) / "pubsub"
+
+
+def store_for(config: Config, host: HostConfig) -> PubSubStore:
+    """The store of ``host``'s pubsub services, the same for the server and
+    the operator's commands: Redis in a cluster (every node sees the same
+    state at once; the store owns its client), else the host's data
+    directory, or memory for a storage that is not on disk."""
+    if config.cluster is not None:
+        from ...cluster.connection import connect
+        return open_pubsub("redis", redis=connect(config.cluster), owned=True)
+    if host.storage.backend == "fs" and "dir" in host.storage.options:
+        return open_pubsub("fs", dir=fs_dir(host))
+    return open_pubsub("memory")
