@@ -369,7 +369,7 @@ def _cluster(cluster: ClusterConfig, client: ClientConfig) -> ClusterConfig:
                    f"but cluster.url is {_show(_url_scheme(cluster.url))}")
     if cluster.node:
         return cluster
-    from .cluster.connection import default_node_id   # imports redis: only when clustered
+    from .cluster.keys import default_node_id   # imports redis: only when clustered
     node = re.sub(r"[^A-Za-z0-9._-]", "-", default_node_id(client.port))[-100:]
     return replace(cluster, node=node)
 

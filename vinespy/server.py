@@ -70,7 +70,7 @@ class Server:
                 raise ConfigError(f"{config.path}: storage for {hc.domains[0]}: {exc}") from None
             self.storages.append(storage)
             if self.cluster is not None:
-                from .cluster.users import NotifyingStorage
+                from .cluster.notifying_storage import NotifyingStorage
                 storage = NotifyingStorage(storage, self._user_changed)
             for domain in hc.domains:
                 host = Host(domain, hc, storage, self.router)

@@ -28,7 +28,7 @@ from tests.cluster.conftest import (
     presence_from, serving,
 )
 from tests.conftest import DOMAIN, TIMEOUT
-from vinespy.cluster import connection as keys
+from vinespy.cluster import keys
 from vinespy.cluster import wire
 from vinespy.jid import JID
 from vinespy.storage import Contact, open_storage

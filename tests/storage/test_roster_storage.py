@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.storage.test_contract import ALICE, BOB, USER_JSON, make_user
-from vinespy.cluster.users import NotifyingStorage
+from vinespy.cluster.notifying_storage import NotifyingStorage
 from vinespy.jid import JID
 from vinespy.storage import Contact, ContactLookup, Storage, StorageError, User
 from vinespy.storage import fs as fs_module

@@ -28,7 +28,7 @@ import redis
 from tests.redisproc import redis_server
 from vinespy import __version__, accounts, cli
 from vinespy.cli import accounts as cli_accounts, run as cli_run
-from vinespy.cluster.connection import NODES, node_info
+from vinespy.cluster.keys import NODES, node_info
 from vinespy.config import ClusterConfig, load
 from vinespy.jid import JID
 from vinespy.process import pidfile

@@ -19,7 +19,8 @@ import pytest
 
 from tests.harness import FakeSession
 from tests.redisproc import redis_server, url_of
-from vinespy.cluster import connection as keys
+from vinespy.cluster import keys
+from vinespy.cluster.connection import connect
 from vinespy.cluster.publisher import Publisher
 from vinespy.cluster.sessions import ClusterSessions
 from vinespy.config import ClusterConfig
@@ -41,7 +42,7 @@ class NodeView:
     """One node's ClusterSessions with a running Publisher."""
 
     def __init__(self, url: str, node: str) -> None:
-        self.redis = keys.connect(ClusterConfig(url=url, node=node))
+        self.redis = connect(ClusterConfig(url=url, node=node))
         self.sessions = ClusterSessions(node, ttl=10.0)
         self.publisher = Publisher(self.redis, node, f"inc-{node}", 1000,
                                    lambda items: None, lambda part, exc: None)

@@ -22,7 +22,8 @@ import pytest
 
 from tests.redisproc import redis_server, url_of
 from vinespy import ns
-from vinespy.cluster import connection as keys
+from vinespy.cluster import keys
+from vinespy.cluster.connection import connect
 from vinespy.cluster import wire
 from vinespy.cluster.publisher import HOPS, Publisher
 from vinespy.cluster.subscriber import Subscriber
@@ -252,7 +253,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 async def rc(redis_url: str) -> AsyncIterator[Any]:
     """A plain client of that server, the database flushed first."""
-    c = keys.connect(ClusterConfig(url=redis_url, node="test"))
+    c = connect(ClusterConfig(url=redis_url, node="test"))
     await c.flushall()
     try:
         yield c
@@ -267,7 +268,7 @@ class Reader:
 
     def __init__(self, url: str, node: str = "node-b", incarnation: str = "inc-b") -> None:
         cfg = ClusterConfig(url=url, node=node)
-        self.client = keys.connect(cfg, single=True, socket_timeout=6.0)
+        self.client = connect(cfg, single=True, socket_timeout=6.0)
         self.got: asyncio.Queue[tuple[bytes, list[str], bytes]] = asyncio.Queue()
         self.troubles: list[tuple[str, BaseException | None]] = []
         self.sub = Subscriber(self.client, node, incarnation, self._handle,
@@ -365,8 +366,8 @@ async def test_subscriber_handles_each_item_on_its_own(
         if args[0].startswith("boom"):
             raise ValueError(f"cannot handle {args[0]}")
         got.put_nowait(args[0])
-    client = keys.connect(ClusterConfig(url=redis_url, node="node-b"), single=True,
-                          socket_timeout=6.0)
+    client = connect(ClusterConfig(url=redis_url, node="node-b"), single=True,
+                     socket_timeout=6.0)
     sub = Subscriber(client, "node-b", "inc-b", handle, lambda part, exc: None)
     sub.last_events = b"0-0"
 
@@ -439,7 +440,7 @@ async def test_publisher_to_subscriber_one_entry_per_flush(rc: Any, redis_url: s
     one stream entry (one flush), read back in order with each stanza's hops."""
     await rc.hset(keys.NODES, "node-b", 1)
     undeliverable: list[list[bytes]] = []
-    pub_client = keys.connect(ClusterConfig(url=redis_url, node="node-a"))
+    pub_client = connect(ClusterConfig(url=redis_url, node="node-a"))
     pub = Publisher(pub_client, "node-a", "inc-a", 1000, undeliverable.append,
                     lambda part, exc: None)
     bob = JID.parse("bob@wonderland.lit/r1")
@@ -480,7 +481,7 @@ async def test_publisher_gives_back_stanzas_for_an_unregistered_node(rc: Any,
     """A node that is not in cluster:nodes gets nothing written to its inbox:
     the items come back to the sender (to be handled as for absent users)."""
     back: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
-    pub_client = keys.connect(ClusterConfig(url=redis_url, node="node-a"))
+    pub_client = connect(ClusterConfig(url=redis_url, node="node-a"))
     pub = Publisher(pub_client, "node-a", "inc-a", 1000,
                     lambda items: back.done() or back.set_result(items), lambda p, e: None)
     bob = JID.parse("bob@wonderland.lit/r1")

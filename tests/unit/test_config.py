@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vinespy.cluster.connection import default_node_id
+from vinespy.cluster.keys import default_node_id
 from vinespy.config import (ClientConfig, ClusterConfig, ComponentConfig, Config, ConfigError,
                             HostConfig, HttpConfig, ServerConfig, StorageConfig, base_dir, load)
 from vinespy.tls import make_self_signed

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 
 from ..jid import JID
 from ..xml import Element, serialize
-from . import connection as keys
+from . import keys
 from . import wire
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, AsyncIterator, Iterable, Iterator
 
 from ..jid import JID, JIDError
 from ..sessions import Session, Sessions
-from . import connection as keys
+from . import keys
 from . import wire
 from .proxy import StreamProxy
 from .publisher import REDIS_ERRORS, check_cancelled

@@ -1,6 +1,6 @@
 """The cluster's nodes as Redis sees them, for ``vinespy status``.
 
-Reads the node registry the nodes keep (:mod:`vinespy.cluster.connection`):
+Reads the node registry the nodes keep (:mod:`vinespy.cluster.keys`):
 ``cluster:nodes`` (node id -> last heartbeat, ms of Redis time) and each
 node's ``cluster:node:{id}`` hash. Ages are measured against Redis ``TIME``,
 the clock the heartbeats were stamped with, never the local one: the
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from .connection import NODES, connect, node_info
+from .connection import connect
+from .keys import NODES, node_info
 
 if TYPE_CHECKING:
     from ..config import ClusterConfig

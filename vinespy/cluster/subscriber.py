@@ -18,7 +18,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from ..jid import JIDError
-from . import connection as keys
+from . import keys
 from . import wire
 from .publisher import REDIS_ERRORS, Backoff, check_cancelled
 

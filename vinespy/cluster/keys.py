@@ -1,0 +1,80 @@
+"""The cluster's Redis key schema (docs/cluster.md, "Data model").
+
+Every key vinespy keeps in Redis is named here, so that the server, the
+operator commands and the tests agree on them:
+
+=========================  ======  ==============================================
+key                        type    lifetime
+=========================  ======  ==============================================
+``cluster:nodes``          HASH    one field per registered node, from its
+                                   registration until it leaves or is cleaned
+                                   up as dead
+``cluster:node:{id}``      HASH    the same as the node's field in
+                                   ``cluster:nodes``
+``cluster:node:{id}:jids`` SET     a member per bound resource, from bind to
+                                   unbind; deleted with the node
+``sessions:{bare}``        HASH    a field per bound resource, from bind to
+                                   unbind or its node's cleanup
+``cluster:directed:{sid}`` SET     while session ``sid`` is bound; deleted with
+                                   its routing entry
+``cluster:lock:{name}``    STRING  while ``exclusive(name)`` is held, at most
+                                   its TTL (``sessions.LOCK_TTL_MS``)
+``cluster:inbox:{id}``     STREAM  capped at ``inbox_maxlen`` entries; deleted
+                                   with the node
+``cluster:events``         STREAM  capped at ``inbox_maxlen`` entries; kept
+=========================  ======  ==============================================
+
+The Lua scripts of :mod:`vinespy.cluster.scripts` derive ``sessions:{bare}``
+and ``cluster:directed:{sid}`` themselves, spelt as here. The pubsub
+service's keys (``pubsub:{service}:...``) are listed in
+:mod:`vinespy.storage.pubsub.redis`.
+"""
+
+from __future__ import annotations
+
+import socket
+
+# node id -> its last heartbeat, Redis server time in ms (TIME, never a local clock)
+NODES = "cluster:nodes"
+
+
+# STREAM every node reads: routing-table invalidations and user changes
+EVENTS = "cluster:events"
+
+
+def node_info(node: str) -> str:
+    """HASH of a node: pid, host, started (ms), incarnation, sessions (count),
+    acked (the last inbox entry it handled)."""
+    return f"cluster:node:{node}"
+
+
+def node_jids(node: str) -> str:
+    """SET of the full JIDs bound at ``node`` (for its cleanup)."""
+    return f"cluster:node:{node}:jids"
+
+
+def inbox(node: str) -> str:
+    """STREAM of what other nodes send ``node`` (stanzas, invalidations...)."""
+    return f"cluster:inbox:{node}"
+
+
+def sessions(bare: str) -> str:
+    """HASH resource -> JSON {node, sid, available, interested, priority, presence}."""
+    return f"sessions:{bare}"
+
+
+def directed(sid: str) -> str:
+    """SET of the JIDs the session ``sid`` sent directed presence to (RFC 6121
+    §4.6), for whoever cleans up after its node; gone with the session."""
+    return f"cluster:directed:{sid}"
+
+
+def lock(name: str) -> str:
+    """STRING holding the token of the task that holds ``exclusive(name)``."""
+    return f"cluster:lock:{name}"
+
+
+def default_node_id(port: int) -> str:
+    """A node id that is stable across restarts of the same server, so that
+    a node starting up finds (and removes) its previous incarnation's leftovers."""
+    return f"{socket.gethostname()}-{port}"

@@ -1,0 +1,96 @@
+"""The Lua scripts of cluster membership (run with EVAL, each atomic in Redis).
+
+Their keys are those of :mod:`vinespy.cluster.keys`; CLEANUP and FORGET
+derive ``sessions:{bare}`` and ``cluster:directed:{sid}`` themselves, spelt
+as :func:`~vinespy.cluster.keys.sessions` and
+:func:`~vinespy.cluster.keys.directed` spell them.
+"""
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS: nodes, node info. ARGV: node, incarnation, sessions, acked inbox id, dead ms.
+# Renews this node's heartbeat unless the node was removed (declared dead,
+# or Redis lost its data): then 'gone'. Returns the nodes now silent too long.
+HEARTBEAT = _NOW + """
+if redis.call('HGET', KEYS[2], 'incarnation') ~= ARGV[2]
+    or redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
+  return {'gone'}
+end
+redis.call('HSET', KEYS[1], ARGV[1], now)
+redis.call('HSET', KEYS[2], 'sessions', ARGV[3], 'acked', ARGV[4])
+local out = {'ok'}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if now - tonumber(all[i + 1]) > tonumber(ARGV[5]) then out[#out + 1] = all[i] end
+end
+return out
+"""
+
+# KEYS: nodes, node info. ARGV: node, incarnation, pid, host, sessions.
+REGISTER = _NOW + """
+redis.call('HSET', KEYS[1], ARGV[1], now)
+redis.call('HSET', KEYS[2], 'incarnation', ARGV[2], 'pid', ARGV[3], 'host', ARGV[4],
+           'sessions', ARGV[5], 'started', now)
+return now
+"""
+
+# KEYS: nodes, node info, node jids, node inbox. ARGV: node, dead ms, mode, incarnation.
+# Removes a node and its routing entries (with each one's directed-presence
+# set) at once and returns them, as {full, record, {directed JIDs}}, with the
+# inbox entries it had not read: mode 'dead' only if it is still silent
+# (so of several nodes cleaning up concurrently exactly one gets them),
+# mode 'self' for a node's own previous incarnation (refused with 'busy'
+# while another incarnation of the same node id is alive), 'force' for one
+# known to be dead (its process is gone).
+CLEANUP = _NOW + """
+local hb = redis.call('HGET', KEYS[1], ARGV[1])
+local inc = redis.call('HGET', KEYS[2], 'incarnation')
+if ARGV[3] == 'dead' then
+  if not hb or now - tonumber(hb) <= tonumber(ARGV[2]) then return false end
+elseif ARGV[3] == 'self' and hb and inc and inc ~= ARGV[4]
+    and now - tonumber(hb) <= tonumber(ARGV[2]) then
+  return {'busy', tostring(now - tonumber(hb)), redis.call('HGET', KEYS[2], 'pid') or '',
+          redis.call('HGET', KEYS[2], 'host') or ''}
+end
+local acked = redis.call('HGET', KEYS[2], 'acked') or '0-0'
+redis.call('HDEL', KEYS[1], ARGV[1])
+local removed = {}
+for _, full in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  local slash = string.find(full, '/', 1, true)
+  if slash then
+    local key = 'sessions:' .. string.sub(full, 1, slash - 1)
+    local res = string.sub(full, slash + 1)
+    local v = redis.call('HGET', key, res)
+    if v then
+      local ok, rec = pcall(cjson.decode, v)
+      if ok and type(rec) == 'table' and rec.node == ARGV[1] then
+        redis.call('HDEL', key, res)
+        local dkey = 'cluster:directed:' .. tostring(rec.sid)
+        removed[#removed + 1] = {full, v, redis.call('SMEMBERS', dkey)}
+        redis.call('DEL', dkey)
+      end
+    end
+  end
+end
+local rest = redis.call('XRANGE', KEYS[4], '(' .. acked, '+')
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+return {'done', removed, rest}
+"""
+
+# KEYS: sessions:{bare}, node jids. ARGV: resource, node, full.
+# A routing entry this node no longer has a session for (resync).
+FORGET = """
+redis.call('SREM', KEYS[2], ARGV[3])
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v then
+  local ok, rec = pcall(cjson.decode, v)
+  if ok and type(rec) == 'table' and rec.node == ARGV[2] then
+    redis.call('HDEL', KEYS[1], ARGV[1])
+    redis.call('DEL', 'cluster:directed:' .. tostring(rec.sid))
+  end
+end
+return 0
+"""
