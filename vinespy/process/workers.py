@@ -317,7 +317,9 @@ def _worker_main(index: int, config: Config, wfd: int) -> int:
         reason = one_line(str(exc)) or type(exc).__name__
         if isinstance(exc, OSError):        # most often: the port is taken
             reason = f"cannot start: {reason}"
-        print(f"vinespy: worker {index}: {reason}", file=sys.stderr)
+        # One write: the supervisor logs to the same stderr, and print() would write the
+        # newline apart, letting a log line land inside this one.
+        sys.stderr.write(f"vinespy: worker {index}: {reason}\n")
         report.error(reason)
     except KeyboardInterrupt:
         status = 130
