@@ -83,7 +83,8 @@ class XMLStream:
         self._flush_scheduled = False
         self._limiter = (RateLimiter(rate_limit, rate_burst, self.loop.time())
                          if rate_limit else None)
-        self._more_read = False          # input after the event being handled
+        self._tail = b""                 # the end of the last read (not all of it: memory)
+        self._after = 0                  # events of it after the one being handled
         self.send_timeout = send_timeout
         self._queued = 0                 # bytes ever handed to the transport
         self._sent_at_check = 0          # of which had left at the last stall check
@@ -144,13 +145,13 @@ class XMLStream:
                 pause = self._limiter.delay(len(data), self.loop.time())
             try:
                 events = self.parser.feed(data)
-                last = len(events) - 1
-                tail_open = not data.rstrip(_WS).endswith(b">")
-                for i, event in enumerate(events):
+                self._tail = data[-64:]
+                self._after = len(events)
+                for event in events:
+                    self._after -= 1
                     if isinstance(event, StreamClosed):
                         self.close()
                         return
-                    self._more_read = i < last or tail_open
                     # After a parser reset (or a close) whatever followed in
                     # this chunk belongs to no stream: drop it.
                     if await self.handle(event) or self.closing:
@@ -165,7 +166,8 @@ class XMLStream:
         but not yet parsed (RFC 6120 §5.4.3.3: nothing sent before the TLS
         handshake may be taken as sent after it)."""
         buffered = getattr(self.reader, "_buffer", b"")
-        return self._more_read or not self.parser.idle or bool(buffered)
+        return (self._after > 0 or not self._tail.rstrip(_WS).endswith(b">")
+                or not self.parser.idle or bool(buffered))
 
     async def handle(self, event: Any) -> bool:
         """Handle one parser event; return True after resetting the parser."""
