@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from vinespy.errors import StreamError
 from vinespy.jid import JID
@@ -12,13 +13,13 @@ from vinespy.xml import Element
 class FakeSession:
     """An in-memory bound resource that records what it is sent."""
 
-    def __init__(self, jid: JID | str, available: bool = True) -> None:
+    def __init__(self, jid: JID | str, available: bool = True, sessions: Any = None) -> None:
         self.jid = JID.parse(jid) if isinstance(jid, str) else jid
         self.available = available
         self.priority = 0
         self.presence: Element | None = None
-        self.interested = False
-        self.directed: set[JID] = set()
+        self.fields: dict[str, Any] = {}
+        self.sessions = sessions        # told of field changes, as a stream tells its server's
         self.got: list[Element] = []
 
     def send(self, st: Element) -> None:
@@ -26,5 +27,12 @@ class FakeSession:
         # the element (the presence module re-addresses one per recipient).
         self.got.append(copy.deepcopy(st))
 
+    def send_serialized(self, st: Element, data: bytes) -> None:
+        self.send(st)
+
     def close(self, error: StreamError | None = None) -> None:
         pass
+
+    def field_changed(self, field: Any, member: Any) -> None:
+        if self.sessions is not None:
+            self.sessions.field_changed(self, field, member)

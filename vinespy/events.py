@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import bisect
 import inspect
-from typing import Any, Awaitable, Callable, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Union
+
+if TYPE_CHECKING:
+    from .host import Host
+    from .jid import JID
+    from .sessions import Session
+    from .xml import Element
 
 Handler = Callable[..., Union[Any, Awaitable[Any]]]
 
@@ -50,19 +56,36 @@ class EventBus:
             return result
         return None
 
+    def fire_sync(self, event: str, *args: Any) -> Any:
+        """:meth:`fire` for events on paths that cannot wait (delivery to a
+        client): every handler must be a plain function."""
+        for _, _, handler in self._handlers.get(event, ()):
+            result = handler(*args)
+            if result is None:
+                continue
+            if inspect.isawaitable(result):
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()             # never awaited: no "was never awaited" warning
+                raise TypeError(f"a handler of {event!r} must not be a coroutine: "
+                                f"{getattr(handler, '__qualname__', handler)}")
+            return result
+        return None
+
 
 class StanzaEvent:
     """What a stanza handler receives: the stanza and where it came from/goes.
 
     ``origin`` is the local session that sent it (None when the server or
-    another node did); ``to_type`` is ``self``, ``host``, ``bare`` or ``full``
-    (see docs/routing.md).
+    another node did); ``to_type`` is ``self``, ``host``, ``bare``, ``full``,
+    ``service`` or (``pre-<kind>`` only) ``remote`` (see docs/routing.md);
+    ``host`` is the host whose bus fired the event.
     """
 
     __slots__ = ("stanza", "origin", "frm", "to", "to_type", "host")
 
-    def __init__(self, stanza: Any, origin: Any, frm: Any, to: Any, to_type: str,
-                 host: Any) -> None:
+    def __init__(self, stanza: Element, origin: Session | None, frm: JID, to: JID,
+                 to_type: str, host: Host) -> None:
         self.stanza = stanza
         self.origin = origin
         self.frm = frm

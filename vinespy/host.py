@@ -5,15 +5,21 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from . import ns
 from .events import EventBus
 from .storage import Storage
 
 if TYPE_CHECKING:
     from .config import HostConfig
+    from .sessions import Session
     from .modules import Module
     from .router import Router
     from .sessions import Sessions
     from .storage.pubsub import PubSubStore
+
+
+# A stanza's tag -> the event fired when it is delivered to a client.
+DELIVER = {f"{{{ns.CLIENT}}}{kind}": f"deliver-{kind}" for kind in ("message", "presence", "iq")}
 
 
 class Host:
@@ -40,13 +46,22 @@ class Host:
             out.extend(f for f in getattr(mod, kind) if f not in out)
         return out
 
-    def stream_features(self) -> list[str]:
-        """The post-authentication stream features the loaded modules declare
-        (raw XML snippets, e.g. RFC 6121 §2.6.1 roster versioning)."""
+    def stream_features(self, session: Session | None = None) -> list[str]:
+        """The post-authentication stream features: those the loaded modules
+        declare (raw XML snippets, e.g. RFC 6121 §2.6.1 roster versioning),
+        then those the ``stream-features`` handlers add to the list for
+        ``session`` (the stream asking, bound or not)."""
         out: list[str] = []
         for mod in self.modules.values():
             out.extend(f for f in mod.stream_features if f not in out)
+        if session is not None and self.bus.has("stream-features"):
+            self.bus.fire_sync("stream-features", session, out)
         return out
+
+    def delivery_events(self) -> dict[str, str]:
+        """Tag -> ``deliver-<kind>`` for the kinds some module hooks: what a
+        session checks before it writes a stanza (empty: nothing to fire)."""
+        return {tag: event for tag, event in DELIVER.items() if self.bus.has(event)}
 
     def module(self, name: str) -> Any:
         return self.modules.get(name)

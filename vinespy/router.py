@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _CHAT_NORMAL = (None, "normal", "chat")
+_PRE = {kind: f"pre-{kind}" for kind in ("message", "presence", "iq")}
 
 
 class Router:
@@ -59,29 +60,24 @@ class Router:
             except JIDError as exc:
                 self.bounce(stanza, StanzaError("jid-malformed", f"'to': {exc}"), valid_to=False)
                 return
-            if to.domain not in self.hosts:
-                service = self.services.get(to.domain)
-                if service is not None:
-                    await self.to_service(stanza, kind, origin, to, service)
-                    return
-                # TODO(s2s): hand it to the outbound s2s pool.
-                self.bounce(stanza, StanzaError(
-                    "remote-server-not-found", f"{to.domain} is not served here"))
+            to_type = self._to_type(kind, to, origin)
+        if origin is not None and await self._sent(stanza, kind, origin, to, to_type):
+            return
+        if to_type in ("service", "remote"):
+            service = self.services.get(to.domain)
+            if service is not None:
+                await self.to_service(stanza, kind, origin, to, service)
                 return
-            if (origin is not None and to.local and to.domain != origin.jid.domain
-                    and not self.cross_domain(origin.jid.domain, to.domain)):
-                self.bounce(stanza, StanzaError(
-                    "not-allowed", f"users of {origin.jid.domain} cannot reach users of "
-                    f"{to.domain} on this server (cross_domain_messages is off)"))
-                return
-            if not to.local:
-                to_type = "host"
-            elif to.resource:
-                to_type = "full"
-            elif kind == "iq" and origin is not None and origin.jid.bare == to:
-                to_type = "self"
-            else:
-                to_type = "bare"
+            # TODO(s2s): hand it to the outbound s2s pool.
+            self.bounce(stanza, StanzaError(
+                "remote-server-not-found", f"{to.domain} is not served here"))
+            return
+        if (origin is not None and to.local and to.domain != origin.jid.domain
+                and not self.cross_domain(origin.jid.domain, to.domain)):
+            self.bounce(stanza, StanzaError(
+                "not-allowed", f"users of {origin.jid.domain} cannot reach users of "
+                f"{to.domain} on this server (cross_domain_messages is off)"))
+            return
         host = self.hosts[to.domain]
         sessions = self.sessions
         if sessions.clustered:
@@ -95,17 +91,44 @@ class Router:
         event = f"{kind}/{to_type}"
         if host.bus.has(event):
             frm = JID.parse(stanza.get("from", host.domain))
-            try:
-                claimed = await host.bus.fire(
-                    event, StanzaEvent(stanza, origin, frm, to, to_type, host))
-            except Exception:
-                # A module's bug must not take the sender's stream down.
-                log.exception("%s handler failed on a stanza from %s", event, frm)
-                self.bounce(stanza, StanzaError("internal-server-error"))
-                return
-            if claimed:
+            if await self._fire(host, event, StanzaEvent(stanza, origin, frm, to, to_type, host)):
                 return
         await self.default(stanza, kind, to, to_type)
+
+    def _to_type(self, kind: str, to: JID, origin: Session | None) -> str:
+        """Where ``to`` is, as docs/routing.md names it."""
+        if to.domain not in self.hosts:
+            return "service" if to.domain in self.services else "remote"
+        if not to.local:
+            return "host"
+        if to.resource:
+            return "full"
+        if kind == "iq" and origin is not None and origin.jid.bare == to:
+            return "self"
+        return "bare"
+
+    async def _sent(self, stanza: Element, kind: str, origin: Session, to: JID,
+                    to_type: str) -> bool:
+        """``pre-<kind>`` on the sender's host, for every stanza a local
+        session sends, wherever it goes, before it is routed: True if a
+        handler claimed it (it goes no further)."""
+        host = self.hosts.get(origin.jid.domain)
+        event = _PRE[kind]
+        if host is None or not host.bus.has(event):
+            return False
+        return await self._fire(host, event, StanzaEvent(stanza, origin, origin.jid, to,
+                                                         to_type, host))
+
+    async def _fire(self, host: Host, event: str, ev: StanzaEvent) -> bool:
+        """Fire a stanza event; a handler's failure answers the stanza with
+        internal-server-error (and counts as claiming it)."""
+        try:
+            return bool(await host.bus.fire(event, ev))
+        except Exception:
+            # A module's bug must not take the sender's stream down.
+            log.exception("%s handler failed on a stanza from %s to %s", event, ev.frm, ev.to)
+            self.bounce(ev.stanza, StanzaError("internal-server-error"))
+            return True
 
     async def to_service(self, stanza: Element, kind: str, origin: Session | None, to: JID,
                          host: Host) -> None:
@@ -113,15 +136,9 @@ class Router:
         unclaimed, an IQ get/set is ``<service-unavailable/>``, the rest dropped."""
         event = f"{kind}/service"
         if host.bus.has(event):
-            try:
-                frm = JID.parse(stanza.get("from", host.domain))
-                claimed = await host.bus.fire(
-                    event, StanzaEvent(stanza, origin, frm, to, "service", host))
-            except Exception:
-                log.exception("%s handler failed on a stanza to %s", event, to)
-                self.bounce(stanza, StanzaError("internal-server-error"))
-                return
-            if claimed:
+            frm = JID.parse(stanza.get("from", host.domain))
+            ev = StanzaEvent(stanza, origin, frm, to, "service", host)
+            if await self._fire(host, event, ev):
                 return
         if kind == "iq" and stanza.get("type") in ("get", "set"):
             self.bounce(stanza, StanzaError("service-unavailable"))

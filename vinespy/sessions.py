@@ -7,13 +7,16 @@ only sees this protocol.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from typing import AsyncIterator, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Iterator, Protocol
 
 from .errors import StreamError
 from .jid import JID
+from .locks import KeyedLock
 from .xml import Element
+
+if TYPE_CHECKING:
+    from .fields import SessionField
 
 
 class Session(Protocol):
@@ -23,15 +26,22 @@ class Session(Protocol):
     available: bool             # sent available presence (RFC 6121 §4.2)
     priority: int               # from its last available presence
     presence: Element | None    # its last broadcast presence
-    interested: bool            # requested the roster (RFC 6121 §2.1.6)
-    directed: set[JID]          # sent directed available presence to (RFC 6121 §4.6)
+    fields: dict[str, Any]      # the modules' state (vinespy.fields.SessionField)
 
     def send(self, stanza: Element) -> None:
         """Queue ``stanza`` for delivery; never blocks. It is serialized before
         this returns: the caller may change or reuse the element afterwards."""
 
+    def send_serialized(self, stanza: Element, data: bytes) -> None:
+        """:meth:`send` ``stanza`` whose serialization ``data`` is at hand
+        (it arrived serialized from another node): written as it is when
+        nothing needs the element."""
+
     def close(self, error: StreamError | None = None) -> None:
         """Close the stream, sending ``error`` first if given."""
+
+    def field_changed(self, field: SessionField[Any], member: Any) -> None:
+        """``field`` changed (a set field: ``member`` came or went; None: all)."""
 
 
 class Sessions:
@@ -47,7 +57,7 @@ class Sessions:
     def __init__(self) -> None:
         self._full: dict[JID, Session] = {}
         self._bare: dict[JID, dict[str, Session]] = {}
-        self._binding: dict[JID, tuple[asyncio.Lock, list[int]]] = {}
+        self._binding: KeyedLock[JID] = KeyedLock()
 
     def __len__(self) -> int:
         return len(self._full)
@@ -81,8 +91,8 @@ class Sessions:
     def changed(self, session: Session) -> None:
         """``session``'s availability, priority, presence or interest changed."""
 
-    def directed_changed(self, session: Session, jid: JID | None) -> None:
-        """``jid`` entered or left ``session.directed`` (None: it was emptied)."""
+    def field_changed(self, session: Session, field: SessionField[Any], member: Any) -> None:
+        """A module's ``field`` of ``session`` changed (see vinespy.fields)."""
 
     async def published(self) -> None:
         """Return once the changes noted so far are seen by every cluster node
@@ -104,18 +114,8 @@ class Sessions:
         account happen one after another, so each decides conflicts and the
         resource limit on the table as the previous one left it (a
         replacement awaits the old session's unbinding in between)."""
-        entry = self._binding.get(bare)
-        if entry is None:
-            entry = self._binding[bare] = (asyncio.Lock(), [0])
-        lock, users = entry
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._binding[bare]
+        async with self._binding.hold(bare):
+            yield
 
     def bind(self, session: Session) -> Session | None:
         """Add ``session`` under its full JID; return the session it replaced."""

@@ -84,10 +84,10 @@ async def test_directed_presence_of_a_dead_node_user_is_withdrawn(
     alice = await xmpp.login(b, "alice/r1")
     alice.presence(pto=carol.jid)
     await carol.presences.get(presence_from(alice.jid, "available"))
-    directed = f"cluster:directed:{(await c.routes(ALICE))['r1']['sid']}"
+    directed = f"cluster:sets:{(await c.routes(ALICE))['r1']['sid']}"
 
     async def remembered() -> bool:
-        return carol.jid in await redis.execute("SMEMBERS", directed)
+        return f"presence.directed {carol.jid}" in await redis.execute("SMEMBERS", directed)
     await eventually(remembered, what=f"{carol.jid} in {directed}")
     b.sigkill()
     await b.wait_exit()

@@ -45,8 +45,8 @@ async def test_directed_presence_writes_redis_bytes_linear_in_jids(
     await alice.ping()
 
     async def all_stored() -> bool:
-        return int(await redis.execute("SCARD", f"cluster:directed:{sid}")) == N
-    await eventually(all_stored, what=f"{N} JIDs in cluster:directed:{sid}")
+        return int(await redis.execute("SCARD", f"cluster:sets:{sid}")) == N
+    await eventually(all_stored, what=f"{N} JIDs in cluster:sets:{sid}")
     written = await redis_input_bytes(redis) - before
     # About 90 bytes of SADD per JID, 60 more for the route lookup of each new
     # JID, plus heartbeats and XREADs meanwhile: about 150 KB in all. Before

@@ -1,12 +1,13 @@
 """ClusterSessions against a real redis-server, no node process: what the
 offline module relies on to close the race of issue 10 item 15, and the
-directed-presence sets of item 8.
+directed-presence sets of item 8 (now any module's shared set field).
 
 * ``published()`` returns once the routing changes queued before it are in
   Redis, so another node reading afterwards sees them;
 * ``exclusive(name)`` is held by one task of the whole cluster at a time;
-* a session's directed-presence JIDs live in their own set, written by
-  deltas, removed with the session.
+* a session's shared set fields (presence's directed-presence JIDs) live
+  in a set of their own, written by deltas, removed with the session; its
+  shared scalar fields travel in its routing entry.
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ from vinespy.cluster.connection import connect
 from vinespy.cluster.publisher import Publisher
 from vinespy.cluster.sessions import ClusterSessions
 from vinespy.config import ClusterConfig
+from vinespy.cluster import wire
+from vinespy.cluster.proxy import StreamProxy
 from vinespy.jid import JID
+from vinespy.modules.presence import Presence
+from vinespy.modules.roster import Roster
 
 pytestmark = pytest.mark.redis
 
@@ -67,8 +72,8 @@ async def nodes(redis_url: str) -> AsyncIterator[tuple[NodeView, NodeView]]:
         await b.close()
 
 
-def session(full: str, sid: str) -> Any:
-    s = FakeSession(full, available=False)
+def session(full: str, sid: str, sessions: Any = None) -> Any:
+    s = FakeSession(full, available=False, sessions=sessions)
     s.id = sid
     return s
 
@@ -118,40 +123,60 @@ async def test_exclusive_admits_one_holder_across_nodes(
 
 async def test_directed_jids_are_written_as_deltas_and_leave_with_the_session(
         nodes: tuple[NodeView, NodeView]) -> None:
-    """Each change of ``session.directed`` is one SADD or SREM of its own set
-    (the routing entry does not carry them); emptying it deletes the set, and
-    so does unbinding the session."""
+    """Each change of presence's directed set is one SADD or SREM of the
+    session's own set (the routing entry does not carry them); emptying it
+    deletes the set, and so does unbinding the session. Another node's proxy
+    of the session, made from the entry and the set, has them all."""
     a, _ = nodes
-    s = session(f"{ALICE}/r1", "sid-9")
+    s = session(f"{ALICE}/r1", "sid-9", a.sessions)
     s.available = True
     a.sessions.bind(s)
-    key = keys.directed("sid-9")
+    key = keys.sets("sid-9")
     for i in range(3):
-        jid = JID.parse(f"n{i}@wonderland.lit/x")
-        s.directed.add(jid)
-        a.sessions.directed_changed(s, jid)
+        Presence.directed.add(s, JID.parse(f"n{i}@wonderland.lit/x"))
     await a.sessions.published()
-    assert await a.redis.smembers(key) == {f"n{i}@wonderland.lit/x".encode() for i in range(3)}
+    members = await a.redis.smembers(key)
+    assert members == {f"presence.directed n{i}@wonderland.lit/x".encode() for i in range(3)}
     entry = json.loads(await a.redis.hget(keys.sessions(ALICE), "r1"))
-    assert "directed" not in entry
+    assert "directed" not in entry and "fields" not in entry
+    proxy = StreamProxy(s.jid, wire.parse_record(json.dumps(entry), members), a.publisher)
+    assert Presence.directed.get(proxy) == Presence.directed.get(s)
 
-    gone = JID.parse("n1@wonderland.lit/x")
-    s.directed.discard(gone)
-    a.sessions.directed_changed(s, gone)
+    Presence.directed.discard(s, JID.parse("n1@wonderland.lit/x"))
     await a.sessions.published()
     assert await a.redis.scard(key) == 2
 
-    s.directed.clear()
-    a.sessions.directed_changed(s, None)
+    Presence.directed.clear(s)
     await a.sessions.published()
     assert await a.redis.exists(key) == 0
 
-    again = JID.parse("n7@wonderland.lit")
-    s.directed.add(again)
-    a.sessions.directed_changed(s, again)
+    Presence.directed.add(s, JID.parse("n7@wonderland.lit"))
     await a.sessions.published()
     assert await a.redis.scard(key) == 1
     a.sessions.unbind(s)
     await a.sessions.published()
     assert await a.redis.exists(key) == 0
     assert await a.redis.hget(keys.sessions(ALICE), "r1") is None
+
+
+async def test_shared_scalar_fields_travel_in_the_routing_entry(
+        nodes: tuple[NodeView, NodeView]) -> None:
+    """roster's ``interested`` set on node A's session is in its routing
+    entry, so node B's fresh read of the routes sees it on the proxy; a field
+    back at its default leaves the entry."""
+    a, b = nodes
+    s = session(f"{ALICE}/r2", "sid-10", a.sessions)
+    a.sessions.bind(s)
+    Roster.interested.set(s, True)
+    await a.sessions.published()
+    entry = json.loads(await a.redis.hget(keys.sessions(ALICE), "r2"))
+    assert entry["fields"] == {"roster.interested": True}
+    await b.sessions.load([s.jid.bare], fresh=True)
+    proxy = b.sessions.get(s.jid)
+    assert proxy is not None and Roster.interested.get(proxy) is True
+    Roster.interested.set(s, False)
+    await a.sessions.published()
+    entry = json.loads(await a.redis.hget(keys.sessions(ALICE), "r2"))
+    assert "fields" not in entry
+    a.sessions.unbind(s)
+    await a.sessions.published()

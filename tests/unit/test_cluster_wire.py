@@ -199,31 +199,39 @@ def test_parse_stanza_rejects(data: bytes) -> None:
 
 def test_record_round_trip() -> None:
     presence = b"<presence><priority>5</priority><status>h\xc3\xa9</status></presence>"
-    raw = wire.record("node-a", "sid-1", True, 5, True, presence)
-    assert wire.parse_record(raw) == wire.Record("node-a", "sid-1", True, 5, True, presence)
+    fields = {"roster.interested": True, "csi.state": "inactive", "sm.h": 7}
+    raw = wire.record("node-a", "sid-1", True, 5, presence, fields)
+    assert wire.parse_record(raw) == wire.Record("node-a", "sid-1", True, 5, presence, fields)
     assert wire.parse_record(raw.encode()) == wire.parse_record(raw)
-    raw = wire.record("node-b", "sid-2", False, -3, False, None)
-    assert wire.parse_record(raw) == wire.Record("node-b", "sid-2", False, -3, False, None)
-    assert "directed" not in raw            # a set of its own: cluster:directed:{sid}
+    raw = wire.record("node-b", "sid-2", False, -3, None)
+    assert wire.parse_record(raw) == wire.Record("node-b", "sid-2", False, -3, None)
+    assert "fields" not in raw and "directed" not in raw   # sets: cluster:sets:{sid}
 
 
-def test_record_directed_from_its_set_and_from_older_records() -> None:
-    """The cleanup reads a session's directed-presence set with its record;
-    a record an older version wrote may carry them in a "directed" list."""
-    raw = wire.record("n", "s", True, 0, False, None)
-    rec = wire.parse_record(raw, [b"carol@w.lit/r1", b"bob@w.lit"])
-    assert rec.directed == ("bob@w.lit", "carol@w.lit/r1")
-    old = b'{"node": "n", "sid": "s", "directed": ["carol@w.lit/r1", "dave@w.lit"]}'
-    assert wire.parse_record(old, [b"bob@w.lit", b"dave@w.lit"]).directed == (
-        "bob@w.lit", "carol@w.lit/r1", "dave@w.lit")
-    assert wire.parse_record(raw, [b"\xff"]).directed == ("\ufffd",)   # a bad JID, not a bad record
+def test_record_sets_from_their_set_and_fields_from_older_records() -> None:
+    """The cleanup reads a session's set-field members with its record; a
+    record an older version wrote may carry "interested" and a "directed"
+    list, read as the fields roster.interested and presence.directed."""
+    raw = wire.record("n", "s", True, 0, None)
+    rec = wire.parse_record(raw, [b"presence.directed carol@w.lit/r1",
+                                  b"presence.directed bob@w.lit"])
+    assert rec.sets == ("presence.directed bob@w.lit", "presence.directed carol@w.lit/r1")
+    old = (b'{"node": "n", "sid": "s", "interested": true, '
+           b'"directed": ["carol@w.lit/r1", "dave@w.lit"]}')
+    rec = wire.parse_record(old, [b"presence.directed bob@w.lit", b"presence.directed dave@w.lit"])
+    assert rec.sets == ("presence.directed bob@w.lit", "presence.directed carol@w.lit/r1",
+                        "presence.directed dave@w.lit")
+    assert rec.fields == {"roster.interested": True}
+    assert wire.parse_record(raw, [b"\xff"]).sets == ("\ufffd",)   # a bad member, not a bad record
     with pytest.raises(wire.WireError):
         wire.parse_record(b'{"node": "n", "sid": "s", "directed": "bob@w.lit"}')
+    with pytest.raises(wire.WireError):
+        wire.parse_record(b'{"node": "n", "sid": "s", "fields": {"x.y": [1]}}')
 
 
 def test_parse_record_defaults() -> None:
     rec = wire.parse_record(b'{"node": "node-a", "sid": "s"}')
-    assert rec == wire.Record("node-a", "s", False, 0, False, None)
+    assert rec == wire.Record("node-a", "s", False, 0, None)
     rec = wire.parse_record(b'{"node": "n", "sid": "s", "priority": null, "presence": 5}')
     assert rec.priority == 0 and rec.presence is None
 

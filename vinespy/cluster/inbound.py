@@ -42,13 +42,9 @@ class Inbound:
             session = self.sessions.local(target)
             if session is not None:
                 # Parsed to check it (a broken entry must not break the
-                # client's stream), written as it came (no re-serializing).
-                el = wire.parse_stanza(data)
-                write = getattr(session, "write", None)
-                if write is not None:
-                    write(data)
-                else:
-                    session.send(el)
+                # client's stream), written as it came (no re-serializing)
+                # unless a deliver-<kind> handler wants the element.
+                session.send_serialized(wire.parse_stanza(data), data)
                 return
             await self._absent(target, int(args[1]), data)
         elif kind == wire.INVALIDATE:

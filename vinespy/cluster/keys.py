@@ -15,7 +15,7 @@ key                        type    lifetime
                                    unbind; deleted with the node
 ``sessions:{bare}``        HASH    a field per bound resource, from bind to
                                    unbind or its node's cleanup
-``cluster:directed:{sid}`` SET     while session ``sid`` is bound; deleted with
+``cluster:sets:{sid}``     SET     while session ``sid`` is bound; deleted with
                                    its routing entry
 ``cluster:lock:{name}``    STRING  while ``exclusive(name)`` is held, at most
                                    its TTL (``sessions.LOCK_TTL_MS``)
@@ -25,7 +25,7 @@ key                        type    lifetime
 =========================  ======  ==============================================
 
 The Lua scripts of :mod:`vinespy.cluster.scripts` derive ``sessions:{bare}``
-and ``cluster:directed:{sid}`` themselves, spelt as here. The pubsub
+and ``cluster:sets:{sid}`` themselves, spelt as here. The pubsub
 service's keys (``pubsub:{service}:...``) are listed in
 :mod:`vinespy.storage.pubsub.redis`.
 """
@@ -59,14 +59,16 @@ def inbox(node: str) -> str:
 
 
 def sessions(bare: str) -> str:
-    """HASH resource -> JSON {node, sid, available, interested, priority, presence}."""
+    """HASH resource -> JSON {node, sid, available, priority, presence, fields}."""
     return f"sessions:{bare}"
 
 
-def directed(sid: str) -> str:
-    """SET of the JIDs the session ``sid`` sent directed presence to (RFC 6121
-    §4.6), for whoever cleans up after its node; gone with the session."""
-    return f"cluster:directed:{sid}"
+def sets(sid: str) -> str:
+    """SET of the members of the session ``sid``'s shared set fields, each
+    ``"<field key> <member>"`` (``presence.directed bob@x.lit``: the JIDs it
+    sent directed presence to, RFC 6121 §4.6), for whoever cleans up after
+    its node; gone with the session."""
+    return f"cluster:sets:{sid}"
 
 
 def lock(name: str) -> str:

@@ -146,7 +146,7 @@ class Membership:
         await pipe.execute()
         for s in local.values():
             self.publisher.put(s)
-            self.publisher.rewrite_directed(s)
+            self.publisher.rewrite_sets(s)
         self.sessions.forget()
 
     async def _rebroadcast(self) -> None:

@@ -7,10 +7,11 @@ closing it asks that node to close the stream.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import StreamError
-from ..jid import JID, JIDError
+from ..fields import SessionField
+from ..jid import JID
 from ..xml import Element
 from . import wire
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 
 class StreamProxy:
-    __slots__ = ("jid", "node", "sid", "available", "priority", "interested", "directed",
+    __slots__ = ("jid", "node", "sid", "available", "priority", "fields",
                  "_presence_xml", "_presence", "_publisher")
 
     def __init__(self, jid: JID, rec: wire.Record, publisher: Publisher) -> None:
@@ -28,13 +29,16 @@ class StreamProxy:
         self.sid = rec.sid
         self.available = rec.available
         self.priority = rec.priority
-        self.interested = rec.interested
-        self.directed: set[JID] = set()
-        for text in rec.directed:
+        self.fields: dict[str, Any] = dict(rec.fields)    # the modules' shared fields
+        for text in rec.sets:
+            key, _, member = text.partition(" ")
+            field = SessionField.shared_fields.get(key)
+            if field is None or not field.is_set:
+                continue    # a field no module here declares
             try:
-                self.directed.add(JID.parse(text))
-            except JIDError:
-                pass        # a bad entry: nobody to tell
+                self.fields.setdefault(key, set()).add(field.member(member))
+            except ValueError:
+                pass        # a bad entry (JIDError is a ValueError): nothing to do with it
         self._presence_xml = rec.presence
         self._presence: Element | None = None
         self._publisher = publisher
@@ -59,6 +63,12 @@ class StreamProxy:
 
     def send(self, stanza: Element) -> None:
         self._publisher.stanza(self.node, self.jid, stanza)
+
+    def send_serialized(self, stanza: Element, data: bytes) -> None:
+        self.send(stanza)
+
+    def field_changed(self, field: SessionField[Any], member: Any) -> None:
+        """Another node's session is changed by that node, not from here."""
 
     def close(self, error: StreamError | None = None) -> None:
         self._publisher.close(self.node, self.jid, self.sid,

@@ -1,7 +1,7 @@
 """Everything a node writes to Redis while serving, in order, coalesced.
 
 Stanzas for other nodes, session-table writes (routing entries, and the
-changes of each session's directed-presence set, written as deltas) and
+changes of each session's shared set fields, written as deltas) and
 invalidations are queued synchronously (never blocking the caller) and
 written by one task, one pipelined round trip per flush: while a flush is
 in flight the next one accumulates, so under load many stanzas share a
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from redis.exceptions import RedisError
 
+from ..fields import SessionField
 from ..jid import JID
 from ..xml import Element, serialize
 from . import keys
@@ -55,7 +56,8 @@ return 1
 
 # Unbind: remove the routing entry only if it is still this stream's (a
 # newer session of the same full JID, on any node, keeps its own). The
-# stream's directed-presence set (KEYS[3], named by its sid) goes in any case.
+# stream's set of shared set field members (KEYS[3], named by its sid) goes
+# in any case.
 UNBIND = """
 redis.call('SREM', KEYS[2], ARGV[3])
 redis.call('DEL', KEYS[3])
@@ -94,15 +96,15 @@ class Backoff:
         self.attempt = 0
 
 
-class _Directed:
-    """What changed in one session's directed-presence set since the last flush."""
+class _SetChanges:
+    """What changed in one session's shared set fields since the last flush."""
 
     __slots__ = ("session", "reset", "changes")
 
     def __init__(self, session: Session) -> None:
         self.session = session
         self.reset = False                      # delete the set first
-        self.changes: dict[str, bool] = {}      # JID -> now in the set
+        self.changes: dict[str, bool] = {}      # "<key> <member>" -> now in the set
 
 
 class Publisher:
@@ -117,7 +119,7 @@ class Publisher:
         self._trouble = trouble
         self._puts: dict[int, Session] = {}              # id(session) -> session
         self._unbinds: list[tuple[JID, str]] = []
-        self._directed: dict[int, _Directed] = {}        # id(session) -> its changes
+        self._sets: dict[int, _SetChanges] = {}          # id(session) -> its changes
         self._changed: dict[str, None] = {}              # bare JIDs, ordered
         self._events: list[bytes] = []
         self._inboxes: dict[str, list[bytes]] = {}
@@ -173,29 +175,37 @@ class Publisher:
         self._puts[id(session)] = session
         self._kick()
 
-    def directed(self, session: Session, jid: JID | None) -> None:
-        """``jid`` entered or left ``session.directed`` (None: it was emptied)."""
-        d = self._directed.get(id(session))
-        if d is None:
-            d = self._directed[id(session)] = _Directed(session)
-        if jid is None:
-            d.reset = True
-            d.changes.clear()
+    def set_changed(self, session: Session, field: SessionField[Any], member: Any) -> None:
+        """``member`` entered or left ``session``'s set ``field`` (None: every
+        member it holds now is leaving)."""
+        d = self._set_changes(session)
+        if member is None:
+            for m in field.get(session):
+                d.changes[f"{field.key} {m}"] = False
         else:
-            d.changes[str(jid)] = jid in session.directed
+            d.changes[f"{field.key} {member}"] = member in field.get(session)
         self._kick()
 
-    def rewrite_directed(self, session: Session) -> None:
-        """Write ``session``'s whole directed-presence set again (a resync)."""
-        self.directed(session, None)
-        d = self._directed[id(session)]
-        d.changes = {str(j): True for j in session.directed}
+    def rewrite_sets(self, session: Session) -> None:
+        """Write ``session``'s shared set fields again, whole (a resync)."""
+        d = self._set_changes(session)
+        d.reset = True
+        d.changes = {f"{key} {m}": True for key, values in session.fields.items()
+                     if (f := SessionField.shared_fields.get(key)) is not None and f.is_set
+                     for m in values}
+        self._kick()
+
+    def _set_changes(self, session: Session) -> _SetChanges:
+        d = self._sets.get(id(session))
+        if d is None:
+            d = self._sets[id(session)] = _SetChanges(session)
+        return d
 
     def unbind(self, session: Session) -> None:
         """Remove ``session``'s routing entry if it is still its own (and its
-        directed-presence set)."""
+        set of shared set field members)."""
         self._puts.pop(id(session), None)
-        self._directed.pop(id(session), None)
+        self._sets.pop(id(session), None)
         self._unbinds.append((session.jid, getattr(session, "id", "")))
         self._kick()
 
@@ -248,10 +258,10 @@ class Publisher:
             presence = session.presence
             cmds.append(("put", (jid, wire.record(
                 self.node, getattr(session, "id", ""), session.available, session.priority,
-                session.interested, serialize(presence) if presence is not None else None))))
+                serialize(presence) if presence is not None else None, _scalars(session)))))
             self._changed[str(jid.bare)] = None
-        for d in self._directed.values():
-            cmds += _directed_cmds(d)
+        for d in self._sets.values():
+            cmds += _set_cmds(d)
         events = [wire.invalidate_item(b) for b in self._changed] + self._events
         for chunk in _chunks(events):
             cmds.append(("events", self._entry("*", chunk)))
@@ -259,7 +269,7 @@ class Publisher:
             for chunk in _chunks(items):
                 cmds.append(("send", (node, chunk, self._entry(node, chunk))))
         self._puts, self._unbinds, self._changed, self._events = {}, [], {}, []
-        self._directed = {}
+        self._sets = {}
         self._inboxes = {}
         self._batch_waiters, self._waiters = self._waiters, []
         return cmds
@@ -279,7 +289,7 @@ class Publisher:
             elif kind == "unbind":
                 full, sid = arg
                 pipe.eval(UNBIND, 3, keys.sessions(str(full.bare)), keys.node_jids(self.node),
-                          keys.directed(sid), full.resource, sid, str(full))
+                          keys.sets(sid), full.resource, sid, str(full))
             elif kind == "del":
                 pipe.delete(arg)
             elif kind == "sadd":
@@ -301,7 +311,7 @@ class Publisher:
         while True:
             if self._batch is None:
                 if not (self._puts or self._unbinds or self._changed or self._events
-                        or self._inboxes or self._directed or self._waiters):
+                        or self._inboxes or self._sets or self._waiters):
                     self._idle.set()
                     self._wake.clear()
                     await self._wake.wait()
@@ -346,9 +356,16 @@ class Publisher:
                 self.stanzas_sent += sent
 
 
-def _directed_cmds(d: _Directed) -> list[tuple[str, Any]]:
-    """The commands that bring a session's directed-presence set up to date."""
-    key = keys.directed(getattr(d.session, "id", ""))
+def _scalars(session: Session) -> dict[str, Any]:
+    """``session``'s shared scalar fields, for its routing entry."""
+    shared = SessionField.shared_fields
+    return {key: value for key, value in session.fields.items()
+            if (f := shared.get(key)) is not None and not f.is_set}
+
+
+def _set_cmds(d: _SetChanges) -> list[tuple[str, Any]]:
+    """The commands that bring a session's set of shared set field members up to date."""
+    key = keys.sets(getattr(d.session, "id", ""))
     cmds: list[tuple[str, Any]] = [("del", key)] if d.reset else []
     added = [j for j, now in d.changes.items() if now]
     removed = [j for j, now in d.changes.items() if not now]

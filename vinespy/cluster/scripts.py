@@ -1,9 +1,9 @@
 """The Lua scripts of cluster membership (run with EVAL, each atomic in Redis).
 
 Their keys are those of :mod:`vinespy.cluster.keys`; CLEANUP and FORGET
-derive ``sessions:{bare}`` and ``cluster:directed:{sid}`` themselves, spelt
+derive ``sessions:{bare}`` and ``cluster:sets:{sid}`` themselves, spelt
 as :func:`~vinespy.cluster.keys.sessions` and
-:func:`~vinespy.cluster.keys.directed` spell them.
+:func:`~vinespy.cluster.keys.sets` spell them.
 """
 
 _NOW = """
@@ -38,8 +38,8 @@ return now
 """
 
 # KEYS: nodes, node info, node jids, node inbox. ARGV: node, dead ms, mode, incarnation.
-# Removes a node and its routing entries (with each one's directed-presence
-# set) at once and returns them, as {full, record, {directed JIDs}}, with the
+# Removes a node and its routing entries (with each one's set of shared set
+# field members) at once and returns them, as {full, record, {members}}, with the
 # inbox entries it had not read: mode 'dead' only if it is still silent
 # (so of several nodes cleaning up concurrently exactly one gets them),
 # mode 'self' for a node's own previous incarnation (refused with 'busy'
@@ -68,7 +68,7 @@ for _, full in ipairs(redis.call('SMEMBERS', KEYS[3])) do
       local ok, rec = pcall(cjson.decode, v)
       if ok and type(rec) == 'table' and rec.node == ARGV[1] then
         redis.call('HDEL', key, res)
-        local dkey = 'cluster:directed:' .. tostring(rec.sid)
+        local dkey = 'cluster:sets:' .. tostring(rec.sid)
         removed[#removed + 1] = {full, v, redis.call('SMEMBERS', dkey)}
         redis.call('DEL', dkey)
       end
@@ -89,7 +89,7 @@ if v then
   local ok, rec = pcall(cjson.decode, v)
   if ok and type(rec) == 'table' and rec.node == ARGV[2] then
     redis.call('HDEL', KEYS[1], ARGV[1])
-    redis.call('DEL', 'cluster:directed:' .. tostring(rec.sid))
+    redis.call('DEL', 'cluster:sets:' .. tostring(rec.sid))
   end
 end
 return 0

@@ -23,8 +23,9 @@ import contextlib
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING, AsyncIterator, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Iterator
 
+from ..fields import SessionField
 from ..jid import JID, JIDError
 from ..sessions import Session, Sessions
 from . import keys
@@ -236,11 +237,17 @@ class ClusterSessions(Sessions):
         if self.publisher is not None and self._full.get(session.jid) is session:
             self.publisher.put(session)
 
-    def directed_changed(self, session: Session, jid: JID | None) -> None:
-        """One SADD/SREM of the session's own set, not a rewrite of its routing
+    def field_changed(self, session: Session, field: SessionField[Any], member: Any) -> None:
+        """A shared scalar rewrites the session's routing entry; a shared set
+        costs one SADD/SREM of the session's own set, not a rewrite of the
         entry (which every node reads) nor an invalidation."""
-        if self.publisher is not None and self._full.get(session.jid) is session:
-            self.publisher.directed(session, jid)
+        if (self.publisher is None or not field.shared
+                or self._full.get(session.jid) is not session):
+            return
+        if field.is_set:
+            self.publisher.set_changed(session, field, member)
+        else:
+            self.publisher.put(session)
 
     # -- for modules: ordering and mutual exclusion across nodes -----------------
     def _redis_budget(self) -> float:

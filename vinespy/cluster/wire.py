@@ -20,19 +20,23 @@ An item is bytes whose first byte says what it is:
     the stored data of the user ``bare`` changed (roster, blocklist...).
 
 A session record (the value of ``sessions:{bare}`` for a resource) is JSON:
-``{"node", "sid", "available", "priority", "interested", "presence"}``. The
-JIDs a resource sent directed presence to are not in it (every node reads
-records to route, and each new JID would rewrite the whole record): they are
-a set of their own (``cluster:directed:{sid}``), which the cleanup of a dead
-node reads into :attr:`Record.directed`. Records written by older versions
-may still carry a ``"directed"`` list; it is read the same way.
+``{"node", "sid", "available", "priority", "presence", "fields"}``, where
+``fields`` holds the modules' shared scalar session fields by key
+(:mod:`vinespy.fields`; absent when none differs from its default). Shared
+set fields are not in it (every node reads records to route, and each new
+member would rewrite the whole record): their members are a set of their
+own (``cluster:sets:{sid}``, each ``"<field key> <member>"``), which the
+cleanup of a dead node reads into :attr:`Record.sets`. Records written by
+older versions carry ``"interested"`` (now the field ``roster.interested``)
+and may carry a ``"directed"`` list (``presence.directed``); both are read
+as those fields.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Iterable
 
 from lxml import etree
 
@@ -134,31 +138,41 @@ class Record:
     sid: str
     available: bool = False
     priority: int = 0
-    interested: bool = False
     presence: bytes | None = None       # stream-form XML of the last broadcast presence
-    directed: tuple[str, ...] = ()      # JIDs it sent directed presence to (RFC 6121 §4.6)
+    fields: dict[str, Any] = field(default_factory=dict)   # shared scalar session fields
+    sets: tuple[str, ...] = ()          # "<field key> <member>" of its shared set fields
 
 
-def record(node: str, sid: str, available: bool, priority: int, interested: bool,
-           presence: bytes | None) -> str:
+def record(node: str, sid: str, available: bool, priority: int, presence: bytes | None,
+           fields: dict[str, Any] | None = None) -> str:
     d: dict[str, object] = {"node": node, "sid": sid, "available": available,
-                            "priority": priority, "interested": interested,
+                            "priority": priority,
                             "presence": presence.decode() if presence is not None else None}
+    if fields:
+        d["fields"] = fields
     return json.dumps(d, separators=(",", ":"))
 
 
-def parse_record(raw: bytes | str, directed: Iterable[bytes] = ()) -> Record:
-    """The record ``raw``, with ``directed`` (the members of the session's
-    directed-presence set, when read) as its :attr:`Record.directed`."""
+def parse_record(raw: bytes | str, members: Iterable[bytes] = ()) -> Record:
+    """The record ``raw``, with ``members`` (those of the session's set of
+    shared set field members, when read) as its :attr:`Record.sets`."""
     try:
         d = json.loads(raw)
         presence = d.get("presence")
+        fields = d.get("fields") or {}
+        if not isinstance(fields, dict) or not all(
+                isinstance(v, (bool, int, float, str)) for v in fields.values()):
+            raise TypeError("'fields' is not an object of scalars")
+        if d.get("interested"):                     # written before fields existed
+            fields.setdefault("roster.interested", True)
         old = d.get("directed") or []
         if not isinstance(old, list) or not all(isinstance(j, str) for j in old):
             raise TypeError("'directed' is not a list of strings")
+        sets = {f"presence.directed {j}" for j in old}
+        sets.update(m.decode(errors="replace") for m in members)
         return Record(str(d["node"]), str(d["sid"]), bool(d.get("available")),
-                      int(d.get("priority") or 0), bool(d.get("interested")),
+                      int(d.get("priority") or 0),
                       presence.encode() if isinstance(presence, str) else None,
-                      tuple(sorted({*old, *(j.decode(errors="replace") for j in directed)})))
+                      fields, tuple(sorted(sets)))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise WireError(f"not a session record: {exc!r}") from None

@@ -24,11 +24,14 @@ from __future__ import annotations
 import importlib
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
 
 from ..errors import StanzaError
 from ..events import StanzaEvent
 from ..xml import error_reply, reply
+
+if TYPE_CHECKING:
+    from ..host import Host
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +90,7 @@ class Module:
         if cls.name:
             _REGISTRY[cls.name] = cls
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
         self.log = logging.getLogger(f"vinespy.modules.{self.name}")
 
@@ -154,16 +157,24 @@ def available() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
+def builtin() -> tuple[str, ...]:
+    """The names of the modules that come with vinespy (what a host loads
+    when its config names none)."""
+    _import_builtin()
+    return tuple(sorted(name for name, cls in _REGISTRY.items()
+                        if cls.__module__.startswith(f"{__name__}.")))
+
+
 def _import_builtin() -> None:
     for name in BUILTIN:
         importlib.import_module(f"{__name__}.{name}")
 
 
-def load(host: Any, names: Iterable[str] | None) -> list[Module]:
+def load(host: Host, names: Iterable[str] | None) -> list[Module]:
     """Instantiate the named modules (dependencies first) and register their
     handlers on ``host.bus``. Unknown names raise ValueError."""
     _import_builtin()
-    wanted = list(_REGISTRY if names is None else names)
+    wanted = list(builtin() if names is None else names)
     order: list[str] = []
 
     def visit(name: str, chain: tuple[str, ...]) -> None:

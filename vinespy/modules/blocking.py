@@ -38,7 +38,7 @@ own domain.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import secrets
 from typing import Any, Awaitable
 
@@ -46,12 +46,14 @@ from ..errors import StanzaError
 from ..events import StanzaEvent
 from ..jid import JID, JIDError
 from ..xml import Element, child, element, error_reply, jid_attr, local_name, stanza
+from ..locks import KeyedLock
 from . import Module, Option, hook, iq
+from .roster import Roster
 
 BLOCKING = "urn:xmpp:blocking"
 BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
 STORE = "blocklist"
-LOCK_STRIPES = 64
+LOCK_STRIPES = 64              # change counters (generations): a fixed pool
 CACHE_MAX = 100_000     # blocklists kept in memory (most are empty)
 CACHE_BYTES = 64 << 20  # about the memory the cached lists may take together
 ENTRY_BYTES = 300       # about what one cached JID takes besides its characters
@@ -86,10 +88,10 @@ class Blocking(Module):
         self.max_items: int = self.option("max_items")
         # Every stanza to a local address consults the recipient's list, so
         # neither the locks nor the cache may grow with the addresses clients
-        # make up: a fixed pool of striped locks (one JID always maps to the
-        # same lock), and a cache that forgets its oldest entries, bounded in
-        # lists and in bytes (lists of long JIDs must not add up unseen).
-        self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
+        # make up: a lock per user only while it is held, and a cache that
+        # forgets its oldest entries, bounded in lists and in bytes (lists of
+        # long JIDs must not add up unseen).
+        self._locks: KeyedLock[JID] = KeyedLock()
         self._cache: dict[JID, frozenset[JID]] = {}
         self._costs: dict[JID, int] = {}
         self._cached_bytes = 0
@@ -98,8 +100,8 @@ class Blocking(Module):
         # block holds the lock (its unavailable presence) cannot deadlock.
         self._gens = [0] * LOCK_STRIPES
 
-    def _lock(self, bare: JID) -> asyncio.Lock:
-        return self._locks[hash(bare) % LOCK_STRIPES]
+    def _lock(self, bare: JID) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._locks.hold(bare)
 
     def _remember(self, bare: JID, blocked: frozenset[JID]) -> None:
         """Cache ``blocked`` as the newest entry; forget the oldest ones past
@@ -217,7 +219,7 @@ class Blocking(Module):
     def _push(self, bare: JID, payload: Element) -> None:
         """§3.3/§3.4: the same block/unblock to every interested resource."""
         for session in self.host.sessions.resources(bare):
-            if not session.interested:
+            if not Roster.interested.get(session):
                 continue
             push = stanza("iq", frm=bare, to=session.jid, type="set",
                           id=f"push-{secrets.token_hex(8)}")

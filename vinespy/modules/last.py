@@ -94,6 +94,7 @@ class Last(Module):
             if record is not None:
                 self.log.warning("ignoring a malformed last-activity record of %s", user.jid)
             raise StanzaError("service-unavailable", "no last activity on record")
+        assert isinstance(record, dict)
         status = record.get("status")
         return last_query(time.time() - when, status if isinstance(status, str) else "")
 

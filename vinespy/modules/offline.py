@@ -28,7 +28,6 @@ whole cluster (:meth:`Sessions.exclusive`), so a message is delivered once.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator
@@ -37,6 +36,7 @@ from lxml import etree
 
 from .. import ns
 from ..events import StanzaEvent
+from ..locks import KeyedLock
 from ..storage import xml_bytes, xml_element
 from . import Module, Option, hook
 
@@ -55,23 +55,14 @@ class Offline(Module):
     def __init__(self, host: Any) -> None:
         super().__init__(host)
         self.max_messages = self.option("max_messages")
-        self._locks: dict[Any, tuple[asyncio.Lock, list[int]]] = {}   # bare -> lock, users
+        self._locks: KeyedLock[Any] = KeyedLock()
 
     @contextlib.asynccontextmanager
     async def _exclusive(self, bare: Any) -> AsyncIterator[None]:
         """``bare``'s store, for this task alone: on this node (a lock per user,
         dropped when unused) and in the whole cluster."""
-        entry = self._locks.get(bare)
-        if entry is None:
-            entry = self._locks[bare] = (asyncio.Lock(), [0])
-        entry[1][0] += 1
-        try:
-            async with entry[0], self.host.sessions.exclusive(f"offline:{bare}"):
-                yield
-        finally:
-            entry[1][0] -= 1
-            if not entry[1][0]:
-                del self._locks[bare]
+        async with self._locks.hold(bare), self.host.sessions.exclusive(f"offline:{bare}"):
+            yield
 
     @hook("message/offline")
     async def store(self, ev: StanzaEvent) -> bool | None:

@@ -51,6 +51,7 @@ from typing import Any
 from .. import ns
 from ..errors import StanzaError
 from ..events import StanzaEvent
+from ..fields import SessionField
 from ..jid import JID
 from ..xml import Element, stanza
 from . import Module, Option, hook
@@ -77,6 +78,10 @@ def status_length(presence: Element) -> int:
 
 class Presence(Module):
     name = "presence"
+    # §4.6: the JIDs a resource sent directed available presence to, told of
+    # its unavailability. Shared: the node that cleans up after a dead node
+    # tells them too (a Redis set per session, written as deltas).
+    directed = SessionField(set, shared=True, member=JID.parse)
     options = {
         "max_directed": Option(int, default=1000, min=1, max=100_000),
         "max_status": Option(int, default=1024, min=0, max=65_536),
@@ -90,6 +95,7 @@ class Presence(Module):
     @hook("presence/self")
     async def own(self, ev: StanzaEvent) -> bool:
         session = ev.origin
+        assert session is not None, "presence/self comes from a session"
         st = ev.stanza
         stype = st.get("type")
         initial = False
@@ -132,23 +138,19 @@ class Presence(Module):
         session = ev.origin
         if session is None or ev.to.bare == session.jid.bare:
             return None
-        # The JIDs a session sent directed presence to live on the session
-        # (and, in a cluster, in a Redis set of its own, so that the node
-        # that cleans up after a dead node tells them too).
         if stype is None:
             if self._refused(ev.stanza):
                 return True
-            if session.available and ev.to not in session.directed:
-                if len(session.directed) >= self.max_directed:
+            directed = Presence.directed.get(session)
+            if session.available and ev.to not in directed:
+                if len(directed) >= self.max_directed:
                     self.host.router.bounce(ev.stanza, StanzaError(
                         "policy-violation", f"directed presence to at most {self.max_directed} "
                         "JIDs at once (presence max_directed); send unavailable to some first"))
                     return True
-                session.directed.add(ev.to)
-                self.host.sessions.directed_changed(session, ev.to)
-        elif stype == "unavailable" and ev.to in session.directed:
-            session.directed.discard(ev.to)
-            self.host.sessions.directed_changed(session, ev.to)
+                Presence.directed.add(session, ev.to)
+        elif stype == "unavailable":
+            Presence.directed.discard(session, ev.to)
         return None
 
     @hook("resource-unbound")
@@ -161,7 +163,7 @@ class Presence(Module):
             st = stanza("presence", frm=session.jid, type="unavailable")
             self._to_own(session, st, reflect=False)
             await self._broadcast(session, st, probe=False)
-        session.directed.clear()
+        Presence.directed.clear(session)
 
     def _refused(self, st: Element) -> bool:
         """Available presence with too long a status: answered with an error."""
@@ -201,9 +203,9 @@ class Presence(Module):
         targets: list[JID] = [c.jid.bare for c in contacts if c.subscription in ("from", "both")]
         if st.get("type") == "unavailable":
             covered = set(targets)
-            targets += sorted((j for j in session.directed if j.bare not in covered), key=str)
-            session.directed.clear()
-            self.host.sessions.directed_changed(session, None)
+            targets += sorted((j for j in Presence.directed.get(session)
+                               if j.bare not in covered), key=str)
+            Presence.directed.clear(session)
         probes = [stanza("presence", frm=bare, to=c.jid.bare, type="probe") for c in contacts
                   if probe and c.subscription in ("to", "both")]
         # One copy, re-addressed per recipient: ``st`` itself is the session's presence.
@@ -241,6 +243,7 @@ class Presence(Module):
             return
         for s in sessions:
             out = copy.deepcopy(s.presence)
+            assert out is not None
             out.set("from", str(s.jid))
             out.set("to", str(prober))
             await self.send(out)

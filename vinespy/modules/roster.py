@@ -56,7 +56,6 @@ process is to take too.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import secrets
@@ -64,6 +63,8 @@ from typing import Any, AsyncIterator
 
 from ..errors import StanzaError
 from ..events import StanzaEvent
+from ..fields import SessionField
+from ..locks import KeyedLock
 from ..jid import JID
 from ..rules.roster import (MAX_GROUPS, MAX_ITEMS, MAX_LENGTH, MAX_PENDING, ROSTER, Limits,
                             RosterRemove, admit, item_element, parse_roster_set,
@@ -76,6 +77,9 @@ ROSTERVER = "urn:xmpp:features:rosterver"
 
 class Roster(Module):
     name = "roster"
+    # §2.1.6: the resource asked for the roster, so it gets pushes (wherever
+    # it is connected: other nodes push to it too).
+    interested = SessionField(bool, False, shared=True)
     # RFC 6121 §2.6.1: versioning support is announced as a stream feature.
     stream_features = (f"<ver xmlns='{ROSTERVER}'/>",)
     options = {
@@ -91,7 +95,7 @@ class Roster(Module):
         self.max_pending: int = self.option("max_pending")
         self.max_groups: int = self.option("max_groups")
         self.max_length: int = self.option("max_length")
-        self._locks: dict[JID, tuple[asyncio.Lock, list[int]]] = {}
+        self._locks: KeyedLock[JID] = KeyedLock()
 
     @property
     def limits(self) -> Limits:
@@ -102,25 +106,15 @@ class Roster(Module):
     @contextlib.asynccontextmanager
     async def user_lock(self, bare: JID) -> AsyncIterator[None]:
         """Hold the write lock of ``bare``'s User record (this process only)."""
-        entry = self._locks.get(bare)
-        if entry is None:
-            entry = self._locks[bare] = (asyncio.Lock(), [0])
-        lock, users = entry
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._locks[bare]
+        async with self._locks.hold(bare):
+            yield
 
     # -- roster get (§2.1.3, §2.2, §2.6) ------------------------------------------
 
     @iq("get", ROSTER, "query", to=("self",))
     async def fetch(self, ev: StanzaEvent) -> Element | None:
         if ev.origin is not None:
-            ev.origin.interested = True
+            Roster.interested.set(ev.origin, True)
         user = await self.host.storage.find_user(ev.to)
         roster = user.roster if user is not None else {}
         version = str(user.roster_version if user is not None else 0)
@@ -180,7 +174,7 @@ class Roster(Module):
         interested resource of ``bare``, each with a fresh id; return how many."""
         sent = 0
         for session in self.host.sessions.resources(bare):
-            if not session.interested:
+            if not Roster.interested.get(session):
                 continue
             push = stanza("iq", frm=bare, to=session.jid, type="set",
                           id=f"push-{secrets.token_hex(8)}")

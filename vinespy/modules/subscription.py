@@ -62,6 +62,7 @@ from ..rules.roster import (SUBSCRIPTION_TYPES, Outcome, admit, inbound, item_el
 from ..storage import Contact
 from ..xml import error_reply, stanza
 from . import Module, hook
+from .roster import Roster
 
 Table = Callable[[Contact | None, JID, str], Outcome]
 
@@ -161,6 +162,7 @@ class Subscription(Module):
         stored, if the result would exceed the roster limits
         (:func:`~vinespy.rules.roster.admit`)."""
         roster = self.host.modules["roster"]
+        assert isinstance(roster, Roster), "subscription depends on roster"
         async with roster.user_lock(owner):
             found = await self.host.storage.find_contact(owner, jid)
             if found is None:

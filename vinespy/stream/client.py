@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from .. import ns
 from ..errors import StanzaError, StreamError
+from ..fields import SessionField
 from ..jid import JID, JIDError
-from ..xml import Element, child, error_reply, local_name, reply, serialize
+from ..xml import Element, child, error_reply, local_name, namespace, reply, serialize
 from . import sasl
 from .base import XMLStream
 from .parser import StreamOpened
@@ -62,8 +63,8 @@ class ClientStream(XMLStream):
         self._available = False
         self._priority = 0
         self._presence: Element | None = None
-        self._interested = False
-        self.directed: set[JID] = set()
+        self.fields: dict[str, Any] = {}      # the modules' SessionFields
+        self._deliver: dict[str, str] = {}     # tag -> deliver-<kind> event (once bound)
         self._peer_from: str | None = None
         self._mechanism: sasl.Mechanism | None = None
         self.mechanism: str | None = None      # the SASL mechanism that succeeded
@@ -106,18 +107,35 @@ class ClientStream(XMLStream):
         self._presence = value
         self.server.sessions.changed(self)
 
-    @property
-    def interested(self) -> bool:
-        return self._interested
-
-    @interested.setter
-    def interested(self, value: bool) -> None:
-        if value != self._interested:
-            self._interested = value
-            self.server.sessions.changed(self)
+    def field_changed(self, field: SessionField[Any], member: Any) -> None:
+        self.server.sessions.field_changed(self, field, member)
 
     def send(self, stanza: Element) -> None:
+        """The one way a stanza reaches this client: ``deliver-<kind>``
+        handlers see it first and may take it (return non-None)."""
+        if self._deliver and self._delivered(stanza):
+            return
         self.write(serialize(stanza))
+
+    def send_serialized(self, stanza: Element, data: bytes) -> None:
+        """:meth:`send` for a stanza that arrives serialized (from another
+        node): ``data`` is written as it came unless a handler wants it."""
+        if self._deliver and stanza.tag in self._deliver:
+            self.send(stanza)               # handlers may change it: serialized again
+        else:
+            self.write(data)
+
+    def _delivered(self, stanza: Element) -> bool:
+        event = self._deliver.get(stanza.tag)
+        if event is None:
+            return False
+        assert self.host is not None
+        try:
+            return self.host.bus.fire_sync(event, self, stanza) is not None
+        except Exception:
+            # A module's bug must not lose the stanza: it goes out unchanged.
+            log.exception("%s handler failed on a stanza to %s", event, self.jid)
+            return False
 
     # -- header --------------------------------------------------------
     def header(self) -> bytes:
@@ -180,7 +198,7 @@ class ClientStream(XMLStream):
             # RFC 3921 session establishment, optional since RFC 6121 (old clients).
             parts.append(f"<session xmlns='{ns.SESSION}'><optional/></session>")
             if self.host is not None:
-                parts.extend(self.host.stream_features())    # modules' (rosterver...)
+                parts.extend(self.host.stream_features(self))    # modules' (rosterver...)
         return f"<stream:features>{''.join(parts)}</stream:features>".encode()
 
     # -- dispatch ------------------------------------------------------
@@ -212,7 +230,19 @@ class ClientStream(XMLStream):
                 and len(event) == 1 and event[0].tag == _BIND:
             await self._bind(event)
             return False
+        if event.tag not in _STANZAS and await self._nonza(event):
+            return False
         raise StreamError("not-authorized", "bind a resource first (RFC 6120 §7)")
+
+    async def _nonza(self, el: Element) -> bool:
+        """A top-level element that is no stanza (XEP-0198's <enable/>, <r/>,
+        <a/>...): ``nonza/<namespace>:<name>`` on the host's bus, with this
+        stream (bound or not) and the element. True if a handler took it."""
+        assert self.host is not None
+        event = f"nonza/{namespace(el)}:{local_name(el)}"
+        if not self.host.bus.has(event):
+            return False
+        return await self.host.bus.fire(event, self, el) is not None
 
     # -- STARTTLS (RFC 6120 §5) ----------------------------------------
     async def _starttls(self) -> None:
@@ -394,6 +424,8 @@ class ClientStream(XMLStream):
         sessions.bind(self)
         self.bound = True
         self.state = "ready"
+        assert self.host is not None
+        self._deliver = self.host.delivery_events()
 
     async def unbind(self) -> None:
         """Leave the routing table once; tell the modules (presence...)."""
@@ -411,6 +443,8 @@ class ClientStream(XMLStream):
     # -- stanzas (RFC 6120 §8) -----------------------------------------
     async def _stanza(self, el: Element) -> None:
         if el.tag not in _STANZAS:
+            if await self._nonza(el):
+                return
             raise StreamError("unsupported-stanza-type",
                               f"{el.tag} is not a stanza (RFC 6120 §8)")
         # RFC 6120 §8.1.2.1: the server stamps 'from'; a client cannot spoof it.
