@@ -1,57 +1,131 @@
-"""A throw-away redis-server for tests that need a real one (no mocks)."""
+"""The test suite's one redis-server launcher: a throw-away server on a free
+loopback port, no persistence, stopped by whoever started it (and only that
+process). Tests never mock Redis, and a missing redis-server is a failure.
+
+* :class:`RedisProcess`: the process itself, ``with`` it in sync code or
+  ``await start()/stop()/restart()`` in async code; a subclass changes the
+  listening arguments (TLS) or how clients reach it (``connection_kwargs``).
+  The cluster fixtures (``tests/cluster/conftest.py``) extend it.
+* :func:`redis_server`: a context manager yielding a redis-py client (db 0)
+  of a fresh one, for unit, storage and in-process cluster tests.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
 import pytest
 import redis
 
-from tests.conftest import free_port
+from tests.conftest import TIMEOUT, free_port
 
 REDIS_SERVER = os.environ.get("VINESPY_TEST_REDIS", "/usr/bin/redis-server")
+
+
+class RedisProcess:
+    """One redis-server process this object started (and only that one)."""
+
+    def __init__(self, dir: Path, *, password: str | None = None,
+                 args: Sequence[str] = ()) -> None:
+        self.dir = dir
+        self.port = free_port()
+        self.password = password
+        self.args = tuple(args)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log = dir / "redis.log"
+
+    def listen_args(self) -> list[str]:
+        """Where it listens (a TLS subclass moves the port to ``--tls-port``)."""
+        return ["--port", str(self.port)]
+
+    def argv(self) -> list[str]:
+        auth = ["--requirepass", self.password] if self.password is not None else []
+        return [REDIS_SERVER, *self.listen_args(), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.dir), *auth, *self.args]
+
+    def connection_kwargs(self) -> dict[str, Any]:
+        """What a redis-py client (sync or asyncio) needs to reach db 0."""
+        return {"host": "127.0.0.1", "port": self.port, "password": self.password}
+
+    def __enter__(self) -> RedisProcess:
+        self._start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop()
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._start)
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self._stop)
+
+    async def restart(self) -> None:
+        """Stop and start again on the same port: every key is gone."""
+        await self.stop()
+        await self.start()
+
+    def _start(self) -> None:
+        if not os.access(REDIS_SERVER, os.X_OK):
+            pytest.fail(f"{REDIS_SERVER} is missing: apt-get install redis-server "
+                        "(tests/run does)")
+        with open(self._log, "ab") as log:
+            self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=log)
+        try:
+            deadline = time.monotonic() + TIMEOUT
+            while not self._answers():      # poll PING: no event tells when it listens
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"redis-server did not answer PING within "
+                                         f"{TIMEOUT:g} s")
+                time.sleep(0.01)
+        except BaseException:
+            self._stop()
+            raise
+
+    def _answers(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"redis-server exited {self.proc.returncode}: "
+                                 f"{self._log.read_text(errors='replace')[-2000:]}")
+        c = redis.Redis(**self.connection_kwargs(), socket_connect_timeout=1, socket_timeout=5)
+        try:
+            return bool(c.ping())
+        except (redis.ConnectionError, OSError):
+            return False
+        finally:
+            c.close()
+
+    def _stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @contextlib.contextmanager
 def redis_server(tmp_path: Path, *args: str, password: str | None = None
                  ) -> Iterator[redis.Redis]:
-    """A throw-away redis-server on a free loopback port; a client of it (db 0)."""
-    if not os.access(REDIS_SERVER, os.X_OK):
-        pytest.fail(f"{REDIS_SERVER} is missing: apt-get install redis-server (tests/run does)")
-    port = free_port()
-    extra = ["--requirepass", password] if password else []
-    proc = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--save", "",
-                             "--appendonly", "no", "--bind", "127.0.0.1", "--dir", str(tmp_path),
-                             *extra, *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(host="127.0.0.1", port=port, password=password,
-                         socket_connect_timeout=1, socket_timeout=5)
-    try:
-        deadline = time.monotonic() + 10
-        while True:                         # poll PING until it answers
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if proc.poll() is not None:
-                    pytest.fail(f"redis-server exited with status {proc.returncode}")
-                if time.monotonic() > deadline:
-                    pytest.fail("redis-server did not answer PING within 10 s")
-                time.sleep(0.01)
-        yield client
-    finally:
-        client.close()
-        proc.terminate()
+    """A throw-away redis-server (extra command-line ``args``); a client of it (db 0)."""
+    with RedisProcess(tmp_path, password=password, args=args) as r:
+        client = redis.Redis(**r.connection_kwargs(), socket_connect_timeout=1,
+                             socket_timeout=5)
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            yield client
+        finally:
+            client.close()
 
 
 def url_of(client: redis.Redis) -> str:

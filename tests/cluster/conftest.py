@@ -35,12 +35,12 @@ import slixmpp
 import trustme
 
 from tests.conftest import DOMAIN, PASSWORD, TIMEOUT, free_port
+from tests.redisproc import RedisProcess
 from vinespy import accounts
 from vinespy.jid import JID
 from vinespy.storage import open_storage
 
 ROOT = Path(__file__).resolve().parents[2]
-REDIS_SERVER = os.environ.get("VINESPY_TEST_REDIS", "/usr/bin/redis-server")
 USERS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy")
 NODE_NAMES = tuple(f"node-{c}" for c in "abcdefgh")
 DELAY = "{urn:xmpp:delay}delay"
@@ -73,65 +73,19 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = TIMEO
 # redis
 
 
-class RedisServer:
-    """One redis-server process this fixture started (and only that one)."""
+class RedisServer(RedisProcess):
+    """The suite's redis-server (tests/redisproc.py) with what cluster tests
+    ask of it: clients, CLIENT KILL, the session and node keys."""
 
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.dir = tmp
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: asyncio.subprocess.Process | None = None
+    def __init__(self, tmp: Path, **kw: Any) -> None:
+        super().__init__(tmp, **kw)
         self._clients: list[aioredis.Redis] = []
-        self._log = tmp / "redis.log"
-
-    def argv(self) -> list[str]:
-        """The redis-server command line (a subclass adds a password, TLS...)."""
-        return [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(self.dir)]
 
     def admin(self, **kw: Any) -> aioredis.Redis:
         """A client of the test's own (str replies), not closed for you."""
-        opts: dict[str, Any] = {"decode_responses": True, "socket_connect_timeout": 3,
-                                "socket_timeout": 5, **kw}
-        return aioredis.Redis.from_url(self.url, **opts)
-
-    async def start(self) -> None:
-        log = open(self._log, "ab")
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.argv(), stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
-        finally:
-            log.close()
-
-        async def ping() -> bool:
-            assert self.proc is not None
-            if self.proc.returncode is not None:
-                raise AssertionError(f"redis-server exited {self.proc.returncode}: "
-                                     f"{self._log.read_text()[-2000:]}")
-            c = self.admin(socket_connect_timeout=1)
-            try:
-                return bool(await c.ping())
-            except (aioredis.ConnectionError, OSError):
-                return False
-            finally:
-                await c.aclose()
-        await eventually(ping, TIMEOUT, "redis-server to answer PING", every=0.05)
-
-    async def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.returncode is not None:
-            return
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), TIMEOUT)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-    async def restart(self) -> None:
-        """Stop and start again on the same port: every key is gone."""
-        await self.stop()
-        await self.start()
+        opts: dict[str, Any] = {**self.connection_kwargs(), "decode_responses": True,
+                                "socket_connect_timeout": 3, "socket_timeout": 5, **kw}
+        return aioredis.Redis(**opts)
 
     def client(self) -> aioredis.Redis:
         """A redis.asyncio client (str replies), closed at teardown."""
@@ -199,8 +153,6 @@ class RedisServer:
 @contextlib.asynccontextmanager
 async def serving(r: RedisServer) -> AsyncIterator[RedisServer]:
     """``r`` started, then stopped with its clients closed."""
-    if not os.access(REDIS_SERVER, os.X_OK):
-        pytest.fail(f"{REDIS_SERVER} is missing: apt-get install redis-server (tests/run does)")
     try:
         await r.start()
         yield r

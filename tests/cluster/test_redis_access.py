@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 import trustme
 
 from tests.cluster.conftest import (
-    REDIS_SERVER, Client, Clients, ClusterFactory, RedisServer, body, eventually,
+    Client, Clients, ClusterFactory, RedisServer, body, eventually,
     presence_from, serving,
 )
 from tests.conftest import DOMAIN, TIMEOUT
@@ -50,8 +50,7 @@ class AccessRedis(RedisServer):
 
     def __init__(self, tmp: Path, ca: trustme.CA, *, password: str | None = None,
                  tls: bool = False) -> None:
-        super().__init__(tmp)
-        self.password = password
+        super().__init__(tmp, password=password)
         self.tls = tls
         self.ca_file = tmp / "redis-ca.pem"
         self.url = f"{'rediss' if tls else 'redis'}://127.0.0.1:{self.port}/0"
@@ -62,28 +61,17 @@ class AccessRedis(RedisServer):
             (tmp / "redis.crt").write_bytes(b"".join(b.bytes() for b in leaf.cert_chain_pems))
             ca.cert_pem.write_to_path(str(self.ca_file))
 
-    def argv(self) -> list[str]:
-        argv = [REDIS_SERVER, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(self.dir)]
-        if self.tls:
-            argv += ["--port", "0", "--tls-port", str(self.port),
-                     "--tls-cert-file", str(self.dir / "redis.crt"),
-                     "--tls-key-file", str(self.dir / "redis.key"),
-                     "--tls-ca-cert-file", str(self.ca_file), "--tls-auth-clients", "no"]
-        else:
-            argv += ["--port", str(self.port)]
-        if self.password is not None:
-            argv += ["--requirepass", self.password]
-        return argv
+    def listen_args(self) -> list[str]:
+        if not self.tls:
+            return super().listen_args()
+        return ["--port", "0", "--tls-port", str(self.port),
+                "--tls-cert-file", str(self.dir / "redis.crt"),
+                "--tls-key-file", str(self.dir / "redis.key"),
+                "--tls-ca-cert-file", str(self.ca_file), "--tls-auth-clients", "no"]
 
-    def admin(self, **kw: Any) -> aioredis.Redis:
-        opts: dict[str, Any] = {"host": "127.0.0.1", "port": self.port,
-                                "password": self.password, "decode_responses": True,
-                                "socket_connect_timeout": 3, "socket_timeout": 5}
-        if self.tls:
-            opts.update(ssl=True, ssl_ca_certs=str(self.ca_file))
-        opts.update(kw)
-        return aioredis.Redis(**opts)
+    def connection_kwargs(self) -> dict[str, Any]:
+        tls = {"ssl": True, "ssl_ca_certs": str(self.ca_file)} if self.tls else {}
+        return {**super().connection_kwargs(), **tls}
 
     async def info(self, section: str) -> dict[str, Any]:
         async with self._once() as c:
