@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from vinespy import modules
-from vinespy.config import HostConfig
-from vinespy.host import Host
 from vinespy.jid import JID
 from vinespy.modules import blocking
-from vinespy.router import Router
-from vinespy.sessions import Sessions
-from vinespy.storage.memory import MemoryStorage
 
-DOMAIN = "wonderland.lit"
+from tests.harness import DOMAIN, World
 
 
 async def test_cache_forgets_oldest(monkeypatch: pytest.MonkeyPatch) -> None:
     """Looking up 500 made-up users keeps at most CACHE_MAX lists in memory,
     and a forgotten list is read again from storage, unchanged."""
     monkeypatch.setattr(blocking, "CACHE_MAX", 100)
-    router = Router(Sessions())
-    host = Host(DOMAIN, HostConfig(domains=(DOMAIN,)), MemoryStorage(), router)
-    router.add_host(host)
-    modules.load(host, ["blocking"])
+    host = World("blocking").host
     mod = host.modules["blocking"]
     alice = JID.parse(f"alice@{DOMAIN}")
     await host.storage.put(alice, blocking.STORE, [f"mallory@{DOMAIN}"])
@@ -39,10 +30,7 @@ async def test_cache_bounded_in_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Lists of many long JIDs are forgotten, oldest first, once the cached
     lists take more than about CACHE_BYTES; the newest list is always kept."""
     monkeypatch.setattr(blocking, "CACHE_BYTES", 200_000, raising=False)
-    router = Router(Sessions())
-    host = Host(DOMAIN, HostConfig(domains=(DOMAIN,)), MemoryStorage(), router)
-    router.add_host(host)
-    modules.load(host, ["blocking"])
+    host = World("blocking").host
     mod = host.modules["blocking"]
     owners = [JID.parse(f"user{i}@{DOMAIN}") for i in range(20)]
     for i, owner in enumerate(owners):         # 20 lists of 50 JIDs of 1,000 characters

@@ -7,24 +7,16 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from vinespy.config import HostConfig
-from vinespy.host import Host
 from vinespy.jid import JID
 from vinespy.router import Router
-from vinespy.sessions import Sessions
-from vinespy.storage.memory import MemoryStorage
 from vinespy.xml import Element, stanza
 
-from tests.harness import FakeSession
-
-DOMAIN = "wonderland.lit"
+from tests.harness import DOMAIN, FakeSession, World
 
 
 @pytest.fixture
 def router() -> Router:
-    r = Router(Sessions())
-    r.add_host(Host(DOMAIN, HostConfig(domains=(DOMAIN,)), MemoryStorage(), r))
-    return r
+    return World().router         # no modules: the router's own defaults
 
 
 def bind(router: Router, jid: str, available: bool = True) -> FakeSession:

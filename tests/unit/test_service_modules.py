@@ -9,69 +9,24 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from vinespy import modules, ns
-from vinespy.config import HostConfig
-from vinespy.host import Host
+from vinespy import ns
 from vinespy.jid import JID
 from vinespy.modules.last import Last
 from vinespy.modules.private import reserved
 from vinespy.modules.vcard import VCard
-from vinespy.router import Router
-from vinespy.sessions import Sessions
-from vinespy.storage import Contact, StorageError, User, xml_bytes
-from vinespy.storage.memory import MemoryStorage
+from vinespy.storage import StorageError, xml_bytes
 from vinespy.xml import Element, child, element, stanza
 
-from tests.harness import FakeSession
+from tests.harness import DOMAIN, World
 
-DOMAIN = "wonderland.lit"
 ALICE = JID.parse(f"alice@{DOMAIN}")
 BOB = JID.parse(f"bob@{DOMAIN}")
 LOADED = ["presence", "disco", "vcard", "private", "last"]
 
 
-class World:
-    """One host with the service modules loaded and two accounts, alice and bob."""
-
-    def __init__(self, private_storage: bool = True) -> None:
-        self.router = Router(Sessions())
-        self.storage = MemoryStorage()
-        self.host = Host(DOMAIN, HostConfig(domains=(DOMAIN,), private_storage=private_storage),
-                         self.storage, self.router)
-        self.router.add_host(self.host)
-        modules.load(self.host, LOADED)
-
-    async def account(self, jid: JID, **roster: str) -> None:
-        """Create ``jid`` with roster items ``{local: subscription}``."""
-        items = {JID.parse(f"{k}@{DOMAIN}"): v for k, v in roster.items()}
-        await self.storage.save_user(User(jid, roster={j: Contact(j, subscription=s)
-                                                       for j, s in items.items()}))
-
-    def bind(self, jid: JID, resource: str = "r", available: bool = True) -> FakeSession:
-        s = FakeSession(jid.with_resource(resource), available)
-        self.router.sessions.bind(s)
-        return s
-
-    async def unbind(self, s: FakeSession) -> None:
-        """What a closing stream does: leave the table, then tell the modules."""
-        self.router.sessions.unbind(s)
-        await self.host.bus.fire("resource-unbound", s)
-
-    async def ask(self, s: FakeSession, kind: str, payload: Element, to: JID | None = None,
-                  ) -> Element:
-        """Send an iq from ``s``; return the one answer it got."""
-        iq = stanza("iq", frm=s.jid, to=to, type=kind, id=f"q{len(s.got)}")
-        iq.append(payload)
-        before = len(s.got)
-        await self.router.route(iq, s)
-        assert len(s.got) == before + 1, [etree.tostring(x) for x in s.got[before:]]
-        return s.got[-1]
-
-    async def presence(self, s: FakeSession, type: str | None = None, status: str = "") -> None:
-        p = stanza("presence", frm=s.jid, type=type)
-        if status:
-            etree.SubElement(p, f"{{{ns.CLIENT}}}status").text = status
-        await self.router.route(p, s)
+def world(private_storage: bool = True) -> World:
+    """One host with the service modules loaded (alice and bob: ``account``)."""
+    return World(*LOADED, private_storage=private_storage)
 
 
 def condition(answer: Element) -> str | None:
@@ -109,7 +64,7 @@ def test_reserved_namespaces(namespace: str, refused: bool) -> None:
 
 async def test_private_several_elements_of_one_namespace() -> None:
     """A set may hold several elements of one namespace; a get returns each or its empty form."""
-    w = World()
+    w = world()
     await w.account(ALICE)
     a = w.bind(ALICE)
     one, two = el("{urn:ex}one", n="1"), el("{urn:ex}two", n="2")
@@ -130,7 +85,7 @@ async def test_private_several_elements_of_one_namespace() -> None:
 ])
 async def test_private_refusals(children: list[str], expected: str) -> None:
     """Duplicates, mixed namespaces: bad-request; no namespace, reserved, empty: not-acceptable."""
-    w = World()
+    w = world()
     await w.account(ALICE)
     a = w.bind(ALICE)
     for kind in ("get", "set"):
@@ -141,12 +96,12 @@ async def test_private_refusals(children: list[str], expected: str) -> None:
 
 async def test_private_own_bare_jid_is_self_and_disabled_host_refuses() -> None:
     """'to' one's own bare JID is one's own storage; with private_storage off: unavailable."""
-    w = World()
+    w = world()
     await w.account(ALICE)
     a = w.bind(ALICE)
     assert condition(await w.ask(a, "set", private_query(el("{urn:ex}a")), to=ALICE)) is None
     assert await w.storage.find_fragment(ALICE, "urn:ex", "a") is not None
-    off = World(private_storage=False)
+    off = world(private_storage=False)
     await off.account(ALICE)
     a = off.bind(ALICE)
     for to in (None, ALICE, BOB, JID.parse(DOMAIN)):
@@ -159,7 +114,7 @@ async def test_private_own_bare_jid_is_self_and_disabled_host_refuses() -> None:
 
 async def test_vcard_size_limit_is_inclusive() -> None:
     """A vCard of exactly max_size bytes is kept; one byte more is not-acceptable."""
-    w = World()
+    w = world()
     await w.account(ALICE)
     a = w.bind(ALICE)
     card = element("vcard-temp", "vCard")
@@ -177,7 +132,7 @@ async def test_vcard_size_limit_is_inclusive() -> None:
 
 async def test_vcard_get_to_server_is_unavailable() -> None:
     """The server has no vCard of its own: a get to the domain is service-unavailable."""
-    w = World()
+    w = world()
     await w.account(ALICE)
     a = w.bind(ALICE)
     answer = await w.ask(a, "get", el("{vcard-temp}vCard"), to=JID.parse(DOMAIN))
@@ -195,7 +150,7 @@ def seconds_and_text(answer: Element) -> tuple[int, str]:
 
 async def test_last_recorded_only_when_the_last_resource_goes() -> None:
     """Two resources: the first leaving records nothing, the second records its goodbye."""
-    w = World()
+    w = world()
     await w.account(ALICE)
     phone, laptop = w.bind(ALICE, "phone"), w.bind(ALICE, "laptop")
     await w.presence(phone)
@@ -211,7 +166,7 @@ async def test_last_recorded_only_when_the_last_resource_goes() -> None:
 
 async def test_last_status_forgotten_after_available_presence() -> None:
     """An unavailable status followed by available presence and a dropped link: no text."""
-    w = World()
+    w = world()
     await w.account(ALICE)
     phone = w.bind(ALICE, "phone")
     await w.presence(phone, "unavailable", "brb")
@@ -222,7 +177,7 @@ async def test_last_status_forgotten_after_available_presence() -> None:
 
 async def test_last_seconds_from_the_record() -> None:
     """Seconds are counted from the stored logout time; no record or a broken one: unavailable."""
-    w = World()
+    w = world()
     await w.account(ALICE)
     await w.account(BOB, alice="both")
     a = w.bind(ALICE)
@@ -240,7 +195,7 @@ async def test_last_seconds_from_the_record() -> None:
 
 async def test_last_bound_but_unavailable_resource_is_not_online() -> None:
     """A resource that never sent presence does not make the user online (seconds from record)."""
-    w = World()
+    w = world()
     await w.account(ALICE)
     await w.account(BOB, alice="from")
     a = w.bind(ALICE)
@@ -253,7 +208,7 @@ async def test_last_bound_but_unavailable_resource_is_not_online() -> None:
 async def test_last_storage_failure_does_not_break_unbind(monkeypatch: pytest.MonkeyPatch,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     """A storage error while recording a logout is logged; the unbind completes."""
-    w = World()
+    w = world()
     await w.account(ALICE)
     s = w.bind(ALICE)
 
@@ -271,7 +226,7 @@ async def test_last_storage_failure_does_not_break_unbind(monkeypatch: pytest.Mo
 
 async def test_account_disco_nodes() -> None:
     """A node on an account: item-not-found if visible, else service-unavailable; items empty."""
-    w = World()
+    w = world()
     await w.account(ALICE, bob="from")
     await w.account(BOB)
     a, b = w.bind(ALICE), w.bind(BOB)
@@ -285,20 +240,16 @@ async def test_account_disco_nodes() -> None:
 
 async def test_account_features_come_from_loaded_modules() -> None:
     """Without the vcard and last modules an account advertises neither."""
-    w = World()
+    w = world()
     await w.account(ALICE)
     a = w.bind(ALICE)
     full = await w.ask(a, "get", el(f"{{{ns.DISCO_INFO}}}query"))
     assert {f.get("var") for f in full.iter(f"{{{ns.DISCO_INFO}}}feature")} == {
         ns.DISCO_INFO, ns.DISCO_ITEMS, "vcard-temp", "jabber:iq:last"}
-    router = Router(Sessions())
-    host = Host(DOMAIN, HostConfig(domains=(DOMAIN,)), w.storage, router)
-    router.add_host(host)
-    modules.load(host, ["disco"])
-    s = FakeSession(ALICE.with_resource("r"))
-    router.sessions.bind(s)
+    disco_only = World("disco", storage=w.storage)
+    s = disco_only.bind(ALICE)
     iq = stanza("iq", frm=s.jid, type="get", id="d")
     iq.append(el(f"{{{ns.DISCO_INFO}}}query"))
-    await router.route(iq, s)
+    await disco_only.router.route(iq, s)
     assert {f.get("var") for f in s.got[-1].iter(f"{{{ns.DISCO_INFO}}}feature")} == {
         ns.DISCO_INFO, ns.DISCO_ITEMS}
