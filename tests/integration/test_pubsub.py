@@ -199,6 +199,195 @@ async def barrier(sender: slixmpp.ClientXMPP, to: slixmpp.ClientXMPP,
 # --- 1. the whole flow -----------------------------------------------------------
 
 
+class Flow(NamedTuple):
+    """The people of the whole-flow scenario: alice owns "news", bob is
+    subscribed with two resources (bare JID), carol with her full JID."""
+    alice: slixmpp.ClientXMPP
+    bob_jid: str
+    bob1: slixmpp.ClientXMPP
+    bob2: slixmpp.ClientXMPP
+    carol: slixmpp.ClientXMPP
+
+    @property
+    def bobs(self) -> tuple[slixmpp.ClientXMPP, ...]:
+        return (self.bob1, self.bob2)
+
+    @property
+    def subscribers(self) -> tuple[slixmpp.ClientXMPP, ...]:
+        return (self.bob1, self.bob2, self.carol)
+
+
+async def log_in_flow(srv: Running) -> Flow:
+    alice = await new_user(srv, "alice")
+    bob_jid = await srv.user("bob")
+    bob1, bob2 = await login(srv, bob_jid), await login(srv, bob_jid)
+    assert bob1.boundjid.full != bob2.boundjid.full
+    return Flow(alice, bob_jid, bob1, bob2, await new_user(srv, "carol"))
+
+
+async def create_and_configure(f: Flow) -> None:
+    """§8.1.1 create (the owner is alice); §8.2.1 the form with its defaults;
+    §8.2.4 a submitted configuration, in the form from then on."""
+    await ps(f.alice).create_node(SVC, "news", timeout=TIMEOUT)
+    res = await ps(f.alice).get_node_affiliations(SVC, "news", timeout=TIMEOUT)
+    assert owner_affiliations(res) == {f"alice@{DOMAIN}": "owner"}
+
+    ftype, values = await node_config(f.alice, "news")
+    assert ftype == "form"
+    assert values["FORM_TYPE"] == NODE_CONFIG
+    assert (values["pubsub#max_items"], values["pubsub#notify_retract"],
+            values["pubsub#deliver_payloads"], values["pubsub#access_model"]) == (
+        "10", "1", "1", "open")
+    await ps(f.alice).set_node_config(SVC, "news", submit(
+        max_items="3", notify_retract="true", deliver_payloads="1", access_model="open"),
+        timeout=TIMEOUT)
+    _, values = await node_config(f.alice, "news")
+    assert (values["pubsub#max_items"], values["pubsub#notify_retract"],
+            values["pubsub#deliver_payloads"], values["pubsub#access_model"]) == (
+        "3", "1", "1", "open")
+
+
+async def subscribe_bare_and_full(f: Flow) -> None:
+    """§6.1: bob subscribes his bare JID, carol her full JID."""
+    res = await ps(f.bob1).subscribe(SVC, "news", timeout=TIMEOUT)
+    sub = res["pubsub"]["subscription"]
+    assert (sub["node"], sub["jid"], sub["subscription"]) == ("news", f.bob_jid, "subscribed")
+    assert sub["subid"]
+    res = await ps(f.carol).subscribe(SVC, "news", bare=False, timeout=TIMEOUT)
+    assert res["pubsub"]["subscription"]["jid"] == f.carol.boundjid.full
+    res = await ps(f.alice).get_node_subscriptions(SVC, "news", timeout=TIMEOUT)
+    assert owner_subscriptions(res) == {f.bob_jid, f.carol.boundjid.full}
+
+
+async def publish_four(f: Flow) -> str:
+    """§7.1: "i1", then one without an id (§7.1.2: the service makes one and
+    returns it), then "i3" and "i4"; every subscribed resource gets each with
+    its payload. Returns the generated id."""
+    waits = [expect(c, "pubsub_publish") for c in f.subscribers]
+    res = await ps(f.alice).publish(SVC, "news", id="i1", payload=entry("one"),
+                                    timeout=TIMEOUT)
+    assert res["pubsub"]["publish"]["node"] == "news"
+    assert res["pubsub"]["publish"]["item"]["id"] == "i1"
+    for w in waits:
+        assert notified_item(await got(w)) == ("news", "i1", "one", 1)
+
+    waits = [expect(c, "pubsub_publish") for c in f.subscribers]
+    res = await ps(f.alice).publish(SVC, "news", payload=entry("two"), timeout=TIMEOUT)
+    generated: str = res["pubsub"]["publish"]["item"]["id"]
+    assert generated and generated != "i1"
+    for w in waits:
+        assert notified_item(await got(w)) == ("news", generated, "two", 1)
+
+    for i, text in (("i3", "three"), ("i4", "four")):
+        waits = [expect(c, "pubsub_publish") for c in f.subscribers]
+        await ps(f.alice).publish(SVC, "news", id=i, payload=entry(text), timeout=TIMEOUT)
+        for w in waits:
+            assert notified_item(await got(w))[1] == i
+    return generated
+
+
+async def retrieve_items(f: Flow, generated: str) -> None:
+    """§6.5.2 all items (max_items=3 kept the 3 most recent, oldest first);
+    §6.5.7 the N most recent; §6.5.8 by id (an evicted or unknown id is not there)."""
+    res = await ps(f.bob1).get_items(SVC, "news", timeout=TIMEOUT)
+    assert list(result_items(res).items()) == [
+        (generated, "two"), ("i3", "three"), ("i4", "four")]
+    res = await ps(f.carol).get_items(SVC, "news", max_items=2, timeout=TIMEOUT)
+    assert result_items(res) == {"i3": "three", "i4": "four"}
+    res = await ps(f.bob2).get_items(SVC, "news", item_ids=["i4", generated, "i1"],
+                                     timeout=TIMEOUT)
+    assert list(result_items(res).items()) == [("i4", "four"), (generated, "two")]
+    res = await ps(f.bob2).get_item(SVC, "news", "i3", timeout=TIMEOUT)
+    assert result_items(res) == {"i3": "three"}
+
+
+async def publish_without_payloads(f: Flow) -> None:
+    """deliver_payloads false: the notification carries the id only, the
+    item keeps its payload."""
+    await ps(f.alice).set_node_config(SVC, "news", submit(deliver_payloads="0"),
+                                      timeout=TIMEOUT)
+    waits = [expect(c, "pubsub_publish") for c in f.subscribers]
+    await ps(f.alice).publish(SVC, "news", id="i5", payload=entry("five"), timeout=TIMEOUT)
+    for w in waits:
+        assert notified_item(await got(w)) == ("news", "i5", None, 0)
+    res = await ps(f.bob1).get_item(SVC, "news", "i5", timeout=TIMEOUT)
+    assert result_items(res) == {"i5": "five"}
+
+
+async def retract_notified(f: Flow) -> None:
+    """§7.2: retract, notified (notify_retract is true)."""
+    waits = [expect(c, "pubsub_retract") for c in f.subscribers]
+    await ps(f.alice).retract(SVC, "news", "i3", timeout=TIMEOUT)
+    for w in waits:
+        items = event_items(await got(w))
+        assert items.get("node") == "news"
+        assert [r.get("id") for r in items.findall(f"{{{NS_EVENT}}}retract")] == ["i3"]
+    res = await ps(f.bob1).get_items(SVC, "news", timeout=TIMEOUT)
+    assert list(result_items(res)) == ["i4", "i5"]
+
+
+async def retract_silently(f: Flow) -> None:
+    """notify_retract false: no retract notification (the next publish
+    notification is the first thing each subscriber gets)."""
+    await ps(f.alice).set_node_config(SVC, "news", submit(notify_retract="false",
+                                                          deliver_payloads="1"),
+                                      timeout=TIMEOUT)
+    waits = [first_of(c, "pubsub_retract", "pubsub_publish") for c in f.subscribers]
+    await ps(f.alice).retract(SVC, "news", "i4", timeout=TIMEOUT)
+    await ps(f.alice).publish(SVC, "news", id="i6", payload=entry("six"), timeout=TIMEOUT)
+    for w in waits:
+        name, msg = await first(w)
+        assert name == "pubsub_publish" and notified_item(msg) == ("news", "i6", "six", 1)
+    res = await ps(f.bob1).get_items(SVC, "news", timeout=TIMEOUT)
+    assert list(result_items(res)) == ["i5", "i6"]
+
+
+async def carol_unsubscribes(f: Flow) -> asyncio.Future[tuple[str, Any]]:
+    """§6.2: carol unsubscribes her full JID; bob still gets "i7". Returns the
+    first thing carol gets from now on (see :func:`delete_node`)."""
+    await ps(f.carol).unsubscribe(SVC, "news", bare=False, timeout=TIMEOUT)
+    res = await ps(f.carol).get_subscriptions(SVC, timeout=TIMEOUT)
+    assert own_subscriptions(res) == []
+    carol_next = first_of(f.carol, "pubsub_publish", "pubsub_purge", "pubsub_delete", "message")
+    waits = [expect(c, "pubsub_publish") for c in f.bobs]
+    await ps(f.alice).publish(SVC, "news", id="i7", payload=entry("seven"), timeout=TIMEOUT)
+    for w in waits:
+        assert notified_item(await got(w))[1] == "i7"
+    return carol_next
+
+
+async def purge(f: Flow) -> None:
+    """§8.5.2: purge; with notify_retract, one <purge/> notification each."""
+    await ps(f.alice).set_node_config(SVC, "news", submit(notify_retract="1"), timeout=TIMEOUT)
+    waits = [expect(c, "pubsub_purge") for c in f.bobs]
+    await ps(f.alice).purge(SVC, "news", timeout=TIMEOUT)
+    for w in waits:
+        msg = await got(w)
+        assert msg["from"] == SVC
+        event = msg.xml.find(f"{{{NS_EVENT}}}event")
+        assert [(e.tag, e.get("node")) for e in event] == [(f"{{{NS_EVENT}}}purge", "news")]
+    res = await ps(f.bob1).get_items(SVC, "news", timeout=TIMEOUT)
+    assert result_items(res) == {}
+
+
+async def delete_node(f: Flow, carol_next: asyncio.Future[tuple[str, Any]]) -> None:
+    """§8.4: delete; bob's resources are told, carol (unsubscribed) got none
+    of the publish, purge and delete since; the node is gone."""
+    waits = [expect(c, "pubsub_delete") for c in f.bobs]
+    await ps(f.alice).delete_node(SVC, "news", timeout=TIMEOUT)
+    for w in waits:
+        msg = await got(w)
+        assert msg["from"] == SVC
+        delete = msg.xml.find(f"{{{NS_EVENT}}}event/{{{NS_EVENT}}}delete")
+        assert delete is not None and delete.get("node") == "news"
+    await barrier(f.alice, f.carol, carol_next)
+
+    e = await error_of(ps(f.bob1).get_items(SVC, "news", timeout=TIMEOUT))
+    assert e.condition == "item-not-found"
+    res = await f.alice.plugin["xep_0030"].get_items(jid=SVC, timeout=TIMEOUT)
+    assert res["disco_items"]["items"] == set()
+
+
 async def test_full_flow(make_server: Any) -> None:
     """Create a named node (§8.1.1); get its configuration form and submit
     max_items, notify_retract, deliver_payloads, access_model (§8.2); bob
@@ -210,156 +399,20 @@ async def test_full_flow(make_server: Any) -> None:
     notify_retract is true, not after; retrieve all items (§6.5.2), the N most
     recent (§6.5.7), some by id (§6.5.8); unsubscribe (§6.2) ends the
     notifications; purge (§8.5) sends one <purge/> notification; delete
-    (§8.4) notifies the subscribers."""
+    (§8.4) notifies the subscribers. Each step needs the state the one
+    before left."""
     async with make_server(host=HOST) as srv:
-        alice = await new_user(srv, "alice")
-        bob_jid = await srv.user("bob")
-        bob1, bob2 = await login(srv, bob_jid), await login(srv, bob_jid)
-        assert bob1.boundjid.full != bob2.boundjid.full
-        carol = await new_user(srv, "carol")
-        bobs = (bob1, bob2)
-
-        # §8.1.1 create: the owner is alice.
-        await ps(alice).create_node(SVC, "news", timeout=TIMEOUT)
-        res = await ps(alice).get_node_affiliations(SVC, "news", timeout=TIMEOUT)
-        assert owner_affiliations(res) == {f"alice@{DOMAIN}": "owner"}
-
-        # §8.2.1: the form, with the defaults.
-        ftype, values = await node_config(alice, "news")
-        assert ftype == "form"
-        assert values["FORM_TYPE"] == NODE_CONFIG
-        assert (values["pubsub#max_items"], values["pubsub#notify_retract"],
-                values["pubsub#deliver_payloads"], values["pubsub#access_model"]) == (
-            "10", "1", "1", "open")
-        # §8.2.4: submitted, and in the form from then on.
-        await ps(alice).set_node_config(SVC, "news", submit(
-            max_items="3", notify_retract="true", deliver_payloads="1", access_model="open"),
-            timeout=TIMEOUT)
-        _, values = await node_config(alice, "news")
-        assert (values["pubsub#max_items"], values["pubsub#notify_retract"],
-                values["pubsub#deliver_payloads"], values["pubsub#access_model"]) == (
-            "3", "1", "1", "open")
-
-        # §6.1: bob subscribes his bare JID, carol her full JID.
-        res = await ps(bob1).subscribe(SVC, "news", timeout=TIMEOUT)
-        sub = res["pubsub"]["subscription"]
-        assert (sub["node"], sub["jid"], sub["subscription"]) == ("news", bob_jid, "subscribed")
-        assert sub["subid"]
-        res = await ps(carol).subscribe(SVC, "news", bare=False, timeout=TIMEOUT)
-        assert res["pubsub"]["subscription"]["jid"] == carol.boundjid.full
-        res = await ps(alice).get_node_subscriptions(SVC, "news", timeout=TIMEOUT)
-        assert owner_subscriptions(res) == {bob_jid, carol.boundjid.full}
-
-        # §7.1: publish with an id; every subscribed resource gets the payload.
-        subscribers = (bob1, bob2, carol)
-        waits = [expect(c, "pubsub_publish") for c in subscribers]
-        res = await ps(alice).publish(SVC, "news", id="i1", payload=entry("one"),
-                                      timeout=TIMEOUT)
-        assert res["pubsub"]["publish"]["node"] == "news"
-        assert res["pubsub"]["publish"]["item"]["id"] == "i1"
-        for w in waits:
-            assert notified_item(await got(w)) == ("news", "i1", "one", 1)
-
-        # §7.1.2: without an id, the service makes one and returns it.
-        waits = [expect(c, "pubsub_publish") for c in subscribers]
-        res = await ps(alice).publish(SVC, "news", payload=entry("two"), timeout=TIMEOUT)
-        generated = res["pubsub"]["publish"]["item"]["id"]
-        assert generated and generated != "i1"
-        for w in waits:
-            assert notified_item(await got(w)) == ("news", generated, "two", 1)
-
-        for i, text in (("i3", "three"), ("i4", "four")):
-            waits = [expect(c, "pubsub_publish") for c in subscribers]
-            await ps(alice).publish(SVC, "news", id=i, payload=entry(text), timeout=TIMEOUT)
-            for w in waits:
-                assert notified_item(await got(w))[1] == i
-
-        # §6.5.2: all items; max_items=3 kept the 3 most recent, oldest first.
-        res = await ps(bob1).get_items(SVC, "news", timeout=TIMEOUT)
-        assert list(result_items(res).items()) == [
-            (generated, "two"), ("i3", "three"), ("i4", "four")]
-        # §6.5.7: the N most recent.
-        res = await ps(carol).get_items(SVC, "news", max_items=2, timeout=TIMEOUT)
-        assert result_items(res) == {"i3": "three", "i4": "four"}
-        # §6.5.8: by id (an evicted or unknown id is not there).
-        res = await ps(bob2).get_items(SVC, "news", item_ids=["i4", generated, "i1"],
-                                       timeout=TIMEOUT)
-        assert list(result_items(res).items()) == [("i4", "four"), (generated, "two")]
-        res = await ps(bob2).get_item(SVC, "news", "i3", timeout=TIMEOUT)
-        assert result_items(res) == {"i3": "three"}
-
-        # deliver_payloads false: the notification carries the id only, the
-        # item keeps its payload.
-        await ps(alice).set_node_config(SVC, "news", submit(deliver_payloads="0"),
-                                        timeout=TIMEOUT)
-        waits = [expect(c, "pubsub_publish") for c in subscribers]
-        await ps(alice).publish(SVC, "news", id="i5", payload=entry("five"), timeout=TIMEOUT)
-        for w in waits:
-            assert notified_item(await got(w)) == ("news", "i5", None, 0)
-        res = await ps(bob1).get_item(SVC, "news", "i5", timeout=TIMEOUT)
-        assert result_items(res) == {"i5": "five"}
-
-        # §7.2: retract, notified (notify_retract is true).
-        waits = [expect(c, "pubsub_retract") for c in subscribers]
-        await ps(alice).retract(SVC, "news", "i3", timeout=TIMEOUT)
-        for w in waits:
-            items = event_items(await got(w))
-            assert items.get("node") == "news"
-            assert [r.get("id") for r in items.findall(f"{{{NS_EVENT}}}retract")] == ["i3"]
-        res = await ps(bob1).get_items(SVC, "news", timeout=TIMEOUT)
-        assert list(result_items(res)) == ["i4", "i5"]
-
-        # notify_retract false: no retract notification (the next publish
-        # notification is the first thing each subscriber gets).
-        await ps(alice).set_node_config(SVC, "news", submit(notify_retract="false",
-                                                            deliver_payloads="1"),
-                                        timeout=TIMEOUT)
-        waits = [first_of(c, "pubsub_retract", "pubsub_publish") for c in subscribers]
-        await ps(alice).retract(SVC, "news", "i4", timeout=TIMEOUT)
-        await ps(alice).publish(SVC, "news", id="i6", payload=entry("six"), timeout=TIMEOUT)
-        for w in waits:
-            name, msg = await first(w)
-            assert name == "pubsub_publish" and notified_item(msg) == ("news", "i6", "six", 1)
-        res = await ps(bob1).get_items(SVC, "news", timeout=TIMEOUT)
-        assert list(result_items(res)) == ["i5", "i6"]
-
-        # §6.2: carol unsubscribes her full JID: no more notifications for her.
-        await ps(carol).unsubscribe(SVC, "news", bare=False, timeout=TIMEOUT)
-        res = await ps(carol).get_subscriptions(SVC, timeout=TIMEOUT)
-        assert own_subscriptions(res) == []
-        carol_next = first_of(carol, "pubsub_publish", "pubsub_purge", "pubsub_delete", "message")
-        waits = [expect(c, "pubsub_publish") for c in bobs]
-        await ps(alice).publish(SVC, "news", id="i7", payload=entry("seven"), timeout=TIMEOUT)
-        for w in waits:
-            assert notified_item(await got(w))[1] == "i7"
-
-        # §8.5.2: purge; with notify_retract, one <purge/> notification each.
-        await ps(alice).set_node_config(SVC, "news", submit(notify_retract="1"), timeout=TIMEOUT)
-        waits = [expect(c, "pubsub_purge") for c in bobs]
-        await ps(alice).purge(SVC, "news", timeout=TIMEOUT)
-        for w in waits:
-            msg = await got(w)
-            assert msg["from"] == SVC
-            event = msg.xml.find(f"{{{NS_EVENT}}}event")
-            assert [(e.tag, e.get("node")) for e in event] == [(f"{{{NS_EVENT}}}purge", "news")]
-        res = await ps(bob1).get_items(SVC, "news", timeout=TIMEOUT)
-        assert result_items(res) == {}
-
-        # §8.4: delete; bob's resources are told, carol is not.
-        waits = [expect(c, "pubsub_delete") for c in bobs]
-        await ps(alice).delete_node(SVC, "news", timeout=TIMEOUT)
-        for w in waits:
-            msg = await got(w)
-            assert msg["from"] == SVC
-            delete = msg.xml.find(f"{{{NS_EVENT}}}event/{{{NS_EVENT}}}delete")
-            assert delete is not None and delete.get("node") == "news"
-        await barrier(alice, carol, carol_next)
-
-        # The node is gone.
-        e = await error_of(ps(bob1).get_items(SVC, "news", timeout=TIMEOUT))
-        assert e.condition == "item-not-found"
-        res = await alice.plugin["xep_0030"].get_items(jid=SVC, timeout=TIMEOUT)
-        assert res["disco_items"]["items"] == set()
+        f = await log_in_flow(srv)
+        await create_and_configure(f)
+        await subscribe_bare_and_full(f)
+        generated = await publish_four(f)
+        await retrieve_items(f, generated)
+        await publish_without_payloads(f)
+        await retract_notified(f)
+        await retract_silently(f)
+        carol_next = await carol_unsubscribes(f)
+        await purge(f)
+        await delete_node(f, carol_next)
 
 
 # --- 2. instant nodes ------------------------------------------------------------
@@ -413,6 +466,206 @@ async def test_lower_max_items_trims_at_once_and_leaf_node_type(make_server: Any
 MAX_PAYLOAD = 256      # the lowest [host.options.pubsub] max_payload allowed
 
 
+class People(NamedTuple):
+    alice: slixmpp.ClientXMPP       # owns "news"
+    bob: slixmpp.ClientXMPP
+    carol: slixmpp.ClientXMPP
+
+
+async def publish_refused(p: People) -> None:
+    """Publish (§7.1.3) to a missing node, without permission, oversize, with two payloads,
+    no item or an empty item: refused and not stored."""
+    alice, bob, carol = p
+    e = await error_of(ps(alice).publish(SVC, "nowhere", payload=entry("x"),
+                                         timeout=TIMEOUT))
+    assert (e.type, e.condition, e.pubsub) == ("cancel", "item-not-found", None)
+    # publish_model "publishers" (the default): bob has no affiliation.
+    _, values = await node_config(alice, "news")
+    assert values["pubsub#publish_model"] == "publishers"
+    e = await error_of(ps(bob).publish(SVC, "news", payload=entry("x"), timeout=TIMEOUT))
+    assert (e.type, e.condition, e.pubsub) == ("auth", "forbidden", None)
+    # Subscribing does not make him a publisher.
+    await ps(bob).subscribe(SVC, "news", timeout=TIMEOUT)
+    e = await error_of(ps(bob).publish(SVC, "news", payload=entry("x"), timeout=TIMEOUT))
+    assert e.condition == "forbidden"
+    # Oversize: a payload just over max_payload bytes; one just under passes.
+    e = await error_of(ps(alice).publish(SVC, "news", payload=entry("x" * MAX_PAYLOAD),
+                                         timeout=TIMEOUT))
+    assert (e.type, e.condition, e.pubsub) == ("modify", "not-acceptable", "payload-too-big")
+    await ps(alice).publish(SVC, "news", id="small", payload=entry("x" * 100),
+                            timeout=TIMEOUT)
+    e = await error_of(raw(alice, "set", f"""
+        <pubsub xmlns='{NS}'><publish node='news'><item id='two'>
+          <entry xmlns='{EX}'>a</entry><entry xmlns='{EX}'>b</entry>
+        </item></publish></pubsub>"""))
+    assert (e.type, e.condition, e.pubsub) == ("modify", "bad-request", "invalid-payload")
+    e = await error_of(raw(alice, "set", f"<pubsub xmlns='{NS}'><publish node='news'/>"
+                                         "</pubsub>"))
+    assert (e.type, e.condition, e.pubsub) == ("modify", "bad-request", "item-required")
+    e = await error_of(raw(alice, "set", f"<pubsub xmlns='{NS}'><publish node='news'>"
+                                         "<item id='empty'/></publish></pubsub>"))
+    assert (e.condition, e.pubsub) == ("bad-request", "payload-required")
+    # Text around the payload element is no part of the payload.
+    await raw(alice, "set", f"<pubsub xmlns='{NS}'><publish node='news'><item id='tail'>"
+                            f" <entry xmlns='{EX}'>t</entry> trailing </item></publish>"
+                            "</pubsub>")
+    # None of the refused publications was stored.
+    res = await ps(alice).get_items(SVC, "news", timeout=TIMEOUT)
+    assert list(result_items(res).items()) == [
+        ("i1", "one"), ("small", "x" * 100), ("tail", "t")]
+
+
+async def transient_node_refusals(p: People) -> None:
+    """A transient notification-only node: no item to publish, purge or retract."""
+    alice, bob, carol = p
+    # A transient notification-only node takes a publish without an item
+    # (§7.1.3.6) but has nothing to purge (§8.5.3).
+    await ps(alice).create_node(SVC, "pings", config=submit(
+        persist_items="0", deliver_payloads="0"), timeout=TIMEOUT)
+    res = await raw(alice, "set", f"<pubsub xmlns='{NS}'><publish node='pings'/></pubsub>")
+    assert res.xml.find(f"{{{NS}}}pubsub/{{{NS}}}publish/{{{NS}}}item").get("id")
+    e = await error_of(ps(alice).purge(SVC, "pings", timeout=TIMEOUT))
+    assert (e.type, e.condition, e.pubsub, e.feature) == (
+        "cancel", "feature-not-implemented", "unsupported", "persistent-items")
+    e = await error_of(ps(alice).retract(SVC, "pings", "any", timeout=TIMEOUT))
+    assert (e.condition, e.pubsub, e.feature) == (
+        "feature-not-implemented", "unsupported", "persistent-items")
+    # ... and refuses an item (§7.1.3.6).
+    e = await error_of(ps(alice).publish(SVC, "pings", id="p", timeout=TIMEOUT))
+    assert (e.type, e.condition, e.pubsub) == ("modify", "bad-request", "item-forbidden")
+
+
+async def publish_options_preconditions(p: People) -> None:
+    """publish-options the node does not meet: conflict + precondition-not-met (§7.1.5)."""
+    alice, bob, carol = p
+    # publish-options are preconditions (§7.1.5): a node configured
+    # otherwise refuses the publication, a matching one takes it.
+    wanted = submit(f"{NS}#publish-options", access_model="whitelist")
+    e = await error_of(ps(alice).publish(SVC, "news", id="pre", payload=entry("p"),
+                                         options=wanted, timeout=TIMEOUT))
+    assert (e.type, e.condition, e.pubsub) == ("cancel", "conflict", "precondition-not-met")
+    e = await error_of(ps(alice).publish(
+        SVC, "news", id="pre", payload=entry("p"),
+        options=submit(f"{NS}#publish-options", unknown_option="1"), timeout=TIMEOUT))
+    assert (e.condition, e.pubsub) == ("conflict", "precondition-not-met")
+    await ps(alice).publish(SVC, "news", id="pre", payload=entry("p"), options=submit(
+        f"{NS}#publish-options", access_model="open", max_items="10"), timeout=TIMEOUT)
+    await ps(alice).retract(SVC, "news", "pre", timeout=TIMEOUT)
+
+
+async def owner_actions_refused(p: People) -> None:
+    """Owner actions by a non-owner: forbidden, nothing changes."""
+    alice, bob, carol = p
+    for request in (ps(bob).get_node_config(SVC, "news", timeout=TIMEOUT),
+                    ps(bob).set_node_config(SVC, "news", submit(max_items="5"),
+                                            timeout=TIMEOUT),
+                    ps(bob).delete_node(SVC, "news", timeout=TIMEOUT),
+                    ps(bob).purge(SVC, "news", timeout=TIMEOUT),
+                    ps(bob).get_node_affiliations(SVC, "news", timeout=TIMEOUT),
+                    ps(bob).modify_affiliations(SVC, "news", [(bob.boundjid.bare, "owner")],
+                                                timeout=TIMEOUT)):
+        e = await error_of(request)
+        assert (e.type, e.condition, e.pubsub) == ("auth", "forbidden", None)
+    res = await ps(alice).get_items(SVC, "news", timeout=TIMEOUT)
+    assert list(result_items(res)) == ["i1", "small", "tail"]  # not purged
+    res = await ps(alice).get_node_affiliations(SVC, "news", timeout=TIMEOUT)
+    assert owner_affiliations(res) == {f"alice@{DOMAIN}": "owner"}
+
+
+async def create_and_configure_refused(p: People) -> None:
+    """Create an existing node (§8.1.3); invalid configuration values (§8.2.5, also at
+    create)."""
+    alice, bob, carol = p
+    e = await error_of(ps(bob).create_node(SVC, "news", timeout=TIMEOUT))
+    assert (e.type, e.condition, e.pubsub) == ("cancel", "conflict", None)
+
+    # -- configuration: invalid values are refused and change nothing.
+    for form in (submit(max_items="0"), submit(max_items="many"),
+                 submit(access_model="roster"), submit(deliver_payloads="maybe"),
+                 submit(no_such_option="1")):
+        e = await error_of(ps(alice).set_node_config(SVC, "news", form, timeout=TIMEOUT))
+        assert (e.type, e.condition) == ("modify", "not-acceptable")
+    _, values = await node_config(alice, "news")
+    assert (values["pubsub#max_items"], values["pubsub#access_model"]) == ("10", "open")
+    e = await error_of(ps(alice).create_node(SVC, "bad", config=submit(max_items="-1"),
+                                             timeout=TIMEOUT))
+    assert e.condition == "not-acceptable"
+    e = await error_of(ps(alice).get_items(SVC, "bad", timeout=TIMEOUT))
+    assert e.condition == "item-not-found"                    # not created
+
+
+async def subscribe_refused(p: People) -> None:
+    """Subscribe (§6.1.3) as an outcast, to a whitelist node, for someone else, without node
+    or JID."""
+    alice, bob, carol = p
+    await ps(alice).modify_affiliations(SVC, "news", [(f"carol@{DOMAIN}", "outcast")],
+                                        timeout=TIMEOUT)
+    e = await error_of(ps(carol).subscribe(SVC, "news", timeout=TIMEOUT))
+    assert (e.type, e.condition, e.pubsub) == ("auth", "forbidden", None)
+    e = await error_of(ps(carol).get_items(SVC, "news", timeout=TIMEOUT))
+    assert e.condition == "forbidden"
+
+    await ps(alice).create_node(SVC, "club", config=submit(access_model="whitelist"),
+                                timeout=TIMEOUT)
+    await ps(alice).publish(SVC, "club", id="secret", payload=entry("s"), timeout=TIMEOUT)
+    e = await error_of(ps(bob).subscribe(SVC, "club", timeout=TIMEOUT))
+    assert (e.type, e.condition, e.pubsub) == ("cancel", "not-allowed", "closed-node")
+    e = await error_of(ps(bob).get_items(SVC, "club", timeout=TIMEOUT))
+    assert (e.type, e.condition, e.pubsub) == ("cancel", "not-allowed", "closed-node")
+    e = await error_of(ps(bob).get_item(SVC, "club", "secret", timeout=TIMEOUT))
+    assert (e.condition, e.pubsub) == ("not-allowed", "closed-node")
+
+    e = await error_of(ps(bob).subscribe(SVC, "news", subscribee=f"alice@{DOMAIN}",
+                                         timeout=TIMEOUT))
+    assert (e.type, e.condition, e.pubsub) == ("modify", "bad-request", "invalid-jid")
+    e = await error_of(raw(bob, "set", f"<pubsub xmlns='{NS}'>"
+                                       f"<subscribe jid='{bob.boundjid.bare}'/></pubsub>"))
+    assert (e.condition, e.pubsub) == ("bad-request", "nodeid-required")
+    e = await error_of(raw(bob, "set", f"<pubsub xmlns='{NS}'>"
+                                       "<subscribe node='news'/></pubsub>"))
+    assert (e.condition, e.pubsub) == ("bad-request", "jid-required")
+
+
+async def unsubscribe_refused(p: People) -> None:
+    """Unsubscribe (§6.2.3) when not subscribed, or someone else."""
+    alice, bob, carol = p
+    e = await error_of(ps(alice).unsubscribe(SVC, "news", timeout=TIMEOUT))
+    assert (e.type, e.condition, e.pubsub) == ("cancel", "unexpected-request", "not-subscribed")
+    e = await error_of(ps(alice).unsubscribe(SVC, "news", subscribee=bob.boundjid.bare,
+                                             timeout=TIMEOUT))
+    assert (e.type, e.condition) == ("auth", "forbidden")
+    res = await ps(alice).get_node_subscriptions(SVC, "news", timeout=TIMEOUT)
+    assert owner_subscriptions(res) == {f"bob@{DOMAIN}"}        # still subscribed
+
+
+async def retract_refused(p: People) -> None:
+    """Retract (§7.2.3): a missing item, no id, by a non-publisher."""
+    alice, bob, carol = p
+    e = await error_of(ps(alice).retract(SVC, "news", "nope", timeout=TIMEOUT))
+    assert (e.type, e.condition, e.pubsub) == ("cancel", "item-not-found", None)
+    e = await error_of(raw(alice, "set", f"<pubsub xmlns='{NS}'><retract node='news'/>"
+                                         "</pubsub>"))
+    assert (e.condition, e.pubsub) == ("bad-request", "item-required")
+    e = await error_of(ps(bob).retract(SVC, "news", "i1", timeout=TIMEOUT))
+    assert e.condition == "forbidden"
+
+
+async def unimplemented_refused(p: People) -> None:
+    """Actions the service does not implement (§6.3.4, §6.4), and a wrong iq type."""
+    alice, bob, carol = p
+    e = await error_of(raw(bob, "get", f"<pubsub xmlns='{NS}'><options node='news' "
+                                       f"jid='{bob.boundjid.bare}'/></pubsub>"))
+    assert (e.type, e.condition, e.pubsub, e.feature) == (
+        "cancel", "feature-not-implemented", "unsupported", "subscription-options")
+    e = await error_of(raw(bob, "get", f"<pubsub xmlns='{NS}'><default/></pubsub>"))
+    assert (e.condition, e.pubsub, e.feature) == (
+        "feature-not-implemented", "unsupported", "retrieve-default")
+    e = await error_of(raw(alice, "get", f"<pubsub xmlns='{NS}'><publish node='news'>"
+                                         f"<item><entry xmlns='{EX}'/></item></publish>"
+                                         "</pubsub>"))
+    assert (e.condition, e.pubsub) == ("bad-request", None)
+
+
 async def test_errors(make_server: Any) -> None:
     """Each failure is answered with the RFC 6120 condition and the error
     type of the XEP's example, plus the pubsub#errors child where XEP-0060
@@ -431,176 +684,23 @@ async def test_errors(make_server: Any) -> None:
     when not subscribed, someone else's JID. Retract (§7.2.3): a missing
     item, without an id, by a non-publisher. Actions the service does not
     implement (subscription options §6.3.4, default options §6.4), and an
-    action in the wrong iq type."""
+    action in the wrong iq type. The steps share the node "news" and its
+    items, so each is checked on what the one before left."""
     extra = f"[host.options.pubsub]\nmax_payload = {MAX_PAYLOAD}\n"
     async with make_server(host=HOST, extra=extra) as srv:
-        alice = await new_user(srv, "alice")
-        bob = await new_user(srv, "bob")
-        carol = await new_user(srv, "carol")
-        await ps(alice).create_node(SVC, "news", timeout=TIMEOUT)
-        await ps(alice).publish(SVC, "news", id="i1", payload=entry("one"), timeout=TIMEOUT)
+        p = People(*[await new_user(srv, u) for u in ("alice", "bob", "carol")])
+        await ps(p.alice).create_node(SVC, "news", timeout=TIMEOUT)
+        await ps(p.alice).publish(SVC, "news", id="i1", payload=entry("one"), timeout=TIMEOUT)
 
-        # -- publish
-        e = await error_of(ps(alice).publish(SVC, "nowhere", payload=entry("x"),
-                                             timeout=TIMEOUT))
-        assert (e.type, e.condition, e.pubsub) == ("cancel", "item-not-found", None)
-        # publish_model "publishers" (the default): bob has no affiliation.
-        _, values = await node_config(alice, "news")
-        assert values["pubsub#publish_model"] == "publishers"
-        e = await error_of(ps(bob).publish(SVC, "news", payload=entry("x"), timeout=TIMEOUT))
-        assert (e.type, e.condition, e.pubsub) == ("auth", "forbidden", None)
-        # Subscribing does not make him a publisher.
-        await ps(bob).subscribe(SVC, "news", timeout=TIMEOUT)
-        e = await error_of(ps(bob).publish(SVC, "news", payload=entry("x"), timeout=TIMEOUT))
-        assert e.condition == "forbidden"
-        # Oversize: a payload just over max_payload bytes; one just under passes.
-        e = await error_of(ps(alice).publish(SVC, "news", payload=entry("x" * MAX_PAYLOAD),
-                                             timeout=TIMEOUT))
-        assert (e.type, e.condition, e.pubsub) == ("modify", "not-acceptable", "payload-too-big")
-        await ps(alice).publish(SVC, "news", id="small", payload=entry("x" * 100),
-                                timeout=TIMEOUT)
-        e = await error_of(raw(alice, "set", f"""
-            <pubsub xmlns='{NS}'><publish node='news'><item id='two'>
-              <entry xmlns='{EX}'>a</entry><entry xmlns='{EX}'>b</entry>
-            </item></publish></pubsub>"""))
-        assert (e.type, e.condition, e.pubsub) == ("modify", "bad-request", "invalid-payload")
-        e = await error_of(raw(alice, "set", f"<pubsub xmlns='{NS}'><publish node='news'/>"
-                                             "</pubsub>"))
-        assert (e.type, e.condition, e.pubsub) == ("modify", "bad-request", "item-required")
-        e = await error_of(raw(alice, "set", f"<pubsub xmlns='{NS}'><publish node='news'>"
-                                             "<item id='empty'/></publish></pubsub>"))
-        assert (e.condition, e.pubsub) == ("bad-request", "payload-required")
-        # Text around the payload element is no part of the payload.
-        await raw(alice, "set", f"<pubsub xmlns='{NS}'><publish node='news'><item id='tail'>"
-                                f" <entry xmlns='{EX}'>t</entry> trailing </item></publish>"
-                                "</pubsub>")
-        # None of the refused publications was stored.
-        res = await ps(alice).get_items(SVC, "news", timeout=TIMEOUT)
-        assert list(result_items(res).items()) == [
-            ("i1", "one"), ("small", "x" * 100), ("tail", "t")]
-
-        # A transient notification-only node takes a publish without an item
-        # (§7.1.3.6) but has nothing to purge (§8.5.3).
-        await ps(alice).create_node(SVC, "pings", config=submit(
-            persist_items="0", deliver_payloads="0"), timeout=TIMEOUT)
-        res = await raw(alice, "set", f"<pubsub xmlns='{NS}'><publish node='pings'/></pubsub>")
-        assert res.xml.find(f"{{{NS}}}pubsub/{{{NS}}}publish/{{{NS}}}item").get("id")
-        e = await error_of(ps(alice).purge(SVC, "pings", timeout=TIMEOUT))
-        assert (e.type, e.condition, e.pubsub, e.feature) == (
-            "cancel", "feature-not-implemented", "unsupported", "persistent-items")
-        e = await error_of(ps(alice).retract(SVC, "pings", "any", timeout=TIMEOUT))
-        assert (e.condition, e.pubsub, e.feature) == (
-            "feature-not-implemented", "unsupported", "persistent-items")
-        # ... and refuses an item (§7.1.3.6).
-        e = await error_of(ps(alice).publish(SVC, "pings", id="p", timeout=TIMEOUT))
-        assert (e.type, e.condition, e.pubsub) == ("modify", "bad-request", "item-forbidden")
-
-        # publish-options are preconditions (§7.1.5): a node configured
-        # otherwise refuses the publication, a matching one takes it.
-        wanted = submit(f"{NS}#publish-options", access_model="whitelist")
-        e = await error_of(ps(alice).publish(SVC, "news", id="pre", payload=entry("p"),
-                                             options=wanted, timeout=TIMEOUT))
-        assert (e.type, e.condition, e.pubsub) == ("cancel", "conflict", "precondition-not-met")
-        e = await error_of(ps(alice).publish(
-            SVC, "news", id="pre", payload=entry("p"),
-            options=submit(f"{NS}#publish-options", unknown_option="1"), timeout=TIMEOUT))
-        assert (e.condition, e.pubsub) == ("conflict", "precondition-not-met")
-        await ps(alice).publish(SVC, "news", id="pre", payload=entry("p"), options=submit(
-            f"{NS}#publish-options", access_model="open", max_items="10"), timeout=TIMEOUT)
-        await ps(alice).retract(SVC, "news", "pre", timeout=TIMEOUT)
-
-        # -- owner actions by a non-owner
-        for request in (ps(bob).get_node_config(SVC, "news", timeout=TIMEOUT),
-                        ps(bob).set_node_config(SVC, "news", submit(max_items="5"),
-                                                timeout=TIMEOUT),
-                        ps(bob).delete_node(SVC, "news", timeout=TIMEOUT),
-                        ps(bob).purge(SVC, "news", timeout=TIMEOUT),
-                        ps(bob).get_node_affiliations(SVC, "news", timeout=TIMEOUT),
-                        ps(bob).modify_affiliations(SVC, "news", [(bob.boundjid.bare, "owner")],
-                                                    timeout=TIMEOUT)):
-            e = await error_of(request)
-            assert (e.type, e.condition, e.pubsub) == ("auth", "forbidden", None)
-        res = await ps(alice).get_items(SVC, "news", timeout=TIMEOUT)
-        assert list(result_items(res)) == ["i1", "small", "tail"]  # not purged
-        res = await ps(alice).get_node_affiliations(SVC, "news", timeout=TIMEOUT)
-        assert owner_affiliations(res) == {f"alice@{DOMAIN}": "owner"}
-
-        # -- create
-        e = await error_of(ps(bob).create_node(SVC, "news", timeout=TIMEOUT))
-        assert (e.type, e.condition, e.pubsub) == ("cancel", "conflict", None)
-
-        # -- configuration: invalid values are refused and change nothing.
-        for form in (submit(max_items="0"), submit(max_items="many"),
-                     submit(access_model="roster"), submit(deliver_payloads="maybe"),
-                     submit(no_such_option="1")):
-            e = await error_of(ps(alice).set_node_config(SVC, "news", form, timeout=TIMEOUT))
-            assert (e.type, e.condition) == ("modify", "not-acceptable")
-        _, values = await node_config(alice, "news")
-        assert (values["pubsub#max_items"], values["pubsub#access_model"]) == ("10", "open")
-        e = await error_of(ps(alice).create_node(SVC, "bad", config=submit(max_items="-1"),
-                                                 timeout=TIMEOUT))
-        assert e.condition == "not-acceptable"
-        e = await error_of(ps(alice).get_items(SVC, "bad", timeout=TIMEOUT))
-        assert e.condition == "item-not-found"                    # not created
-
-        # -- subscribe
-        await ps(alice).modify_affiliations(SVC, "news", [(f"carol@{DOMAIN}", "outcast")],
-                                            timeout=TIMEOUT)
-        e = await error_of(ps(carol).subscribe(SVC, "news", timeout=TIMEOUT))
-        assert (e.type, e.condition, e.pubsub) == ("auth", "forbidden", None)
-        e = await error_of(ps(carol).get_items(SVC, "news", timeout=TIMEOUT))
-        assert e.condition == "forbidden"
-
-        await ps(alice).create_node(SVC, "club", config=submit(access_model="whitelist"),
-                                    timeout=TIMEOUT)
-        await ps(alice).publish(SVC, "club", id="secret", payload=entry("s"), timeout=TIMEOUT)
-        e = await error_of(ps(bob).subscribe(SVC, "club", timeout=TIMEOUT))
-        assert (e.type, e.condition, e.pubsub) == ("cancel", "not-allowed", "closed-node")
-        e = await error_of(ps(bob).get_items(SVC, "club", timeout=TIMEOUT))
-        assert (e.type, e.condition, e.pubsub) == ("cancel", "not-allowed", "closed-node")
-        e = await error_of(ps(bob).get_item(SVC, "club", "secret", timeout=TIMEOUT))
-        assert (e.condition, e.pubsub) == ("not-allowed", "closed-node")
-
-        e = await error_of(ps(bob).subscribe(SVC, "news", subscribee=f"alice@{DOMAIN}",
-                                             timeout=TIMEOUT))
-        assert (e.type, e.condition, e.pubsub) == ("modify", "bad-request", "invalid-jid")
-        e = await error_of(raw(bob, "set", f"<pubsub xmlns='{NS}'>"
-                                           f"<subscribe jid='{bob.boundjid.bare}'/></pubsub>"))
-        assert (e.condition, e.pubsub) == ("bad-request", "nodeid-required")
-        e = await error_of(raw(bob, "set", f"<pubsub xmlns='{NS}'>"
-                                           "<subscribe node='news'/></pubsub>"))
-        assert (e.condition, e.pubsub) == ("bad-request", "jid-required")
-
-        # -- unsubscribe
-        e = await error_of(ps(alice).unsubscribe(SVC, "news", timeout=TIMEOUT))
-        assert (e.type, e.condition, e.pubsub) == ("cancel", "unexpected-request", "not-subscribed")
-        e = await error_of(ps(alice).unsubscribe(SVC, "news", subscribee=bob.boundjid.bare,
-                                                 timeout=TIMEOUT))
-        assert (e.type, e.condition) == ("auth", "forbidden")
-        res = await ps(alice).get_node_subscriptions(SVC, "news", timeout=TIMEOUT)
-        assert owner_subscriptions(res) == {f"bob@{DOMAIN}"}        # still subscribed
-
-        # -- retract
-        e = await error_of(ps(alice).retract(SVC, "news", "nope", timeout=TIMEOUT))
-        assert (e.type, e.condition, e.pubsub) == ("cancel", "item-not-found", None)
-        e = await error_of(raw(alice, "set", f"<pubsub xmlns='{NS}'><retract node='news'/>"
-                                             "</pubsub>"))
-        assert (e.condition, e.pubsub) == ("bad-request", "item-required")
-        e = await error_of(ps(bob).retract(SVC, "news", "i1", timeout=TIMEOUT))
-        assert e.condition == "forbidden"
-
-        # -- actions the service does not implement, or in the wrong iq type
-        e = await error_of(raw(bob, "get", f"<pubsub xmlns='{NS}'><options node='news' "
-                                           f"jid='{bob.boundjid.bare}'/></pubsub>"))
-        assert (e.type, e.condition, e.pubsub, e.feature) == (
-            "cancel", "feature-not-implemented", "unsupported", "subscription-options")
-        e = await error_of(raw(bob, "get", f"<pubsub xmlns='{NS}'><default/></pubsub>"))
-        assert (e.condition, e.pubsub, e.feature) == (
-            "feature-not-implemented", "unsupported", "retrieve-default")
-        e = await error_of(raw(alice, "get", f"<pubsub xmlns='{NS}'><publish node='news'>"
-                                             f"<item><entry xmlns='{EX}'/></item></publish>"
-                                             "</pubsub>"))
-        assert (e.condition, e.pubsub) == ("bad-request", None)
+        await publish_refused(p)
+        await transient_node_refusals(p)
+        await publish_options_preconditions(p)
+        await owner_actions_refused(p)
+        await create_and_configure_refused(p)
+        await subscribe_refused(p)
+        await unsubscribe_refused(p)
+        await retract_refused(p)
+        await unimplemented_refused(p)
 
 
 # --- 4. affiliations -------------------------------------------------------------
