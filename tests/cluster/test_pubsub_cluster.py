@@ -160,6 +160,9 @@ async def up(cluster: ClusterFactory, **kw: Any) -> Cluster:
 # --- 1. notifications, items, retract, delete across nodes ------------------------------
 
 
+NEWS_EVENTS = (("items", "i1"), ("items", "i2"), ("retract", "i1"), ("delete", None))
+
+
 async def test_publish_retract_delete_reach_subscribers_on_both_nodes(
         cluster: ClusterFactory, xmpp: Clients) -> None:
     """alice (A) creates and configures a node; bob (A) and carol (B) subscribe.
@@ -242,11 +245,16 @@ async def test_publish_retract_delete_reach_subscribers_on_both_nodes(
     assert "news" not in await node_names(bob)
     assert "news" not in await node_names(carol)
 
-    # each notification exactly once; none for the publishers (not subscribed)
-    await asyncio.sleep(0.3)
+    # each notification exactly once; none for the publishers (not subscribed).
+    # That nothing more arrives can only be shown by waiting for nothing: a
+    # bounded 0.3 s window (Inbox.none), watched on every inbox at once.
+    news = [event_kind("news", kind, item_id) for kind, item_id in NEWS_EVENTS]
+    await asyncio.gather(
+        *(events_of(s).none(lambda m: any(match(m) for match in news), 0.3)
+          for s in subscribers),
+        *(events_of(p).none(lambda m: True, 0.3) for p in (alice, dave)))
     for s in subscribers:
-        for kind, item_id in (("items", "i1"), ("items", "i2"), ("retract", "i1"),
-                              ("delete", None)):
+        for kind, item_id in NEWS_EVENTS:
             got = events_of(s).matching(event_kind("news", kind, item_id))
             assert len(got) == 1, (s, kind, item_id, len(got))
     for p in (alice, dave):
@@ -452,7 +460,9 @@ async def publish_bulk(alice: Client, sessions: list[Counting], redis: RedisServ
     last = max(s.first for s in sessions if s.first is not None)
     n_xadd = await xadds(redis)
     after = await stream_ids(redis)
-    await asyncio.sleep(0.5)                       # duplicates, if any, arrive meanwhile
+    # Duplicates, if any, arrive meanwhile: that none does can only be shown by
+    # waiting for nothing, a bounded 0.5 s window (the counts are read after it).
+    await asyncio.sleep(0.5)
     half = len(sessions) // 2
     return Bulk(ms=(last - start) * 1000, acked_ms=(acked - start) * 1000, xadd=n_xadd,
                 entries={k.split(":")[-1]: len(after[k] - before[k]) for k in STREAMS},
