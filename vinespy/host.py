@@ -11,7 +11,6 @@ from .storage import Storage
 
 if TYPE_CHECKING:
     from .config import HostConfig
-    from .sessions import Session
     from .modules import Module
     from .router import Router
     from .sessions import Sessions
@@ -46,16 +45,16 @@ class Host:
             out.extend(f for f in getattr(mod, kind) if f not in out)
         return out
 
-    def stream_features(self, session: Session | None = None) -> list[str]:
+    def stream_features(self, stream: object = None) -> list[str]:
         """The post-authentication stream features: those the loaded modules
         declare (raw XML snippets, e.g. RFC 6121 §2.6.1 roster versioning),
         then those the ``stream-features`` handlers add to the list for
-        ``session`` (the stream asking, bound or not)."""
+        ``stream`` (the ClientStream asking, not bound yet)."""
         out: list[str] = []
         for mod in self.modules.values():
             out.extend(f for f in mod.stream_features if f not in out)
-        if session is not None and self.bus.has("stream-features"):
-            self.bus.fire_sync("stream-features", session, out)
+        if stream is not None and self.bus.has("stream-features"):
+            self.bus.fire_sync("stream-features", stream, out)
         return out
 
     def delivery_events(self) -> dict[str, str]:

@@ -70,10 +70,11 @@ async def test_racing_replacements_leave_one_session(server: Running) -> None:
         assert await bound(b) and await bound(c)
         assert await closed_with_conflict(first)
         session = server.server.sessions.get(full)
-        survivor, loser = (b, c) if session is _stream_of(server, b) else (c, b)
-        assert session is _stream_of(server, survivor), "the routing table lost both"
+        survivor, loser = (b, c) if session is _session_of(server, b) else (c, b)
+        assert session is _session_of(server, survivor), "the routing table lost both"
         assert await closed_with_conflict(loser), "a replaced session stayed connected"
-        assert [s.jid for s in server.server.streams if s.bound] == [full]
+        assert [s.session.jid for s in server.server.streams
+                if s.session is not None and s.session.bound] == [full]
         survivor.close()
         await _until_unbound(server, full)
 
@@ -97,12 +98,13 @@ async def test_racing_binds_respect_the_resource_limit(make_server: Any) -> None
             raw.close()
 
 
-def _stream_of(srv: Running, raw: Raw) -> Any:
-    """The server's stream for ``raw``'s connection (by its local port)."""
+def _session_of(srv: Running, raw: Raw) -> Any:
+    """The session the server's stream for ``raw``'s connection (by its
+    local port) carries."""
     port = raw.local_port  # type: ignore[attr-defined]
     for s in srv.server.streams:
         if s.peer[1] == port:
-            return s
+            return s.session
     return None
 
 

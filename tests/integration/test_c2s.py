@@ -387,7 +387,8 @@ async def test_flood_is_slowed_not_killed(make_server: Any) -> None:
         await last
         elapsed = loop.time() - t0
         assert elapsed >= (n * len(body) - 65536) / rate * 0.8, elapsed
-        assert any(str(s.jid) == str(flooder.boundjid) for s in srv.server.streams)
+        assert any(s.session is not None and str(s.session.jid) == str(flooder.boundjid)
+                   for s in srv.server.streams)
 
 
 async def test_graceful_shutdown_closes_streams(make_server: Any) -> None:

@@ -14,16 +14,16 @@ import binascii
 import logging
 import math
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from .. import ns
 from ..errors import StanzaError, StreamError
-from ..fields import SessionField
 from ..jid import JID, JIDError
-from ..xml import Element, child, error_reply, local_name, namespace, reply, serialize
+from ..xml import Element, child, error_reply, reply, serialize
 from . import sasl
 from .base import XMLStream
 from .parser import StreamOpened
+from .session import STANZAS, ClientSession, nonza
 
 if TYPE_CHECKING:
     from ..host import Host
@@ -31,11 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vinespy.c2s")
 
-_STANZAS = frozenset(f"{{{ns.CLIENT}}}{n}" for n in ("message", "presence", "iq"))
-_IQ_TYPES = frozenset(("get", "set", "result", "error"))
 _SASL = f"{{{ns.SASL}}}"
 _BIND = f"{{{ns.BIND}}}bind"
-_SESSION = f"{{{ns.SESSION}}}session"
 
 
 def _escape_attr(value: str) -> str:
@@ -44,7 +41,8 @@ def _escape_attr(value: str) -> str:
 
 
 class ClientStream(XMLStream):
-    """One client connection; once bound it is a :class:`~vinespy.sessions.Session`."""
+    """One client connection: negotiation, then the elements read go to the
+    :class:`~vinespy.stream.session.ClientSession` it carries (its transport)."""
 
     def __init__(self, server: Server, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter) -> None:
@@ -58,13 +56,8 @@ class ClientStream(XMLStream):
         self.state = "header"
         self.host: Host | None = None
         self.user: JID | None = None           # bare JID once authenticated
-        self.jid: JID = JID("", "")            # full JID once bound
-        self.bound = False
-        self._available = False
-        self._priority = 0
-        self._presence: Element | None = None
-        self.fields: dict[str, Any] = {}      # the modules' SessionFields
-        self._deliver: dict[str, str] = {}     # tag -> deliver-<kind> event (once bound)
+        self.session: ClientSession | None = None   # what this stream carries, once bound
+        self._receive: Callable[[Element], Awaitable[None]]   # its receive(), once ready
         self._peer_from: str | None = None
         self._mechanism: sasl.Mechanism | None = None
         self.mechanism: str | None = None      # the SASL mechanism that succeeded
@@ -73,69 +66,7 @@ class ClientStream(XMLStream):
             cfg.auth_timeout, self._timeout)
 
     def __repr__(self) -> str:
-        return f"<ClientStream {self.id} {self.jid if self.bound else self.peer}>"
-
-    # -- Session protocol --------------------------------------------
-    # What other nodes of a cluster see of this session: a change is
-    # queued for the routing table (a no-op when standalone).
-    @property
-    def available(self) -> bool:
-        return self._available
-
-    @available.setter
-    def available(self, value: bool) -> None:
-        if value != self._available:
-            self._available = value
-            self.server.sessions.changed(self)
-
-    @property
-    def priority(self) -> int:
-        return self._priority
-
-    @priority.setter
-    def priority(self, value: int) -> None:
-        if value != self._priority:
-            self._priority = value
-            self.server.sessions.changed(self)
-
-    @property
-    def presence(self) -> Element | None:
-        return self._presence
-
-    @presence.setter
-    def presence(self, value: Element | None) -> None:
-        self._presence = value
-        self.server.sessions.changed(self)
-
-    def field_changed(self, field: SessionField[Any], member: Any) -> None:
-        self.server.sessions.field_changed(self, field, member)
-
-    def send(self, stanza: Element) -> None:
-        """The one way a stanza reaches this client: ``deliver-<kind>``
-        handlers see it first and may take it (return non-None)."""
-        if self._deliver and self._delivered(stanza):
-            return
-        self.write(serialize(stanza))
-
-    def send_serialized(self, stanza: Element, data: bytes) -> None:
-        """:meth:`send` for a stanza that arrives serialized (from another
-        node): ``data`` is written as it came unless a handler wants it."""
-        if self._deliver and stanza.tag in self._deliver:
-            self.send(stanza)               # handlers may change it: serialized again
-        else:
-            self.write(data)
-
-    def _delivered(self, stanza: Element) -> bool:
-        event = self._deliver.get(stanza.tag)
-        if event is None:
-            return False
-        assert self.host is not None
-        try:
-            return self.host.bus.fire_sync(event, self, stanza) is not None
-        except Exception:
-            # A module's bug must not lose the stanza: it goes out unchanged.
-            log.exception("%s handler failed on a stanza to %s", event, self.jid)
-            return False
+        return f"<ClientStream {self.id} {self.session.jid if self.session else self.peer}>"
 
     # -- header --------------------------------------------------------
     def header(self) -> bytes:
@@ -213,7 +144,7 @@ class ClientStream(XMLStream):
         if self.state in ("header", "restart"):
             raise StreamError("bad-format", "expected a stream header")
         if self.state == "ready":
-            await self._stanza(event)
+            await self._receive(event)
             return False
         if not self.secure and self.cfg.tls == "required" and self.user is None:
             if event.tag == f"{{{ns.TLS}}}starttls":
@@ -230,19 +161,10 @@ class ClientStream(XMLStream):
                 and len(event) == 1 and event[0].tag == _BIND:
             await self._bind(event)
             return False
-        if event.tag not in _STANZAS and await self._nonza(event):
+        assert self.host is not None
+        if event.tag not in STANZAS and await nonza(self.host, self, event):
             return False
         raise StreamError("not-authorized", "bind a resource first (RFC 6120 §7)")
-
-    async def _nonza(self, el: Element) -> bool:
-        """A top-level element that is no stanza (XEP-0198's <enable/>, <r/>,
-        <a/>...): ``nonza/<namespace>:<name>`` on the host's bus, with this
-        stream (bound or not) and the element. True if a handler took it."""
-        assert self.host is not None
-        event = f"nonza/{namespace(el)}:{local_name(el)}"
-        if not self.host.bus.has(event):
-            return False
-        return await self.host.bus.fire(event, self, el) is not None
 
     # -- STARTTLS (RFC 6120 §5) ----------------------------------------
     async def _starttls(self) -> None:
@@ -375,11 +297,12 @@ class ClientStream(XMLStream):
         try:
             full = await self._bind_resource(iq[0])
         except StanzaError as exc:
-            self.send(error_reply(iq, exc))
+            self.write(serialize(error_reply(iq, exc)))
             return
         answer = reply(iq)
         child(child(answer, ns.BIND, "bind"), ns.BIND, "jid", str(full))
-        self.send(answer)
+        assert self.session is not None
+        self.session.send(answer)
 
     async def _bind_resource(self, bind: Element) -> JID:
         assert self.user is not None and self.host is not None
@@ -418,67 +341,31 @@ class ClientStream(XMLStream):
         if old is not None:
             # RFC 6120 §7.7.2.2: the new session wins, the old one is told why.
             old.close(StreamError("conflict", "replaced by a new session"))
-            if isinstance(old, ClientStream):
+            if isinstance(old, ClientSession):
                 await old.unbind()
-        self.jid = full
-        sessions.bind(self)
-        self.bound = True
+        assert self.host is not None
+        session = ClientSession(self.server, self.host, full, self.id, self)
+        sessions.bind(session)
+        session.bound = True
+        self.carry(session)
+
+    def carry(self, session: ClientSession) -> None:
+        """From now on, what the client sends is ``session``'s (bound here,
+        or later resumed on this stream)."""
+        self.session = session
+        self._receive = session.receive
         self.state = "ready"
-        assert self.host is not None
-        self._deliver = self.host.delivery_events()
-
-    async def unbind(self) -> None:
-        """Leave the routing table once; tell the modules (presence...)."""
-        if not self.bound:
-            return
-        self.bound = False
-        sessions = self.server.sessions
-        sessions.unbind(self)
-        assert self.host is not None
-        if sessions.missing((self.jid.bare,)):
-            await sessions.load((self.jid.bare,))     # the siblings to tell
-        await self.host.bus.fire("resource-unbound", self)
-        self.available = False
-
-    # -- stanzas (RFC 6120 §8) -----------------------------------------
-    async def _stanza(self, el: Element) -> None:
-        if el.tag not in _STANZAS:
-            if await self._nonza(el):
-                return
-            raise StreamError("unsupported-stanza-type",
-                              f"{el.tag} is not a stanza (RFC 6120 §8)")
-        # RFC 6120 §8.1.2.1: the server stamps 'from'; a client cannot spoof it.
-        el.set("from", str(self.jid))
-        kind = local_name(el)
-        if kind == "iq":
-            stype = el.get("type")
-            if stype not in _IQ_TYPES or el.get("id") is None:
-                self._reject(el, "an iq needs an id and a type of get, set, result or error "
-                                 "(RFC 6120 §8.2.3)")
-                return
-            if stype in ("get", "set") and len(el) != 1:
-                self._reject(el, "an iq get or set carries exactly one child (RFC 6120 §8.2.3)")
-                return
-            if stype == "set" and el[0].tag == _SESSION and el.get("to") in (
-                    None, self.jid.domain):
-                answer = reply(el)
-                self.send(answer)
-                return
-        await self.server.router.route(el, self)
-
-    def _reject(self, el: Element, text: str) -> None:
-        if el.get("type") != "error":
-            answer = error_reply(el, StanzaError("bad-request", text))
-            self.send(answer)
 
     # -- the end -------------------------------------------------------
     def _timeout(self) -> None:
         self._timer = None
-        if not self.bound:
+        if self.session is None:
             self.close(StreamError("connection-timeout", "not authenticated in time"))
 
     async def ended(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        await self.unbind()
+        session = self.session
+        if session is not None and session.transport is self:
+            await session.unbind()     # (not if it moved to another transport)

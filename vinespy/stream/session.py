@@ -1,0 +1,195 @@
+"""A bound resource (RFC 6120 §7): what the router and the session table
+deliver to, apart from the connection that carries it.
+
+A session is not a socket (DESIGN.md): the bound JID, the presence state,
+the modules' fields and the delivery point live here; the bytes go through
+a :class:`Transport` (today a TCP :class:`~vinespy.stream.client.ClientStream`;
+WebSocket and BOSH next). :meth:`ClientSession.attach` hands the session to
+another transport, as XEP-0198 resumption will.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .. import ns
+from ..errors import StanzaError, StreamError
+from ..fields import SessionField
+from ..jid import JID
+from ..xml import Element, error_reply, local_name, namespace, reply, serialize
+
+if TYPE_CHECKING:
+    from ..host import Host
+    from ..server import Server
+
+log = logging.getLogger("vinespy.c2s")
+
+STANZAS = frozenset(f"{{{ns.CLIENT}}}{n}" for n in ("message", "presence", "iq"))
+_IQ_TYPES = frozenset(("get", "set", "result", "error"))
+_SESSION = f"{{{ns.SESSION}}}session"
+
+
+class Transport(Protocol):
+    """What a session needs of the connection carrying it."""
+
+    peer: Any                   # the peer's address (what the socket says)
+    secure: bool                # encrypted (TLS)
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` (never blocks; nothing once the transport closes)."""
+
+    def close(self, error: StreamError | None = None) -> None:
+        """Send ``error`` (if any), end the stream and close the connection."""
+
+
+async def nonza(host: Host, carrier: Any, el: Element) -> bool:
+    """A top-level element that is no stanza (XEP-0198's <enable/>, <r/>,
+    <a/>...): ``nonza/<namespace>:<name>`` on the host's bus, with the
+    session (the stream before bind) and the element. True if a handler took it."""
+    event = f"nonza/{namespace(el)}:{local_name(el)}"
+    if not host.bus.has(event):
+        return False
+    return await host.bus.fire(event, carrier, el) is not None
+
+
+class ClientSession:
+    """One bound resource: a :class:`~vinespy.sessions.Session`."""
+
+    __slots__ = ("server", "host", "jid", "user", "id", "bound", "fields", "transport",
+                 "_write", "_deliver", "_available", "_priority", "_presence")
+
+    def __init__(self, server: Server, host: Host, jid: JID, sid: str,
+                 transport: Transport) -> None:
+        self.server = server
+        self.host = host
+        self.jid = jid                         # the full JID bound
+        self.user = jid.bare
+        self.id = sid                          # the cluster's name for it (the first stream's id)
+        self.bound = False                     # in the session table
+        self.fields: dict[str, Any] = {}       # the modules' SessionFields
+        self._available = False
+        self._priority = 0
+        self._presence: Element | None = None
+        self._deliver = host.delivery_events()   # tag -> deliver-<kind> event
+        self.transport = transport
+        self._write = transport.write          # the hot path: no lookup through transport
+
+    def __repr__(self) -> str:
+        return f"<ClientSession {self.id} {self.jid}>"
+
+    def attach(self, transport: Transport) -> Transport:
+        """Carry on over ``transport`` (XEP-0198 resumption); return the old one,
+        which no longer writes for this session."""
+        old, self.transport = self.transport, transport
+        self._write = transport.write
+        return old
+
+    # -- what other nodes of a cluster see: a change is queued for the
+    # routing table (a no-op when standalone) --------------------------------
+    @property
+    def available(self) -> bool:
+        return self._available
+
+    @available.setter
+    def available(self, value: bool) -> None:
+        if value != self._available:
+            self._available = value
+            self.server.sessions.changed(self)
+
+    @property
+    def priority(self) -> int:
+        return self._priority
+
+    @priority.setter
+    def priority(self, value: int) -> None:
+        if value != self._priority:
+            self._priority = value
+            self.server.sessions.changed(self)
+
+    @property
+    def presence(self) -> Element | None:
+        return self._presence
+
+    @presence.setter
+    def presence(self, value: Element | None) -> None:
+        self._presence = value
+        self.server.sessions.changed(self)
+
+    def field_changed(self, field: SessionField[Any], member: Any) -> None:
+        self.server.sessions.field_changed(self, field, member)
+
+    # -- delivery ----------------------------------------------------------------
+    def send(self, stanza: Element) -> None:
+        """The one way a stanza reaches this client: ``deliver-<kind>``
+        handlers see it first and may take it (return non-None)."""
+        if self._deliver and self._delivered(stanza):
+            return
+        self._write(serialize(stanza))
+
+    def send_serialized(self, stanza: Element, data: bytes) -> None:
+        """:meth:`send` for a stanza that arrives serialized (from another
+        node): ``data`` is written as it came unless a handler wants it."""
+        if self._deliver and stanza.tag in self._deliver:
+            self.send(stanza)               # handlers may change it: serialized again
+        else:
+            self._write(data)
+
+    def _delivered(self, stanza: Element) -> bool:
+        event = self._deliver.get(stanza.tag)
+        if event is None:
+            return False
+        try:
+            return self.host.bus.fire_sync(event, self, stanza) is not None
+        except Exception:
+            # A module's bug must not lose the stanza: it goes out unchanged.
+            log.exception("%s handler failed on a stanza to %s", event, self.jid)
+            return False
+
+    def close(self, error: StreamError | None = None) -> None:
+        """Close the transport's stream, sending ``error`` first if given."""
+        self.transport.close(error)
+
+    # -- what the client sends (RFC 6120 §8) -------------------------------------
+    async def receive(self, el: Element) -> None:
+        """A top-level element from the client: a stanza is stamped, checked
+        and routed; another is a nonza, else the stream's end."""
+        if el.tag not in STANZAS:
+            if await nonza(self.host, self, el):
+                return
+            raise StreamError("unsupported-stanza-type",
+                              f"{el.tag} is not a stanza (RFC 6120 §8)")
+        # RFC 6120 §8.1.2.1: the server stamps 'from'; a client cannot spoof it.
+        el.set("from", str(self.jid))
+        kind = local_name(el)
+        if kind == "iq":
+            stype = el.get("type")
+            if stype not in _IQ_TYPES or el.get("id") is None:
+                self._reject(el, "an iq needs an id and a type of get, set, result or error "
+                                 "(RFC 6120 §8.2.3)")
+                return
+            if stype in ("get", "set") and len(el) != 1:
+                self._reject(el, "an iq get or set carries exactly one child (RFC 6120 §8.2.3)")
+                return
+            if stype == "set" and el[0].tag == _SESSION and el.get("to") in (
+                    None, self.jid.domain):
+                self.send(reply(el))
+                return
+        await self.server.router.route(el, self)
+
+    def _reject(self, el: Element, text: str) -> None:
+        if el.get("type") != "error":
+            self.send(error_reply(el, StanzaError("bad-request", text)))
+
+    # -- the end -----------------------------------------------------------------
+    async def unbind(self) -> None:
+        """Leave the routing table once; tell the modules (presence...)."""
+        if not self.bound:
+            return
+        self.bound = False
+        sessions = self.server.sessions
+        sessions.unbind(self)
+        if sessions.missing((self.user,)):
+            await sessions.load((self.user,))     # the siblings to tell
+        await self.host.bus.fire("resource-unbound", self)
+        self.available = False
