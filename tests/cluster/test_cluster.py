@@ -223,8 +223,11 @@ async def test_roster_push_to_resource_on_other_node(cluster: ClusterFactory,
     c = await cluster(2)
     r2 = await xmpp.login(c["node-b"], "alice/r2", roster=True)
     r1 = await xmpp.login(c["node-a"], "alice/r1", roster=True)
+
+    def interested(entry: dict[str, Any]) -> bool:
+        return bool(entry.get("fields", {}).get("roster.interested"))
     for r in (r1, r2):
-        await c.wait_route(r.jid, match=lambda e: bool(e.get("fields", {}).get("roster.interested")))
+        await c.wait_route(r.jid, match=interested)
     await raw_iq(r1.xmpp, "set", f"<query xmlns='{ROSTER}'><item jid='{CAROL}' name='Carol'>"
                                  f"<group>Friends</group></item></query>")
     push = await r2.pushes.get(lambda iq: CAROL in items_of(iq))
