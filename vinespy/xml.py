@@ -69,6 +69,12 @@ def namespace(el: Element) -> str:
     return tag[1:tag.index("}")]
 
 
+def escape_attr(value: str) -> str:
+    """``value`` safe inside a quoted attribute (either quote) or text."""
+    return (value.replace("&", "&amp;").replace("<", "&lt;").replace("'", "&apos;")
+            .replace('"', "&quot;"))
+
+
 def serialize(el: Element) -> bytes:
     """Bytes of ``el`` for a jabber:client stream: no redundant ``xmlns``."""
     data: bytes = etree.tostring(el)

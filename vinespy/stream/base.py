@@ -238,6 +238,28 @@ class XMLStream:
         self.flush()
         await self.writer.drain()
 
+    # -- what the negotiation asks of the transport ----------------------
+    def restart(self) -> None:
+        """A new stream begins on this connection (RFC 6120 §4.3.3): the
+        parser starts over, a new stream header is expected."""
+        self.parser.reset()
+
+    async def start_tls(self, ctx: ssl.SSLContext, timeout: float) -> bool:
+        """Encrypt the connection once what was written left (RFC 6120 §5),
+        then :meth:`restart`. False when the handshake failed: the
+        connection is dropped."""
+        await self.drain()
+        try:
+            await self.writer.start_tls(ctx, ssl_handshake_timeout=timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            log.info("TLS handshake with %s failed: %s", self.peer, exc)
+            self.closing = True
+            self.writer.transport.abort()
+            return False
+        self.secure = True
+        self.restart()
+        return True
+
     # -- closing -------------------------------------------------------
     def header(self) -> bytes:
         """The opening tag this side sends (RFC 6120 §4.7)."""

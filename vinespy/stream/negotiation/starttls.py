@@ -1,0 +1,49 @@
+"""STARTTLS (RFC 6120 §5): offered until the stream is encrypted; the
+upgrade itself is the transport's (:meth:`XMLStream.start_tls`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ... import ns
+from ...errors import StreamError
+from ...xml import Element
+
+if TYPE_CHECKING:
+    from ..client import ClientStream
+
+_STARTTLS = f"{{{ns.TLS}}}starttls"
+_FAILURE = f"<failure xmlns='{ns.TLS}'/>".encode()
+_PROCEED = f"<proceed xmlns='{ns.TLS}'/>".encode()
+
+
+class StartTLS:
+    def offer(self, stream: ClientStream) -> str:
+        if stream.secure or stream.user is not None:
+            return ""
+        req = "<required/>" if stream.cfg.tls == "required" else ""
+        return f"<starttls xmlns='{ns.TLS}'>{req}</starttls>"
+
+    async def handle(self, stream: ClientStream, el: Element) -> bool | None:
+        if stream.secure or stream.user is not None:
+            return None
+        if el.tag != _STARTTLS:
+            if stream.cfg.tls == "required":
+                raise StreamError("policy-violation",
+                                  "STARTTLS is required first (RFC 6120 §5.3.1)")
+            return None
+        assert stream.host is not None
+        ctx = stream.server.tls.get(stream.host.domain)
+        if ctx is None:
+            stream.write(_FAILURE)
+            stream.close()
+        elif stream.unread_input():
+            # Bytes sent in clear after <starttls/> would otherwise be read as
+            # if they came through TLS (the CVE-2011-0411 class of attacks).
+            stream.write(_FAILURE)
+            stream.close(StreamError("policy-violation", "data followed <starttls/> before the "
+                                     "TLS handshake (RFC 6120 §5.4.3.3)"))
+        else:
+            stream.write(_PROCEED)
+            await stream.start_tls(ctx, stream.cfg.auth_timeout)
+        return True
