@@ -244,21 +244,19 @@ class XMLStream:
         parser starts over, a new stream header is expected."""
         self.parser.reset()
 
-    async def start_tls(self, ctx: ssl.SSLContext, timeout: float) -> bool:
+    async def start_tls(self, ctx: ssl.SSLContext, timeout: float) -> None:
         """Encrypt the connection once what was written left (RFC 6120 §5),
-        then :meth:`restart`. False when the handshake failed: the
-        connection is dropped."""
+        then :meth:`restart`. A failed handshake (OSError, TimeoutError)
+        drops the connection and is raised."""
         await self.drain()
         try:
             await self.writer.start_tls(ctx, ssl_handshake_timeout=timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
-            log.info("TLS handshake with %s failed: %s", self.peer, exc)
+        except (OSError, asyncio.TimeoutError):
             self.closing = True
             self.writer.transport.abort()
-            return False
+            raise
         self.secure = True
         self.restart()
-        return True
 
     # -- closing -------------------------------------------------------
     def header(self) -> bytes:

@@ -3,6 +3,8 @@ upgrade itself is the transport's (:meth:`XMLStream.start_tls`)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 from ... import ns
@@ -11,6 +13,8 @@ from ...xml import Element
 
 if TYPE_CHECKING:
     from ..client import ClientStream
+
+log = logging.getLogger("vinespy.c2s")
 
 _STARTTLS = f"{{{ns.TLS}}}starttls"
 _FAILURE = f"<failure xmlns='{ns.TLS}'/>".encode()
@@ -45,5 +49,8 @@ class StartTLS:
                                      "TLS handshake (RFC 6120 §5.4.3.3)"))
         else:
             stream.write(_PROCEED)
-            await stream.start_tls(ctx, stream.cfg.auth_timeout)
+            try:
+                await stream.start_tls(ctx, stream.cfg.auth_timeout)
+            except (OSError, asyncio.TimeoutError) as exc:
+                log.info("TLS handshake with %s failed: %s", stream.peer, exc)
         return True
