@@ -15,7 +15,7 @@ import os
 import resource
 import signal
 import ssl
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
 
 from . import __version__, modules, tls
 from .config import Config, ConfigError
@@ -165,6 +165,18 @@ class Server:
         finally:
             self.streams.discard(stream)
             self._conn_tasks.discard(task)
+
+    def later(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task the server owns: awaited, then cancelled,
+        at shutdown like a connection's (a held session's unbinding...)."""
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("background work of the server failed")
+        task = asyncio.create_task(run())
+        self._conn_tasks.add(task)
+        task.add_done_callback(self._conn_tasks.discard)
 
     async def _close_streams(self) -> None:
         for srv in self._listeners:

@@ -28,6 +28,7 @@ from vinespy.fields import SessionField
 from vinespy.jid import JID
 from vinespy.modules import Module, builtin, hook
 from vinespy.sessions import Session
+from vinespy.stream.session import Held
 from vinespy.xml import Element, child, element
 
 pytestmark = pytest.mark.integration
@@ -43,6 +44,7 @@ class Example(Module):
     name = "example"
     sent = SessionField(int, 0)                       # on the stream's node only
     tagging = SessionField(bool, False, shared=True)  # read by other nodes too
+    keeping = SessionField(bool, False)               # kept when its connection is lost
 
     @hook("pre-message")
     def count(self, ev: StanzaEvent) -> bool | None:
@@ -65,6 +67,18 @@ class Example(Module):
     def answer(self, session: Session, el: Element) -> bool:
         session.send(element(NS, "count", n=str(Example.sent.get(session))))
         return True
+
+    @hook(f"nonza/{NS}:keep")
+    def keep(self, session: Session, el: Element) -> bool:
+        Example.keeping.set(session, True)
+        session.send(element(NS, "keeping"))
+        return True
+
+    @hook("transport-lost")
+    def hold(self, session: Session) -> bool | None:
+        """Keep a session that asked (as XEP-0198 resumption will): it stays
+        bound without a connection, keeping what it is sent."""
+        return True if Example.keeping.get(session) else None
 
     @hook(f"nonza/{NS}:tag")
     def tag(self, session: Session, el: Element) -> bool:
@@ -227,3 +241,34 @@ async def wait_until(check: Any, timeout: float = 10.0) -> None:
         if loop.time() > deadline:
             raise AssertionError(f"{check.__name__} still false after {timeout} s")
         await asyncio.sleep(0.02)
+
+
+async def test_a_module_keeps_a_session_whose_connection_is_lost(make_server: Any) -> None:
+    """transport-lost: bob's connection drops, the module keeps his session;
+    it stays bound, and a message to it is kept for him (neither bounced nor
+    stored offline). A new login of the same resource replaces it (RFC 6120
+    §7.7.2.2), unbinding it, and gets what is sent from then on."""
+    async with make_server(host=HOST) as srv:
+        await srv.user("alice")
+        await srv.user("bob")
+        alice, bob = await login(srv, "alice"), await login(srv, "bob")
+        bob.send(f"<keep xmlns='{NS}'/>")
+        await bob.expect(rb"<keeping")
+        full = JID.parse(f"bob@{DOMAIN}/r")
+        session = srv.server.sessions.get(full)
+        bob.writer.transport.abort()
+
+        async def held() -> bool:
+            return isinstance(getattr(session, "transport", None), Held)
+        await wait_until(held)
+        alice.send(f"<message to='{full}' id='k1'><body>while away</body></message>")
+        alice.send(f"<iq type='get' id='p1' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
+        await alice.expect(rb"id=\"p1\"")
+        assert b"k1" not in alice.buf                       # not bounced
+        assert srv.server.sessions.get(full) is session
+        assert any(b"while away" in d for d in session.transport.queue)  # type: ignore
+        assert await srv.storage.get(JID.parse(f"bob@{DOMAIN}"), "offline") is None
+        again = await login(srv, "bob")                      # resource r again
+        assert srv.server.sessions.get(full) is not session and not session.bound  # type: ignore
+        alice.send(f"<message to='{full}' id='k2'><body>back</body></message>")
+        await again.expect(rb"<body>back</body>")

@@ -10,7 +10,7 @@ import pytest
 
 from vinespy.errors import StreamError
 from vinespy.jid import JID
-from vinespy.stream.session import ClientSession
+from vinespy.stream.session import ClientSession, Held
 
 from tests.harness import DOMAIN, World, parse, same
 
@@ -31,8 +31,10 @@ class Wire:
         self.closed.append(error)
 
 
-def session(world: World, wire: Wire, jid: str = f"alice@{DOMAIN}/phone") -> ClientSession:
-    server: Any = SimpleNamespace(sessions=world.router.sessions, router=world.router)
+def session(world: World, wire: Wire, jid: str = f"alice@{DOMAIN}/phone",
+            later: Any = None) -> ClientSession:
+    server: Any = SimpleNamespace(sessions=world.router.sessions, router=world.router,
+                                  later=later)
     s = ClientSession(server, world.host, JID.parse(jid), "sid1", wire)
     world.router.sessions.bind(s)
     s.bound = True
@@ -96,3 +98,50 @@ async def test_unbind_leaves_the_table_once_and_tells_the_modules() -> None:
     await s.unbind()
     assert told == [s] and not s.bound and not s.available
     assert world.router.sessions.get(s.jid) is None
+
+
+def test_a_held_session_keeps_what_it_is_sent_for_its_next_transport() -> None:
+    """Its connection gone, a kept session stays bound and keeps what it is
+    sent; attached to a new transport, that goes out first, in order."""
+    world, first, second = World(), Wire(), Wire()
+    s = session(world, first)
+    held = s.detach()
+    assert isinstance(held, Held) and s.transport is held
+    s.send(parse("<message><body>1</body></message>"))
+    s.send_serialized(parse("<message/>"), b"<message>2</message>")
+    assert first.out == [] and len(held.queue) == 2
+    assert world.router.sessions.get(s.jid) is s
+    assert s.attach(second) is held and held.queue == []
+    s.send(parse("<message><body>3</body></message>"))
+    assert [b"<body>1</body>" in second.out[0], second.out[1], b"<body>3</body>" in second.out[2]] \
+        == [True, b"<message>2</message>", True]
+
+
+def test_a_held_session_over_its_limit_keeps_nothing() -> None:
+    """Past max_bytes a held session drops all it kept and says so: it must
+    not be resumed (a client would miss stanzas without knowing)."""
+    world, first, second = World(), Wire(), Wire()
+    s = session(world, first)
+    held = s.detach(max_bytes=100)
+    s.send_serialized(parse("<message/>"), b"<message>" + b"x" * 60 + b"</message>")
+    assert not held.overflowed and held.size < 100
+    s.send_serialized(parse("<message/>"), b"<message>" + b"y" * 60 + b"</message>")
+    assert held.overflowed and held.queue == []
+    s.send_serialized(parse("<message/>"), b"<message/>")
+    s.attach(second)
+    assert second.out == []
+
+
+async def test_closing_a_held_session_unbinds_it() -> None:
+    """A held session has no stream whose end would unbind it: closing it
+    (replaced by a new bind, closed by another node) ends it, as a task the
+    server owns."""
+    world, wire = World(), Wire()
+    work: list[Any] = []
+    s = session(world, wire, later=work.append)
+    s.detach()
+    s.close(StreamError("conflict"))
+    assert wire.closed == []                       # the old transport is not touched
+    (unbinding,) = work
+    await unbinding
+    assert not s.bound and world.router.sessions.get(s.jid) is None

@@ -154,5 +154,11 @@ class ClientStream(XMLStream):
             self._timer.cancel()
             self._timer = None
         session = self.session
-        if session is not None and session.transport is self:
-            await session.unbind()     # (not if it moved to another transport)
+        if session is None or session.transport is not self:
+            return                      # not bound, or moved to another transport
+        # A module may keep the session for a client that comes back
+        # (XEP-0198): it stays bound, held, and the module ends it later.
+        if session.bound and await session.host.bus.fire("transport-lost", session) is not None:
+            session.detach()
+            return
+        await session.unbind()

@@ -53,6 +53,41 @@ async def nonza(host: Host, carrier: Any, el: Element) -> bool:
     return await host.bus.fire(event, carrier, el) is not None
 
 
+class Held:
+    """The transport of a session whose connection went away while a module
+    keeps the session for a client that may come back (XEP-0198 resumption,
+    ``transport-lost``). What the session is sent meanwhile is kept, up to
+    ``max_bytes``, and written to the transport it is attached to next. Past
+    that everything is dropped and ``overflowed`` says so: the module must
+    not resume such a session (it answers ``<failed/>``) but end it."""
+
+    peer = None
+    secure = True
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.queue: list[bytes] = []
+        self.size = 0
+        self.overflowed = False
+
+    def write(self, data: bytes) -> None:
+        if self.overflowed:
+            return
+        self.size += len(data)
+        if self.size > self.max_bytes:
+            self.overflowed = True
+            self.queue.clear()
+            return
+        self.queue.append(data)
+
+    def close(self, error: StreamError | None = None) -> None:
+        self.overflowed = True          # nothing more to keep: the session ends
+        self.queue.clear()
+
+
+HELD_MAX = 1 << 20              # bytes a held session keeps (as a stream's unsent data)
+
+
 class ClientSession:
     """One bound resource: a :class:`~vinespy.sessions.Session`."""
 
@@ -80,10 +115,22 @@ class ClientSession:
 
     def attach(self, transport: Transport) -> Transport:
         """Carry on over ``transport`` (XEP-0198 resumption); return the old one,
-        which no longer writes for this session."""
+        which no longer writes for this session. What a :class:`Held` kept
+        goes out first, in order."""
         old, self.transport = self.transport, transport
         self._write = transport.write
+        if isinstance(old, Held):
+            for data in old.queue:
+                transport.write(data)
+            old.queue = []
         return old
+
+    def detach(self, max_bytes: int = HELD_MAX) -> Held:
+        """Go on without a connection (its transport is gone, a module keeps
+        the session): stay bound, keep what is sent (see :class:`Held`)."""
+        held = Held(max_bytes)
+        self.attach(held)
+        return held
 
     # -- what other nodes of a cluster see: a change is queued for the
     # routing table (a no-op when standalone) --------------------------------
@@ -147,8 +194,11 @@ class ClientSession:
             return False
 
     def close(self, error: StreamError | None = None) -> None:
-        """Close the transport's stream, sending ``error`` first if given."""
+        """Close the transport's stream, sending ``error`` first if given. A
+        held session has no stream whose end would unbind it: it ends here."""
         self.transport.close(error)
+        if isinstance(self.transport, Held):
+            self.server.later(self.unbind())
 
     # -- what the client sends (RFC 6120 §8) -------------------------------------
     async def receive(self, el: Element) -> None:
