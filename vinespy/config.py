@@ -270,7 +270,6 @@ _NOT_YET = {
     "http": "BOSH/WebSocket is",
     "component": "the XEP-0114 component listener is",
 }
-_FALLBACK_BACKENDS = ("fs", "memory", "null")
 # RFC 1035 §2.3.1: letters, digits and inner hyphens, at most 63 (IDNA A-label form).
 _LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
@@ -466,13 +465,8 @@ def _module_options(where: str, value: Any) -> dict[str, dict[str, Any]]:
 
 
 def _backends() -> tuple[str, ...]:
-    try:
-        from .storage import backends
-        return backends()
-    except ImportError:
-        # COMPAT: while storage/fs.py, memory.py, null.py are being written the
-        # registry cannot load; the built-in names are fixed, so check those.
-        return _FALLBACK_BACKENDS
+    from .storage import backends       # the registry: only when a config is checked
+    return backends()
 
 
 def _storage(where: str, value: Any, base: Path) -> StorageConfig:

@@ -37,7 +37,8 @@ def sees_presence(user: User, asker: JID) -> bool:
     """May ``asker`` receive ``user``'s presence: the user themselves or a contact
     with a subscription of "from" or "both" on the user's side (RFC 6121 §2.1.2.1).
 
-    TODO(privacy lists, XEP-0016/0191): blocking narrows this once it exists.
+    A JID the user blocked never gets this far: the blocking module (XEP-0191)
+    stops its IQs first.
     """
     if asker.bare == user.jid.bare:
         return True

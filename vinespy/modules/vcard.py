@@ -46,9 +46,7 @@ class VCard(Module):
 
     def __init__(self, host: Any) -> None:
         super().__init__(host)
-        # TODO(module options): read the host's value once [host] module
-        # options are loaded from the config; the declared default until then.
-        self.max_size: int = self.option("max_size")
+        self.max_size: int = self.option("max_size")     # [host.options.vcard]
 
     @iq("get", VCARD, "vCard", to=("self",))
     async def own(self, ev: StanzaEvent) -> Element:
