@@ -40,6 +40,7 @@ class FakeSession:
         self.priority = 0
         self.presence: Element | None = None
         self.fields: dict[str, Any] = {}
+        self.pre_events: dict[str, str] = {}    # what a real session takes from its host
         self.sessions = sessions        # told of field changes, as a stream tells its server's
         self.got: list[Element] = []
 
@@ -85,6 +86,7 @@ class World:
         """A session for ``jid`` (a bare JID gets ``resource``) in the routing table."""
         full = JID.parse(jid) if isinstance(jid, str) else jid
         s = FakeSession(full if full.resource else full.with_resource(resource), available)
+        s.pre_events = self.host.sending_events()     # as a ClientSession takes them
         self.router.sessions.bind(s)
         self.bound.append(s)
         return s

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 # A stanza's tag -> the event fired when it is delivered to a client.
 DELIVER = {f"{{{ns.CLIENT}}}{kind}": f"deliver-{kind}" for kind in ("message", "presence", "iq")}
+# ... and the event fired when a local session sends it.
+PRE = {f"{{{ns.CLIENT}}}{kind}": f"pre-{kind}" for kind in ("message", "presence", "iq")}
 
 
 class Host:
@@ -61,6 +63,11 @@ class Host:
         """Tag -> ``deliver-<kind>`` for the kinds some module hooks: what a
         session checks before it writes a stanza (empty: nothing to fire)."""
         return {tag: event for tag, event in DELIVER.items() if self.bus.has(event)}
+
+    def sending_events(self) -> dict[str, str]:
+        """Tag -> ``pre-<kind>`` for the kinds some module hooks: what the
+        router checks on a stanza a session of this host sends."""
+        return {tag: event for tag, event in PRE.items() if self.bus.has(event)}
 
     def module(self, name: str) -> Any:
         return self.modules.get(name)

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _CHAT_NORMAL = (None, "normal", "chat")
-_PRE = {kind: f"pre-{kind}" for kind in ("message", "presence", "iq")}
 
 
 class Router:
@@ -72,12 +71,13 @@ class Router:
                 to_type = "self"
             else:
                 to_type = "bare"
-        if origin is not None:
-            # pre-<kind>, on the sender's host: a coroutine only when hooked.
+        if origin is not None and origin.pre_events:
+            # pre-<kind> on the sender's host, if hooked: the session knows
+            # (nothing to look up for a host whose modules hook none).
+            pre = origin.pre_events.get(stanza.tag)
             sender = self.hosts.get(origin.jid.domain)
-            if (sender is not None and sender.bus.has(_PRE[kind])
-                    and await self._fire(sender, _PRE[kind], StanzaEvent(
-                        stanza, origin, origin.jid, to, to_type, sender))):
+            if (pre is not None and sender is not None and await self._fire(
+                    sender, pre, StanzaEvent(stanza, origin, origin.jid, to, to_type, sender))):
                 return
         if to_type in ("service", "remote"):
             service = self.services.get(to.domain)

@@ -27,6 +27,7 @@ class Session(Protocol):
     priority: int               # from its last available presence
     presence: Element | None    # its last broadcast presence
     fields: dict[str, Any]      # the modules' state (vinespy.fields.SessionField)
+    pre_events: dict[str, str]  # tag -> pre-<kind> event its host's modules hook
 
     def send(self, stanza: Element) -> None:
         """Queue ``stanza`` for delivery; never blocks. It is serialized before

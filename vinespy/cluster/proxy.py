@@ -23,6 +23,8 @@ class StreamProxy:
     __slots__ = ("jid", "node", "sid", "available", "priority", "fields",
                  "_presence_xml", "_presence", "_publisher")
 
+    pre_events: dict[str, str] = {}     # never a sender: it sends from its own node
+
     def __init__(self, jid: JID, rec: wire.Record, publisher: Publisher) -> None:
         self.jid = jid
         self.node = rec.node

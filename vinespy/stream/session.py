@@ -92,7 +92,7 @@ class ClientSession:
     """One bound resource: a :class:`~vinespy.sessions.Session`."""
 
     __slots__ = ("server", "host", "jid", "user", "id", "bound", "fields", "transport",
-                 "_write", "_deliver", "_available", "_priority", "_presence")
+                 "pre_events", "_write", "_deliver", "_available", "_priority", "_presence")
 
     def __init__(self, server: Server, host: Host, jid: JID, sid: str,
                  transport: Transport) -> None:
@@ -107,6 +107,7 @@ class ClientSession:
         self._priority = 0
         self._presence: Element | None = None
         self._deliver = host.delivery_events()   # tag -> deliver-<kind> event
+        self.pre_events = host.sending_events()  # tag -> pre-<kind> event (the router's)
         self.transport = transport
         self._write = transport.write          # the hot path: no lookup through transport
 
