@@ -19,6 +19,7 @@ import tomllib
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, get_type_hints
+from urllib.parse import urlsplit, urlunsplit
 
 from . import tls
 from .errors import ConfigError as ConfigError      # what load() raises
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class StorageConfig:
-    backend: str = "fs"                       # registry name: fs | memory | null
+    backend: str = "fs"                       # registry name: fs | sql | memory | null
     options: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"dir": Path}
 
 
@@ -378,6 +379,21 @@ def _url_scheme(url: str) -> str:
     return url.partition("://")[0] + "://"
 
 
+def safe_url(url: str) -> str:
+    """``url`` fit to print: a password becomes ``***`` and the query string
+    (where redis-py also reads ``password=``) is dropped."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            user, _, where = netloc.rpartition("@")
+            name, colon, _ = user.partition(":")
+            netloc = f"{name}{':***' if colon else ''}@{where}"
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    except ValueError:
+        return url.partition("://")[0] + "://..."
+
+
 def _domain(where: str, value: Any) -> str:
     _check(where, value, _Rule("a domain name", lambda v: isinstance(v, str)))
     try:
@@ -476,7 +492,40 @@ def _storage(where: str, value: Any, base: Path) -> StorageConfig:
                      _one_of(*_backends()))
     if backend == "fs":
         options["dir"] = _path(f"{where}.dir", options.get("dir", "data"), base)
+    if backend == "sql":
+        options = _sql(where, options, base)
     return StorageConfig(backend=backend, options=options)
+
+
+_SQL_KEYS = ("url", "password", "password_file", "pool_size")
+
+
+def _sql(where: str, options: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``backend = "sql"``: ``url`` (a relative SQLite path starts at ``base``),
+    ``password`` or ``password_file``, ``pool_size``."""
+    for key in options:
+        if key not in _SQL_KEYS:
+            raise _Bad(f"{where}: {_unknown('key', key, _SQL_KEYS)}")
+    if "url" not in options:
+        raise _Bad(f"{where}.url: required with backend = \"sql\" "
+                   f"(sqlite:///data/vinespy.db or postgresql://USER@HOST:PORT/DB)")
+    url = _check(f"{where}.url", options["url"], _TEXT)
+    scheme, sep, rest = url.partition("://")
+    if scheme == "sqlite" and sep and rest.startswith("/") and rest != "/":
+        options["url"] = f"sqlite:///{_path(f'{where}.url', rest[1:], base)}"
+    elif scheme != "postgresql" or not rest:
+        raise _Bad(f"{where}.url: expected sqlite:///PATH or "
+                   f"postgresql://USER:PASSWORD@HOST:PORT/DB, got {_show(safe_url(url))}")
+    if "password" in options and "password_file" in options:
+        raise _Bad(f"{where}.password_file: give password or password_file, not both")
+    if "password" in options:
+        _check(f"{where}.password", options["password"], _TEXT)
+    if "password_file" in options:
+        options["password_file"] = _existing_file(f"{where}.password_file",
+                                                  options["password_file"], base)
+    options["pool_size"] = _check(f"{where}.pool_size", options.get("pool_size", 5),
+                                  _ints(1, 1000))
+    return options
 
 
 def _hosts(value: Any, base: Path) -> tuple[HostConfig, ...]:

@@ -3,9 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.pgproc import PASSWORD, PostgresProcess, postgres  # noqa: F401  (a fixture)
+from vinespy.storage import Storage
+from vinespy.storage.sql import SqlStorage
+
+# The sql backend on each database the suite runs it on (the storage fixtures'
+# params): SQLite in a file, and a real PostgreSQL (tests/pgproc.py).
+SQL_KINDS = ("sqlite", "postgresql")
+
+
+def sql_storage(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    """A SqlStorage on a new, empty database of ``kind``; the caller closes it."""
+    if kind == "sqlite":
+        return SqlStorage(f"sqlite:///{tmp_path / 'db' / 'vinespy.db'}")
+    server: PostgresProcess = request.getfixturevalue("postgres")
+    return SqlStorage(server.url(server.createdb()), password=PASSWORD)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The Storage contract, run against every backend that keeps data (memory, fs).
+"""The Storage contract, run against every backend that keeps data (memory, fs,
+sql on SQLite and on PostgreSQL).
 
 Then what only the fs backend promises (file names, atomic writes, modes,
 corrupt files) and what the null backend promises (nothing is kept).
@@ -11,11 +12,12 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, AsyncIterator, Iterator
 
 import pytest
 from lxml import etree
 
+from tests.storage.conftest import SQL_KINDS, sql_storage
 from vinespy.jid import JID
 from vinespy.storage import (Contact, ScramKeys, Storage, StorageError, User, backends,
                              open_storage)
@@ -66,11 +68,16 @@ def same(a: etree._Element, b: etree._Element, root: bool = True) -> bool:
             and all(same(x, y, root=False) for x, y in zip(a, b)))
 
 
-@pytest.fixture(params=["memory", "fs"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+@pytest.fixture(params=["memory", "fs", *SQL_KINDS])
+async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
     if request.param == "memory":
-        return MemoryStorage()
-    return FsStorage(tmp_path / "data")
+        backend: Storage = MemoryStorage()
+    elif request.param == "fs":
+        backend = FsStorage(tmp_path / "data")
+    else:
+        backend = sql_storage(request.param, request, tmp_path)
+    yield backend
+    await backend.close()
 
 
 # --- the contract: users -------------------------------------------------------

@@ -10,10 +10,11 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import pytest
 
+from tests.storage.conftest import SQL_KINDS, sql_storage
 from tests.storage.test_contract import ALICE, BOB, USER_JSON, make_user
 from vinespy.cluster.notifying_storage import NotifyingStorage
 from vinespy.jid import JID
@@ -49,17 +50,22 @@ class Plain(Storage):
     find_vcard = save_vcard = find_fragment = save_fragment = get = put = None  # type: ignore
 
 
-@pytest.fixture(params=["memory", "fs", "default", "notifying"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+@pytest.fixture(params=["memory", "fs", "default", "notifying", *SQL_KINDS])
+async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
     if request.param == "memory":
-        return MemoryStorage()
-    if request.param == "default":
-        return Plain()
-    if request.param == "notifying":
+        backend: Storage = MemoryStorage()
+    elif request.param == "default":
+        backend = Plain()
+    elif request.param == "notifying":
         async def changed(jid: JID) -> None:
             pass
-        return NotifyingStorage(FsStorage(tmp_path / "data"), changed)
-    return FsStorage(tmp_path / "data")
+        backend = NotifyingStorage(FsStorage(tmp_path / "data"), changed)
+    elif request.param == "fs":
+        backend = FsStorage(tmp_path / "data")
+    else:
+        backend = sql_storage(request.param, request, tmp_path)
+    yield backend
+    await backend.close()
 
 
 # --- the contract ------------------------------------------------------------------

@@ -469,8 +469,53 @@ def test_bad_modules(tmp_path: Path) -> None:
 
 def test_bad_storage_backend(tmp_path: Path) -> None:
     """An unknown backend lists the known ones."""
-    assert error(tmp_path, HOST + '[host.storage]\nbackend = "sql"\n').startswith(
+    assert error(tmp_path, HOST + '[host.storage]\nbackend = "mysql"\n').startswith(
         'host[0].storage.backend: expected one of "fs", ')
+
+
+SQL = HOST + '[host.storage]\nbackend = "sql"\n'
+
+
+def test_sql_storage(tmp_path: Path) -> None:
+    """sql: a relative SQLite path starts at the site directory, an absolute one
+    stays; postgresql:// as written; pool_size 5 unless given; password_file
+    made absolute."""
+    opts = load(write(tmp_path, SQL + 'url = "sqlite:///data/vinespy.db"\n'),
+                check_certs=False).hosts[0].storage.options
+    assert opts == {"url": f"sqlite:///{tmp_path}/data/vinespy.db", "pool_size": 5}
+    opts = load(write(tmp_path, SQL + f'url = "sqlite:///{tmp_path}/x.db"\npool_size = 2\n'),
+                check_certs=False).hosts[0].storage.options
+    assert opts == {"url": f"sqlite:///{tmp_path}/x.db", "pool_size": 2}
+    (tmp_path / "pw").write_text("secret\n")
+    url = "postgresql://vines@db.example.net:5432/vines"
+    opts = load(write(tmp_path, SQL + f'url = "{url}"\npassword_file = "pw"\n'),
+                check_certs=False).hosts[0].storage.options
+    assert opts == {"url": url, "password_file": tmp_path / "pw", "pool_size": 5}
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ("", 'host[0].storage.url: required with backend = "sql" '
+         "(sqlite:///data/vinespy.db or postgresql://USER@HOST:PORT/DB)"),
+    ('url = "mysql://u:hunter2@h/db"\n', "host[0].storage.url: expected sqlite:///PATH or "
+     'postgresql://USER:PASSWORD@HOST:PORT/DB, got "mysql://u:***@h/db"'),
+    ('url = "sqlite://data.db"\n', "host[0].storage.url: expected sqlite:///PATH or "
+     'postgresql://USER:PASSWORD@HOST:PORT/DB, got "sqlite://data.db"'),
+    ('url = "postgresql://h/db"\npassword = "a"\npassword_file = "b"\n',
+     "host[0].storage.password_file: give password or password_file, not both"),
+    ('url = "postgresql://h/db"\npassword_file = "nowhere"\n', None),
+    ('url = "postgresql://h/db"\npool_size = 0\n', None),
+    ('url = "postgresql://h/db"\npool = 3\n',
+     'host[0].storage: unknown key "pool" (did you mean "pool_size"?)'),
+])
+def test_bad_sql_storage(tmp_path: Path, table: str, message: str | None) -> None:
+    """Each bad sql key is one line naming it; a password is never shown."""
+    got = error(tmp_path, SQL + table)
+    assert "hunter2" not in got
+    if message is None:
+        key = "password_file" if "nowhere" in table else "pool_size"
+        assert got.startswith(f"host[0].storage.{key}: ")
+    else:
+        assert got == message
 
 
 # -- sections that are not implemented yet, cluster ---------------------------

@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit
 
+from ..config import safe_url  # noqa: F401  (used from here by cli and membership)
 from .connection import connect
 from .keys import NODES, node_info
 
@@ -71,21 +72,6 @@ async def nodes(cfg: ClusterConfig) -> list[NodeStatus]:
             host=fields.get("host") or None,
         ))
     return out
-
-
-def safe_url(url: str) -> str:
-    """``url`` fit to print: a password becomes ``***`` and the query string
-    (where redis-py also reads ``password=``) is dropped."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            user, _, where = netloc.rpartition("@")
-            name, colon, _ = user.partition(":")
-            netloc = f"{name}{':***' if colon else ''}@{where}"
-        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    except ValueError:
-        return url.partition("://")[0] + "://..."
 
 
 def hide_passwords(text: str, cfg: ClusterConfig) -> str:

@@ -280,7 +280,7 @@ class Registry(Generic[B]):
 
 
 _BACKENDS: Registry[Storage] = Registry("storage backend", {
-    name: f"{__name__}.{name}" for name in ("fs", "memory", "null")})
+    name: f"{__name__}.{name}" for name in ("fs", "memory", "null", "sql")})
 register = _BACKENDS.register
 
 

@@ -1,0 +1,382 @@
+"""``backend = "sql"``: accounts and everything else in SQLite or PostgreSQL.
+
+``url = "sqlite:///data/vinespy.db"`` (config.py makes a relative path
+absolute against the site directory) or
+``url = "postgresql://USER:PASSWORD@HOST:PORT/DB"``; ``password`` or
+``password_file`` (its first line) overrides the URL's; ``pool_size``
+connections at most (default 5). SQLAlchemy 2's asyncio API drives aiosqlite
+or asyncpg, so no call blocks the event loop. A URL is only ever shown with
+its password as ``***`` (:func:`vinespy.config.safe_url`).
+
+Tables (:data:`SCHEMA`, version :data:`SCHEMA_VERSION` in ``schema_version``)::
+
+    users        id, jid (bare, unique), roster_version
+    credentials  user_id + mechanism -> salt, stored_key, server_key, iterations
+    roster       user_id + contact -> name, subscription, ask, groups (JSON),
+                 approved, pending_in, hidden
+    vcards       jid -> data (XML)
+    fragments    jid + namespace + name -> data (XML)
+    keyval       jid + store -> value (JSON)
+
+The first use of an empty database creates them; a database with another
+schema version is refused with StorageError (upgrades come with a command).
+
+Each call that reads before it writes (:meth:`SqlStorage.update_roster`,
+:meth:`~SqlStorage.save_user`, :meth:`~SqlStorage.delete_user`) is one
+transaction: on PostgreSQL the first statement updates the user's row, so
+concurrent changes of one user (from several nodes) wait for each other;
+on SQLite every writing transaction is ``BEGIN IMMEDIATE``. Every driver
+or I/O error becomes StorageError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator, Mapping
+
+from lxml import etree
+from sqlalchemy import (BigInteger, Boolean, Column, Integer, LargeBinary, MetaData,
+                        PrimaryKeyConstraint, Table, Text, delete, event, func, inspect,
+                        select, update)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from ..config import safe_url
+from ..jid import JID, JIDError
+from . import (Contact, ContactLookup, ScramKeys, Storage, StorageError, User, check_store,
+               json_value, register, value_from_json, xml_bytes, xml_element)
+
+SCHEMA_VERSION = 1
+
+SCHEMA = MetaData()
+VERSION = Table("schema_version", SCHEMA, Column("version", Integer, nullable=False))
+USERS = Table(
+    "users", SCHEMA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("jid", Text, nullable=False, unique=True),
+    Column("roster_version", BigInteger, nullable=False))
+CREDENTIALS = Table(
+    "credentials", SCHEMA,
+    Column("user_id", Integer, nullable=False), Column("mechanism", Text, nullable=False),
+    Column("salt", LargeBinary, nullable=False), Column("stored_key", LargeBinary, nullable=False),
+    Column("server_key", LargeBinary, nullable=False),
+    Column("iterations", Integer, nullable=False),
+    PrimaryKeyConstraint("user_id", "mechanism"))
+ROSTER = Table(
+    "roster", SCHEMA,
+    Column("user_id", Integer, nullable=False), Column("contact", Text, nullable=False),
+    Column("name", Text), Column("subscription", Text, nullable=False), Column("ask", Text),
+    Column("groups", Text, nullable=False), Column("approved", Boolean, nullable=False),
+    Column("pending_in", Boolean, nullable=False), Column("hidden", Boolean, nullable=False),
+    PrimaryKeyConstraint("user_id", "contact"))
+VCARDS = Table("vcards", SCHEMA, Column("jid", Text, primary_key=True),
+               Column("data", LargeBinary, nullable=False))
+FRAGMENTS = Table(
+    "fragments", SCHEMA,
+    Column("jid", Text, nullable=False), Column("namespace", Text, nullable=False),
+    Column("name", Text, nullable=False), Column("data", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("jid", "namespace", "name"))
+KEYVAL = Table(
+    "keyval", SCHEMA,
+    Column("jid", Text, nullable=False), Column("store", Text, nullable=False),
+    Column("value", LargeBinary, nullable=False), PrimaryKeyConstraint("jid", "store"))
+
+# url scheme -> the asyncio driver SQLAlchemy uses for it
+DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+_IMMEDIATE = "vinespy_immediate"       # execution option: SQLite BEGIN IMMEDIATE
+
+
+def _owner(jid: JID) -> str:
+    """The bare JID data is filed under, as text; ValueError without a localpart."""
+    if not jid.local:
+        raise ValueError(f"{jid} is not a user JID")
+    return str(jid.bare)
+
+
+def _contact_row(user_id: int, c: Contact) -> dict[str, Any]:
+    return {"user_id": user_id, "contact": str(c.jid), "name": c.name,
+            "subscription": c.subscription, "ask": c.ask, "groups": json.dumps(c.groups),
+            "approved": c.approved, "pending_in": c.pending_in, "hidden": c.hidden}
+
+
+def _contact(row: Any) -> Contact:
+    try:
+        groups = json.loads(row.groups)
+        return Contact(JID.parse(row.contact), row.name, row.subscription, row.ask,
+                       [str(g) for g in groups], bool(row.approved), bool(row.pending_in),
+                       bool(row.hidden))
+    except (ValueError, TypeError, JIDError) as exc:
+        raise StorageError(f"corrupt roster record {row.contact!r}: {exc}") from exc
+
+
+def _shown(url: str) -> str:
+    """``url`` fit to print: a SQLite path as it is, any password ``***``."""
+    return url if url.startswith("sqlite:") else safe_url(url)
+
+
+def _engine_url(url: str, password: str | None) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StorageError(f"bad sql url {_shown(url)}: {exc}") from None
+    driver = DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise StorageError(f"sql url {_shown(url)}: expected sqlite:/// or postgresql://")
+    parsed = parsed.set(drivername=driver)
+    return parsed.set(password=password) if password is not None else parsed
+
+
+def _on_sqlite_connect(dbapi_connection: Any, record: Any) -> None:
+    # Transactions begin where _on_sqlite_begin says, not in the driver.
+    dbapi_connection.isolation_level = None
+
+
+def _on_sqlite_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get(_IMMEDIATE)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+@register("sql")
+class SqlStorage(Storage):
+    """Users, rosters, vCards, private XML and keyval stores in SQL tables."""
+
+    def __init__(self, url: str, password: str | None = None,
+                 password_file: str | Path | None = None, pool_size: int = 5) -> None:
+        self.url = url
+        self.shown = _shown(url)           # for messages: never the password
+        self._password = password
+        self._password_file = Path(password_file) if password_file is not None else None
+        self._pool_size = pool_size
+        _engine_url(url, None)              # a bad url fails now, at start
+        self._engine: AsyncEngine | None = None
+        self._opening = asyncio.Lock()
+
+    def _error(self, exc: BaseException) -> StorageError:
+        """``exc`` as one line naming the database, without its password."""
+        text = (str(getattr(exc, "orig", None) or exc) or type(exc).__name__).splitlines()[0]
+        for secret in (self._password, make_url(self.url).password):
+            if secret:
+                text = text.replace(secret, "***")
+        return StorageError(f"{self.shown}: {text}")
+
+    # --- opening: engine and schema -------------------------------------------
+
+    async def _ready(self) -> AsyncEngine:
+        if self._engine is not None:
+            return self._engine
+        async with self._opening:
+            if self._engine is None:
+                try:
+                    self._engine = await self._open()
+                except (SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
+                    raise self._error(exc) from exc
+        return self._engine
+
+    async def _open(self) -> AsyncEngine:
+        password = self._password
+        if self._password_file is not None:
+            text = await asyncio.to_thread(self._password_file.read_text, "utf-8")
+            password = (text.splitlines() or [""])[0]
+        url = _engine_url(self.url, password)
+        sqlite_db = url.get_backend_name() == "sqlite"
+        if sqlite_db and url.database:
+            await asyncio.to_thread(os.makedirs, Path(url.database).parent, 0o700, True)
+        engine = create_async_engine(url, pool_size=self._pool_size, max_overflow=0,
+                                     connect_args={"timeout": 30} if sqlite_db else {})
+        if sqlite_db:
+            event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+            event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
+        try:
+            async with engine.connect() as conn:
+                conn = await conn.execution_options(**{_IMMEDIATE: True})
+                async with conn.begin():
+                    await self._schema(conn)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return engine
+
+    async def _schema(self, conn: AsyncConnection) -> None:
+        """Create the tables in an empty database; refuse another schema version."""
+        names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+        if VERSION.name not in names:
+            ours = sorted(names & set(SCHEMA.tables))
+            if ours:
+                raise StorageError(f"{self.shown}: tables {', '.join(ours)} exist "
+                                   f"but no schema_version: not a vinespy database")
+            await conn.run_sync(SCHEMA.create_all)
+            await conn.execute(VERSION.insert().values(version=SCHEMA_VERSION))
+            return
+        found = (await conn.execute(select(func.max(VERSION.c.version)))).scalar()
+        if found != SCHEMA_VERSION:
+            age = "older" if found is None or found < SCHEMA_VERSION else "newer"
+            raise StorageError(f"{self.shown}: database schema version {found} is "
+                               f"{age} than this vinespy's ({SCHEMA_VERSION})")
+
+    @asynccontextmanager
+    async def _tx(self, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        """One transaction; every driver error becomes StorageError."""
+        engine = await self._ready()
+        try:
+            async with engine.connect() as conn:
+                if write:
+                    conn = await conn.execution_options(**{_IMMEDIATE: True})
+                async with conn.begin():
+                    yield conn
+        except (SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
+            raise self._error(exc) from exc
+
+    def _upsert(self, conn: AsyncConnection, table: Table, keys: tuple[str, ...],
+                **values: Any) -> Any:
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(table).values(**values)
+        return stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={k: stmt.excluded[k] for k in values if k not in keys})
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            engine, self._engine = self._engine, None
+            await engine.dispose()
+
+    # --- users and rosters -------------------------------------------------------
+
+    async def _user_id(self, conn: AsyncConnection, jid: JID) -> tuple[int, int] | None:
+        row = (await conn.execute(select(USERS.c.id, USERS.c.roster_version)
+                                  .where(USERS.c.jid == str(jid.bare)))).first()
+        return (row.id, row.roster_version) if row is not None else None
+
+    async def find_user(self, jid: JID) -> User | None:
+        async with self._tx() as conn:
+            found = await self._user_id(conn, jid)
+            if found is None:
+                return None
+            uid, version = found
+            creds = await conn.execute(select(CREDENTIALS).where(CREDENTIALS.c.user_id == uid))
+            rows = await conn.execute(select(ROSTER).where(ROSTER.c.user_id == uid)
+                                      .order_by(ROSTER.c.contact))
+            user = User(jid.bare, roster_version=version)
+            user.credentials = {
+                c.mechanism: ScramKeys(bytes(c.salt), bytes(c.stored_key), bytes(c.server_key),
+                                       c.iterations) for c in creds}
+            user.roster = {c.jid: c for c in map(_contact, rows)}
+        return user
+
+    async def save_user(self, user: User) -> None:
+        owner = _owner(user.jid)
+        async with self._tx(write=True) as conn:
+            uid = (await conn.execute(update(USERS).where(USERS.c.jid == owner)
+                                      .values(roster_version=user.roster_version)
+                                      .returning(USERS.c.id))).scalar()
+            if uid is None:
+                uid = (await conn.execute(USERS.insert().values(
+                    jid=owner, roster_version=user.roster_version)
+                    .returning(USERS.c.id))).scalar_one()
+            else:
+                await conn.execute(delete(CREDENTIALS).where(CREDENTIALS.c.user_id == uid))
+                await conn.execute(delete(ROSTER).where(ROSTER.c.user_id == uid))
+            if user.credentials:
+                await conn.execute(CREDENTIALS.insert(), [
+                    {"user_id": uid, "mechanism": mech, "salt": k.salt,
+                     "stored_key": k.stored_key, "server_key": k.server_key,
+                     "iterations": k.iterations} for mech, k in user.credentials.items()])
+            if user.roster:
+                await conn.execute(ROSTER.insert(),
+                                   [_contact_row(uid, c) for c in user.roster.values()])
+
+    async def find_contact(self, jid: JID, contact: JID) -> ContactLookup | None:
+        async with self._tx() as conn:
+            found = await self._user_id(conn, jid)
+            if found is None:
+                return None
+            uid, version = found
+            counts = dict((bool(h), n) for h, n in await conn.execute(
+                select(ROSTER.c.hidden, func.count()).where(ROSTER.c.user_id == uid)
+                .group_by(ROSTER.c.hidden)))
+            row = (await conn.execute(select(ROSTER).where(
+                ROSTER.c.user_id == uid, ROSTER.c.contact == str(contact)))).first()
+        return ContactLookup(_contact(row) if row is not None else None, version,
+                             counts.get(False, 0), counts.get(True, 0))
+
+    async def update_roster(self, jid: JID, changes: Mapping[JID, Contact | None],
+                            version: int) -> bool:
+        async with self._tx(write=True) as conn:
+            # Updating the user's row first locks it: one roster change at a time.
+            uid = (await conn.execute(update(USERS).where(USERS.c.jid == str(jid.bare))
+                                      .values(roster_version=version)
+                                      .returning(USERS.c.id))).scalar()
+            if uid is None:
+                return False
+            if changes:
+                await conn.execute(delete(ROSTER).where(
+                    ROSTER.c.user_id == uid, ROSTER.c.contact.in_([str(j) for j in changes])))
+            rows = [_contact_row(uid, c) for c in changes.values() if c is not None]
+            if rows:
+                await conn.execute(ROSTER.insert(), rows)
+        return True
+
+    async def delete_user(self, jid: JID) -> bool:
+        owner = str(jid.bare)
+        async with self._tx(write=True) as conn:
+            uid = (await conn.execute(delete(USERS).where(USERS.c.jid == owner)
+                                      .returning(USERS.c.id))).scalar()
+            if uid is not None:
+                await conn.execute(delete(CREDENTIALS).where(CREDENTIALS.c.user_id == uid))
+                await conn.execute(delete(ROSTER).where(ROSTER.c.user_id == uid))
+            for table in (VCARDS, FRAGMENTS, KEYVAL):
+                await conn.execute(delete(table).where(table.c.jid == owner))
+        return uid is not None
+
+    # --- vCards, private XML, keyval ------------------------------------------------
+
+    async def _one(self, stmt: Any) -> bytes | None:
+        async with self._tx() as conn:
+            data = (await conn.execute(stmt)).scalar()
+        return bytes(data) if data is not None else None
+
+    async def find_vcard(self, jid: JID) -> etree._Element | None:
+        data = await self._one(select(VCARDS.c.data).where(VCARDS.c.jid == str(jid.bare)))
+        return xml_element(data, "vCard") if data is not None else None
+
+    async def save_vcard(self, jid: JID, card: etree._Element) -> None:
+        owner, data = _owner(jid), xml_bytes(card)
+        async with self._tx(write=True) as conn:
+            await conn.execute(self._upsert(conn, VCARDS, ("jid",), jid=owner, data=data))
+
+    async def find_fragment(self, jid: JID, namespace: str, name: str) -> etree._Element | None:
+        data = await self._one(select(FRAGMENTS.c.data).where(
+            FRAGMENTS.c.jid == str(jid.bare), FRAGMENTS.c.namespace == namespace,
+            FRAGMENTS.c.name == name))
+        return xml_element(data, "private fragment") if data is not None else None
+
+    async def save_fragment(self, jid: JID, fragment: etree._Element) -> None:
+        qname = etree.QName(fragment)
+        owner, data = _owner(jid), xml_bytes(fragment)
+        async with self._tx(write=True) as conn:
+            await conn.execute(self._upsert(
+                conn, FRAGMENTS, ("jid", "namespace", "name"), jid=owner,
+                namespace=qname.namespace or "", name=qname.localname, data=data))
+
+    async def get(self, jid: JID, store: str) -> Any | None:
+        check_store(store)
+        data = await self._one(select(KEYVAL.c.value).where(
+            KEYVAL.c.jid == str(jid.bare), KEYVAL.c.store == store))
+        return value_from_json(data, f"keyval {store}") if data is not None else None
+
+    async def put(self, jid: JID, store: str, value: Any | None) -> None:
+        check_store(store)
+        owner = _owner(jid)
+        data = json_value(value) if value is not None else None
+        async with self._tx(write=True) as conn:
+            if data is None:
+                await conn.execute(delete(KEYVAL).where(KEYVAL.c.jid == owner,
+                                                        KEYVAL.c.store == store))
+            else:
+                await conn.execute(self._upsert(conn, KEYVAL, ("jid", "store"), jid=owner,
+                                                store=store, value=data))
