@@ -42,10 +42,12 @@ def free_port() -> int:
 
 def write_config(root: Path, ca: trustme.CA, domains: tuple[str, ...] = (DOMAIN,),
                  client: dict[str, Any] | None = None, extra: str = "",
-                 host: dict[str, Any] | None = None) -> Path:
+                 host: dict[str, Any] | None = None,
+                 storage: str = 'backend = "fs"\ndir = "data"\n') -> Path:
     """A real conf/ tree under ``root``: config.toml, certs/, and data/.
 
-    ``host`` adds keys to the ``[[host]]`` table (``{"private_storage": True}``).
+    ``host`` adds keys to the ``[[host]]`` table (``{"private_storage": True}``);
+    ``storage`` is the body of its ``[host.storage]`` table.
     """
     certs = root / "conf" / "certs"
     certs.mkdir(parents=True, exist_ok=True)
@@ -62,7 +64,7 @@ def write_config(root: Path, ca: trustme.CA, domains: tuple[str, ...] = (DOMAIN,
                          for k, v in (host or {}).items())
     path = root / "conf" / "config.toml"
     path.write_text(f'log = "debug"\ncerts = "conf/certs"\n\n[[host]]\ndomains = [{doms}]\n'
-                    f'{host_lines}[host.storage]\nbackend = "fs"\ndir = "data"\n\n'
+                    f'{host_lines}[host.storage]\n{storage}\n'
                     f'[client]\n{lines}\n{extra}')
     return path
 
