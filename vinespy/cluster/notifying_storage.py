@@ -39,8 +39,8 @@ class NotifyingStorage(Storage):
         return await self.inner.find_contact(jid, contact)
 
     async def update_roster(self, jid: JID, changes: Mapping[JID, Contact | None],
-                            version: int) -> bool:
-        done = await self.inner.update_roster(jid, changes, version)
+                            version: int, *, expected: int | None = None) -> bool:
+        done = await self.inner.update_roster(jid, changes, version, expected=expected)
         await self._changed(jid.bare)
         return done
 

@@ -59,7 +59,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import secrets
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 from ..errors import StanzaError
 from ..events import StanzaEvent
@@ -69,10 +69,22 @@ from ..jid import JID
 from ..rules.roster import (MAX_GROUPS, MAX_ITEMS, MAX_LENGTH, MAX_PENDING, ROSTER, Limits,
                             RosterRemove, admit, item_element, parse_roster_set,
                             removal_element, updated, visible)
+from ..storage import RosterConflict
 from ..xml import Element, child, element, stanza
 from . import Module, Option, iq
 
 ROSTERVER = "urn:xmpp:features:rosterver"
+
+
+CONFLICT_RETRIES = 20
+
+
+def retries() -> Iterator[int]:
+    """Attempts at a read-compute-write of a roster that another node may
+    change at the same moment (:class:`~vinespy.storage.RosterConflict`):
+    a loop over them that never ``break``s ends in internal-server-error."""
+    yield from range(CONFLICT_RETRIES)
+    raise StanzaError("internal-server-error", "the roster kept changing; try again")
 
 
 class Roster(Module):
@@ -134,29 +146,35 @@ class Roster(Module):
         limits = self.limits
         request = parse_roster_set(ev.stanza[0], bare, max_length=limits.length,
                                    max_groups=limits.groups)
-        presences: list[str] = []
         async with self.user_lock(bare):
-            found = await self.host.storage.find_contact(bare, request.jid)
-            if found is None:
-                raise StanzaError("forbidden", "the account no longer exists")
-            contact = found.contact
-            new = None
-            if isinstance(request, RosterRemove):
-                if contact is None or not visible(contact):
-                    raise StanzaError("item-not-found", f"{request.jid} is not in the roster")
-                item = removal_element(request.jid)
-                # §2.5.2: cancel both directions of the subscription.
-                if contact.subscription in ("from", "both") or contact.pending_in:
-                    presences.append("unsubscribed")
-                if contact.subscription in ("to", "both") or contact.ask == "subscribe":
-                    presences.append("unsubscribe")
-            else:
-                new = updated(contact, request)
-                admit(found.items, found.pending, contact, new, limits)
-                item = item_element(new)
-            version = found.version + 1
-            if not await self.host.storage.update_roster(bare, {request.jid: new}, version):
-                raise StanzaError("forbidden", "the account no longer exists")
+            for _ in retries():
+                presences: list[str] = []
+                found = await self.host.storage.find_contact(bare, request.jid)
+                if found is None:
+                    raise StanzaError("forbidden", "the account no longer exists")
+                contact = found.contact
+                new = None
+                if isinstance(request, RosterRemove):
+                    if contact is None or not visible(contact):
+                        raise StanzaError("item-not-found", f"{request.jid} is not in the roster")
+                    item = removal_element(request.jid)
+                    # §2.5.2: cancel both directions of the subscription.
+                    if contact.subscription in ("from", "both") or contact.pending_in:
+                        presences.append("unsubscribed")
+                    if contact.subscription in ("to", "both") or contact.ask == "subscribe":
+                        presences.append("unsubscribe")
+                else:
+                    new = updated(contact, request)
+                    admit(found.items, found.pending, contact, new, limits)
+                    item = item_element(new)
+                version = found.version + 1
+                try:
+                    if not await self.host.storage.update_roster(
+                            bare, {request.jid: new}, version, expected=found.version):
+                        raise StanzaError("forbidden", "the account no longer exists")
+                except RosterConflict:
+                    continue            # another node changed it meanwhile: again
+                break
             self.push(bare, item, version)
         for kind in presences:
             await self.send(stanza("presence", frm=bare, to=request.jid.bare, type=kind))

@@ -59,10 +59,10 @@ from ..events import StanzaEvent
 from ..jid import JID
 from ..rules.roster import (SUBSCRIPTION_TYPES, Outcome, admit, inbound, item_element,
                             outbound, removal_element, visible)
-from ..storage import Contact
+from ..storage import Contact, RosterConflict
 from ..xml import error_reply, stanza
 from . import Module, hook
-from .roster import Roster
+from .roster import Roster, retries
 
 Table = Callable[[Contact | None, JID, str], Outcome]
 
@@ -164,21 +164,27 @@ class Subscription(Module):
         roster = self.host.modules["roster"]
         assert isinstance(roster, Roster), "subscription depends on roster"
         async with roster.user_lock(owner):
-            found = await self.host.storage.find_contact(owner, jid)
-            if found is None:
-                return None
-            before = found.contact
-            outcome = table(before, jid, stype)
-            if outcome.changed:
+            for _ in retries():
+                found = await self.host.storage.find_contact(owner, jid)
+                if found is None:
+                    return None
+                before = found.contact
+                outcome = table(before, jid, stype)
+                if not outcome.changed:
+                    return outcome
                 admit(found.items, found.pending, before, outcome.contact, roster.limits)
                 version = found.version + (1 if outcome.push else 0)
-                if not await self.host.storage.update_roster(owner, {jid: outcome.contact},
-                                                             version):
-                    return None
-                if outcome.push:
-                    item = (item_element(outcome.contact) if visible(outcome.contact)
-                            and outcome.contact is not None else removal_element(jid))
-                    roster.push(owner, item, version)
+                try:
+                    if not await self.host.storage.update_roster(
+                            owner, {jid: outcome.contact}, version, expected=found.version):
+                        return None
+                except RosterConflict:
+                    continue            # another node changed it meanwhile: again
+                break
+            if outcome.push:
+                item = (item_element(outcome.contact) if visible(outcome.contact)
+                        and outcome.contact is not None else removal_element(jid))
+                roster.push(owner, item, version)
         return outcome
 
     @hook("initial-presence")

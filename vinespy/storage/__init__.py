@@ -31,6 +31,12 @@ class StorageError(Exception):
     """The backend failed (I/O, corrupt record); ``__cause__`` holds why."""
 
 
+class RosterConflict(Exception):
+    """:meth:`Storage.update_roster` with ``expected``: the roster changed
+    since it was read (another node wrote it). Nothing was stored: read it
+    again and redo the change."""
+
+
 @dataclass(frozen=True)
 class ScramKeys:
     """What RFC 5802 §3 lets a server keep instead of a password."""
@@ -107,12 +113,17 @@ class Storage(abc.ABC):
                              len(user.roster) - hidden, hidden)
 
     async def update_roster(self, jid: JID, changes: Mapping[JID, Contact | None],
-                            version: int) -> bool:
+                            version: int, *, expected: int | None = None) -> bool:
         """Store a change to the roster of the user ``jid``, atomically: each
         Contact of ``changes`` replaces the record of its JID (None deletes
         it), and the roster version becomes ``version``; credentials and the
         other records stay as stored. False, storing nothing, if the user
-        does not exist.
+        does not exist. With ``expected`` (the version the change was computed
+        from), :class:`RosterConflict`, storing nothing, if the stored version
+        is another: a backend several nodes share (sql) checks it in the same
+        transaction, so concurrent changes of one roster are never lost nor
+        given one version twice. (fs checks it only against what this
+        process wrote: the documented limit of a shared fs directory.)
 
         What every roster change of the server goes through, so a backend can
         make its cost independent of the roster's size (fs appends to a
@@ -121,6 +132,9 @@ class Storage(abc.ABC):
         user = await self.find_user(jid)
         if user is None:
             return False
+        if expected is not None and user.roster_version != expected:
+            raise RosterConflict(f"{jid.bare}: roster version {user.roster_version}, "
+                                 f"not {expected}")
         apply_roster_changes(user, changes, version)
         await self.save_user(user)
         return True

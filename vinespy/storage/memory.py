@@ -16,8 +16,8 @@ from typing import Any, Mapping
 from lxml import etree
 
 from ..jid import JID
-from . import (Contact, ContactLookup, Storage, User, apply_roster_changes, check_store,
-               json_value, register, value_from_json, xml_bytes, xml_element)
+from . import (Contact, ContactLookup, RosterConflict, Storage, User, apply_roster_changes,
+               check_store, json_value, register, value_from_json, xml_bytes, xml_element)
 
 
 def _owner(jid: JID) -> JID:
@@ -57,10 +57,13 @@ class MemoryStorage(Storage):
                              len(user.roster) - hidden, hidden)
 
     async def update_roster(self, jid: JID, changes: Mapping[JID, Contact | None],
-                            version: int) -> bool:
+                            version: int, *, expected: int | None = None) -> bool:
         user = self._users.get(jid.bare)
         if user is None:
             return False
+        if expected is not None and user.roster_version != expected:
+            raise RosterConflict(f"{jid.bare}: roster version {user.roster_version}, "
+                                 f"not {expected}")
         apply_roster_changes(user, changes, version)
         return True
 

@@ -49,8 +49,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from ..config import safe_url
 from ..jid import JID, JIDError
-from . import (Contact, ContactLookup, ScramKeys, Storage, StorageError, User, check_store,
-               json_value, register, value_from_json, xml_bytes, xml_element)
+from . import (Contact, ContactLookup, RosterConflict, ScramKeys, Storage, StorageError, User,
+               check_store, json_value, register, value_from_json, xml_bytes, xml_element)
 
 SCHEMA_VERSION = 1
 
@@ -305,14 +305,24 @@ class SqlStorage(Storage):
                              counts.get(False, 0), counts.get(True, 0))
 
     async def update_roster(self, jid: JID, changes: Mapping[JID, Contact | None],
-                            version: int) -> bool:
+                            version: int, *, expected: int | None = None) -> bool:
         async with self._tx(write=True) as conn:
-            # Updating the user's row first locks it: one roster change at a time.
-            uid = (await conn.execute(update(USERS).where(USERS.c.jid == str(jid.bare))
+            # Updating the user's row first locks it: one roster change at a
+            # time; with ``expected``, only if no other changed it meanwhile.
+            where = USERS.c.jid == str(jid.bare)
+            if expected is not None:
+                where = where & (USERS.c.roster_version == expected)
+            uid = (await conn.execute(update(USERS).where(where)
                                       .values(roster_version=version)
                                       .returning(USERS.c.id))).scalar()
             if uid is None:
-                return False
+                if expected is None:
+                    return False
+                stored = (await conn.execute(select(USERS.c.roster_version).where(
+                    USERS.c.jid == str(jid.bare)))).scalar()
+                if stored is None:
+                    return False
+                raise RosterConflict(f"{jid.bare}: roster version {stored}, not {expected}")
             if changes:
                 await conn.execute(delete(ROSTER).where(
                     ROSTER.c.user_id == uid, ROSTER.c.contact.in_([str(j) for j in changes])))

@@ -393,7 +393,10 @@ class FsStorage(Storage):
         return await self._run(self._find_contact, jid, contact)
 
     async def update_roster(self, jid: JID, changes: Mapping[JID, Contact | None],
-                            version: int) -> bool:
+                            version: int, *, expected: int | None = None) -> bool:
+        # ``expected`` is not checked: one process serializes its own changes
+        # (the roster module's lock); a directory shared by several nodes has
+        # the limit docs/cluster.md describes.
         if not jid.local:
             return False
         return await self._run(self._update_roster, self.user_dir(jid), jid.bare,
