@@ -94,6 +94,13 @@ class Server:
                     ready: Callable[[], None] | None = None) -> None:
         """Listen, serve until ``shutdown_trigger()`` returns, then close
         every stream with ``</stream:stream>`` and release everything."""
+        try:
+            for storage in self.storages:
+                await storage.open()    # StorageError: one line, no listener opened
+        except BaseException:
+            for storage in self.storages:
+                await storage.close()
+            raise
         for host in self.hosts.values():
             for mod in host.modules.values():
                 await mod.start()

@@ -87,3 +87,34 @@ async def test_init_start_chat_sigterm(tmp_path: Path) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@pytest.mark.parametrize("case", ["unreachable", "schema"])
+async def test_start_refuses_a_database_it_cannot_use(tmp_path: Path, case: str) -> None:
+    """`vinespy start` on backend = "sql" checks the database before it
+    listens: one that does not answer (its password never shown), or one of
+    another schema version, stops it with one line and a non-zero status."""
+    import sqlite3
+    rc, _, err = await vinespy("init", DOMAIN, cwd=tmp_path)
+    assert rc == 0, err
+    site = tmp_path / DOMAIN
+    config = site / "conf" / "config.toml"
+    if case == "unreachable":
+        url = f"postgresql://vines:s3cret@127.0.0.1:{free_port()}/vinespy"
+    else:
+        (site / "data").mkdir(exist_ok=True)
+        with sqlite3.connect(site / "data" / "other.db") as db:
+            db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            db.execute("INSERT INTO schema_version VALUES (99)")
+        url = "sqlite:///data/other.db"
+    text = config.read_text().replace('backend = "fs"', f'backend = "sql"\nurl = "{url}"', 1)
+    config.write_text(re.sub(r'\ndir = "data"[^\n]*', "\n", text, count=1).replace(
+        'address = "0.0.0.0"\nport = 5222', f'address = "127.0.0.1"\nport = {free_port()}'))
+    rc, out, err = await vinespy("start", cwd=site)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc != 0 and len(lines) == 1, (rc, err)
+    assert "listening" not in err and "s3cret" not in err
+    if case == "unreachable":
+        assert "postgresql://vines:***@127.0.0.1" in lines[0], lines[0]
+    else:
+        assert "schema version 99" in lines[0], lines[0]

@@ -177,6 +177,11 @@ class Storage(abc.ABC):
         :func:`json_value`). ``delete_user`` removes every store of the user.
         """
 
+    async def open(self) -> None:
+        """Check, before the server serves, that the storage can be used
+        (a database reachable, its schema this version's); StorageError, one
+        line, if not. The default has nothing to check."""
+
     async def close(self) -> None:
         """Release resources; the default has none."""
 

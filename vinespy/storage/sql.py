@@ -240,6 +240,11 @@ class SqlStorage(Storage):
             index_elements=list(keys),
             set_={k: stmt.excluded[k] for k in values if k not in keys})
 
+    async def open(self) -> None:
+        """Connect, and create or check the schema, now: an unreachable
+        database or another schema version stops the start with one line."""
+        await self._ready()
+
     async def close(self) -> None:
         if self._engine is not None:
             engine, self._engine = self._engine, None
