@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import base64
 import os
 import resource
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import AsyncIterator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -160,10 +162,13 @@ async def pingpong(a: Client, b: Client, window: int, stop: asyncio.Event,
     await asyncio.gather(side(a, b, msg_to_b), side(b, a, msg_to_a))
 
 
-async def start_server(tmp: Path, config: Path, port: int, cpu: int | None
-                       ) -> tuple[subprocess.Popen[bytes], ssl.SSLContext]:
+@contextlib.asynccontextmanager
+async def running_server(tmp: Path, config: Path, port: int, cpu: int | None
+                         ) -> AsyncIterator[tuple[subprocess.Popen[bytes], ssl.SSLContext]]:
     """``vinespy start`` on ``config`` (pinned to ``cpu`` if given), once its
-    client port accepts; and a TLS context that trusts anything (bench only)."""
+    client port accepts, with a TLS context that trusts anything (bench
+    only); stopped (SIGTERM, then SIGKILL after 10 s) and ``tmp`` removed
+    after."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "vinespy", "start", "-c", str(config)]
     if cpu is not None and shutil.which("taskset"):
@@ -178,7 +183,15 @@ async def start_server(tmp: Path, config: Path, port: int, cpu: int | None
             break
         except OSError:
             await asyncio.sleep(0.05)
-    return proc, ctx
+    try:
+        yield proc, ctx
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -186,8 +199,7 @@ async def main(args: argparse.Namespace) -> None:
     port = free_port()
     total_users = max(args.idle + 10, 2 * args.pairs)
     config = await make_site(tmp, total_users, port)
-    proc, ctx = await start_server(tmp, config, port, args.cpu)
-    try:
+    async with running_server(tmp, config, port, args.cpu) as (proc, ctx):
         pid = proc.pid
         print(f"vinespy pid {pid}; python {sys.version.split()[0]}; "
               f"uvloop {'yes' if _has_uvloop() else 'no'}")
@@ -231,13 +243,6 @@ async def main(args: argparse.Namespace) -> None:
                 t.cancel()
             for c in clients:
                 c.writer.close()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _has_uvloop() -> bool:

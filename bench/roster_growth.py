@@ -29,10 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from c2s import DOMAIN, Client, free_port, make_site, start_server  # noqa: E402
+from c2s import DOMAIN, Client, free_port, make_site, running_server  # noqa: E402
 
 ROSTER = "jabber:iq:roster"
 
@@ -106,8 +103,7 @@ async def main(args: argparse.Namespace) -> None:
     config = await make_site(tmp, 2, port)
     with open(config, "a") as f:
         f.write(f"\n[host.options.roster]\nmax_items = {max(args.items, 1)}\n")
-    proc, ctx = await start_server(tmp, config, port, args.cpu)
-    try:
+    async with running_server(tmp, config, port, args.cpu) as (proc, ctx):
         adder = await Client.login(port, "u0", ctx)
         other = await Client.login(port, "u1", ctx)
         stop = asyncio.Event()
@@ -137,13 +133,6 @@ async def main(args: argparse.Namespace) -> None:
         print(f"u0's files: {sizes}")
         adder.writer.close()
         other.writer.close()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from lxml import etree
 from vinespy import modules as vmodules, ns
 from vinespy.config import HostConfig
 from vinespy.errors import StreamError
-from vinespy.host import Host
+from vinespy.host import PRE, Host
 from vinespy.jid import JID
 from vinespy.router import Router
 from vinespy.sessions import Sessions
@@ -86,7 +86,7 @@ class World:
         """A session for ``jid`` (a bare JID gets ``resource``) in the routing table."""
         full = JID.parse(jid) if isinstance(jid, str) else jid
         s = FakeSession(full if full.resource else full.with_resource(resource), available)
-        s.pre_events = self.host.sending_events()     # as a ClientSession takes them
+        s.pre_events = self.host.hooked(PRE)          # as a ClientSession takes them
         self.router.sessions.bind(s)
         self.bound.append(s)
         return s

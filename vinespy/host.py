@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from . import ns
 from .events import EventBus
@@ -59,15 +59,11 @@ class Host:
             self.bus.fire_sync("stream-features", stream, out)
         return out
 
-    def delivery_events(self) -> dict[str, str]:
-        """Tag -> ``deliver-<kind>`` for the kinds some module hooks: what a
-        session checks before it writes a stanza (empty: nothing to fire)."""
-        return {tag: event for tag, event in DELIVER.items() if self.bus.has(event)}
-
-    def sending_events(self) -> dict[str, str]:
-        """Tag -> ``pre-<kind>`` for the kinds some module hooks: what the
-        router checks on a stanza a session of this host sends."""
-        return {tag: event for tag, event in PRE.items() if self.bus.has(event)}
+    def hooked(self, events: Mapping[str, str]) -> dict[str, str]:
+        """Of ``events`` (tag -> event: :data:`DELIVER`, :data:`PRE`), those
+        some module hooks: what a session checks on each stanza it writes or
+        sends (empty: nothing to fire, nothing to look up)."""
+        return {tag: event for tag, event in events.items() if self.bus.has(event)}
 
     def module(self, name: str) -> Any:
         return self.modules.get(name)

@@ -10,6 +10,8 @@ import pytest
 
 from tests.pgproc import PASSWORD, PostgresProcess, postgres  # noqa: F401  (a fixture)
 from vinespy.storage import Storage
+from vinespy.storage.fs import FsStorage
+from vinespy.storage.memory import MemoryStorage
 from vinespy.storage.sql import SqlStorage
 
 # The sql backend on each database the suite runs it on (the storage fixtures'
@@ -23,6 +25,16 @@ def sql_storage(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> St
         return SqlStorage(f"sqlite:///{tmp_path / 'db' / 'vinespy.db'}")
     server: PostgresProcess = request.getfixturevalue("postgres")
     return SqlStorage(server.url(server.createdb()), password=PASSWORD)
+
+
+def backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    """A new, empty storage of ``kind`` (memory, fs or one of SQL_KINDS);
+    the caller closes it."""
+    if kind == "memory":
+        return MemoryStorage()
+    if kind == "fs":
+        return FsStorage(tmp_path / "data")
+    return sql_storage(kind, request, tmp_path)
 
 
 @pytest.fixture

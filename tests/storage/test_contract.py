@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator, Iterator
 import pytest
 from lxml import etree
 
-from tests.storage.conftest import SQL_KINDS, sql_storage
+from tests.storage.conftest import SQL_KINDS, backend
 from vinespy.jid import JID
 from vinespy.storage import (Contact, ScramKeys, Storage, StorageError, User, backends,
                              open_storage)
@@ -70,14 +70,9 @@ def same(a: etree._Element, b: etree._Element, root: bool = True) -> bool:
 
 @pytest.fixture(params=["memory", "fs", *SQL_KINDS])
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
-    if request.param == "memory":
-        backend: Storage = MemoryStorage()
-    elif request.param == "fs":
-        backend = FsStorage(tmp_path / "data")
-    else:
-        backend = sql_storage(request.param, request, tmp_path)
-    yield backend
-    await backend.close()
+    store = backend(request.param, request, tmp_path)
+    yield store
+    await store.close()
 
 
 # --- the contract: users -------------------------------------------------------

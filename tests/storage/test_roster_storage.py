@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from tests.storage.conftest import SQL_KINDS, sql_storage
+from tests.storage.conftest import SQL_KINDS, backend
 from tests.storage.test_contract import ALICE, BOB, USER_JSON, make_user
 from vinespy.cluster.notifying_storage import NotifyingStorage
 from vinespy.jid import JID
@@ -52,20 +52,17 @@ class Plain(Storage):
 
 @pytest.fixture(params=["memory", "fs", "default", "notifying", *SQL_KINDS])
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
-    if request.param == "memory":
-        backend: Storage = MemoryStorage()
-    elif request.param == "default":
-        backend = Plain()
+    store: Storage
+    if request.param == "default":
+        store = Plain()
     elif request.param == "notifying":
         async def changed(jid: JID) -> None:
             pass
-        backend = NotifyingStorage(FsStorage(tmp_path / "data"), changed)
-    elif request.param == "fs":
-        backend = FsStorage(tmp_path / "data")
+        store = NotifyingStorage(FsStorage(tmp_path / "data"), changed)
     else:
-        backend = sql_storage(request.param, request, tmp_path)
-    yield backend
-    await backend.close()
+        store = backend(request.param, request, tmp_path)
+    yield store
+    await store.close()
 
 
 # --- the contract ------------------------------------------------------------------

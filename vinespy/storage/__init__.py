@@ -132,10 +132,7 @@ class Storage(abc.ABC):
         user = await self.find_user(jid)
         if user is None:
             return False
-        if expected is not None and user.roster_version != expected:
-            raise RosterConflict(f"{jid.bare}: roster version {user.roster_version}, "
-                                 f"not {expected}")
-        apply_roster_changes(user, changes, version)
+        apply_roster_changes(user, changes, version, expected)
         await self.save_user(user)
         return True
 
@@ -187,8 +184,13 @@ class Storage(abc.ABC):
 
 
 def apply_roster_changes(user: User, changes: Mapping[JID, Contact | None],
-                         version: int) -> None:
-    """Apply :meth:`Storage.update_roster`'s ``changes`` and ``version`` to ``user``."""
+                         version: int, expected: int | None = None) -> None:
+    """Apply :meth:`Storage.update_roster`'s ``changes`` and ``version`` to
+    ``user``; RosterConflict, changing nothing, if ``expected`` is given and
+    is not the user's roster version."""
+    if expected is not None and user.roster_version != expected:
+        raise RosterConflict(f"{user.jid}: roster version {user.roster_version}, "
+                             f"not {expected}")
     for jid, contact in changes.items():
         if contact is None:
             user.roster.pop(jid, None)

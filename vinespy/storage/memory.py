@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from lxml import etree
 
 from ..jid import JID
-from . import (Contact, ContactLookup, RosterConflict, Storage, User, apply_roster_changes,
+from . import (Contact, ContactLookup, Storage, User, apply_roster_changes,
                check_store, json_value, register, value_from_json, xml_bytes, xml_element)
 
 
@@ -61,10 +61,7 @@ class MemoryStorage(Storage):
         user = self._users.get(jid.bare)
         if user is None:
             return False
-        if expected is not None and user.roster_version != expected:
-            raise RosterConflict(f"{jid.bare}: roster version {user.roster_version}, "
-                                 f"not {expected}")
-        apply_roster_changes(user, changes, version)
+        apply_roster_changes(user, changes, version, expected)
         return True
 
     async def delete_user(self, jid: JID) -> bool:

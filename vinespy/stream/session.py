@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .. import ns
 from ..errors import StanzaError, StreamError
 from ..fields import SessionField
+from ..host import DELIVER, PRE
 from ..jid import JID
 from ..xml import Element, error_reply, local_name, namespace, reply, serialize
 
@@ -106,8 +107,8 @@ class ClientSession:
         self._available = False
         self._priority = 0
         self._presence: Element | None = None
-        self._deliver = host.delivery_events()   # tag -> deliver-<kind> event
-        self.pre_events = host.sending_events()  # tag -> pre-<kind> event (the router's)
+        self._deliver = host.hooked(DELIVER)     # tag -> deliver-<kind> event
+        self.pre_events = host.hooked(PRE)       # tag -> pre-<kind> event (the router's)
         self.transport = transport
         self._write = transport.write          # the hot path: no lookup through transport
 
