@@ -322,6 +322,25 @@ async def test_keyval_copies_are_independent(storage: Storage) -> None:
     assert await storage.get(ALICE, "prefs") == {"list": [1, 2], "inner": {"a": "b"}}
 
 
+async def test_keyval_modify(storage: Storage) -> None:
+    """modify() hands the stored value to the change, stores and returns what
+    it gives (None deletes); a change that raises stores nothing."""
+    assert await storage.modify(ALICE, "queue", lambda v: [*(v or []), 1]) == [1]
+    assert await storage.modify(ALICE, "queue", lambda v: [*(v or []), 2]) == [1, 2]
+    assert await storage.get(ALICE, "queue") == [1, 2]
+
+    def refuse(value: Any) -> Any:
+        raise LookupError("full")
+
+    with pytest.raises(LookupError):
+        await storage.modify(ALICE, "queue", refuse)
+    assert await storage.get(ALICE, "queue") == [1, 2]
+    assert await storage.modify(ALICE, "queue", lambda v: None) is None
+    assert await storage.get(ALICE, "queue") is None
+    with pytest.raises(ValueError):
+        await storage.modify(ALICE, "Bad Name", lambda v: 1)
+
+
 @pytest.mark.parametrize("store", ["", "Last", "a-b", "a.b", "../x", "a/b", "x y", "\u00e9",
                                    "last\n", "user", 5])
 async def test_keyval_bad_store_name(storage: Storage, store: Any) -> None:

@@ -68,5 +68,14 @@ class NotifyingStorage(Storage):
         await self.inner.put(jid, store, value)
         await self._changed(jid.bare)
 
+    async def modify(self, jid: JID, store: str,
+                     change: Callable[[Any | None], Any | None]) -> Any | None:
+        new = await self.inner.modify(jid, store, change)
+        await self._changed(jid.bare)
+        return new
+
+    async def open(self) -> None:
+        await self.inner.open()
+
     async def close(self) -> None:
         await self.inner.close()

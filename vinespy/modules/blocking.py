@@ -145,9 +145,11 @@ class Blocking(Module):
         self._remember(bare, applies)
 
     async def _load(self, bare: JID) -> frozenset[JID]:
-        stored = await self.host.storage.get(bare, STORE) or []
+        return self._parse(bare, await self.host.storage.get(bare, STORE))
+
+    def _parse(self, bare: JID, stored: Any) -> frozenset[JID]:
         out = set()
-        for text in stored:
+        for text in stored or ():
             try:
                 out.add(JID.parse(text))
             except JIDError:
@@ -176,16 +178,25 @@ class Blocking(Module):
             raise StanzaError("bad-request", "<block/> needs at least one <item/>")
         bare = ev.to.bare
         async with self._lock(bare):
-            current = self._cache.get(bare)
-            if current is None:
-                current = await self._load(bare)
+            # Computed from the stored list inside one storage transaction
+            # (Storage.modify): another node's change in the same instant is
+            # kept, whatever this node's cache held.
+            seen: list[frozenset[JID]] = []
+
+            def add(stored: Any) -> list[str]:
+                current = self._parse(bare, stored)
+                added = [j for j in jids if j not in current]
+                if len(current) + len(added) > self.max_items:
+                    raise StanzaError("not-acceptable",
+                                      f"a blocklist holds at most {self.max_items} JIDs; "
+                                      f"{len(current)} are blocked, unblock some first")
+                seen[:] = [current]
+                return sorted(str(j) for j in current | frozenset(added))
+
+            await self.host.storage.modify(bare, STORE, add)
+            current = seen[0]
             new = [j for j in jids if j not in current]
-            if len(current) + len(new) > self.max_items:
-                raise StanzaError("not-acceptable",
-                                  f"a blocklist holds at most {self.max_items} JIDs; "
-                                  f"{len(current)} are blocked, unblock some first")
             updated = current | frozenset(new)
-            await self.host.storage.put(bare, STORE, sorted(str(j) for j in updated))
             # §3.3: the user's available resources go unavailable for the newly
             # blocked JIDs (sent while the old list applies: the new one would
             # drop them).
@@ -203,16 +214,12 @@ class Blocking(Module):
         jids = self._items(ev.stanza[0])
         bare = ev.to.bare
         async with self._lock(bare):
-            if jids:
-                current = self._cache.get(bare)
-                if current is None:
-                    current = await self._load(bare)
-                updated = current - frozenset(jids)
-            else:
-                updated = frozenset()
-            await self.host.storage.put(bare, STORE,
-                                        sorted(str(j) for j in updated) or None)
-            self._changed(bare, updated)
+            def remove(stored: Any) -> list[str] | None:
+                kept = self._parse(bare, stored) - frozenset(jids) if jids else _NONE
+                return sorted(str(j) for j in kept) or None
+
+            stored = await self.host.storage.modify(bare, STORE, remove)
+            self._changed(bare, self._parse(bare, stored))
         self._push(bare, ev.stanza[0])
         return None
 

@@ -45,6 +45,10 @@ DELAY = "urn:xmpp:delay"
 _CONTENT = (f"{{{ns.CLIENT}}}body", f"{{{ns.CLIENT}}}subject")
 
 
+class _Full(Exception):
+    """The user's store holds ``max_messages`` already: nothing is written."""
+
+
 class Offline(Module):
     name = "offline"
     xep = "XEP-0160"
@@ -72,13 +76,20 @@ class Offline(Module):
         storage = self.host.storage
         if await storage.find_user(ev.to) is None:
             return None                      # no such user: the router says so
-        async with self._exclusive(ev.to):
-            queue = await storage.get(ev.to, STORE) or []
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        record = {"stamp": stamp, "xml": xml_bytes(st).decode()}
+
+        def append(queue: Any) -> list[Any]:
+            queue = queue or []
             if len(queue) >= self.max_messages:
+                raise _Full
+            return [*queue, record]
+
+        async with self._exclusive(ev.to):
+            try:
+                await storage.modify(ev.to, STORE, append)
+            except _Full:
                 return None                  # -> service-unavailable to the sender
-            stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-            queue.append({"stamp": stamp, "xml": xml_bytes(st).decode()})
-            await storage.put(ev.to, STORE, queue)
         await self._recheck(ev.to)
         return True
 

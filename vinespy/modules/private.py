@@ -144,17 +144,19 @@ class Private(Module):
     async def _count(self, bare: JID, fragments: list[Element]) -> None:
         """Add the new names among ``fragments`` to the user's count, or refuse
         the set if they would take it past ``max_fragments``."""
-        stored = await self.host.storage.get(bare, NAMES)
-        if not isinstance(stored, list) or not all(isinstance(k, str) for k in stored):
-            if stored is not None:
-                self.log.warning("ignoring a malformed %s record of %s", NAMES, bare)
-            stored = []
-        known = set(stored)
-        new = [key for key in map(name_key, fragments) if key not in known]
-        if not new:
-            return
-        if len(known) + len(new) > self.max_fragments:
-            raise StanzaError("not-acceptable",
-                              f"at most {self.max_fragments} private XML elements are kept "
-                              f"per user; {len(known)} are stored")
-        await self.host.storage.put(bare, NAMES, stored + new)
+        def count(stored: Any) -> list[str]:
+            # Inside one storage transaction (Storage.modify): a set from
+            # another node in the same instant is counted too.
+            if not isinstance(stored, list) or not all(isinstance(k, str) for k in stored):
+                if stored is not None:
+                    self.log.warning("ignoring a malformed %s record of %s", NAMES, bare)
+                stored = []
+            known = set(stored)
+            new = [key for key in dict.fromkeys(map(name_key, fragments)) if key not in known]
+            if len(known) + len(new) > self.max_fragments:
+                raise StanzaError("not-acceptable",
+                                  f"at most {self.max_fragments} private XML elements are "
+                                  f"kept per user; {len(known)} are stored")
+            return stored + new
+
+        await self.host.storage.modify(bare, NAMES, count)

@@ -174,6 +174,21 @@ class Storage(abc.ABC):
         :func:`json_value`). ``delete_user`` removes every store of the user.
         """
 
+    async def modify(self, jid: JID, store: str,
+                     change: Callable[[Any | None], Any | None]) -> Any | None:
+        """Read-modify-write of ``jid``'s ``store``: ``change(current)`` gives
+        the new value (None deletes), which is stored and returned; an
+        exception from ``change`` stores nothing and propagates.
+
+        A backend shared by several nodes makes it one transaction, so two
+        nodes changing one store at once never lose either change (sql). The
+        default reads and writes in turn: atomic within one process when no
+        other writer of the store awaits between (memory; fs on one node).
+        """
+        new = change(await self.get(jid, store))
+        await self.put(jid, store, new)
+        return new
+
     async def open(self) -> None:
         """Check, before the server serves, that the storage can be used
         (a database reachable, its schema this version's); StorageError, one

@@ -36,7 +36,7 @@ import json
 import os
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Callable, Mapping
 
 from lxml import etree
 from sqlalchemy import (BigInteger, Boolean, Column, Integer, LargeBinary, MetaData,
@@ -387,11 +387,33 @@ class SqlStorage(Storage):
     async def put(self, jid: JID, store: str, value: Any | None) -> None:
         check_store(store)
         owner = _owner(jid)
-        data = json_value(value) if value is not None else None
         async with self._tx(write=True) as conn:
-            if data is None:
-                await conn.execute(delete(KEYVAL).where(KEYVAL.c.jid == owner,
-                                                        KEYVAL.c.store == store))
-            else:
-                await conn.execute(self._upsert(conn, KEYVAL, ("jid", "store"), jid=owner,
-                                                store=store, value=data))
+            await self._put(conn, owner, store, value)
+
+    async def _put(self, conn: AsyncConnection, owner: str, store: str,
+                   value: Any | None) -> None:
+        if value is None:
+            await conn.execute(delete(KEYVAL).where(KEYVAL.c.jid == owner,
+                                                    KEYVAL.c.store == store))
+        else:
+            await conn.execute(self._upsert(conn, KEYVAL, ("jid", "store"), jid=owner,
+                                            store=store, value=json_value(value)))
+
+    async def modify(self, jid: JID, store: str,
+                     change: Callable[[Any | None], Any | None]) -> Any | None:
+        """One transaction: on PostgreSQL a transaction-scoped advisory lock
+        on (jid, store) makes concurrent changes of one store (also one not
+        stored yet, which no row lock could cover) take turns; SQLite's
+        ``BEGIN IMMEDIATE`` already does."""
+        check_store(store)
+        owner = _owner(jid)
+        async with self._tx(write=True) as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(select(func.pg_advisory_xact_lock(
+                    func.hashtextextended(f"keyval {owner} {store}", 0))))
+            data = (await conn.execute(select(KEYVAL.c.value).where(
+                KEYVAL.c.jid == owner, KEYVAL.c.store == store))).scalar()
+            new = change(value_from_json(bytes(data), f"keyval {store}")
+                         if data is not None else None)
+            await self._put(conn, owner, store, new)
+        return new

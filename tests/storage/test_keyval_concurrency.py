@@ -1,0 +1,83 @@
+"""Two nodes changing one user's keyval store at the same moment (issue 12
+item 3: blocklist edits, the offline store with its cap).
+
+As in test_roster_concurrency.py, each "node" is a router, a host and the
+module under test on its own SqlStorage, both on one database (SQLite in a
+file or a real PostgreSQL); the modules' own locks are per node, so only
+Storage.modify (one transaction, an advisory lock on PostgreSQL) keeps the
+two nodes' changes from overwriting each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tests.harness import DOMAIN, World
+from tests.pgproc import PASSWORD
+from tests.storage.conftest import SQL_KINDS, sql_storage
+from vinespy.jid import JID
+from vinespy.storage import Storage, User
+from vinespy.storage.sql import SqlStorage
+
+ROUNDS = 50
+ALICE = JID.parse(f"alice@{DOMAIN}")
+
+
+def _other_node(store: Storage, kind: str) -> SqlStorage:
+    assert isinstance(store, SqlStorage)
+    return SqlStorage(store.url, password=PASSWORD if kind == "postgresql" else None)
+
+
+@pytest.mark.parametrize("kind", SQL_KINDS)
+async def test_two_nodes_never_lose_a_block(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    a_store = sql_storage(kind, request, tmp_path)
+    b_store = _other_node(a_store, kind)
+    try:
+        await a_store.save_user(User(ALICE))
+        nodes = [World("iq", "roster", "blocking", storage=store)
+                 for store in (a_store, b_store)]
+        sessions = [node.bind(ALICE, resource) for node, resource in zip(nodes, "ab")]
+        for i in range(ROUNDS):
+            answers = await asyncio.wait_for(asyncio.gather(*(
+                node.send(s, f"<iq type='set' id='b{i}'><block xmlns='urn:xmpp:blocking'>"
+                             f"<item jid='{name}{i}@example.net'/></block></iq>")
+                for node, s, name in zip(nodes, sessions, "ab"))), 30)
+            for got in answers:
+                assert any(st.get("type") == "result" for _, st in got), got
+        stored = await a_store.get(ALICE, "blocklist")
+        assert len(stored) == 2 * ROUNDS, "a block was lost"
+    finally:
+        await a_store.close()
+        await b_store.close()
+
+
+@pytest.mark.parametrize("kind", SQL_KINDS)
+async def test_two_nodes_keep_the_offline_cap_together(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Both nodes store messages for offline alice at once: every one is
+    kept up to the cap, and not one more."""
+    a_store = sql_storage(kind, request, tmp_path)
+    b_store = _other_node(a_store, kind)
+    cap = 60
+    try:
+        await a_store.save_user(User(ALICE))
+        nodes = [World("offline", storage=store,
+                       options={"offline": {"max_messages": cap}})
+                 for store in (a_store, b_store)]
+        senders = [node.bind(f"{name}@{DOMAIN}") for node, name in zip(nodes, ("bob", "carol"))]
+        refused = 0
+        for i in range(ROUNDS):
+            answers = await asyncio.wait_for(asyncio.gather(*(
+                node.send(s, f"<message to='{ALICE}' id='m{i}'><body>{i}</body></message>")
+                for node, s in zip(nodes, senders))), 30)
+            refused += sum(1 for got in answers for _, st in got if st.get("type") == "error")
+        stored = await a_store.get(ALICE, "offline")
+        assert len(stored) == cap, "a message was lost or the cap was passed"
+        assert refused == 2 * ROUNDS - cap, "a message was neither stored nor refused"
+    finally:
+        await a_store.close()
+        await b_store.close()
