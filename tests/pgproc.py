@@ -83,6 +83,12 @@ class PostgresProcess:
         self._run(str(self.bin / "initdb"), "-D", str(data), "-U", USER, "--pwfile", str(pwfile),
                   "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8",
                   "--locale=C.UTF-8")
+        self.resume()
+
+    def resume(self) -> None:
+        """Start postgres on the data directory and port it had: after
+        :meth:`halt`, the same databases come back."""
+        data = self.dir / "data"
         log = open(self.dir / "postgres.log", "ab")
         with log:
             self.proc = subprocess.Popen(
@@ -115,6 +121,13 @@ class PostgresProcess:
         self._run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
                   "-U", USER, name)
         return name
+
+    def halt(self) -> None:
+        """Stop postgres as an outage does, keeping its data for :meth:`resume`."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=TIMEOUT)
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import inspect
+import logging
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Union
 
 if TYPE_CHECKING:
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from .xml import Element
 
 Handler = Callable[..., Union[Any, Awaitable[Any]]]
+log = logging.getLogger("vinespy.events")
 
 
 class EventBus:
@@ -55,6 +57,18 @@ class EventBus:
                     continue
             return result
         return None
+
+    async def notify(self, event: str, *args: Any) -> None:
+        """Every handler of ``event``, whatever the others return or raise:
+        for what happened (a resource gone) rather than what to decide. A
+        handler that fails (a database down) is logged, and the rest run."""
+        for _, _, handler in list(self._handlers.get(event, ())):
+            try:
+                result = handler(*args)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("a %s handler failed", event)
 
     def fire_sync(self, event: str, *args: Any) -> Any:
         """:meth:`fire` for events on paths that cannot wait (delivery to a

@@ -290,10 +290,7 @@ class Membership:
             host = router.hosts.get(proxy.jid.domain)
             if host is None:
                 continue
-            try:
-                await host.bus.fire("resource-unbound", proxy)
-            except Exception:
-                log.exception("resource-unbound failed for %s", proxy.jid)
+            await host.bus.notify("resource-unbound", proxy)
         for _, fields in entries:
             try:
                 _, items = wire.parse_entry(fields)

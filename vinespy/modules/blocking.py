@@ -45,6 +45,7 @@ from typing import Any, Awaitable
 from ..errors import StanzaError
 from ..events import StanzaEvent
 from ..jid import JID, JIDError
+from ..storage import StorageError
 from ..xml import Element, child, element, error_reply, jid_attr, local_name, stanza
 from ..locks import KeyedLock
 from . import Module, Option, hook, iq
@@ -123,6 +124,15 @@ class Blocking(Module):
         """Another cluster node changed ``bare``'s data: read the list anew."""
         self._gens[hash(bare) % LOCK_STRIPES] += 1
         self._forget(bare)
+
+    @hook("initial-presence")
+    async def warm(self, session: Any) -> None:
+        """Read the user's list at login, so that the messages they send need
+        no storage access (and still go while the database is down)."""
+        try:
+            await self.blocklist(session.jid.bare)
+        except StorageError as exc:
+            self.log.warning("blocklist of %s not loaded: %s", session.jid.bare, exc)
 
     async def blocklist(self, bare: JID) -> frozenset[JID]:
         """The cached list of ``bare``, read from storage on first need."""

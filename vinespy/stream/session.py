@@ -243,5 +243,5 @@ class ClientSession:
         sessions.unbind(self)
         if sessions.missing((self.user,)):
             await sessions.load((self.user,))     # the siblings to tell
-        await self.host.bus.fire("resource-unbound", self)
+        await self.host.bus.notify("resource-unbound", self)
         self.available = False

@@ -1,0 +1,84 @@
+"""PostgreSQL stopped under a running server (issue 12 item 6): nothing
+crashes, chat between online users goes on (the message hot path needs no
+database), what needs the database fails with a clear error instead of
+vanishing, and the node heals by itself when the database is back."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Iterator
+
+import pytest
+
+from tests.conftest import DOMAIN, TIMEOUT, wait_event
+from tests.pgproc import PASSWORD, PostgresProcess
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresProcess]:
+    """A PostgreSQL of this test's own: it is stopped and started again."""
+    server = PostgresProcess()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def _error(stanza: Any) -> str:
+    return str(stanza["error"]["condition"])
+
+
+async def test_postgresql_outage_and_recovery(make_server: Any, own_postgres: Any) -> None:
+    pg = own_postgres
+    storage = (f'backend = "sql"\nurl = "{pg.url(pg.createdb())}"\n'
+               f'password = "{PASSWORD}"\npool_size = 2\n')
+    async with make_server(storage=storage) as srv:
+        alice, bob, carol = [await srv.user(n) for n in ("alice", "bob", "carol")]
+        a, b = await srv.login(alice), await srv.login(bob)
+        for client in (a, b):           # their initial presence handled
+            await client.plugin["xep_0199"].ping(jid=DOMAIN, timeout=TIMEOUT)
+
+        await asyncio.to_thread(pg.halt)
+
+        # Online to online: routed without the database.
+        a.send_message(mto=bob, mbody="still here", mtype="chat")
+        m = await wait_event(b, "message")
+        assert m["body"] == "still here"
+
+        # To an account with no session: it cannot be stored, so it comes
+        # back to its sender with an error rather than vanishing.
+        errors: asyncio.Queue[Any] = asyncio.Queue()
+        a.add_event_handler("message_error", errors.put_nowait)
+        msg = a.make_message(mto=carol, mbody="for later", mtype="chat")
+        msg["id"] = "lost-1"
+        msg.send()
+        err = await asyncio.wait_for(errors.get(), TIMEOUT)
+        assert err["id"] == "lost-1" and _error(err) == "internal-server-error"
+
+        # A roster request needs the database: an IQ error, the stream lives.
+        with pytest.raises(Exception) as caught:
+            await a.get_roster(timeout=TIMEOUT)
+        assert "internal-server-error" in str(caught.value)
+
+        # A login needs the database: temporary-auth-failure.
+        c = srv.client(carol)
+        c.connect("127.0.0.1", srv.port)
+        failure = await wait_event(c, "failed_auth")
+        assert failure.xml.find("{urn:ietf:params:xml:ns:xmpp-sasl}temporary-auth-failure") \
+            is not None, failure
+        c.abort()
+
+        await asyncio.to_thread(pg.resume)
+
+        # Healed without a restart: the same streams, logins, offline storage.
+        await a.plugin["xep_0199"].ping(jid=DOMAIN, timeout=TIMEOUT)
+        roster = await a.get_roster(timeout=TIMEOUT)
+        assert roster["type"] == "result"
+        a.send_message(mto=carol, mbody="stored now", mtype="chat")
+        await a.plugin["xep_0199"].ping(jid=DOMAIN, timeout=TIMEOUT)
+        c = await srv.login(carol)
+        m = await wait_event(c, "message")
+        assert m["body"] == "stored now"
