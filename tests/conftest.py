@@ -172,3 +172,8 @@ def make_server(tmp_path: Path, ca: trustme.CA) -> Callable[..., Any]:
     def factory(**kw: Any) -> Any:
         return running(tmp_path, ca, **kw)
     return factory
+
+
+# One PostgreSQL for the whole session, for every suite that needs it (the
+# storage contract, the cluster on sql); imported last: pgproc uses the above.
+from tests.pgproc import postgres  # noqa: E402,F401  (a fixture)

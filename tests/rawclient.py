@@ -24,8 +24,8 @@ class Raw:
     @classmethod
     async def connect(cls, port: int, ssl_ctx: ssl.SSLContext | None = None,
                       server_hostname: str | None = None, *, rcvbuf: int = 0,
-                      source: str | None = None) -> Raw:
-        """Connect to 127.0.0.1:``port``; ``rcvbuf`` shrinks this side's socket
+                      source: str | None = None, host: str = "127.0.0.1") -> Raw:
+        """Connect to ``host``:``port``; ``rcvbuf`` shrinks this side's socket
         receive buffer (a peer that reads slowly), ``source`` picks the local
         address (127.0.0.2... are loopback too: another client address)."""
         sock = socket.socket()
@@ -35,7 +35,7 @@ class Raw:
             sock.bind((source, 0))
         sock.setblocking(False)
         await asyncio.wait_for(asyncio.get_running_loop().sock_connect(
-            sock, ("127.0.0.1", port)), TIMEOUT)
+            sock, (host, port)), TIMEOUT)
         r, w = await asyncio.wait_for(asyncio.open_connection(
             sock=sock, ssl=ssl_ctx, server_hostname=server_hostname), TIMEOUT)
         return cls(r, w)

@@ -3,11 +3,17 @@ processes sharing one site, real slixmpp clients.
 
 * ``redis``: a throw-away ``redis-server`` (no persistence) on a free port,
   with ``restart()`` (data lost) and ``kill_clients(...)`` (CLIENT KILL).
-* ``site``: one shared site directory: certificates from the test CA,
-  ``data/`` holding the users of ``USERS`` (password ``PASSWORD``).
+* ``site``: what the nodes share besides Redis: certificates from the test
+  CA and the storage holding the users of ``USERS`` (password ``PASSWORD``):
+  ``data/`` (fs) or, for the modules in ``BOTH_STORAGES``, also a database
+  of the session's real PostgreSQL (``backend = "sql"``), each test run
+  once with each (``site_kind``).
 * ``cluster``: ``await cluster(n=2, ...)`` starts ``n`` nodes
   (``python -m vinespy start -c NODE/config.toml``) that differ only in their
-  client port and ``[cluster] node``; they share Redis, certificates and data.
+  client address and port and ``[cluster] node``; they share Redis,
+  certificates and storage. On PostgreSQL each node listens on its own
+  loopback address (127.0.0.2, .3, ...: stand-ins for machines) and has
+  nothing on disk in common with the others.
 * ``xmpp``: ``await xmpp.login(node, "alice/r1", priority=5)`` logs a
   slixmpp client in to one node; what it receives is collected in ``Inbox``es.
 
@@ -35,15 +41,19 @@ import slixmpp
 import trustme
 
 from tests.conftest import DOMAIN, PASSWORD, TIMEOUT, free_port
+from tests.pgproc import PASSWORD as PG_PASSWORD
 from tests.redisproc import RedisProcess
 from vinespy import accounts
 from vinespy.jid import JID
-from vinespy.storage import open_storage
+from vinespy.storage import Storage, open_storage
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy")
 NODE_NAMES = tuple(f"node-{c}" for c in "abcdefgh")
 DELAY = "{urn:xmpp:delay}delay"
+# The suites that run once on a shared fs directory and once on PostgreSQL.
+BOTH_STORAGES = ("test_cluster", "test_cluster_races", "test_cluster_rules",
+                 "test_pubsub_cluster")
 START_TIMEOUT = 20.0        # s for a node to print "listening on"
 STOP_TIMEOUT = 10.0         # s for a node to exit after SIGTERM
 
@@ -175,14 +185,33 @@ async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
 
 
 class Site:
-    """One site for every node: certificates, data/ with the users."""
+    """What every node shares: certificates, and the storage with the users
+    (``kind`` "fs": ``data/``; "postgresql": the database at ``url``)."""
 
-    def __init__(self, root: Path, ca: trustme.CA) -> None:
+    def __init__(self, root: Path, ca: trustme.CA, kind: str = "fs", url: str = "") -> None:
         self.root = root
         self.ca = ca
+        self.kind = kind
+        self.url = url
         self.certs = root / "conf" / "certs"
         self.data = root / "data"
         self.users = {u: f"{u}@{DOMAIN}" for u in USERS}
+
+    @property
+    def storage_table(self) -> dict[str, Any]:
+        """The nodes' ``[host.storage]`` keys."""
+        if self.kind == "fs":
+            return {"backend": "fs", "dir": str(self.data)}
+        return {"backend": "sql", "url": self.url, "password": PG_PASSWORD, "pool_size": 3}
+
+    def open(self) -> Storage:
+        """A storage of this test's own on the nodes' data."""
+        options = dict(self.storage_table)
+        return open_storage(options.pop("backend"), options)
+
+    def address(self, index: int) -> str:
+        """The loopback address the ``index``-th node listens on."""
+        return "127.0.0.1" if self.kind == "fs" else f"127.0.0.{2 + index}"
 
     async def create(self) -> None:
         self.certs.mkdir(parents=True)
@@ -192,8 +221,9 @@ class Site:
         key.chmod(0o600)
         (self.certs / f"{DOMAIN}.crt").write_bytes(
             b"".join(b.bytes() for b in leaf.cert_chain_pems))
-        self.data.mkdir()
-        storage = open_storage("fs", {"dir": str(self.data)})
+        if self.kind == "fs":
+            self.data.mkdir()
+        storage = self.open()
         try:
             for jid in self.users.values():
                 await accounts.create_user(storage, JID.parse(jid), PASSWORD, iterations=4096)
@@ -201,16 +231,16 @@ class Site:
             await storage.close()
 
     async def stored_user(self, bare: str) -> Any:
-        """The account as the fs storage holds it now (a fresh read)."""
-        storage = open_storage("fs", {"dir": str(self.data)})
+        """The account as the storage holds it now (a fresh read)."""
+        storage = self.open()
         try:
             return await storage.find_user(JID.parse(bare))
         finally:
             await storage.close()
 
     async def stored(self, bare: str, store: str) -> Any:
-        """One of the user's stores ("offline"...) as the fs storage holds it now."""
-        storage = open_storage("fs", {"dir": str(self.data)})
+        """One of the user's stores ("offline"...) as the storage holds it now."""
+        storage = self.open()
         try:
             return await storage.get(JID.parse(bare), store)
         finally:
@@ -218,8 +248,25 @@ class Site:
 
 
 @pytest.fixture
-async def site(tmp_path: Path, ca: trustme.CA) -> Site:
-    s = Site(tmp_path / "site", ca)
+def site_kind() -> str:
+    """fs; pytest_generate_tests parametrizes it for BOTH_STORAGES."""
+    return "fs"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if ("site" in metafunc.fixturenames
+            and metafunc.module.__name__.rpartition(".")[2] in BOTH_STORAGES):
+        metafunc.parametrize("site_kind", ("fs", "postgresql"))
+
+
+@pytest.fixture
+async def site(tmp_path: Path, ca: trustme.CA, site_kind: str,
+               request: pytest.FixtureRequest) -> Site:
+    url = ""
+    if site_kind == "postgresql":
+        pg = request.getfixturevalue("postgres")
+        url = pg.url(pg.createdb())
+    s = Site(tmp_path / "site", ca, site_kind, url)
     await s.create()
     return s
 
@@ -274,11 +321,12 @@ def _tcp_peers(remote_port: int) -> dict[str, str]:
 class Node:
     """One ``python -m vinespy start`` process this fixture started."""
 
-    def __init__(self, cluster: Cluster, name: str, config: Path, port: int,
+    def __init__(self, cluster: Cluster, name: str, config: Path, address: str, port: int,
                  workers: int | None) -> None:
         self.cluster = cluster
         self.name = name
         self.config = config
+        self.address = address
         self.port = port
         self.workers = workers
         self.proc: asyncio.subprocess.Process | None = None
@@ -288,7 +336,7 @@ class Node:
         self._changed = asyncio.Condition()
 
     def __repr__(self) -> str:
-        return f"<Node {self.name} :{self.port} pid {self.pid}>"
+        return f"<Node {self.name} {self.address}:{self.port} pid {self.pid}>"
 
     @property
     def pid(self) -> int:
@@ -456,15 +504,16 @@ class Cluster:
             return self.nodes[key]
         return next(n for n in self.nodes if n.name == key)
 
-    def config_text(self, name: str, port: int) -> str:
-        """A node's config: differs from its siblings' only in the port and node id.
-        Absolute paths: each node has its own directory (its own pid/ and log/)."""
+    def config_text(self, name: str, address: str, port: int) -> str:
+        """A node's config: differs from its siblings' only in the address, the
+        port and node id. Absolute paths: each node has its own directory
+        (its own pid/ and log/)."""
         text = (f"log = {toml_value(self.log)}\ncerts = {toml_value(str(self.site.certs))}\n\n"
                 f"[[host]]\ndomains = [{toml_value(DOMAIN)}]\n"
                 + "".join(f"{k} = {toml_value(v)}\n" for k, v in self.host_opts.items()
                           if v is not None)
-                + f"[host.storage]\nbackend = \"fs\"\ndir = {toml_value(str(self.site.data))}\n\n"
-                + toml_table("client", {"address": "127.0.0.1", "port": port,
+                + toml_table("host.storage", self.site.storage_table) + "\n"
+                + toml_table("client", {"address": address, "port": port,
                                         **self.client_opts}))
         if self.clustered:
             text += "\n" + toml_table("cluster", {
@@ -481,10 +530,10 @@ class Cluster:
             k += 1
             d = self.root / f"{name}.{k}"
         d.mkdir(parents=True)
-        port = free_port()
+        address, port = self.site.address(len(self.nodes)), free_port()
         config = d / "config.toml"
-        config.write_text(self.config_text(name, port))
-        node = Node(self, name, config, port, self.workers)
+        config.write_text(self.config_text(name, address, port))
+        node = Node(self, name, config, address, port, self.workers)
         self.nodes.append(node)
         return node
 
@@ -755,7 +804,7 @@ class Clients:
             AssertionError(f"{jid} disconnected before session_start on {node}")))
         client = Client(xmpp, node)
         self.all.append(client)
-        xmpp.connect("127.0.0.1", node.port)
+        xmpp.connect(node.address, node.port)
         await asyncio.wait_for(started, TIMEOUT)
         if roster:
             await client.get_roster()

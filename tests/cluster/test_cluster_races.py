@@ -18,7 +18,7 @@ import ssl
 
 import pytest
 
-from tests.cluster.conftest import Clients, ClusterFactory, Site, body, eventually
+from tests.cluster.conftest import Clients, ClusterFactory, Node, Site, body, eventually
 from tests.conftest import DOMAIN, PASSWORD, TIMEOUT
 from tests.rawclient import Raw
 from vinespy import ns
@@ -63,9 +63,9 @@ async def test_message_at_initial_presence_is_never_left_offline(cluster: Cluste
     assert alice.errors.items == []
 
 
-async def _authenticated(port: int, ctx: ssl.SSLContext) -> Raw:
+async def _authenticated(node: Node, ctx: ssl.SSLContext) -> Raw:
     """alice through STARTTLS and SASL, her post-auth stream open, not bound."""
-    raw = await Raw.connect(port)
+    raw = await Raw.connect(node.port, host=node.address)
     await raw.secure(DOMAIN, ctx)
     assert (await raw.plain("alice", PASSWORD)).startswith(b"<success")
     raw.open_stream(DOMAIN)
@@ -88,7 +88,7 @@ async def test_binds_on_two_nodes_respect_the_resource_limit(cluster: ClusterFac
     ctx = ssl.create_default_context()
     site.ca.configure_trust(ctx)
     for attempt in range(3):
-        raws = [await _authenticated(c[i % 2].port, ctx) for i in range(6)]
+        raws = [await _authenticated(c[i % 2], ctx) for i in range(6)]
         for i, raw in enumerate(raws):
             raw.send(f"<iq type='set' id='b'><bind xmlns='{ns.BIND}'><resource>"
                      f"r{attempt}-{i}</resource></bind></iq>")
@@ -115,7 +115,7 @@ async def test_one_resource_bound_on_two_nodes_at_once_leaves_one_session(
     ctx = ssl.create_default_context()
     site.ca.configure_trust(ctx)
     for attempt in range(3):
-        a, b = await _authenticated(c[0].port, ctx), await _authenticated(c[1].port, ctx)
+        a, b = await _authenticated(c[0], ctx), await _authenticated(c[1], ctx)
         for raw in (a, b):
             raw.send(f"<iq type='set' id='b'><bind xmlns='{ns.BIND}'><resource>phone"
                      "</resource></bind></iq>")

@@ -38,7 +38,6 @@ from tests.conftest import DOMAIN, PASSWORD, TIMEOUT
 from tests.rawclient import Raw
 from vinespy import accounts
 from vinespy.jid import JID
-from vinespy.storage import open_storage
 from vinespy.storage.pubsub import PubSubStore, open_pubsub
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
@@ -269,7 +268,7 @@ N_USERS = 1000
 
 async def add_users(site: Site, n: int) -> list[str]:
     """u0..u{n-1} in the site's storage (one real create_user, its keys copied)."""
-    storage = open_storage("fs", {"dir": str(site.data)})
+    storage = site.open()
     try:
         first = await accounts.create_user(storage, JID.parse(f"u0@{DOMAIN}"), PASSWORD,
                                            iterations=4096)
@@ -318,8 +317,8 @@ class Counting:
         self.task = asyncio.create_task(read())
 
 
-async def raw_login(port: int, ctx: ssl.SSLContext, bare: str, resource: str) -> Counting:
-    raw = await Raw.connect(port)
+async def raw_login(node: Any, ctx: ssl.SSLContext, bare: str, resource: str) -> Counting:
+    raw = await Raw.connect(node.port, host=node.address)
     try:
         jid = await raw.login(DOMAIN, ctx, bare.split("@")[0], PASSWORD, resource)
         raw.send("<presence/>")
@@ -331,13 +330,13 @@ async def raw_login(port: int, ctx: ssl.SSLContext, bare: str, resource: str) ->
     return Counting(raw, jid)
 
 
-async def login_many(port: int, ctx: ssl.SSLContext, bares: list[str],
+async def login_many(node: Any, ctx: ssl.SSLContext, bares: list[str],
                      parallel: int = 50) -> list[Counting]:
     sem = asyncio.Semaphore(parallel)
 
     async def one(bare: str) -> Counting:
         async with sem:
-            return await raw_login(port, ctx, bare, "raw")
+            return await raw_login(node, ctx, bare, "raw")
     return list(await asyncio.gather(*(one(b) for b in bares)))
 
 
@@ -421,8 +420,8 @@ async def thousand(cluster: ClusterFactory, xmpp: Clients, site: Site,
     t0 = time.perf_counter()
     sessions: list[Counting] = []
     try:
-        sessions += await login_many(a.port, ctx, bares[0::2])
-        sessions += await login_many(b.port, ctx, bares[1::2])
+        sessions += await login_many(a, ctx, bares[0::2])
+        sessions += await login_many(b, ctx, bares[1::2])
         print(f"\n{N_USERS} raw logins in {time.perf_counter() - t0:.1f} s")
         await eventually(lambda: all_available(redis, bares), 30.0,
                          f"{N_USERS} available routes in Redis", every=0.2)

@@ -31,7 +31,7 @@ from tests.conftest import DOMAIN, TIMEOUT
 from vinespy.cluster import keys
 from vinespy.cluster import wire
 from vinespy.jid import JID
-from vinespy.storage import Contact, open_storage
+from vinespy.storage import Contact
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
@@ -514,7 +514,7 @@ async def test_presence_to_a_500_contact_roster_costs_few_round_trips(
     sequential reads), and the broadcast reached bob and the probe answer
     reached alice."""
     alice_jid, bob_jid = JID.parse(f"alice@{DOMAIN}"), JID.parse(f"bob@{DOMAIN}")
-    storage = open_storage("fs", {"dir": str(site.data)})
+    storage = site.open()
     try:
         alice = await storage.find_user(alice_jid)
         for i in range(CONTACTS - 1):

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.pgproc import PASSWORD, PostgresProcess, postgres  # noqa: F401  (a fixture)
+from tests.pgproc import PASSWORD, PostgresProcess
 from vinespy.storage import Storage
 from vinespy.storage.fs import FsStorage
 from vinespy.storage.memory import MemoryStorage
