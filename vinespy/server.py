@@ -82,7 +82,7 @@ class Server:
                 self.router.add_host(host)
                 # Vines: pubsub "games" -> games.DOMAIN, served by this host's modules.
                 if hc.pubsub:
-                    host.pubsub_store = pubsub.store_for(config, hc)
+                    host.pubsub_store = pubsub.store_for(config, hc, self.storages[-1])
                 for label in hc.pubsub:
                     self.router.add_service(f"{label}.{domain}", host)
 

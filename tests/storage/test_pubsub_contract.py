@@ -1,6 +1,8 @@
 """The pubsub storage contract (vinespy/storage/pubsub/), run against every
-PubSubStore: memory, fs (tmp_path) and Redis (a real, throw-away
-redis-server; those cases are marked ``redis``).
+PubSubStore: memory, fs (tmp_path), Redis (a real, throw-away
+redis-server; those cases are marked ``redis``) and sql on SQLite and on a
+real PostgreSQL (tests/pgproc.py; the SqlStorage it is built on, as the
+storage suite builds it).
 
 Then what only the fs store promises: data survives a new instance on the
 same directory (a restart), names cannot leave the directory or collide,
@@ -24,10 +26,13 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 
 from tests.redisproc import redis_server, url_of
+from tests.storage.conftest import SQL_KINDS, sql_storage
 from vinespy.storage import StorageError
 from vinespy.storage.pubsub import Item, PubSubNode, PubSubStore, open_pubsub
 from vinespy.storage.pubsub.fs import FsPubSub
 from vinespy.storage.pubsub.memory import MemoryPubSub
+from vinespy.storage.pubsub.sql import PUBSUB_SCHEMA
+from vinespy.storage.sql import SqlStorage
 
 SVC = "pubsub.wonderland.lit"
 ALICE = "alice@wonderland.lit"
@@ -40,8 +45,8 @@ class Kit:
     """A store under test and how to look behind it."""
 
     def __init__(self, kind: str, store: PubSubStore, rc: Any = None,
-                 dir: Path | None = None) -> None:
-        self.kind, self.store, self.rc, self.dir = kind, store, rc, dir
+                 dir: Path | None = None, db: Any = None) -> None:
+        self.kind, self.store, self.rc, self.dir, self.db = kind, store, rc, dir, db
 
     async def now(self) -> int:
         """ms on the store's clock (Redis TIME for Redis)."""
@@ -54,12 +59,21 @@ class Kit:
         """Whatever the store keeps: Redis keys, files, or the memory's nodes."""
         if self.rc is not None:
             return {k.decode() async for k in self.rc.scan_iter(match="*", count=1000)}
+        if self.db is not None:
+            return await sql_rows(self.db)
         if self.dir is not None:
             # .lock: the flock file every change takes (not data)
             return {str(p.relative_to(self.dir)) for p in self.dir.rglob("*")
                     if p.is_file() and p.name != ".lock"}
         assert isinstance(self.store, MemoryPubSub)
         return {f"{s}/{n}" for s, nodes in self.store._services.items() for n in nodes}
+
+
+async def sql_rows(db: SqlStorage) -> set[str]:
+    """Every row of the pubsub tables, as text."""
+    async with db.transaction() as conn:
+        return {f"{t.name}: {tuple(row)}" for t in PUBSUB_SCHEMA.sorted_tables
+                for row in await conn.execute(t.select())}
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +84,17 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url_of(client)
 
 
-@pytest.fixture(params=["memory", "fs", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["memory", "fs", pytest.param("redis", marks=pytest.mark.redis),
+                        *(f"sql-{kind}" for kind in SQL_KINDS)])
 async def kit(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Kit]:
-    if request.param == "memory":
+    if request.param.startswith("sql-"):
+        db = sql_storage(request.param.removeprefix("sql-"), request, tmp_path)
+        assert isinstance(db, SqlStorage)
+        try:
+            yield Kit(request.param, open_pubsub("sql", storage=db), db=db)
+        finally:
+            await db.close()
+    elif request.param == "memory":
         yield Kit("memory", open_pubsub("memory"))
     elif request.param == "fs":
         yield Kit("fs", open_pubsub("fs", dir=tmp_path / "pubsub"), dir=tmp_path / "pubsub")
@@ -581,8 +603,8 @@ def test_open_pubsub_kinds(tmp_path: Path) -> None:
     assert type(fs) is FsPubSub and isinstance(fs, PubSubStore)
     assert fs.dir == tmp_path / "p"                              # type: ignore[attr-defined]
     assert not (tmp_path / "p").exists()                         # nothing written yet
-    with pytest.raises(StorageError, match="unknown pubsub storage 'sql'"):
-        open_pubsub("sql")
+    with pytest.raises(StorageError, match="unknown pubsub storage 'nosuch'"):
+        open_pubsub("nosuch")
     with pytest.raises(TypeError):
         open_pubsub("fs")
 

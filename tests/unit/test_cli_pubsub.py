@@ -333,7 +333,7 @@ def test_storage_out_of_reach(site: Path, capsys: pytest.CaptureFixture[str],
     for argv in (["list", GAMES], ["create", GAMES, "n"]):
         assert fails(capsys, "pubsub", *argv) == \
             f'the nodes of {GAMES} are out of reach: its [[host]] has storage backend ' \
-            f'"{backend}" (the pubsub commands need "fs" or a [cluster])'
+            f'"{backend}" (the pubsub commands need "fs", "sql" or a [cluster])'
 
 
 def test_corrupt_node_file(site: Path, capsys: pytest.CaptureFixture[str]) -> None:

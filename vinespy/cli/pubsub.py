@@ -2,8 +2,10 @@
 
 They manage the nodes of a pubsub service (``games.wonderland.lit`` for
 ``pubsub = ["games"]`` in the host serving wonderland.lit) in the storage
-the server uses: Redis when the config has a ``[cluster]`` table, else the
-fs store under the host's data directory (``DIR/pubsub``). Like the account
+the server uses (:func:`~vinespy.storage.pubsub.store_for`): the host's
+database for ``backend = "sql"``, else Redis when the config has a
+``[cluster]`` table, else the fs store under the host's data directory
+(``DIR/pubsub``). Like the account
 commands, they work while the server runs.
 """
 
@@ -36,8 +38,9 @@ def add_parser(sub: argparse._SubParsersAction[Parser], common: Parser) -> None:
         "pubsub", parents=[common], help="list, create and delete pubsub nodes (XEP-0060)",
         description="Manage the nodes of a pubsub service: SERVICE is a service domain such "
         'as games.wonderland.lit (pubsub = ["games"] in the [[host]] serving '
-        "wonderland.lit). Works while the server runs, on the storage it uses: Redis with a "
-        "[cluster] table, else the host's data directory.")
+        "wonderland.lit). Works while the server runs, on the storage it uses: the host's "
+        'database for backend = "sql", else Redis with a [cluster] table, else the '
+        "host's data directory.")
     p.set_defaults(handler=cmd_pubsub_usage)
     actions = p.add_subparsers(title="actions", metavar="ACTION")
     service_help = "a pubsub service domain of the config, e.g. games.wonderland.lit"
@@ -205,18 +208,20 @@ def run_on_pubsub(target: PubSubTarget, call: Callable[[PubSubStore], Awaitable[
     """``await call(store)`` on the pubsub store the server of ``target.config``
     uses, in a fresh event loop; the store (and its Redis client) closed after.
 
-    With ``[cluster]``: the Redis store (one line ``cannot reach URL: REASON``
+    A ``backend = "sql"`` host: the sql store on its database (an
+    unreachable one is one StorageError line, the password ``***``). Else
+    with ``[cluster]``: the Redis store (one line ``cannot reach URL: REASON``
     if Redis does not answer; the URL without its password). Standalone: the
     fs store in the host's data directory; a host whose storage is not on
     disk (memory, null) keeps its nodes out of this process's reach.
     """
-    if target.config.cluster is not None:
-        return asyncio.run(_on_redis_pubsub(target, call))
     backend = target.host.storage.backend
-    if backend != "fs":
+    if target.config.cluster is not None and backend != "sql":
+        return asyncio.run(_on_redis_pubsub(target, call))
+    if backend not in ("fs", "sql"):
         raise CLIError(f"the nodes of {target.service} are out of reach: its [[host]] has "
-                       f'storage backend "{backend}" (the pubsub commands need "fs" or a '
-                       "[cluster])")
+                       f'storage backend "{backend}" (the pubsub commands need "fs", "sql" '
+                       "or a [cluster])")
 
     async def go() -> T:
         store = store_for(target.config, target.host)

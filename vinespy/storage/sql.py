@@ -18,8 +18,10 @@ Tables (:data:`SCHEMA`, version :data:`SCHEMA_VERSION` in ``schema_version``)::
     fragments    jid + namespace + name -> data (XML)
     keyval       jid + store -> value (JSON)
 
-The first use of an empty database creates them; a database with another
-schema version is refused with StorageError (upgrades come with a command).
+and the pubsub store's tables (:data:`vinespy.storage.pubsub.sql.PUBSUB_SCHEMA`,
+the same version). The first use of an empty database creates them; a
+database with another schema version is refused with StorageError (upgrades
+come with a command).
 
 Each call that reads before it writes (:meth:`SqlStorage.update_roster`,
 :meth:`~SqlStorage.save_user`, :meth:`~SqlStorage.delete_user`) is one
@@ -36,7 +38,7 @@ import json
 import os
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Mapping
+from typing import Any, AsyncContextManager, AsyncIterator, Callable, Mapping
 
 from lxml import etree
 from sqlalchemy import (BigInteger, Boolean, Column, Integer, LargeBinary, MetaData,
@@ -49,6 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from ..config import safe_url
 from ..jid import JID, JIDError
+from .pubsub.sql import PUBSUB_SCHEMA
 from . import (Contact, ContactLookup, RosterConflict, ScramKeys, Storage, StorageError, User,
                check_store, json_value, register, value_from_json, xml_bytes, xml_element)
 
@@ -86,6 +89,9 @@ KEYVAL = Table(
     "keyval", SCHEMA,
     Column("jid", Text, nullable=False), Column("store", Text, nullable=False),
     Column("value", LargeBinary, nullable=False), PrimaryKeyConstraint("jid", "store"))
+
+# Every table of a vinespy database, created together at SCHEMA_VERSION.
+SCHEMAS = (SCHEMA, PUBSUB_SCHEMA)
 
 # url scheme -> the asyncio driver SQLAlchemy uses for it
 DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
@@ -206,11 +212,12 @@ class SqlStorage(Storage):
         """Create the tables in an empty database; refuse another schema version."""
         names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
         if VERSION.name not in names:
-            ours = sorted(names & set(SCHEMA.tables))
+            ours = sorted(names & {t for s in SCHEMAS for t in s.tables})
             if ours:
                 raise StorageError(f"{self.shown}: tables {', '.join(ours)} exist "
                                    f"but no schema_version: not a vinespy database")
-            await conn.run_sync(SCHEMA.create_all)
+            for schema in SCHEMAS:
+                await conn.run_sync(schema.create_all)
             await conn.execute(VERSION.insert().values(version=SCHEMA_VERSION))
             return
         found = (await conn.execute(select(func.max(VERSION.c.version)))).scalar()
@@ -231,6 +238,12 @@ class SqlStorage(Storage):
                     yield conn
         except (SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
             raise self._error(exc) from exc
+
+    def transaction(self, write: bool = False) -> AsyncContextManager[AsyncConnection]:
+        """One transaction on this database, as this class's own methods use
+        (``write``: BEGIN IMMEDIATE on SQLite); for the pubsub store on it
+        (:class:`vinespy.storage.pubsub.sql.SqlPubSub`)."""
+        return self._tx(write)
 
     def _upsert(self, conn: AsyncConnection, table: Table, keys: tuple[str, ...],
                 **values: Any) -> Any:

@@ -3,7 +3,7 @@
 :class:`PubSubStore` is what the XEP-0060 module reads and writes: the nodes
 of pubsub services with their owner, config, affiliations, subscriptions and
 items. The module decides what is allowed; a store only keeps the state.
-Three implementations keep the same contract (tests/storage/
+Four implementations keep the same contract (tests/storage/
 test_pubsub_contract.py runs one suite against all of them), each
 registered by name with :func:`register` like the user storage backends:
 
@@ -13,6 +13,9 @@ registered by name with :func:`register` like the user storage backends:
   node under a directory, for a standalone server.
 * ``redis``, :class:`~vinespy.storage.pubsub.redis.RedisPubSub`: one Redis
   shared by every node of a cluster.
+* ``sql``, :class:`~vinespy.storage.pubsub.sql.SqlPubSub`: tables in the
+  database of a host's ``backend = "sql"`` storage (SQLite or PostgreSQL),
+  standalone or shared by a cluster.
 
 :func:`open_pubsub` builds one by name, importing only its module: only
 ``"redis"`` imports redis-py. :func:`store_for` picks the one of a host.
@@ -31,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
-from .. import Registry
+from .. import Registry, Storage, open_storage
 
 if TYPE_CHECKING:
     from ...config import Config, HostConfig
@@ -174,7 +177,7 @@ class PubSubStore(abc.ABC):
 
 
 _STORES: Registry[PubSubStore] = Registry("pubsub storage", {
-    name: f"{__name__}.{name}" for name in ("fs", "memory", "redis")})
+    name: f"{__name__}.{name}" for name in ("fs", "memory", "redis", "sql")})
 register = _STORES.register
 
 
@@ -184,7 +187,9 @@ def open_pubsub(kind: str, **options: Any) -> PubSubStore:
     * ``"memory"``: :class:`~vinespy.storage.pubsub.memory.MemoryPubSub` (no options);
     * ``"fs"``: :class:`~vinespy.storage.pubsub.fs.FsPubSub` (``dir``: its directory);
     * ``"redis"``: :class:`~vinespy.storage.pubsub.redis.RedisPubSub` (``redis``:
-      a redis-py asyncio client with binary replies; imported only here).
+      a redis-py asyncio client with binary replies; imported only here);
+    * ``"sql"``: :class:`~vinespy.storage.pubsub.sql.SqlPubSub` (``storage``:
+      the host's :class:`~vinespy.storage.sql.SqlStorage`; ``owned``: close it too).
 
     StorageError for an unknown kind; TypeError for wrong options.
     """
@@ -197,11 +202,30 @@ def fs_dir(host: HostConfig) -> Path:
     return Path(host.storage.options["dir"]) / "pubsub"
 
 
-def store_for(config: Config, host: HostConfig) -> PubSubStore:
+def store_for(config: Config, host: HostConfig, storage: Storage | None = None) -> PubSubStore:
     """The store of ``host``'s pubsub services, the same for the server and
-    the operator's commands: Redis in a cluster (every node sees the same
-    state at once; the store owns its client), else the host's data
-    directory, or memory for a storage that is not on disk."""
+    the operator's commands:
+
+    * a host whose storage is ``backend = "sql"``: its database, standalone
+      and in a cluster alike, through ``storage`` (the server's, not closed
+      with the store) or else a SqlStorage of its own (a command's, closed
+      with the store). In a cluster SQL gives what the Redis store gives:
+      every node reads and writes one shared state, each call atomic
+      (node-row locks keep ``max_items`` exact), times from one clock
+      (PostgreSQL's); the XEP-0060 module caches nothing, so no node has a
+      copy to invalidate (nothing like NotifyingStorage's user-changed events
+      is needed), and notifications go through the cluster's router whatever
+      the store. Everything the server keeps is then in the one database
+      (issue 12), and a cluster's Redis holds only routing;
+    * else in a cluster: Redis (the store owns its client);
+    * else the host's data directory (fs), or memory for a storage that is
+      not on disk.
+    """
+    if host.storage.backend == "sql":
+        if storage is None:
+            return open_pubsub("sql", storage=open_storage("sql", host.storage.options),
+                               owned=True)
+        return open_pubsub("sql", storage=storage)
     if config.cluster is not None:
         from ...cluster.connection import connect
         return open_pubsub("redis", redis=connect(config.cluster), owned=True)

@@ -1,0 +1,168 @@
+"""What only the sql pubsub store promises (the contract is in
+test_pubsub_contract.py): several cluster nodes, each with its own engine,
+sharing one real PostgreSQL (tests/pgproc.py) lose and duplicate nothing;
+its tables come with the main ones under one schema version; store_for
+puts a sql host's services there."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable
+
+import pytest
+from sqlalchemy import delete
+
+from tests.pgproc import PASSWORD, PostgresProcess
+from tests.storage.test_pubsub_contract import sql_rows
+from vinespy.config import ClusterConfig, Config
+from vinespy.config.hosts import HostConfig, StorageConfig
+from vinespy.storage import StorageError, open_storage
+from vinespy.storage.pubsub import open_pubsub, store_for
+from vinespy.storage.pubsub.sql import PUBSUB_SCHEMA, SqlPubSub
+from vinespy.storage.sql import SCHEMA_VERSION, SqlStorage
+
+SVC = "pubsub.wonderland.lit"
+ALICE = "alice@wonderland.lit"
+
+
+@pytest.fixture
+async def two_nodes(postgres: PostgresProcess) -> AsyncIterator[tuple[SqlPubSub, SqlPubSub]]:
+    """Two stores as two cluster nodes: each on a SqlStorage (engine, pool) of
+    its own, on one new PostgreSQL database."""
+    url = postgres.url(postgres.createdb())
+    dbs = [SqlStorage(url, password=PASSWORD, pool_size=5) for _ in range(2)]
+    try:
+        yield SqlPubSub(dbs[0]), SqlPubSub(dbs[1])
+    finally:
+        for db in dbs:
+            await db.close()
+
+
+async def test_two_nodes_publishing_200_items_keep_exactly_max_items(
+        two_nodes: tuple[SqlPubSub, SqlPubSub]) -> None:
+    """200 publishes at once, alternately through two nodes, max_items 10:
+    no error, exactly 10 kept, the other 190 each evicted exactly once."""
+    a, b = two_nodes
+    assert await a.create(SVC, "n", ALICE, {})
+    calls = [(a, b)[n % 2].publish(SVC, "n", f"i{n}", b"<x/>", ALICE, 10) for n in range(200)]
+    results = await asyncio.gather(*calls)
+    evicted = [i for r in results if r is not None for i in r]
+    kept = [i.id for i in await b.items(SVC, "n")]
+    assert len(kept) == 10 == len(await a.items(SVC, "n", max_items=100))
+    assert len(evicted) == 190 == len(set(evicted))
+    assert set(kept) | set(evicted) == {f"i{n}" for n in range(200)}
+
+
+async def test_two_nodes_republishing_and_retracting_lose_nothing(
+        two_nodes: tuple[SqlPubSub, SqlPubSub]) -> None:
+    """Both nodes republish the same 20 ids while one retracts them: no
+    error, at most 5 items, each id reported gone at most once per removal."""
+    a, b = two_nodes
+    assert await a.create(SVC, "n", ALICE, {})
+    calls = [s.publish(SVC, "n", f"i{n % 20}", b"<x/>", ALICE, 5)
+             for n in range(100) for s in (a, b)]
+    retracts = [b.retract(SVC, "n", f"i{n}") for n in range(20)]
+    await asyncio.gather(*calls, *retracts)
+    items = await a.items(SVC, "n")
+    assert len(items) <= 5 and len({i.id for i in items}) == len(items)
+
+
+async def test_a_delete_racing_subscriptions_leaves_no_orphans(
+        two_nodes: tuple[SqlPubSub, SqlPubSub]) -> None:
+    """One node deletes while the other subscribes 30 JIDs and publishes: the
+    node is gone afterwards and none of its rows is left behind."""
+    a, b = two_nodes
+    assert await a.create(SVC, "n", ALICE, {})
+    calls: list[Awaitable[Any]] = []
+    for n in range(30):
+        calls += (b.subscribe(SVC, "n", f"u{n}@wonderland.lit", f"s{n}"),
+                  b.set_affiliation(SVC, "n", f"m{n}@wonderland.lit", "member"),
+                  b.publish(SVC, "n", f"i{n}", b"<x/>", ALICE, None))
+    calls.insert(40, a.delete(SVC, "n"))       # in the midst of them
+    await asyncio.gather(*calls)
+    assert await a.get(SVC, "n") is None
+    assert await sql_rows(a.storage) == set()
+
+
+async def test_changes_wait_for_a_delete_in_progress(
+        two_nodes: tuple[SqlPubSub, SqlPubSub]) -> None:
+    """While one node's delete is not committed, the other node's subscribe,
+    affiliation, publish and purge wait for it (the node row's lock), then
+    find no node: nothing is written to a node being deleted."""
+    a, b = two_nodes
+    assert await a.create(SVC, "n", ALICE, {})
+    async with a.storage.transaction(write=True) as conn:
+        for table in PUBSUB_SCHEMA.sorted_tables:       # as delete() does
+            await conn.execute(delete(table))
+        tasks = [asyncio.ensure_future(c) for c in (
+            b.subscribe(SVC, "n", ALICE, "s"), b.set_affiliation(SVC, "n", ALICE, "member"),
+            b.publish(SVC, "n", "i", b"<x/>", ALICE, 1), b.purge(SVC, "n"))]
+        done, _ = await asyncio.wait(tasks, timeout=0.5)
+        assert not done
+    assert [await t for t in tasks] == [False, False, None, None]
+    assert await sql_rows(a.storage) == set()
+
+
+async def test_tables_come_with_the_schema(tmp_path: Path) -> None:
+    """A new database has the pubsub tables beside the main ones, one
+    schema_version row; the pubsub store alone creates them too."""
+    db = SqlStorage(f"sqlite:///{tmp_path / 'v.db'}")
+    ps = open_pubsub("sql", storage=db)
+    assert await ps.create(SVC, "n", ALICE, {})          # the first use opens the database
+    await ps.close()
+    assert db._engine is not None                         # not owned: left open
+    await db.close()
+    with sqlite3.connect(tmp_path / "v.db") as conn:
+        names = {n for n, in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert set(PUBSUB_SCHEMA.tables) | {"users", "keyval", "schema_version"} <= names
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == \
+            [(SCHEMA_VERSION,)]
+
+
+def test_store_for_a_sql_host(tmp_path: Path) -> None:
+    """A sql host's services are in its database, with or without [cluster];
+    the server's SqlStorage is used as it is, else the store owns one."""
+    host = HostConfig(domains=("wonderland.lit",), storage=StorageConfig(
+        backend="sql", options={"url": f"sqlite:///{tmp_path / 'v.db'}"}))
+    for cluster in (None, ClusterConfig(url="redis://127.0.0.1:1/0", node="n1")):
+        config = Config(path=tmp_path / "config.toml", hosts=(host,), cluster=cluster)
+        own = store_for(config, host)
+        assert isinstance(own, SqlPubSub) and own._owned
+        assert isinstance(own.storage, SqlStorage)
+        db = open_storage("sql", host.storage.options)
+        shared = store_for(config, host, db)
+        assert isinstance(shared, SqlPubSub) and shared.storage is db and not shared._owned
+
+
+def test_only_a_sql_storage_will_do(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="needs a SqlStorage"):
+        open_pubsub("sql", storage=open_storage("memory", {}))
+
+
+async def test_database_errors_are_storage_errors_without_the_password() -> None:
+    db = SqlStorage("postgresql://vinespy:t0p-s3cret@127.0.0.1:1/vinespy")
+    with pytest.raises(StorageError, match=r"^pubsub publish to 'n' of .*127\.0\.0\.1:1") as e:
+        await SqlPubSub(db).publish(SVC, "n", "i", b"<x/>", ALICE, 1)
+    assert "t0p-s3cret" not in str(e.value)
+    await db.close()
+
+
+def test_the_sql_store_does_not_import_redis(tmp_path: Path) -> None:
+    """A standalone sql host needs no redis-py (only [cluster] imports it)."""
+    code = ("import asyncio, sys\n"
+            "from vinespy.storage.pubsub import open_pubsub\n"
+            "from vinespy.storage.sql import SqlStorage\n"
+            "async def main():\n"
+            f"    db = SqlStorage('sqlite:///{tmp_path / 'v.db'}')\n"
+            "    ps = open_pubsub('sql', storage=db, owned=True)\n"
+            "    await ps.create('s', 'n', 'a@b', {})\n"
+            "    await ps.publish('s', 'n', 'i', b'<x/>', 'a@b', 1)\n"
+            "    await ps.close()\n"
+            "asyncio.run(main())\n"
+            "assert not [m for m in sys.modules if m.split('.')[0] == 'redis'], 'redis'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60,
+                   cwd=Path(__file__).resolve().parents[2])
