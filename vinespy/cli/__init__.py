@@ -1,4 +1,4 @@
-"""The ``vinespy`` command: init, start, stop, restart, status, cert, accounts.
+"""The ``vinespy`` command: init, start, stop, restart, status, cert, accounts, migrate.
 
 Mirrors the Ruby Vines command line. ``vinespy init DOMAIN`` makes a
 directory holding ``conf/config.toml``, a self-signed certificate, ``data/``,
@@ -36,8 +36,11 @@ exits non-zero; only a bug shows a traceback. ``main`` returns the exit
 status: the console script and ``python -m vinespy`` pass it to
 :func:`sys.exit`.
 
+``migrate --to URL`` copies the configured storage (and pubsub nodes) into
+another backend and verifies the copy; it refuses while the server runs.
+
 One module per concern: :mod:`.init` (``init``, ``cert``), :mod:`.accounts`,
-:mod:`.pubsub`, :mod:`.run` (``start``, ``stop``, ``restart``, ``status``);
+:mod:`.pubsub`, :mod:`.migrate`, :mod:`.run` (``start``, ``stop``, ``restart``, ``status``);
 this one holds the parser. Pid files, the daemon and the worker supervisor
 are :mod:`vinespy.process`'s: no argument parsing or printing there.
 """
@@ -110,7 +113,7 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The parser for every command; each subparser sets ``handler``."""
     # The commands' modules import this package (CLIError): imported here, once it exists.
-    from . import accounts, init, pubsub, run
+    from . import accounts, init, migrate, pubsub, run
     parser = Parser(prog=PROG, description="An XMPP server on asyncio, in the spirit of Vines.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     config_help = f"the configuration file (default: {DEFAULT_CONFIG})"
@@ -171,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
 
     pubsub.add_parser(sub, common)
+    migrate.add_parser(sub, common)
     return parser
 
 

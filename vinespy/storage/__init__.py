@@ -20,7 +20,8 @@ import importlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Generic, Mapping, Protocol, TypeVar
+from typing import (Any, AsyncIterator, Callable, ClassVar, Generic, Mapping, Protocol,
+                    TypeVar)
 
 from lxml import etree
 
@@ -188,6 +189,25 @@ class Storage(abc.ABC):
         new = change(await self.get(jid, store))
         await self.put(jid, store, new)
         return new
+
+    # --- enumeration: what a copy of everything (vinespy migrate) reads ---
+    # Not abstract: a wrapper or a test double that is never copied from
+    # needs none of them.
+
+    def owners(self) -> AsyncIterator[JID]:
+        """Every bare JID with anything stored (an account, a vCard, private
+        XML or a keyval store), each once, in no set order; streamed, so a
+        big deployment is never held in memory. Data stored under a JID
+        that has no account is there too."""
+        raise StorageError(f"{type(self).__name__} cannot list what it holds")
+
+    async def fragments(self, jid: JID) -> list[tuple[str, str]]:
+        """The (namespace, name) of every private XML fragment of ``jid``, sorted."""
+        raise StorageError(f"{type(self).__name__} cannot list what it holds")
+
+    async def stores(self, jid: JID) -> list[str]:
+        """The names of ``jid``'s keyval stores that hold a value, sorted."""
+        raise StorageError(f"{type(self).__name__} cannot list what it holds")
 
     async def open(self) -> None:
         """Check, before the server serves, that the storage can be used

@@ -11,7 +11,7 @@ bare JID.
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+from typing import Any, AsyncIterator, Mapping
 
 from lxml import etree
 
@@ -102,3 +102,16 @@ class MemoryStorage(Storage):
                     del self._keyval[owner]
             return
         self._keyval.setdefault(owner, {})[store] = json_value(value)
+
+    # enumeration (vinespy migrate)
+
+    async def owners(self) -> AsyncIterator[JID]:
+        for jid in sorted({*self._users, *self._vcards, *self._fragments, *self._keyval},
+                          key=str):
+            yield jid
+
+    async def fragments(self, jid: JID) -> list[tuple[str, str]]:
+        return sorted(self._fragments.get(jid.bare, {}))
+
+    async def stores(self, jid: JID) -> list[str]:
+        return sorted(self._keyval.get(jid.bare, {}))

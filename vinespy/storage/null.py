@@ -6,7 +6,7 @@ benchmarks that must not measure storage.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, AsyncIterator
 
 from lxml import etree
 
@@ -48,3 +48,13 @@ class NullStorage(Storage):
         if value is not None:
             json_value(value)           # the same TypeError/ValueError as the others
         return None
+
+    async def owners(self) -> AsyncIterator[JID]:
+        return
+        yield                           # an async generator that yields nothing
+
+    async def fragments(self, jid: JID) -> list[tuple[str, str]]:
+        return []
+
+    async def stores(self, jid: JID) -> list[str]:
+        return []

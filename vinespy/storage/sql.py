@@ -43,7 +43,7 @@ from typing import Any, AsyncContextManager, AsyncIterator, Callable, Mapping
 from lxml import etree
 from sqlalchemy import (BigInteger, Boolean, Column, Integer, LargeBinary, MetaData,
                         PrimaryKeyConstraint, Table, Text, delete, event, func, inspect,
-                        select, update)
+                        select, union, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -96,6 +96,7 @@ SCHEMAS = (SCHEMA, PUBSUB_SCHEMA)
 # url scheme -> the asyncio driver SQLAlchemy uses for it
 DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 _IMMEDIATE = "vinespy_immediate"       # execution option: SQLite BEGIN IMMEDIATE
+LIST_PAGE = 1000                        # JIDs per query of SqlStorage.owners
 
 
 def _owner(jid: JID) -> str:
@@ -262,6 +263,41 @@ class SqlStorage(Storage):
         if self._engine is not None:
             engine, self._engine = self._engine, None
             await engine.dispose()
+
+    # --- enumeration (vinespy migrate) ---------------------------------------------
+
+    async def owners(self) -> AsyncIterator[JID]:
+        """Pages of :data:`LIST_PAGE` JIDs in the database's order, each page
+        one short transaction: nothing stays open while the caller works."""
+        tables = (USERS, VCARDS, FRAGMENTS, KEYVAL)
+        every = union(*(select(t.c.jid.label("jid")) for t in tables)).subquery()
+        last: str | None = None
+        while True:
+            page = select(every.c.jid).order_by(every.c.jid).limit(LIST_PAGE)
+            if last is not None:
+                page = page.where(every.c.jid > last)
+            async with self._tx() as conn:
+                jids = list((await conn.execute(page)).scalars())
+            for text in jids:
+                try:
+                    yield JID.parse(text)
+                except JIDError as exc:
+                    raise StorageError(f"{self.shown}: corrupt JID {text!r}: {exc}") from exc
+            if len(jids) < LIST_PAGE:
+                return
+            last = jids[-1]
+
+    async def fragments(self, jid: JID) -> list[tuple[str, str]]:
+        async with self._tx() as conn:
+            rows = await conn.execute(select(FRAGMENTS.c.namespace, FRAGMENTS.c.name).where(
+                FRAGMENTS.c.jid == str(jid.bare)))
+            return sorted((r.namespace, r.name) for r in rows)
+
+    async def stores(self, jid: JID) -> list[str]:
+        async with self._tx() as conn:
+            rows = await conn.execute(select(KEYVAL.c.store).where(
+                KEYVAL.c.jid == str(jid.bare)))
+            return sorted(rows.scalars())
 
     # --- users and rosters -------------------------------------------------------
 

@@ -63,7 +63,7 @@ import shutil
 from pathlib import Path
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, AsyncIterator, Callable, Mapping, TypeVar
 
 from lxml import etree
 
@@ -71,6 +71,7 @@ from ...fileio import atomic_write, fsync_dir
 from ...jid import JID, JIDError
 from .. import (Contact, ContactLookup, Storage, StorageError, User, check_store, json_value,
                 register, value_from_json, xml_bytes, xml_element)
+from . import listing
 from .names import encode_name, fragment_file_name
 from .records import (JOURNAL, Parsed, copy_contact, copy_user, entry_from_json, entry_to_json,
                       journal_entries, user_from_json, user_to_json)
@@ -84,6 +85,8 @@ _JOURNAL_MIN = 64 * 1024
 
 # Roster records kept parsed in memory, over all users; least recently used go first.
 _CACHE_RECORDS = 50_000
+# User directories :meth:`FsStorage.owners` examines per worker-thread call.
+_LIST_BATCH = 256
 
 
 def _read(path: Path) -> bytes | None:
@@ -438,3 +441,24 @@ class FsStorage(Storage):
             await self._run(self._remove, path)
         else:
             await self._run(self._write, path, json_value(value))
+
+    # enumeration (vinespy migrate)
+
+    async def owners(self) -> AsyncIterator[JID]:
+        """A walk of ``dir``, one batch of user directories per worker-thread call."""
+        for domain_dir in await self._run(listing.domain_dirs, self.dir):
+            user_dirs = await self._run(listing.user_dirs, domain_dir)
+            for i in range(0, len(user_dirs), _LIST_BATCH):
+                batch = user_dirs[i:i + _LIST_BATCH]
+                for jid in await self._run(listing.owners, batch, self.user_dir):
+                    yield jid
+
+    async def fragments(self, jid: JID) -> list[tuple[str, str]]:
+        if not jid.local:
+            return []
+        return await self._run(listing.fragments, self.user_dir(jid) / "private")
+
+    async def stores(self, jid: JID) -> list[str]:
+        if not jid.local:
+            return []
+        return await self._run(listing.stores, self.user_dir(jid))

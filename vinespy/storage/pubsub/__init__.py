@@ -172,6 +172,33 @@ class PubSubStore(abc.ABC):
         """Remove every item of the node (the node stays); how many there
         were, or None if there is no such node."""
 
+    # -- copying (vinespy migrate) ---------------------------------------------
+
+    async def restore(self, node: PubSubNode, affiliations: Mapping[str, str],
+                      subscriptions: Mapping[str, str], items: list[Item]) -> None:
+        """Make ``node.name`` of ``node.service`` hold exactly this state,
+        ``items`` oldest first, whether it exists or not: what a copy from
+        another store writes, the same however often it runs.
+
+        This default goes through the other methods, so the creation time
+        and the items' publication times become now, and a node that exists
+        keeps its owner; a store that can keep them overrides it (memory, fs).
+        """
+        service, name = node.service, node.name
+        if not await self.create(service, name, node.owner, node.config):
+            await self.configure(service, name, node.config)
+        for jid in set(await self.affiliations(service, name)) - set(affiliations):
+            await self.set_affiliation(service, name, jid, None)
+        for jid, affiliation in affiliations.items():
+            await self.set_affiliation(service, name, jid, affiliation)
+        for jid in set(await self.subscriptions(service, name)) - set(subscriptions):
+            await self.unsubscribe(service, name, jid)
+        for jid, subid in subscriptions.items():
+            await self.subscribe(service, name, jid, subid)
+        await self.purge(service, name)
+        for item in items:
+            await self.publish(service, name, item.id, item.payload, item.publisher, None)
+
     async def close(self) -> None:
         """Release resources; the default has none."""
 

@@ -17,7 +17,7 @@ from .. import StorageError
 from ..fs.names import decode_name, encode_name
 from . import AFFILIATIONS, Item, PubSubNode, PubSubStore, register
 from .state import (NodeState, check_affiliation, check_config, check_items, check_publish,
-                    check_str, now_ms)
+                    check_str, now_ms, restored)
 
 T = TypeVar("T")
 
@@ -409,3 +409,14 @@ class FsPubSub(PubSubStore):
             return n
 
         return await self._locked(f"purge {node!r} of {service!r}", service, node, purge)
+
+    # -- copying ---------------------------------------------------------
+
+    async def restore(self, node: PubSubNode, affiliations: Mapping[str, str],
+                      subscriptions: Mapping[str, str], items: list[Item]) -> None:
+        """The node's file written whole, times kept."""
+        state = restored(node, affiliations, subscriptions, items)
+        path = self._path(node.service, node.name)
+        async with self._lock(path):
+            await self._run(f"restore {node.name!r} of {node.service!r}", self._exclusive,
+                            self._save, node.service, node.name, state)

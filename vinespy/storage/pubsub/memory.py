@@ -6,7 +6,7 @@ from typing import Mapping
 
 from . import Item, PubSubNode, PubSubStore, register
 from .state import (NodeState, check_affiliation, check_config, check_items, check_publish,
-                    check_str, now_ms)
+                    check_str, now_ms, restored)
 
 
 @register("memory")
@@ -125,3 +125,9 @@ class MemoryPubSub(PubSubStore):
         n = len(state.items)
         state.items.clear()
         return n
+
+    async def restore(self, node: PubSubNode, affiliations: Mapping[str, str],
+                      subscriptions: Mapping[str, str], items: list[Item]) -> None:
+        state = restored(node, affiliations, subscriptions, items)
+        self._services.setdefault(check_str(node.service, "service"), {})[
+            check_str(node.name, "node")] = state

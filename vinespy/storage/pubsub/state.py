@@ -97,3 +97,24 @@ class NodeState:
         if max_items is not None:
             found = found[:max_items]
         return [replace(i) for i in found]
+
+
+def restored(node: PubSubNode, affiliations: Mapping[str, str],
+             subscriptions: Mapping[str, str], items: list[Item]) -> NodeState:
+    """The state :meth:`PubSubStore.restore` stores, times kept, every argument
+    checked (TypeError, ValueError) and copied."""
+    check_str(node.owner, "owner")
+    if not isinstance(node.created, int) or node.created < 0:
+        raise ValueError(f"created must be an int >= 0, not {node.created!r}")
+    affs = check_config(affiliations, "affiliations")
+    for affiliation in affs.values():
+        if check_affiliation(affiliation) is None:
+            raise ValueError("affiliation 'none' is no entry")
+    kept: dict[str, Item] = {}
+    for item in items:
+        check_publish(item.id, item.payload, item.publisher, None)
+        kept.pop(item.id, None)
+        kept[item.id] = replace(item)
+    return NodeState(owner=node.owner, created=node.created,
+                     config=check_config(node.config), affiliations=affs,
+                     subscriptions=check_config(subscriptions, "subscriptions"), items=kept)
