@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.ldapproc import slapd  # noqa: F401  (a fixture)
 from tests.pgproc import PASSWORD, PostgresProcess, postgres  # noqa: F401  (a fixture)
 from vinespy.storage import Storage
 from vinespy.storage.fs import FsStorage

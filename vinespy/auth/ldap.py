@@ -224,7 +224,10 @@ def _result(conn: ldap3.Connection) -> str:
 
 
 def _reason(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    """The first line of ``exc``, unwrapped: ldap3 nests the text of a
+    socket error in tuple reprs, ``("('socket ssl wrapping error: ...',)",)``."""
+    text = str(exc).strip("()\"',")
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class DirectoryStorage(Storage):
