@@ -175,5 +175,7 @@ def make_server(tmp_path: Path, ca: trustme.CA) -> Callable[..., Any]:
 
 
 # One PostgreSQL for the whole session, for every suite that needs it (the
-# storage contract, the cluster on sql); imported last: pgproc uses the above.
+# storage contract, the cluster on sql), and a real slapd per test that asks
+# for one; imported last: they use the above.
+from tests.ldapproc import slapd  # noqa: E402,F401  (a fixture)
 from tests.pgproc import postgres  # noqa: E402,F401  (a fixture)

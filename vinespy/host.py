@@ -10,6 +10,7 @@ from .events import EventBus
 from .storage import Storage
 
 if TYPE_CHECKING:
+    from .auth.ldap import LdapDirectory
     from .config import HostConfig
     from .modules import Module
     from .router import Router
@@ -33,6 +34,9 @@ class Host:
         self.bus = EventBus()
         self.modules: dict[str, Module] = {}
         self.pubsub_store: PubSubStore | None = None    # set when it serves pubsub services
+        # [host.auth] backend = "ldap": the directory that checks passwords
+        # (and says who exists, through ``storage``); None: the storage's keys.
+        self.directory: LdapDirectory | None = None
         self.log = logging.getLogger(f"vinespy.host.{domain}")
 
     @property

@@ -18,7 +18,7 @@ import ssl
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
 
 from . import __version__, modules, tls
-from .config import Config, ConfigError
+from .config import Config, ConfigError, HostConfig
 from .errors import StreamError
 from .host import Host
 from .jid import JID
@@ -30,6 +30,7 @@ from .stream.client import ClientStream
 from .stream.throttle import AuthThrottle
 
 if TYPE_CHECKING:
+    from .auth.ldap import LdapDirectory
     from .cluster import Cluster
 
 log = logging.getLogger("vinespy.server")
@@ -55,6 +56,7 @@ class Server:
         self.tls: dict[str, ssl.SSLContext] = tls.contexts(config)
         self.hosts: dict[str, Host] = {}
         self.storages: list[Storage] = []
+        self.directories: list[LdapDirectory] = []      # [host.auth] backend = "ldap"
         self.ports: dict[str, int] = {}
         self.streams: set[ClientStream] = set()
         cc = config.client
@@ -69,11 +71,16 @@ class Server:
             except (StorageError, TypeError) as exc:
                 raise ConfigError(f"{config.path}: storage for {hc.domains[0]}: {exc}") from None
             self.storages.append(storage)
+            directory = self._directory(hc) if hc.auth.backend == "ldap" else None
+            if directory is not None:
+                from .auth.ldap import DirectoryStorage
+                storage = DirectoryStorage(storage, directory)
             if self.cluster is not None:
                 from .cluster.notifying_storage import NotifyingStorage
                 storage = NotifyingStorage(storage, self._user_changed)
             for domain in hc.domains:
                 host = Host(domain, hc, storage, self.router)
+                host.directory = directory
                 try:
                     modules.load(host, hc.modules)
                 except ValueError as exc:
@@ -86,6 +93,16 @@ class Server:
                 for label in hc.pubsub:
                     self.router.add_service(f"{label}.{domain}", host)
 
+    def _directory(self, hc: HostConfig) -> LdapDirectory:
+        # Only a host on LDAP imports ldap3.
+        from .auth.ldap import LdapDirectory
+        try:
+            directory = LdapDirectory(hc.auth)
+        except StorageError as exc:
+            raise ConfigError(f"{self.config.path}: auth for {hc.domains[0]}: {exc}") from None
+        self.directories.append(directory)
+        return directory
+
     async def _user_changed(self, bare: JID) -> None:
         if self.cluster is not None and self.cluster.publisher is not None:
             await self.cluster.publisher.user_changed(bare)
@@ -97,9 +114,13 @@ class Server:
         try:
             for storage in self.storages:
                 await storage.open()    # StorageError: one line, no listener opened
+            for directory in self.directories:
+                await directory.open()  # DirectoryUnavailable (a StorageError): the same
         except BaseException:
             for storage in self.storages:
                 await storage.close()
+            for directory in self.directories:
+                await directory.close()
             raise
         for host in self.hosts.values():
             for mod in host.modules.values():
@@ -214,6 +235,8 @@ class Server:
                     log.exception("module %s failed to stop", mod.name)
         for storage in self.storages:
             await storage.close()
+        for directory in self.directories:
+            await directory.close()
         for srv in self._listeners:
             await srv.wait_closed()
         log.info("vinespy stopped")

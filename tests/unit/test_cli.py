@@ -339,6 +339,23 @@ def test_account_commands_refuse_a_bad_jid(site: Path, tmp_path: Path, jid: str,
     assert_one_line_error(err)
 
 
+@pytest.mark.parametrize("command", ["register", "passwd"])
+def test_register_and_passwd_refuse_an_ldap_host(site: Path, tmp_path: Path, command: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """On a host whose passwords are in LDAP, register and passwd refuse in one
+    line naming the directory, before any prompt and without touching it."""
+    config = site / "conf" / "config.toml"
+    config.write_text(config.read_text().replace("[client]", (
+        '[host.auth]\nbackend = "ldap"\nurl = "ldap://ldap.wonderland.lit:389"\n'
+        'base = "ou=people,dc=wonderland,dc=lit"\nbind_password = "hunter2"\n\n[client]'), 1))
+    status, _, err = run_main(capsys, command, f"hatter@{DOMAIN}")
+    assert status == 1
+    assert_one_line_error(err, f"{DOMAIN} checks passwords in LDAP "
+                          "(ldap://ldap.wonderland.lit:389)", f"not with vinespy {command}")
+    assert "hunter2" not in err
+    assert find_user(site / "data", f"hatter@{DOMAIN}") is None
+
+
 def test_passwd_changes_the_password(site: Path, tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     """passwd replaces the password: the old one no longer authenticates."""

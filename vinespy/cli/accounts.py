@@ -1,7 +1,9 @@
 """``vinespy register|passwd|unregister JID``: accounts, written to the host's storage.
 
 They write the storage directly, so they also work while the server runs:
-the fs backend replaces one file per account atomically.
+the fs backend replaces one file per account atomically. On a host whose
+passwords are in LDAP, register and passwd refuse; unregister still deletes
+what the server stored for the user (roster, offline messages...).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Awaitable, Callable, TypeVar
 
 from ..accounts import create_user, delete_user, set_password
 from ..config import HostConfig, load
+from ..config.rules import safe_url
 from ..jid import JID, JIDError
 from ..storage import Storage, open_storage
 from . import CLIError, existing_paths
@@ -24,6 +27,7 @@ T = TypeVar("T")
 def cmd_register(args: argparse.Namespace) -> int:
     """``vinespy register JID``: create an account."""
     jid, host = _account_target(args)
+    _passwords_here(host, jid, "register")
     password = read_password(args.password_file, jid)
     run_on_storage(host, lambda s: create_user(s, jid, password))
     print(f"Registered {jid}")
@@ -33,6 +37,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 def cmd_passwd(args: argparse.Namespace) -> int:
     """``vinespy passwd JID``: change an account's password."""
     jid, host = _account_target(args)
+    _passwords_here(host, jid, "passwd")
     password = read_password(args.password_file, jid)
     run_on_storage(host, lambda s: set_password(s, jid, password))
     print(f"Changed the password of {jid}")
@@ -61,6 +66,13 @@ def _account_target(args: argparse.Namespace) -> tuple[JID, HostConfig]:
     if host is None:
         raise CLIError(f"{jid.domain} is not served here")
     return jid, host
+
+
+def _passwords_here(host: HostConfig, jid: JID, command: str) -> None:
+    """Refuse, before any prompt, to set a password the server does not keep."""
+    if host.auth.backend == "ldap":
+        raise CLIError(f"{jid.domain} checks passwords in LDAP ({safe_url(host.auth.url)}): "
+                       f"accounts and passwords are made there, not with vinespy {command}")
 
 
 def run_on_storage(host: HostConfig, call: Callable[[Storage], Awaitable[T]]) -> T:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from .rules import (_BY_TYPE, _TEXT, _Bad, _Rule, _array, _check, _distinct, _domains,
                     _existing_file, _fields, _ints, _label, _numbers, _one_of, _path, _show,
@@ -149,16 +150,33 @@ def _sql(where: str, options: dict[str, Any], base: Path) -> dict[str, Any]:
     return options
 
 
+def _ldap_url(where: str, value: Any) -> str:
+    """``ldap://HOST[:PORT]`` or ``ldaps://HOST[:PORT]``: the bind account
+    goes in ``bind_dn``/``bind_password``, never in the URL (which is logged)."""
+    url = _check(where, value, _TEXT)
+    expected = "ldap://HOST[:PORT] or ldaps://HOST[:PORT]"
+    shown = _show(safe_url(url) if "@" in url else url)
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        raise _Bad(f"{where}: expected {expected}, got {shown}") from None
+    if parts.username is not None or parts.password is not None:
+        raise _Bad(f"{where}: no user or password in the URL, got {shown} "
+                   f"(the search account is bind_dn and bind_password)")
+    if (parts.scheme not in ("ldap", "ldaps") or not parts.hostname or not port_ok
+            or parts.path not in ("", "/") or parts.query or parts.fragment):
+        raise _Bad(f"{where}: expected {expected}, got {shown}")
+    return url
+
+
 def _auth(where: str, value: Any, base: Path) -> AuthConfig:
     """``[host.auth]``: ``backend = "internal"`` (no other key) or ``"ldap"``
     with ``url`` and ``base`` required and the rest checked."""
     table = dict(_table(where, value))
     custom: dict[str, Callable[[str, Any], Any]] = {
         "backend": lambda at, v: _check(at, v, _one_of("internal", "ldap")),
-        "url": lambda at, v: _check(at, v, _Rule(
-            "a URL starting with ldap:// or ldaps://",
-            lambda u: isinstance(u, str) and u.startswith(("ldap://", "ldaps://"))
-            and len(u) > len("ldaps://"))),
+        "url": _ldap_url,
         "ca_file": lambda at, v: _existing_file(at, v, base),
         "bind_password_file": lambda at, v: _existing_file(at, v, base),
         "filter": lambda at, v: _check(at, v, _Rule(

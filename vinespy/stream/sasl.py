@@ -5,7 +5,9 @@
   iteration count), so this path never sees a password.
 * PLAIN (RFC 4616) is offered only on a TLS-protected stream (RFC 6120
   §6.3.4 and §13.8); the password is checked by recomputing StoredKey from the
-  stored salt and iteration count, never by comparing clear text.
+  stored salt and iteration count, never by comparing clear text. On a host
+  whose passwords live elsewhere (``[host.auth] backend = "ldap"``) an
+  injected :data:`PasswordCheck` decides instead, and PLAIN is all there is.
 
 No ``-PLUS`` mechanism is offered, so a client-first GS2 flag ``y`` is
 accepted and ``p=`` is refused (RFC 5802 §6).
@@ -79,18 +81,31 @@ class Failure:
 
 Result = Challenge | Success | Failure
 Lookup = Callable[[JID], Awaitable[User | None]]
+# Whether a password is the one of a bare JID, asked of someone who keeps the
+# passwords (an LDAP directory); StorageError when it cannot answer now.
+PasswordCheck = Callable[[JID, str], Awaitable[bool]]
 
 
-def offered(secure: bool) -> list[str]:
-    """Mechanism names to advertise, best first; PLAIN only when ``secure`` (TLS)."""
-    names = list(_SCRAM_NAMES)
+def offered(secure: bool, scram: bool = True) -> list[str]:
+    """Mechanism names to advertise, best first; PLAIN only when ``secure``
+    (TLS); SCRAM only when ``scram`` (the server keeps the users' keys)."""
+    names = list(_SCRAM_NAMES) if scram else []
     if secure:
         names.append(Plain.name)
     return names
 
 
-def new(name: str, domain: str, lookup: Lookup) -> Mechanism:
-    """A fresh mechanism ``name`` for ``domain``; KeyError for an unknown name."""
+def new(name: str, domain: str, lookup: Lookup, check: PasswordCheck | None = None
+        ) -> Mechanism:
+    """A fresh mechanism ``name`` for ``domain``; KeyError for an unknown name.
+
+    With ``check``, PLAIN asks it instead of the stored keys, and there is no
+    other mechanism (KeyError).
+    """
+    if check is not None:
+        if name != Plain.name:
+            raise KeyError(name)
+        return Plain(domain, lookup, check)
     return _MECHANISMS[name](domain, lookup)
 
 
@@ -155,8 +170,9 @@ class Plain(Mechanism):
 
     name = "PLAIN"
 
-    def __init__(self, domain: str, lookup: Lookup) -> None:
+    def __init__(self, domain: str, lookup: Lookup, check: PasswordCheck | None = None) -> None:
         super().__init__(domain, lookup)
+        self._password_check = check
         self._started = False
         self._done = False
 
@@ -192,6 +208,8 @@ class Plain(Mechanism):
         if not authcid or not password:
             return Failure("malformed-request", "empty authcid or password")
         jid = self.account = self._authcid_jid(authcid)
+        if self._password_check is not None:
+            return await self._checked(jid, authzid, password)
         try:
             user = await self._find(jid)
         except StorageError:
@@ -206,6 +224,22 @@ class Plain(Mechanism):
         if not _authzid_ok(authzid or None, bare):
             return Failure("invalid-authzid", "authzid differs from the authenticated JID")
         return Success(bare)
+
+    async def _checked(self, jid: JID | None, authzid: str, password: str) -> Result:
+        """The outcome when the password check is someone else's (LDAP)."""
+        assert self._password_check is not None
+        if jid is None:
+            return Failure("not-authorized")
+        try:
+            ok = await self._password_check(jid.bare, password)
+        except StorageError as exc:
+            log.warning("PLAIN: cannot check the password of %s: %s", jid, exc)
+            return Failure("temporary-auth-failure", "the account directory is unavailable")
+        if not ok:
+            return Failure("not-authorized")
+        if not _authzid_ok(authzid or None, jid.bare):
+            return Failure("invalid-authzid", "authzid differs from the authenticated JID")
+        return Success(jid.bare)
 
 
 # --- SCRAM -------------------------------------------------------------------

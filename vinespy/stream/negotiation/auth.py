@@ -38,10 +38,18 @@ class Auth:
     def _applies(stream: ClientStream) -> bool:
         return stream.user is None and (stream.secure or stream.cfg.tls == "optional")
 
+    @staticmethod
+    def _offered(stream: ClientStream) -> list[str]:
+        """SCRAM needs the keys the server keeps: none on a host whose
+        directory keeps the passwords (LDAP), which gets PLAIN over TLS only."""
+        directory = stream.host.directory if stream.host is not None else None
+        return sasl.offered(stream.secure, scram=directory is None)
+
     def offer(self, stream: ClientStream) -> str:
-        if not self._applies(stream):
+        offered = self._offered(stream) if self._applies(stream) else []
+        if not offered:     # e.g. LDAP before TLS: no SASL feature at all yet
             return ""
-        mechs = "".join(f"<mechanism>{m}</mechanism>" for m in sasl.offered(stream.secure))
+        mechs = "".join(f"<mechanism>{m}</mechanism>" for m in offered)
         return f"<mechanisms xmlns='{ns.SASL}'>{mechs}</mechanisms>"
 
     async def handle(self, stream: ClientStream, el: Element) -> bool | None:
@@ -71,7 +79,7 @@ class Auth:
     async def _start(self, stream: ClientStream, el: Element) -> sasl.Result | None:
         """``<auth/>``: the first step of a mechanism (None: failure sent)."""
         mech_name = el.get("mechanism", "")
-        if mech_name not in sasl.offered(stream.secure):
+        if mech_name not in self._offered(stream):
             self._failure(stream, "invalid-mechanism", None)
             return None
         wait = stream.server.auth_throttle.refused_for(_address(stream), stream.loop.time())
@@ -79,8 +87,10 @@ class Auth:
             self._failure(stream, "temporary-auth-failure", "too many failed logins from "
                           f"your address; try again in {math.ceil(wait)} s")
             return None
-        assert stream.host is not None
-        self._mechanism = sasl.new(mech_name, stream.host.domain, stream.host.storage.find_user)
+        host = stream.host
+        assert host is not None
+        check = host.directory.check if host.directory is not None else None
+        self._mechanism = sasl.new(mech_name, host.domain, host.storage.find_user, check)
         data = self._decode(stream, el)
         if data is False:
             return None
