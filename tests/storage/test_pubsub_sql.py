@@ -23,7 +23,8 @@ from vinespy.config.hosts import HostConfig, StorageConfig
 from vinespy.storage import StorageError, open_storage
 from vinespy.storage.pubsub import open_pubsub, store_for
 from vinespy.storage.pubsub.sql import PUBSUB_SCHEMA, SqlPubSub
-from vinespy.storage.sql import SCHEMA_VERSION, SqlStorage
+from vinespy.storage.sql import SqlStorage
+from vinespy.storage.sqlschema import SCHEMA_VERSION
 
 SVC = "pubsub.wonderland.lit"
 ALICE = "alice@wonderland.lit"

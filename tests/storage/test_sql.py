@@ -14,7 +14,8 @@ from tests.pgproc import PASSWORD, PostgresProcess
 from tests.storage.test_contract import ALICE, make_user
 from vinespy.jid import JID
 from vinespy.storage import Contact, StorageError, open_storage
-from vinespy.storage.sql import SCHEMA_VERSION, SqlStorage
+from vinespy.storage.sql import SqlStorage
+from vinespy.storage.sqlschema import SCHEMA_VERSION
 
 
 async def test_open_storage_and_schema_version(tmp_path: Path) -> None:
@@ -31,14 +32,16 @@ async def test_open_storage_and_schema_version(tmp_path: Path) -> None:
     reopened = SqlStorage(f"sqlite:///{db}")
     assert await reopened.find_user(ALICE) == make_user()
     await reopened.close()
-    for version, age in ((SCHEMA_VERSION + 1, "newer"), (SCHEMA_VERSION - 1, "older")):
+    for version, advice in ((SCHEMA_VERSION + 1, ("newer", "run the vinespy that wrote it")),
+                            (SCHEMA_VERSION - 1, ("older", "run 'vinespy db upgrade'"))):
         with sqlite3.connect(db) as conn:
             conn.execute("UPDATE schema_version SET version = ?", (version,))
         storage = SqlStorage(f"sqlite:///{db}")
         with pytest.raises(StorageError) as info:
             await storage.find_user(ALICE)
-        assert str(info.value) == (f"sqlite:///{db}: database schema version {version} is "
-                                   f"{age} than this vinespy's ({SCHEMA_VERSION})")
+        assert str(info.value).startswith(
+            f"sqlite:///{db}: database schema version {version} is {advice[0]} than this "
+            f"vinespy's ({SCHEMA_VERSION}): {advice[1]}"), str(info.value)
         await storage.close()
 
 

@@ -36,12 +36,15 @@ exits non-zero; only a bug shows a traceback. ``main`` returns the exit
 status: the console script and ``python -m vinespy`` pass it to
 :func:`sys.exit`.
 
+``db upgrade`` creates or upgrades the schema of the SQL databases the
+config names (:mod:`.db`).
+
 ``migrate --to URL`` copies the configured storage (and pubsub nodes) into
 another backend and verifies the copy; it refuses while the server runs.
 
 One module per concern: :mod:`.init` (``init``, ``cert``), :mod:`.accounts`,
-:mod:`.pubsub`, :mod:`.migrate`, :mod:`.run` (``start``, ``stop``, ``restart``, ``status``);
-this one holds the parser. Pid files, the daemon and the worker supervisor
+:mod:`.pubsub`, :mod:`.migrate`, :mod:`.db`, :mod:`.run` (``start``, ``stop``,
+``restart``, ``status``); this one holds the parser. Pid files, the daemon and the worker supervisor
 are :mod:`vinespy.process`'s: no argument parsing or printing there.
 """
 
@@ -113,7 +116,7 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The parser for every command; each subparser sets ``handler``."""
     # The commands' modules import this package (CLIError): imported here, once it exists.
-    from . import accounts, init, migrate, pubsub, run
+    from . import accounts, db, init, migrate, pubsub, run
     parser = Parser(prog=PROG, description="An XMPP server on asyncio, in the spirit of Vines.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     config_help = f"the configuration file (default: {DEFAULT_CONFIG})"
@@ -175,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pubsub.add_parser(sub, common)
     migrate.add_parser(sub, common)
+    db.add_parser(sub, common)
     return parser
 
 

@@ -8,7 +8,7 @@ connections at most (default 5). SQLAlchemy 2's asyncio API drives aiosqlite
 or asyncpg, so no call blocks the event loop. A URL is only ever shown with
 its password as ``***`` (:func:`vinespy.config.safe_url`).
 
-Tables (:data:`SCHEMA`, version :data:`SCHEMA_VERSION` in ``schema_version``)::
+Tables (:mod:`vinespy.storage.sqlschema`, its version in ``schema_version``)::
 
     users        id, jid (bare, unique), roster_version
     credentials  user_id + mechanism -> salt, stored_key, server_key, iterations
@@ -18,10 +18,10 @@ Tables (:data:`SCHEMA`, version :data:`SCHEMA_VERSION` in ``schema_version``)::
     fragments    jid + namespace + name -> data (XML)
     keyval       jid + store -> value (JSON)
 
-and the pubsub store's tables (:data:`vinespy.storage.pubsub.sql.PUBSUB_SCHEMA`,
-the same version). The first use of an empty database creates them; a
-database with another schema version is refused with StorageError (upgrades
-come with a command).
+and the pubsub store's tables (:data:`vinespy.storage.pubsub.sql.PUBSUB_SCHEMA`).
+The first use of an empty database creates them; a database of an older
+schema version is refused with StorageError naming ``vinespy db upgrade``,
+which :meth:`SqlStorage.upgrade` serves.
 
 Each call that reads before it writes (:meth:`SqlStorage.update_roster`,
 :meth:`~SqlStorage.save_user`, :meth:`~SqlStorage.delete_user`) is one
@@ -41,9 +41,7 @@ from pathlib import Path
 from typing import Any, AsyncContextManager, AsyncIterator, Callable, Mapping
 
 from lxml import etree
-from sqlalchemy import (BigInteger, Boolean, Column, Integer, LargeBinary, MetaData,
-                        PrimaryKeyConstraint, Table, Text, delete, event, func, inspect,
-                        select, union, update)
+from sqlalchemy import Table, delete, event, func, select, union, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -51,47 +49,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from ..config import safe_url
 from ..jid import JID, JIDError
-from .pubsub.sql import PUBSUB_SCHEMA
+from . import sqlschema
+from .sqlschema import CREDENTIALS, FRAGMENTS, KEYVAL, ROSTER, USERS, VCARDS
 from . import (Contact, ContactLookup, RosterConflict, ScramKeys, Storage, StorageError, User,
                check_store, json_value, register, value_from_json, xml_bytes, xml_element)
 
-SCHEMA_VERSION = 1
-
-SCHEMA = MetaData()
-VERSION = Table("schema_version", SCHEMA, Column("version", Integer, nullable=False))
-USERS = Table(
-    "users", SCHEMA,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("jid", Text, nullable=False, unique=True),
-    Column("roster_version", BigInteger, nullable=False))
-CREDENTIALS = Table(
-    "credentials", SCHEMA,
-    Column("user_id", Integer, nullable=False), Column("mechanism", Text, nullable=False),
-    Column("salt", LargeBinary, nullable=False), Column("stored_key", LargeBinary, nullable=False),
-    Column("server_key", LargeBinary, nullable=False),
-    Column("iterations", Integer, nullable=False),
-    PrimaryKeyConstraint("user_id", "mechanism"))
-ROSTER = Table(
-    "roster", SCHEMA,
-    Column("user_id", Integer, nullable=False), Column("contact", Text, nullable=False),
-    Column("name", Text), Column("subscription", Text, nullable=False), Column("ask", Text),
-    Column("groups", Text, nullable=False), Column("approved", Boolean, nullable=False),
-    Column("pending_in", Boolean, nullable=False), Column("hidden", Boolean, nullable=False),
-    PrimaryKeyConstraint("user_id", "contact"))
-VCARDS = Table("vcards", SCHEMA, Column("jid", Text, primary_key=True),
-               Column("data", LargeBinary, nullable=False))
-FRAGMENTS = Table(
-    "fragments", SCHEMA,
-    Column("jid", Text, nullable=False), Column("namespace", Text, nullable=False),
-    Column("name", Text, nullable=False), Column("data", LargeBinary, nullable=False),
-    PrimaryKeyConstraint("jid", "namespace", "name"))
-KEYVAL = Table(
-    "keyval", SCHEMA,
-    Column("jid", Text, nullable=False), Column("store", Text, nullable=False),
-    Column("value", LargeBinary, nullable=False), PrimaryKeyConstraint("jid", "store"))
-
-# Every table of a vinespy database, created together at SCHEMA_VERSION.
-SCHEMAS = (SCHEMA, PUBSUB_SCHEMA)
 
 # url scheme -> the asyncio driver SQLAlchemy uses for it
 DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
@@ -186,6 +148,18 @@ class SqlStorage(Storage):
         return self._engine
 
     async def _open(self) -> AsyncEngine:
+        """The engine, once the schema is there (created in an empty
+        database) and of this vinespy's version."""
+        engine = await self._new_engine()
+        try:
+            async with self._schema_tx(engine) as conn:
+                await sqlschema.ensure(conn, self.shown)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return engine
+
+    async def _new_engine(self) -> AsyncEngine:
         password = self._password
         if self._password_file is not None:
             text = await asyncio.to_thread(self._password_file.read_text, "utf-8")
@@ -199,33 +173,15 @@ class SqlStorage(Storage):
         if sqlite_db:
             event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
             event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
-        try:
-            async with engine.connect() as conn:
-                conn = await conn.execution_options(**{_IMMEDIATE: True})
-                async with conn.begin():
-                    await self._schema(conn)
-        except BaseException:
-            await engine.dispose()
-            raise
         return engine
 
-    async def _schema(self, conn: AsyncConnection) -> None:
-        """Create the tables in an empty database; refuse another schema version."""
-        names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
-        if VERSION.name not in names:
-            ours = sorted(names & {t for s in SCHEMAS for t in s.tables})
-            if ours:
-                raise StorageError(f"{self.shown}: tables {', '.join(ours)} exist "
-                                   f"but no schema_version: not a vinespy database")
-            for schema in SCHEMAS:
-                await conn.run_sync(schema.create_all)
-            await conn.execute(VERSION.insert().values(version=SCHEMA_VERSION))
-            return
-        found = (await conn.execute(select(func.max(VERSION.c.version)))).scalar()
-        if found != SCHEMA_VERSION:
-            age = "older" if found is None or found < SCHEMA_VERSION else "newer"
-            raise StorageError(f"{self.shown}: database schema version {found} is "
-                               f"{age} than this vinespy's ({SCHEMA_VERSION})")
+    @staticmethod
+    @asynccontextmanager
+    async def _schema_tx(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(**{_IMMEDIATE: True})
+            async with conn.begin():
+                yield conn
 
     @asynccontextmanager
     async def _tx(self, write: bool = False) -> AsyncIterator[AsyncConnection]:
@@ -258,6 +214,21 @@ class SqlStorage(Storage):
         """Connect, and create or check the schema, now: an unreachable
         database or another schema version stops the start with one line."""
         await self._ready()
+
+    async def upgrade(self) -> tuple[int | None, int]:
+        """``vinespy db upgrade``: create the schema in an empty database or
+        bring an older one to :data:`~vinespy.storage.sqlschema.SCHEMA_VERSION`,
+        in one transaction. Returns the version found (None: the database was
+        empty) and the version now."""
+        try:
+            engine = await self._new_engine()
+            try:
+                async with self._schema_tx(engine) as conn:
+                    return await sqlschema.upgrade(conn, self.shown)
+            finally:
+                await engine.dispose()
+        except (SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
+            raise self._error(exc) from exc
 
     async def close(self) -> None:
         if self._engine is not None:
