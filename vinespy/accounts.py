@@ -36,17 +36,14 @@ async def _credentials(password: str, iterations: int) -> dict[str, ScramKeys]:
 
 async def create_user(storage: Storage, jid: JID, password: str,
                       iterations: int = DEFAULT_ITERATIONS) -> User:
-    """Create the account ``jid`` with ``password``; AccountError if it exists.
-
-    Not atomic against a concurrent creation of the same account: the
-    Storage interface has no create-if-absent, and accounts are created by
-    the operator (the CLI), one at a time.
-    """
+    """Create the account ``jid`` with ``password``; AccountError if it exists
+    (also when another process creates it in the same instant: add_user)."""
     jid = _user_jid(jid)
     if await storage.find_user(jid) is not None:
         raise AccountError(f"{jid} already exists")
     user = User(jid=jid, credentials=await _credentials(password, iterations))
-    await storage.save_user(user)
+    if not await storage.add_user(user):
+        raise AccountError(f"{jid} already exists")
     return user
 
 

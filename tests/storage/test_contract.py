@@ -322,6 +322,15 @@ async def test_keyval_copies_are_independent(storage: Storage) -> None:
     assert await storage.get(ALICE, "prefs") == {"list": [1, 2], "inner": {"a": "b"}}
 
 
+async def test_add_user_only_when_absent(storage: Storage) -> None:
+    """add_user stores a new account, and never replaces one that exists."""
+    first = make_user()
+    assert await storage.add_user(first)
+    second = User(first.jid, roster_version=99)
+    assert not await storage.add_user(second)
+    assert await storage.find_user(first.jid) == first
+
+
 async def test_keyval_modify(storage: Storage) -> None:
     """modify() hands the stored value to the change, stores and returns what
     it gives (None deletes); a change that raises stores nothing."""

@@ -81,3 +81,24 @@ async def test_two_nodes_keep_the_offline_cap_together(
     finally:
         await a_store.close()
         await b_store.close()
+
+
+@pytest.mark.parametrize("kind", SQL_KINDS)
+async def test_two_nodes_create_one_account_once(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Both nodes make the row of a user first seen (an LDAP user) at once:
+    add_user stores one, and never the empty one over a roster."""
+    a_store = sql_storage(kind, request, tmp_path)
+    b_store = _other_node(a_store, kind)
+    try:
+        for i in range(ROUNDS):
+            jid = JID.parse(f"new{i}@{DOMAIN}")
+            added = await asyncio.wait_for(asyncio.gather(
+                a_store.add_user(User(jid, roster_version=1)),
+                b_store.add_user(User(jid, roster_version=2))), 30)
+            assert sorted(added) == [False, True], added
+            user = await a_store.find_user(jid)
+            assert user is not None and user.roster_version == (1 if added[0] else 2)
+    finally:
+        await a_store.close()
+        await b_store.close()

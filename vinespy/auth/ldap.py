@@ -36,18 +36,16 @@ import logging
 import math
 import ssl
 import time
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Callable, TypeVar
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
-from lxml import etree
 
 from ..config.hosts import AuthConfig
 from ..config.rules import safe_url
 from ..jid import JID
-from ..locks import KeyedLock
-from ..storage import Contact, ContactLookup, Storage, StorageError, User
+from ..storage import ContactLookup, Storage, StorageError, User, Wrapped
 
 log = logging.getLogger("vinespy.auth.ldap")
 
@@ -230,7 +228,7 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-class DirectoryStorage(Storage):
+class DirectoryStorage(Wrapped):
     """``storage`` whose users are the directory's: ``find_user`` asks the
     directory (cached) and makes the row of a directory user on first need.
 
@@ -240,12 +238,8 @@ class DirectoryStorage(Storage):
     """
 
     def __init__(self, storage: Storage, directory: LdapDirectory) -> None:
-        self.inner = storage
+        super().__init__(storage)
         self.directory = directory
-        self._creating: KeyedLock[JID] = KeyedLock()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
     async def _listed(self, jid: JID) -> bool | None:
         """Whether the directory has ``jid``'s user; None while it is away."""
@@ -268,15 +262,12 @@ class DirectoryStorage(Storage):
             return user
         if away is not None:
             raise away
-        async with self._creating.hold(jid.bare):
-            # Once per user: a second caller finds the first one's row, so
-            # no empty row ever overwrites a roster written meanwhile.
-            user = await self.inner.find_user(jid)
-            if user is None:
-                user = User(jid.bare)
-                await self.inner.save_user(user)
-                log.info("%s: first seen in LDAP %s", jid.bare, self.directory.name)
-            return user
+        # add_user stores the empty row only if there is none (atomic on
+        # sql), so a row another task or node made meanwhile, with the
+        # roster it may have by now, is never overwritten.
+        if await self.inner.add_user(User(jid.bare)):
+            log.info("%s: first seen in LDAP %s", jid.bare, self.directory.name)
+        return await self.inner.find_user(jid)
 
     async def find_contact(self, jid: JID, contact: JID) -> ContactLookup | None:
         if jid.local and await self._listed(jid) is False:
@@ -286,35 +277,7 @@ class DirectoryStorage(Storage):
             found = await self.inner.find_contact(jid, contact)
         return found
 
-    async def save_user(self, user: User) -> None:
-        await self.inner.save_user(user)
-
-    async def update_roster(self, jid: JID, changes: Mapping[JID, Contact | None],
-                            version: int, *, expected: int | None = None) -> bool:
-        return await self.inner.update_roster(jid, changes, version, expected=expected)
-
     async def delete_user(self, jid: JID) -> bool:
         if jid.local:
             self.directory.forget(jid.local)
         return await self.inner.delete_user(jid)
-
-    async def find_vcard(self, jid: JID) -> etree._Element | None:
-        return await self.inner.find_vcard(jid)
-
-    async def save_vcard(self, jid: JID, card: etree._Element) -> None:
-        await self.inner.save_vcard(jid, card)
-
-    async def find_fragment(self, jid: JID, namespace: str, name: str) -> etree._Element | None:
-        return await self.inner.find_fragment(jid, namespace, name)
-
-    async def save_fragment(self, jid: JID, fragment: etree._Element) -> None:
-        await self.inner.save_fragment(jid, fragment)
-
-    async def get(self, jid: JID, store: str) -> Any | None:
-        return await self.inner.get(jid, store)
-
-    async def put(self, jid: JID, store: str, value: Any | None) -> None:
-        await self.inner.put(jid, store, value)
-
-    async def close(self) -> None:
-        await self.inner.close()

@@ -12,31 +12,26 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable, Mapping
 
-from lxml import etree
-
 from ..jid import JID
-from ..storage import Contact, ContactLookup, Storage, User
+from ..storage import Contact, Storage, User, Wrapped
 
 
-class NotifyingStorage(Storage):
+class NotifyingStorage(Wrapped):
     """``storage`` that awaits ``changed(bare)`` after each write of a user's data."""
 
     def __init__(self, storage: Storage, changed: Callable[[JID], Awaitable[None]]) -> None:
-        self.inner = storage
+        super().__init__(storage)
         self._changed = changed
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def find_user(self, jid: JID) -> User | None:
-        return await self.inner.find_user(jid)
 
     async def save_user(self, user: User) -> None:
         await self.inner.save_user(user)
         await self._changed(user.jid.bare)
 
-    async def find_contact(self, jid: JID, contact: JID) -> ContactLookup | None:
-        return await self.inner.find_contact(jid, contact)
+    async def add_user(self, user: User) -> bool:
+        added = await self.inner.add_user(user)
+        if added:
+            await self._changed(user.jid.bare)
+        return added
 
     async def update_roster(self, jid: JID, changes: Mapping[JID, Contact | None],
                             version: int, *, expected: int | None = None) -> bool:
@@ -49,21 +44,6 @@ class NotifyingStorage(Storage):
         await self._changed(jid.bare)
         return done
 
-    async def find_vcard(self, jid: JID) -> etree._Element | None:
-        return await self.inner.find_vcard(jid)
-
-    async def save_vcard(self, jid: JID, card: etree._Element) -> None:
-        await self.inner.save_vcard(jid, card)
-
-    async def find_fragment(self, jid: JID, namespace: str, name: str) -> etree._Element | None:
-        return await self.inner.find_fragment(jid, namespace, name)
-
-    async def save_fragment(self, jid: JID, fragment: etree._Element) -> None:
-        await self.inner.save_fragment(jid, fragment)
-
-    async def get(self, jid: JID, store: str) -> Any | None:
-        return await self.inner.get(jid, store)
-
     async def put(self, jid: JID, store: str, value: Any | None) -> None:
         await self.inner.put(jid, store, value)
         await self._changed(jid.bare)
@@ -73,9 +53,3 @@ class NotifyingStorage(Storage):
         new = await self.inner.modify(jid, store, change)
         await self._changed(jid.bare)
         return new
-
-    async def open(self) -> None:
-        await self.inner.open()
-
-    async def close(self) -> None:
-        await self.inner.close()

@@ -175,6 +175,16 @@ class Storage(abc.ABC):
         :func:`json_value`). ``delete_user`` removes every store of the user.
         """
 
+    async def add_user(self, user: User) -> bool:
+        """Store ``user`` only if no account of its JID exists; whether it was
+        stored. Atomic across nodes where the backend can be (sql): two
+        creations of one account never overwrite each other, nor a roster
+        written meanwhile. The default looks, then saves."""
+        if await self.find_user(user.jid) is not None:
+            return False
+        await self.save_user(user)
+        return True
+
     async def modify(self, jid: JID, store: str,
                      change: Callable[[Any | None], Any | None]) -> Any | None:
         """Read-modify-write of ``jid``'s ``store``: ``change(current)`` gives
@@ -216,6 +226,76 @@ class Storage(abc.ABC):
 
     async def close(self) -> None:
         """Release resources; the default has none."""
+
+
+class Wrapped(Storage):
+    """A storage that hands every call to ``inner``; subclasses override
+    what they add (:class:`vinespy.cluster.notifying_storage.NotifyingStorage`
+    announces changes, :class:`vinespy.auth.ldap.DirectoryStorage` takes its
+    users from LDAP). Forwarding each method, rather than inheriting the
+    defaults, keeps ``inner``'s own atomic ``modify`` and ``add_user``."""
+
+    def __init__(self, inner: Storage) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)     # a backend's own extras (SqlStorage.url...)
+
+    async def find_user(self, jid: JID) -> User | None:
+        return await self.inner.find_user(jid)
+
+    async def save_user(self, user: User) -> None:
+        await self.inner.save_user(user)
+
+    async def add_user(self, user: User) -> bool:
+        return await self.inner.add_user(user)
+
+    async def find_contact(self, jid: JID, contact: JID) -> ContactLookup | None:
+        return await self.inner.find_contact(jid, contact)
+
+    async def update_roster(self, jid: JID, changes: Mapping[JID, Contact | None],
+                            version: int, *, expected: int | None = None) -> bool:
+        return await self.inner.update_roster(jid, changes, version, expected=expected)
+
+    async def delete_user(self, jid: JID) -> bool:
+        return await self.inner.delete_user(jid)
+
+    async def find_vcard(self, jid: JID) -> etree._Element | None:
+        return await self.inner.find_vcard(jid)
+
+    async def save_vcard(self, jid: JID, card: etree._Element) -> None:
+        await self.inner.save_vcard(jid, card)
+
+    async def find_fragment(self, jid: JID, namespace: str, name: str) -> etree._Element | None:
+        return await self.inner.find_fragment(jid, namespace, name)
+
+    async def save_fragment(self, jid: JID, fragment: etree._Element) -> None:
+        await self.inner.save_fragment(jid, fragment)
+
+    async def get(self, jid: JID, store: str) -> Any | None:
+        return await self.inner.get(jid, store)
+
+    async def put(self, jid: JID, store: str, value: Any | None) -> None:
+        await self.inner.put(jid, store, value)
+
+    async def modify(self, jid: JID, store: str,
+                     change: Callable[[Any | None], Any | None]) -> Any | None:
+        return await self.inner.modify(jid, store, change)
+
+    def owners(self) -> AsyncIterator[JID]:
+        return self.inner.owners()
+
+    async def fragments(self, jid: JID) -> list[tuple[str, str]]:
+        return await self.inner.fragments(jid)
+
+    async def stores(self, jid: JID) -> list[str]:
+        return await self.inner.stores(jid)
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def close(self) -> None:
+        await self.inner.close()
 
 
 def apply_roster_changes(user: User, changes: Mapping[JID, Contact | None],

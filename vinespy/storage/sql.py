@@ -306,14 +306,32 @@ class SqlStorage(Storage):
             else:
                 await conn.execute(delete(CREDENTIALS).where(CREDENTIALS.c.user_id == uid))
                 await conn.execute(delete(ROSTER).where(ROSTER.c.user_id == uid))
-            if user.credentials:
-                await conn.execute(CREDENTIALS.insert(), [
-                    {"user_id": uid, "mechanism": mech, "salt": k.salt,
-                     "stored_key": k.stored_key, "server_key": k.server_key,
-                     "iterations": k.iterations} for mech, k in user.credentials.items()])
-            if user.roster:
-                await conn.execute(ROSTER.insert(),
-                                   [_contact_row(uid, c) for c in user.roster.values()])
+            await self._user_rows(conn, uid, user)
+
+    async def add_user(self, user: User) -> bool:
+        """One INSERT ... ON CONFLICT DO NOTHING decides: a concurrent
+        creation of the same account (another node) stores nothing."""
+        owner = _owner(user.jid)
+        async with self._tx(write=True) as conn:
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            uid = (await conn.execute(
+                dialect.insert(USERS).values(jid=owner, roster_version=user.roster_version)
+                .on_conflict_do_nothing(index_elements=["jid"])
+                .returning(USERS.c.id))).scalar()
+            if uid is None:
+                return False
+            await self._user_rows(conn, uid, user)
+        return True
+
+    async def _user_rows(self, conn: AsyncConnection, uid: int, user: User) -> None:
+        if user.credentials:
+            await conn.execute(CREDENTIALS.insert(), [
+                {"user_id": uid, "mechanism": mech, "salt": k.salt,
+                 "stored_key": k.stored_key, "server_key": k.server_key,
+                 "iterations": k.iterations} for mech, k in user.credentials.items()])
+        if user.roster:
+            await conn.execute(ROSTER.insert(),
+                               [_contact_row(uid, c) for c in user.roster.values()])
 
     async def find_contact(self, jid: JID, contact: JID) -> ContactLookup | None:
         async with self._tx() as conn:
