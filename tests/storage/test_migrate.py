@@ -220,6 +220,34 @@ async def test_restore_with_bad_arguments_changes_nothing(
     assert await pubsub.items(SERVICE, "n") == before
 
 
+async def test_node_differences_compare_times_unless_told_not_to() -> None:
+    """A creation or publication time that differs is a difference, except
+    for a target with the default restore (times=False)."""
+    node = PubSubNode(SERVICE, "n", "a@x", {}, 1000)
+    a = m.NodeData(node, {"a@x": "owner"}, {}, [Item("i", b"<i/>", "a@x", 2000)])
+    b = replace(a, node=replace(node, created=1001),
+                items=[Item("i", b"<i/>", "a@x", 2001)])
+    where = f"pubsub node 'n' of {SERVICE}"
+    assert m.node_differences(a, a) == []
+    assert m.node_differences(a, b) == [f"{where}: creation time differs",
+                                        f"{where}: publication times differ"]
+    assert m.node_differences(a, b, times=False) == []
+
+
+async def test_verify_pubsub_finds_a_time_that_differs(tmp_path: Path) -> None:
+    """After a copy to a store that keeps times, one item's publication time
+    changed there: the verification names the node."""
+    source, target = open_pubsub("fs", dir=tmp_path / "source"), open_pubsub("memory")
+    await populate_pubsub(source)
+    await m.copy_pubsub(source, target, [SERVICE])
+    data = await m.read_node(target, SERVICE, "news")
+    assert data is not None
+    data.items[0].published += 1
+    await target.restore(data.node, data.affiliations, data.subscriptions, data.items)
+    _, problems = await m.verify_pubsub(source, target, [SERVICE])
+    assert problems == [f"pubsub node 'news' of {SERVICE}: publication times differ"]
+
+
 async def test_count_lines_show_every_kind() -> None:
     """Zero kinds are shown, keyval stores by name between them."""
     assert m.count_lines(m.Owned(STRANGER, stores={"z": 1, "a": 2}).counts()) == [
