@@ -2,7 +2,8 @@
 test_pubsub_contract.py): several cluster nodes, each with its own engine,
 sharing one real PostgreSQL (tests/pgproc.py) lose and duplicate nothing;
 its tables come with the main ones under one schema version; store_for
-puts a sql host's services there."""
+puts a sql host's services there; restore (vinespy migrate) is one
+transaction that waits for a subscribe in progress."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable
 
@@ -17,12 +19,13 @@ import pytest
 from sqlalchemy import delete
 
 from tests.pgproc import PASSWORD, PostgresProcess
+from tests.storage.conftest import SQL_KINDS, sql_storage
 from tests.storage.test_pubsub_contract import sql_rows
 from vinespy.config import ClusterConfig, Config
 from vinespy.config.hosts import HostConfig, StorageConfig
 from vinespy.storage import StorageError, open_storage
-from vinespy.storage.pubsub import open_pubsub, store_for
-from vinespy.storage.pubsub.sql import PUBSUB_SCHEMA, SqlPubSub
+from vinespy.storage.pubsub import Item, PubSubNode, open_pubsub, store_for
+from vinespy.storage.pubsub.sql import ITEMS, PUBSUB_SCHEMA, SUBSCRIBED, SqlPubSub
 from vinespy.storage.sql import SqlStorage
 from vinespy.storage.sqlschema import SCHEMA_VERSION
 
@@ -167,3 +170,79 @@ def test_the_sql_store_does_not_import_redis(tmp_path: Path) -> None:
             "assert not [m for m in sys.modules if m.split('.')[0] == 'redis'], 'redis'\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60,
                    cwd=Path(__file__).resolve().parents[2])
+
+
+# --- restore (vinespy migrate) ---------------------------------------------------
+
+
+@pytest.fixture(params=SQL_KINDS)
+async def sql_ps(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlPubSub]:
+    db = sql_storage(request.param, request, tmp_path)
+    try:
+        yield SqlPubSub(db)         # type: ignore[arg-type]
+    finally:
+        await db.close()
+
+
+async def test_restore_is_one_transaction_undone_whole_on_failure(
+        sql_ps: SqlPubSub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """restore() runs in one transaction of the storage's; when its last
+    statement (the items) fails, the node is as it was, row for row."""
+    await sql_ps.create(SVC, "n", ALICE, {"k": "v"})
+    await sql_ps.subscribe(SVC, "n", ALICE, "s0")
+    await sql_ps.publish(SVC, "n", "old", b"<old/>", ALICE, None)
+    before = await sql_rows(sql_ps.storage)
+    real = sql_ps.storage.transaction
+    opened: list[bool] = []
+
+    @asynccontextmanager
+    async def spy(write: bool = False) -> AsyncIterator[Any]:
+        opened.append(write)
+        async with real(write) as conn:
+            yield Failing(conn)
+    monkeypatch.setattr(sql_ps.storage, "transaction", spy)
+    node = PubSubNode(SVC, "n", "bob@x", {}, 5)
+    args = ({"bob@x": "owner"}, {"bob@x": "s1"}, [Item("boom", b"<x/>", "bob@x", 7)])
+    with pytest.raises(StorageError, match="pubsub restore 'n' of .*: items refused"):
+        await sql_ps.restore(node, *args)
+    assert opened == [True]
+    monkeypatch.undo()
+    assert await sql_rows(sql_ps.storage) == before
+    await sql_ps.restore(node, *args)
+    assert await sql_ps.items(SVC, "n") == [Item("boom", b"<x/>", "bob@x", 7)]
+
+
+class Failing:
+    """A connection whose insert of items fails (after the node's row and
+    the other rows were written)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+    async def execute(self, stmt: Any, *args: Any) -> Any:
+        if getattr(stmt, "table", None) is ITEMS and stmt.is_insert:
+            raise StorageError("items refused")
+        return await self.conn.execute(stmt, *args)
+
+
+async def test_a_restore_waits_for_a_subscribe_in_progress(
+        two_nodes: tuple[SqlPubSub, SqlPubSub]) -> None:
+    """While another node's subscription (FOR KEY SHARE on the node's row,
+    as subscribe() takes it) is not committed, a restore of the node waits;
+    then it replaces that subscription too: only the restored state is left."""
+    a, b = two_nodes
+    assert await a.create(SVC, "n", ALICE, {})
+    node = PubSubNode(SVC, "n", ALICE, {"k": "v"}, 1)
+    async with a.storage.transaction(write=True) as conn:
+        nid = await a._lock(conn, SVC, "n", shared=True)
+        await conn.execute(SUBSCRIBED.insert().values(node_id=nid, jid="late@x", subid="s"))
+        task = asyncio.ensure_future(b.restore(node, {ALICE: "owner"}, {"c@x": "s1"}, []))
+        done, _ = await asyncio.wait([task], timeout=0.5)
+        assert not done
+    await task
+    assert await a.subscriptions(SVC, "n") == {"c@x": "s1"}
+    got = await a.get(SVC, "n")
+    assert got is not None and (got.config, got.created) == ({"k": "v"}, 1)

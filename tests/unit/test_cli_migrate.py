@@ -1,7 +1,8 @@
 """``vinespy migrate --to URL``: fs -> postgresql -> fs and fs -> sqlite -> fs
-round trips give identical data and leave the source byte-identical; counts
-per kind; idempotent; refused while the server runs; a run killed midway
-completes when run again."""
+round trips give identical data (pubsub nodes and items included, with
+their times) and leave the source byte-identical; counts per kind;
+idempotent; --skip-pubsub; the target's pubsub store; refused while the
+server runs; a run killed midway completes when run again."""
 
 from __future__ import annotations
 
@@ -20,15 +21,19 @@ from tests.pgproc import PASSWORD as PG_PASSWORD, PostgresProcess
 from tests.pgproc import postgres  # noqa: F401  (a fixture)
 from tests.storage.migrate_data import DOMAIN, populate, populate_pubsub, snapshot
 from tests.unit.test_cli import assert_one_line_error, run_main
+from vinespy.cli.migrate import pubsub_target, target_storage
 from vinespy.jid import JID
-from vinespy.storage import ScramKeys, User
+from vinespy.storage import ScramKeys, User, open_storage
 from vinespy.storage.fs import FsStorage
 from vinespy.storage.pubsub import open_pubsub
+from vinespy.storage.pubsub.fs import FsPubSub
+from vinespy.storage.pubsub.sql import SqlPubSub
 
 ROOT = Path(__file__).resolve().parents[2]
 
 COUNTS = ["users: 3", "roster items: 9", "vcards: 4", "private: 3", "keyval blocklist: 3",
           "keyval last: 4", "keyval offline: 3", "keyval private_names: 3"]
+PUBSUB_COUNTS = ["pubsub nodes: 2", "pubsub items: 5"]
 
 
 def write_site(root: Path, storage: str, pubsub: bool = True) -> Path:
@@ -73,47 +78,52 @@ def migrate(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
 def test_fs_to_postgresql_to_fs_round_trip(fs_site: Path, tmp_path: Path,
                                            request: pytest.FixtureRequest,
                                            capsys: pytest.CaptureFixture[str]) -> None:
-    """fs -> PostgreSQL -> a new fs directory: identical data, counts printed and
-    verified, the source files byte-identical."""
+    """fs -> PostgreSQL -> a new fs directory: identical data, pubsub nodes and
+    items with their times included, counts printed and verified, the source
+    files byte-identical."""
     before = tree(fs_site / "data")
     server: PostgresProcess = request.getfixturevalue("postgres")
     url = server.url(server.createdb())
     pw = tmp_path / "pgpw"
     pw.write_text(PG_PASSWORD + "\n")
-    status, out, err = migrate(capsys, "--to", url, "--password-file", str(pw),
-                               "--skip-pubsub")
+    status, out, err = migrate(capsys, "--to", url, "--password-file", str(pw))
     assert (status, err) == (0, ""), err
-    assert out.splitlines()[1:-1] == [*COUNTS, "pubsub nodes: 0", "pubsub items: 0"]
+    assert out.splitlines()[1:-1] == [*COUNTS, *PUBSUB_COUNTS]
     assert out.splitlines()[-1].startswith("verified: the target holds the same")
     assert tree(fs_site / "data") == before
 
     back = tmp_path / "back"
-    config = write_site(back, f'backend = "sql"\nurl = "{url}"\npassword_file = "{pw}"',
-                        pubsub=False)
+    config = write_site(back, f'backend = "sql"\nurl = "{url}"\npassword_file = "{pw}"')
     status, out, err = run_main(capsys, "-c", str(config), "migrate", "--to", "fs:///data")
     assert (status, err) == (0, ""), err
-    assert out.splitlines()[1:-3] == COUNTS
-    assert fs_snapshot(back / "data") == fs_snapshot(fs_site / "data")
+    assert out.splitlines()[1:-1] == [*COUNTS, *PUBSUB_COUNTS]
+    assert fs_snapshot(back / "data", True) == fs_snapshot(fs_site / "data", True)
 
 
 def test_fs_to_sqlite_to_fs_round_trip(fs_site: Path, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    """fs -> SQLite twice (the same counts, nothing duplicated), then SQLite -> fs:
-    identical data; neither source is written."""
+    """fs -> SQLite twice (the same counts, nothing duplicated, the pubsub
+    nodes in the database's tables), then SQLite -> fs: identical data,
+    pubsub times included; neither source is written."""
     before = tree(fs_site / "data")
-    runs = [migrate(capsys, "--to", "sqlite:///copy/vinespy.db", "--skip-pubsub")
-            for _ in range(2)]
+    runs = [migrate(capsys, "--to", "sqlite:///copy/vinespy.db") for _ in range(2)]
     assert runs[0] == runs[1] and runs[0][0] == 0, runs[0]
+    assert runs[0][1].splitlines()[1:-1] == [*COUNTS, *PUBSUB_COUNTS]
     assert tree(fs_site / "data") == before
     db = fs_site / "copy" / "vinespy.db"
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM users").fetchone() == (3,)
+        assert conn.execute("SELECT count(*) FROM pubsub_nodes").fetchone() == (2,)
+        assert conn.execute("SELECT count(*) FROM pubsub_items").fetchone() == (5,)
+    assert not (fs_site / "copy" / "pubsub").exists()
     db_bytes = db.read_bytes()
     config = write_site(tmp_path / "back", f'backend = "sql"\nurl = "sqlite:///{db}"')
     status, out, err = run_main(capsys, "-c", str(config), "migrate", "--to", "data")
     assert (status, err) == (0, ""), err
+    assert out.splitlines()[1:-1] == [*COUNTS, *PUBSUB_COUNTS]
     assert db.read_bytes() == db_bytes
-    assert fs_snapshot(tmp_path / "back" / "data") == fs_snapshot(fs_site / "data")
+    assert (fs_snapshot(tmp_path / "back" / "data", True)
+            == fs_snapshot(fs_site / "data", True))
 
 
 def test_fs_to_fs_copies_pubsub(fs_site: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -124,15 +134,36 @@ def test_fs_to_fs_copies_pubsub(fs_site: Path, capsys: pytest.CaptureFixture[str
     assert fs_snapshot(fs_site / "copy", True) == fs_snapshot(fs_site / "data", True)
 
 
-def test_a_target_without_pubsub_store_is_refused(fs_site: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    """Pubsub nodes a SQLite target cannot keep stop the copy with one line
-    (before anything is copied) unless --skip-pubsub."""
-    status, _, err = migrate(capsys, "--to", "sqlite:///copy.db")
-    assert status == 1
-    assert_one_line_error(err, "games.wonderland.lit has pubsub nodes", "--skip-pubsub")
+def test_skip_pubsub_copies_no_nodes(fs_site: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """--skip-pubsub copies the rest and no pubsub node (to SQLite and fs)."""
+    for to in ("sqlite:///copy.db", "fs:///copy"):
+        status, out, err = migrate(capsys, "--to", to, "--skip-pubsub")
+        assert (status, err) == (0, ""), err
+        assert out.splitlines()[1:-1] == [*COUNTS, "pubsub nodes: 0", "pubsub items: 0"]
     with sqlite3.connect(fs_site / "copy.db") as conn:
-        assert conn.execute("SELECT count(*) FROM users").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM users").fetchone() == (3,)
+        assert conn.execute("SELECT count(*) FROM pubsub_nodes").fetchone() == (0,)
+    assert fs_snapshot(fs_site / "copy", True)["nodes"] == {}
+
+
+async def test_a_sql_target_keeps_pubsub_in_the_target_storage(tmp_path: Path) -> None:
+    """The pubsub store of a sql target works on the target's SqlStorage (no
+    engine of its own) and leaves closing it to the command; an fs target's
+    is pubsub/ in its directory. No target keeps nodes nowhere."""
+    cfg = target_storage("sqlite:///t.db", tmp_path, None)
+    target = open_storage(cfg.backend, cfg.options)
+    try:
+        store = pubsub_target(cfg, target)
+        assert isinstance(store, SqlPubSub) and store.storage is target
+        assert await store.create("s", "n", "a@x", {})
+        await store.close()
+        assert await store.nodes("s") == ["n"]          # the target is still open
+    finally:
+        await target.close()
+    cfg = target_storage("fs:///copy", tmp_path, None)
+    store = pubsub_target(cfg, open_storage(cfg.backend, cfg.options))
+    assert isinstance(store, FsPubSub) and store.dir == tmp_path / "copy" / "pubsub"
 
 
 def test_refused_while_the_server_runs(fs_site: Path,

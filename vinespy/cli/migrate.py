@@ -6,13 +6,20 @@ URL names the target: ``sqlite:///PATH``, ``postgresql://USER@HOST:PORT/DB``
 a plain directory; a relative PATH starts at the site directory, as the
 config's ``[host.storage]`` paths do. The sources are the configured storage
 of each ``[[host]]`` (or of the one serving ``--host DOMAIN``) with its
-pubsub services' nodes; they are only read. The copy is idempotent
-(:mod:`vinespy.storage.migrate`): after an interruption, run it again.
+pubsub services' nodes; they are only read. The nodes go where a
+standalone server on the target keeps them (:func:`pubsub_target`): the
+target database's tables for a sql target (through the target's own
+SqlStorage), ``pubsub`` in the target directory for fs, times kept.
+``--skip-pubsub`` copies none, for nodes that should stay where they are
+(a cluster's fs hosts keep them in Redis, where servers on an fs target
+find them still). The copy is idempotent (:mod:`vinespy.storage.migrate`):
+after an interruption, run it again.
 
 It prints a line per kind with its count (users, roster items, vcards,
 private, keyval stores by name, pubsub nodes, pubsub items), reads
 everything back from the target and compares it with the source, and exits
-1 with one line if they differ. A running server would change the source
+1 with one line if they differ (pubsub creation and publication times
+included). A running server would change the source
 while it is copied: the command refuses to run while the pid file names a
 live server, unless ``--force``.
 """
@@ -30,7 +37,7 @@ from typing import Callable
 from ..config import Config, HostConfig, StorageConfig, load, safe_url
 from ..jid import JIDError, prep_domain
 from ..process.pidfile import running_pid
-from ..storage import open_storage
+from ..storage import Storage, open_storage
 from ..storage import migrate as m
 from ..storage.pubsub import PubSubStore, store_for
 from . import PROG, CLIError, Parser, existing_paths
@@ -40,9 +47,11 @@ def add_parser(sub: argparse._SubParsersAction[Parser], common: Parser) -> None:
     p = sub.add_parser(
         "migrate", parents=[common], help="copy all stored data into another backend",
         description="Copy every account, roster, vCard, private XML, keyval store (offline "
-        "messages, blocklists, last activity) and pubsub node of the configured storage "
-        "into the storage URL names, then read it back and compare. The source is only "
-        "read; running it again after an interruption completes the copy.")
+        "messages, blocklists, last activity) and pubsub node (config, affiliations, "
+        "subscriptions, items, times) of the configured storage into the storage URL "
+        "names (pubsub nodes into the tables of a sql target, into pubsub/ of an fs one), "
+        "then read it back and compare. The source is only read; running it again after "
+        "an interruption completes the copy.")
     p.add_argument("--to", required=True, metavar="URL",
                    help="sqlite:///PATH, postgresql://USER@HOST:PORT/DB, fs:///PATH or a "
                    "directory (a relative PATH starts at the site directory)")
@@ -51,7 +60,9 @@ def add_parser(sub: argparse._SubParsersAction[Parser], common: Parser) -> None:
     p.add_argument("--password-file", metavar="FILE",
                    help="the PostgreSQL password: the first line of FILE")
     p.add_argument("--skip-pubsub", action="store_true",
-                   help="copy no pubsub nodes (for a target that keeps none)")
+                   help="copy no pubsub nodes, leaving them only where they are (e.g. "
+                   "a cluster whose fs hosts keep them in Redis, which servers on an fs "
+                   "target go on using)")
     p.add_argument("--force", action="store_true",
                    help="copy even while the server runs (the copy may be inconsistent)")
     p.set_defaults(handler=cmd_migrate)
@@ -159,15 +170,15 @@ def target_storage(url: str, base: Path, password_file: str | None) -> StorageCo
     return StorageConfig("sql", options)
 
 
-def pubsub_target(storage: StorageConfig) -> PubSubStore | None:
+def pubsub_target(storage: StorageConfig, target: Storage) -> PubSubStore:
     """The pubsub store a standalone server on ``storage`` would use (what
-    :func:`~vinespy.storage.pubsub.store_for` picks for such a host); None
-    if that server would keep its nodes only in memory."""
+    :func:`~vinespy.storage.pubsub.store_for` picks for such a host): for a
+    sql target, the tables of ``target`` (that storage, opened: the store
+    uses its engine and leaves closing it to the caller); for fs, ``pubsub``
+    in its directory. :func:`target_storage` gives nothing else, so every
+    target keeps pubsub nodes."""
     host = HostConfig(domains=("migrate.invalid",), storage=storage)
-    store = store_for(Config(path=Path("--to")), host)
-    if store.name == "memory" and storage.backend != "memory":
-        return None
-    return store
+    return store_for(Config(path=Path("--to")), host, target)
 
 
 def _services(hosts: list[HostConfig]) -> list[_Services]:
@@ -184,43 +195,45 @@ def _progress(source: str) -> Callable[[int], None]:
 async def _migrate(config: Config, hosts: list[HostConfig], sources: list[StorageConfig],
                    target_cfg: StorageConfig, skip_pubsub: bool) -> int:
     target = open_storage(target_cfg.backend, target_cfg.options)
-    pubsub = None if skip_pubsub else pubsub_target(target_cfg)
     try:
-        await target.open()
-        services = [] if skip_pubsub else _services(hosts)
-        if pubsub is None and services:
-            await _refuse_pubsub(config, services, target_cfg)
-            services = []
-        copied, verified, owners = Counter[str](), Counter[str](), 0
-        problems: list[str] = []
-        for source_cfg in sources:
-            shown = _shown_storage(source_cfg)
-            print(f"copying {shown} to {_shown_storage(target_cfg)}", flush=True)
-            source = open_storage(source_cfg.backend, source_cfg.options)
-            try:
-                copied += await m.copy_storage(source, target, _progress(shown))
-                counts, found = await m.verify_storage(source, target)
-                owners += await m.count_owners(source)
-            finally:
-                await source.close()
-            verified, problems = verified + counts, problems + found
-        for s in services:
-            assert pubsub is not None
-            ps_copied, ps_verified, found = await _pubsub(config, s, pubsub)
-            copied += ps_copied
-            verified, problems = verified + ps_verified, problems + found
-        for line in m.count_lines(copied):
-            print(line)
-        _check(copied, verified, problems)
-        extra = await m.count_owners(target) - owners
-        print(f"verified: the target holds the same {sum(copied.values())} records"
-              + (f" (and {extra} JIDs the sources do not have, left as they were)"
-                 if extra > 0 else ""))
-        return 0
+        pubsub = pubsub_target(target_cfg, target)
+        try:
+            await target.open()
+            services = [] if skip_pubsub else _services(hosts)
+            return await _copy(config, sources, services, target, target_cfg, pubsub)
+        finally:
+            await pubsub.close()
     finally:
         await target.close()
-        if pubsub is not None:
-            await pubsub.close()
+
+
+async def _copy(config: Config, sources: list[StorageConfig], services: list[_Services],
+                target: Storage, target_cfg: StorageConfig, pubsub: PubSubStore) -> int:
+    copied, verified, owners = Counter[str](), Counter[str](), 0
+    problems: list[str] = []
+    for source_cfg in sources:
+        shown = _shown_storage(source_cfg)
+        print(f"copying {shown} to {_shown_storage(target_cfg)}", flush=True)
+        source = open_storage(source_cfg.backend, source_cfg.options)
+        try:
+            copied += await m.copy_storage(source, target, _progress(shown))
+            counts, found = await m.verify_storage(source, target)
+            owners += await m.count_owners(source)
+        finally:
+            await source.close()
+        verified, problems = verified + counts, problems + found
+    for s in services:
+        ps_copied, ps_verified, found = await _pubsub(config, s, pubsub)
+        copied += ps_copied
+        verified, problems = verified + ps_verified, problems + found
+    for line in m.count_lines(copied):
+        print(line)
+    _check(copied, verified, problems)
+    extra = await m.count_owners(target) - owners
+    print(f"verified: the target holds the same {sum(copied.values())} records"
+          + (f" (and {extra} JIDs the sources do not have, left as they were)"
+             if extra > 0 else ""))
+    return 0
 
 
 async def _pubsub(config: Config, s: _Services, target: PubSubStore
@@ -233,22 +246,6 @@ async def _pubsub(config: Config, s: _Services, target: PubSubStore
     finally:
         await source.close()
     return copied, verified, problems
-
-
-async def _refuse_pubsub(config: Config, services: list[_Services],
-                         target: StorageConfig) -> None:
-    """CLIError if a pubsub service has nodes the target cannot keep."""
-    for s in services:
-        source = store_for(config, s.host)
-        try:
-            for service in s.services:
-                if await source.nodes(service):
-                    raise CLIError(
-                        f"{service} has pubsub nodes, and a server on "
-                        f"{_shown_storage(target)} keeps them nowhere (no pubsub store for "
-                        f'backend "{target.backend}"): pass --skip-pubsub to copy the rest')
-        finally:
-            await source.close()
 
 
 def _check(copied: Counter[str], verified: Counter[str], problems: list[str]) -> None:

@@ -16,8 +16,11 @@ same counts. The source is only read: its type here (:class:`Source`,
 :class:`PubSubSource`) has no method that writes.
 
 :func:`verify_storage` and :func:`verify_pubsub` read both sides again and
-compare them (content and counts). Pubsub times (creation, publication) are
-not compared: a store without ``restore`` of its own stamps them anew.
+compare them (content and counts). Pubsub times (a node's creation, its
+items' publication) are compared too when the target's ``restore`` keeps
+them (memory, fs, sql: :func:`vinespy.storage.pubsub.keeps_times`); the
+default ``restore`` (the Redis store's) stamps them anew, so there they are
+not.
 Comparing and counting are the pure functions :func:`differences`,
 :func:`node_differences`, :meth:`Owned.counts`.
 """
@@ -32,7 +35,7 @@ from lxml import etree
 
 from ..jid import JID
 from . import Storage, User, xml_bytes, xml_element
-from .pubsub import Item, PubSubNode, PubSubStore
+from .pubsub import Item, PubSubNode, PubSubStore, keeps_times
 
 USERS = "users"
 ROSTER = "roster items"
@@ -215,8 +218,10 @@ async def read_node(store: PubSubSource, service: str, name: str) -> NodeData | 
                     list(reversed(await store.items(service, name))))
 
 
-def node_differences(source: NodeData, target: NodeData | None) -> list[str]:
-    """What differs, times apart (see the module's docstring)."""
+def node_differences(source: NodeData, target: NodeData | None,
+                     times: bool = True) -> list[str]:
+    """What differs; the creation and publication times only if ``times``
+    (see the module's docstring)."""
     where = f"pubsub node {source.node.name!r} of {source.node.service}"
     if target is None:
         return [f"{where}: missing"]
@@ -229,6 +234,11 @@ def node_differences(source: NodeData, target: NodeData | None) -> list[str]:
                         [(i.id, i.payload, i.publisher) for i in target.items])):
         if a != b:
             out.append(f"{where}: {what} differ")
+    if times and source.node.created != target.node.created:
+        out.append(f"{where}: creation time differs")
+    if times and ([i.published for i in source.items]
+                  != [i.published for i in target.items]):
+        out.append(f"{where}: publication times differ")
     return out
 
 
@@ -255,7 +265,7 @@ async def verify_pubsub(source: PubSubSource, target: PubSubStore,
             if data is None:
                 continue
             held = await read_node(target, service, name)
-            problems += node_differences(data, held)
+            problems += node_differences(data, held, keeps_times(target))
             if held is not None:
                 counts += held.counts()
     return counts, problems

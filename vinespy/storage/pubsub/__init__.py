@@ -180,9 +180,14 @@ class PubSubStore(abc.ABC):
         ``items`` oldest first, whether it exists or not: what a copy from
         another store writes, the same however often it runs.
 
-        This default goes through the other methods, so the creation time
-        and the items' publication times become now, and a node that exists
-        keeps its owner; a store that can keep them overrides it (memory, fs).
+        The memory, fs and sql stores override it: the node is written
+        whole at once (one transaction for sql), the creation and publication
+        times kept as given; TypeError or ValueError (a time must be an int
+        in 0..2**63-1) before anything changes. This default goes through
+        the other methods (the Redis store has only it), one call after the
+        other (a failure leaves part of it done), so the creation time and
+        the items' publication times become now, and a node that exists
+        keeps its owner; :func:`keeps_times` tells them apart.
         """
         service, name = node.service, node.name
         if not await self.create(service, name, node.owner, node.config):
@@ -201,6 +206,12 @@ class PubSubStore(abc.ABC):
 
     async def close(self) -> None:
         """Release resources; the default has none."""
+
+
+def keeps_times(store: PubSubStore) -> bool:
+    """Whether ``store.restore`` keeps the times it is given (it is not the
+    default :meth:`PubSubStore.restore`)."""
+    return type(store).restore is not PubSubStore.restore
 
 
 _STORES: Registry[PubSubStore] = Registry("pubsub storage", {

@@ -27,11 +27,13 @@ PostgreSQL are serialized where they must be: ``publish`` starts with
 publishers trim one after the other and ``max_items`` is exact), ``purge``
 and ``configure`` take the same lock, ``delete`` deletes the row, and
 subscribe/affiliate take ``FOR KEY SHARE`` (they may run side by side, but
-never beside a delete, so nothing is written to a node being deleted). On
-SQLite every writing transaction is ``BEGIN IMMEDIATE``: one at a time.
-Times are PostgreSQL's ``clock_timestamp()`` (one clock for every node of a
-cluster, like Redis ``TIME`` for the Redis store), this process's clock on
-SQLite (one machine).
+never beside a delete, so nothing is written to a node being deleted), and
+``restore`` (``vinespy migrate``) takes ``FOR UPDATE`` as a delete does
+before it replaces the node's rows. On SQLite every writing transaction is
+``BEGIN IMMEDIATE``: one at a time. Times are PostgreSQL's
+``clock_timestamp()`` (one clock for every node of a cluster, like Redis
+``TIME`` for the Redis store), this process's clock on SQLite (one
+machine); ``restore`` writes the times it is given.
 
 Failures follow :mod:`vinespy.storage.pubsub`: a database error raises
 StorageError ``pubsub WHAT: DATABASE: REASON`` (the password never shown),
@@ -52,7 +54,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .. import StorageError
 from . import AFFILIATIONS, Item, PubSubNode, PubSubStore, register
-from .state import check_affiliation, check_config, check_items, check_publish, check_str, now_ms
+from .state import (check_affiliation, check_config, check_items, check_publish, check_str,
+                    now_ms, restored)
 
 if TYPE_CHECKING:
     from ..sql import SqlStorage
@@ -357,3 +360,43 @@ class SqlPubSub(PubSubStore):
                 return None
             gone = await conn.execute(delete(ITEMS).where(ITEMS.c.node_id == nid))
             return gone.rowcount
+
+    # -- copying ---------------------------------------------------------
+
+    async def restore(self, node: PubSubNode, affiliations: Mapping[str, str],
+                      subscriptions: Mapping[str, str], items: list[Item]) -> None:
+        """The node's rows written whole in one transaction, times kept:
+        the node's row inserted or updated in place (its id stays), then
+        locked FOR UPDATE (a subscribe or affiliate holding FOR KEY SHARE
+        finishes first, so nothing of it survives the replacement), its
+        other rows deleted and written again, the items' ``seq`` 1..n oldest
+        first and the node's ``seq`` n."""
+        state = restored(node, affiliations, subscriptions, items)   # checks and copies
+        service, name = node.service, node.name
+        where = _where(service, name)                                  # checks the names
+        conf = json.dumps(state.config, ensure_ascii=False)
+        kept = list(state.items.values())
+        async with self._tx(f"restore {name!r} of {service!r}", write=True) as conn:
+            upsert = _insert(conn, NODES).values(
+                service=service, name=name, owner=state.owner, created=state.created,
+                config=conf, seq=len(kept))
+            await conn.execute(upsert.on_conflict_do_update(
+                index_elements=["service", "name"],
+                set_={k: upsert.excluded[k] for k in ("owner", "created", "config", "seq")}))
+            # ON CONFLICT DO UPDATE locks FOR NO KEY UPDATE only: take the
+            # lock a delete takes, which waits for FOR KEY SHARE holders.
+            nid = (await conn.execute(select(NODES.c.id).where(where).with_for_update())
+                   ).scalar_one()
+            for table in CHILDREN:
+                await conn.execute(delete(table).where(table.c.node_id == nid))
+            rows: list[tuple[Table, list[dict[str, Any]]]] = [
+                (AFFILIATED, [{"node_id": nid, "jid": j, "affiliation": a}
+                              for j, a in state.affiliations.items()]),
+                (SUBSCRIBED, [{"node_id": nid, "jid": j, "subid": s}
+                              for j, s in state.subscriptions.items()]),
+                (ITEMS, [{"node_id": nid, "item_id": i.id, "seq": seq, "publisher": i.publisher,
+                          "published": i.published, "payload": i.payload}
+                         for seq, i in enumerate(kept, 1)])]
+            for table, values in rows:
+                for start in range(0, len(values), _CHUNK):
+                    await conn.execute(table.insert(), values[start:start + _CHUNK])

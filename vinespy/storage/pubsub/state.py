@@ -99,13 +99,20 @@ class NodeState:
         return [replace(i) for i in found]
 
 
+def check_time(value: Any, what: str) -> int:
+    """ValueError unless ``value`` is ms a store keeps: an int in 0..2**63-1
+    (a SQL BIGINT)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2 ** 63:
+        raise ValueError(f"{what} must be an int in 0..2**63-1, not {value!r}")
+    return value
+
+
 def restored(node: PubSubNode, affiliations: Mapping[str, str],
              subscriptions: Mapping[str, str], items: list[Item]) -> NodeState:
     """The state :meth:`PubSubStore.restore` stores, times kept, every argument
     checked (TypeError, ValueError) and copied."""
     check_str(node.owner, "owner")
-    if not isinstance(node.created, int) or node.created < 0:
-        raise ValueError(f"created must be an int >= 0, not {node.created!r}")
+    check_time(node.created, "created")
     affs = check_config(affiliations, "affiliations")
     for affiliation in affs.values():
         if check_affiliation(affiliation) is None:
@@ -113,6 +120,7 @@ def restored(node: PubSubNode, affiliations: Mapping[str, str],
     kept: dict[str, Item] = {}
     for item in items:
         check_publish(item.id, item.payload, item.publisher, None)
+        check_time(item.published, f"published of item {item.id!r}")
         kept.pop(item.id, None)
         kept[item.id] = replace(item)
     return NodeState(owner=node.owner, created=node.created,
