@@ -13,6 +13,7 @@ import contextlib
 import json
 import socket
 import ssl
+import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
@@ -38,6 +39,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_ready(what: str, ready: Callable[[], bool], stop: Callable[[], None],
+               every: float = 0.02) -> None:
+    """Poll ``ready()`` until a server process we started accepts connections
+    (no event tells when), for at most TIMEOUT; ``stop()`` it on failure."""
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not ready():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what} did not accept connections within {TIMEOUT:g} s")
+            time.sleep(every)
+    except BaseException:
+        stop()
+        raise
 
 
 def write_config(root: Path, ca: trustme.CA, domains: tuple[str, ...] = (DOMAIN,),

@@ -25,14 +25,13 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 import trustme
 
-from tests.conftest import TIMEOUT, free_port
+from tests.conftest import TIMEOUT, free_port, wait_ready
 
 SUFFIX = "dc=wonderland,dc=lit"
 PEOPLE = f"ou=people,{SUFFIX}"
@@ -135,16 +134,7 @@ class SlapdProcess:
                 [str(self.bin), "-f", str(self.dir / "slapd.conf"), "-d", "none",
                  "-h", f"ldap://127.0.0.1:{self.port}/ ldaps://127.0.0.1:{self.tls_port}/"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.dir)
-        try:
-            deadline = time.monotonic() + TIMEOUT
-            while not self._ready():          # poll: no event tells when it accepts
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"slapd did not accept connections within "
-                                         f"{TIMEOUT:g} s")
-                time.sleep(0.02)
-        except BaseException:
-            self.stop()
-            raise
+        wait_ready("slapd", self._ready, self.stop)
 
     def _ready(self) -> bool:
         assert self.proc is not None

@@ -16,6 +16,7 @@ each test a database of its own.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -24,13 +25,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from tests.conftest import TIMEOUT, free_port
+from tests.conftest import TIMEOUT, free_port, wait_ready
 
 USER = "vinespy"
 PASSWORD = "pg-s3cret"
@@ -95,16 +95,7 @@ class PostgresProcess:
                 [str(self.bin / "postgres"), "-D", str(data), "-k", str(self.dir),
                  "-p", str(self.port), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.dir, **self._as)
-        try:
-            deadline = time.monotonic() + TIMEOUT
-            while not self._ready():          # poll: no event tells when it accepts
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"postgres did not accept connections within "
-                                         f"{TIMEOUT:g} s")
-                time.sleep(0.05)
-        except BaseException:
-            self.stop()
-            raise
+        wait_ready("postgres", self._ready, self.stop, every=0.05)
 
     def _ready(self) -> bool:
         assert self.proc is not None
@@ -141,12 +132,19 @@ class PostgresProcess:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresProcess]:
-    """One PostgreSQL server for the session, started the first time a test needs it."""
+@contextlib.contextmanager
+def running_postgres() -> Iterator[PostgresProcess]:
+    """A PostgreSQL started for the block and removed after it."""
     server = PostgresProcess()
     try:
         server.start()
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresProcess]:
+    """One PostgreSQL server for the session, started the first time a test needs it."""
+    with running_postgres() as server:
+        yield server

@@ -38,3 +38,12 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def read_if_present(path: Path) -> bytes | None:
+    """The file's bytes, or None if it (or a directory above it) is missing."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None

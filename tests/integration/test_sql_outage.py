@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import pytest
 
 from tests.conftest import DOMAIN, TIMEOUT, wait_event
-from tests.pgproc import PASSWORD, PostgresProcess
+from tests.pgproc import PASSWORD, PostgresProcess, running_postgres
 
 pytestmark = pytest.mark.integration
 
@@ -19,12 +19,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def own_postgres() -> Iterator[PostgresProcess]:
     """A PostgreSQL of this test's own: it is stopped and started again."""
-    server = PostgresProcess()
-    try:
-        server.start()
+    with running_postgres() as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _error(stanza: Any) -> str:

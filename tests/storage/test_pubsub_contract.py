@@ -617,10 +617,14 @@ def test_redis_store_is_a_pubsub_store_and_old_imports_work() -> None:
 
 
 def test_standalone_stores_do_not_import_redis(tmp_path: Path) -> None:
+    """memory, fs and sql (a standalone sql host) work without redis-py."""
     code = ("import asyncio, sys\n"
             "from vinespy.storage.pubsub import open_pubsub\n"
+            "from vinespy.storage.sql import SqlStorage\n"
             "async def main():\n"
-            f"    for ps in (open_pubsub('memory'), open_pubsub('fs', dir={str(tmp_path)!r})):\n"
+            f"    db = SqlStorage('sqlite:///{tmp_path / 'v.db'}')\n"
+            f"    for ps in (open_pubsub('memory'), open_pubsub('fs', dir={str(tmp_path)!r}),\n"
+            "               open_pubsub('sql', storage=db, owned=True)):\n"
             "        await ps.create('s', 'n', 'a@b', {})\n"
             "        await ps.publish('s', 'n', 'i', b'<x/>', 'a@b', 1)\n"
             "        await ps.close()\n"

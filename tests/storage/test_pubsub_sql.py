@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import subprocess
-import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable
@@ -153,23 +151,6 @@ async def test_database_errors_are_storage_errors_without_the_password() -> None
         await SqlPubSub(db).publish(SVC, "n", "i", b"<x/>", ALICE, 1)
     assert "t0p-s3cret" not in str(e.value)
     await db.close()
-
-
-def test_the_sql_store_does_not_import_redis(tmp_path: Path) -> None:
-    """A standalone sql host needs no redis-py (only [cluster] imports it)."""
-    code = ("import asyncio, sys\n"
-            "from vinespy.storage.pubsub import open_pubsub\n"
-            "from vinespy.storage.sql import SqlStorage\n"
-            "async def main():\n"
-            f"    db = SqlStorage('sqlite:///{tmp_path / 'v.db'}')\n"
-            "    ps = open_pubsub('sql', storage=db, owned=True)\n"
-            "    await ps.create('s', 'n', 'a@b', {})\n"
-            "    await ps.publish('s', 'n', 'i', b'<x/>', 'a@b', 1)\n"
-            "    await ps.close()\n"
-            "asyncio.run(main())\n"
-            "assert not [m for m in sys.modules if m.split('.')[0] == 'redis'], 'redis'\n")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60,
-                   cwd=Path(__file__).resolve().parents[2])
 
 
 # --- restore (vinespy migrate) ---------------------------------------------------

@@ -67,7 +67,7 @@ from typing import Any, AsyncIterator, Callable, Mapping, TypeVar
 
 from lxml import etree
 
-from ...fileio import atomic_write, fsync_dir
+from ...fileio import atomic_write, fsync_dir, read_if_present
 from ...jid import JID, JIDError
 from .. import (Contact, ContactLookup, Storage, StorageError, User, check_store, json_value,
                 register, value_from_json, xml_bytes, xml_element)
@@ -87,15 +87,6 @@ _JOURNAL_MIN = 64 * 1024
 _CACHE_RECORDS = 50_000
 # User directories :meth:`FsStorage.owners` examines per worker-thread call.
 _LIST_BATCH = 256
-
-
-def _read(path: Path) -> bytes | None:
-    """The file's bytes, or None if it (or a directory above it) is missing."""
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
 
 
 def _journal_tail(path: Path) -> tuple[int | None, int, int]:
@@ -178,7 +169,7 @@ class FsStorage(Storage):
         fsync_dir(path.parent)
 
     def _get(self, path: Path) -> Any | None:
-        data = _read(path)
+        data = read_if_present(path)
         return value_from_json(data, f"keyval {path}") if data is not None else None
 
     def _find_user(self, jid: JID) -> User | None:
@@ -364,7 +355,7 @@ class FsStorage(Storage):
 
     def _find_xml(self, path: Path, what: str,
                   qname: tuple[str, str] | None) -> etree._Element | None:
-        data = _read(path)
+        data = read_if_present(path)
         if data is None:
             return None
         element = xml_element(data, f"{what} {path}")

@@ -20,6 +20,7 @@ from typing import Callable
 
 from lxml import etree
 
+from ...fileio import read_if_present
 from ...jid import JID, JIDError
 from .. import StorageError, check_store, xml_element
 from .names import decode_name, fragment_file_name
@@ -66,7 +67,7 @@ def owner(path: Path, user_dir: Callable[[JID], Path]) -> JID | None:
         if domain is not None and local is not None:
             jid = JID.parse(f"{local}@{domain}")
         else:                       # a hashed long name: user.json records the JID
-            data = _read(path / "user.json")
+            data = read_if_present(path / "user.json")
             if data is None:
                 log.warning("cannot tell whose data %s holds (a hashed name and no "
                             "user.json): not listed", path)
@@ -95,7 +96,7 @@ def fragments(private: Path) -> list[tuple[str, str]]:
         if len(parts) == 2 and parts[0] is not None and parts[1] is not None:
             namespace, name = parts[0], parts[1]
         else:                       # a hashed long name: the fragment says
-            data = _read(private / file)
+            data = read_if_present(private / file)
             if data is None:
                 continue            # deleted meanwhile
             qname = etree.QName(xml_element(data, f"private fragment {private / file}"))
@@ -132,11 +133,3 @@ def _is_data(path: Path, name: str) -> bool:
     if name == "private":
         return any(n.endswith(".xml") for n in os.listdir(path / name))
     return store_name(name) is not None
-
-
-def _read(path: Path) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
