@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import ssl
-import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
@@ -21,39 +19,20 @@ import pytest
 import slixmpp
 import trustme
 
+from tests.ldapproc import slapd  # noqa: F401  (a fixture: a real slapd per test)
+from tests.pgproc import postgres  # noqa: F401  (a fixture: one PostgreSQL per session)
+from tests.support import TIMEOUT, free_port, wait_ready  # noqa: F401  (used by the suites)
 from vinespy import accounts, config as vconfig
 from vinespy.jid import JID
 from vinespy.server import Server
 
 DOMAIN = "wonderland.lit"
 PASSWORD = "secr3t-pässword"
-TIMEOUT = 10.0
 
 
 @pytest.fixture(scope="session")
 def ca() -> trustme.CA:
     return trustme.CA()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(what: str, ready: Callable[[], bool], stop: Callable[[], None],
-               every: float = 0.02) -> None:
-    """Poll ``ready()`` until a server process we started accepts connections
-    (no event tells when), for at most TIMEOUT; ``stop()`` it on failure."""
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while not ready():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what} did not accept connections within {TIMEOUT:g} s")
-            time.sleep(every)
-    except BaseException:
-        stop()
-        raise
 
 
 def write_config(root: Path, ca: trustme.CA, domains: tuple[str, ...] = (DOMAIN,),
@@ -188,10 +167,3 @@ def make_server(tmp_path: Path, ca: trustme.CA) -> Callable[..., Any]:
     def factory(**kw: Any) -> Any:
         return running(tmp_path, ca, **kw)
     return factory
-
-
-# One PostgreSQL for the whole session, for every suite that needs it (the
-# storage contract, the cluster on sql), and a real slapd per test that asks
-# for one; imported last: they use the above.
-from tests.ldapproc import slapd  # noqa: E402,F401  (a fixture)
-from tests.pgproc import postgres  # noqa: E402,F401  (a fixture)

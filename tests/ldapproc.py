@@ -31,7 +31,7 @@ from typing import Iterator
 import pytest
 import trustme
 
-from tests.conftest import TIMEOUT, free_port, wait_ready
+from tests.support import TIMEOUT, free_port, wait_ready
 
 SUFFIX = "dc=wonderland,dc=lit"
 PEOPLE = f"ou=people,{SUFFIX}"

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.conftest import TIMEOUT, free_port, wait_ready
+from tests.support import TIMEOUT, free_port, wait_ready
 
 USER = "vinespy"
 PASSWORD = "pg-s3cret"

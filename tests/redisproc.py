@@ -23,7 +23,7 @@ from typing import Any, Iterator, Sequence
 import pytest
 import redis
 
-from tests.conftest import TIMEOUT, free_port
+from tests.support import TIMEOUT, free_port
 
 REDIS_SERVER = os.environ.get("VINESPY_TEST_REDIS", "/usr/bin/redis-server")
 

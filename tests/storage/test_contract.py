@@ -87,6 +87,19 @@ async def test_user_round_trip(storage: Storage) -> None:
     assert found is not None and found.roster[BOB].groups == ["Friends", "\u00dcbung"]
 
 
+async def test_find_account(storage: Storage) -> None:
+    """find_account: the account with its credentials and version (the
+    roster may be left out); None for no account."""
+    user = make_user()
+    await storage.save_user(user)
+    found = await storage.find_account(JID.parse(f"{ALICE}/res"))
+    assert found is not None and found.jid == ALICE
+    assert found.credentials == user.credentials
+    assert found.roster_version == user.roster_version
+    assert found.roster in ({}, user.roster)
+    assert await storage.find_account(BOB) is None
+
+
 async def test_hidden_contact_round_trip(storage: Storage) -> None:
     """Contact.hidden (a stranger's pending request, not a roster item) is kept both ways."""
     user = make_user()

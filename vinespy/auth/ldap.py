@@ -269,6 +269,9 @@ class DirectoryStorage(Wrapped):
             log.info("%s: first seen in LDAP %s", jid.bare, self.directory.name)
         return await self.inner.find_user(jid)
 
+    async def find_account(self, jid: JID) -> User | None:
+        return await self.find_user(jid)     # the directory decides who exists
+
     async def find_contact(self, jid: JID, contact: JID) -> ContactLookup | None:
         if jid.local and await self._listed(jid) is False:
             return None

@@ -126,7 +126,7 @@ class Blocking(Module):
         self._forget(bare)
 
     @hook("initial-presence")
-    async def warm(self, session: Any) -> None:
+    async def warm(self, session: Any, user: Any) -> None:
         """Read the user's list at login, so that the messages they send need
         no storage access (and still go while the database is down)."""
         try:

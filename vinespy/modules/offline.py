@@ -74,7 +74,7 @@ class Offline(Module):
         if not any(st.find(tag) is not None for tag in _CONTENT):
             return True                      # nothing a person would read: drop
         storage = self.host.storage
-        if await storage.find_user(ev.to) is None:
+        if await storage.find_account(ev.to) is None:
             return None                      # no such user: the router says so
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         record = {"stamp": stamp, "xml": xml_bytes(st).decode()}
@@ -104,7 +104,7 @@ class Offline(Module):
             await self._flush(bare, [s for s in targets if s.priority == top])
 
     @hook("initial-presence")
-    async def deliver(self, session: Any) -> None:
+    async def deliver(self, session: Any, user: Any) -> None:
         """RFC 6121 §8.5.2.2.1 / XEP-0160: flush at initial presence with a
         non-negative priority."""
         if session.priority < 0:

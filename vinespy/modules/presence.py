@@ -53,6 +53,7 @@ from ..errors import StanzaError
 from ..events import StanzaEvent
 from ..fields import SessionField
 from ..jid import JID
+from ..storage import User
 from ..xml import Element, stanza
 from . import Module, Option, hook
 
@@ -111,8 +112,10 @@ class Presence(Module):
             self._to_own(session, st)
             if initial:
                 self._siblings_to(session)
-                # RFC 6121 §4.2: modules act on it (offline messages, probes...).
-                await self.host.bus.fire("initial-presence", session)
+                # RFC 6121 §4.2: modules act on it (offline messages, pending
+                # requests...), with the account read once for all of them.
+                user = await self.host.storage.find_user(session.jid.bare)
+                await self.host.bus.fire("initial-presence", session, user)
         elif stype == "unavailable":
             was = session.available
             if was:
@@ -124,7 +127,9 @@ class Presence(Module):
         else:
             # subscribe/probe/error without 'to' mean nothing (RFC 6121 §3, §4.3).
             return True
-        await self._broadcast(session, st, probe=initial)
+        if not initial:
+            user = await self.host.storage.find_user(session.jid.bare)
+        await self._broadcast(session, st, user, probe=initial)
         return True
 
     @hook("presence/bare", priority=1)
@@ -162,7 +167,8 @@ class Presence(Module):
             session.presence = None
             st = stanza("presence", frm=session.jid, type="unavailable")
             self._to_own(session, st, reflect=False)
-            await self._broadcast(session, st, probe=False)
+            user = await self.host.storage.find_user(session.jid.bare)
+            await self._broadcast(session, st, user, probe=False)
         Presence.directed.clear(session)
 
     def _refused(self, st: Element) -> bool:
@@ -193,11 +199,12 @@ class Presence(Module):
                 out.set("to", str(session.jid))
                 session.send(out)
 
-    async def _broadcast(self, session: Any, st: Element, *, probe: bool) -> None:
-        """§4.2.2, §4.4.2, §4.5.2: ``st`` to the from/both contacts (and, when
-        unavailable, to the directed-presence JIDs); probes when ``probe``."""
+    async def _broadcast(self, session: Any, st: Element, user: User | None, *,
+                         probe: bool) -> None:
+        """§4.2.2, §4.4.2, §4.5.2: ``st`` to the from/both contacts of
+        ``user`` (the session's account, as read now) and, when unavailable,
+        to the directed-presence JIDs; probes when ``probe``."""
         bare = session.jid.bare
-        user = await self.host.storage.find_user(bare)
         contacts = [c for c in (user.roster.values() if user is not None else ())
                     if not c.hidden]
         targets: list[JID] = [c.jid.bare for c in contacts if c.subscription in ("from", "both")]
@@ -233,8 +240,9 @@ class Presence(Module):
     async def _answer_probe(self, ev: StanzaEvent) -> None:
         owner = ev.to.bare
         prober = ev.frm
-        user = await self.host.storage.find_user(owner)
-        contact = user.roster.get(prober.bare) if user is not None else None
+        # One roster row, not the whole roster: a login probes every contact.
+        found = await self.host.storage.find_contact(owner, prober.bare)
+        contact = found.contact if found is not None else None
         if contact is None or contact.hidden or contact.subscription not in ("from", "both"):
             return                                  # §4.3.2 rule 1: reveal nothing
         sessions = [s for s in self.host.sessions.available(owner) if s.presence is not None]

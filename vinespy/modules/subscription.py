@@ -188,9 +188,8 @@ class Subscription(Module):
         return outcome
 
     @hook("initial-presence")
-    async def pending(self, session: Any) -> None:
+    def pending(self, session: Any, user: Any) -> None:
         """§3.1.3: requests that arrived while the user was offline."""
-        user = await self.host.storage.find_user(session.jid.bare)
         if user is None:
             return
         for contact in user.roster.values():

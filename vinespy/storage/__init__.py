@@ -175,6 +175,13 @@ class Storage(abc.ABC):
         :func:`json_value`). ``delete_user`` removes every store of the user.
         """
 
+    async def find_account(self, jid: JID) -> User | None:
+        """The account with its credentials, for a login or an existence
+        check: the roster may be left out (empty). The default is
+        :meth:`find_user`; a backend where the roster costs a query of its
+        own (sql) leaves it out."""
+        return await self.find_user(jid)
+
     async def add_user(self, user: User) -> bool:
         """Store ``user`` only if no account of its JID exists; whether it was
         stored. Atomic across nodes where the backend can be (sql): two
@@ -246,6 +253,9 @@ class Wrapped(Storage):
 
     async def save_user(self, user: User) -> None:
         await self.inner.save_user(user)
+
+    async def find_account(self, jid: JID) -> User | None:
+        return await self.inner.find_account(jid)
 
     async def add_user(self, user: User) -> bool:
         return await self.inner.add_user(user)

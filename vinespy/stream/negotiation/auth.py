@@ -90,7 +90,7 @@ class Auth:
         host = stream.host
         assert host is not None
         check = host.directory.check if host.directory is not None else None
-        self._mechanism = sasl.new(mech_name, host.domain, host.storage.find_user, check)
+        self._mechanism = sasl.new(mech_name, host.domain, host.storage.find_account, check)
         data = self._decode(stream, el)
         if data is False:
             return None
