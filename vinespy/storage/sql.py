@@ -5,8 +5,11 @@ absolute against the site directory) or
 ``url = "postgresql://USER:PASSWORD@HOST:PORT/DB"``; ``password`` or
 ``password_file`` (its first line) overrides the URL's; ``pool_size``
 connections at most (default 5). SQLAlchemy 2's asyncio API drives aiosqlite
-or asyncpg, so no call blocks the event loop. A URL is only ever shown with
-its password as ``***`` (:func:`vinespy.config.safe_url`).
+or asyncpg, so no call blocks the event loop; on PostgreSQL the reads every
+login and presence makes take an asyncpg pool of their own, as many
+connections again (:mod:`vinespy.storage.pgreads`: a third of the CPU).
+A URL is only ever shown with its password as ``***``
+(:func:`vinespy.config.safe_url`).
 
 Tables (:mod:`vinespy.storage.sqlschema`, its version in ``schema_version``)::
 
@@ -38,7 +41,7 @@ import json
 import os
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncContextManager, AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any, AsyncContextManager, AsyncIterator, Callable, Mapping
 
 from lxml import etree
 from sqlalchemy import Table, bindparam, delete, event, func, select, union, update
@@ -55,6 +58,9 @@ from . import (Contact, ContactLookup, RosterConflict, ScramKeys, Storage, Stora
                check_store, json_value, register, value_from_json, xml_bytes, xml_element)
 
 
+if TYPE_CHECKING:
+    from .pgreads import Reads
+
 # The reads of every login and presence, built once: a statement made per
 # call costs about a fifth of the call's CPU in SQLAlchemy's expression
 # building and cache-key generation; these only take their parameters.
@@ -70,6 +76,11 @@ def _counted(hidden: bool) -> Any:
     return (select(func.count()).where(ROSTER.c.user_id == USERS.c.id,
                                        ROSTER.c.hidden == hidden).scalar_subquery())
 
+
+_UPSERT = postgresql.insert(KEYVAL).values(
+    jid=bindparam("jid"), store=bindparam("store"), value=bindparam("value"))
+_PG_KEYVAL_UPSERT = _UPSERT.on_conflict_do_update(
+    index_elements=["jid", "store"], set_={"value": _UPSERT.excluded.value})
 
 # One statement for a roster check (a presence probe, a subscription): the
 # version, the counts of shown and hidden items and the one contact's row.
@@ -150,6 +161,7 @@ class SqlStorage(Storage):
         self._pool_size = pool_size
         _engine_url(url, None)              # a bad url fails now, at start
         self._engine: AsyncEngine | None = None
+        self._reads: Reads | None = None         # PostgreSQL: the login reads' pool
         self._opening = asyncio.Lock()
 
     def _error(self, exc: BaseException) -> StorageError:
@@ -183,6 +195,9 @@ class SqlStorage(Storage):
         except BaseException:
             await engine.dispose()
             raise
+        if engine.dialect.name == "postgresql":
+            from .pgreads import Reads       # asyncpg: only for a PostgreSQL url
+            self._reads = Reads(self._url, self._pool_size)
         return engine
 
     async def _new_engine(self) -> AsyncEngine:
@@ -190,11 +205,16 @@ class SqlStorage(Storage):
         if self._password_file is not None:
             text = await asyncio.to_thread(self._password_file.read_text, "utf-8")
             password = (text.splitlines() or [""])[0]
-        url = _engine_url(self.url, password)
+        url = self._url = _engine_url(self.url, password)
         sqlite_db = url.get_backend_name() == "sqlite"
         if sqlite_db and url.database:
             await asyncio.to_thread(os.makedirs, Path(url.database).parent, 0o700, True)
+        # PostgreSQL: a connection is pinged as the pool hands it out, so the
+        # first write after a database restart gets a new one instead of
+        # failing on a dead one (the reads of pgreads.py, which found out
+        # first, no longer invalidate this pool for it).
         engine = create_async_engine(url, pool_size=self._pool_size, max_overflow=0,
+                                     pool_pre_ping=not sqlite_db,
                                      connect_args={"timeout": 30} if sqlite_db else {})
         if sqlite_db:
             event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
@@ -267,9 +287,26 @@ class SqlStorage(Storage):
             raise self._error(exc) from exc
 
     async def close(self) -> None:
+        reads, self._reads = self._reads, None
+        if reads is not None:
+            await reads.close()
         if self._engine is not None:
             engine, self._engine = self._engine, None
             await engine.dispose()
+
+    async def _read(self, *queries: tuple[Any, Mapping[str, Any]]) -> list[list[Any]]:
+        """Each query's rows (read by attribute), together: on PostgreSQL
+        through the asyncpg pool (:mod:`.pgreads`; also a single-statement
+        write, atomic alone), else in one transaction."""
+        await self._ready()
+        if self._reads is not None:
+            from .pgreads import ERRORS
+            try:
+                return await self._reads.fetch(*queries)
+            except ERRORS + (OSError, asyncio.TimeoutError) as exc:
+                raise self._error(exc) from exc
+        async with self._tx() as conn:
+            return [list((await conn.execute(stmt, params)).all()) for stmt, params in queries]
 
     # --- enumeration (vinespy migrate) ---------------------------------------------
 
@@ -309,21 +346,20 @@ class SqlStorage(Storage):
     # --- users and rosters -------------------------------------------------------
 
     async def find_user(self, jid: JID) -> User | None:
-        async with self._tx() as conn:
-            user = await self._account(conn, jid)
-            if user is not None:
-                rows = await conn.execute(_ROSTER, {"jid": str(jid.bare)})
-                user.roster = {c.jid: c for c in map(_contact, rows)}
+        key = {"jid": str(jid.bare)}
+        account, roster = await self._read((_ACCOUNT, key), (_ROSTER, key))
+        user = self._account(jid, account)
+        if user is not None:
+            user.roster = {c.jid: c for c in map(_contact, roster)}
         return user
 
     async def find_account(self, jid: JID) -> User | None:
         """The account and its credentials in one statement; no roster."""
-        async with self._tx() as conn:
-            return await self._account(conn, jid)
+        rows, = await self._read((_ACCOUNT, {"jid": str(jid.bare)}))
+        return self._account(jid, rows)
 
     @staticmethod
-    async def _account(conn: AsyncConnection, jid: JID) -> User | None:
-        rows = (await conn.execute(_ACCOUNT, {"jid": str(jid.bare)})).all()
+    def _account(jid: JID, rows: list[Any]) -> User | None:
         if not rows:
             return None
         user = User(jid.bare, roster_version=rows[0].roster_version)
@@ -373,11 +409,10 @@ class SqlStorage(Storage):
                                [_contact_row(uid, c) for c in user.roster.values()])
 
     async def find_contact(self, jid: JID, contact: JID) -> ContactLookup | None:
-        async with self._tx() as conn:
-            row = (await conn.execute(_CONTACT, {"jid": str(jid.bare),
-                                                 "contact": str(contact)})).first()
-        if row is None:
+        rows, = await self._read((_CONTACT, {"jid": str(jid.bare), "contact": str(contact)}))
+        if not rows:
             return None
+        row = rows[0]
         return ContactLookup(_contact(row) if row.subscription is not None else None,
                              row.version, row.shown, row.hidden_items)
 
@@ -422,9 +457,9 @@ class SqlStorage(Storage):
 
     # --- vCards, private XML, keyval ------------------------------------------------
 
-    async def _one(self, stmt: Any, params: Mapping[str, str] | None = None) -> bytes | None:
+    async def _one(self, stmt: Any) -> bytes | None:
         async with self._tx() as conn:
-            data = (await conn.execute(stmt, params)).scalar()
+            data = (await conn.execute(stmt)).scalar()
         return bytes(data) if data is not None else None
 
     async def find_vcard(self, jid: JID) -> etree._Element | None:
@@ -452,12 +487,20 @@ class SqlStorage(Storage):
 
     async def get(self, jid: JID, store: str) -> Any | None:
         check_store(store)
-        data = await self._one(_KEYVAL, {"jid": str(jid.bare), "store": store})
-        return value_from_json(data, f"keyval {store}") if data is not None else None
+        rows, = await self._read((_KEYVAL, {"jid": str(jid.bare), "store": store}))
+        data = rows[0].value if rows else None
+        return value_from_json(bytes(data), f"keyval {store}") if data is not None else None
 
     async def put(self, jid: JID, store: str, value: Any | None) -> None:
         check_store(store)
         owner = _owner(jid)
+        await self._ready()
+        if self._reads is not None and value is not None:
+            # One statement, atomic alone: no BEGIN and COMMIT round trips
+            # (last activity is written at every logout).
+            await self._read((_PG_KEYVAL_UPSERT,
+                              {"jid": owner, "store": store, "value": json_value(value)}))
+            return
         async with self._tx(write=True) as conn:
             await self._put(conn, owner, store, value)
 
