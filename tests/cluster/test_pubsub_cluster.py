@@ -352,8 +352,16 @@ async def all_available(redis: RedisServer, bares: list[str]) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def redis_store(redis: RedisServer) -> AsyncIterator[PubSubStore]:
-    """The cluster's pubsub store, on a binary client of the test's own."""
+async def cluster_store(site: Site, redis: RedisServer) -> AsyncIterator[PubSubStore]:
+    """The cluster's pubsub store, with a connection of the test's own: Redis
+    for nodes on fs, the database for nodes on PostgreSQL (store_for)."""
+    if site.kind != "fs":
+        store = open_pubsub("sql", storage=site.open(), owned=True)
+        try:
+            yield store
+        finally:
+            await store.close()
+        return
     client = aioredis.Redis.from_url(redis.url, socket_timeout=10)
     store = open_pubsub("redis", redis=client)
     try:
@@ -402,7 +410,7 @@ class Bulk:
 async def thousand(cluster: ClusterFactory, xmpp: Clients, site: Site,
                    redis: RedisServer) -> AsyncIterator[tuple[Client, list[Counting]]]:
     """Two nodes; node "bulk" owned by alice (on A) with u0..u999 subscribed
-    (bare JIDs, through the Redis store); u0, u2... logged in on A (raw), u1,
+    (bare JIDs, through the cluster's store); u0, u2... logged in on A (raw), u1,
     u3... on B, all available in Redis's routes. Yields (alice, sessions),
     the sessions on A first."""
     bares = await add_users(site, N_USERS)
@@ -410,7 +418,7 @@ async def thousand(cluster: ClusterFactory, xmpp: Clients, site: Site,
     a, b = c["node-a"], c["node-b"]
     alice = await login_pubsub(xmpp, a, "alice/r1")
     await ps(alice).create_node(SERVICE, "bulk", timeout=TIMEOUT)
-    async with redis_store(redis) as store:
+    async with cluster_store(site, redis) as store:
         for i, bare in enumerate(bares):
             assert await store.subscribe(SERVICE, "bulk", bare, f"sub{i}")
         assert len(await store.subscriptions(SERVICE, "bulk")) == N_USERS
@@ -477,7 +485,7 @@ def check_delivered(r: Bulk) -> None:
 
 async def test_thousand_subscribers_over_two_nodes_one_entry_per_node(
         cluster: ClusterFactory, xmpp: Clients, site: Site, redis: RedisServer) -> None:
-    """1,000 users, each subscribed (bare JID, written through the Redis store)
+    """1,000 users, each subscribed (bare JID, written through the cluster's store)
     and logged in by a raw client, half on A and half on B. Each of three items
     alice publishes from A reaches every one of them exactly once, and costs
     one XADD (the entry in B's inbox; at most a handful allowed), not one per
