@@ -113,6 +113,24 @@ class PostgresProcess:
                   "-U", USER, name)
         return name
 
+    def _processes(self) -> list[int]:
+        """The postmaster and every backend it forked (its children)."""
+        assert self.proc is not None
+        pids = [self.proc.pid]
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        pids += [int(p) for p in children.read_text().split()]
+        return pids
+
+    def freeze(self) -> None:
+        """SIGSTOP postgres and its backends: a database that hangs (a frozen
+        machine, a partition) rather than one that says it is going away."""
+        for pid in self._processes():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in self._processes():
+            os.kill(pid, signal.SIGCONT)
+
     def halt(self) -> None:
         """Stop postgres as an outage does, keeping its data for :meth:`resume`."""
         proc, self.proc = self.proc, None

@@ -49,13 +49,13 @@ async def create_user(storage: Storage, jid: JID, password: str,
 
 async def set_password(storage: Storage, jid: JID, password: str,
                        iterations: int = DEFAULT_ITERATIONS) -> None:
-    """Replace the credentials of ``jid``; AccountError if there is no such user."""
+    """Replace the credentials of ``jid``, and nothing else (the server may be
+    changing the roster meanwhile); AccountError if there is no such user."""
     jid = _user_jid(jid)
-    user = await storage.find_user(jid)
-    if user is None:
+    if await storage.find_account(jid) is None:
         raise AccountError(f"no such user: {jid}")
-    user.credentials = await _credentials(password, iterations)
-    await storage.save_user(user)
+    if not await storage.set_credentials(jid, await _credentials(password, iterations)):
+        raise AccountError(f"no such user: {jid}")
 
 
 async def delete_user(storage: Storage, jid: JID) -> None:

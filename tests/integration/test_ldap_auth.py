@@ -101,10 +101,10 @@ async def test_directory_users_exist_for_delivery(make_server: Any, slapd: Slapd
         assert await srv.storage.find_user(JID.parse(f"dinah@{DOMAIN}")) is None
         a = await srv.login(ALICE, USERS["alice"])
         a.send_message(mto=BOB, mbody="from the directory", mtype="chat")
-        err = asyncio.create_task(wait_event(a, "message_error"))
-        await asyncio.sleep(0)
+        errors: asyncio.Queue[Any] = asyncio.Queue()
+        a.add_event_handler("message_error", errors.put_nowait)   # before the send
         a.send_message(mto=f"dinah@{DOMAIN}", mbody="anyone?", mtype="chat")
-        e = await err
+        e = await asyncio.wait_for(errors.get(), TIMEOUT)
         assert e["error"]["condition"] == "service-unavailable"
         assert e["from"] == f"dinah@{DOMAIN}"
         b = await srv.login(BOB, USERS["bob"])

@@ -78,3 +78,33 @@ async def test_postgresql_outage_and_recovery(make_server: Any, own_postgres: An
         c = await srv.login(carol)
         m = await wait_event(c, "message")
         assert m["body"] == "stored now"
+
+
+async def test_a_database_that_hangs_fails_logins_in_time(
+        make_server: Any, own_postgres: Any) -> None:
+    """PostgreSQL frozen (SIGSTOP: no reset, no refusal, just silence): a
+    login gets temporary-auth-failure once `timeout` has passed instead of
+    hanging, online users chat on, and all works again once it answers."""
+    pg = own_postgres
+    storage = (f'backend = "sql"\nurl = "{pg.url(pg.createdb())}"\n'
+               f'password = "{PASSWORD}"\npool_size = 2\ntimeout = 1\n')
+    async with make_server(storage=storage) as srv:
+        alice, bob, carol = [await srv.user(n) for n in ("alice", "bob", "carol")]
+        a, b = await srv.login(alice), await srv.login(bob)
+        for client in (a, b):
+            await client.plugin["xep_0199"].ping(jid=DOMAIN, timeout=TIMEOUT)
+        pg.freeze()
+        try:
+            a.send_message(mto=bob, mbody="still here", mtype="chat")
+            m = await wait_event(b, "message")
+            assert m["body"] == "still here"
+            c = srv.client(carol)
+            c.connect("127.0.0.1", srv.port)
+            failure = await wait_event(c, "failed_auth")
+            assert failure.xml.find(
+                "{urn:ietf:params:xml:ns:xmpp-sasl}temporary-auth-failure") is not None
+            c.abort()
+        finally:
+            pg.thaw()
+        c = await srv.login(carol)
+        await c.plugin["xep_0199"].ping(jid=DOMAIN, timeout=TIMEOUT)

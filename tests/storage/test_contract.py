@@ -335,6 +335,22 @@ async def test_keyval_copies_are_independent(storage: Storage) -> None:
     assert await storage.get(ALICE, "prefs") == {"list": [1, 2], "inner": {"a": "b"}}
 
 
+async def test_set_credentials_changes_nothing_else(storage: Storage) -> None:
+    """set_credentials replaces the keys only: a roster changed after the
+    caller's last read stays, and so does its version."""
+    user = make_user()
+    await storage.save_user(user)
+    carol = JID.parse("carol@example.com")
+    assert await storage.update_roster(ALICE, {carol: Contact(carol)}, 9)
+    keys = {"SCRAM-SHA-1": ScramKeys(b"n" * 16, b"s" * 20, b"v" * 20, 4096)}
+    assert await storage.set_credentials(ALICE, keys)
+    found = await storage.find_user(ALICE)
+    assert found is not None and found.credentials == keys
+    assert found.roster_version == 9 and carol in found.roster
+    assert not await storage.set_credentials(BOB, keys)
+    assert await storage.find_user(BOB) is None
+
+
 async def test_add_user_only_when_absent(storage: Storage) -> None:
     """add_user stores a new account, and never replaces one that exists."""
     first = make_user()

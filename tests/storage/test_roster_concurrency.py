@@ -85,3 +85,38 @@ async def test_a_change_from_a_stale_version_is_refused(
     finally:
         if isinstance(store, SqlStorage):
             await store.close()
+
+
+@pytest.mark.parametrize("kind", SQL_KINDS)
+async def test_two_nodes_keep_the_pending_cap_together(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Two strangers' subscription requests, stored hidden (no push, nothing
+    a client sees), reach one user through two nodes at once, with room for
+    one more: each change takes a roster version of its own, so the nodes
+    cannot both admit theirs (for each of ROUNDS users)."""
+    a_store = sql_storage(kind, request, tmp_path)
+    assert isinstance(a_store, SqlStorage)
+    b_store = SqlStorage(a_store.url, password=PASSWORD if kind == "postgresql" else None)
+    try:
+        nodes = [World("iq", "roster", "presence", "subscription", storage=store,
+                       options={"roster": {"max_pending": 1}})
+                 for store in (a_store, b_store)]
+        owners = [JID.parse(f"owner{i}@{DOMAIN}") for i in range(ROUNDS // 2)]
+        for i, owner in enumerate(owners):
+            await nodes[0].account(owner)
+            senders = []
+            for node, name in zip(nodes, ("a", "b")):
+                jid = JID.parse(f"{name}{i}@{DOMAIN}")
+                await node.account(jid)
+                senders.append(node.bind(jid))
+            await asyncio.wait_for(asyncio.gather(*(
+                node.send(s, f"<presence to='{owner}' type='subscribe'/>")
+                for node, s in zip(nodes, senders))), 30)
+        for owner in owners:
+            user = await a_store.find_user(owner)
+            assert user is not None
+            pending = [c for c in user.roster.values() if c.pending_in]
+            assert len(pending) == 1, f"{owner}: {len(pending)} requests pending, the cap is 1"
+    finally:
+        await a_store.close()
+        await b_store.close()

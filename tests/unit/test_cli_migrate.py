@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+import asyncpg
 import pytest
 
 from tests.pgproc import PASSWORD as PG_PASSWORD, PostgresProcess
-from tests.pgproc import postgres  # noqa: F401  (a fixture)
 from tests.storage.migrate_data import DOMAIN, populate, populate_pubsub, snapshot
 from tests.unit.test_cli import assert_one_line_error, run_main
 from vinespy.cli.migrate import pubsub_target, target_storage
@@ -237,3 +237,28 @@ def test_a_killed_migration_completes_when_run_again(tmp_path: Path) -> None:
     assert f"users: {users}" in done.stdout.splitlines()
     assert f"keyval last: {users}" in done.stdout.splitlines()
     assert "verified: the target holds the same" in done.stdout
+
+
+def test_an_empty_postgresql_source_is_refused_and_left_empty(
+        tmp_path: Path, request: pytest.FixtureRequest,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A source database without the schema is refused in one line, and not
+    given one: migrate never writes its source."""
+    server: PostgresProcess = request.getfixturevalue("postgres")
+    db = server.createdb()
+    url = server.url(db)
+    site = tmp_path / "empty"
+    config = write_site(site, f'backend = "sql"\nurl = "{url}"\npassword = "{PG_PASSWORD}"')
+    status, out, err = run_main(capsys, "-c", str(config), "migrate", "--to", "fs:///copy")
+    assert status == 1 and "no vinespy schema (an empty database)" in err, (out, err)
+    assert len(err.strip().splitlines()) == 1 and PG_PASSWORD not in err
+
+    async def tables() -> list[str]:
+        conn = await asyncpg.connect(host="127.0.0.1", port=server.port, user="vinespy",
+                                     password=PG_PASSWORD, database=db)
+        try:
+            return [r[0] for r in await conn.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        finally:
+            await conn.close()
+    assert asyncio.run(tables()) == []

@@ -36,7 +36,8 @@ import logging
 import math
 import ssl
 import time
-from typing import Callable, TypeVar
+from urllib.parse import urlsplit
+from typing import Awaitable, Callable, TypeVar
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
@@ -88,6 +89,13 @@ class LdapDirectory:
         away or refuses it stops the start with one line."""
         await self._call(self._probe)
         log.info("LDAP directory %s answers", self.name)
+        host = urlsplit(self.cfg.url).hostname or ""
+        if self.cfg.url.startswith("ldap://") and not self.cfg.starttls and not (
+                host == "localhost" or host.startswith("127.") or host == "::1"):
+            # The users' passwords, which clients send only over TLS, would
+            # cross the network in clear to the directory.
+            log.warning("LDAP directory %s: ldap:// without starttls = true sends the "
+                        "users' passwords unencrypted; use ldaps:// or StartTLS", self.name)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -249,15 +257,24 @@ class DirectoryStorage(Wrapped):
             return None
 
     async def find_user(self, jid: JID) -> User | None:
+        return await self._find(jid, self.inner.find_user)
+
+    async def find_account(self, jid: JID) -> User | None:
+        return await self._find(jid, self.inner.find_account)
+
+    async def _find(self, jid: JID, read: Callable[[JID], Awaitable[User | None]]
+                    ) -> User | None:
+        """``read(jid)`` for a user the directory has (its row made on first
+        need); None for one it has not."""
         if not jid.local:
-            return await self.inner.find_user(jid)
+            return await read(jid)
         away: DirectoryUnavailable | None = None
         try:
             if not await self.directory.exists(jid.local):
                 return None
         except DirectoryUnavailable as exc:
             away = exc
-        user = await self.inner.find_user(jid)
+        user = await read(jid)
         if user is not None:
             return user
         if away is not None:
@@ -267,10 +284,7 @@ class DirectoryStorage(Wrapped):
         # roster it may have by now, is never overwritten.
         if await self.inner.add_user(User(jid.bare)):
             log.info("%s: first seen in LDAP %s", jid.bare, self.directory.name)
-        return await self.inner.find_user(jid)
-
-    async def find_account(self, jid: JID) -> User | None:
-        return await self.find_user(jid)     # the directory decides who exists
+        return await read(jid)
 
     async def find_contact(self, jid: JID, contact: JID) -> ContactLookup | None:
         if jid.local and await self._listed(jid) is False:

@@ -214,7 +214,11 @@ async def _copy(config: Config, sources: list[StorageConfig], services: list[_Se
     for source_cfg in sources:
         shown = _shown_storage(source_cfg)
         print(f"copying {shown} to {_shown_storage(target_cfg)}", flush=True)
-        source = open_storage(source_cfg.backend, source_cfg.options)
+        # create=False: a source database without the schema (empty) is
+        # refused, never given one: the source is only read.
+        read_only = {"create": False} if source_cfg.backend == "sql" else {}
+        options = {**source_cfg.options, **read_only}
+        source = open_storage(source_cfg.backend, options)
         try:
             copied += await m.copy_storage(source, target, _progress(shown))
             counts, found = await m.verify_storage(source, target)

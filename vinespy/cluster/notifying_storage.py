@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable, Mapping
 
 from ..jid import JID
-from ..storage import Contact, Storage, User, Wrapped
+from ..storage import Contact, ScramKeys, Storage, User, Wrapped
 
 
 class NotifyingStorage(Wrapped):
@@ -32,6 +32,11 @@ class NotifyingStorage(Wrapped):
         if added:
             await self._changed(user.jid.bare)
         return added
+
+    async def set_credentials(self, jid: JID, credentials: Mapping[str, ScramKeys]) -> bool:
+        done = await self.inner.set_credentials(jid, credentials)
+        await self._changed(jid.bare)
+        return done
 
     async def update_roster(self, jid: JID, changes: Mapping[JID, Contact | None],
                             version: int, *, expected: int | None = None) -> bool:

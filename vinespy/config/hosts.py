@@ -119,12 +119,12 @@ def _storage(where: str, value: Any, base: Path) -> StorageConfig:
     return StorageConfig(backend=backend, options=options)
 
 
-_SQL_KEYS = ("url", "password", "password_file", "pool_size")
+_SQL_KEYS = ("url", "password", "password_file", "pool_size", "timeout")
 
 
 def _sql(where: str, options: dict[str, Any], base: Path) -> dict[str, Any]:
     """``backend = "sql"``: ``url`` (a relative SQLite path starts at ``base``),
-    ``password`` or ``password_file``, ``pool_size``."""
+    ``password`` or ``password_file``, ``pool_size``, ``timeout``."""
     for key in options:
         if key not in _SQL_KEYS:
             raise _Bad(f"{where}: {_unknown('key', key, _SQL_KEYS)}")
@@ -145,6 +145,9 @@ def _sql(where: str, options: dict[str, Any], base: Path) -> dict[str, Any]:
     if "password_file" in options:
         options["password_file"] = _existing_file(f"{where}.password_file",
                                                   options["password_file"], base)
+    if "timeout" in options:
+        options["timeout"] = float(_check(f"{where}.timeout", options["timeout"],
+                                          _numbers(0.5, 300)))
     options["pool_size"] = _check(f"{where}.pool_size", options.get("pool_size", 5),
                                   _ints(1, 1000))
     return options

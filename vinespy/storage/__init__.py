@@ -182,6 +182,18 @@ class Storage(abc.ABC):
         own (sql) leaves it out."""
         return await self.find_user(jid)
 
+    async def set_credentials(self, jid: JID, credentials: Mapping[str, ScramKeys]) -> bool:
+        """Replace the account's SCRAM keys, nothing else (a password change
+        while the server runs must not write back a roster read before it);
+        False if there is no such account. Atomic on sql; the default reads
+        and saves the user."""
+        user = await self.find_user(jid)
+        if user is None:
+            return False
+        user.credentials = dict(credentials)
+        await self.save_user(user)
+        return True
+
     async def add_user(self, user: User) -> bool:
         """Store ``user`` only if no account of its JID exists; whether it was
         stored. Atomic across nodes where the backend can be (sql): two
@@ -259,6 +271,9 @@ class Wrapped(Storage):
 
     async def add_user(self, user: User) -> bool:
         return await self.inner.add_user(user)
+
+    async def set_credentials(self, jid: JID, credentials: Mapping[str, ScramKeys]) -> bool:
+        return await self.inner.set_credentials(jid, credentials)
 
     async def find_contact(self, jid: JID, contact: JID) -> ContactLookup | None:
         return await self.inner.find_contact(jid, contact)

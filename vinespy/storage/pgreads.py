@@ -20,7 +20,6 @@ from typing import Any, Mapping
 
 import asyncpg
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
-from sqlalchemy.engine import URL
 
 _DIALECT = asyncpg_dialect()
 
@@ -50,9 +49,10 @@ async def _keep(connection: asyncpg.Connection) -> None:
 class Reads:
     """At most ``size`` connections, opened as they are needed."""
 
-    def __init__(self, url: URL, size: int) -> None:
-        self._url = url.set(drivername="postgresql")
+    def __init__(self, connect: Mapping[str, Any], size: int, timeout: float) -> None:
+        self._connect = dict(connect)         # asyncpg.connect's arguments
         self._size = size
+        self._timeout = timeout
         self._pool: asyncpg.Pool | None = None
         self._compiled: dict[int, tuple[str, tuple[str, ...]]] = {}
 
@@ -67,10 +67,11 @@ class Reads:
         """Each query's rows, all on one connection."""
         if self._pool is None:
             self._pool = await asyncpg.create_pool(
-                self._url.render_as_string(hide_password=False), min_size=0,
-                max_size=self._size, reset=_keep)
+                min_size=0, max_size=self._size, reset=_keep,
+                **{"timeout": self._timeout, **self._connect,
+                   "command_timeout": self._timeout})
         out: list[list[Row]] = []
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire(timeout=self._timeout) as conn:
             for stmt, params in queries:
                 sql, names = self._sql(stmt)
                 out.append([Row(r) for r in await conn.fetch(sql, *(params[n] for n in names))])

@@ -92,6 +92,8 @@ _CONTACT = (select(USERS.c.roster_version.label("version"), _counted(False).labe
 _KEYVAL = select(KEYVAL.c.value).where(KEYVAL.c.jid == bindparam("jid"),
                                        KEYVAL.c.store == bindparam("store"))
 
+DEFAULT_TIMEOUT = 10.0      # s: connect, pool wait, one statement
+
 # url scheme -> the asyncio driver SQLAlchemy uses for it
 DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 _IMMEDIATE = "vinespy_immediate"       # execution option: SQLite BEGIN IMMEDIATE
@@ -153,12 +155,16 @@ class SqlStorage(Storage):
     """Users, rosters, vCards, private XML and keyval stores in SQL tables."""
 
     def __init__(self, url: str, password: str | None = None,
-                 password_file: str | Path | None = None, pool_size: int = 5) -> None:
+                 password_file: str | Path | None = None, pool_size: int = 5,
+                 timeout: float = DEFAULT_TIMEOUT, create: bool = True) -> None:
         self.url = url
         self.shown = _shown(url)           # for messages: never the password
         self._password = password
         self._password_file = Path(password_file) if password_file is not None else None
         self._pool_size = pool_size
+        self._timeout = timeout
+        self._create = create                    # False: refuse an empty database
+        self._url: URL | None = None             # with the password, once read
         _engine_url(url, None)              # a bad url fails now, at start
         self._engine: AsyncEngine | None = None
         self._reads: Reads | None = None         # PostgreSQL: the login reads' pool
@@ -167,7 +173,8 @@ class SqlStorage(Storage):
     def _error(self, exc: BaseException) -> StorageError:
         """``exc`` as one line naming the database, without its password."""
         text = (str(getattr(exc, "orig", None) or exc) or type(exc).__name__).splitlines()[0]
-        for secret in (self._password, make_url(self.url).password):
+        for secret in (self._password, make_url(self.url).password,
+                       self._url.password if self._url is not None else None):
             if secret:
                 text = text.replace(secret, "***")
         return StorageError(f"{self.shown}: {text}")
@@ -181,7 +188,9 @@ class SqlStorage(Storage):
             if self._engine is None:
                 try:
                     self._engine = await self._open()
-                except (SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
+                except (SQLAlchemyError, OSError, asyncio.TimeoutError, TypeError) as exc:
+                    # TypeError: a URL query parameter the driver does not
+                    # take (asyncpg wants ?ssl=require, not ?sslmode=)
                     raise self._error(exc) from exc
         return self._engine
 
@@ -191,13 +200,28 @@ class SqlStorage(Storage):
         engine = await self._new_engine()
         try:
             async with self._schema_tx(engine) as conn:
-                await sqlschema.ensure(conn, self.shown)
+                await sqlschema.ensure(conn, self.shown, create=self._create)
         except BaseException:
             await engine.dispose()
             raise
         if engine.dialect.name == "postgresql":
-            from .pgreads import Reads       # asyncpg: only for a PostgreSQL url
-            self._reads = Reads(self._url, self._pool_size)
+            from .pgreads import ERRORS, Reads   # asyncpg: only for a PostgreSQL url
+            # The engine's own connect arguments (TLS from ?ssl=, the
+            # timeouts), so both pools reach the database the same way; one
+            # read now, so a pool that cannot connect stops the start too.
+            _, connect = engine.dialect.create_connect_args(engine.url)
+            reads = Reads(connect, self._pool_size, self._timeout)
+            try:
+                await reads.fetch((select(1), {}))
+            except ERRORS as exc:
+                await reads.close()
+                await engine.dispose()
+                raise StorageError(str(self._error(exc))) from exc
+            except BaseException:
+                await reads.close()
+                await engine.dispose()
+                raise
+            self._reads = reads
         return engine
 
     async def _new_engine(self) -> AsyncEngine:
@@ -213,9 +237,14 @@ class SqlStorage(Storage):
         # first write after a database restart gets a new one instead of
         # failing on a dead one (the reads of pgreads.py, which found out
         # first, no longer invalidate this pool for it).
-        engine = create_async_engine(url, pool_size=self._pool_size, max_overflow=0,
-                                     pool_pre_ping=not sqlite_db,
-                                     connect_args={"timeout": 30} if sqlite_db else {})
+        # A database that stops answering fails a statement after `timeout`
+        # s (-> temporary-auth-failure, internal-server-error) rather than
+        # holding logins and stanzas forever.
+        engine = create_async_engine(
+            url, pool_size=self._pool_size, max_overflow=0, pool_pre_ping=not sqlite_db,
+            pool_timeout=self._timeout,
+            connect_args={"timeout": self._timeout} if sqlite_db else
+            {"timeout": self._timeout, "command_timeout": self._timeout})
         if sqlite_db:
             event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
             event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
@@ -398,15 +427,32 @@ class SqlStorage(Storage):
             await self._user_rows(conn, uid, user)
         return True
 
+    async def set_credentials(self, jid: JID, credentials: Mapping[str, ScramKeys]) -> bool:
+        """One transaction, the user's row locked first; the roster untouched."""
+        async with self._tx(write=True) as conn:
+            uid = (await conn.execute(update(USERS).where(USERS.c.jid == str(jid.bare))
+                                      .values(roster_version=USERS.c.roster_version)
+                                      .returning(USERS.c.id))).scalar()
+            if uid is None:
+                return False
+            await conn.execute(delete(CREDENTIALS).where(CREDENTIALS.c.user_id == uid))
+            await self._credential_rows(conn, uid, credentials)
+        return True
+
     async def _user_rows(self, conn: AsyncConnection, uid: int, user: User) -> None:
-        if user.credentials:
-            await conn.execute(CREDENTIALS.insert(), [
-                {"user_id": uid, "mechanism": mech, "salt": k.salt,
-                 "stored_key": k.stored_key, "server_key": k.server_key,
-                 "iterations": k.iterations} for mech, k in user.credentials.items()])
+        await self._credential_rows(conn, uid, user.credentials)
         if user.roster:
             await conn.execute(ROSTER.insert(),
                                [_contact_row(uid, c) for c in user.roster.values()])
+
+    @staticmethod
+    async def _credential_rows(conn: AsyncConnection, uid: int,
+                               credentials: Mapping[str, ScramKeys]) -> None:
+        if credentials:
+            await conn.execute(CREDENTIALS.insert(), [
+                {"user_id": uid, "mechanism": mech, "salt": k.salt,
+                 "stored_key": k.stored_key, "server_key": k.server_key,
+                 "iterations": k.iterations} for mech, k in credentials.items()])
 
     async def find_contact(self, jid: JID, contact: JID) -> ContactLookup | None:
         rows, = await self._read((_CONTACT, {"jid": str(jid.bare), "contact": str(contact)}))

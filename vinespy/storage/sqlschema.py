@@ -109,11 +109,14 @@ async def _create(conn: AsyncConnection) -> None:
     await conn.execute(VERSION.insert().values(version=SCHEMA_VERSION))
 
 
-async def ensure(conn: AsyncConnection, shown: str) -> None:
-    """At every start: create the schema in an empty database; refuse one of
-    another version with a line that says what to do."""
+async def ensure(conn: AsyncConnection, shown: str, create: bool = True) -> None:
+    """At every start: create the schema in an empty database (unless not
+    ``create``: a database only read, such as a migration's source); refuse
+    one of another version with a line that says what to do."""
     found = await _found(conn, shown)
     if found is None:
+        if not create:
+            raise StorageError(f"{shown}: no vinespy schema (an empty database)")
         await _create(conn)
     elif found < SCHEMA_VERSION:
         raise StorageError(f"{shown}: database schema version {found} is older than this "
