@@ -506,6 +506,11 @@ def test_sql_storage(tmp_path: Path) -> None:
     ('url = "postgresql://h/db"\npool_size = 0\n', None),
     ('url = "postgresql://h/db"\npool = 3\n',
      'host[0].storage: unknown key "pool" (did you mean "pool_size"?)'),
+    ('url = "postgresql://h/db?sslmode=require"\n',
+     "host[0].storage.url: asyncpg takes ?ssl=require (or verify-ca, verify-full, "
+     "prefer, disable), not ?sslmode="),
+    ('url = "postgresql://h/db"\ntimeout = 0\n',
+     "host[0].storage.timeout: expected a number from 0.5 to 300, got 0"),
 ])
 def test_bad_sql_storage(tmp_path: Path, table: str, message: str | None) -> None:
     """Each bad sql key is one line naming it; a password is never shown."""

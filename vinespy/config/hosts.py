@@ -138,6 +138,9 @@ def _sql(where: str, options: dict[str, Any], base: Path) -> dict[str, Any]:
     elif scheme != "postgresql" or not rest:
         raise _Bad(f"{where}.url: expected sqlite:///PATH or "
                    f"postgresql://USER:PASSWORD@HOST:PORT/DB, got {_show(safe_url(url))}")
+    if scheme == "postgresql" and "sslmode=" in rest:
+        raise _Bad(f"{where}.url: asyncpg takes ?ssl=require (or verify-ca, verify-full, "
+                   f"prefer, disable), not ?sslmode=")
     if "password" in options and "password_file" in options:
         raise _Bad(f"{where}.password_file: give password or password_file, not both")
     if "password" in options:
