@@ -21,18 +21,26 @@ _FAILURE = f"<failure xmlns='{ns.TLS}'/>".encode()
 _PROCEED = f"<proceed xmlns='{ns.TLS}'/>".encode()
 
 
+def _required(stream: ClientStream) -> bool:
+    """TLS before anything else: configured so, or a host whose passwords are
+    in LDAP (its only mechanism, PLAIN, is offered over TLS alone, so a
+    stream without TLS could never log in: RFC 6120 §5.3.1 says mark it)."""
+    return stream.cfg.tls == "required" or (
+        stream.host is not None and stream.host.directory is not None)
+
+
 class StartTLS:
     def offer(self, stream: ClientStream) -> str:
         if stream.secure or stream.user is not None:
             return ""
-        req = "<required/>" if stream.cfg.tls == "required" else ""
+        req = "<required/>" if _required(stream) else ""
         return f"<starttls xmlns='{ns.TLS}'>{req}</starttls>"
 
     async def handle(self, stream: ClientStream, el: Element) -> bool | None:
         if stream.secure or stream.user is not None:
             return None
         if el.tag != _STARTTLS:
-            if stream.cfg.tls == "required":
+            if _required(stream):
                 raise StreamError("policy-violation",
                                   "STARTTLS is required first (RFC 6120 §5.3.1)")
             return None
