@@ -78,7 +78,8 @@ async def test_plain_only_and_only_after_tls(make_server: Any, slapd: SlapdProce
         feats = await raw.features()
         assert b"<required/></starttls>" in feats and b"mechanisms" not in feats
         raw.send(f"<auth xmlns='{ns.SASL}' mechanism='PLAIN'>AGFsaWNlAHg=</auth>")
-        assert b"<policy-violation" in (await raw.expect(rb"<stream:error>.*?</stream:error>")).group(0)
+        error = await raw.expect(rb"<stream:error>.*?</stream:error>")
+        assert b"<policy-violation" in error.group(0)
         raw.close()
         ctx = ssl.create_default_context()
         srv.ca.configure_trust(ctx)
