@@ -6,7 +6,8 @@ vanishing, and the node heals by itself when the database is back."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Iterator
+import contextlib
+from typing import Any, AsyncIterator, Iterator
 
 import pytest
 
@@ -27,22 +28,39 @@ def _error(stanza: Any) -> str:
     return str(stanza["error"]["condition"])
 
 
-async def test_postgresql_outage_and_recovery(make_server: Any, own_postgres: Any) -> None:
-    pg = own_postgres
+@contextlib.asynccontextmanager
+async def _chatting(make_server: Any, pg: Any, extra: str = "") -> AsyncIterator[Any]:
+    """A server on ``pg`` with alice and bob logged in (their initial presence
+    handled) and carol's account; yields (server, alice, bob, carol)."""
     storage = (f'backend = "sql"\nurl = "{pg.url(pg.createdb())}"\n'
-               f'password = "{PASSWORD}"\npool_size = 2\n')
+               f'password = "{PASSWORD}"\npool_size = 2\n{extra}')
     async with make_server(storage=storage) as srv:
         alice, bob, carol = [await srv.user(n) for n in ("alice", "bob", "carol")]
         a, b = await srv.login(alice), await srv.login(bob)
-        for client in (a, b):           # their initial presence handled
+        for client in (a, b):
             await client.plugin["xep_0199"].ping(jid=DOMAIN, timeout=TIMEOUT)
+        yield srv, a, b, carol
 
+
+async def _chat_and_refused_login(srv: Any, a: Any, b: Any, carol: str) -> None:
+    """Online to online goes (routed without the database); a login, which
+    needs it, gets temporary-auth-failure."""
+    a.send_message(mto=b.boundjid.bare, mbody="still here", mtype="chat")
+    m = await wait_event(b, "message")
+    assert m["body"] == "still here"
+    c = srv.client(carol)
+    c.connect("127.0.0.1", srv.port)
+    failure = await wait_event(c, "failed_auth")
+    assert failure.xml.find(
+        "{urn:ietf:params:xml:ns:xmpp-sasl}temporary-auth-failure") is not None, failure
+    c.abort()
+
+
+async def test_postgresql_outage_and_recovery(make_server: Any, own_postgres: Any) -> None:
+    pg = own_postgres
+    async with _chatting(make_server, pg) as (srv, a, b, carol):
         await asyncio.to_thread(pg.halt)
-
-        # Online to online: routed without the database.
-        a.send_message(mto=bob, mbody="still here", mtype="chat")
-        m = await wait_event(b, "message")
-        assert m["body"] == "still here"
+        await _chat_and_refused_login(srv, a, b, carol)
 
         # To an account with no session: it cannot be stored, so it comes
         # back to its sender with an error rather than vanishing.
@@ -58,14 +76,6 @@ async def test_postgresql_outage_and_recovery(make_server: Any, own_postgres: An
         with pytest.raises(Exception) as caught:
             await a.get_roster(timeout=TIMEOUT)
         assert "internal-server-error" in str(caught.value)
-
-        # A login needs the database: temporary-auth-failure.
-        c = srv.client(carol)
-        c.connect("127.0.0.1", srv.port)
-        failure = await wait_event(c, "failed_auth")
-        assert failure.xml.find("{urn:ietf:params:xml:ns:xmpp-sasl}temporary-auth-failure") \
-            is not None, failure
-        c.abort()
 
         await asyncio.to_thread(pg.resume)
 
@@ -86,24 +96,10 @@ async def test_a_database_that_hangs_fails_logins_in_time(
     login gets temporary-auth-failure once `timeout` has passed instead of
     hanging, online users chat on, and all works again once it answers."""
     pg = own_postgres
-    storage = (f'backend = "sql"\nurl = "{pg.url(pg.createdb())}"\n'
-               f'password = "{PASSWORD}"\npool_size = 2\ntimeout = 1\n')
-    async with make_server(storage=storage) as srv:
-        alice, bob, carol = [await srv.user(n) for n in ("alice", "bob", "carol")]
-        a, b = await srv.login(alice), await srv.login(bob)
-        for client in (a, b):
-            await client.plugin["xep_0199"].ping(jid=DOMAIN, timeout=TIMEOUT)
+    async with _chatting(make_server, pg, "timeout = 1\n") as (srv, a, b, carol):
         pg.freeze()
         try:
-            a.send_message(mto=bob, mbody="still here", mtype="chat")
-            m = await wait_event(b, "message")
-            assert m["body"] == "still here"
-            c = srv.client(carol)
-            c.connect("127.0.0.1", srv.port)
-            failure = await wait_event(c, "failed_auth")
-            assert failure.xml.find(
-                "{urn:ietf:params:xml:ns:xmpp-sasl}temporary-auth-failure") is not None
-            c.abort()
+            await _chat_and_refused_login(srv, a, b, carol)
         finally:
             pg.thaw()
         c = await srv.login(carol)
