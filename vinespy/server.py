@@ -116,6 +116,8 @@ class Server:
                 await storage.open()    # StorageError: one line, no listener opened
             for directory in self.directories:
                 await directory.open()  # DirectoryUnavailable (a StorageError): the same
+            if self.cluster is not None:
+                await self.cluster.check()  # no Sentinel answers: ConfigError, the same
         except BaseException:
             for storage in self.storages:
                 await storage.close()

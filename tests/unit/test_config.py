@@ -685,6 +685,33 @@ def test_cluster_errors_never_show_the_password(tmp_path: Path) -> None:
     assert "hunter2" not in message
 
 
+def test_sentinel_keys(tmp_path: Path) -> None:
+    """sentinels and service are read together; the URL then gives the db."""
+    config = load(write(tmp_path, HOST + '[cluster]\nurl = "redis:///2"\n'
+                        'sentinels = ["10.0.0.1:26379", "[::1]:26380"]\nservice = "chat"\n'
+                        'sentinel_password = "s"\n'), check_certs=False)
+    assert config.cluster is not None
+    assert config.cluster.sentinels == ("10.0.0.1:26379", "[::1]:26380")
+    assert (config.cluster.service, config.cluster.sentinel_password) == ("chat", "s")
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('sentinels = ["h:1"]\n', "cluster.service: required with cluster.sentinels (the name "
+     'the Sentinels monitor the primary by, "sentinel monitor NAME ...")'),
+    ('service = "x"\n', "cluster.service: only used with cluster.sentinels"),
+    ('sentinel_password = "p"\n', "cluster.sentinel_password: only used with cluster.sentinels"),
+    ('sentinels = ["nohost"]\nservice = "x"\n',
+     'cluster.sentinels[0]: expected "host:port" such as "10.0.0.1:26379", got "nohost"'),
+    ('sentinels = ["h:1", "h:1"]\nservice = "x"\n', 'cluster.sentinels[1]: "h:1" is listed twice'),
+    ('sentinels = []\nservice = "x"\n', 'cluster.sentinels: expected an array of "host:port" '
+     'such as ["10.0.0.1:26379"], got an empty array'),
+    ('sentinels = ["h:1"]\nservice = "a b"\n',
+     'cluster.service: expected a Sentinel master name (letters, digits, . _ -), got "a b"'),
+])
+def test_bad_sentinel_keys(tmp_path: Path, table: str, message: str) -> None:
+    assert error(tmp_path, HOST + "[cluster]\n" + table) == message
+
+
 def test_template_documents_every_cluster_key(tmp_path: Path) -> None:
     """conf/config.toml's commented [cluster] block names every key; uncommented
     (the keys that have a default), it loads as exactly those defaults."""

@@ -240,7 +240,7 @@ async def _on_redis_pubsub(target: PubSubTarget,
     from ..cluster import status
     cfg = target.config.cluster
     assert cfg is not None
-    url = status.safe_url(cfg.url)
+    url = status.where(cfg)
 
     def unreachable(exc: BaseException) -> CLIError:
         reason = one_line(str(exc)) or type(exc).__name__

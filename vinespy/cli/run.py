@@ -128,9 +128,10 @@ def print_cluster(cfg: ClusterConfig) -> None:
     The URL is printed without its password."""
     from ..cluster import status        # imports redis: only with a [cluster] table
     from redis.exceptions import RedisError
-    url = status.safe_url(cfg.url)
+    url = status.where(cfg)
     try:
         nodes = asyncio.run(asyncio.wait_for(status.nodes(cfg), STATUS_TIMEOUT))
+        now = asyncio.run(asyncio.wait_for(status.primary(cfg), STATUS_TIMEOUT))
     except asyncio.TimeoutError:
         print(f"cluster: cannot reach {url}: no answer within {STATUS_TIMEOUT:g} s")
         return
@@ -139,7 +140,9 @@ def print_cluster(cfg: ClusterConfig) -> None:
         print(f"cluster: cannot reach {url}: {status.hide_passwords(reason, cfg)}")
         return
     alive = sum(n.alive for n in nodes)
-    print(f"cluster {url}: {len(nodes)} node{'' if len(nodes) == 1 else 's'}, {alive} alive")
+    on = f", primary {now}" if now is not None else ""
+    print(f"cluster {url}{on}: {len(nodes)} node{'' if len(nodes) == 1 else 's'}, "
+          f"{alive} alive")
     for node in nodes:
         print(node.line())
 

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 from typing import TYPE_CHECKING, Any, Coroutine
 
-from .connection import connect
+from ..config import ConfigError
+from .connection import connect, primary, where
 from .inbound import Inbound
 from .membership import Membership
 from .publisher import Publisher
 from .sessions import ClusterSessions
+from .status import hide_passwords
 from .subscriber import BLOCK_MS, Subscriber
 
 if TYPE_CHECKING:
@@ -65,6 +68,25 @@ class Cluster:
         self.sessions.redis = self.redis
         self.sessions.publisher = self.publisher
         await self.membership.start(self.redis, self.publisher, self.subscriber)
+
+    async def check(self) -> None:
+        """Before the server starts: with Sentinels, one must name a primary.
+        None answering is a configuration to fix (wrong addresses, a wrong
+        service name), not an outage to ride out: one line, and the node
+        does not start. Once running, it rides them out. (A plain Redis that
+        is down at start is an outage: the node starts and retries.)"""
+        from redis.exceptions import RedisError
+        cfg = self.cfg
+        if not cfg.sentinels:
+            return
+        try:
+            now = await asyncio.wait_for(primary(cfg), 10)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            reason = re.sub(r"^.*? - network:", "", str(exc).splitlines()[0]) if str(exc) \
+                else type(exc).__name__
+            raise ConfigError(f"cluster: no primary for {where(cfg)}: "
+                              f"{hide_passwords(reason.strip(), cfg)}") from None
+        log.info("cluster: Sentinels name %s as the primary of %s", now, cfg.service)
 
     def spawn(self, tg: asyncio.TaskGroup) -> None:
         assert self.publisher is not None and self.subscriber is not None

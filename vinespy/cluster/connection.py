@@ -24,7 +24,8 @@ def connect(cfg: ClusterConfig, *, socket_timeout: float | None = 5.0,
     }
     if cfg.url.startswith("rediss://") and cfg.tls_ca is not None:
         opts["ssl_ca_certs"] = str(cfg.tls_ca)
-    pool = aioredis.ConnectionPool.from_url(cfg.url, **opts)
+    pool = (_sentinel_pool(cfg, opts) if cfg.sentinels
+            else aioredis.ConnectionPool.from_url(cfg.url, **opts))
     # from_url lets the URL's password and db win over keywords; the
     # config's keys are documented to override the URL.
     if cfg.password is not None:
@@ -34,3 +35,74 @@ def connect(cfg: ClusterConfig, *, socket_timeout: float | None = 5.0,
     client = aioredis.Redis(connection_pool=pool, single_connection_client=single)
     client.auto_close_connection_pool = True     # as from_url does: aclose() frees the pool
     return client
+
+
+def sentinel_addresses(cfg: ClusterConfig) -> list[tuple[str, int]]:
+    out = []
+    for item in cfg.sentinels:
+        host, _, port = item.rpartition(":")
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
+def _sentinel_pool(cfg: ClusterConfig, opts: dict[str, Any]) -> Any:
+    """A pool whose connections go to the primary the Sentinels name for
+    ``cfg.service``, asked again whenever a connection fails (so after a
+    failover the next one reaches the promoted replica, never the old
+    primary). The URL gives the db, password and TLS only."""
+    from redis.asyncio.connection import SSLConnection, parse_url
+    from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+    url = parse_url(cfg.url)
+    ssl = url.pop("connection_class", None) is SSLConnection
+    url.pop("host", None), url.pop("port", None), url.pop("path", None)
+    sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": 3.0, "socket_timeout": 3.0}
+    if cfg.sentinel_password is not None:
+        sentinel_kwargs["password"] = cfg.sentinel_password
+    manager = Sentinel(sentinel_addresses(cfg), sentinel_kwargs=sentinel_kwargs)
+    kind = _following(ssl)
+    return SentinelConnectionPool(cfg.service, manager, connection_class=kind, **url, **opts)
+
+
+def _following(ssl: bool) -> type:
+    """redis-py's Sentinel-managed connection class, made to ask the
+    Sentinels for the primary on every reconnect. redis-py 8 reconnects a
+    dropped connection through ``connect_check_health`` with the address it
+    had, not through the Sentinel-aware ``connect``: after a failover its
+    connections went on knocking at the dead primary (tests/cluster/
+    test_sentinel.py caught it)."""
+    from redis.asyncio.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
+    base = SentinelManagedSSLConnection if ssl else SentinelManagedConnection
+
+    async def connect_check_health(self: Any, check_health: bool = True,
+                                   retry_socket_connect: bool = True) -> None:
+        if self.is_connected:
+            return
+        if self.connection_pool.is_master:
+            self.host, self.port = await self.connection_pool.get_master_address()
+        await base.connect_check_health(self, check_health, retry_socket_connect)
+
+    return type(f"Following{base.__name__}", (base,),
+                {"connect_check_health": connect_check_health})
+
+
+def where(cfg: ClusterConfig) -> str:
+    """The Redis a node uses, fit to print (no password): the URL, or the
+    Sentinel service and the Sentinels asked for its primary."""
+    from ..config import safe_url
+    if cfg.sentinels:
+        return f"Sentinel service {cfg.service} ({', '.join(cfg.sentinels)})"
+    return safe_url(cfg.url)
+
+
+async def primary(cfg: ClusterConfig) -> str | None:
+    """``host:port`` of the primary the Sentinels name now; None without
+    Sentinels. Raises what redis-py raises when none answers."""
+    if not cfg.sentinels:
+        return None
+    pool = _sentinel_pool(cfg, {})
+    try:
+        host, port = await pool.sentinel_manager.discover_master(cfg.service)
+    finally:
+        for sentinel in pool.sentinel_manager.sentinels:
+            await sentinel.aclose()
+    return f"{host}:{port}"

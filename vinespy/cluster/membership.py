@@ -27,7 +27,8 @@ from . import keys, wire
 from .proxy import StreamProxy
 from .publisher import REDIS_ERRORS, Backoff, Publisher, check_cancelled
 from .scripts import CLEANUP, FORGET, HEARTBEAT, REGISTER
-from .status import hide_passwords, safe_url
+from .connection import where
+from .status import hide_passwords
 from .subscriber import Subscriber, parse_xrange
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ class Membership:
         self.last_ok = 0.0
         self._reap_after = 0.0
         self._troubles: set[str] = set()
-        self._url = safe_url(cfg.url)
+        self._url = where(cfg)
 
     async def start(self, redis: Any, publisher: Publisher, subscriber: Subscriber) -> None:
         """Register (Redis down is not fatal: the heartbeat registers later).

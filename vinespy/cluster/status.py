@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from ..config import safe_url  # noqa: F401  (used from here by cli and membership)
-from .connection import connect
+from .connection import connect, primary, where  # noqa: F401  (used by cli)
 from .keys import NODES, node_info
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ async def nodes(cfg: ClusterConfig) -> list[NodeStatus]:
 def hide_passwords(text: str, cfg: ClusterConfig) -> str:
     """``text`` (an error message, say) with every password of ``cfg`` (its
     own, its URL's) made ``***``."""
-    hidden = [cfg.password]
+    hidden = [cfg.password, cfg.sentinel_password]
     try:
         parts = urlsplit(cfg.url)
         hidden += [parts.password, *parse_qs(parts.query).get("password", [])]

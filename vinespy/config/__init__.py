@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from .. import tls
 from ..errors import ConfigError as ConfigError      # what load() raises
 from .hosts import AuthConfig, HostConfig, StorageConfig, _hosts
-from .rules import (_RULES, _Bad, _check, _existing_file, _fields, _path, _show, _table,
-                    _unknown, _url_scheme, safe_url)
+from .rules import (_RULES, _Bad, _array, _check, _distinct, _existing_file, _fields, _path,
+                    _show, _table, _unknown, _url_scheme, safe_url)
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -88,6 +88,11 @@ class ClusterConfig:
     route_cache_ttl: float = 10.0              # s a remote route is cached; 0 = never
     inbox_maxlen: int = 100000                 # approximate MAXLEN of a node's inbox stream
     tls_ca: Path | None = None                 # CA file for rediss:// (absolute once loaded)
+    # Redis Sentinel: the nodes follow the primary the Sentinels name for
+    # `service`; `url` then gives only the db, password and TLS options.
+    sentinels: tuple[str, ...] = ()            # "host:port", at least one
+    service: str = ""                          # the Sentinel master name
+    sentinel_password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -176,6 +181,19 @@ _NOT_YET = {
 }
 
 
+def _sentinels(where: str, value: Any) -> tuple[str, ...]:
+    """``["host:port", ...]``: each Sentinel's address, once."""
+    items = _array(where, value, 'an array of "host:port" such as ["10.0.0.1:26379"]')
+    out = []
+    for i, item in enumerate(items):
+        host, colon, port = item.rpartition(":") if isinstance(item, str) else ("", "", "")
+        if not (colon and host and port.isdigit() and 1 <= int(port) <= 65535):
+            raise _Bad(f'{where}[{i}]: expected "host:port" such as "10.0.0.1:26379", '
+                       f"got {_show(item)}")
+        out.append(item)
+    return _distinct(where, out)
+
+
 def _cluster(cluster: ClusterConfig, client: ClientConfig) -> ClusterConfig:
     """The checks across [cluster] keys; the default node id filled in."""
     if cluster.dead_after < 3 * cluster.heartbeat:
@@ -186,6 +204,13 @@ def _cluster(cluster: ClusterConfig, client: ClientConfig) -> ClusterConfig:
     if cluster.tls_ca is not None and not cluster.url.startswith("rediss://"):
         raise _Bad("cluster.tls_ca: only used with a rediss:// url (TLS), "
                    f"but cluster.url is {_show(_url_scheme(cluster.url))}")
+    if cluster.sentinels and not cluster.service:
+        raise _Bad('cluster.service: required with cluster.sentinels (the name the '
+                   'Sentinels monitor the primary by, "sentinel monitor NAME ...")')
+    if cluster.service and not cluster.sentinels:
+        raise _Bad("cluster.service: only used with cluster.sentinels")
+    if cluster.sentinel_password is not None and not cluster.sentinels:
+        raise _Bad("cluster.sentinel_password: only used with cluster.sentinels")
     if cluster.node:
         return cluster
     from ..cluster.keys import default_node_id   # imports redis: only when clustered
@@ -203,7 +228,8 @@ def _config(data: dict[str, Any], path: str | Path) -> Config:
                 raise _Bad(_unknown("section", key, _TOP, "[[{}]]"))
             raise _Bad(_unknown("key", key, _TOP))
     custom: dict[str, dict[str, Callable[[str, Any], Any]]] = {
-        "cluster": {"tls_ca": lambda at, v: _existing_file(at, v, base)},
+        "cluster": {"tls_ca": lambda at, v: _existing_file(at, v, base),
+                    "sentinels": _sentinels},
     }
     kw: dict[str, Any] = {
         name: cls(**_fields(cls, _table(name, data[name]), name, custom=custom.get(name)))

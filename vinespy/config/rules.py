@@ -100,6 +100,10 @@ _RULES: dict[str, _Rule] = {
     "cluster.dead_after": _numbers(0.2, 300),
     "cluster.route_cache_ttl": _numbers(0, 3600),
     "cluster.inbox_maxlen": _ints(1000),
+    "cluster.service": _Rule("a Sentinel master name (letters, digits, . _ -)",
+                             lambda v: isinstance(v, str)
+                             and re.fullmatch(r"[A-Za-z0-9._-]{1,100}", v) is not None),
+    "cluster.sentinel_password": _TEXT,
 }
 # RFC 1035 §2.3.1: letters, digits and inner hyphens, at most 63 (IDNA A-label form).
 _LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")

@@ -1,0 +1,90 @@
+"""Redis Sentinel (issue 13, first part): the nodes find the primary through
+the Sentinels and follow it through a failover.
+
+A real primary, replica and three Sentinels (tests/sentinelproc.py), two
+real nodes, real slixmpp clients. Not yet here (the rest of issue 13): no
+stanza lost across a failover when the replica lags, pubsub writes
+confirmed by the replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from tests.cluster.conftest import Clients, ClusterFactory, body
+from tests.integration.test_operator import vinespy
+from tests.sentinelproc import SERVICE, SentinelSet
+from tests.support import TIMEOUT, free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def sentinels(tmp_path: Path) -> Iterator[SentinelSet]:
+    s = SentinelSet(tmp_path / "sentinel")
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+
+
+def _options(s: SentinelSet) -> dict[str, Any]:
+    return {"url": "redis:///0", "sentinels": s.addresses, "service": SERVICE}
+
+
+async def test_nodes_follow_the_primary_through_a_failover(
+        cluster: ClusterFactory, xmpp: Clients, sentinels: SentinelSet) -> None:
+    """Both nodes reach Redis through the Sentinels; the primary is killed
+    (SIGKILL); once the replica is promoted both nodes are on it again and
+    cross-node chat goes on. Prints the promotion time and the pause."""
+    c = await cluster(2, options=_options(sentinels))
+    a, b = c["node-a"], c["node-b"]
+    for node in (a, b):
+        await node.wait_line(rf"Sentinels name 127\.0\.0\.1:{sentinels.primary.port} as the "
+                             rf"primary of {SERVICE}")
+    alice = await xmpp.login(a, "alice/r1", wait_route=False)
+    bob = await xmpp.login(b, "bob/r1", wait_route=False)
+    alice.say(bob.bare, "before")
+    await bob.messages.get(body("before"))
+
+    since = {n.name: len(n.stderr_lines) for n in (a, b)}
+    t0 = time.monotonic()
+    await asyncio.to_thread(sentinels.kill_primary)
+    promoted = await asyncio.to_thread(sentinels.wait_promoted)
+    for node in (a, b):
+        await node.wait_line(r"cluster: Redis at Sentinel service .* is reachable again",
+                             timeout=3 * TIMEOUT, since=since[node.name])
+    alice.say(bob.bare, "after")
+    await bob.messages.get(body("after"))
+    bob.say(alice.bare, "and back")
+    await alice.messages.get(body("and back"))
+    # vinespy status names the primary the cluster uses now.
+    rc, out, err = await vinespy("status", "-c", str(a.config), cwd=a.config.parent)
+    assert f"primary 127.0.0.1:{sentinels.replica.port}: 2 nodes, 2 alive" in out, (out, err)
+    print(f"[failover] replica promoted {promoted:.1f} s after the SIGKILL; cross-node "
+          f"chat again {time.monotonic() - t0:.1f} s after it")
+
+
+async def test_no_sentinel_at_start_is_one_line(tmp_path: Path) -> None:
+    """Sentinels that do not answer (wrong addresses): `vinespy start` stops
+    with one line naming them, exit non-zero, before it listens."""
+    rc, _, err = await vinespy("init", "wonderland.lit", cwd=tmp_path)
+    assert rc == 0, err
+    site = tmp_path / "wonderland.lit"
+    config = site / "conf" / "config.toml"
+    nowhere = f"127.0.0.1:{free_port()}"
+    config.write_text(config.read_text().replace(
+        'address = "0.0.0.0"\nport = 5222', f'address = "127.0.0.1"\nport = {free_port()}')
+        + f'\n[cluster]\nurl = "redis:///0"\nsentinels = ["{nowhere}"]\n'
+          f'service = "{SERVICE}"\nsentinel_password = "s3cret"\n')
+    rc, _, err = await vinespy("start", cwd=site)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc != 0 and len(lines) == 1, (rc, err)
+    assert f"no primary for Sentinel service {SERVICE} ({nowhere})" in lines[0], lines[0]
+    assert "listening" not in err and "s3cret" not in err

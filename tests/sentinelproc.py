@@ -1,0 +1,107 @@
+"""A Redis primary, its replica and three Sentinels watching them, each a
+real process on a free loopback port (no persistence), for the cluster's
+failover tests. Sentinel mode is redis-server's own (``--sentinel``), so
+nothing beyond redis-server is needed."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from tests.redisproc import REDIS_SERVER, RedisProcess
+from tests.support import TIMEOUT
+
+SERVICE = "vinespy"
+
+
+class SentinelProcess(RedisProcess):
+    """``redis-server sentinel.conf --sentinel`` watching ``SERVICE``."""
+
+    def __init__(self, dir: Path, primary_port: int) -> None:
+        super().__init__(dir)
+        self.primary_port = primary_port
+
+    def argv(self) -> list[str]:
+        conf = self.dir / "sentinel.conf"
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
+            f"sentinel monitor {SERVICE} 127.0.0.1 {self.primary_port} 2\n"
+            f"sentinel down-after-milliseconds {SERVICE} 500\n"
+            f"sentinel failover-timeout {SERVICE} 3000\n"
+            f"sentinel parallel-syncs {SERVICE} 1\n")
+        return [REDIS_SERVER, str(conf), "--sentinel"]
+
+
+class SentinelSet:
+    """Primary, replica, three Sentinels; ``failover()`` kills the primary."""
+
+    def __init__(self, root: Path) -> None:
+        for name in ("primary", "replica", "s1", "s2", "s3"):
+            (root / name).mkdir(parents=True)
+        self.primary = RedisProcess(root / "primary")
+        self.replica = RedisProcess(
+            root / "replica", args=("--replicaof", "127.0.0.1", str(self.primary.port)))
+        self.sentinels = [SentinelProcess(root / f"s{i}", self.primary.port)
+                          for i in (1, 2, 3)]
+
+    @property
+    def addresses(self) -> list[str]:
+        return [f"127.0.0.1:{s.port}" for s in self.sentinels]
+
+    def start(self) -> None:
+        self.primary._start()
+        self.replica._start()
+        for s in self.sentinels:
+            s._start()
+        # A failover needs the Sentinels to know the replica and each other.
+        self.wait(lambda: all(self._known(s) for s in self.sentinels),
+                  "the Sentinels to find the replica and each other")
+
+    def stop(self) -> None:
+        for p in (*self.sentinels, self.replica, self.primary):
+            p._stop()
+
+    def _ask(self, sentinel: SentinelProcess, *command: str) -> Any:
+        c = redis.Redis(host="127.0.0.1", port=sentinel.port, socket_timeout=2,
+                        decode_responses=True)
+        try:
+            return c.execute_command(*command)
+        finally:
+            c.close()
+
+    def _known(self, sentinel: SentinelProcess) -> bool:
+        master = self._ask(sentinel, "SENTINEL", "MASTER", SERVICE)
+        info = dict(zip(master[::2], master[1::2])) if isinstance(master, list) else master
+        return int(info["num-slaves"]) >= 1 and int(info["num-other-sentinels"]) >= 2
+
+    def master_port(self) -> int:
+        """The primary's port as the first Sentinel that answers names it."""
+        for s in self.sentinels:
+            if s.proc is not None:
+                return int(self._ask(s, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)[1])
+        raise AssertionError("no Sentinel runs")
+
+    def kill_primary(self) -> None:
+        """SIGKILL the primary: the machine is gone."""
+        assert self.primary.proc is not None
+        self.primary.proc.kill()
+        self.primary.proc.wait()
+        self.primary.proc = None
+
+    def wait_promoted(self) -> float:
+        """Until the Sentinels name the replica; the seconds it took."""
+        start = time.monotonic()
+        self.wait(lambda: self.master_port() == self.replica.port, "the replica's promotion")
+        return time.monotonic() - start
+
+    @staticmethod
+    def wait(check: Any, what: str, timeout: float = 3 * TIMEOUT) -> None:
+        """Poll ``check`` (Sentinel state has no event to wait on)."""
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+            time.sleep(0.05)
