@@ -84,6 +84,28 @@ class SentinelSet:
                 return int(self._ask(s, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)[1])
         raise AssertionError("no Sentinel runs")
 
+    def master_port_of_redis(self) -> int:
+        """The port of the Redis that says it is the primary (ROLE)."""
+        for r in (self.primary, self.replica):
+            if r.proc is None:
+                continue
+            c = redis.Redis(host="127.0.0.1", port=r.port, socket_timeout=2)
+            try:
+                if c.execute_command("ROLE")[0] in (b"master", "master"):
+                    return r.port
+            finally:
+                c.close()
+        raise AssertionError("no Redis is primary")
+
+    def drop_clients(self) -> None:
+        """CLIENT KILL every normal client of the primary: the nodes must
+        reconnect (and so ask the Sentinels where to)."""
+        c = redis.Redis(host="127.0.0.1", port=self.master_port_of_redis(), socket_timeout=2)
+        try:
+            c.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        finally:
+            c.close()
+
     def kill_primary(self) -> None:
         """SIGKILL the primary: the machine is gone."""
         assert self.primary.proc is not None
@@ -105,3 +127,17 @@ class SentinelSet:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
             time.sleep(0.05)
+
+
+def stop_sentinels(s: SentinelSet) -> None:
+    for sentinel in s.sentinels:
+        sentinel._stop()
+
+
+def start_sentinels(s: SentinelSet) -> None:
+    """Start them again, each on its port, watching whichever is primary now."""
+    for sentinel in s.sentinels:
+        sentinel.primary_port = s.master_port_of_redis()
+        sentinel._start()
+    s.wait(lambda: all(s._known(x) for x in s.sentinels),
+           "the Sentinels to find the replica and each other again")

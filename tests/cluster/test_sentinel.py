@@ -18,7 +18,7 @@ import pytest
 
 from tests.cluster.conftest import Clients, ClusterFactory, body
 from tests.integration.test_operator import vinespy
-from tests.sentinelproc import SERVICE, SentinelSet
+from tests.sentinelproc import SERVICE, SentinelSet, start_sentinels, stop_sentinels
 from tests.support import TIMEOUT, free_port
 
 pytestmark = pytest.mark.integration
@@ -88,3 +88,33 @@ async def test_no_sentinel_at_start_is_one_line(tmp_path: Path) -> None:
     assert rc != 0 and len(lines) == 1, (rc, err)
     assert f"no primary for Sentinel service {SERVICE} ({nowhere})" in lines[0], lines[0]
     assert "listening" not in err and "s3cret" not in err
+
+
+async def test_all_sentinels_down_while_running(
+        cluster: ClusterFactory, xmpp: Clients, sentinels: SentinelSet) -> None:
+    """Every Sentinel stops and the nodes' Redis connections drop: they
+    cannot learn where the primary is, so each logs one line and serves its
+    own users; once the Sentinels are back, they reconnect and cross-node
+    chat goes on."""
+    c = await cluster(2, options=_options(sentinels))
+    a, b = c["node-a"], c["node-b"]
+    alice = await xmpp.login(a, "alice/r1", wait_route=False)
+    carol = await xmpp.login(a, "carol/r1", wait_route=False)
+    bob = await xmpp.login(b, "bob/r1", wait_route=False)
+    alice.say(bob.bare, "before")
+    await bob.messages.get(body("before"))
+
+    since = {n.name: len(n.stderr_lines) for n in (a, b)}
+    await asyncio.to_thread(stop_sentinels, sentinels)
+    await asyncio.to_thread(sentinels.drop_clients)
+    for node in (a, b):
+        await node.wait_line(r"cluster: lost Redis at Sentinel service", since=since[node.name])
+    alice.say(carol.bare, "local")                 # same node: no Redis needed
+    await carol.messages.get(body("local"))
+
+    await asyncio.to_thread(start_sentinels, sentinels)
+    for node in (a, b):
+        await node.wait_line(r"cluster: Redis at Sentinel service .* is reachable again",
+                             timeout=3 * TIMEOUT, since=since[node.name])
+    alice.say(bob.bare, "after")
+    await bob.messages.get(body("after"))
