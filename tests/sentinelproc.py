@@ -106,6 +106,21 @@ class SentinelSet:
         finally:
             c.close()
 
+    def wait_replicated(self) -> None:
+        """Until the replica has every write the primary has (offsets equal)."""
+        def offsets() -> tuple[int, int]:
+            out = []
+            for r in (self.primary, self.replica):
+                c = redis.Redis(host="127.0.0.1", port=r.port, socket_timeout=2,
+                                decode_responses=True)
+                try:
+                    info = c.info("replication")
+                finally:
+                    c.close()
+                out.append(int(info.get("master_repl_offset", 0)))
+            return out[0], out[1]
+        self.wait(lambda: (lambda p, r: p == r)(*offsets()), "the replica to catch up")
+
     def kill_primary(self) -> None:
         """SIGKILL the primary: the machine is gone."""
         assert self.primary.proc is not None

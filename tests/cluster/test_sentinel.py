@@ -16,7 +16,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.cluster.conftest import Clients, ClusterFactory, body
+from tests.cluster.conftest import Clients, ClusterFactory, body, presence_from
+from tests.cluster.test_cluster import friends
 from tests.integration.test_operator import vinespy
 from tests.sentinelproc import SERVICE, SentinelSet, start_sentinels, stop_sentinels
 from tests.support import TIMEOUT, free_port
@@ -118,3 +119,27 @@ async def test_all_sentinels_down_while_running(
                              timeout=3 * TIMEOUT, since=since[node.name])
     alice.say(bob.bare, "after")
     await bob.messages.get(body("after"))
+
+
+async def test_node_sigkill_during_a_failover(
+        cluster: ClusterFactory, xmpp: Clients, sentinels: SentinelSet) -> None:
+    """The primary and node B die together (SIGKILL both): once the replica
+    is promoted, A declares B dead and alice gets bob's unavailable presence
+    exactly once; alice and carol, both on A, chat on throughout."""
+    c = await cluster(2, heartbeat=0.5, dead_after=2.0, options=_options(sentinels))
+    a, b = c["node-a"], c["node-b"]
+    alice = await xmpp.login(a, "alice/r1", roster=True, wait_route=False)
+    carol = await xmpp.login(a, "carol/r1", wait_route=False)
+    bob = await xmpp.login(b, "bob/r1", roster=True, wait_route=False)
+    await friends(alice, bob)
+    gone = presence_from(bob.jid, "unavailable")
+    # Replicated before the kill: what bob's node registered must survive it.
+    await asyncio.to_thread(sentinels.wait_replicated)
+
+    b.sigkill()
+    await asyncio.to_thread(sentinels.kill_primary)
+    alice.say(carol.bare, "local")
+    await carol.messages.get(body("local"))
+    await asyncio.to_thread(sentinels.wait_promoted)
+    await alice.presences.get(gone, timeout=3 * TIMEOUT)
+    await alice.presences.none(gone, within=2.0)
