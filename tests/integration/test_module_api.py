@@ -101,6 +101,15 @@ async def login(srv: Running, user: str, resource: str = "r") -> Raw:
     return (await login_features(srv, user, resource))[0]
 
 
+@contextlib.asynccontextmanager
+async def alice_and_bob(make_server: Any) -> AsyncIterator[tuple[Running, Raw, Raw]]:
+    """A server with the example module; alice and bob logged in."""
+    async with make_server(host=HOST) as srv:
+        await srv.user("alice")
+        await srv.user("bob")
+        yield srv, await login(srv, "alice"), await login(srv, "bob")
+
+
 async def login_features(srv: Running, user: str, resource: str = "r") -> tuple[Raw, bytes]:
     """:func:`login`, and the stream features offered after authentication."""
     raw = await Raw.connect(srv.port)
@@ -141,10 +150,7 @@ async def test_the_sender_side_hook_sees_every_destination(make_server: Any) -> 
     to another domain (then bounced: remote-server-not-found) and to the
     server; a claimed one is neither delivered nor bounced. The count is
     the sender's own session's: another session's stays 0."""
-    async with make_server(host=HOST) as srv:
-        await srv.user("alice")
-        await srv.user("bob")
-        alice, bob = await login(srv, "alice"), await login(srv, "bob")
+    async with alice_and_bob(make_server) as (srv, alice, bob):
         alice.send(f"<message to='bob@{DOMAIN}' id='m1'><body>hi</body></message>")
         await bob.expect(rb"<body>hi</body>")
         alice.send("<message to='someone@elsewhere.example' id='m2'><body>x</body></message>")
@@ -248,10 +254,7 @@ async def test_a_module_keeps_a_session_whose_connection_is_lost(make_server: An
     it stays bound, and a message to it is kept for him (neither bounced nor
     stored offline). A new login of the same resource replaces it (RFC 6120
     §7.7.2.2), unbinding it, and gets what is sent from then on."""
-    async with make_server(host=HOST) as srv:
-        await srv.user("alice")
-        await srv.user("bob")
-        alice, bob = await login(srv, "alice"), await login(srv, "bob")
+    async with alice_and_bob(make_server) as (srv, alice, bob):
         bob.send(f"<keep xmlns='{NS}'/>")
         await bob.expect(rb"<keeping")
         full = JID.parse(f"bob@{DOMAIN}/r")

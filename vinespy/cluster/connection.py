@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
@@ -37,12 +38,17 @@ def connect(cfg: ClusterConfig, *, socket_timeout: float | None = 5.0,
     return client
 
 
-def sentinel_addresses(cfg: ClusterConfig) -> list[tuple[str, int]]:
-    out = []
+def _sentinels(cfg: ClusterConfig) -> Any:
+    """redis-py's Sentinel manager: the Sentinels of ``cfg``, to ask."""
+    from redis.asyncio.sentinel import Sentinel
+    addresses = []
     for item in cfg.sentinels:
         host, _, port = item.rpartition(":")
-        out.append((host.strip("[]"), int(port)))
-    return out
+        addresses.append((host.strip("[]"), int(port)))
+    sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": 3.0, "socket_timeout": 3.0}
+    if cfg.sentinel_password is not None:
+        sentinel_kwargs["password"] = cfg.sentinel_password
+    return Sentinel(addresses, sentinel_kwargs=sentinel_kwargs)
 
 
 def _sentinel_pool(cfg: ClusterConfig, opts: dict[str, Any]) -> Any:
@@ -51,25 +57,22 @@ def _sentinel_pool(cfg: ClusterConfig, opts: dict[str, Any]) -> Any:
     failover the next one reaches the promoted replica, never the old
     primary). The URL gives the db, password and TLS only."""
     from redis.asyncio.connection import SSLConnection, parse_url
-    from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+    from redis.asyncio.sentinel import SentinelConnectionPool
     url = parse_url(cfg.url)
     ssl = url.pop("connection_class", None) is SSLConnection
     url.pop("host", None), url.pop("port", None), url.pop("path", None)
-    sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": 3.0, "socket_timeout": 3.0}
-    if cfg.sentinel_password is not None:
-        sentinel_kwargs["password"] = cfg.sentinel_password
-    manager = Sentinel(sentinel_addresses(cfg), sentinel_kwargs=sentinel_kwargs)
-    kind = _following(ssl)
-    return SentinelConnectionPool(cfg.service, manager, connection_class=kind, **url, **opts)
+    return SentinelConnectionPool(cfg.service, _sentinels(cfg),
+                                  connection_class=_following(ssl), **url, **opts)
 
 
+@functools.cache
 def _following(ssl: bool) -> type:
     """redis-py's Sentinel-managed connection class, made to ask the
-    Sentinels for the primary on every reconnect. redis-py 8 reconnects a
-    dropped connection through ``connect_check_health`` with the address it
-    had, not through the Sentinel-aware ``connect``: after a failover its
-    connections went on knocking at the dead primary (tests/cluster/
-    test_sentinel.py caught it)."""
+    Sentinels for the primary on every reconnect (made once per kind).
+    redis-py 8 reconnects a dropped connection through
+    ``connect_check_health`` with the address it had, not through the
+    Sentinel-aware ``connect``: after a failover its connections went on
+    knocking at the dead primary (tests/cluster/test_sentinel.py caught it)."""
     from redis.asyncio.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
     base = SentinelManagedSSLConnection if ssl else SentinelManagedConnection
 
@@ -99,10 +102,10 @@ async def primary(cfg: ClusterConfig) -> str | None:
     Sentinels. Raises what redis-py raises when none answers."""
     if not cfg.sentinels:
         return None
-    pool = _sentinel_pool(cfg, {})
+    manager = _sentinels(cfg)
     try:
-        host, port = await pool.sentinel_manager.discover_master(cfg.service)
+        host, port = await manager.discover_master(cfg.service)
     finally:
-        for sentinel in pool.sentinel_manager.sentinels:
+        for sentinel in manager.sentinels:
             await sentinel.aclose()
     return f"{host}:{port}"
