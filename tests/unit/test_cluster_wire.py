@@ -107,7 +107,7 @@ def test_entry_round_trip_keeps_item_order(n: int) -> None:
     fields = wire.entry("node-a", "inc-1", 17, items)
     assert set(fields) == {"n", "e", "q"} | {str(i) for i in range(n)}
     header, got = wire.parse_entry(as_redis(fields))
-    assert header == wire.Header("node-a", "inc-1", 17)
+    assert header == wire.Header("node-a", "inc-1", 17, 17)
     assert got == items
 
 
@@ -472,12 +472,13 @@ async def test_publisher_to_subscriber_one_entry_per_flush(rc: Any, redis_url: s
         assert await rc.xlen(INBOX_B) == 1
         assert pub.flushes == 1 and pub.stanzas_sent == 15
         assert undeliverable == []
-        # A second batch: a new entry, the next sequence number.
+        # A second batch: a new entry, the next sequence number; the first is
+        # still unconfirmed (no heartbeat here), so the base stays 1.
         assert pub.stanza("node-b", bob, stanza("message", to=bob))
         assert await pub.flush(TIMEOUT)
         assert (await reader.next())[0] == wire.STANZA
         (_, fields), = await rc.xrevrange(INBOX_B, count=1)
-        assert wire.parse_entry(fields)[0] == wire.Header("node-a", "inc-a", 2)
+        assert wire.parse_entry(fields)[0] == wire.Header("node-a", "inc-a", 2, 1)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

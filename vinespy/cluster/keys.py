@@ -22,6 +22,8 @@ key                        type    lifetime
 ``cluster:inbox:{id}``     STREAM  capped at ``inbox_maxlen`` entries; deleted
                                    with the node
 ``cluster:events``         STREAM  capped at ``inbox_maxlen`` entries; kept
+``cluster:acks:{id}``      HASH    rewritten by every heartbeat of the node;
+                                   expires a minute after its cleanup
 =========================  ======  ==============================================
 
 The Lua scripts of :mod:`vinespy.cluster.scripts` derive ``sessions:{bare}``
@@ -56,6 +58,13 @@ def node_jids(node: str) -> str:
 def inbox(node: str) -> str:
     """STREAM of what other nodes send ``node`` (stanzas, invalidations...)."""
     return f"cluster:inbox:{node}"
+
+
+def acks(node: str) -> str:
+    """HASH ``{sender node}/{incarnation}`` -> the last sequence number of
+    that sender's inbox entries ``node`` handled (``"!"`` appended: it
+    dropped one after a gap), written with each heartbeat (confirm.py)."""
+    return f"cluster:acks:{node}"
 
 
 def sessions(bare: str) -> str:

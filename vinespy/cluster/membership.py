@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Coroutine
 from ..config import ConfigError
 from ..jid import JID, JIDError
 from . import keys, wire
+from .confirm import Gate, parse_confirmation
 from .proxy import StreamProxy
 from .publisher import REDIS_ERRORS, Backoff, Publisher, check_cancelled
 from .scripts import CLEANUP, FORGET, HEARTBEAT, REGISTER
@@ -61,6 +62,7 @@ class Membership:
         self._reap_after = 0.0
         self._troubles: set[str] = set()
         self._url = where(cfg)
+        self._replid: str | None = None     # the Redis server we write to (INFO replication)
 
     async def start(self, redis: Any, publisher: Publisher, subscriber: Subscriber) -> None:
         """Register (Redis down is not fatal: the heartbeat registers later).
@@ -84,6 +86,10 @@ class Membership:
             return
         try:
             await self.redis.hset(keys.node_info(self.node), "acked", self.subscriber.last_inbox)
+            # The last confirmations, so senders do not re-route what we handled.
+            confirmations = self.subscriber.gate.confirmations(time.monotonic())
+            if confirmations:
+                await self.redis.hset(keys.acks(self.node), mapping=confirmations)
             res = await self._cleanup(self.node, "self")
             if res is not None:
                 await self._gone(self.node, res)
@@ -198,23 +204,60 @@ class Membership:
             self._fence(f"no heartbeat written for {time.monotonic() - self.last_ok:.1f} s")
             await self._register()
             return
-        res = await self.redis.eval(HEARTBEAT, 2, keys.NODES, keys.node_info(self.node),
-                                    self.node, self.incarnation, len(self.sessions),
-                                    self.subscriber.last_inbox, int(cfg.dead_after * 1000))
+        assert self.publisher is not None
+        awaited = self.publisher.outbox.nodes()
+        confirmations = self.subscriber.gate.confirmations(time.monotonic())
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.eval(HEARTBEAT, 3 + len(awaited), keys.NODES, keys.node_info(self.node),
+                  keys.acks(self.node), *map(keys.acks, awaited),
+                  self.node, self.incarnation, len(self.sessions),
+                  self.subscriber.last_inbox, int(cfg.dead_after * 1000),
+                  Gate.key(self.node, self.incarnation), len(confirmations),
+                  *(x for pair in confirmations.items() for x in pair), *awaited)
+        pipe.info("replication")
+        res, info = await pipe.execute()
+        self._check_server(str(info.get("master_replid", "")))
         if res[0] == b"gone":
             self._fence("this node was declared dead or Redis lost its entry")
             await self._register()
             return
         self.last_ok = time.monotonic()
+        for node, raw in zip(awaited, res[2]):
+            text = raw.decode()
+            seq, gap = parse_confirmation(text.lstrip("-"))
+            self.publisher.confirmed(node, seq, gap, gone=text.startswith("-"))
+        self.publisher.resend_stale(cfg.dead_after)
         if self.last_ok < self._reap_after:
             return      # just (re)connected: give the others time to beat first
-        for raw in res[1:]:
+        for raw in res[1]:
             node = raw.decode()
             if node == self.node:
                 continue
             done = await self._cleanup(node, "dead")
             if done is not None:
                 await self._gone(node, done)
+
+    def _check_server(self, replid: str) -> None:
+        """A new replication id: the primary is another server (a failover)
+        or restarted; either may lack our last writes (replication is
+        asynchronous). Write our sessions again, drop the route cache, send
+        unconfirmed cross-node stanzas again, bring the reader's cursors
+        back to what this server has, and have the modules drop what they
+        cache of users (the news of changes may be lost)."""
+        before, self._replid = self._replid, replid
+        if before is None or before == replid or not self.registered:
+            return
+        log.warning("cluster: Redis at %s is another server now (a failover or a restart): "
+                    "writing this node's sessions again and re-sending unconfirmed "
+                    "cross-node stanzas", self._url)
+        assert self.publisher is not None and self.subscriber is not None
+        self.sessions.forget()
+        self.publisher.resend()
+        self.subscriber.rewind()
+        self._reap_after = time.monotonic() + self.cfg.dead_after
+        self._job(self._resync_quietly())
+        for host in self.server.router.hosts.values():
+            self._job(host.bus.fire("users-changed"))
 
     def _fence(self, why: str) -> None:
         if not self.registered:
@@ -240,6 +283,8 @@ class Membership:
                 log.warning("cluster: Redis at %s is reachable again", self._url)
                 self.sessions.down_since = None
                 self.sessions.forget()
+                assert self.publisher is not None
+                self.publisher.resend()     # what went just before may be lost
                 self._reap_after = time.monotonic() + self.cfg.dead_after
                 if self.registered:
                     self._job(self._resync_quietly())
@@ -252,9 +297,10 @@ class Membership:
 
     # -- dead nodes -------------------------------------------------------------
     async def _cleanup(self, node: str, mode: str) -> Any:
-        res = await self.redis.eval(CLEANUP, 4, keys.NODES, keys.node_info(node),
-                                    keys.node_jids(node), keys.inbox(node), node,
-                                    int(self.cfg.dead_after * 1000), mode, self.incarnation)
+        res = await self.redis.eval(CLEANUP, 5, keys.NODES, keys.node_info(node),
+                                    keys.node_jids(node), keys.inbox(node), keys.acks(node), node,
+                                    int(self.cfg.dead_after * 1000), mode, self.incarnation,
+                                    Gate.key(self.node, self.incarnation))
         return res or None
 
     async def _gone(self, node: str, res: Any) -> None:
@@ -292,6 +338,11 @@ class Membership:
             if host is None:
                 continue
             await host.bus.notify("resource-unbound", proxy)
+        # What we sent it and it did not confirm, then what others who will
+        # not send it again (dead themselves) left in its inbox.
+        if node != self.node:
+            seq, _ = parse_confirmation(res[3])
+            await self.inbound.absent_items(self.publisher.abandon(node, seq))
         for _, fields in entries:
             try:
                 _, items = wire.parse_entry(fields)

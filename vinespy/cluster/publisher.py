@@ -6,10 +6,13 @@ invalidations are queued synchronously (never blocking the caller) and
 written by one task, one pipelined round trip per flush: while a flush is
 in flight the next one accumulates, so under load many stanzas share a
 round trip and all the stanzas for one node in a flush become one Redis
-Stream entry. A flush that
-fails (Redis unreachable) is retried as is, with backoff; its sequence
-numbers let receivers skip an entry they already have, so a retried flush
-neither loses nor duplicates anything, and order per sender is kept.
+Stream entry. A flush that fails (Redis unreachable) is retried with
+backoff. Entries for other nodes' inboxes are kept until their receiver
+confirms them (:mod:`.confirm`): a retry, Redis trouble, a gap the
+receiver reports or a long silence sends every unconfirmed entry again, in
+order; sequence numbers let receivers skip an entry they already have, so
+nothing is lost (a failover that loses acknowledged writes included) or
+duplicated, and order per sender is kept.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import asyncio
 import contextvars
 import logging
 import random
+import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from redis.exceptions import RedisError
@@ -27,6 +31,7 @@ from ..jid import JID
 from ..xml import Element, serialize
 from . import keys
 from . import wire
+from .confirm import Outbox, Sent
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -39,7 +44,7 @@ log = logging.getLogger(__name__)
 # finds its resource gone is re-routed from there; this bounds the hops).
 HOPS: contextvars.ContextVar[int] = contextvars.ContextVar("vinespy_cluster_hops", default=0)
 
-MAX_PENDING = 100_000        # stanzas queued while Redis is unreachable
+MAX_PENDING = 100_000        # stanzas queued or unconfirmed (while Redis is unreachable...)
 MAX_ITEMS = 1000             # items per stream entry
 
 # XADD to a node's inbox only while that node is registered; otherwise the
@@ -124,7 +129,12 @@ class Publisher:
         self._events: list[bytes] = []
         self._inboxes: dict[str, list[bytes]] = {}
         self._seq: dict[str, int] = {}
-        self._pending = 0
+        self._pending = 0                                # stanzas in _inboxes
+        self.outbox = Outbox()                           # written, not yet confirmed
+        self._resend: set[str] = set()                   # nodes to send every entry again
+        self._resend_all = False
+        self._retry = False                              # the batch in flight failed
+        self._full_since: float | None = None
         self._batch: list[tuple[str, Any]] | None = None
         self._waiters: list[asyncio.Future[None]] = []         # for the next batch
         self._batch_waiters: list[asyncio.Future[None]] = []   # for the batch in flight
@@ -156,15 +166,71 @@ class Publisher:
         self._wake.set()
 
     def stanza(self, node: str, target: JID, el: Element) -> bool:
-        if self._pending >= MAX_PENDING:
-            log.error("dropping a stanza for %s: %d stanzas already wait for Redis",
-                      target, self._pending)
+        """Queue ``el`` for ``target`` at ``node``. Past MAX_PENDING stanzas
+        waiting to be written or confirmed it is not queued (memory stays
+        bounded): it goes back to the router as undeliverable there (offline
+        storage, an error reply), with one log line per episode."""
+        item = wire.stanza_item(str(target), HOPS.get(), serialize(el))
+        if self.waiting >= MAX_PENDING:
+            if self._full_since is None:
+                self._full_since = time.monotonic()
+                log.error("cluster: %d cross-node stanzas wait for Redis or for their "
+                          "receiver's confirmation; new ones are handled as undeliverable "
+                          "(offline storage, errors) until they drain", self.waiting)
+            self._undeliverable([item])
             return False
-        self._inboxes.setdefault(node, []).append(
-            wire.stanza_item(str(target), HOPS.get(), serialize(el)))
+        if self._full_since is not None and self.waiting < MAX_PENDING // 2:
+            log.warning("cluster: cross-node stanzas flow again (%.1f s refused)",
+                        time.monotonic() - self._full_since)
+            self._full_since = None
+        self._inboxes.setdefault(node, []).append(item)
         self._pending += 1
         self._kick()
         return True
+
+    @property
+    def waiting(self) -> int:
+        """Stanzas for other nodes not yet written, or written and unconfirmed."""
+        return self._pending + self.outbox.stanzas
+
+    def resend(self, node: str | None = None) -> None:
+        """Send every unconfirmed entry for ``node`` (None: every node) again,
+        in order, with the next flush."""
+        if node is None:
+            self._resend_all = True
+        else:
+            self._resend.add(node)
+        self._kick()
+
+    def confirmed(self, node: str, seq: int, gap: bool, gone: bool) -> None:
+        """What the heartbeat learnt of ``node``: it handled our entries up to
+        ``seq``; ``gap``: it dropped one after a gap (send again); ``gone``:
+        it is not registered, so what it did not confirm is handled here as
+        undeliverable (it never will)."""
+        self.outbox.confirm(node, seq)
+        if gone:
+            self._give_up(node)
+        elif gap:
+            self.resend(node)
+
+    def resend_stale(self, age: float) -> None:
+        """A safety net: entries unconfirmed for ``age`` s are sent again."""
+        now = time.monotonic()
+        for node in self.outbox.nodes():
+            oldest = self.outbox.oldest(node)
+            if oldest is not None and now - oldest > age:
+                self.resend(node)
+
+    def abandon(self, node: str, seq: int) -> list[bytes]:
+        """``node`` is gone, having handled our entries up to ``seq``: the
+        items of the others, taken out, for the caller to re-route."""
+        self.outbox.confirm(node, seq)
+        return [it for sent in self.outbox.take(node) for it in sent.items]
+
+    def _give_up(self, node: str, upto: int | None = None) -> None:
+        items = [it for sent in self.outbox.take(node, upto) for it in sent.items]
+        if items:
+            self._undeliverable(items)
 
     def close(self, node: str, full: JID, sid: str, condition: str) -> None:
         self._inboxes.setdefault(node, []).append(wire.close_item(str(full), sid, condition))
@@ -265,12 +331,23 @@ class Publisher:
         events = [wire.invalidate_item(b) for b in self._changed] + self._events
         for chunk in _chunks(events):
             cmds.append(("events", self._entry("*", chunk)))
+        now = time.monotonic()
+        fresh: list[tuple[str, Sent]] = []
         for node, items in self._inboxes.items():
             for chunk in _chunks(items):
-                cmds.append(("send", (node, chunk, self._entry(node, chunk))))
+                seq = self._seq.get(node, 0) + 1
+                self._seq[node] = seq
+                sent = Sent(seq, chunk, sum(1 for it in chunk if it[:1] == wire.STANZA), now)
+                self.outbox.add(node, sent)
+                fresh.append((node, sent))
+        again = set(self.outbox.nodes()) if self._resend_all else self._resend
+        cmds += self._sends([(n, s) for n, s in self.outbox if n in again]
+                            + [(n, s) for n, s in fresh if n not in again])
+        self._resend, self._resend_all = set(), False
         self._puts, self._unbinds, self._changed, self._events = {}, [], {}, []
         self._sets = {}
         self._inboxes = {}
+        self._pending = 0
         self._batch_waiters, self._waiters = self._waiters, []
         return cmds
 
@@ -278,6 +355,14 @@ class Publisher:
         seq = self._seq.get(dest, 0) + 1
         self._seq[dest] = seq
         return wire.entry(self.node, self.incarnation, seq, items)
+
+    def _sends(self, entries: list[tuple[str, Sent]]) -> list[tuple[str, Any]]:
+        """The inbox writes of ``entries`` (each with the receiver's current
+        base: a re-sent entry must not ask for entries confirmed since)."""
+        return [("send", (node, sent, wire.entry(
+                    self.node, self.incarnation, sent.seq, sent.items,
+                    self.outbox.base(node, sent.seq))))
+                for node, sent in entries]
 
     async def _execute(self, batch: list[tuple[str, Any]]) -> list[Any]:
         pipe = self.redis.pipeline(transaction=False)
@@ -311,17 +396,25 @@ class Publisher:
         while True:
             if self._batch is None:
                 if not (self._puts or self._unbinds or self._changed or self._events
-                        or self._inboxes or self._sets or self._waiters):
+                        or self._inboxes or self._sets or self._waiters
+                        or self._resend or self._resend_all):
                     self._idle.set()
                     self._wake.clear()
                     await self._wake.wait()
                 await self._unheld.wait()
                 self._batch = self._build()
+            elif self._retry:
+                # What the failed attempt may have written can be lost (a
+                # failover): every unconfirmed entry goes again, in order.
+                self._batch = ([c for c in self._batch if c[0] != "send"]
+                               + self._sends(list(self.outbox)))
+                self._retry = False
             try:
                 results = await self._execute(self._batch)
             except REDIS_ERRORS as exc:
                 check_cancelled()
                 self._trouble("publisher", exc)
+                self._retry = True
                 await asyncio.sleep(backoff.next())
                 continue
             check_cancelled()
@@ -346,14 +439,13 @@ class Publisher:
                           next(r for r in res if isinstance(r, Exception)))
             if kind != "send":
                 continue
-            _, items, _ = arg
-            sent = sum(1 for it in items if it[:1] == wire.STANZA)
-            self._pending -= sent
+            node, sent, _ = arg
             if res and res[0] == 0:
-                # The node is gone: these are for resources that no longer exist.
-                self._undeliverable(items)
-            else:
-                self.stanzas_sent += sent
+                # The node is gone: these (and what it did not confirm before)
+                # are for resources that no longer exist.
+                self._give_up(node, sent.seq)
+            elif res and not isinstance(res[0], Exception):
+                self.stanzas_sent += sent.stanzas
 
 
 def _scalars(session: Session) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The Lua scripts of cluster membership (run with EVAL, each atomic in Redis).
 
 Their keys are those of :mod:`vinespy.cluster.keys`; CLEANUP and FORGET
-derive ``sessions:{bare}`` and ``cluster:sets:{sid}`` themselves, spelt
+derive ``sessions:{bare}``, ``cluster:sets:{sid}`` and (CLEANUP)
+``cluster:node:{id}`` themselves, spelt
 as :func:`~vinespy.cluster.keys.sessions` and
 :func:`~vinespy.cluster.keys.sets` spell them.
 """
@@ -11,9 +12,14 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: nodes, node info. ARGV: node, incarnation, sessions, acked inbox id, dead ms.
+# KEYS: nodes, node info, this node's acks, then the acks of each node this
+# one waits on. ARGV: node, incarnation, sessions, acked inbox id, dead ms,
+# this node's field in others' acks, n, then n (sender, confirmation) pairs
+# (cluster/confirm.py), then the node id of each acks key after the third.
 # Renews this node's heartbeat unless the node was removed (declared dead,
-# or Redis lost its data): then 'gone'. Returns the nodes now silent too long.
+# or Redis lost its data): then 'gone'. Else writes its confirmations and
+# returns {'ok', {nodes now silent too long}, {what each awaited node
+# confirmed of ours, prefixed by '-' if that node is not registered}}.
 HEARTBEAT = _NOW + """
 if redis.call('HGET', KEYS[2], 'incarnation') ~= ARGV[2]
     or redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
@@ -21,12 +27,21 @@ if redis.call('HGET', KEYS[2], 'incarnation') ~= ARGV[2]
 end
 redis.call('HSET', KEYS[1], ARGV[1], now)
 redis.call('HSET', KEYS[2], 'sessions', ARGV[3], 'acked', ARGV[4])
-local out = {'ok'}
+redis.call('DEL', KEYS[3])
+local n = tonumber(ARGV[7])
+for i = 8, 7 + 2 * n, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+local dead = {}
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
-  if now - tonumber(all[i + 1]) > tonumber(ARGV[5]) then out[#out + 1] = all[i] end
+  if now - tonumber(all[i + 1]) > tonumber(ARGV[5]) then dead[#dead + 1] = all[i] end
 end
-return out
+local confirmed = {}
+for i = 4, #KEYS do
+  local c = redis.call('HGET', KEYS[i], ARGV[6]) or ''
+  if redis.call('HEXISTS', KEYS[1], ARGV[8 + 2 * n + i - 4]) == 0 then c = '-' .. c end
+  confirmed[#confirmed + 1] = c
+end
+return {'ok', dead, confirmed}
 """
 
 # KEYS: nodes, node info. ARGV: node, incarnation, pid, host, sessions.
@@ -37,10 +52,15 @@ redis.call('HSET', KEYS[2], 'incarnation', ARGV[2], 'pid', ARGV[3], 'host', ARGV
 return now
 """
 
-# KEYS: nodes, node info, node jids, node inbox. ARGV: node, dead ms, mode, incarnation.
+# KEYS: nodes, node info, node jids, node inbox, node acks. ARGV: node, dead ms,
+# mode, incarnation, the caller's field in the node's acks.
 # Removes a node and its routing entries (with each one's set of shared set
 # field members) at once and returns them, as {full, record, {members}}, with the
-# inbox entries it had not read: mode 'dead' only if it is still silent
+# inbox entries it had not read whose senders will not send them again (a
+# live sender of entries with a base 'b' keeps them until confirmed, and
+# re-routes them itself once it sees the node gone); its confirmations are
+# kept a minute for those senders (the caller's is returned: it re-routes
+# at once what the node did not confirm of its own): mode 'dead' only if it is still silent
 # (so of several nodes cleaning up concurrently exactly one gets them),
 # mode 'self' for a node's own previous incarnation (refused with 'busy'
 # while another incarnation of the same node id is alive), 'force' for one
@@ -75,9 +95,17 @@ for _, full in ipairs(redis.call('SMEMBERS', KEYS[3])) do
     end
   end
 end
-local rest = redis.call('XRANGE', KEYS[4], '(' .. acked, '+')
+local rest = {}
+for _, e in ipairs(redis.call('XRANGE', KEYS[4], '(' .. acked, '+')) do
+  local f = {}
+  for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end
+  local kept = f.b and f.n and redis.call('HEXISTS', KEYS[1], f.n) == 1
+    and redis.call('HGET', 'cluster:node:' .. f.n, 'incarnation') == f.e
+  if not kept then rest[#rest + 1] = e end
+end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
-return {'done', removed, rest}
+redis.call('PEXPIRE', KEYS[5], 60000)
+return {'done', removed, rest, redis.call('HGET', KEYS[5], ARGV[5]) or ''}
 """
 
 # KEYS: sessions:{bare}, node jids. ARGV: resource, node, full.

@@ -5,7 +5,9 @@ One connection runs ``XREAD BLOCK`` over ``cluster:inbox:{node}`` and
 connection drops (a Redis restart, a ``CLIENT KILL``, a network blip) it
 resumes exactly where it stopped: nothing written meanwhile is missed,
 unlike PUBLISH/SUBSCRIBE. Entries already seen (a sender re-sent a batch
-whose reply it lost) are skipped by their sequence numbers. An entry that
+whose reply it lost) are skipped by their sequence numbers; inbox entries
+are admitted strictly in each sender's order (:class:`~.confirm.Gate`), and
+what was handled is confirmed to the senders in the heartbeats. An entry that
 is not what vinespy writes is logged and skipped; nothing stops the reader.
 Each item of an entry is decoded and handled on its own: whatever one item
 raises is logged and costs only that item, never the rest of its entry.
@@ -15,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from ..jid import JIDError
 from . import keys
 from . import wire
+from .confirm import ADMIT, Gate
 from .publisher import REDIS_ERRORS, Backoff, check_cancelled
 
 if TYPE_CHECKING:
@@ -43,14 +47,25 @@ class Subscriber:
         self._trouble = trouble
         self.last_inbox: bytes = b"0-0"
         self.last_events: bytes = b"$"
-        self._seen: dict[tuple[bool, str, str], int] = {}
+        self._seen: dict[tuple[str, str], int] = {}     # cluster:events, per sender
+        self.gate = Gate()                               # the inbox, per sender
         self.entries = 0
+        self._rewind = False
 
     async def run(self, ready: Callable[[], Awaitable[None]]) -> None:
         backoff = Backoff()
         failed = False
         while True:
             await ready()
+            try:
+                if self._rewind:
+                    await self._clamp()
+            except REDIS_ERRORS as exc:
+                check_cancelled()
+                self._trouble("subscriber", exc)
+                failed = True
+                await asyncio.sleep(backoff.next())
+                continue
             streams: dict[Any, Any] = {self.inbox: self.last_inbox,
                                        keys.EVENTS: self.last_events}
             try:
@@ -69,6 +84,22 @@ class Subscriber:
             reply: Any = resp or ()
             for stream, entries in reply:
                 await self.process(stream == self.inbox, entries)
+
+    def rewind(self) -> None:
+        """Redis is another server now (a failover, a restart): our cursors
+        may point past its streams' last entries (those it never got), so
+        the next read first brings them back to its last entries."""
+        self._rewind = True
+
+    async def _clamp(self) -> None:
+        for stream in (self.inbox, keys.EVENTS):
+            last: Any = await self.redis.xrevrange(stream, count=1)
+            end: bytes = last[0][0] if last else b"0-0"
+            if stream == self.inbox and _id(end) < _id(self.last_inbox):
+                self.last_inbox = end
+            elif stream != self.inbox and _id(end) < _id(self.last_events):
+                self.last_events = end
+        self._rewind = False
 
     async def process(self, inbox: bool, entries: list[tuple[bytes, Any]]) -> None:
         for entry_id, fields in entries:
@@ -91,10 +122,20 @@ class Subscriber:
             return
         if header.node == self.node and header.incarnation == self.incarnation:
             return                          # our own broadcast
-        key = (inbox, header.node, header.incarnation)
+        if inbox:
+            sender = Gate.key(header.node, header.incarnation)
+            if self.gate.admit(sender, header.seq, header.base, time.monotonic()) != ADMIT:
+                return                      # had it already, or one before it is missing
+            await self._items(header, items)
+            self.gate.handled(sender, header.seq)
+            return
+        key = (header.node, header.incarnation)
         if header.seq <= self._seen.get(key, 0):
             return                          # a re-sent batch we already have
         self._seen[key] = header.seq
+        await self._items(header, items)
+
+    async def _items(self, header: wire.Header, items: list[bytes]) -> None:
         for item in items:
             try:
                 kind, args, data = wire.parse_item(item)
@@ -107,6 +148,14 @@ class Subscriber:
                 log.warning("skipping a cluster item from %s: %s", header.node, exc)
             except Exception:
                 log.exception("a cluster item from %s failed", header.node)
+
+
+def _id(entry_id: bytes) -> tuple[int, int]:
+    """A stream entry id as a comparable pair (``$`` and garbage: the end)."""
+    ms, _, seq = entry_id.partition(b"-")
+    if not ms.isdigit():
+        return (2 ** 64, 0)
+    return (int(ms), int(seq or 0))
 
 
 def parse_xrange(raw: list[Any]) -> list[tuple[bytes, dict[bytes, bytes]]]:

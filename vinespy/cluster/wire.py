@@ -4,7 +4,9 @@ A node's inbox (a Redis Stream, ``cluster:inbox:{node}``) and the shared
 ``cluster:events`` stream hold *entries*; each entry is one flush of one
 sender: ``n`` (sender node), ``e`` (its incarnation), ``q`` (a sequence
 number per sender and stream, so a batch re-sent after a lost reply is
-recognised and skipped) and the items in order under the keys ``0``, ``1``...
+recognised and skipped), in an inbox ``b`` (the lowest sequence number the
+sender still keeps for that receiver, unconfirmed: :mod:`.confirm`) and
+the items in order under the keys ``0``, ``1``...
 
 An item is bytes whose first byte says what it is:
 
@@ -45,6 +47,7 @@ from ..errors import STREAM_CONDITIONS
 from ..xml import Element
 
 STANZA, CLOSE, INVALIDATE, USER = b"s", b"c", b"i", b"u"
+HEADER_KEYS = (b"n", b"e", b"q", b"b")
 
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
                           huge_tree=False, remove_comments=True, remove_pis=True)
@@ -61,6 +64,7 @@ class Header:
     node: str
     incarnation: str
     seq: int
+    base: int           # ``b``; an entry without one: its own seq
 
 
 def stanza_item(target: str, hops: int, data: bytes) -> bytes:
@@ -79,9 +83,12 @@ def user_item(bare: str) -> bytes:
     return USER + bare.encode()
 
 
-def entry(node: str, incarnation: str, seq: int, items: Iterable[bytes]) -> dict[str, bytes]:
+def entry(node: str, incarnation: str, seq: int, items: Iterable[bytes],
+          base: int | None = None) -> dict[str, bytes]:
     fields: dict[str, bytes] = {"n": node.encode(), "e": incarnation.encode(),
                                 "q": str(seq).encode()}
+    if base is not None:
+        fields["b"] = str(base).encode()
     for i, item in enumerate(items):
         fields[str(i)] = item
     return fields
@@ -90,8 +97,12 @@ def entry(node: str, incarnation: str, seq: int, items: Iterable[bytes]) -> dict
 def parse_entry(fields: dict[bytes, bytes]) -> tuple[Header, list[bytes]]:
     """The header and the items of an entry, in order; WireError if malformed."""
     try:
-        header = Header(fields[b"n"].decode(), fields[b"e"].decode(), int(fields[b"q"]))
-        items = sorted((int(k), v) for k, v in fields.items() if k not in (b"n", b"e", b"q"))
+        seq = int(fields[b"q"])
+        header = Header(fields[b"n"].decode(), fields[b"e"].decode(), seq,
+                        int(fields.get(b"b", seq)))
+        if not 0 <= header.base <= seq:
+            raise ValueError(f"b {header.base} is not between 0 and q {seq}")
+        items = sorted((int(k), v) for k, v in fields.items() if k not in HEADER_KEYS)
     except (KeyError, ValueError, UnicodeDecodeError, TypeError) as exc:
         raise WireError(f"not a vinespy entry: {exc!r}") from None
     return header, [v for _, v in items]

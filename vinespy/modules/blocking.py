@@ -125,6 +125,14 @@ class Blocking(Module):
         self._gens[hash(bare) % LOCK_STRIPES] += 1
         self._forget(bare)
 
+    @hook("users-changed")
+    def users_changed(self) -> None:
+        """Any user's data may have changed unannounced (Redis failed over and
+        the news was lost): read every list anew."""
+        self._gens = [g + 1 for g in self._gens]
+        for bare in list(self._cache):
+            self._forget(bare)
+
     @hook("initial-presence")
     async def warm(self, session: Any, user: Any) -> None:
         """Read the user's list at login, so that the messages they send need
