@@ -5,6 +5,8 @@ nothing beyond redis-server is needed."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -62,18 +64,12 @@ class SentinelSet:
 
     def stop(self) -> None:
         for p in (*self.sentinels, self.replica, self.primary):
+            if p.proc is not None:              # a frozen one would not heed SIGTERM
+                self.thaw(p)
             p._stop()
 
-    def _ask(self, sentinel: SentinelProcess, *command: str) -> Any:
-        c = redis.Redis(host="127.0.0.1", port=sentinel.port, socket_timeout=2,
-                        decode_responses=True)
-        try:
-            return c.execute_command(*command)
-        finally:
-            c.close()
-
     def _known(self, sentinel: SentinelProcess) -> bool:
-        master = self._ask(sentinel, "SENTINEL", "MASTER", SERVICE)
+        master = self.execute(sentinel, "SENTINEL", "MASTER", SERVICE)
         info = dict(zip(master[::2], master[1::2])) if isinstance(master, list) else master
         return int(info["num-slaves"]) >= 1 and int(info["num-other-sentinels"]) >= 2
 
@@ -81,7 +77,7 @@ class SentinelSet:
         """The primary's port as the first Sentinel that answers names it."""
         for s in self.sentinels:
             if s.proc is not None:
-                return int(self._ask(s, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)[1])
+                return int(self.execute(s, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)[1])
         raise AssertionError("no Sentinel runs")
 
     def master_port_of_redis(self) -> int:
@@ -96,6 +92,47 @@ class SentinelSet:
             finally:
                 c.close()
         raise AssertionError("no Redis is primary")
+
+    def execute(self, r: RedisProcess, *command: Any) -> Any:
+        """One command to ``r`` (str replies) on a connection of its own."""
+        c = redis.Redis(host="127.0.0.1", port=r.port, socket_timeout=2,
+                        decode_responses=True)
+        try:
+            return c.execute_command(*command)
+        finally:
+            c.close()
+
+    def clients(self, r: RedisProcess) -> list[dict[str, str]]:
+        """CLIENT LIST of ``r`` without the connection that asks."""
+        c = redis.Redis(host="127.0.0.1", port=r.port, socket_timeout=2,
+                        decode_responses=True, single_connection_client=True)
+        try:
+            me = c.client_id()
+            return [cl for cl in c.client_list() if int(cl["id"]) != me]
+        finally:
+            c.close()
+
+    @staticmethod
+    def freeze(r: RedisProcess) -> None:
+        """SIGSTOP ``r``: alive but deaf (connections are accepted, nothing
+        answers), a machine that hangs or a partition, not a crash."""
+        assert r.proc is not None
+        r.proc.send_signal(signal.SIGSTOP)
+
+    @staticmethod
+    def thaw(r: RedisProcess) -> None:
+        assert r.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            r.proc.send_signal(signal.SIGCONT)
+
+    def cut_replica(self) -> None:
+        """Freeze the replica, then close its link on the primary: what the
+        primary acknowledges from now on is on the primary only (nothing
+        waits in a socket buffer for the replica to read once thawed), and
+        the frozen replica cannot reconnect to catch up."""
+        self.freeze(self.replica)
+        killed = self.execute(self.primary, "CLIENT", "KILL", "TYPE", "replica")
+        assert int(killed) == 1, killed
 
     def drop_clients(self) -> None:
         """CLIENT KILL every normal client of the primary: the nodes must

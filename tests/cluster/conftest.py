@@ -43,6 +43,7 @@ import trustme
 from tests.conftest import DOMAIN, PASSWORD, TIMEOUT, free_port
 from tests.pgproc import PASSWORD as PG_PASSWORD
 from tests.redisproc import RedisProcess
+from tests.sentinelproc import SERVICE, SentinelSet
 from vinespy import accounts
 from vinespy.jid import JID
 from vinespy.storage import Storage, open_storage
@@ -180,6 +181,23 @@ async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
         yield r
 
 
+@pytest.fixture
+def sentinels(tmp_path: Path) -> Iterator[SentinelSet]:
+    """A primary, its replica and three Sentinels (tests/sentinelproc.py);
+    a cluster on them takes ``options=sentinel_options(sentinels)``."""
+    s = SentinelSet(tmp_path / "sentinel")
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+
+
+def sentinel_options(s: SentinelSet) -> dict[str, Any]:
+    """The ``[cluster]`` keys of nodes that find the primary through ``s``."""
+    return {"url": "redis:///0", "sentinels": s.addresses, "service": SERVICE}
+
+
 # --------------------------------------------------------------------------
 # the shared site
 
@@ -284,6 +302,8 @@ def toml_value(v: Any) -> str:
         return json.dumps(v)
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):         # an inline table: host={"options": {"offline": {...}}}
+        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
     raise TypeError(f"no TOML for {v!r}")
 
 
@@ -472,10 +492,11 @@ class Node:
             await self.stop()
         await self.start()
 
-    def redis_addrs(self) -> list[str]:
-        """The "ip:port" of this node's connections to Redis, as CLIENT LIST shows
-        them (from /proc: the process's sockets connected to the Redis port)."""
-        peers = _tcp_peers(self.cluster.redis.port)
+    def redis_addrs(self, port: int | None = None) -> list[str]:
+        """The "ip:port" of this node's connections to Redis (the cluster's, or
+        the one on ``port``), as CLIENT LIST shows them (from /proc: the
+        process's sockets connected to that port)."""
+        peers = _tcp_peers(self.cluster.redis.port if port is None else port)
         return sorted(addr for inode, addr in peers.items() if inode in _socket_inodes(self.pid))
 
 
