@@ -65,6 +65,7 @@ class Cluster:
                                    self.inbound.undeliverable, self.membership.trouble)
         self.subscriber = Subscriber(reader, self.node, self.incarnation, self.inbound.item,
                                      self.membership.trouble)
+        self.subscriber.confirm = self.publisher.confirm_received
         self.sessions.redis = self.redis
         self.sessions.publisher = self.publisher
         await self.membership.start(self.redis, self.publisher, self.subscriber)

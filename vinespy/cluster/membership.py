@@ -235,7 +235,9 @@ class Membership:
                 continue
             done = await self._cleanup(node, "dead")
             if done is not None:
-                await self._gone(node, done)
+                # In a job: re-routing its stanzas (to offline storage, say)
+                # can take longer than a heartbeat interval.
+                self._job(self._gone(node, done))
 
     def _check_server(self, replid: str) -> None:
         """A new replication id: the primary is another server (a failover)

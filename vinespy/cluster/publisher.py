@@ -46,6 +46,7 @@ HOPS: contextvars.ContextVar[int] = contextvars.ContextVar("vinespy_cluster_hops
 
 MAX_PENDING = 100_000        # stanzas queued or unconfirmed (while Redis is unreachable...)
 MAX_ITEMS = 1000             # items per stream entry
+ACK_EVERY = 0.1              # s: how often a busy receiver writes its confirmations
 
 # XADD to a node's inbox only while that node is registered; otherwise the
 # items come back to the sender, which handles them as for an absent
@@ -135,6 +136,8 @@ class Publisher:
         self._resend_all = False
         self._retry = False                              # the batch in flight failed
         self._full_since: float | None = None
+        self._acks: dict[str, str] = {}                  # confirmations to write
+        self._acked_at = 0.0
         self._batch: list[tuple[str, Any]] | None = None
         self._waiters: list[asyncio.Future[None]] = []         # for the next batch
         self._batch_waiters: list[asyncio.Future[None]] = []   # for the batch in flight
@@ -187,6 +190,17 @@ class Publisher:
         self._pending += 1
         self._kick()
         return True
+
+    def confirm_received(self, confirmations: dict[str, str]) -> None:
+        """Write what this node handled of others' entries (at most every
+        ACK_EVERY s; the heartbeat writes them too): the smaller the gap
+        since the last confirmation, the fewer stanzas a sender re-routes
+        if this node dies, that it had already delivered."""
+        now = time.monotonic()
+        if now - self._acked_at >= ACK_EVERY and confirmations:
+            self._acked_at = now
+            self._acks = confirmations
+            self._kick()
 
     @property
     def waiting(self) -> int:
@@ -328,6 +342,9 @@ class Publisher:
             self._changed[str(jid.bare)] = None
         for d in self._sets.values():
             cmds += _set_cmds(d)
+        if self._acks:
+            cmds.append(("acks", self._acks))
+            self._acks = {}
         events = [wire.invalidate_item(b) for b in self._changed] + self._events
         for chunk in _chunks(events):
             cmds.append(("events", self._entry("*", chunk)))
@@ -381,6 +398,8 @@ class Publisher:
                 pipe.sadd(arg[0], *arg[1])
             elif kind == "srem":
                 pipe.srem(arg[0], *arg[1])
+            elif kind == "acks":
+                pipe.hset(keys.acks(self.node), mapping=arg)
             elif kind == "events":
                 pipe.xadd(keys.EVENTS, arg, maxlen=self.maxlen, approximate=True)
             else:
@@ -397,7 +416,7 @@ class Publisher:
             if self._batch is None:
                 if not (self._puts or self._unbinds or self._changed or self._events
                         or self._inboxes or self._sets or self._waiters
-                        or self._resend or self._resend_all):
+                        or self._resend or self._resend_all or self._acks):
                     self._idle.set()
                     self._wake.clear()
                     await self._wake.wait()

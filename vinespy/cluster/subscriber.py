@@ -51,6 +51,8 @@ class Subscriber:
         self.gate = Gate()                               # the inbox, per sender
         self.entries = 0
         self._rewind = False
+        # Where to hand what was handled, to confirm it (the publisher).
+        self.confirm: Callable[[dict[str, str]], None] | None = None
 
     async def run(self, ready: Callable[[], Awaitable[None]]) -> None:
         backoff = Backoff()
@@ -84,6 +86,8 @@ class Subscriber:
             reply: Any = resp or ()
             for stream, entries in reply:
                 await self.process(stream == self.inbox, entries)
+            if reply and self.confirm is not None:
+                self.confirm(self.gate.confirmations(time.monotonic()))
 
     def rewind(self) -> None:
         """Redis is another server now (a failover, a restart): our cursors
