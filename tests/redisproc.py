@@ -5,9 +5,11 @@ process). Tests never mock Redis, and a missing redis-server is a failure.
 * :class:`RedisProcess`: the process itself, ``with`` it in sync code or
   ``await start()/stop()/restart()`` in async code; a subclass changes the
   listening arguments (TLS) or how clients reach it (``connection_kwargs``).
-  The cluster fixtures (``tests/cluster/conftest.py``) extend it.
+  The cluster fixtures (``tests/cluster/conftest.py``) extend it;
+  ``paused()`` SIGSTOPs it for a block.
 * :func:`redis_server`: a context manager yielding a redis-py client (db 0)
-  of a fresh one, for unit, storage and in-process cluster tests.
+  of a fresh one, for unit, storage and in-process cluster tests;
+  :func:`primary_and_replica`: a server and its synced replica.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -103,6 +106,25 @@ class RedisProcess:
         finally:
             c.close()
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """SIGSTOP the process (a machine that hangs) for the block; SIGCONT
+        after it, whatever happens in it."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.proc.send_signal(signal.SIGCONT)
+
+    def replication(self) -> dict[str, Any]:
+        """Its INFO replication (role, link status, offsets)."""
+        c = redis.Redis(**self.connection_kwargs(), socket_timeout=5, decode_responses=True)
+        try:
+            return dict(c.info("replication"))
+        finally:
+            c.close()
+
     def _stop(self) -> None:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
@@ -126,6 +148,24 @@ def redis_server(tmp_path: Path, *args: str, password: str | None = None
             yield client
         finally:
             client.close()
+
+
+@contextlib.contextmanager
+def primary_and_replica(tmp_path: Path) -> Iterator[tuple[RedisProcess, RedisProcess]]:
+    """Two throw-away servers, the second a replica of the first, once the
+    replica has synced (so that WAIT on the primary can count it)."""
+    (tmp_path / "primary").mkdir()
+    (tmp_path / "replica").mkdir()
+    with RedisProcess(tmp_path / "primary") as primary:
+        with RedisProcess(tmp_path / "replica",
+                          args=("--replicaof", "127.0.0.1", str(primary.port))) as replica:
+            deadline = time.monotonic() + TIMEOUT
+            # Polled: the link coming up has no event to wait on.
+            while replica.replication().get("master_link_status") != "up":
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the replica did not sync within {TIMEOUT:g} s")
+                time.sleep(0.01)
+            yield primary, replica
 
 
 def url_of(client: redis.Redis) -> str:

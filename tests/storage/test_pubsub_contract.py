@@ -1,6 +1,7 @@
 """The pubsub storage contract (vinespy/storage/pubsub/), run against every
 PubSubStore: memory, fs (tmp_path), Redis (a real, throw-away
-redis-server; those cases are marked ``redis``) and sql on SQLite and on a
+redis-server; those cases are marked ``redis``; once more on a primary with
+a replica, every write waiting for it) and sql on SQLite and on a
 real PostgreSQL (tests/pgproc.py; the SqlStorage it is built on, as the
 storage suite builds it).
 
@@ -25,8 +26,9 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
-from tests.redisproc import redis_server, url_of
+from tests.redisproc import primary_and_replica, redis_server, url_of
 from tests.storage.conftest import SQL_KINDS, sql_storage
+from tests.support import TIMEOUT
 from vinespy.storage import StorageError
 from vinespy.storage.pubsub import Item, PubSubNode, PubSubStore, open_pubsub
 from vinespy.storage.pubsub.fs import FsPubSub
@@ -84,7 +86,16 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url_of(client)
 
 
+@pytest.fixture(scope="module")
+def replicated_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A primary with a synced replica, for the store that waits for it
+    (WAIT) on every write; started only if such a case runs."""
+    with primary_and_replica(tmp_path_factory.mktemp("pubsub-contract-wait")) as (primary, _):
+        yield primary.url
+
+
 @pytest.fixture(params=["memory", "fs", pytest.param("redis", marks=pytest.mark.redis),
+                        pytest.param("redis-wait", marks=pytest.mark.redis),
                         *(f"sql-{kind}" for kind in SQL_KINDS)])
 async def kit(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Kit]:
     if request.param.startswith("sql-"):
@@ -101,12 +112,14 @@ async def kit(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[K
     else:
         from vinespy.cluster.connection import connect
         from vinespy.config import ClusterConfig
-        url = request.getfixturevalue("redis_url")
-        rc = connect(ClusterConfig(url=url, node="test"))
+        # redis-wait: every write confirmed by the replica (WAIT 1).
+        wait = request.param == "redis-wait"
+        url = request.getfixturevalue("replicated_url" if wait else "redis_url")
+        rc = connect(ClusterConfig(url=url, node="test"), socket_timeout=2 * TIMEOUT)
         await rc.flushall()
-        store = open_pubsub("redis", redis=rc)
+        store = open_pubsub("redis", redis=rc, wait_replicas=int(wait), wait_timeout=TIMEOUT)
         try:
-            yield Kit("redis", store, rc=rc)
+            yield Kit(request.param, store, rc=rc)
         finally:
             await store.close()
             await rc.aclose()

@@ -1,7 +1,8 @@
 """What only the cluster's pubsub storage (vinespy/storage/pubsub/redis.py)
 promises, against a real redis-server: its key layout, the escaping of
-names in keys (Python and Lua alike), corrupt Redis values, Redis down, and
-two clients sharing one state.
+names in keys (Python and Lua alike), corrupt Redis values, Redis down,
+two clients sharing one state, and writes confirmed by a replica (WAIT,
+against a primary with a real replica, SIGSTOPped to hang).
 
 The behaviour every PubSubStore shares (memory, fs and Redis alike) is
 checked by tests/storage/test_pubsub_contract.py, which runs its Redis cases
@@ -16,17 +17,19 @@ Redis by hand.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Iterator
+import contextlib
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from redis.exceptions import RedisError
 
-from tests.redisproc import redis_server, url_of
+from tests.redisproc import RedisProcess, primary_and_replica, redis_server, url_of
 from tests.conftest import free_port
 from tests.storage.test_pubsub_contract import doomed_and_kept, every_call
 from vinespy.cluster.connection import connect
 from vinespy.config import ClusterConfig
-from vinespy.storage import StorageError
+from vinespy.storage import NotReplicated, StorageError
 from vinespy.storage.pubsub import redis as pubsub
 from vinespy.storage.pubsub.redis import Item, RedisPubSub
 
@@ -328,3 +331,149 @@ async def test_a_second_client_sees_the_same_state_at_once(ps: RedisPubSub,
         assert await other.get(SVC, "n") is None
     finally:
         await other_client.aclose()
+
+
+# ---------------------------------------------------------------------------
+# writes confirmed by replicas (WAIT)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisProcess, RedisProcess]]:
+    """A primary and its synced replica, for this module's WAIT cases."""
+    with primary_and_replica(tmp_path_factory.mktemp("pubsub-wait")) as both:
+        yield both
+
+
+@contextlib.asynccontextmanager
+async def waiting(pair: tuple[RedisProcess, RedisProcess], replicas: int,
+                  timeout: float) -> AsyncIterator[tuple[RedisPubSub, RedisPubSub]]:
+    """A store on the primary whose writes wait for ``replicas`` replicas
+    (``timeout`` s), and one reading the replica; the primary flushed."""
+    primary, replica = pair
+    rc = connect(ClusterConfig(url=primary.url, node="p"), socket_timeout=timeout + TIMEOUT)
+    on_replica = connect(ClusterConfig(url=replica.url, node="r"))
+    await rc.flushall()
+    try:
+        yield (RedisPubSub(rc, wait_replicas=replicas, wait_timeout=timeout),
+               RedisPubSub(on_replica))
+    finally:
+        await rc.aclose()
+        await on_replica.aclose()
+
+
+async def waits(store: RedisPubSub) -> int:
+    """How many WAIT commands the store's Redis has run (INFO commandstats)."""
+    stats = await store.redis.info("commandstats")
+    return int(stats.get("cmdstat_wait", {}).get("calls", 0))
+
+
+def writes(ps: RedisPubSub) -> list[tuple[str, Callable[[], Awaitable[Any]]]]:
+    """Every kind of write, on node "n" of SVC, in an order that changes something each time."""
+    return [
+        ("create", lambda: ps.create(SVC, "n", ALICE, CONFIG)),
+        ("configure", lambda: ps.configure(SVC, "n", {"pubsub#title": "t"})),
+        ("affiliation", lambda: ps.set_affiliation(SVC, "n", BOB, "publisher")),
+        ("subscribe", lambda: ps.subscribe(SVC, "n", CAROL, "s")),
+        ("publish", lambda: ps.publish(SVC, "n", "i", b"<x/>", ALICE, 10)),
+        ("retract", lambda: ps.retract(SVC, "n", "i")),
+        ("purge", lambda: ps.purge(SVC, "n")),
+        ("unsubscribe", lambda: ps.unsubscribe(SVC, "n", CAROL)),
+        ("delete", lambda: ps.delete(SVC, "n")),
+    ]
+
+
+async def test_a_confirmed_write_is_on_the_replica_when_it_returns(
+        pair: tuple[RedisProcess, RedisProcess]) -> None:
+    """wait_replicas = 1: each write returns once the replica has it, so the
+    replica shows it right away (no polling); one WAIT per write once the
+    scripts are loaded (the first use of each on a server runs its WAIT
+    twice), none per read."""
+    async with waiting(pair, 1, TIMEOUT) as (ps, replica):
+        for _ in range(2):
+            before = await waits(ps)
+            await ps.create(SVC, "n", ALICE, CONFIG)
+            assert (await replica.get(SVC, "n")) is not None
+            await ps.subscribe(SVC, "n", CAROL, "s")
+            assert await replica.subscriptions_of(SVC, CAROL) == {"n": "s"}
+            assert await ps.publish(SVC, "n", "i", b"<x/>", ALICE, 10) == []
+            assert ids(await replica.items(SVC, "n")) == ["i"]
+            await ps.items(SVC, "n")
+            await ps.get(SVC, "n")
+            assert await ps.delete(SVC, "n") is True
+            assert await replica.get(SVC, "n") is None
+        assert await waits(ps) - before == 4
+
+
+async def test_no_wait_when_off(pair: tuple[RedisProcess, RedisProcess]) -> None:
+    """wait_replicas = 0 (the default without Sentinels): no WAIT at all."""
+    async with waiting(pair, 0, 1.0) as (ps, _):
+        before = await waits(ps)
+        for _, write in writes(ps):
+            await write()
+        assert await waits(ps) == before
+
+
+async def test_a_write_no_replica_confirms_raises_not_replicated(
+        pair: tuple[RedisProcess, RedisProcess]) -> None:
+    """The replica hangs (SIGSTOP): every kind of write raises NotReplicated
+    (a StorageError, one line) after the timeout, with the change made on
+    the primary; reads answer at once. Once the replica runs again, writes
+    are confirmed again."""
+    primary, replica = pair
+    timeout = 0.3
+    async with waiting(pair, 1, timeout) as (ps, _):
+        with replica.paused():
+            for name, write in writes(ps):
+                t0 = time.monotonic()
+                with pytest.raises(NotReplicated) as info:
+                    await write()
+                took = time.monotonic() - t0
+                assert timeout * 0.9 <= took < TIMEOUT, (name, took)
+                assert isinstance(info.value, StorageError)
+                assert (info.value.wanted, info.value.acked) == (1, 0)
+                message = str(info.value)
+                assert message.startswith("pubsub ") and "\n" not in message, message
+                assert ("not confirmed by a Redis replica within 0.3 s (0 did): the Redis "
+                        "primary has it, but it may be lost if Redis fails over now") in message
+                if name == "publish":       # made on the primary all the same
+                    assert ids(await ps.items(SVC, "n")) == ["i"]
+            assert await ps.get(SVC, "n") is None           # the delete, too
+            t0 = time.monotonic()
+            await ps.items(SVC, "n")
+            await ps.subscriptions_of(SVC, CAROL)
+            assert time.monotonic() - t0 < timeout          # reads do not wait
+        assert await ps.create(SVC, "n", ALICE, CONFIG) is True
+        assert await ps.publish(SVC, "n", "i", b"<x/>", ALICE, 10) == []
+
+
+async def test_more_replicas_than_there_are(pair: tuple[RedisProcess, RedisProcess]) -> None:
+    """wait_replicas = 2 with one replica: the write is refused, WAIT's count
+    (1) in the error."""
+    async with waiting(pair, 2, 0.1) as (ps, replica):
+        with pytest.raises(NotReplicated) as info:
+            await ps.create(SVC, "n", ALICE, CONFIG)
+        assert (info.value.wanted, info.value.acked) == (2, 1)
+        assert "not confirmed by 2 Redis replicas within 0.1 s (1 did)" in str(info.value)
+        assert await replica.get(SVC, "n") is not None      # the one replica has it
+
+
+async def test_a_primary_without_the_script_loads_it(
+        pair: tuple[RedisProcess, RedisProcess]) -> None:
+    """A promoted replica has not seen the scripts (SCRIPT FLUSH stands in
+    for it): the write loads its script and runs once, confirmed."""
+    async with waiting(pair, 1, TIMEOUT) as (ps, replica):
+        await ps.create(SVC, "n", ALICE, CONFIG)
+        await ps.redis.script_flush()
+        assert await ps.publish(SVC, "n", "i", b"<x/>", ALICE, 10) == []
+        assert [(i.id, i.payload) for i in await replica.items(SVC, "n")] == [("i", b"<x/>")]
+        assert (await ps.redis.hgetall(pubsub.node_key(SVC, "n")))[b"seq"] == b"1"
+
+
+@pytest.mark.parametrize(("replicas", "timeout"), [(-1, 1.0), (True, 1.0), (1.5, 1.0),
+                                                   (1, 0), (1, -1.0), (1, "1"), (1, True)])
+def test_bad_wait_arguments(replicas: Any, timeout: Any) -> None:
+    """A negative count or a timeout that is not above 0 (WAIT 0 blocks for
+    ever) is refused when the store is built."""
+    client = connect(ClusterConfig(url="redis://127.0.0.1:1/0", node="t"))
+    with pytest.raises(ValueError):
+        RedisPubSub(client, wait_replicas=replicas, wait_timeout=timeout)

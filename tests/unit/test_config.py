@@ -614,6 +614,17 @@ def test_good_cluster_urls(tmp_path: Path, url: str) -> None:
     ("route_cache_ttl", "3601", "a number from 0 to 3600"),
     ("inbox_maxlen", "999", "an integer of at least 1000"),
     ("inbox_maxlen", "1e5", "an integer of at least 1000"),
+    ("wait_replicas", "-1", "an integer from 0 to 100"),
+    ("wait_replicas", "101", "an integer from 0 to 100"),
+    ("wait_replicas", "1.0", "an integer from 0 to 100"),
+    ("wait_replicas", '"1"', "an integer from 0 to 100"),
+    ("wait_replicas", "true", "an integer from 0 to 100"),
+    ("wait_timeout", "0", "a number from 0.001 to 60"),
+    ("wait_timeout", "-1", "a number from 0.001 to 60"),
+    ("wait_timeout", "61", "a number from 0.001 to 60"),
+    ("wait_timeout", '"1"', "a number from 0.001 to 60"),
+    ("wait_timeout", "false", "a number from 0.001 to 60"),
+    ("wait_timeout", "nan", "a number from 0.001 to 60"),
 ])
 def test_bad_cluster_values(tmp_path: Path, key: str, value: str, expected: str) -> None:
     """Each [cluster] key rejects a value of the wrong type or out of range."""
@@ -627,6 +638,8 @@ def test_bad_cluster_values(tmp_path: Path, key: str, value: str, expected: str)
     ("node", '"Host.example-5222_w0"'), ("heartbeat", "0.05"), ("heartbeat", "1"),
     ("dead_after", "300"), ("route_cache_ttl", "0"), ("route_cache_ttl", "3600"),
     ("inbox_maxlen", "1000"), ("inbox_maxlen", "10000000"),
+    ("wait_replicas", "0"), ("wait_replicas", "100"), ("wait_timeout", "0.001"),
+    ("wait_timeout", "60"),
 ])
 def test_good_cluster_values(tmp_path: Path, key: str, value: str) -> None:
     """The bounds of each [cluster] key are accepted."""
@@ -712,6 +725,25 @@ def test_bad_sentinel_keys(tmp_path: Path, table: str, message: str) -> None:
     assert error(tmp_path, HOST + "[cluster]\n" + table) == message
 
 
+@pytest.mark.parametrize(("table", "replicas"), [
+    ("", 0),                                            # one Redis: nothing to wait for
+    ('sentinels = ["h:1"]\nservice = "x"\n', 1),      # a primary and its replica
+    ('sentinels = ["h:1"]\nservice = "x"\nwait_replicas = 0\n', 0),
+    ("wait_replicas = 2\n", 2),
+])
+def test_wait_replicas_default_follows_sentinels(tmp_path: Path, table: str,
+                                                 replicas: int) -> None:
+    """Absent, wait_replicas stays None and means 1 with sentinels, else 0;
+    wait_timeout is a float (1 s unless set)."""
+    config = load(write(tmp_path, HOST + "[cluster]\n" + table + "wait_timeout = 2\n"),
+                  check_certs=False)
+    assert config.cluster is not None
+    assert config.cluster.replicas_to_wait() == replicas
+    assert config.cluster.wait_replicas == (None if "wait_replicas" not in table else replicas)
+    assert config.cluster.wait_timeout == 2.0 and isinstance(config.cluster.wait_timeout, float)
+    assert ClusterConfig().wait_timeout == 1.0
+
+
 def test_template_documents_every_cluster_key(tmp_path: Path) -> None:
     """conf/config.toml's commented [cluster] block names every key; uncommented
     (the keys that have a default), it loads as exactly those defaults."""
@@ -719,7 +751,8 @@ def test_template_documents_every_cluster_key(tmp_path: Path) -> None:
     block = text[text.index("# [cluster]\n"):]
     keys = re.findall(r"^# (\w+) = ", block, re.M)
     assert sorted(keys) == sorted(f.name for f in fields(ClusterConfig))
-    with_default = ("url", "heartbeat", "dead_after", "route_cache_ttl", "inbox_maxlen")
+    with_default = ("url", "heartbeat", "dead_after", "route_cache_ttl", "inbox_maxlen",
+                    "wait_timeout")
     uncommented = re.sub(rf"^# (\[cluster\]|(?:{'|'.join(with_default)}) = )", r"\1",
                          text, flags=re.M)
     config = load(write(tmp_path, uncommented), check_certs=False)

@@ -93,6 +93,18 @@ class ClusterConfig:
     sentinels: tuple[str, ...] = ()            # "host:port", at least one
     service: str = ""                          # the Sentinel master name
     sentinel_password: str | None = field(default=None, repr=False)
+    # Pubsub writes answered only once this many replicas have them (Redis
+    # WAIT), so a failover cannot lose what a client was told is stored.
+    wait_replicas: int | None = None           # None: 1 with sentinels, else 0 (off)
+    wait_timeout: float = 1.0                  # s WAIT waits before the request fails
+
+    def replicas_to_wait(self) -> int:
+        """``wait_replicas`` with its default (None) made a number: with
+        Sentinels there is a replica to confirm writes, without them there
+        may be none (WAIT would then refuse every pubsub write)."""
+        if self.wait_replicas is not None:
+            return self.wait_replicas
+        return 1 if self.sentinels else 0
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,9 @@ _RULES: dict[str, _Rule] = {
                              lambda v: isinstance(v, str)
                              and re.fullmatch(r"[A-Za-z0-9._-]{1,100}", v) is not None),
     "cluster.sentinel_password": _TEXT,
+    "cluster.wait_replicas": _ints(0, 100),
+    # Above 0: WAIT with a timeout of 0 would block for ever.
+    "cluster.wait_timeout": _numbers(0.001, 60),
 }
 # RFC 1035 §2.3.1: letters, digits and inner hyphens, at most 63 (IDNA A-label form).
 _LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")

@@ -14,7 +14,9 @@ Prosody-style events)::
 
 IQ handlers return the payload element (or None for an empty result) and
 raise :class:`~vinespy.errors.StanzaError` for protocol errors; the framework
-replies. Any other exception becomes ``internal-server-error`` with a logged
+replies. A write the Redis replicas did not confirm
+(:class:`~vinespy.storage.NotReplicated`) becomes :func:`unconfirmed`. Any
+other exception becomes ``internal-server-error`` with a logged
 traceback. ``@hook(event)`` handlers return a non-None value to claim a
 stanza.
 """
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
 
 from ..errors import StanzaError
 from ..events import StanzaEvent
+from ..storage import NotReplicated
 from ..xml import error_reply, reply
 
 if TYPE_CHECKING:
@@ -59,6 +62,18 @@ def iq(type: str, namespace: str, name: str, to: Iterable[str] = ("host",)) -> C
             f"iq-{type}/{t}/{namespace}:{name}" for t in to)
         return fn
     return deco
+
+
+UNCONFIRMED = ("the change is not yet confirmed by a Redis replica and may be lost if "
+               "Redis fails over now: send it again")
+
+
+def unconfirmed() -> StanzaError:
+    """The answer to a change the storage made but its Redis replicas did
+    not confirm in time (``[cluster] wait_replicas``): ``<resource-constraint/>``
+    type wait, RFC 6120 §8.3.3.18 (the server lacks what it needs to finish
+    the request now; the client may retry later)."""
+    return StanzaError("resource-constraint", UNCONFIRMED, type="wait")
 
 
 def hook(event: str, priority: int = 0) -> Callable[..., Any]:
@@ -128,6 +143,12 @@ class Module:
                 payload = await fn(ev)
             except StanzaError as exc:
                 answer = error_reply(ev.stanza, exc)
+            except NotReplicated as exc:
+                # Stored on the Redis primary, not yet on a replica: a success
+                # the next failover could make a lie. Nothing after the write
+                # ran (no notification); the client sends it again.
+                self.log.warning("%s on %s: %s", fn.__qualname__, ev.stanza.get("id"), exc)
+                answer = error_reply(ev.stanza, unconfirmed())
             except Exception:
                 self.log.exception("%s failed on %s", fn.__qualname__, ev.stanza.get("id"))
                 answer = error_reply(ev.stanza, StanzaError("internal-server-error"))

@@ -52,6 +52,11 @@ Nobody receives what they did not ask for, from someone they may not hear:
   may pass it by a few.
 * disco#items on the service lists a whitelist node only to those on its
   list (owner, publisher, publish-only, member).
+
+In a cluster on Redis, a change is answered with success only once
+``[cluster] wait_replicas`` replicas have it; else the store raises
+NotReplicated before anything is notified, and the framework answers
+``<resource-constraint/>`` type wait (:func:`vinespy.modules.unconfirmed`).
 """
 
 from __future__ import annotations

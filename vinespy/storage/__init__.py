@@ -32,6 +32,22 @@ class StorageError(Exception):
     """The backend failed (I/O, corrupt record); ``__cause__`` holds why."""
 
 
+class NotReplicated(StorageError):
+    """A write the Redis primary made, but fewer than ``wanted`` replicas
+    confirmed it within the timeout (``WAIT`` answered ``acked``).
+
+    Redis replicates asynchronously: if the primary died now, the replica
+    promoted in its place could lack the write. It is not undone (the
+    primary has it, and so will its replicas once they catch up), but it
+    must not be answered as done: whoever asked is told to send it again.
+    """
+
+    def __init__(self, message: str, wanted: int, acked: int) -> None:
+        super().__init__(message)
+        self.wanted = wanted
+        self.acked = acked
+
+
 class RosterConflict(Exception):
     """:meth:`Storage.update_roster` with ``expected``: the roster changed
     since it was read (another node wrote it). Nothing was stored: read it

@@ -24,7 +24,10 @@ Failures follow :mod:`vinespy.storage`: a miss answers False, None or empty
 (each method says which), I/O failures and corrupt data raise
 :class:`~vinespy.storage.StorageError` (the cause chained, the message
 starting ``pubsub `` or ``corrupt ``), bad arguments raise ValueError or
-TypeError before anything is changed.
+TypeError before anything is changed. A write the Redis store made but its
+replicas did not confirm in time raises
+:class:`~vinespy.storage.NotReplicated`, a StorageError: stored, yet not to
+be answered as done (the XEP-0060 module answers ``<resource-constraint/>``).
 """
 
 from __future__ import annotations
@@ -225,7 +228,9 @@ def open_pubsub(kind: str, **options: Any) -> PubSubStore:
     * ``"memory"``: :class:`~vinespy.storage.pubsub.memory.MemoryPubSub` (no options);
     * ``"fs"``: :class:`~vinespy.storage.pubsub.fs.FsPubSub` (``dir``: its directory);
     * ``"redis"``: :class:`~vinespy.storage.pubsub.redis.RedisPubSub` (``redis``:
-      a redis-py asyncio client with binary replies; imported only here);
+      a redis-py asyncio client with binary replies; imported only here;
+      ``owned``: close it too; ``wait_replicas``, ``wait_timeout``: the
+      replicas each write waits for, and how long);
     * ``"sql"``: :class:`~vinespy.storage.pubsub.sql.SqlPubSub` (``storage``:
       the host's :class:`~vinespy.storage.sql.SqlStorage`; ``owned``: close it too).
 
@@ -255,7 +260,8 @@ def store_for(config: Config, host: HostConfig, storage: Storage | None = None) 
       is needed), and notifications go through the cluster's router whatever
       the store. Everything the server keeps is then in the one database
       (issue 12), and a cluster's Redis holds only routing;
-    * else in a cluster: Redis (the store owns its client);
+    * else in a cluster: Redis (the store owns its client), each write
+      confirmed by ``[cluster] wait_replicas`` replicas;
     * else the host's data directory (fs), or memory for a storage that is
       not on disk.
     """
@@ -266,7 +272,12 @@ def store_for(config: Config, host: HostConfig, storage: Storage | None = None) 
         return open_pubsub("sql", storage=storage)
     if config.cluster is not None:
         from ...cluster.connection import connect
-        return open_pubsub("redis", redis=connect(config.cluster), owned=True)
+        cfg = config.cluster
+        # A write's reply comes after its WAIT: the socket timeout (5 s for
+        # every other command) must outlast it.
+        client = connect(cfg, socket_timeout=5.0 + cfg.wait_timeout)
+        return open_pubsub("redis", redis=client, owned=True,
+                           wait_replicas=cfg.replicas_to_wait(), wait_timeout=cfg.wait_timeout)
     if host.storage.backend == "fs" and "dir" in host.storage.options:
         return open_pubsub("fs", dir=fs_dir(host))
     return open_pubsub("memory")

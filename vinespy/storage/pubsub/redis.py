@@ -44,6 +44,16 @@ taken inside the script, never a local clock. Like the
 cluster's other scripts, ``delete`` touches keys it computes (the
 subscribers' index entries): one Redis, not Redis Cluster.
 
+Replication (``[cluster] wait_replicas``, ``wait_timeout``): Redis copies
+writes to its replicas asynchronously, so a write the primary made just
+before it died can be missing on the replica Sentinel promotes. With
+``wait_replicas`` above 0 every write is its script then ``WAIT`` on the
+same connection (:mod:`vinespy.storage.replicated`), and returns only once
+that many replicas have it; else it raises
+:class:`~vinespy.storage.NotReplicated` after the write (the primary keeps
+it: a retry of the same change applies it again, harmlessly for a publish,
+a subscribe or a configure). Reads do not wait.
+
 Failures follow :mod:`vinespy.storage`: a Redis error or an unreachable
 server raises :class:`~vinespy.storage.StorageError` (the cause chained),
 and so does a value in Redis that this module did not write (corrupt).
@@ -54,11 +64,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 from redis.exceptions import RedisError
 
 from .. import StorageError
+from ..replicated import Replicated
 from . import AFFILIATIONS, Item, PubSubNode, PubSubStore, register
 
 __all__ = ["AFFILIATIONS", "Item", "PubSubNode", "RedisPubSub", "node_key", "nodes_key",
@@ -66,6 +77,7 @@ __all__ = ["AFFILIATIONS", "Item", "PubSubNode", "RedisPubSub", "node_key", "nod
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
+    from redis.commands.core import AsyncScript
 
 ITEM_FORMAT = b"1"           # version tag of an item's stored value
 
@@ -308,12 +320,16 @@ class RedisPubSub(PubSubStore):
 
     ``redis`` is a redis-py asyncio client (``connection.connect()``) with
     binary replies (no ``decode_responses``: payloads are bytes); this does
-    not close it.
+    not close it unless ``owned``. With ``wait_replicas`` above 0 every write
+    returns only once that many replicas have it, else raises NotReplicated
+    after ``wait_timeout`` seconds (the module docstring).
     """
 
-    def __init__(self, redis: aioredis.Redis, owned: bool = False) -> None:
+    def __init__(self, redis: aioredis.Redis, owned: bool = False, wait_replicas: int = 0,
+                 wait_timeout: float = 1.0) -> None:
         self.redis = redis
         self._owned = owned         # close() closes the client too
+        self._writes = Replicated(redis, wait_replicas, wait_timeout)
         self._create = redis.register_script(_CREATE)
         self._delete = redis.register_script(_DELETE)
         self._configure = redis.register_script(_CONFIGURE)
@@ -324,6 +340,13 @@ class RedisPubSub(PubSubStore):
         self._retract = redis.register_script(_RETRACT)
         self._purge = redis.register_script(_PURGE)
         self._items = redis.register_script(_ITEMS)
+
+    async def _write(self, script: AsyncScript, what: str, keys: list[Any],
+                     args: Sequence[Any] = ()) -> Any:
+        """The reply of a write script, confirmed by the replicas asked for;
+        Redis errors as StorageError, too few replicas as NotReplicated."""
+        with _failures(what):
+            return await self._writes.run(script, keys, args, f"pubsub {what}")
 
     # -- nodes ---------------------------------------------------------------
 
@@ -336,24 +359,24 @@ class RedisPubSub(PubSubStore):
         """Create ``node`` with ``config``; ``owner`` (a bare JID) gets the
         affiliation "owner". False if the node exists (nothing changes)."""
         args = [node, owner, *_strings(config, "config")]
-        with _failures(f"create {node!r} of {service!r}"):
-            done = await self._create(
-                keys=[nodes_key(service), node_key(service, node),
-                      node_key(service, node, "config"),
-                      node_key(service, node, "affiliations")],
-                args=args)
+        done = await self._write(
+            self._create, f"create {node!r} of {service!r}",
+            keys=[nodes_key(service), node_key(service, node),
+                  node_key(service, node, "config"),
+                  node_key(service, node, "affiliations")],
+            args=args)
         return bool(done)
 
     async def delete(self, service: str, node: str) -> bool:
         """Remove ``node`` and all of it (config, affiliations, subscriptions
         and their index entries, items). False if there was no such node.
         Whoever must be told reads :meth:`subscriptions` first."""
-        with _failures(f"delete {node!r} of {service!r}"):
-            done = await self._delete(
-                keys=[nodes_key(service), node_key(service, node),
-                      *(node_key(service, node, part) for part in
-                        ("config", "affiliations", "subscriptions", "order", "items"))],
-                args=[node, service_prefix(service) + b"subscriber:"])
+        done = await self._write(
+            self._delete, f"delete {node!r} of {service!r}",
+            keys=[nodes_key(service), node_key(service, node),
+                  *(node_key(service, node, part) for part in
+                    ("config", "affiliations", "subscriptions", "order", "items"))],
+            args=[node, service_prefix(service) + b"subscriber:"])
         return bool(done)
 
     async def nodes(self, service: str) -> list[str]:
@@ -383,9 +406,9 @@ class RedisPubSub(PubSubStore):
     async def configure(self, service: str, node: str, config: Mapping[str, str]) -> bool:
         """Replace the node's config with ``config``; False if no such node."""
         args = _strings(config, "config")
-        with _failures(f"configure {node!r} of {service!r}"):
-            done = await self._configure(
-                keys=[node_key(service, node), node_key(service, node, "config")], args=args)
+        done = await self._write(
+            self._configure, f"configure {node!r} of {service!r}",
+            keys=[node_key(service, node), node_key(service, node, "config")], args=args)
         return bool(done)
 
     # -- affiliations --------------------------------------------------------
@@ -411,10 +434,10 @@ class RedisPubSub(PubSubStore):
             affiliation = None
         if affiliation is not None and affiliation not in AFFILIATIONS:
             raise ValueError(f"unknown pubsub affiliation {affiliation!r}")
-        with _failures(f"set affiliation on {node!r} of {service!r}"):
-            done = await self._affiliate(
-                keys=[node_key(service, node), node_key(service, node, "affiliations")],
-                args=[jid, affiliation or ""])
+        done = await self._write(
+            self._affiliate, f"set affiliation on {node!r} of {service!r}",
+            keys=[node_key(service, node), node_key(service, node, "affiliations")],
+            args=[jid, affiliation or ""])
         return bool(done)
 
     # -- subscriptions -------------------------------------------------------
@@ -428,19 +451,19 @@ class RedisPubSub(PubSubStore):
     async def subscribe(self, service: str, node: str, jid: str, subid: str) -> bool:
         """Subscribe ``jid`` with ``subid`` (replacing its subid if it was
         subscribed); False if there is no such node."""
-        with _failures(f"subscribe to {node!r} of {service!r}"):
-            done = await self._subscribe(
-                keys=[node_key(service, node), node_key(service, node, "subscriptions"),
-                      subscriber_key(service, jid)],
-                args=[node, jid, subid])
+        done = await self._write(
+            self._subscribe, f"subscribe to {node!r} of {service!r}",
+            keys=[node_key(service, node), node_key(service, node, "subscriptions"),
+                  subscriber_key(service, jid)],
+            args=[node, jid, subid])
         return bool(done)
 
     async def unsubscribe(self, service: str, node: str, jid: str) -> bool:
         """Remove ``jid``'s subscription; False if it had none (or no node)."""
-        with _failures(f"unsubscribe from {node!r} of {service!r}"):
-            done = await self._unsubscribe(
-                keys=[node_key(service, node, "subscriptions"), subscriber_key(service, jid)],
-                args=[node, jid])
+        done = await self._write(
+            self._unsubscribe, f"unsubscribe from {node!r} of {service!r}",
+            keys=[node_key(service, node, "subscriptions"), subscriber_key(service, jid)],
+            args=[node, jid])
         return bool(done)
 
     async def subscriptions_of(self, service: str, jid: str) -> dict[str, str]:
@@ -463,21 +486,21 @@ class RedisPubSub(PubSubStore):
         if max_items is not None and (not isinstance(max_items, int)
                                       or isinstance(max_items, bool) or max_items < 1):
             raise ValueError(f"max_items must be a positive int or None, not {max_items!r}")
-        with _failures(f"publish to {node!r} of {service!r}"):
-            evicted = await self._publish(
-                keys=[node_key(service, node), node_key(service, node, "order"),
-                      node_key(service, node, "items")],
-                args=[item_id, publisher.encode("utf-8"), payload, max_items or 0])
+        evicted = await self._write(
+            self._publish, f"publish to {node!r} of {service!r}",
+            keys=[node_key(service, node), node_key(service, node, "order"),
+                  node_key(service, node, "items")],
+            args=[item_id, publisher.encode("utf-8"), payload, max_items or 0])
         if evicted is None:
             return None
         return [_text(i, f"item id of pubsub node {node!r}") for i in evicted]
 
     async def retract(self, service: str, node: str, item_id: str) -> bool:
         """Remove the item; False if there was none (or no node)."""
-        with _failures(f"retract from {node!r} of {service!r}"):
-            done = await self._retract(
-                keys=[node_key(service, node, "order"), node_key(service, node, "items")],
-                args=[item_id])
+        done = await self._write(
+            self._retract, f"retract from {node!r} of {service!r}",
+            keys=[node_key(service, node, "order"), node_key(service, node, "items")],
+            args=[item_id])
         return bool(done)
 
     async def items(self, service: str, node: str, max_items: int | None = None,
@@ -518,8 +541,8 @@ class RedisPubSub(PubSubStore):
     async def purge(self, service: str, node: str) -> int | None:
         """Remove every item of the node; how many there were, or None if
         there is no such node."""
-        with _failures(f"purge {node!r} of {service!r}"):
-            n = await self._purge(
-                keys=[node_key(service, node), node_key(service, node, "order"),
-                      node_key(service, node, "items")])
+        n = await self._write(
+            self._purge, f"purge {node!r} of {service!r}",
+            keys=[node_key(service, node), node_key(service, node, "order"),
+                  node_key(service, node, "items")])
         return None if n is None else int(n)
