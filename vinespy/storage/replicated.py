@@ -9,16 +9,30 @@ writes of its own connection only, and one round trip. If fewer replicas
 than asked confirm within the timeout, :class:`~vinespy.storage.NotReplicated`
 is raised after the write (the primary keeps it; nothing is undone).
 
-With 0 replicas it is a plain script call, without WAIT.
+It waits for the replicas that are there: at most as many as the primary
+has attached (``INFO replication``, read at most once a second). With none
+attached (the only replica down, or a promoted replica before another
+attaches) nothing can confirm a write and nothing can be promoted from an
+up-to-date copy either: the write goes through unconfirmed, with a warning
+in the log at most once a minute, rather than every change failing until a
+replica returns. An operator who prefers refusals sets Redis's own
+``min-replicas-to-write`` on the primary. A replica attached but lagging
+(paused, overloaded) does not confirm in time: NotReplicated.
+
+With 0 replicas asked it is a plain script call, without WAIT.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import TYPE_CHECKING, Any, Sequence
 
 from redis.exceptions import NoScriptError
 
 from . import NotReplicated
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -39,38 +53,62 @@ class Replicated:
         self.replicas = replicas
         self.timeout = timeout
         self._ms = max(1, round(timeout * 1000))
+        self._attached = 0
+        self._checked = -1e9        # monotonic time of the last INFO
+        self._warned = -1e9
+
+    async def attached(self, fresh: bool = False) -> int:
+        """How many replicas the primary has attached (cached for 1 s)."""
+        now = time.monotonic()
+        if fresh or now - self._checked >= 1.0:
+            info = await self.redis.info("replication")
+            self._attached = int(info.get("connected_slaves", 0))
+            self._checked = now
+        return self._attached
+
+    def _short(self, attached: int) -> None:
+        now = time.monotonic()
+        if now - self._warned >= 60.0:
+            self._warned = now
+            log.warning("the Redis primary has %d replica(s) attached, %d asked "
+                        "(wait_replicas): pubsub changes are confirmed by %d; a failover "
+                        "now may lose them", attached, self.replicas, attached)
 
     async def run(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any],
                   what: str) -> Any:
         """``script``'s reply; NotReplicated (``what`` names the write in its
         message) if too few replicas confirmed it. Redis errors propagate."""
-        if not self.replicas:
+        wanted = min(self.replicas, await self.attached()) if self.replicas else 0
+        if wanted < self.replicas:
+            self._short(wanted)
+        if not wanted:
             return await script(keys=keys, args=args)
-        result, acked = await self._with_wait(script, keys, args)
+        result, acked = await self._with_wait(script, keys, args, wanted)
         if isinstance(result, NoScriptError):
             # A Redis that has not seen the script yet (a promoted replica):
             # nothing ran. Loaded once, then run again.
             await self.redis.script_load(script.script)
-            result, acked = await self._with_wait(script, keys, args)
+            result, acked = await self._with_wait(script, keys, args, wanted)
         for reply in (result, acked):
             if isinstance(reply, Exception):
                 raise reply
-        if int(acked) < self.replicas:
+        if int(acked) < wanted and int(acked) < min(wanted, await self.attached(fresh=True)):
             raise NotReplicated(
-                f"{what}: not confirmed by {self._replicas()} within {self.timeout:g} s "
+                f"{what}: not confirmed by {self._replicas(wanted)} within {self.timeout:g} s "
                 f"({int(acked)} did): the Redis primary has it, but it may be lost if Redis "
-                f"fails over now", self.replicas, int(acked))
+                f"fails over now", wanted, int(acked))
         return result
 
     async def _with_wait(self, script: AsyncScript, keys: Sequence[Any],
-                         args: Sequence[Any]) -> tuple[Any, Any]:
+                         args: Sequence[Any], wanted: int) -> tuple[Any, Any]:
         """The script's reply and WAIT's, errors as values (unannotated: a
         pipeline's own error message would quote the payload)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
-            pipe.execute_command("WAIT", self.replicas, self._ms)
+            pipe.execute_command("WAIT", wanted, self._ms)
             result, acked = await pipe.execute(raise_on_error=False)
         return result, acked
 
-    def _replicas(self) -> str:
-        return "a Redis replica" if self.replicas == 1 else f"{self.replicas} Redis replicas"
+    @staticmethod
+    def _replicas(n: int) -> str:
+        return "a Redis replica" if n == 1 else f"{n} Redis replicas"
