@@ -19,6 +19,7 @@ import time
 from typing import Any, AsyncIterator, Iterator
 
 import pytest
+from lxml import etree
 
 from tests.redisproc import redis_server, url_of
 from vinespy import ns
@@ -507,3 +508,13 @@ async def test_publisher_gives_back_stanzas_for_an_unregistered_node(rc: Any,
         await asyncio.gather(task, return_exceptions=True)
         with contextlib.suppress(Exception):
             await pub_client.aclose()
+
+
+def test_parsed_stanza_keeps_its_default_namespace() -> None:
+    """A stanza from another node, stored as it is (offline storage
+    serializes with plain lxml): jabber:client stays the default namespace,
+    no ns0: prefixes."""
+    el = wire.parse_stanza(b"<message to='b@x' type='chat'><body>hi</body></message>")
+    assert el.getparent() is None
+    assert etree.tostring(el) == (b'<message xmlns="jabber:client" to="b@x" type="chat">'
+                                  b'<body>hi</body></message>')

@@ -36,6 +36,7 @@ as those fields.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -138,9 +139,10 @@ def parse_stanza(data: bytes) -> Element:
         raise WireError(f"malformed stanza: {exc}") from None
     if len(holder) != 1:
         raise WireError("an s item holds exactly one stanza")
-    el: Element = holder[0]
-    holder.remove(el)
-    return el
+    # A copy made while it is attached keeps jabber:client as its default
+    # namespace; the element itself, detached, would serialize with an ns0:
+    # prefix everywhere but xml.serialize (offline storage, for one).
+    return copy.deepcopy(holder[0])
 
 
 @dataclass
