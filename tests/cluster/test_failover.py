@@ -292,8 +292,9 @@ async def test_no_message_lost_when_the_replica_lags(
 async def test_old_primary_returning_gets_no_writes(
         cluster: ClusterFactory, xmpp: Clients, sentinels: SentinelSet) -> None:
     """The primary freezes (SIGSTOP: not dead) while messages flow; the
-    replica is promoted, the nodes leave the frozen one (socket timeout)
-    and chat across nodes again. Thawed, the old primary is made a replica
+    replica is promoted, the nodes hear of it from the Sentinels
+    (+switch-master), leave the frozen one at once (not after their socket
+    timeout) and chat across nodes again. Thawed, the old primary is made a replica
     of the new one; while messages go on flowing no node has a connection
     to it and nothing but its Sentinels and its primary link is on it; its
     data converges; every message arrives once, in order."""
@@ -310,9 +311,13 @@ async def test_old_primary_returning_gets_no_writes(
 
     stream = Numbered(alice, bob)
     await stream.sent(FAILURE_AT // 2)
+    since = {n.name: len(n.stderr_lines) for n in c.nodes}
     frozen = time.monotonic()
     sentinels.freeze(old)
     promoted = await asyncio.to_thread(sentinels.wait_promoted)
+    for node in c.nodes:
+        await node.wait_line(rf"the Sentinels switched vinespy to 127\.0\.0\.1:{new.port}",
+                             since=since[node.name])
     await stream.received(len(stream.sent_at) + 1)      # sent after the promotion
     print(f"\n[split brain] cross-node chat again {time.monotonic() - frozen:.2f} s "
           "after the freeze")

@@ -31,7 +31,6 @@ from vinespy.modules import UNCONFIRMED
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
 
-
 async def login(xmpp: Clients, node: Node, who: str) -> Client:
     """A pubsub client; no wait for its route (the cluster's Redis is the
     Sentinels' primary, not the ``redis`` fixture's server)."""

@@ -100,3 +100,12 @@ def test_parse_confirmation_garbage_is_nothing() -> None:
     assert parse_confirmation(b"") == (0, False)
     assert parse_confirmation(b"x!") == (0, False)
     assert parse_confirmation(b"17") == (17, False)
+
+
+def test_parse_switch() -> None:
+    """+switch-master messages (vinespy/cluster/switches.py): only ours count."""
+    from vinespy.cluster.switches import parse_switch
+    assert parse_switch(b"vinespy 10.0.0.1 6379 10.0.0.2 6380", "vinespy") == "10.0.0.2:6380"
+    assert parse_switch("vinespy ::1 6379 ::2 6380", "vinespy") == "[::2]:6380"
+    assert parse_switch(b"other 10.0.0.1 6379 10.0.0.2 6380", "vinespy") is None
+    assert parse_switch(b"vinespy garbage", "vinespy") is None

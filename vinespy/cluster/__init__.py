@@ -22,6 +22,7 @@ import secrets
 from typing import TYPE_CHECKING, Any, Coroutine
 
 from ..config import ConfigError
+from . import switches
 from .connection import connect, primary, where
 from .inbound import Inbound
 from .membership import Membership
@@ -97,6 +98,19 @@ class Cluster:
                            name="cluster-subscriber"),
             tg.create_task(self.membership.heartbeat(), name="cluster-heartbeat"),
         ]
+        if self.cfg.sentinels:
+            self._tasks.append(tg.create_task(switches.watch(self.cfg, self._switched),
+                                              name="cluster-sentinel-watch"))
+
+    async def _switched(self, new: str) -> None:
+        """The Sentinels promoted ``new``: drop every connection (those in use
+        too: one waiting on a hung primary would wait for its timeout), so
+        the next command asks the Sentinels and reaches the new primary."""
+        assert self.subscriber is not None
+        log.warning("cluster: the Sentinels switched %s to %s: reconnecting",
+                    self.cfg.service, new)
+        for client in (self.redis, self.subscriber.redis):
+            await client.connection_pool.disconnect(inuse_connections=True)
 
     async def stop(self) -> None:
         """After the streams closed (their unbinds and unavailable presence
