@@ -31,7 +31,7 @@ from ..jid import JID
 from ..xml import Element, serialize
 from . import keys
 from . import wire
-from .confirm import Outbox, Sent
+from .confirm import Gate, Outbox, Sent, parse_confirmation
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -137,7 +137,10 @@ class Publisher:
         self._retry = False                              # the batch in flight failed
         self._full_since: float | None = None
         self._acks: dict[str, str] = {}                  # confirmations to write
-        self._acked_at = 0.0
+        self._acks_written = 0.0
+        self._read_at = 0.0                              # when we last read theirs
+        self._me = Gate.key(node, incarnation)           # our field in their acks
+        self._gap_at: dict[str, int] = {}                # node -> seq of the gap resent
         self._batch: list[tuple[str, Any]] | None = None
         self._waiters: list[asyncio.Future[None]] = []         # for the next batch
         self._batch_waiters: list[asyncio.Future[None]] = []   # for the batch in flight
@@ -196,11 +199,13 @@ class Publisher:
         ACK_EVERY s; the heartbeat writes them too): the smaller the gap
         since the last confirmation, the fewer stanzas a sender re-routes
         if this node dies, that it had already delivered."""
-        now = time.monotonic()
-        if now - self._acked_at >= ACK_EVERY and confirmations:
-            self._acked_at = now
-            self._acks = confirmations
-            self._kick()
+        if confirmations:
+            self._acks = confirmations          # the next flush writes the latest
+            if self._acks_due():
+                self._kick()
+
+    def _acks_due(self) -> bool:
+        return bool(self._acks) and time.monotonic() - self._acks_written >= ACK_EVERY
 
     @property
     def waiting(self) -> int:
@@ -224,7 +229,9 @@ class Publisher:
         self.outbox.confirm(node, seq)
         if gone:
             self._give_up(node)
-        elif gap:
+        elif gap and self._gap_at.get(node) != seq:
+            # Once per report: it stays in their acks until they write again.
+            self._gap_at[node] = seq
             self.resend(node)
 
     def resend_stale(self, age: float) -> None:
@@ -342,13 +349,20 @@ class Publisher:
             self._changed[str(jid.bare)] = None
         for d in self._sets.values():
             cmds += _set_cmds(d)
-        if self._acks:
+        now = time.monotonic()
+        if self._acks_due():
             cmds.append(("acks", self._acks))
             self._acks = {}
+            self._acks_written = now
+        if now - self._read_at >= ACK_EVERY and len(self.outbox):
+            # Busy: read what the receivers confirmed now and then, so that
+            # what is kept is a fraction of a second of traffic, not a
+            # heartbeat's (the heartbeat reads them too, and sees nodes go).
+            self._read_at = now
+            cmds.append(("confirms", self.outbox.nodes()))
         events = [wire.invalidate_item(b) for b in self._changed] + self._events
         for chunk in _chunks(events):
             cmds.append(("events", self._entry("*", chunk)))
-        now = time.monotonic()
         fresh: list[tuple[str, Sent]] = []
         for node, items in self._inboxes.items():
             for chunk in _chunks(items):
@@ -400,6 +414,9 @@ class Publisher:
                 pipe.srem(arg[0], *arg[1])
             elif kind == "acks":
                 pipe.hset(keys.acks(self.node), mapping=arg)
+            elif kind == "confirms":
+                for node in arg:
+                    pipe.hget(keys.acks(node), self._me)
             elif kind == "events":
                 pipe.xadd(keys.EVENTS, arg, maxlen=self.maxlen, approximate=True)
             else:
@@ -416,7 +433,7 @@ class Publisher:
             if self._batch is None:
                 if not (self._puts or self._unbinds or self._changed or self._events
                         or self._inboxes or self._sets or self._waiters
-                        or self._resend or self._resend_all or self._acks):
+                        or self._resend or self._resend_all or self._acks_due()):
                     self._idle.set()
                     self._wake.clear()
                     await self._wake.wait()
@@ -450,12 +467,15 @@ class Publisher:
     def _done(self, batch: list[tuple[str, Any]], results: list[Any]) -> None:
         i = 0
         for kind, arg in batch:
-            n = 2 if kind == "put" else 1
+            n = 2 if kind == "put" else len(arg) if kind == "confirms" else 1
             res = results[i:i + n]
             i += n
             if any(isinstance(r, Exception) for r in res):
                 log.error("Redis refused a %s write: %s", kind,
                           next(r for r in res if isinstance(r, Exception)))
+            elif kind == "confirms":
+                for node, raw in zip(arg, res):
+                    self.confirmed(node, *parse_confirmation(raw), gone=False)
             if kind != "send":
                 continue
             node, sent, _ = arg
