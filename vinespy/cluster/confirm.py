@@ -14,9 +14,10 @@ of a stanza; the receiving node's is (the end-to-end argument):
   after a gap is dropped (the sender will send the missing one and those
   after it again), so per sender -> recipient order holds and nothing is
   handled twice;
-* confirmations travel in the heartbeats (``cluster:acks:{node}``, one
-  field per sender incarnation), so steady state costs no Redis command per
-  message; a sender keeps about two heartbeats' worth of traffic.
+* confirmations travel in the heartbeats and, while a node is busy, in its
+  flushes at most every 0.1 s (``cluster:acks:{node}``, one field per
+  sender incarnation), so steady state costs no Redis command per message
+  and a busy sender keeps a fraction of a second of its traffic.
 
 Each entry carries ``b``, the lowest sequence number its sender still keeps
 for that receiver: everything before it was confirmed. A receiver that has
@@ -48,11 +49,16 @@ class Outbox:
 
     def __init__(self) -> None:
         self._by_node: dict[str, deque[Sent]] = {}
+        self._stanzas: dict[str, int] = {}
         self.stanzas = 0            # stanzas kept, over all receivers
 
     def add(self, node: str, sent: Sent) -> None:
         self._by_node.setdefault(node, deque()).append(sent)
+        self._stanzas[node] = self._stanzas.get(node, 0) + sent.stanzas
         self.stanzas += sent.stanzas
+
+    def stanzas_for(self, node: str) -> int:
+        return self._stanzas.get(node, 0)
 
     def base(self, node: str, next_seq: int) -> int:
         """The lowest sequence number kept for ``node`` (``next_seq`` if none)."""
@@ -80,8 +86,11 @@ class Outbox:
 
     def _settle(self, node: str, released: int) -> None:
         self.stanzas -= released
+        if node in self._stanzas:
+            self._stanzas[node] -= released
         if not self._by_node.get(node, True):
             del self._by_node[node]
+            del self._stanzas[node]
 
     def nodes(self) -> list[str]:
         return list(self._by_node)
@@ -144,6 +153,17 @@ class Gate:
         st.next = seq + 1
         st.gap = False
         return ADMIT
+
+    def seed(self, confirmations: dict[bytes, bytes], now: float) -> None:
+        """Start from what a previous process of this node confirmed
+        (``cluster:acks`` as it left it): what it handled is not admitted
+        again when its senders, not having read those confirmations yet,
+        send it again."""
+        for raw, value in confirmations.items():
+            seq, _ = parse_confirmation(value)
+            if seq:
+                sender = raw.decode(errors="replace")
+                self._from[sender] = _From(next=seq + 1, done=seq, seen_at=now)
 
     def handled(self, sender: str, seq: int) -> None:
         """Entry ``seq`` of ``sender`` was handled: it may be confirmed."""

@@ -12,6 +12,7 @@ stanza bounced between nodes ends after MAX_HOPS.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Coroutine
 
 from ..errors import StreamError
@@ -34,6 +35,11 @@ class Inbound:
         self.server = server
         self.sessions = sessions
         self._job = job
+        # Stanzas to re-route, in the order they were given up: one task
+        # drains them, so a user's re-routed messages keep their order (in
+        # offline storage, say) however many batches came back at once.
+        self._backlog: deque[list[bytes]] = deque()
+        self._draining = False
 
     async def item(self, kind: bytes, args: list[str], data: bytes) -> None:
         """One item another node sent (the subscriber's callback)."""
@@ -62,8 +68,27 @@ class Inbound:
                               if condition == "conflict" else StreamError(condition))
 
     def undeliverable(self, items: list[bytes]) -> None:
-        """Items the publisher could not add to a gone node's inbox (its callback)."""
-        self._job(self.absent_items(items))
+        """Items that cannot reach the node they were for (the publisher's
+        callback, and a dead node's cleanup): re-routed in this order."""
+        if not items:
+            return
+        self._backlog.append(items)
+        if not self._draining:
+            self._draining = True
+            self._job(self._drain())
+
+    async def settle(self) -> None:
+        """Re-route what waits now, in the caller's task (a leaving node,
+        whose jobs are about to be cancelled)."""
+        while self._backlog:
+            await self.absent_items(self._backlog.popleft())
+
+    async def _drain(self) -> None:
+        try:
+            while self._backlog:
+                await self.absent_items(self._backlog.popleft())
+        finally:
+            self._draining = False
 
     async def absent_items(self, items: list[bytes]) -> None:
         """Each item on its own: one that fails costs only itself."""

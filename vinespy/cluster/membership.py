@@ -93,6 +93,7 @@ class Membership:
             res = await self._cleanup(self.node, "self")
             if res is not None:
                 await self._gone(self.node, res)
+            await self.inbound.settle()
             await self.publisher.flush(2.0)
         except REDIS_ERRORS as exc:
             log.warning("cluster: could not deregister from %s: %s", self._url, exc)
@@ -121,14 +122,20 @@ class Membership:
             assert self.subscriber is not None
             self.subscriber.last_events = last[0][0] if last else b"0-0"
             self.subscriber.last_inbox = b"0-0"
+            # What our previous incarnation confirmed, so that what its
+            # senders had not read yet is not handled twice (skipped here).
+            self.subscriber.gate.seed(await self.redis.hgetall(keys.acks(self.node)),
+                                      time.monotonic())
             if res is not None:
                 await self._gone(self.node, res)
         await self.redis.eval(REGISTER, 2, keys.NODES, keys.node_info(self.node), self.node,
                               self.incarnation, os.getpid(), socket.gethostname(),
                               len(self.sessions))
+        info = await self.redis.info("replication")
         await self._resync()
         recovered = self._ever_registered
         self.registered = self._ever_registered = True
+        self._check_server(str(info.get("master_replid", "")))
         assert self._registered is not None
         self._registered.set()
         self.last_ok = time.monotonic()
@@ -302,7 +309,8 @@ class Membership:
         res = await self.redis.eval(CLEANUP, 5, keys.NODES, keys.node_info(node),
                                     keys.node_jids(node), keys.inbox(node), keys.acks(node), node,
                                     int(self.cfg.dead_after * 1000), mode, self.incarnation,
-                                    Gate.key(self.node, self.incarnation))
+                                    Gate.key(self.node, self.incarnation),
+                                    int((2 * self.cfg.heartbeat + 0.5) * 1000))
         return res or None
 
     async def _gone(self, node: str, res: Any) -> None:
@@ -344,13 +352,13 @@ class Membership:
         # not send it again (dead themselves) left in its inbox.
         if node != self.node:
             seq, _ = parse_confirmation(res[3])
-            await self.inbound.absent_items(self.publisher.abandon(node, seq))
+            self.inbound.undeliverable(self.publisher.abandon(node, seq))
         for _, fields in entries:
             try:
                 _, items = wire.parse_entry(fields)
             except wire.WireError:
                 continue
-            await self.inbound.absent_items(items)
+            self.inbound.undeliverable(items)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -45,17 +45,22 @@ log = logging.getLogger(__name__)
 HOPS: contextvars.ContextVar[int] = contextvars.ContextVar("vinespy_cluster_hops", default=0)
 
 MAX_PENDING = 100_000        # stanzas queued or unconfirmed (while Redis is unreachable...)
+MAX_PER_NODE = MAX_PENDING // 4      # of those, for one receiving node (one stuck...)
 MAX_ITEMS = 1000             # items per stream entry
 ACK_EVERY = 0.1              # s: how often a busy receiver writes its confirmations
 
 # XADD to a node's inbox only while that node is registered; otherwise the
 # items come back to the sender, which handles them as for an absent
 # resource (offline storage, error replies) instead of writing them where
-# nobody will read them.
+# nobody will read them; it gets what the node confirmed of its entries
+# (KEYS[3], field ARGV[3]), so that it does not re-route what the node
+# delivered before it left.
 SEND = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
+  return {redis.call('HGET', KEYS[3], ARGV[3]) or ''}
+end
 local args = {'XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*'}
-for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
+for i = 4, #ARGV do args[#args + 1] = ARGV[i] end
 redis.call(unpack(args))
 return 1
 """
@@ -135,12 +140,13 @@ class Publisher:
         self._resend: set[str] = set()                   # nodes to send every entry again
         self._resend_all = False
         self._retry = False                              # the batch in flight failed
-        self._full_since: float | None = None
+        self._full_since: dict[str, float] = {}           # node -> refusing since
+        self._stale_at: dict[str, float] = {}            # node -> last stale resend
         self._acks: dict[str, str] = {}                  # confirmations to write
         self._acks_written = 0.0
         self._read_at = 0.0                              # when we last read theirs
         self._me = Gate.key(node, incarnation)           # our field in their acks
-        self._gap_at: dict[str, int] = {}                # node -> seq of the gap resent
+        self._gap_at: dict[str, tuple[int, float]] = {}  # node -> (seq, when) resent for a gap
         self._batch: list[tuple[str, Any]] | None = None
         self._waiters: list[asyncio.Future[None]] = []         # for the next batch
         self._batch_waiters: list[asyncio.Future[None]] = []   # for the batch in flight
@@ -177,19 +183,23 @@ class Publisher:
         bounded): it goes back to the router as undeliverable there (offline
         storage, an error reply), with one log line per episode."""
         item = wire.stanza_item(str(target), HOPS.get(), serialize(el))
-        if self.waiting >= MAX_PENDING:
-            if self._full_since is None:
-                self._full_since = time.monotonic()
-                log.error("cluster: %d cross-node stanzas wait for Redis or for their "
-                          "receiver's confirmation; new ones are handled as undeliverable "
-                          "(offline storage, errors) until they drain", self.waiting)
+        queue = self._inboxes.setdefault(node, [])
+        if (self.waiting >= MAX_PENDING
+                or len(queue) + self.outbox.stanzas_for(node) >= MAX_PER_NODE):
+            if node not in self._full_since:
+                self._full_since[node] = time.monotonic()
+                log.error("cluster: %d cross-node stanzas (%d for node %s) wait for Redis "
+                          "or for their receiver's confirmation; new ones for %s are "
+                          "handled as undeliverable (offline storage, errors) until they "
+                          "drain", self.waiting, len(queue) + self.outbox.stanzas_for(node),
+                          node, node)
             self._undeliverable([item])
             return False
-        if self._full_since is not None and self.waiting < MAX_PENDING // 2:
-            log.warning("cluster: cross-node stanzas flow again (%.1f s refused)",
-                        time.monotonic() - self._full_since)
-            self._full_since = None
-        self._inboxes.setdefault(node, []).append(item)
+        if node in self._full_since and (len(queue) + self.outbox.stanzas_for(node)
+                                         < MAX_PER_NODE // 2):
+            log.warning("cluster: cross-node stanzas for node %s flow again (%.1f s "
+                        "refused)", node, time.monotonic() - self._full_since.pop(node))
+        queue.append(item)
         self._pending += 1
         self._kick()
         return True
@@ -229,17 +239,24 @@ class Publisher:
         self.outbox.confirm(node, seq)
         if gone:
             self._give_up(node)
-        elif gap and self._gap_at.get(node) != seq:
-            # Once per report: it stays in their acks until they write again.
-            self._gap_at[node] = seq
-            self.resend(node)
+        elif gap:
+            # Once per report (it stays in their acks until they write again),
+            # or again a second later (the resend itself was lost).
+            now = time.monotonic()
+            last = self._gap_at.get(node)
+            if last is None or last[0] != seq or now - last[1] > 10 * ACK_EVERY:
+                self._gap_at[node] = (seq, now)
+                self.resend(node)
 
     def resend_stale(self, age: float) -> None:
-        """A safety net: entries unconfirmed for ``age`` s are sent again."""
+        """A safety net: entries unconfirmed for ``age`` s are sent again,
+        then again each ``age`` s at most (a receiver that lags must not get
+        its whole backlog again with every heartbeat)."""
         now = time.monotonic()
         for node in self.outbox.nodes():
-            oldest = self.outbox.oldest(node)
-            if oldest is not None and now - oldest > age:
+            oldest = max(self.outbox.oldest(node) or now, self._stale_at.get(node, 0.0))
+            if now - oldest > age:
+                self._stale_at[node] = now
                 self.resend(node)
 
     def abandon(self, node: str, seq: int) -> list[bytes]:
@@ -424,7 +441,8 @@ class Publisher:
                 flat: list[Any] = []
                 for k, v in fields.items():
                     flat += (k, v)
-                pipe.eval(SEND, 2, keys.NODES, keys.inbox(node), node, self.maxlen, *flat)
+                pipe.eval(SEND, 3, keys.NODES, keys.inbox(node), keys.acks(node), node,
+                          self.maxlen, self._me, *flat)
         return list(await pipe.execute(raise_on_error=False))
 
     async def run(self) -> None:
@@ -479,9 +497,10 @@ class Publisher:
             if kind != "send":
                 continue
             node, sent, _ = arg
-            if res and res[0] == 0:
+            if res and isinstance(res[0], list):
                 # The node is gone: these (and what it did not confirm before)
                 # are for resources that no longer exist.
+                self.outbox.confirm(node, parse_confirmation(res[0][0])[0])
                 self._give_up(node, sent.seq)
             elif res and not isinstance(res[0], Exception):
                 self.stanzas_sent += sent.stanzas

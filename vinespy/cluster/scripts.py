@@ -53,11 +53,12 @@ return now
 """
 
 # KEYS: nodes, node info, node jids, node inbox, node acks. ARGV: node, dead ms,
-# mode, incarnation, the caller's field in the node's acks.
+# mode, incarnation, the caller's field in the node's acks, fresh ms.
 # Removes a node and its routing entries (with each one's set of shared set
 # field members) at once and returns them, as {full, record, {members}}, with the
 # inbox entries it had not read whose senders will not send them again (a
-# live sender of entries with a base 'b' keeps them until confirmed, and
+# sender of entries with a base 'b' that is beating (its heartbeat younger
+# than fresh ms: not dying with this node) keeps them until confirmed, and
 # re-routes them itself once it sees the node gone); its confirmations are
 # kept a minute for those senders (the caller's is returned: it re-routes
 # at once what the node did not confirm of its own): mode 'dead' only if it is still silent
@@ -99,7 +100,8 @@ local rest = {}
 for _, e in ipairs(redis.call('XRANGE', KEYS[4], '(' .. acked, '+')) do
   local f = {}
   for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end
-  local kept = f.b and f.n and redis.call('HEXISTS', KEYS[1], f.n) == 1
+  local beat = f.b and f.n and redis.call('HGET', KEYS[1], f.n)
+  local kept = beat and now - tonumber(beat) <= tonumber(ARGV[6])
     and redis.call('HGET', 'cluster:node:' .. f.n, 'incarnation') == f.e
   if not kept then rest[#rest + 1] = e end
 end

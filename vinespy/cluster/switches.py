@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import redis.asyncio as aioredis
@@ -60,7 +61,7 @@ async def watch(cfg: ClusterConfig, switched: Callable[[str], Awaitable[None]]) 
             async with client.pubsub() as sub:
                 await sub.subscribe(CHANNEL)
                 backoff.reset()
-                await _listen(sub, cfg.service, switched)
+                await _listen(sub, cfg, switched)
         except REDIS_ERRORS as exc:
             check_cancelled()
             log.debug("cluster: Sentinel %s: %s", item, exc)
@@ -69,10 +70,22 @@ async def watch(cfg: ClusterConfig, switched: Callable[[str], Awaitable[None]]) 
             await client.aclose()
 
 
-async def _listen(sub: Any, service: str, switched: Callable[[str], Awaitable[None]]) -> None:
-    async for message in sub.listen():
-        if message.get("type") != "message":
+async def _listen(sub: Any, cfg: ClusterConfig,
+                  switched: Callable[[str], Awaitable[None]]) -> None:
+    """Until the Sentinel goes silent: a PING every heartbeat while nothing
+    comes, and no answer for three of them is a Sentinel that hangs (on
+    the primary's frozen machine, say): TimeoutError, and on to the next."""
+    heard = time.monotonic()
+    while True:
+        message = await sub.get_message(timeout=cfg.heartbeat)
+        now = time.monotonic()
+        if message is None:
+            if now - heard > 3 * cfg.heartbeat + 1:
+                raise asyncio.TimeoutError("the Sentinel does not answer")
+            await sub.ping()
             continue
-        new = parse_switch(message.get("data", b""), service)
-        if new is not None:
-            await switched(new)
+        heard = now
+        if message.get("type") == "message":
+            new = parse_switch(message.get("data", b""), cfg.service)
+            if new is not None:
+                await switched(new)

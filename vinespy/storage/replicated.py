@@ -92,11 +92,14 @@ class Replicated:
         for reply in (result, acked):
             if isinstance(reply, Exception):
                 raise reply
-        if int(acked) < wanted and int(acked) < min(wanted, await self.attached(fresh=True)):
-            raise NotReplicated(
-                f"{what}: not confirmed by {self._replicas(wanted)} within {self.timeout:g} s "
-                f"({int(acked)} did): the Redis primary has it, but it may be lost if Redis "
-                f"fails over now", wanted, int(acked))
+        if int(acked) < wanted:
+            now = await self.attached(fresh=True)
+            if int(acked) < min(wanted, now):
+                raise NotReplicated(
+                    f"{what}: not confirmed by {self._replicas(wanted)} within "
+                    f"{self.timeout:g} s ({int(acked)} did): the Redis primary has it, but it "
+                    f"may be lost if Redis fails over now", wanted, int(acked))
+            self._short(now)        # the replica left meanwhile: goes through, said so
         return result
 
     async def _with_wait(self, script: AsyncScript, keys: Sequence[Any],
