@@ -62,15 +62,8 @@ class Subscriber:
             try:
                 if self._rewind:
                     await self._clamp()
-            except REDIS_ERRORS as exc:
-                check_cancelled()
-                self._trouble("subscriber", exc)
-                failed = True
-                await asyncio.sleep(backoff.next())
-                continue
-            streams: dict[Any, Any] = {self.inbox: self.last_inbox,
-                                       keys.EVENTS: self.last_events}
-            try:
+                streams: dict[Any, Any] = {self.inbox: self.last_inbox,
+                                           keys.EVENTS: self.last_events}
                 resp = await self.redis.xread(streams, count=COUNT, block=BLOCK_MS)
             except REDIS_ERRORS as exc:
                 check_cancelled()
