@@ -46,6 +46,13 @@ Run::
     nice -n 10 python3 bench/cluster_compare.py --before 2a583e7 --after /work/main
     nice -n 10 python3 bench/cluster_compare.py --before HEAD --quick   # the noise floor
 
+At the default 2,000 msg/s the one core shared by both nodes and redis-server
+is ~99% busy in the cross-node layout on a 2-core machine (column "nodes+redis
+CPU @ fixed"; the report warns above 85%): the nodes then batch stanzas, so CPU
+per message is held near 1 core / rate and commands per message follow the
+batching. A second run with ``--rate 500`` (and another ``--out``) gives the
+steady-state figures: one stream entry per message, the core ~75% busy.
+
 Results: one table (a row per tree: medians with the min–max of the runs,
 then the change of each later tree against the first), Redis commands per
 message, every run in the order it ran, on stdout and as Markdown in
