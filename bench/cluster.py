@@ -21,7 +21,10 @@ connections:
   clock, the generator's), lost/misrouted/out-of-order;
 * **saturation**: closed loop, ``--window`` (20) messages in flight per pair,
   as ``load.scenario_saturation``: delivered msg/s, CPU per message of node A,
-  node B and redis-server (``/proc/PID/stat``), the generator's CPU;
+  node B and redis-server (``/proc/PID/stat``), the generator's CPU; each
+  node's RSS (``VmRSS``) and Redis's ``used_memory`` at the end of the
+  measured interval, load still on (the fixed-rate runs measure CPU per
+  message too);
 * **Redis commands per message**: ``CONFIG RESETSTAT`` at the start of the
   measured saturation interval, ``INFO commandstats`` at its end, each
   command's calls divided by the messages delivered in the interval (the
@@ -116,10 +119,12 @@ class Node:
     """One ``vinespy start`` process with its own config file, pinned to a CPU."""
 
     def __init__(self, name: str, site: Path, port: int, cpu: int | None,
-                 cluster_url: str | None, node_id: str | None) -> None:
+                 cluster_url: str | None, node_id: str | None, tree: Path = ROOT,
+                 dirname: str | None = None) -> None:
         self.name = name
         self.site = site
-        self.dir = site / f"node-{name}"
+        self.dir = site / (dirname or f"node-{name}")
+        self.tree = tree             # the directory holding the ``vinespy`` package it runs
         self.port = port
         self.cpu = cpu
         self.cluster_url = cluster_url
@@ -168,7 +173,8 @@ class Node:
         if self.cpu is not None and shutil.which("taskset"):
             cmd = ["taskset", "-c", str(self.cpu), *cmd]
         pp = os.environ.get("PYTHONPATH")
-        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{pp}" if pp else str(ROOT)}
+        src = str(self.tree)
+        env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{pp}" if pp else src}
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(cmd, cwd=self.site, env=env, stdin=subprocess.DEVNULL,
                                          stdout=out, stderr=subprocess.STDOUT,
@@ -306,17 +312,24 @@ async def saturation(layout: Layout, pairs: int, window: int, warmup: float,
         if layout.stats is not None:
             await layout.stats.config_resetstat()
         other = OtherLoad(layout.pids())
-        c0 = cpu_of(layout.nodes, layout.redis)
+        c0, t0 = cpu_of(layout.nodes, layout.redis), time.perf_counter()
 
         async def finish(delivered: int) -> dict[str, Any]:
-            c1 = cpu_of(layout.nodes, layout.redis)
+            c1, t1 = cpu_of(layout.nodes, layout.redis), time.perf_counter()
+            busy = 100 * sum(c1[k] - c0[k] for k in c0) / (t1 - t0)  # nodes + redis
             o = other.percent()
             cmds = await commandstats(layout.stats) if layout.stats is not None else {}
-            out: dict[str, Any] = {"other_cpu": o}
+            out: dict[str, Any] = {"other_cpu": o, "cluster_cpu_pct": busy}
             for k in c0:
                 out[f"cpu_us_{k}"] = ((c1[k] - c0[k]) / delivered * 1e6 if delivered
                                       else float("nan"))
             out["cpu_us_nodes"] = sum(out[f"cpu_us_{n.name}"] for n in layout.nodes)
+            for n in layout.nodes:                  # load still on: what is held in flight
+                with contextlib.suppress(OSError, RuntimeError):
+                    out[f"rss_kb_{n.name}"] = load.proc_rss_kb(n.pid)
+            if layout.stats is not None:
+                mem = await layout.stats.info("memory")
+                out["redis_mem_kb"] = int(mem["used_memory"]) / 1024
             out["cmds"] = {k: (1000.0 * calls / delivered if delivered else float("nan"), usec)
                            for k, (calls, usec) in cmds.items()}
             out["cmds_total"] = (1000.0 * sum(c for c, _ in cmds.values()) / delivered
@@ -330,18 +343,27 @@ async def saturation(layout: Layout, pairs: int, window: int, warmup: float,
 
 async def fixed(layout: Layout, pairs: int, rate: float, warmup: float, seconds: float,
                 tick: float = 0.001, drain: float = 5.0) -> dict[str, Any]:
-    """load.open_loop over the layout: latency; Redis commands per message too."""
+    """load.open_loop over the layout: latency; CPU and Redis commands per message too."""
     async def probe() -> load.Finish:
         other = OtherLoad(layout.pids())
         if layout.stats is not None:
             await layout.stats.config_resetstat()
+        c0, t0 = cpu_of(layout.nodes, layout.redis), time.perf_counter()
 
         async def finish(sent: int) -> dict[str, Any]:
+            c1, t1 = cpu_of(layout.nodes, layout.redis), time.perf_counter()
+            busy = 100 * sum(c1[k] - c0[k] for k in c0) / (t1 - t0)  # nodes + redis
             o = other.percent()
             cmds = await commandstats(layout.stats) if layout.stats is not None else {}
-            return {"other_cpu": o,
-                    "cmds_per_msg": (sum(c for c, _ in cmds.values()) / sent
-                                     if cmds and sent else float("nan"))}
+            out: dict[str, Any] = {"other_cpu": o, "cluster_cpu_pct": busy}
+            for k in c0:                        # per message sent in the measured interval
+                out[f"cpu_us_{k}"] = (c1[k] - c0[k]) / sent * 1e6 if sent else float("nan")
+            out["cpu_us_nodes"] = sum(out[f"cpu_us_{n.name}"] for n in layout.nodes)
+            out["cmds"] = {k: (1000.0 * calls / sent if sent else float("nan"), usec)
+                           for k, (calls, usec) in cmds.items()}
+            out["cmds_per_msg"] = (sum(c for c, _ in cmds.values()) / sent
+                                   if cmds and sent else float("nan"))
+            return out
         return finish
 
     return await load.open_loop(await pairs_up(layout, pairs), rate, warmup, seconds, tick,
@@ -414,7 +436,8 @@ async def run_layout(layout: Layout, args: argparse.Namespace,
             (res.fixed if what == "fixed" else res.sat).append(r)
             if what == "fixed":
                 print(f"   p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms at "
-                      f"{r['rate']:,.0f} msg/s; lost/misrouted/ooo {r['lost']:.0f}/"
+                      f"{r['rate']:,.0f} msg/s; nodes {r['cpu_us_nodes']:.1f} CPU µs/msg; "
+                      f"lost/misrouted/ooo {r['lost']:.0f}/"
                       f"{r['misrouted']:.0f}/{r['ooo']:.0f}; generator {r['gen_cpu']:.0f}%; "
                       f"other processes {r['other_cpu']:.0f}%", flush=True)
             else:
@@ -555,6 +578,8 @@ def table(results: list[LayoutResult]) -> str:
     row("saturation: delivered msg/s", lambda r: _spread(r.sat, "msg_s", "{:,.0f}"))
     row("saturation: lost/misrouted/ooo", lambda r: _ints(r.sat) if r.sat else "—")
     row("CPU per message, nodes (µs)", lambda r: _spread(r.sat, "cpu_us_nodes", "{:.1f}"))
+    row("CPU per message @ fixed rate, nodes (µs)",
+        lambda r: _spread(r.fixed, "cpu_us_nodes", "{:.1f}"))
     for name, label in (("solo", "standalone node"), ("a", "node A"), ("b", "node B"),
                         ("redis", "redis-server")):
         if any(f"cpu_us_{name}" in s for r in results for s in r.sat):
@@ -640,7 +665,8 @@ but 0/0/0 is a bug.
   `load.scenario_saturation`'s closed loop; the same code, with the pairs
   logged in to the layout's nodes.
 - CPU per message = the process's utime+stime (`/proc/PID/stat`) over the
-  measured saturation interval / messages delivered in it; "nodes" = A + B
+  measured saturation interval / messages delivered in it (at the fixed rate:
+  over the measured fixed-rate interval / messages sent in it); "nodes" = A + B
   (or the standalone node).
 - Redis commands: `CONFIG RESETSTAT` when the measured interval starts,
   `INFO commandstats` when it ends; calls × 1,000 / messages delivered in the interval,
