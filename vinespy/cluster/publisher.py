@@ -184,21 +184,21 @@ class Publisher:
         storage, an error reply), with one log line per episode."""
         item = wire.stanza_item(str(target), HOPS.get(), serialize(el))
         queue = self._inboxes.setdefault(node, [])
-        if (self.waiting >= MAX_PENDING
-                or len(queue) + self.outbox.stanzas_for(node) >= MAX_PER_NODE):
-            if node not in self._full_since:
-                self._full_since[node] = time.monotonic()
-                log.error("cluster: %d cross-node stanzas (%d for node %s) wait for Redis "
-                          "or for their receiver's confirmation; new ones for %s are "
-                          "handled as undeliverable (offline storage, errors) until they "
-                          "drain", self.waiting, len(queue) + self.outbox.stanzas_for(node),
-                          node, node)
-            self._undeliverable([item])
-            return False
-        if node in self._full_since and (len(queue) + self.outbox.stanzas_for(node)
-                                         < MAX_PER_NODE // 2):
-            log.warning("cluster: cross-node stanzas for node %s flow again (%.1f s "
-                        "refused)", node, time.monotonic() - self._full_since.pop(node))
+        waiting = self._pending + self.outbox.stanzas
+        if waiting >= MAX_PER_NODE or self._full_since:      # else far below both limits
+            mine = len(queue) + self.outbox.stanzas_for(node)
+            if waiting >= MAX_PENDING or mine >= MAX_PER_NODE:
+                if node not in self._full_since:
+                    self._full_since[node] = time.monotonic()
+                    log.error("cluster: %d cross-node stanzas (%d for node %s) wait for "
+                              "Redis or for their receiver's confirmation; new ones for %s "
+                              "are handled as undeliverable (offline storage, errors) until "
+                              "they drain", waiting, mine, node, node)
+                self._undeliverable([item])
+                return False
+            if node in self._full_since and mine < MAX_PER_NODE // 2:
+                log.warning("cluster: cross-node stanzas for node %s flow again (%.1f s "
+                            "refused)", node, time.monotonic() - self._full_since.pop(node))
         queue.append(item)
         self._pending += 1
         self._kick()

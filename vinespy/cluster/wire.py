@@ -36,10 +36,9 @@ as those fields.
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from lxml import etree
 
@@ -53,6 +52,10 @@ HEADER_KEYS = (b"n", b"e", b"q", b"b")
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
                           huge_tree=False, remove_comments=True, remove_pis=True)
 _OPEN = f"<x xmlns='{ns.CLIENT}'>".encode()
+# What copy.deepcopy(el) calls, without its memo bookkeeping (as the stream
+# parser does; lxml-stubs do not declare _Element.__deepcopy__).
+_deepcopy: Callable[[Element, dict[int, object]], Element] = getattr(
+    etree._Element, "__deepcopy__")
 _CLOSE = b"</x>"
 
 
@@ -142,7 +145,7 @@ def parse_stanza(data: bytes) -> Element:
     # A copy made while it is attached keeps jabber:client as its default
     # namespace; the element itself, detached, would serialize with an ns0:
     # prefix everywhere but xml.serialize (offline storage, for one).
-    return copy.deepcopy(holder[0])
+    return _deepcopy(holder[0], {})
 
 
 @dataclass
