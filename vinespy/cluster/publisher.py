@@ -142,7 +142,8 @@ class Publisher:
         self._retry = False                              # the batch in flight failed
         self._full_since: dict[str, float] = {}           # node -> refusing since
         self._stale_at: dict[str, float] = {}            # node -> last stale resend
-        self._acks: dict[str, str] = {}                  # confirmations to write
+        self._acks: Callable[[], dict[str, str]] | None = None   # ours to write, when due
+        self._handled = False                            # the reader handled entries since
         self._acks_written = 0.0
         self._read_at = 0.0                              # when we last read theirs
         self._me = Gate.key(node, incarnation)           # our field in their acks
@@ -204,18 +205,18 @@ class Publisher:
         self._kick()
         return True
 
-    def confirm_received(self, confirmations: dict[str, str]) -> None:
+    def confirm_received(self, confirmations: Callable[[], dict[str, str]]) -> None:
         """Write what this node handled of others' entries (at most every
         ACK_EVERY s; the heartbeat writes them too): the smaller the gap
         since the last confirmation, the fewer stanzas a sender re-routes
         if this node dies, that it had already delivered."""
-        if confirmations:
-            self._acks = confirmations          # the next flush writes the latest
-            if self._acks_due():
-                self._kick()
+        self._acks = confirmations              # made when written: the latest then
+        self._handled = True
+        if self._acks_due():
+            self._kick()
 
     def _acks_due(self) -> bool:
-        return bool(self._acks) and time.monotonic() - self._acks_written >= ACK_EVERY
+        return self._handled and time.monotonic() - self._acks_written >= ACK_EVERY
 
     @property
     def waiting(self) -> int:
@@ -367,9 +368,11 @@ class Publisher:
         for d in self._sets.values():
             cmds += _set_cmds(d)
         now = time.monotonic()
-        if self._acks_due():
-            cmds.append(("acks", self._acks))
-            self._acks = {}
+        if self._acks_due() and self._acks is not None:
+            acks = self._acks()
+            if acks:
+                cmds.append(("acks", acks))
+            self._handled = False
             self._acks_written = now
         if now - self._read_at >= ACK_EVERY and len(self.outbox):
             # Busy: read what the receivers confirmed now and then, so that

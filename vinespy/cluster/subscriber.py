@@ -52,7 +52,7 @@ class Subscriber:
         self.entries = 0
         self._rewind = False
         # Where to hand what was handled, to confirm it (the publisher).
-        self.confirm: Callable[[dict[str, str]], None] | None = None
+        self.confirm: Callable[[Callable[[], dict[str, str]]], None] | None = None
 
     async def run(self, ready: Callable[[], Awaitable[None]]) -> None:
         backoff = Backoff()
@@ -80,7 +80,10 @@ class Subscriber:
             for stream, entries in reply:
                 await self.process(stream == self.inbox, entries)
             if reply and self.confirm is not None:
-                self.confirm(self.gate.confirmations(time.monotonic()))
+                self.confirm(self._confirmations)
+
+    def _confirmations(self) -> dict[str, str]:
+        return self.gate.confirmations(time.monotonic())
 
     def rewind(self) -> None:
         """Redis is another server now (a failover, a restart): our cursors
