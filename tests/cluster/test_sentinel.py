@@ -1,11 +1,11 @@
-"""Redis Sentinel (issue 13, first part): the nodes find the primary through
-the Sentinels and follow it through a failover.
+"""Redis Sentinel (issue 13): the nodes find the primary through the
+Sentinels and follow it through a failover.
 
 A real primary, replica and three Sentinels (tests/sentinelproc.py), two
 real nodes, real slixmpp clients. No stanza lost, duplicated or reordered
 across a failover under traffic (a lagging replica, a returning old
-primary): test_failover.py. Not yet here: pubsub writes confirmed by the
-replica.
+primary): test_failover.py; pubsub changes confirmed by the replica:
+test_sentinel_pubsub.py.
 """
 
 from __future__ import annotations
