@@ -692,6 +692,40 @@ but 0/0/0 is a bug.
 """
 
 
+def common_args(p: argparse.ArgumentParser, args: argparse.Namespace, stem: str) -> Path:
+    """What every two-node bench's main() does with its arguments: ``--cpus``
+    into ``args.cpu_list`` (A, B, REDIS, GEN), SIGTERM made an interrupt (so
+    the nodes are stopped), and the results file
+    (``bench/results/<today>-<stem>.md`` unless ``--out``)."""
+    try:
+        args.cpu_list = [int(c) for c in args.cpus.split(",")]
+        assert len(args.cpu_list) == 4
+    except (ValueError, AssertionError):
+        p.error("--cpus takes four CPU numbers: A,B,REDIS,GEN")
+    interrupt_on_sigterm()
+    return (Path(args.out) if args.out else
+            HERE / "results" / f"{datetime.date.today().isoformat()}-{stem}.md")
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM raises KeyboardInterrupt, so that the nodes are stopped."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def stop_all(running: list[Any], work: Path, keep: bool) -> None:
+    """Stop the nodes (and servers) started, and remove ``work`` unless kept."""
+    for n in running:
+        n.stop()
+    if keep:
+        print(f"kept {work}", file=sys.stderr)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -715,20 +749,10 @@ def main() -> int:
         args.pairs, args.warmup, args.seconds, args.runs = min(args.pairs, 50), 1.0, 3.0, 1
     args.users = max(2 * args.pairs, 2)
     args.discarded = 0
-    try:
-        args.cpu_list = [int(c) for c in args.cpus.split(",")]
-        assert len(args.cpu_list) == 4
-    except (ValueError, AssertionError):
-        p.error("--cpus takes four CPU numbers: A,B,REDIS,GEN")
     for name in args.layouts.split(","):
         if name not in ("standalone", "same", "cross"):
             p.error(f"unknown layout {name!r}")
-    out = (Path(args.out) if args.out else
-           HERE / "results" / f"{datetime.date.today().isoformat()}-cluster.md")
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, on_term)
+    out = common_args(p, args, "cluster")
 
     load.setup()                                     # nofile, uvloop, CPU 1 ...
     with contextlib.suppress(OSError):
@@ -749,7 +773,7 @@ def main() -> int:
         try:
             asyncio.run(bench(args, t.dir, redis, results, running.append))
         finally:
-            signal.signal(signal.SIGTERM, on_term)       # the closed loop reset it
+            interrupt_on_sigterm()                       # the closed loop reset it
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted", file=sys.stderr)
         return 130
@@ -757,13 +781,7 @@ def main() -> int:
         print(f"cluster bench: error: {exc}", file=sys.stderr)
         return 2
     finally:
-        for n in running:
-            n.stop()
-        redis.stop()
-        if args.keep:
-            print(f"kept {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        stop_all([*running, redis], work, args.keep)
     text = report(results, args, version)
     print()
     print(table(results))

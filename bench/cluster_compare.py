@@ -566,17 +566,7 @@ def main() -> int:
         args.runs = 2 if args.quick else 5
     args.users = max(2 * args.pairs, 2)
     args.discarded = 0
-    try:
-        args.cpu_list = [int(c) for c in args.cpus.split(",")]
-        assert len(args.cpu_list) == 4
-    except (ValueError, AssertionError):
-        p.error("--cpus takes four CPU numbers: A,B,REDIS,GEN")
-    out = (Path(args.out) if args.out else
-           HERE / "results" / f"{datetime.date.today().isoformat()}-cluster-confirm.md")
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, on_term)
+    out = cluster.common_args(p, args, "cluster-confirm")
 
     load.Pair.make = _counting_make                  # type: ignore[method-assign]
     cluster.fixed = counted(cluster.fixed)           # run_layout looks them up by name
@@ -607,7 +597,7 @@ def main() -> int:
         try:
             asyncio.run(compare(args, site.dir, trees, running.append))
         finally:
-            signal.signal(signal.SIGTERM, on_term)       # the closed loop reset it
+            cluster.interrupt_on_sigterm()               # the closed loop reset it
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted", file=sys.stderr)
         return 130
@@ -615,12 +605,7 @@ def main() -> int:
         print(f"cluster compare: error: {exc}", file=sys.stderr)
         return 2
     finally:
-        for n in running:
-            n.stop()
-        if args.keep:
-            print(f"kept {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        cluster.stop_all(running, work, args.keep)
     elapsed = time.monotonic() - t_start
     text = report(trees, args, version, elapsed)
     print()

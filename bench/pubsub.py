@@ -51,8 +51,6 @@ import contextlib
 import datetime
 import os
 import platform
-import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -430,17 +428,7 @@ def main() -> int:
     for name in args.layouts:
         if name not in ("standalone", "cluster"):
             p.error(f"unknown layout {name!r}")
-    try:
-        args.cpu_list = [int(c) for c in args.cpus.split(",")]
-        assert len(args.cpu_list) == 4
-    except (ValueError, AssertionError):
-        p.error("--cpus takes four CPU numbers: A,B,REDIS,GEN")
-    out = (Path(args.out) if args.out else
-           HERE / "results" / f"{datetime.date.today().isoformat()}-pubsub.md")
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, on_term)
+    out = cluster.common_args(p, args, "pubsub")
 
     load.setup()
     with contextlib.suppress(OSError):
@@ -465,14 +453,7 @@ def main() -> int:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
-        for n in started:
-            n.stop()
-        if redis is not None:
-            redis.stop()
-        if args.keep:
-            print(f"kept {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        cluster.stop_all([*started, *([redis] if redis is not None else [])], work, args.keep)
     print()
     print(table(results))
     for r in results:
