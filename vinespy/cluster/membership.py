@@ -352,7 +352,7 @@ class Membership:
         # not send it again (dead themselves) left in its inbox.
         if node != self.node:
             seq, _ = parse_confirmation(res[3])
-            self.inbound.undeliverable(self.publisher.abandon(node, seq))
+            self.publisher.confirmed(node, seq, gap=False, gone=True)
         for _, fields in entries:
             try:
                 _, items = wire.parse_entry(fields)

@@ -260,12 +260,6 @@ class Publisher:
                 self._stale_at[node] = now
                 self.resend(node)
 
-    def abandon(self, node: str, seq: int) -> list[bytes]:
-        """``node`` is gone, having handled our entries up to ``seq``: the
-        items of the others, taken out, for the caller to re-route."""
-        self.outbox.confirm(node, seq)
-        return [it for sent in self.outbox.take(node) for it in sent.items]
-
     def _give_up(self, node: str, upto: int | None = None) -> None:
         items = [it for sent in self.outbox.take(node, upto) for it in sent.items]
         if items:
