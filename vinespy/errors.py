@@ -89,12 +89,13 @@ class StanzaError(Exception):
 class StreamError(Exception):
     """A stream-level error: the stream sends it and closes (RFC 6120 §4.9)."""
 
-    def __init__(self, condition: str, text: str | None = None) -> None:
+    def __init__(self, condition: str, text: str | None = None, app: str = "") -> None:
         if condition not in STREAM_CONDITIONS:
             raise ValueError(f"unknown stream error condition {condition!r}")
         super().__init__(f"{condition}: {text}" if text else condition)
         self.condition = condition
         self.text = text
+        self.app = app          # an application-specific condition, as XML (RFC 6120 §4.9.4)
 
     def to_bytes(self) -> bytes:
         """``<stream:error>`` serialized with the ``stream`` prefix of the open stream."""
@@ -102,7 +103,7 @@ class StreamError(Exception):
         if self.text:
             body += (f"<text xmlns='{ns.STREAMS}' xml:lang='en'>"
                      f"{_escape(self.text)}</text>")
-        return f"<stream:error>{body}</stream:error>".encode()
+        return f"<stream:error>{body}{self.app}</stream:error>".encode()
 
 
 def _escape(text: str) -> str:

@@ -47,8 +47,8 @@ class SessionField(Generic[T]):
 
     def __init__(self, type: type[T], default: T | None = None, *, shared: bool = False,
                  member: Callable[[str], Any] = str) -> None:
-        if type is not set and default is None:
-            raise TypeError("a scalar SessionField needs a default")
+        if type is not set and default is None and shared:
+            raise TypeError("a shared scalar SessionField needs a default")
         if shared and type is not set and type not in _SCALARS:
             raise TypeError(f"a shared SessionField holds bool, int, float, str or set, "
                             f"not {type.__name__}")

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from .config import HostConfig
     from .modules import Module
     from .router import Router
+    from .server import Server
     from .sessions import Sessions
     from .storage.pubsub import PubSubStore
 
@@ -37,6 +38,7 @@ class Host:
         # [host.auth] backend = "ldap": the directory that checks passwords
         # (and says who exists, through ``storage``); None: the storage's keys.
         self.directory: LdapDirectory | None = None
+        self.server: Server | None = None       # the server serving it (set by the server)
         self.log = logging.getLogger(f"vinespy.host.{domain}")
 
     @property

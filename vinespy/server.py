@@ -80,6 +80,7 @@ class Server:
                 storage = NotifyingStorage(storage, self._user_changed)
             for domain in hc.domains:
                 host = Host(domain, hc, storage, self.router)
+                host.server = self
                 host.directory = directory
                 try:
                     modules.load(host, hc.modules)
@@ -214,6 +215,9 @@ class Server:
         # RFC 6120 §4.4: tell every client, then give them a moment to close.
         for stream in list(self.streams):
             stream.close(StreamError("system-shutdown"), wait_for_peer=True)
+        # Sessions kept without a connection (XEP-0198) end too.
+        for host in self.hosts.values():
+            await host.bus.notify("server-stopping")
         if self._conn_tasks:
             await asyncio.wait(set(self._conn_tasks), timeout=SHUTDOWN_GRACE)
         # Peers that did not close in time: drop the connection, which ends

@@ -54,6 +54,7 @@ class Sessions:
     """
 
     clustered = False
+    node = ""                   # this node's id in a cluster
 
     def __init__(self) -> None:
         self._full: dict[JID, Session] = {}
@@ -67,6 +68,10 @@ class Sessions:
         return iter(list(self._full.values()))
 
     def get(self, full: JID) -> Session | None:
+        return self._full.get(full)
+
+    def local(self, full: JID) -> Session | None:
+        """The session bound to ``full`` in this process."""
         return self._full.get(full)
 
     def resources(self, bare: JID) -> list[Session]:
@@ -125,6 +130,26 @@ class Sessions:
         self._full[jid] = session
         self._bare.setdefault(jid.bare, {})[jid.resource] = session
         return old if old is not session else None
+
+    def adopt(self, session: Session) -> None:
+        """Bind ``session``, which comes whole (fields and all) from another
+        node (XEP-0198 resumption there): as :meth:`bind`, its shared set
+        fields written whole too."""
+        self.bind(session)
+
+    def hand_over(self, session: Session, node: str, sid: str) -> None:
+        """``session`` moved to cluster ``node``, where it is ``sid``: out of
+        this table without being ended (standalone: never happens)."""
+        raise RuntimeError("a standalone server has no other node")
+
+    def forwarding(self, full: JID) -> Session | None:
+        """Where stanzas still arriving here for a session handed over go."""
+        return None
+
+    def tell(self, node: str, domain: str, name: str, payload: bytes) -> None:
+        """Send a module's message to ``node`` (``cluster/<name>`` there, on
+        the bus of ``domain``'s host), in order with the stanzas sent there."""
+        raise RuntimeError("a standalone server has no other node")
 
     def unbind(self, session: Session) -> bool:
         """Remove ``session`` if it is still the one bound to its JID."""

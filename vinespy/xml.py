@@ -10,6 +10,7 @@ declaration, so the bytes are what an XMPP peer expects inside the stream.
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 from lxml import etree
 
@@ -89,6 +90,31 @@ def serialize(el: Element) -> bytes:
     if i != -1:
         data = data[:i] + data[i + len(_DEFAULT_DECL):]
     return data
+
+
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                          huge_tree=False, remove_comments=True, remove_pis=True)
+_OPEN = f"<x xmlns='{ns.CLIENT}'>".encode()
+_CLOSE = b"</x>"
+# What copy.deepcopy(el) calls, without its memo bookkeeping (as the stream
+# parser does; lxml-stubs do not declare _Element.__deepcopy__).
+_deepcopy: Callable[[Element, dict[int, object]], Element] = getattr(
+    etree._Element, "__deepcopy__")
+
+
+def parse_stanza(data: bytes) -> Element:
+    """The one stanza ``data`` holds, as :func:`serialize` wrote it (the
+    ``jabber:client`` namespace its default); ValueError if it is not that."""
+    try:
+        holder = etree.fromstring(_OPEN + data + _CLOSE, _PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise ValueError(f"malformed stanza: {exc}") from None
+    if len(holder) != 1:
+        raise ValueError("not exactly one stanza")
+    # A copy made while it is attached keeps jabber:client as its default
+    # namespace; the element itself, detached, would serialize with an ns0:
+    # prefix everywhere but serialize() (offline storage, for one).
+    return _deepcopy(holder[0], {})
 
 
 def jid_attr(el: Element, attr: str = "jid") -> JID:

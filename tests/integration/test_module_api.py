@@ -78,7 +78,10 @@ class Example(Module):
     def hold(self, session: Session) -> bool | None:
         """Keep a session that asked (as XEP-0198 resumption will): it stays
         bound without a connection, keeping what it is sent."""
-        return True if Example.keeping.get(session) else None
+        if not Example.keeping.get(session):
+            return None
+        session.detach()        # type: ignore[attr-defined]
+        return True
 
     @hook(f"nonza/{NS}:tag")
     def tag(self, session: Session, el: Element) -> bool:

@@ -117,6 +117,7 @@ class Cluster:
         queued): write it all, hand on what is left in the inbox, leave, and
         end every task, the jobs included."""
         assert self.publisher is not None and self.subscriber is not None
+        self.sessions.end_forwards()
         try:
             await self.publisher.flush(2.0)
             # No more heartbeats (a stopping node must not re-register itself)

@@ -45,7 +45,7 @@ class Inbound:
         """One item another node sent (the subscriber's callback)."""
         if kind == wire.STANZA:
             target = JID.parse(args[0])
-            session = self.sessions.local(target)
+            session = self.sessions.local(target) or self.sessions.forwarding(target)
             if session is not None:
                 # Parsed to check it (a broken entry must not break the
                 # client's stream), written as it came (no re-serializing)
@@ -53,6 +53,10 @@ class Inbound:
                 session.send_serialized(wire.parse_stanza(data), data)
                 return
             await self._absent(target, int(args[1]), data)
+        elif kind == wire.MESSAGE:
+            host = self.server.router.hosts.get(args[0])
+            if host is not None:
+                await host.bus.fire(f"cluster/{args[1]}", data)
         elif kind == wire.INVALIDATE:
             self.sessions.invalidate(JID.parse(args[0]))
         elif kind == wire.USER:

@@ -269,6 +269,12 @@ class Publisher:
         self._inboxes.setdefault(node, []).append(wire.close_item(str(full), sid, condition))
         self._kick()
 
+    def message(self, node: str, domain: str, name: str, payload: bytes) -> None:
+        """A module's message to ``node`` (see :data:`wire.MESSAGE`), in order
+        with the stanzas sent there."""
+        self._inboxes.setdefault(node, []).append(wire.message_item(domain, name, payload))
+        self._kick()
+
     def put(self, session: Session) -> None:
         """Write ``session``'s routing entry (its state at flush time)."""
         self._puts[id(session)] = session

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Iterator
 from ..fields import SessionField
 from ..jid import JID, JIDError
 from ..sessions import Session, Sessions
+from ..xml import serialize
 from . import keys
 from . import wire
 from .proxy import StreamProxy
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 CACHE_MAX = 100_000             # bare JIDs whose remote resources are cached
 LOAD_TIMEOUT = 2.0              # s; then route with what is known (local + stale)
+FORWARD_FOR = 10.0               # s a handed-over session's stanzas are forwarded
 LOCK_TTL_MS = 10_000            # an exclusive() holder that died frees it after this
 
 # Release a lock only if it is still ours (it may have expired and been taken).
@@ -65,6 +67,8 @@ class ClusterSessions(Sessions):
         self._remote: dict[JID, tuple[float, _Remote]] = {}
         self._loading: dict[JID, asyncio.Future[None]] = {}
         self._dirty: set[JID] = set()       # invalidated while a load was in flight
+        # Sessions handed over to another node: full JID -> (proxy there, end).
+        self._forwards: dict[JID, tuple[StreamProxy, asyncio.TimerHandle]] = {}
         self.loads = 0                      # round trips made by load()
         self.down_since: float | None = None   # monotonic time Redis was lost (set by Cluster)
         self.wait_for_redis = 2.0           # s a lookup waits for an unreachable Redis
@@ -74,15 +78,14 @@ class ClusterSessions(Sessions):
         hit = self._remote.get(bare)
         return hit[1] if hit is not None else {}
 
-    def local(self, full: JID) -> Session | None:
-        """The session bound to ``full`` on this node."""
-        return self._full.get(full)
-
     def get(self, full: JID) -> Session | None:
         s = self._full.get(full)
         if s is not None:
             return s
-        return self._remote_of(full.bare).get(full.resource)
+        s = self._remote_of(full.bare).get(full.resource)
+        if s is None and self._forwards:
+            return self.forwarding(full)
+        return s
 
     def resources(self, bare: JID) -> list[Session]:
         out: list[Session] = list(self._bare.get(bare, {}).values())
@@ -225,6 +228,51 @@ class ClusterSessions(Sessions):
         if self.publisher is not None:
             self.publisher.put(session)
         return old
+
+    def adopt(self, session: Session) -> None:
+        self.bind(session)
+        if self.publisher is not None:
+            self.publisher.rewrite_sets(session)
+
+    def hand_over(self, session: Session, node: str, sid: str) -> None:
+        """Out of the local table at once; what still comes here for it is
+        forwarded to ``node`` (in order, after the handover) until every node
+        routes there: for :data:`FORWARD_FOR` s, after which its routing
+        entry goes (if still its own: by then ``node`` wrote its own)."""
+        if not Sessions.unbind(self, session) or self.publisher is None:
+            return
+        presence = session.presence
+        rec = wire.Record(node, sid, session.available, session.priority,
+                          serialize(presence) if presence is not None else None)
+        proxy = StreamProxy(session.jid, rec, self.publisher)
+        proxy.fields = {k: v for k, v in session.fields.items()
+                        if k in SessionField.shared_fields}
+        old = self._forwards.pop(session.jid, None)
+        if old is not None:
+            old[1].cancel()
+        loop = asyncio.get_running_loop()
+        self._forwards[session.jid] = (proxy, loop.call_later(
+            FORWARD_FOR, self._forwarded, session))
+
+    def _forwarded(self, session: Session) -> None:
+        self._forwards.pop(session.jid, None)
+        if self.publisher is not None:
+            self.publisher.unbind(session)
+
+    def forwarding(self, full: JID) -> Session | None:
+        hit = self._forwards.get(full)
+        return hit[0] if hit is not None else None
+
+    def end_forwards(self) -> None:
+        """Leaving the cluster (whose cleanup removes this node's entries
+        that are still its own): the forwards end."""
+        for _, timer in self._forwards.values():
+            timer.cancel()
+        self._forwards = {}
+
+    def tell(self, node: str, domain: str, name: str, payload: bytes) -> None:
+        if self.publisher is not None:
+            self.publisher.message(node, domain, name, payload)
 
     def unbind(self, session: Session) -> bool:
         if not super().unbind(session):

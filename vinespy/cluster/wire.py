@@ -20,6 +20,10 @@ An item is bytes whose first byte says what it is:
     the routing entries of ``bare`` changed: forget what is cached of them.
 ``u`` bare
     the stored data of the user ``bare`` changed (roster, blocklist...).
+``m`` domain NUL name NUL payload
+    a module's message to its peer on the receiving node: fired there as
+    ``cluster/<name>`` on the bus of the host serving ``domain`` (XEP-0198
+    hands a session over to the node its client resumed on this way).
 
 A session record (the value of ``sessions:{bare}`` for a resource) is JSON:
 ``{"node", "sid", "available", "priority", "presence", "fields"}``, where
@@ -38,25 +42,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
-from lxml import etree
-
-from .. import ns
+from .. import xml
 from ..errors import STREAM_CONDITIONS
 from ..xml import Element
 
-STANZA, CLOSE, INVALIDATE, USER = b"s", b"c", b"i", b"u"
+STANZA, CLOSE, INVALIDATE, USER, MESSAGE = b"s", b"c", b"i", b"u", b"m"
 HEADER_KEYS = (b"n", b"e", b"q", b"b")
-
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
-                          huge_tree=False, remove_comments=True, remove_pis=True)
-_OPEN = f"<x xmlns='{ns.CLIENT}'>".encode()
-# What copy.deepcopy(el) calls, without its memo bookkeeping (as the stream
-# parser does; lxml-stubs do not declare _Element.__deepcopy__).
-_deepcopy: Callable[[Element, dict[int, object]], Element] = getattr(
-    etree._Element, "__deepcopy__")
-_CLOSE = b"</x>"
 
 
 class WireError(ValueError):
@@ -77,6 +70,10 @@ def stanza_item(target: str, hops: int, data: bytes) -> bytes:
 
 def close_item(full: str, sid: str, condition: str) -> bytes:
     return b"".join((CLOSE, full.encode(), b"\0", sid.encode(), b"\0", condition.encode()))
+
+
+def message_item(domain: str, name: str, payload: bytes) -> bytes:
+    return b"".join((MESSAGE, domain.encode(), b"\0", name.encode(), b"\0", payload))
 
 
 def invalidate_item(bare: str) -> bytes:
@@ -127,6 +124,9 @@ def parse_item(item: bytes) -> tuple[bytes, list[str], bytes]:
                 raise WireError(f"unknown stream error condition {condition!r} "
                                 "(RFC 6120 §4.9.3)")
             return kind, [full.decode(), sid.decode(), condition], b""
+        if kind == MESSAGE:
+            domain, name, data = body.split(b"\0", 2)
+            return kind, [domain.decode(), name.decode()], data
         if kind in (INVALIDATE, USER):
             return kind, [body.decode()], b""
     except ValueError as exc:
@@ -137,15 +137,9 @@ def parse_item(item: bytes) -> tuple[bytes, list[str], bytes]:
 def parse_stanza(data: bytes) -> Element:
     """The stanza of an ``s`` item, in the ``jabber:client`` namespace."""
     try:
-        holder = etree.fromstring(_OPEN + data + _CLOSE, _PARSER)
-    except etree.XMLSyntaxError as exc:
-        raise WireError(f"malformed stanza: {exc}") from None
-    if len(holder) != 1:
-        raise WireError("an s item holds exactly one stanza")
-    # A copy made while it is attached keeps jabber:client as its default
-    # namespace; the element itself, detached, would serialize with an ns0:
-    # prefix everywhere but xml.serialize (offline storage, for one).
-    return _deepcopy(holder[0], {})
+        return xml.parse_stanza(data)
+    except ValueError as exc:
+        raise WireError(f"an s item: {exc}") from None
 
 
 @dataclass

@@ -46,6 +46,8 @@ class ClientConfig:
     auth_timeout: float = 30.0                 # s to authenticate + bind
     max_auth_failures: int = 3
     send_timeout: float = 60.0                 # s a client may leave what it is sent unread
+    resume_timeout: float = 300.0              # s a XEP-0198 session waits for its client
+    max_unacked: int = 1000                    # stanzas it keeps unacknowledged (XEP-0198)
     auth_ban_failures: int = 10                # failed logins per address (IPv6: /64)...
     auth_ban_time: float = 600.0               # ...within this many s: refused until they age
     auth_delay_max: float = 10.0               # s, cap of the per-account delay; 0 = off

@@ -83,6 +83,8 @@ _RULES: dict[str, _Rule] = {
     "client.auth_timeout": _numbers(1, 3600),
     "client.max_auth_failures": _ints(1, 10),
     "client.send_timeout": _numbers(1, 3600),
+    "client.resume_timeout": _numbers(0, 86400),
+    "client.max_unacked": _ints(10, 100000),
     "client.auth_ban_failures": _ints(1, 1000),
     "client.auth_ban_time": _numbers(1, 86400),
     "client.auth_delay_max": _numbers(0, 60),

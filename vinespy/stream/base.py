@@ -79,6 +79,8 @@ class XMLStream:
         self.secure = writer.get_extra_info("ssl_object") is not None
         self.header_sent = False
         self.closing = False
+        self.peer_closed = False         # the peer sent </stream:stream>
+        self.error: StreamError | None = None    # the stream error this side sent
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._limiter = (RateLimiter(rate_limit, rate_burst, self.loop.time())
@@ -150,6 +152,7 @@ class XMLStream:
                 for event in events:
                     self._after -= 1
                     if isinstance(event, StreamClosed):
+                        self.peer_closed = True
                         self.close()
                         return
                     # After a parser reset (or a close) whatever followed in
@@ -277,6 +280,7 @@ class XMLStream:
             self.write(self.header())
             self.header_sent = True
         if error is not None:
+            self.error = error
             log.info("closing stream from %s: %s", self.peer, error)
             self.write(error.to_bytes())
         self.write(b"</stream:stream>")

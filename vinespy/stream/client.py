@@ -157,8 +157,8 @@ class ClientStream(XMLStream):
         if session is None or session.transport is not self:
             return                      # not bound, or moved to another transport
         # A module may keep the session for a client that comes back
-        # (XEP-0198): it stays bound, held, and the module ends it later.
+        # (XEP-0198): it stays bound, detached (the module attaches it to
+        # what stands in for the connection), and the module ends it later.
         if session.bound and await session.host.bus.fire("transport-lost", session) is not None:
-            session.detach()
             return
         await session.unbind()

@@ -11,7 +11,7 @@ another transport, as XEP-0198 resumption will.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from .. import ns
 from ..errors import StanzaError, StreamError
@@ -93,7 +93,8 @@ class ClientSession:
     """One bound resource: a :class:`~vinespy.sessions.Session`."""
 
     __slots__ = ("server", "host", "jid", "user", "id", "bound", "fields", "transport",
-                 "pre_events", "_write", "_deliver", "_available", "_priority", "_presence")
+                 "pre_events", "handled", "_write", "_tap", "_deliver", "_available",
+                 "_priority", "_presence")
 
     def __init__(self, server: Server, host: Host, jid: JID, sid: str,
                  transport: Transport) -> None:
@@ -104,13 +105,16 @@ class ClientSession:
         self.id = sid                          # the cluster's name for it (the first stream's id)
         self.bound = False                     # in the session table
         self.fields: dict[str, Any] = {}       # the modules' SessionFields
+        self.handled = 0                       # stanzas received from the client (XEP-0198)
         self._available = False
         self._priority = 0
         self._presence: Element | None = None
         self._deliver = host.hooked(DELIVER)     # tag -> deliver-<kind> event
         self.pre_events = host.hooked(PRE)       # tag -> pre-<kind> event (the router's)
         self.transport = transport
-        self._write = transport.write          # the hot path: no lookup through transport
+        self._tap: Callable[[bytes], None] | None = None
+        # The hot path: no lookup through transport.
+        self._write: Callable[[bytes], None] = transport.write
 
     def __repr__(self) -> str:
         return f"<ClientSession {self.id} {self.jid}>"
@@ -120,12 +124,20 @@ class ClientSession:
         which no longer writes for this session. What a :class:`Held` kept
         goes out first, in order."""
         old, self.transport = self.transport, transport
-        self._write = transport.write
+        self._write = transport.write if self._tap is None else self._tap
         if isinstance(old, Held):
             for data in old.queue:
                 transport.write(data)
             old.queue = []
         return old
+
+    def tap(self, write: Callable[[bytes], None] | None) -> None:
+        """Every stanza written to the client from now on goes to ``write``
+        (serialized) instead of the transport; ``write`` passes it on to
+        :attr:`transport` (XEP-0198 keeps a copy until the client acknowledges
+        it). None: straight to the transport again."""
+        self._tap = write
+        self._write = self.transport.write if write is None else write
 
     def detach(self, max_bytes: int = HELD_MAX) -> Held:
         """Go on without a connection (its transport is gone, a module keeps
@@ -211,6 +223,7 @@ class ClientSession:
                 return
             raise StreamError("unsupported-stanza-type",
                               f"{el.tag} is not a stanza (RFC 6120 §8)")
+        self.handled += 1
         # RFC 6120 §8.1.2.1: the server stamps 'from'; a client cannot spoof it.
         el.set("from", str(self.jid))
         kind = local_name(el)

@@ -1,0 +1,216 @@
+"""XEP-0198 stream management on one server, from the outside: raw clients
+(the cases no library would send) over real sockets.
+
+"Cut" below means the client stops using a connection without closing it:
+the server sees nothing, keeps writing into it, and learns only from the
+client's ``<resume/>`` on a new connection that those stanzas may be lost.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from tests.conftest import DOMAIN, PASSWORD, Running
+from tests.integration.test_module_api import ctx_of
+from tests.integration.test_subscription import friends
+from tests.rawclient import Raw
+from vinespy.jid import JID
+
+pytestmark = pytest.mark.integration
+
+SM = "urn:xmpp:sm:3"
+BOB = f"bob@{DOMAIN}"
+
+
+async def connect(srv: Running, user: str) -> Raw:
+    """Authenticated, not bound (where ``<resume/>`` goes)."""
+    raw = await Raw.connect(srv.port)
+    await raw.secure(DOMAIN, ctx_of(srv))
+    assert (await raw.plain(user, PASSWORD)).startswith(b"<success")
+    raw.open_stream(DOMAIN)
+    features = await raw.features()
+    assert f"<sm xmlns='{SM}'/>".encode() in features or b"urn:xmpp:sm:3" in features
+    return raw
+
+
+async def sm_login(srv: Running, user: str, resource: str = "r", *,
+                   presence: bool = True) -> tuple[Raw, str]:
+    """Bound, stream management enabled with resumption: (client, token)."""
+    raw = await connect(srv, user)
+    raw.send(f"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+             f"<resource>{resource}</resource></bind></iq>")
+    await raw.expect(rb"<jid>")
+    raw.send(f"<enable xmlns='{SM}' resume='true'/>")
+    m = await raw.expect(rb"<enabled [^>]*id=['\"]([^'\"]+)['\"][^>]*/>")
+    if presence:
+        raw.send("<presence/>")
+    raw.send(f"<iq type='get' id='p0' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    await raw.expect(rb"id=\"p0\"")
+    return raw, m.group(1).decode()
+
+
+async def plain_login(srv: Running, user: str, resource: str = "r") -> Raw:
+    raw = Raw(*(await _open(srv)))
+    await raw.login(DOMAIN, ctx_of(srv), user, PASSWORD, resource)
+    return raw
+
+
+async def _open(srv: Running) -> tuple[Any, Any]:
+    r = await Raw.connect(srv.port)
+    return r.reader, r.writer
+
+
+def say(raw: Raw, to: str, body: str) -> None:
+    raw.send(f"<message to='{to}' type='chat' id='{body}'><body>{body}</body></message>")
+
+
+def bodies(data: bytes) -> list[str]:
+    return [b.decode() for b in re.findall(rb"<body>([^<]*)</body>", data)]
+
+
+async def received(raw: Raw, last: str) -> list[str]:
+    """The bodies ``raw`` reads up to and including ``last``."""
+    m = await raw.expect(rb"^(.*?<body>" + last.encode() + rb"</body>)")
+    return bodies(m.group(1))
+
+
+async def test_messages_to_a_silently_dead_connection_come_again_after_resume(
+        server: Running) -> None:
+    """bob handles 2 of 3 messages and acknowledges them; his connection
+    dies unseen; 3 more are sent into it. On a new connection <resume h=2/>
+    brings the 4 he did not acknowledge, each once, in order; the old
+    connection is closed with <conflict/>."""
+    await server.user("alice")
+    await server.user("bob")
+    alice = await plain_login(server, "alice")
+    bob, token = await sm_login(server, "bob")
+    for i in (1, 2, 3):
+        say(alice, f"{BOB}/r", f"m{i}")
+    assert await received(bob, "m3") == ["m1", "m2", "m3"]
+    # What bob was sent since <enable/>: his own presence, the ping result,
+    # then m1-m3.
+    bob.send(f"<a xmlns='{SM}' h='4'/>")          # up to m2
+    for i in (4, 5, 6):
+        say(alice, f"{BOB}/r", f"m{i}")
+    alice.send(f"<iq type='get' id='q' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    await alice.expect(rb"id=\"q\"")
+    assert b"<error" not in alice.buf
+
+    again = await connect(server, "bob")
+    again.send(f"<resume xmlns='{SM}' previd='{token}' h='4'/>")
+    m = await again.expect(rb"<resumed [^>]*h=['\"](\d+)['\"][^>]*/>")
+    assert m.group(1) == b"2"                       # bob's <presence/> and ping
+    assert await received(again, "m6") == ["m3", "m4", "m5", "m6"]
+    say(alice, f"{BOB}/r", "m7")
+    assert await received(again, "m7") == ["m7"]     # nothing twice in between
+    assert b"conflict" in await bob.until_closed()
+    # Still the same session: its counters go on (2 stanzas + the ping below).
+    again.send(f"<iq type='get' id='p1' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    await again.expect(rb"id=\"p1\"")
+    again.send(f"<r xmlns='{SM}'/>")
+    assert (await again.expect(rb"<a [^>]*h=['\"](\d+)['\"]")).group(1) == b"3"
+
+
+async def test_resume_after_the_server_saw_the_connection_drop(server: Running) -> None:
+    """The TCP connection is reset: the session waits (still available to
+    its contacts: no unavailable presence); messages sent meanwhile come on
+    resumption."""
+    await friends(server)
+    alice = await plain_login(server, "alice")
+    alice.send("<presence/>")
+    bob, token = await sm_login(server, "bob")
+    await alice.expect(rb"<presence [^>]*from=['\"]bob@")
+    bob.writer.transport.abort()
+    session = server.server.sessions.get(JID.parse(f"{BOB}/r"))
+    assert session is not None
+    say(alice, f"{BOB}/r", "away1")
+    say(alice, BOB, "away2")
+    again = await connect(server, "bob")
+    again.send(f"<resume xmlns='{SM}' previd='{token}' h='1'/>")
+    await again.expect(rb"<resumed ")
+    assert await received(again, "away2") == ["away1", "away2"]
+    alice.send(f"<iq type='get' id='q' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    await alice.expect(rb"id=\"q\"")
+    assert b"unavailable" not in alice.buf
+    assert server.server.sessions.get(JID.parse(f"{BOB}/r")) is session
+
+
+async def test_resume_with_a_wrong_id_or_of_another_users_session_fails(
+        server: Running) -> None:
+    await server.user("alice")
+    await server.user("bob")
+    bob, token = await sm_login(server, "bob")
+    # Not a token; naming no resource; guessed for bob's resource "r" ("cg").
+    for previd in ("nonsense", token[:-2] + "xx", "A" * 24 + ".cg"):
+        c = await connect(server, "bob")
+        c.send(f"<resume xmlns='{SM}' previd='{previd}' h='0'/>")
+        await c.expect(rb"<failed xmlns=['\"]urn:xmpp:sm:3['\"][^>]*><item-not-found")
+    thief = await connect(server, "alice")
+    thief.send(f"<resume xmlns='{SM}' previd='{token}' h='0'/>")
+    await thief.expect(rb"<failed [^>]*><item-not-found")
+    # bob's session is untouched: it still answers.
+    bob.send(f"<iq type='get' id='p9' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    await bob.expect(rb"id=\"p9\"")
+
+
+async def test_an_expired_session_cannot_be_resumed_and_its_messages_go_offline(
+        make_server: Any) -> None:
+    """resume_timeout passes: bob's contacts get his unavailable presence
+    once, the messages he never acknowledged are in offline storage and come
+    at his next login; the token then fails."""
+    async with make_server(client={"resume_timeout": 1}) as srv:
+        await friends(srv)
+        alice = await plain_login(srv, "alice")
+        alice.send("<presence/>")
+        bob, token = await sm_login(srv, "bob")
+        await alice.expect(rb"<presence [^>]*from=['\"]bob@")
+        say(alice, f"{BOB}/r", "lost1")
+        await bob.expect(rb"lost1")
+        bob.writer.transport.abort()
+        say(alice, f"{BOB}/r", "lost2")
+        await alice.expect(rb"<presence [^>]*from=['\"]bob@[^>]*type=['\"]unavailable")
+        c = await connect(srv, "bob")
+        c.send(f"<resume xmlns='{SM}' previd='{token}' h='1'/>")
+        await c.expect(rb"<failed [^>]*><item-not-found")
+        c.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+               "<resource>r</resource></bind></iq>")
+        await c.expect(rb"<jid>")
+        c.send("<presence/>")
+        assert await received(c, "lost2") == ["lost1", "lost2"]
+        alice.send(f"<iq type='get' id='q' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
+        await alice.expect(rb"id=\"q\"")
+        assert alice.buf.count(b"unavailable") == 0    # the one unavailable, consumed above
+
+
+async def test_acknowledging_more_than_was_sent_ends_the_stream(server: Running) -> None:
+    await server.user("bob")
+    bob, _ = await sm_login(server, "bob")
+    bob.send(f"<a xmlns='{SM}' h='5'/>")
+    closed = await bob.until_closed()
+    assert b"<undefined-condition" in closed
+    assert re.search(rb"<handled-count-too-high xmlns=['\"]urn:xmpp:sm:3['\"] h=['\"]5['\"] "
+                     rb"send-count=['\"]2['\"]", closed), closed    # own presence, ping result
+
+
+async def test_enable_before_bind_or_twice_fails(server: Running) -> None:
+    await server.user("bob")
+    c = await connect(server, "bob")
+    c.send(f"<enable xmlns='{SM}'/>")
+    await c.expect(rb"<failed [^>]*><unexpected-request")
+    bob, _ = await sm_login(server, "bob", "two")
+    bob.send(f"<enable xmlns='{SM}'/>")
+    await bob.expect(rb"<failed [^>]*><unexpected-request")
+
+
+async def test_a_clean_close_ends_the_session(server: Running) -> None:
+    """</stream:stream> from the client: no resumption (XEP-0198 §5)."""
+    await server.user("bob")
+    bob, token = await sm_login(server, "bob")
+    bob.send("</stream:stream>")
+    await bob.until_closed()
+    c = await connect(server, "bob")
+    c.send(f"<resume xmlns='{SM}' previd='{token}' h='0'/>")
+    await c.expect(rb"<failed [^>]*><item-not-found")

@@ -1,0 +1,448 @@
+"""XEP-0198 stream management: acknowledgements, and sessions that outlive
+their connection, resumed on this node or any other of the cluster.
+
+After ``<enable/>`` every stanza written to the client goes through the
+session's tap (:meth:`SMState.write`), which keeps it until the client's
+``<a h/>`` covers it. With ``resume='true'``, a connection that is lost
+without the client closing its stream leaves the session bound (available,
+queuing) for ``[client] resume_timeout`` s. ``<resume/>`` on a new
+connection of the same account finds it through the resource its token
+names: here it is attached to the new stream; on another node, that node
+is asked to hand it over (``cluster/sm-take``) and sends it, queue and all,
+in order with the stanzas it forwards after it (``cluster/sm-moved``).
+However a session ends, what its client did not acknowledge is not lost:
+messages go to offline storage (:meth:`StreamManagement.unbound`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+from ..errors import StanzaError, StreamError
+from ..fields import SessionField
+from ..jid import JID, JIDError
+from ..rules import sm
+from ..stream.session import ClientSession, Held
+from ..xml import local_name, parse_stanza, serialize
+from . import Module, hook
+
+if TYPE_CHECKING:
+    from ..config import ClientConfig
+    from ..stream.client import ClientStream
+
+NS = sm.NS
+REQUEST_AFTER = 1.0     # s after a stanza goes unacknowledged, the server asks (<r/>)
+ACK_TIMEOUT = 30.0      # s an <r/> may go unanswered before the connection counts as lost
+TAKE_TIMEOUT = 5.0      # s a resumption waits for another node to hand the session over
+_RESUMABLE = (None, "connection-timeout")    # stream errors after which it may resume
+
+
+class SMState:
+    """One session's stream management: counters, queue and timers."""
+
+    __slots__ = ("session", "out", "base_in", "token", "max", "max_unacked", "requested",
+                 "timer", "closing")
+
+    def __init__(self, session: ClientSession, cfg: ClientConfig, token: str | None,
+                 max_seconds: int, out: sm.Unacked | None = None, h_in: int = 0) -> None:
+        self.session = session
+        self.out = out if out is not None else sm.Unacked()
+        self.base_in = session.handled - h_in     # h = handled - base_in (mod 2^32)
+        self.token = token
+        self.max = max_seconds
+        self.max_unacked = cfg.max_unacked
+        self.requested = False          # an <r/> is unanswered
+        self.timer: asyncio.TimerHandle | None = None   # the next <r/>, its deadline, or expiry
+        self.closing = False
+
+    @property
+    def h_in(self) -> int:
+        return (self.session.handled - self.base_in) % sm.MOD
+
+    @property
+    def away(self) -> bool:
+        return isinstance(self.session.transport, Held)
+
+    def write(self, data: bytes) -> None:
+        """The session's tap: keep ``data`` until acknowledged, write it."""
+        self.out.add(data)
+        self.session.transport.write(data)
+        if len(self.out.queue) > self.max_unacked:
+            self.overflow()
+        elif self.timer is None and not self.away:
+            self.timer = asyncio.get_running_loop().call_later(REQUEST_AFTER, self.request)
+
+    def overflow(self) -> None:
+        """More unacknowledged than ``max_unacked``: the session ends (what
+        it keeps goes to offline storage once it is unbound)."""
+        if self.closing:
+            return
+        self.closing = True
+        self.session.close(StreamError(
+            "policy-violation", f"more than {self.max_unacked} stanzas unacknowledged "
+            "(XEP-0198)"))
+
+    def request(self) -> None:
+        """Ask for an acknowledgement; no answer in ACK_TIMEOUT s: the
+        connection is lost (closed: the session waits for its client)."""
+        self.timer = None
+        if self.away or not self.out.queue:
+            return
+        if self.requested:
+            self.session.close(StreamError("connection-timeout",
+                                           "no acknowledgement (XEP-0198 <r/>)"))
+            return
+        self.requested = True
+        self.session.transport.write(sm.REQUEST)
+        self.timer = asyncio.get_running_loop().call_later(ACK_TIMEOUT, self.request)
+
+    def acked(self, h: int) -> None:
+        self.out.ack(h)
+        self.requested = False
+        self.stop_timer()
+        self.ask_later()
+
+    def ask_later(self) -> None:
+        """An <r/> in REQUEST_AFTER s if something is still unacknowledged."""
+        if self.out.queue and not self.away:
+            self.timer = asyncio.get_running_loop().call_later(REQUEST_AFTER, self.request)
+
+    def stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+def _write(carrier: Any, data: bytes) -> None:
+    """To the client of a bound session or of a stream not bound yet."""
+    if isinstance(carrier, ClientSession):
+        carrier.transport.write(data)
+    else:
+        carrier.write(data)
+
+
+class StreamManagement(Module):
+    """XEP-0198 stream management, version 3."""
+
+    name = "sm"
+    xep = "XEP-0198"
+    stream_features = (f"<sm xmlns='{NS}'/>",)
+
+    state: SessionField[SMState] = SessionField(SMState)       # this node's, not shared
+    # Shared: the node a client resumes on finds the session's token on the
+    # routing entry of the resource the token names.
+    token = SessionField(str, "", shared=True)
+
+    def __init__(self, host: Any) -> None:
+        super().__init__(host)
+        self.waiting: set[ClientSession] = set()      # detached, waiting for their client
+        # token -> (stream asking, its future) of resumptions asked of another node
+        self.pending: dict[str, tuple[ClientStream, asyncio.Future[bytes | None]]] = {}
+
+    # -- enable, <r/>, <a/> ----------------------------------------------------------
+    @hook(f"nonza/{NS}:enable")
+    def enable(self, carrier: Any, el: Any) -> bool:
+        if not isinstance(carrier, ClientSession) or self.state.get(carrier) is not None:
+            _write(carrier, sm.failed("unexpected-request"))   # before bind, or twice
+            return True
+        session = carrier
+        cfg = session.server.config.client
+        token, max_seconds = None, 0
+        if el.get("resume") in ("true", "1") and cfg.resume_timeout > 0:
+            token = sm.make_token(session.jid.resource)
+            max_seconds = int(cfg.resume_timeout)
+            try:
+                wanted = int(el.get("max", ""))
+                if 0 < wanted < max_seconds:
+                    max_seconds = wanted
+            except ValueError:
+                pass
+        st = SMState(session, cfg, token, max_seconds)
+        self.state.set(session, st)
+        if token is not None:
+            self.token.set(session, token)
+        session.transport.write(sm.enabled(token, max_seconds))
+        session.tap(st.write)
+        return True
+
+    @hook(f"nonza/{NS}:r")
+    def request(self, carrier: Any, el: Any) -> bool | None:
+        st = self.state.get(carrier) if isinstance(carrier, ClientSession) else None
+        if st is None:
+            return None                 # not enabled: unsupported-stanza-type
+        carrier.transport.write(sm.ack(st.h_in))
+        return True
+
+    @hook(f"nonza/{NS}:a")
+    def ack(self, carrier: Any, el: Any) -> bool | None:
+        st = self.state.get(carrier) if isinstance(carrier, ClientSession) else None
+        if st is None:
+            return None
+        try:
+            h = sm.parse_h(el.get("h"))
+            st.acked(h)
+        except sm.TooHigh as exc:
+            # XEP-0198 §4: a client acknowledging what it was never sent.
+            raise StreamError("undefined-condition", str(exc), app=exc.condition()) from None
+        except ValueError as exc:
+            raise StreamError("bad-format", f"<a/>: {exc} (XEP-0198 §4)") from None
+        return True
+
+    # -- a connection lost, a session waiting, a session ended ---------------------
+    @hook("transport-lost")
+    def lost(self, session: ClientSession) -> bool | None:
+        st = self.state.get(session)
+        stream = session.transport
+        if (st is None or st.token is None or st.closing
+                or getattr(stream, "peer_closed", True)):
+            return None                 # not resumable, or the client said goodbye
+        error = getattr(stream, "error", None)
+        if (error.condition if error is not None else None) not in _RESUMABLE:
+            return None
+        self.wait(session, st)
+        return True
+
+    def wait(self, session: ClientSession, st: SMState) -> None:
+        """Keep ``session`` bound without a connection for its client's return."""
+        st.stop_timer()
+        st.requested = False
+        session.detach(0)               # what it is sent is in st.out, not in the Held
+        self.waiting.add(session)
+        st.timer = asyncio.get_running_loop().call_later(st.max, self.expire, session)
+
+    def expire(self, session: ClientSession) -> None:
+        self.log.info("%s was not resumed in time; ending it", session.jid)
+        self.waiting.discard(session)
+        session.close()                 # a Held one: unbound in a task of the server's
+
+    @hook("server-stopping")
+    def stopping(self) -> None:
+        for session in list(self.waiting):
+            self.expire(session)
+
+    @hook("resource-unbound")
+    async def unbound(self, session: Any) -> None:
+        """However it ended: nothing it was sent and did not acknowledge is
+        lost. Messages go to offline storage (or back to their sender with
+        an error when not storable), IQ requests are answered
+        ``<service-unavailable/>``, the rest (presence, results) is dropped."""
+        st = self.state.get(session)
+        if st is None:
+            return
+        st.stop_timer()
+        self.waiting.discard(session)
+        queue, st.out.queue = list(st.out.queue), type(st.out.queue)()
+        if queue:
+            self.log.info("%s ended with %d stanzas unacknowledged", session.jid, len(queue))
+        router = self.host.router
+        for data in queue:
+            try:
+                el = parse_stanza(data)
+            except ValueError:
+                continue
+            kind, stype = local_name(el), el.get("type")
+            if kind == "message" and not _carbon_of(el, session.user):
+                if stype in (None, "normal", "chat"):
+                    await router.offline(el, session.user)
+            elif kind == "iq" and stype in ("get", "set"):
+                router.bounce(el, StanzaError("service-unavailable"))
+
+    # -- resumption ------------------------------------------------------------
+    @hook(f"nonza/{NS}:resume")
+    async def resume(self, carrier: Any, el: Any) -> bool:
+        if isinstance(carrier, ClientSession):
+            carrier.transport.write(sm.failed("unexpected-request"))   # bound already
+            return True
+        stream: ClientStream = carrier
+        token = el.get("previd") or ""
+        try:
+            h = sm.parse_h(el.get("h"))
+        except ValueError:
+            stream.write(sm.failed("bad-request"))
+            return True
+        resource = sm.token_resource(token)
+        assert stream.user is not None
+        try:
+            full = stream.user.with_resource(resource) if resource else None
+        except JIDError:
+            full = None
+        if full is None:
+            stream.write(sm.failed("item-not-found"))
+            return True
+        sessions = stream.server.sessions
+        async with sessions.binding(full.bare):
+            await sessions.load((full.bare,), fresh=True)
+            session = sessions.get(full)
+            if isinstance(session, ClientSession):
+                st = self.state.get(session)
+                if st is not None and st.token == token and session.bound:
+                    self.resume_here(stream, session, st, h)
+                    return True
+            elif session is not None and session.fields.get(self.token.key) == token:
+                answer = await self.take(stream, session, token, h)
+                if answer is not None:
+                    stream.write(answer)
+                return True
+        stream.write(sm.failed("item-not-found"))
+        return True
+
+    def resume_here(self, stream: ClientStream, session: ClientSession, st: SMState,
+                    h: int) -> None:
+        try:
+            st.acked(h)
+        except sm.TooHigh as exc:
+            stream.write(sm.failed("undefined-condition", st.h_in, exc.condition()))
+            return
+        self.waiting.discard(session)
+        st.stop_timer()
+        old = session.attach(stream)
+        stream.carry(session)
+        self.resent(stream, st)
+        if not isinstance(old, Held):
+            old.close(StreamError("conflict", "resumed on another connection"))
+
+    def resent(self, stream: ClientStream, st: SMState) -> None:
+        """``<resumed/>``, then what the client did not acknowledge (XEP-0198 §5)."""
+        assert st.token is not None
+        stream.write(sm.resumed(st.token, st.h_in))
+        for data in st.out.queue:
+            stream.write(data)
+        st.stop_timer()
+        st.ask_later()
+        self.log.info("%s resumed (%d stanzas sent again)", st.session.jid, len(st.out.queue))
+
+    async def take(self, stream: ClientStream, proxy: Any, token: str, h: int) -> bytes | None:
+        """Ask the node holding the session to hand it over; None once it is
+        resumed here, else the ``<failed/>`` to send."""
+        sessions = stream.server.sessions
+        fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self.pending[token] = (stream, fut)
+        request = {"token": token, "full": str(proxy.jid), "sid": proxy.sid, "h": h,
+                   "node": sessions.node, "newsid": stream.id}
+        sessions.tell(proxy.node, proxy.jid.domain, "sm-take", json.dumps(request).encode())
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), TAKE_TIMEOUT)
+        except asyncio.TimeoutError:
+            self.log.warning("%s: %s did not hand the session over in time", proxy.jid,
+                             proxy.node)
+            return sm.failed("item-not-found")
+        finally:
+            if self.pending.get(token, (None, fut))[1] is fut:
+                del self.pending[token]
+
+    @hook("cluster/sm-take")
+    async def give(self, payload: bytes) -> bool:
+        """Another node's client resumes a session of ours: hand it over."""
+        req = json.loads(payload)
+        full, token, node = JID.parse(req["full"]), req["token"], req["node"]
+        sessions = self.host.sessions
+        found = sessions.local(full)
+        session = found if isinstance(found, ClientSession) else None
+        st = self.state.get(session) if session is not None else None
+        if session is None or st is None or st.token != token or session.id != req["sid"]:
+            sessions.tell(node, full.domain, "sm-moved",
+                          sm.pack({"token": token, "failed": "item-not-found"}, ()))
+            return True
+        try:
+            st.out.ack(int(req["h"]))
+        except sm.TooHigh as exc:
+            sessions.tell(node, full.domain, "sm-moved", sm.pack(
+                {"token": token, "failed": "undefined-condition", "h": st.h_in,
+                 "app": exc.condition()}, ()))
+            return True
+        st.stop_timer()
+        self.waiting.discard(session)
+        await self.host.bus.notify("session-moving", session)
+        old = session.attach(Held(0))
+        session.tap(None)
+        presence = session.presence
+        state = {"token": token, "full": str(full), "sid": req["newsid"], "h": st.h_in,
+                 "acked": st.out.acked, "max": st.max, "available": session.available,
+                 "priority": session.priority,
+                 "presence": serialize(presence).decode() if presence is not None else None,
+                 "fields": _shared(session)}
+        queue, st.out.queue = st.out.queue, type(st.out.queue)()
+        sessions.hand_over(session, node, req["newsid"])
+        session.bound = False
+        sessions.tell(node, full.domain, "sm-moved", sm.pack(state, queue))
+        self.log.info("%s handed over to %s (%d stanzas unacknowledged)", full, node, len(queue))
+        if not isinstance(old, Held):
+            old.close(StreamError("conflict", "resumed on another node"))
+        return True
+
+    @hook("cluster/sm-moved")
+    def moved(self, payload: bytes) -> bool:
+        """The session another node handed over (or why it could not): bound
+        here before anything after it in this node's inbox is delivered."""
+        state, queue = sm.unpack(payload)
+        token = state["token"]
+        stream, fut = self.pending.pop(token, (None, None))
+        if "failed" in state:
+            if fut is not None and not fut.done():
+                fut.set_result(sm.failed(state["failed"], state.get("h"), state.get("app", "")))
+            return True
+        if stream is not None and stream.closing:
+            stream = None
+        session = self.adopt(state, queue, stream)
+        if stream is not None:
+            st = self.state.get(session)
+            stream.carry(session)
+            self.resent(stream, st)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+        return True
+
+    def adopt(self, state: dict[str, Any], queue: list[bytes],
+              stream: ClientStream | None) -> ClientSession:
+        full = JID.parse(state["full"])
+        srv = self.host.server
+        assert srv is not None
+        transport: Any = stream if stream is not None else Held(0)
+        session = ClientSession(srv, self.host, full, state["sid"], transport)
+        session.available = bool(state["available"])
+        session.priority = int(state["priority"])
+        if state.get("presence"):
+            session.presence = parse_stanza(state["presence"].encode())
+        _restore(session, state.get("fields") or {})
+        st = SMState(session, srv.config.client, state["token"], int(state["max"]),
+                     sm.Unacked(int(state["acked"]), queue), int(state["h"]))
+        self.state.set(session, st)
+        self.token.set(session, state["token"])
+        session.tap(st.write)
+        srv.sessions.adopt(session)
+        session.bound = True
+        if stream is None:
+            self.wait(session, st)
+        return session
+
+
+def _carbon_of(el: Any, user: JID) -> bool:
+    """A XEP-0280 copy for ``user`` (its original went to another resource)."""
+    return el.get("from") == str(user) and any(
+        child.tag in (_SENT, _RECEIVED) for child in el)
+
+
+_SENT, _RECEIVED = "{urn:xmpp:carbons:2}sent", "{urn:xmpp:carbons:2}received"
+
+
+def _shared(session: ClientSession) -> dict[str, Any]:
+    """The session's shared fields, as JSON (sets as lists of their members)."""
+    out: dict[str, Any] = {}
+    for key, value in session.fields.items():
+        field = SessionField.shared_fields.get(key)
+        if field is not None:
+            out[key] = sorted(str(m) for m in value) if field.is_set else value
+    return out
+
+
+def _restore(session: ClientSession, fields: dict[str, Any]) -> None:
+    for key, value in fields.items():
+        field = SessionField.shared_fields.get(key)
+        if field is None:
+            continue
+        if field.is_set:
+            session.fields[key] = {field.member(m) for m in value}
+        else:
+            session.fields[key] = value
