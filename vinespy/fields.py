@@ -18,7 +18,9 @@ scalar (bool, int, float, str) in the session's routing entry, so a node
 reading the routes sees it on the session's proxy; a set (``SessionField(set,
 shared=True, member=JID.parse)``) as a Redis set of its own, written as
 deltas, so that a set of thousands costs one small write per change. A
-field that is not shared exists only on the node holding the stream.
+field that is not shared exists only on the node holding the stream; it may
+also hold an object of the module's own (a queue): declared without a
+default, it reads None until set, and the module changes the object in place.
 
 The session is told of every change (``session.field_changed(field,
 member)``, after it is made; for a set emptied by ``clear``, with member
@@ -47,8 +49,8 @@ class SessionField(Generic[T]):
 
     def __init__(self, type: type[T], default: T | None = None, *, shared: bool = False,
                  member: Callable[[str], Any] = str) -> None:
-        if type is not set and default is None and shared:
-            raise TypeError("a shared scalar SessionField needs a default")
+        if default is None and type in _SCALARS:
+            raise TypeError("a scalar SessionField needs a default")
         if shared and type is not set and type not in _SCALARS:
             raise TypeError(f"a shared SessionField holds bool, int, float, str or set, "
                             f"not {type.__name__}")
@@ -104,6 +106,7 @@ class SessionField(Generic[T]):
             session.field_changed(self, member)
 
     def clear(self, session: Session) -> None:
+        """Empty a set; a field holding an object of its own: back to None."""
         if session.fields.get(self.key):
             session.field_changed(self, None)   # first: a listener reads what leaves
             del session.fields[self.key]
