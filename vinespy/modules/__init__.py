@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 # Files under vinespy/modules/ holding the built-in modules (a module's
 # config name is its class's ``name``; ``iqdispatch`` is the "iq" module).
 BUILTIN = ("iqdispatch", "presence", "disco", "ping", "version", "vcard", "private", "last",
-           "offline", "roster", "subscription", "blocking", "pubsub")
+           "offline", "roster", "subscription", "blocking", "pubsub", "carbons")
 
 
 @dataclass(frozen=True)
