@@ -146,8 +146,8 @@ async def test_sent_carbon_of_what_another_resource_sends(server: Running) -> No
 
 @pytest.mark.parametrize("hint", ["private", "no-copy"])
 async def test_private_and_no_copy_are_not_copied(server: Running, hint: str) -> None:
-    """<private/> (XEP-0280 §8) and <no-copy/> (XEP-0334): no copy either
-    way; bob gets the message without <private/> (§8: the receiving server
+    """<private/> (XEP-0280 §9) and <no-copy/> (XEP-0334): no copy either
+    way; bob gets the message without <private/> (§9: the receiving server
     removes it)."""
     phone = await login(server, f"{ALICE}/phone")
     laptop = await login(server, f"{ALICE}/laptop")

@@ -7,15 +7,15 @@
 * Which messages are copied (§6, a server's choice; :func:`eligible`): chat;
   normal with a body or an IM payload (chat state, receipt, marker); errors
   coming in (bounces of what the user sent, as Prosody does). Never
-  groupchat, headline, MUC traffic (``muc#user``, private messages from
-  occupants included), a carbon, nor anything marked ``<private/>`` (§7)
-  or ``<no-copy/>`` (XEP-0334 §4).
+  groupchat, headline, a message marked as MUC traffic by a ``muc#user``
+  ``<x/>`` (private messages from occupants, mediated invitations), a
+  carbon, nor anything marked ``<private/>`` (§9) or ``<no-copy/>`` (XEP-0334).
 * Received (§7): a message routed to a local user is copied, wrapped in
   ``<received/>``, to each of the user's available carbon-enabled resources
   the router does not deliver it to (:meth:`Router.message_targets`: the
   addressed resource; for a bare JID or an absent resource those of RFC
   6121 §8.5.2), also when it goes to offline storage. An error the router
-  drops is not copied. ``<private/>`` is removed before delivery (§8).
+  drops is not copied. ``<private/>`` is removed before delivery (§9).
 * Sent (§8): a message a local resource sends is copied, wrapped in
   ``<sent/>``, to the user's other available carbon-enabled resources,
   whatever its destination. A message to one's own account is copied only
@@ -50,8 +50,8 @@ IM_PAYLOADS = frozenset({"http://jabber.org/protocol/chatstates", "urn:xmpp:rece
                          "urn:xmpp:chat-markers:0"})
 PRIVATE = f"{{{CARBONS}}}private"
 BODY = f"{{{ns.CLIENT}}}body"
-# Children that keep a message from being copied: §7 private, XEP-0334
-# no-copy, a carbon itself (§11: never copy a copy), MUC traffic (§6).
+# Children that keep a message from being copied: §9 private, XEP-0334
+# no-copy, a carbon itself (a copy of a copy would repeat it), MUC traffic (§6).
 NEVER = frozenset({PRIVATE, f"{{{HINTS}}}no-copy", f"{{{CARBONS}}}sent",
                    f"{{{CARBONS}}}received", f"{{{MUC_USER}}}x"})
 
@@ -74,7 +74,7 @@ def eligible(message: Element, inbound: bool) -> bool:
 
 
 def strip_private(message: Element) -> None:
-    """Remove ``<private/>`` from a message about to reach its recipient (§8:
+    """Remove ``<private/>`` from a message about to reach its recipient (§9:
     "SHOULD remove the <private/> element before delivering")."""
     for el in message.findall(PRIVATE):
         message.remove(el)
@@ -131,7 +131,7 @@ class Carbons(Module):
         """After the handlers that claim or bounce (blocking); never claims."""
         st = ev.stanza
         if st.find(PRIVATE) is not None:
-            strip_private(st)           # not copied, and delivered without it (§8)
+            strip_private(st)           # not copied, and delivered without it (§9)
             return None
         user = ev.to.bare
         if ((ev.origin is not None and ev.origin.jid.bare == user)   # sent copies do it
