@@ -203,18 +203,38 @@ class Router:
         if stype == "groupchat":
             self.bounce(stanza, StanzaError("service-unavailable"))
             return
-        # §8.5.2.1.1: resources of negative priority never get bare-JID
-        # messages; chat and normal go to the highest priority (all on a
-        # tie), headline to every non-negative resource.
-        targets = [s for s in self.sessions.available(bare) if s.priority >= 0]
-        if targets and stype != "headline":
-            top = max(s.priority for s in targets)
-            targets = [s for s in targets if s.priority == top]
+        targets = self.bare_targets(bare, stype)
         for session in targets:
             session.send(stanza)
         if targets or stype not in _CHAT_NORMAL:
             return
         await self.offline(stanza, bare)
+
+    def bare_targets(self, bare: JID, stype: str | None) -> list[Session]:
+        """The resources a message of ``stype`` (not error, not groupchat) to
+        ``bare`` is delivered to (RFC 6121 §8.5.2.1.1): never one of negative
+        priority; chat and normal to the highest priority (all on a tie),
+        headline to every non-negative one. Empty: nobody can take it now."""
+        targets = [s for s in self.sessions.available(bare) if s.priority >= 0]
+        if targets and stype != "headline":
+            top = max(s.priority for s in targets)
+            targets = [s for s in targets if s.priority == top]
+        return targets
+
+    def message_targets(self, to: JID, stype: str | None) -> list[Session]:
+        """The resources :meth:`default` writes a message of ``stype`` to a
+        local user's ``to`` (bare or full JID) to: the bound resource it
+        names, else (chat/normal to an absent resource, or a bare JID)
+        :meth:`bare_targets`. Empty for what it drops, bounces or stores."""
+        if to.resource:
+            session = self.sessions.get(to)
+            if session is not None:
+                return [session]
+            if stype not in _CHAT_NORMAL:
+                return []
+        if stype in ("error", "groupchat"):
+            return []
+        return self.bare_targets(to.bare, stype)
 
     async def absent(self, stanza: Element, target: JID, *, final: bool = False) -> None:
         """A stanza another cluster node sent for ``target``, a resource that is

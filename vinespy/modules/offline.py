@@ -98,10 +98,9 @@ class Offline(Module):
         as to his bare JID (§8.5.2.1.1: the highest non-negative priority)."""
         sessions = self.host.sessions
         await sessions.load([bare], fresh=True)
-        targets = [s for s in sessions.available(bare) if s.priority >= 0]
+        targets = self.host.router.bare_targets(bare, "chat")
         if targets:
-            top = max(s.priority for s in targets)
-            await self._flush(bare, [s for s in targets if s.priority == top])
+            await self._flush(bare, targets)
 
     @hook("initial-presence")
     async def deliver(self, session: Any, user: Any) -> None:
