@@ -54,6 +54,9 @@ _BODIES = (_BODY, *(f"{{{CARBONS}}}{d}/{{{FORWARD}}}forwarded/{{jabber:client}}m
                     for d in ("sent", "received")))
 # Before every other deliver handler: those see a held presence once, when written.
 PRIORITY = 100
+# What an inactive session's deliver-<kind>/watched handlers see (ClientSession.watch):
+# an active one costs nothing.
+WATCHED = ("{jabber:client}presence", "{jabber:client}message")
 
 
 def holds(st: Element, jid: JID) -> bool:
@@ -108,17 +111,31 @@ class Csi(Module):
     def inactive(self, carrier: Any, el: Element) -> bool:
         if getattr(carrier, "bound", False) and Csi.pending.get(carrier) is None:
             Csi.pending.set(carrier, Pending(self.max_held))
+            for tag in WATCHED:
+                carrier.watch(tag, True)
         return True
 
     @hook(f"nonza/{NS}:active")
     def active(self, carrier: Any, el: Element) -> bool:
-        pending = Csi.pending.get(carrier) if getattr(carrier, "bound", False) else None
-        if pending is not None:
-            self._flush(carrier, pending)
-            Csi.pending.clear(carrier)
+        if getattr(carrier, "bound", False):
+            self.wake(carrier)
         return True
 
-    @hook("deliver-presence", PRIORITY)
+    # XEP-0352 §4.2: a resumed stream (XEP-0198) starts active, as every
+    # stream does; a session handed to another node takes what it held with
+    # it, written (to its XEP-0198 queue) before it goes.
+    @hook("session-resumed")
+    @hook("session-moving")
+    def wake(self, session: Any) -> None:
+        pending = Csi.pending.get(session)
+        if pending is None:
+            return
+        self._flush(session, pending)
+        Csi.pending.clear(session)
+        for tag in WATCHED:
+            session.watch(tag, False)
+
+    @hook("deliver-presence/watched", PRIORITY)
     def presence(self, session: Session, st: Element) -> bool | None:
         pending: Pending | None = Csi.pending.get(session)
         if pending is None:
@@ -133,7 +150,7 @@ class Csi(Module):
         self._flush(session, pending)      # full: the held ones go, then this one
         return None
 
-    @hook("deliver-message", PRIORITY)
+    @hook("deliver-message/watched", PRIORITY)
     def message(self, session: Session, st: Element) -> None:
         pending: Pending | None = Csi.pending.get(session)
         if pending is not None and pending.presences and urgent(st):

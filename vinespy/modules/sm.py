@@ -278,7 +278,8 @@ class StreamManagement(Module):
             if isinstance(session, ClientSession):
                 st = self.state.get(session)
                 if st is not None and st.token == token and session.bound:
-                    self.resume_here(stream, session, st, h)
+                    if self.resume_here(stream, session, st, h):
+                        await self.host.bus.notify("session-resumed", session)
                     return True
             elif session is not None and session.fields.get(self.token.key) == token:
                 answer = await self.take(stream, session, token, h)
@@ -289,12 +290,12 @@ class StreamManagement(Module):
         return True
 
     def resume_here(self, stream: ClientStream, session: ClientSession, st: SMState,
-                    h: int) -> None:
+                    h: int) -> bool:
         try:
             st.acked(h)
         except sm.TooHigh as exc:
             stream.write(sm.failed("undefined-condition", st.h_in, exc.condition()))
-            return
+            return False
         self.waiting.discard(session)
         st.stop_timer()
         old = session.attach(stream)
@@ -302,6 +303,7 @@ class StreamManagement(Module):
         self.resent(stream, st)
         if not isinstance(old, Held):
             old.close(StreamError("conflict", "resumed on another connection"))
+        return True
 
     def resent(self, stream: ClientStream, st: SMState) -> None:
         """``<resumed/>``, then what the client did not acknowledge (XEP-0198 §5)."""
@@ -329,7 +331,7 @@ class StreamManagement(Module):
                              proxy.node)
             return sm.failed("item-not-found")
         finally:
-            if self.pending.get(token, (None, fut))[1] is fut:
+            if token in self.pending and self.pending[token][1] is fut:
                 del self.pending[token]
 
     @hook("cluster/sm-take")

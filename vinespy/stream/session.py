@@ -93,7 +93,7 @@ class ClientSession:
     """One bound resource: a :class:`~vinespy.sessions.Session`."""
 
     __slots__ = ("server", "host", "jid", "user", "id", "bound", "fields", "transport",
-                 "pre_events", "handled", "_write", "_tap", "_deliver", "_available",
+                 "pre_events", "handled", "_write", "_tap", "_deliver", "_watched", "_available",
                  "_priority", "_presence")
 
     def __init__(self, server: Server, host: Host, jid: JID, sid: str,
@@ -110,6 +110,7 @@ class ClientSession:
         self._priority = 0
         self._presence: Element | None = None
         self._deliver = host.hooked(DELIVER)     # tag -> deliver-<kind> event
+        self._watched: frozenset[str] = frozenset()   # tags watch() turned on
         self.pre_events = host.hooked(PRE)       # tag -> pre-<kind> event (the router's)
         self.transport = transport
         self._tap: Callable[[bytes], None] | None = None
@@ -196,12 +197,27 @@ class ClientSession:
         else:
             self._write(data)
 
+    def watch(self, tag: str, on: bool) -> None:
+        """While on, ``deliver-<kind>/watched`` handlers see the stanzas of
+        ``tag`` written to this session (before ``deliver-<kind>``): a module
+        that needs them only for some sessions (CSI, while inactive) costs
+        nothing on the others, whose stanzas from other nodes are written as
+        they came, never parsed and serialized again."""
+        self._watched = self._watched | {tag} if on else self._watched - {tag}
+        self._deliver = self.host.hooked(DELIVER)
+        for t in self._watched:
+            self._deliver.setdefault(t, DELIVER[t])
+
     def _delivered(self, stanza: Element) -> bool:
         event = self._deliver.get(stanza.tag)
         if event is None:
             return False
+        bus = self.host.bus
         try:
-            return self.host.bus.fire_sync(event, self, stanza) is not None
+            if (stanza.tag in self._watched
+                    and bus.fire_sync(f"{event}/watched", self, stanza) is not None):
+                return True
+            return bus.fire_sync(event, self, stanza) is not None
         except Exception:
             # A module's bug must not lose the stanza: it goes out unchanged.
             log.exception("%s handler failed on a stanza to %s", event, self.jid)
