@@ -151,6 +151,19 @@ class Sessions:
         the bus of ``domain``'s host), in order with the stanzas sent there."""
         raise RuntimeError("a standalone server has no other node")
 
+    def keep(self, name: str, items: list[bytes], ttl: float, *, reset: bool = False) -> None:
+        """Keep ``items`` (appended; all replaced when ``reset``) where any
+        node can take them if this one dies, for ``ttl`` s after the last
+        append (standalone: nowhere; a process that dies takes them along)."""
+
+    def unkeep(self, name: str) -> None:
+        """Forget what :meth:`keep` kept under ``name``."""
+
+    async def take_kept(self, name: str) -> list[bytes]:
+        """What :meth:`keep` kept under ``name`` (on whichever node), once:
+        it is forgotten."""
+        return []
+
     def unbind(self, session: Session) -> bool:
         """Remove ``session`` if it is still the one bound to its JID."""
         jid = session.jid

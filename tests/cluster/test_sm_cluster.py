@@ -14,7 +14,7 @@ import ssl
 
 import pytest
 
-from tests.cluster.conftest import Cluster, ClusterFactory, Node, Site
+from tests.cluster.conftest import Cluster, ClusterFactory, Node, Site, eventually
 from tests.conftest import DOMAIN, PASSWORD
 from tests.integration.test_sm import SM, bodies, received, say
 from tests.rawclient import Raw
@@ -186,3 +186,35 @@ async def test_resuming_an_unknown_or_expired_session_elsewhere_fails(
     raw.send("<presence/>")
     assert await received(raw, "kept") == ["kept"]
     assert bodies(raw.buf) == []
+
+
+async def test_what_a_waiting_session_kept_survives_its_node(
+        cluster: ClusterFactory, site: Site) -> None:
+    """bob's connection to node 0 drops; alice's messages to him wait there
+    (and in Redis). Node 0 is killed: node 1 cleans up after it, bob's
+    contacts get his unavailable presence, and the messages he never
+    acknowledged are in offline storage for his next login, on node 1."""
+    c = await cluster(2)
+    await befriend(site, ALICE, BOB)
+    alice, _ = await login(site, c[1], "alice")
+    bob, token = await login(site, c[0], "bob", sm=True)
+    await alice.expect(rb"<presence [^>]*from=['\"]bob@")
+    say(alice, f"{BOB}/r", "seen")
+    await bob.expect(rb"seen")                     # received, never acknowledged
+    bob.writer.transport.abort()
+    say(alice, f"{BOB}/r", "w1")
+    say(alice, BOB, "w2")
+
+    async def kept() -> bool:
+        last = await c.redis.execute("LRANGE", f"cluster:kept:{token}", -1, -1)
+        return bool(last) and "<body>w2</body>" in last[0]
+    await eventually(kept, what="what bob's waiting session keeps, in Redis")
+    c[0].sigkill()
+    await alice.expect(rb"<presence (?=[^>]*from=['\"]bob@)[^>]*type=['\"]unavailable")
+    again = await connect(site, c[1], "bob")
+    again.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+               "<resource>new</resource></bind></iq>")
+    await again.expect(rb"<jid>")
+    again.send("<presence/>")
+    assert await received(again, "w2") == ["seen", "w1", "w2"]
+    assert int(await c.redis.execute("EXISTS", f"cluster:kept:{token}")) == 0

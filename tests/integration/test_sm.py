@@ -8,12 +8,13 @@ client's ``<resume/>`` on a new connection that those stanzas may be lost.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
 import pytest
 
-from tests.conftest import DOMAIN, PASSWORD, Running
+from tests.conftest import DOMAIN, PASSWORD, Running, wait_event
 from tests.integration.test_module_api import ctx_of
 from tests.integration.test_subscription import friends
 from tests.rawclient import Raw
@@ -210,7 +211,133 @@ async def test_a_clean_close_ends_the_session(server: Running) -> None:
     await server.user("bob")
     bob, token = await sm_login(server, "bob")
     bob.send("</stream:stream>")
-    await bob.until_closed()
+    # The server's last word: how many of bob's stanzas it handled (his
+    # presence and the ping), then the end of its stream.
+    assert re.search(rb"<a xmlns=['\"]urn:xmpp:sm:3['\"] h=['\"]2['\"]/></stream:stream>",
+                     await bob.until_closed())
     c = await connect(server, "bob")
     c.send(f"<resume xmlns='{SM}' previd='{token}' h='0'/>")
     await c.expect(rb"<failed [^>]*><item-not-found")
+
+
+async def test_slixmpp_enables_acks_and_resumes(server: Running) -> None:
+    """A real client library (slixmpp's xep_0198): it enables with
+    resumption, acknowledges as it goes, and after its connection drops
+    resumes and gets what was sent meanwhile, each message once."""
+    await server.user("alice")
+    await server.user("bob")
+    alice = await plain_login(server, "alice")
+    bob = server.client(BOB, plugins=("xep_0198",))
+    bob.plugin["xep_0198"].window = bob.plugin["xep_0198"].window_counter = 2   # <r/> every 2
+    got: list[str] = []
+    bob.add_event_handler("message", lambda m: got.append(str(m["body"])))
+    enabled = asyncio.ensure_future(wait_event(bob, "sm_enabled"))
+    bob.connect("127.0.0.1", server.port)
+    await enabled
+    bob.send_presence()
+    say(alice, BOB, "first")
+    await wait_event(bob, "message", match=lambda m: m["body"] == "first")
+    acked = asyncio.ensure_future(wait_event(bob, "stanza_acked"))
+    bob.send_presence(pstatus="here")            # its second stanza: it asks, we answer
+    await acked
+    gone = asyncio.ensure_future(wait_event(bob, "disconnected"))
+    bob.abort()
+    await gone
+    say(alice, BOB, "while-away-1")
+    say(alice, f"{BOB}/{bob.boundjid.resource}", "while-away-2")
+    alice.send(f"<iq type='get' id='q' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    await alice.expect(rb"id=\"q\"")
+    assert b"<error" not in alice.buf
+    resumed = asyncio.ensure_future(wait_event(bob, "session_resumed"))
+    last = asyncio.ensure_future(wait_event(bob, "message",
+                                            match=lambda m: m["body"] == "while-away-2"))
+    bob.connect("127.0.0.1", server.port)
+    await resumed
+    await last
+    say(alice, BOB, "after")
+    await wait_event(bob, "message", match=lambda m: m["body"] == "after")
+    assert got == ["first", "while-away-1", "while-away-2", "after"]
+
+
+async def test_a_burst_beyond_max_unacked_is_asked_for_not_fatal(make_server: Any) -> None:
+    """More stanzas than max_unacked in one go: the server asks at once
+    (<r/>) instead of waiting, and the session survives the answer."""
+    async with make_server(client={"max_unacked": 10}) as srv:
+        await srv.user("alice")
+        await srv.user("bob")
+        alice = await plain_login(srv, "alice")
+        bob, _ = await sm_login(srv, "bob")
+        for i in range(15):
+            say(alice, f"{BOB}/r", f"b{i}")
+        assert await received(bob, "b14") == [f"b{i}" for i in range(15)]
+        await bob.expect(rb"<r xmlns=['\"]urn:xmpp:sm:3['\"]/>")
+        bob.send(f"<a xmlns='{SM}' h='17'/>")      # own presence, ping result, b0-b14
+        bob.send(f"<iq type='get' id='p1' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
+        await bob.expect(rb"id=\"p1\"")
+
+
+async def test_a_waiting_session_past_max_unacked_ends_into_offline_storage(
+        make_server: Any) -> None:
+    async with make_server(client={"max_unacked": 10}) as srv:
+        await srv.user("alice")
+        await srv.user("bob")
+        alice = await plain_login(srv, "alice")
+        bob, token = await sm_login(srv, "bob")
+        bob.send(f"<a xmlns='{SM}' h='2'/>")
+        bob.writer.transport.abort()
+        full = JID.parse(f"{BOB}/r")
+        for i in range(12):
+            say(alice, f"{BOB}/r", f"o{i}")
+        alice.send(f"<iq type='get' id='q' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
+        await alice.expect(rb"id=\"q\"")
+        c = await connect(srv, "bob")
+        c.send(f"<resume xmlns='{SM}' previd='{token}' h='2'/>")
+        await c.expect(rb"<failed [^>]*><item-not-found")
+        assert srv.server.sessions.get(full) is None
+        c.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+               "<resource>r</resource></bind></iq>")
+        await c.expect(rb"<jid>")
+        c.send("<presence/>")
+        assert await received(c, "o11") == [f"o{i}" for i in range(12)]
+
+
+async def test_with_resumption_off_resume_is_not_implemented(make_server: Any) -> None:
+    async with make_server(client={"resume_timeout": 0}) as srv:
+        await srv.user("bob")
+        raw = await connect(srv, "bob")
+        raw.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                 "<resource>r</resource></bind></iq>")
+        await raw.expect(rb"<jid>")
+        raw.send(f"<enable xmlns='{SM}' resume='true'/>")
+        enabled = (await raw.expect(rb"<enabled[^>]*/>")).group(0)
+        assert b"resume" not in enabled and b"id=" not in enabled
+        c = await connect(srv, "bob")
+        c.send(f"<resume xmlns='{SM}' previd='x.cg' h='0'/>")
+        await c.expect(rb"<failed [^>]*><feature-not-implemented")
+
+
+async def test_an_expired_sessions_messages_are_not_repeated_to_a_resource_with_carbons(
+        make_server: Any) -> None:
+    """bob/laptop (carbons on) got a copy of each message to bob/phone; when
+    bob/phone's session expires unacknowledged, the laptop does not get them
+    again; bob/tablet (no carbons) gets them from offline storage."""
+    async with make_server(client={"resume_timeout": 1}) as srv:
+        await srv.user("alice")
+        await srv.user("bob")
+        alice = await plain_login(srv, "alice")
+        laptop, _ = await sm_login(srv, "bob", "laptop")
+        laptop.send("<iq type='set' id='c'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+        await laptop.expect(rb"id=\"c\"")
+        phone, _ = await sm_login(srv, "bob", "phone")
+        say(alice, f"{BOB}/phone", "once")
+        # After it in the phone's queue: an IQ request, which the expiry
+        # answers with an error (so the test sees the queue handled).
+        alice.send(f"<iq type='get' id='v' to='{BOB}/phone'><query xmlns='jabber:iq:version'/>"
+                   "</iq>")
+        await phone.expect(rb"id=\"v\"")
+        await laptop.expect(rb"<received xmlns=['\"]urn:xmpp:carbons:2['\"]>.*?<body>once</body>")
+        phone.writer.transport.abort()
+        await alice.expect(rb"<iq (?=[^>]*id=\"v\")[^>]*type=\"error\".*?<service-unavailable")
+        say(alice, f"{BOB}/laptop", "probe")
+        assert await received(laptop, "probe") == ["probe"]        # not "once" again
+        assert await srv.storage.get(JID.parse(BOB), "offline") in (None, [])

@@ -63,3 +63,13 @@ def test_a_handover_payload_round_trips() -> None:
     queue = [b"<message><body>1</body></message>", b"<iq type='get' id='x'/>"]
     assert sm.unpack(sm.pack(state, queue)) == (state, queue)
     assert sm.unpack(sm.pack(state, [])) == (state, [])
+
+
+def test_a_stale_h_acknowledges_nothing_new() -> None:
+    """An answer older than the last one (a resumption with an old h): no
+    error, nothing forgotten twice."""
+    q = sm.Unacked()
+    for i in range(4):
+        q.add(b"x%d" % i)
+    assert q.ack(3) == 3 and q.size == 2
+    assert q.ack(1) == 0 and list(q.queue) == [b"x3"] and q.acked == 3

@@ -80,6 +80,14 @@ def sets(sid: str) -> str:
     return f"cluster:sets:{sid}"
 
 
+def kept(name: str) -> str:
+    """LIST of what a session kept without a connection holds (XEP-0198:
+    the stanzas its client did not acknowledge, ``name`` its resumption
+    token), for whoever cleans up if its node dies; expires after the
+    session's resumption time."""
+    return f"cluster:kept:{name}"
+
+
 def lock(name: str) -> str:
     """STRING holding the token of the task that holds ``exclusive(name)``."""
     return f"cluster:lock:{name}"

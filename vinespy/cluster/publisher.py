@@ -133,6 +133,7 @@ class Publisher:
         self._sets: dict[int, _SetChanges] = {}          # id(session) -> its changes
         self._changed: dict[str, None] = {}              # bare JIDs, ordered
         self._events: list[bytes] = []
+        self._kept: list[tuple[str, Any]] = []           # keep()/unkeep() commands, in order
         self._inboxes: dict[str, list[bytes]] = {}
         self._seq: dict[str, int] = {}
         self._pending = 0                                # stanzas in _inboxes
@@ -275,6 +276,19 @@ class Publisher:
         self._inboxes.setdefault(node, []).append(wire.message_item(domain, name, payload))
         self._kick()
 
+    def keep(self, name: str, items: list[bytes], ttl: float, *, reset: bool = False) -> None:
+        """Append ``items`` to the list :func:`keys.kept` ``(name)`` (emptied
+        first when ``reset``), which expires ``ttl`` s after the last append."""
+        if reset:
+            self._kept.append(("del", keys.kept(name)))
+        if items:
+            self._kept.append(("rpush", (keys.kept(name), items, int(ttl * 1000))))
+        self._kick()
+
+    def unkeep(self, name: str) -> None:
+        self._kept.append(("del", keys.kept(name)))
+        self._kick()
+
     def put(self, session: Session) -> None:
         """Write ``session``'s routing entry (its state at flush time)."""
         self._puts[id(session)] = session
@@ -367,6 +381,8 @@ class Publisher:
             self._changed[str(jid.bare)] = None
         for d in self._sets.values():
             cmds += _set_cmds(d)
+        cmds += self._kept
+        self._kept = []
         now = time.monotonic()
         if self._acks_due() and self._acks is not None:
             acks = self._acks()
@@ -428,6 +444,10 @@ class Publisher:
                           keys.sets(sid), full.resource, sid, str(full))
             elif kind == "del":
                 pipe.delete(arg)
+            elif kind == "rpush":
+                key, items, ttl = arg
+                pipe.rpush(key, *items)
+                pipe.pexpire(key, ttl)
             elif kind == "sadd":
                 pipe.sadd(arg[0], *arg[1])
             elif kind == "srem":
@@ -453,7 +473,7 @@ class Publisher:
         while True:
             if self._batch is None:
                 if not (self._puts or self._unbinds or self._changed or self._events
-                        or self._inboxes or self._sets or self._waiters
+                        or self._inboxes or self._sets or self._kept or self._waiters
                         or self._resend or self._resend_all or self._acks_due()):
                     self._idle.set()
                     self._wake.clear()
@@ -488,7 +508,7 @@ class Publisher:
     def _done(self, batch: list[tuple[str, Any]], results: list[Any]) -> None:
         i = 0
         for kind, arg in batch:
-            n = 2 if kind == "put" else len(arg) if kind == "confirms" else 1
+            n = 2 if kind in ("put", "rpush") else len(arg) if kind == "confirms" else 1
             res = results[i:i + n]
             i += n
             if any(isinstance(r, Exception) for r in res):

@@ -93,6 +93,11 @@ class ClusterSessions(Sessions):
         if remote:
             local = self._bare.get(bare, {})
             out += [p for r, p in remote.items() if r not in local]
+        if self._forwards:
+            # Handed over, not yet in the routes read: where it went.
+            have = {s.jid for s in out}
+            out += [p for full, (p, _) in self._forwards.items()
+                    if full.bare == bare and full not in have]
         return out
 
     def available(self, bare: JID) -> list[Session]:
@@ -269,6 +274,28 @@ class ClusterSessions(Sessions):
         for _, timer in self._forwards.values():
             timer.cancel()
         self._forwards = {}
+
+    def keep(self, name: str, items: list[bytes], ttl: float, *, reset: bool = False) -> None:
+        if self.publisher is not None:
+            self.publisher.keep(name, items, ttl, reset=reset)
+
+    def unkeep(self, name: str) -> None:
+        if self.publisher is not None:
+            self.publisher.unkeep(name)
+
+    async def take_kept(self, name: str) -> list[bytes]:
+        if self.redis is None:
+            return []
+        await self.published()          # what this node kept, written first
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.lrange(keys.kept(name), 0, -1)
+        pipe.delete(keys.kept(name))
+        try:
+            items, _ = await pipe.execute()
+        except REDIS_ERRORS as exc:
+            log.warning("could not read what %s kept (%s): it expires", name, exc)
+            return []
+        return list(items)
 
     def tell(self, node: str, domain: str, name: str, payload: bytes) -> None:
         if self.publisher is not None:

@@ -139,7 +139,8 @@ def parse_stanza(data: bytes) -> Element:
     try:
         return xml.parse_stanza(data)
     except ValueError as exc:
-        raise WireError(f"an s item: {exc}") from None
+        raise WireError(str(exc) if "malformed" in str(exc)
+                        else "an s item holds exactly one stanza") from None
 
 
 @dataclass

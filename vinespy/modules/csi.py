@@ -8,7 +8,7 @@ server decides what to make of it (§3.2); here, as Prosody's mod_csi_simple:
   action (available and unavailable) is held, only the latest of each sender
   (full JID): a newer one replaces the one before, and goes to the end, so
   what is written later is the order it came in with the superseded ones
-  left out. At most ``max_held`` senders (default 10,000); past that, the
+  left out. At most ``max_held`` senders (default 1,000); past that, the
   held ones are written and holding starts again.
 * The session's own presence coming back to it (RFC 6121 §4.2.2) is not
   held: the client just sent it. Presence of its other resources is.
@@ -100,7 +100,7 @@ class Csi(Module):
     name = "csi"
     xep = "XEP-0352"
     stream_features = (f"<csi xmlns='{NS}'/>",)
-    options = {"max_held": Option(int, default=10_000, min=1, max=1_000_000)}
+    options = {"max_held": Option(int, default=1_000, min=1, max=100_000)}
     pending = SessionField(Pending)     # None: active
 
     def __init__(self, host: Any) -> None:

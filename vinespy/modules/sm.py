@@ -18,23 +18,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StanzaError, StreamError
 from ..fields import SessionField
 from ..jid import JID, JIDError
 from ..rules import sm
-from ..stream.session import ClientSession, Held
+from ..stream.session import HELD_MAX, ClientSession, Held
 from ..xml import local_name, parse_stanza, serialize
 from . import Module, hook
+from .carbons import Carbons, eligible
 
 if TYPE_CHECKING:
     from ..config import ClientConfig
+    from ..server import Server
     from ..stream.client import ClientStream
 
 NS = sm.NS
 REQUEST_AFTER = 1.0     # s after a stanza goes unacknowledged, the server asks (<r/>)
 ACK_TIMEOUT = 30.0      # s an <r/> may go unanswered before the connection counts as lost
+KEEP_MARGIN = 60.0      # s what a waiting session keeps in Redis outlives its resume time
+LIVE_FACTOR = 10        # x max_unacked (and x HELD_MAX bytes) a connected session may keep
 TAKE_TIMEOUT = 5.0      # s a resumption waits for another node to hand the session over
 _RESUMABLE = (None, "connection-timeout")    # stream errors after which it may resume
 
@@ -43,7 +48,7 @@ class SMState:
     """One session's stream management: counters, queue and timers."""
 
     __slots__ = ("session", "out", "base_in", "token", "max", "max_unacked", "requested",
-                 "timer", "closing")
+                 "timer", "closing", "mirrored")
 
     def __init__(self, session: ClientSession, cfg: ClientConfig, token: str | None,
                  max_seconds: int, out: sm.Unacked | None = None, h_in: int = 0) -> None:
@@ -56,6 +61,7 @@ class SMState:
         self.requested = False          # an <r/> is unanswered
         self.timer: asyncio.TimerHandle | None = None   # the next <r/>, its deadline, or expiry
         self.closing = False
+        self.mirrored = False           # waiting: the queue is kept in Redis too
 
     @property
     def h_in(self) -> int:
@@ -66,20 +72,36 @@ class SMState:
         return isinstance(self.session.transport, Held)
 
     def write(self, data: bytes) -> None:
-        """The session's tap: keep ``data`` until acknowledged, write it."""
-        self.out.add(data)
+        """The session's tap: keep ``data`` until acknowledged, write it.
+        Connected, the client is asked (<r/>) REQUEST_AFTER s after a stanza
+        goes unacknowledged, at once past half of ``max_unacked``; it ends
+        only if it never answers (ACK_TIMEOUT: lost, it may resume) or keeps
+        LIVE_FACTOR times more. Waiting for its client, a session that
+        would keep more than ``max_unacked`` stanzas or HELD_MAX bytes ends."""
+        out = self.out
+        out.add(data)
         self.session.transport.write(data)
-        if len(self.out.queue) > self.max_unacked:
+        if self.mirrored:
+            self.session.server.sessions.keep(self.keep_name, [data], self.max + KEEP_MARGIN)
+        n = len(out.queue)
+        if self.away:
+            if n > self.max_unacked or out.size > HELD_MAX:
+                self.overflow()
+        elif n > LIVE_FACTOR * self.max_unacked or out.size > LIVE_FACTOR * HELD_MAX:
             self.overflow()
-        elif self.timer is None and not self.away:
-            self.timer = asyncio.get_running_loop().call_later(REQUEST_AFTER, self.request)
+        elif not self.requested and (self.timer is None or n == self.max_unacked // 2):
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = asyncio.get_running_loop().call_later(
+                0 if n >= self.max_unacked // 2 else REQUEST_AFTER, self.request)
 
     def overflow(self) -> None:
-        """More unacknowledged than ``max_unacked``: the session ends (what
-        it keeps goes to offline storage once it is unbound)."""
+        """Too much unacknowledged: the session ends, not resumable (what it
+        keeps goes to offline storage once it is unbound)."""
         if self.closing:
             return
         self.closing = True
+        self.stop_timer()
         self.session.close(StreamError(
             "policy-violation", f"more than {self.max_unacked} stanzas unacknowledged "
             "(XEP-0198)"))
@@ -108,6 +130,23 @@ class SMState:
         """An <r/> in REQUEST_AFTER s if something is still unacknowledged."""
         if self.out.queue and not self.away:
             self.timer = asyncio.get_running_loop().call_later(REQUEST_AFTER, self.request)
+
+    @property
+    def keep_name(self) -> str:
+        assert self.token is not None
+        return self.token
+
+    def mirror(self, on: bool) -> None:
+        """While the session waits for its client, what it keeps is in Redis
+        too (cluster): if this node dies meanwhile, whoever cleans up after
+        it gives the messages to offline storage."""
+        sessions = self.session.server.sessions
+        if on:
+            sessions.keep(self.keep_name, list(self.out.queue), self.max + KEEP_MARGIN,
+                          reset=True)
+        elif self.mirrored:
+            sessions.unkeep(self.keep_name)
+        self.mirrored = on
 
     def stop_timer(self) -> None:
         if self.timer is not None:
@@ -141,6 +180,12 @@ class StreamManagement(Module):
         # token -> (stream asking, its future) of resumptions asked of another node
         self.pending: dict[str, tuple[ClientStream, asyncio.Future[bytes | None]]] = {}
 
+    @property
+    def server(self) -> Server:
+        srv = self.host.server
+        assert srv is not None, "a module runs in a server"
+        return srv
+
     # -- enable, <r/>, <a/> ----------------------------------------------------------
     @hook(f"nonza/{NS}:enable")
     def enable(self, carrier: Any, el: Any) -> bool:
@@ -152,7 +197,7 @@ class StreamManagement(Module):
         token, max_seconds = None, 0
         if el.get("resume") in ("true", "1") and cfg.resume_timeout > 0:
             token = sm.make_token(session.jid.resource)
-            max_seconds = int(cfg.resume_timeout)
+            max_seconds = math.ceil(cfg.resume_timeout)
             try:
                 wanted = int(el.get("max", ""))
                 if 0 < wanted < max_seconds:
@@ -190,6 +235,14 @@ class StreamManagement(Module):
             raise StreamError("bad-format", f"<a/>: {exc} (XEP-0198 §4)") from None
         return True
 
+    @hook("stream-closing")
+    def closing(self, session: ClientSession) -> None:
+        """XEP-0198 §4 (since 1.5.2): the server SHOULD tell the client what it
+        handled before it closes the stream, so nothing is sent twice."""
+        st = self.state.get(session)
+        if st is not None:
+            session.transport.write(sm.ack(st.h_in))
+
     # -- a connection lost, a session waiting, a session ended ---------------------
     @hook("transport-lost")
     def lost(self, session: ClientSession) -> bool | None:
@@ -209,12 +262,17 @@ class StreamManagement(Module):
         st.stop_timer()
         st.requested = False
         session.detach(0)               # what it is sent is in st.out, not in the Held
+        st.mirror(True)
         self.waiting.add(session)
         st.timer = asyncio.get_running_loop().call_later(st.max, self.expire, session)
 
     def expire(self, session: ClientSession) -> None:
         self.log.info("%s was not resumed in time; ending it", session.jid)
         self.waiting.discard(session)
+        st = self.state.get(session)
+        if st is not None:
+            st.closing = True           # no resumption from now on
+            st.timer = None
         session.close()                 # a Held one: unbound in a task of the server's
 
     @hook("server-stopping")
@@ -224,28 +282,46 @@ class StreamManagement(Module):
 
     @hook("resource-unbound")
     async def unbound(self, session: Any) -> None:
-        """However it ended: nothing it was sent and did not acknowledge is
-        lost. Messages go to offline storage (or back to their sender with
-        an error when not storable), IQ requests are answered
-        ``<service-unavailable/>``, the rest (presence, results) is dropped."""
-        st = self.state.get(session)
-        if st is None:
+        """However it ended, nothing it was sent and did not acknowledge is
+        lost: see :meth:`give_up`. Another node's session (that node died:
+        this one cleans up after it) left what it kept waiting in Redis."""
+        st = self.state.get(session) if isinstance(session, ClientSession) else None
+        if st is not None:
+            st.stop_timer()
+            st.mirror(False)
+            self.waiting.discard(session)
+            queue = st.out.take()
+        elif isinstance(session, ClientSession) or not session.fields.get(self.token.key):
             return
-        st.stop_timer()
-        self.waiting.discard(session)
-        queue, st.out.queue = list(st.out.queue), type(st.out.queue)()
+        else:
+            queue = await self.host.sessions.take_kept(session.fields[self.token.key])
         if queue:
             self.log.info("%s ended with %d stanzas unacknowledged", session.jid, len(queue))
-        router = self.host.router
+            # Awaited: stored before anything that follows the unbinding (a
+            # new session's initial presence flushing offline storage).
+            await self.give_up(session.jid.bare, queue)
+
+    async def give_up(self, user: JID, queue: list[bytes]) -> None:
+        """Stanzas a client may not have had: messages go to offline storage
+        (or back to their sender with an error when not storable), IQ
+        requests are answered ``<service-unavailable/>``, the rest (presence,
+        results, XEP-0280 copies) is dropped. A message a carbon-enabled
+        resource of the user got a copy of is not stored again (XEP-0280:
+        once per resource), as Prosody does."""
+        router, sessions = self.host.router, self.host.sessions
+        await sessions.load((user,), fresh=True)
+        copied = self.host.module("carbons") is not None and any(
+            Carbons.enabled.get(s) for s in sessions.available(user))
         for data in queue:
             try:
                 el = parse_stanza(data)
             except ValueError:
                 continue
             kind, stype = local_name(el), el.get("type")
-            if kind == "message" and not _carbon_of(el, session.user):
-                if stype in (None, "normal", "chat"):
-                    await router.offline(el, session.user)
+            if kind == "message" and not _carbon_of(el, user):
+                if stype in (None, "normal", "chat") and not (
+                        copied and eligible(el, True)):
+                    await router.offline(el, user)
             elif kind == "iq" and stype in ("get", "set"):
                 router.bounce(el, StanzaError("service-unavailable"))
 
@@ -256,6 +332,9 @@ class StreamManagement(Module):
             carrier.transport.write(sm.failed("unexpected-request"))   # bound already
             return True
         stream: ClientStream = carrier
+        if stream.server.config.client.resume_timeout <= 0:
+            stream.write(sm.failed("feature-not-implemented"))     # XEP-0198 §5
+            return True
         token = el.get("previd") or ""
         try:
             h = sm.parse_h(el.get("h"))
@@ -277,7 +356,7 @@ class StreamManagement(Module):
             session = sessions.get(full)
             if isinstance(session, ClientSession):
                 st = self.state.get(session)
-                if st is not None and st.token == token and session.bound:
+                if st is not None and st.token == token and session.bound and not st.closing:
                     if self.resume_here(stream, session, st, h):
                         await self.host.bus.notify("session-resumed", session)
                     return True
@@ -298,6 +377,7 @@ class StreamManagement(Module):
             return False
         self.waiting.discard(session)
         st.stop_timer()
+        st.mirror(False)
         old = session.attach(stream)
         stream.carry(session)
         self.resent(stream, st)
@@ -343,7 +423,8 @@ class StreamManagement(Module):
         found = sessions.local(full)
         session = found if isinstance(found, ClientSession) else None
         st = self.state.get(session) if session is not None else None
-        if session is None or st is None or st.token != token or session.id != req["sid"]:
+        if (session is None or st is None or st.token != token or st.closing
+                or session.id != req["sid"]):
             sessions.tell(node, full.domain, "sm-moved",
                           sm.pack({"token": token, "failed": "item-not-found"}, ()))
             return True
@@ -355,17 +436,19 @@ class StreamManagement(Module):
                  "app": exc.condition()}, ()))
             return True
         st.stop_timer()
+        st.mirror(False)
         self.waiting.discard(session)
         await self.host.bus.notify("session-moving", session)
         old = session.attach(Held(0))
         session.tap(None)
         presence = session.presence
-        state = {"token": token, "full": str(full), "sid": req["newsid"], "h": st.h_in,
+        state = {"token": token, "full": str(full), "sid": req["newsid"], "oldsid": session.id,
+                 "h": st.h_in,
                  "acked": st.out.acked, "max": st.max, "available": session.available,
                  "priority": session.priority,
                  "presence": serialize(presence).decode() if presence is not None else None,
                  "fields": _shared(session)}
-        queue, st.out.queue = st.out.queue, type(st.out.queue)()
+        queue = st.out.take()
         sessions.hand_over(session, node, req["newsid"])
         session.bound = False
         sessions.tell(node, full.domain, "sm-moved", sm.pack(state, queue))
@@ -385,23 +468,25 @@ class StreamManagement(Module):
             if fut is not None and not fut.done():
                 fut.set_result(sm.failed(state["failed"], state.get("h"), state.get("app", "")))
             return True
-        if stream is not None and stream.closing:
-            stream = None
-        session = self.adopt(state, queue, stream)
-        if stream is not None:
-            st = self.state.get(session)
+        if stream is None or stream.closing:
+            # Its client was told it failed (too late), or went: it ends
+            # here as it would have there.
+            self.server.later(self.orphan(state, queue))
+        else:
+            session = self.restore(state, queue, stream)
+            self.server.sessions.adopt(session)
+            session.bound = True
             stream.carry(session)
-            self.resent(stream, st)
+            self.resent(stream, self.state.get(session))
         if fut is not None and not fut.done():
             fut.set_result(None)
         return True
 
-    def adopt(self, state: dict[str, Any], queue: list[bytes],
-              stream: ClientStream | None) -> ClientSession:
+    def restore(self, state: dict[str, Any], queue: list[bytes],
+                transport: Any) -> ClientSession:
+        """The session another node handed over, on ``transport``, not bound."""
         full = JID.parse(state["full"])
-        srv = self.host.server
-        assert srv is not None
-        transport: Any = stream if stream is not None else Held(0)
+        srv = self.server
         session = ClientSession(srv, self.host, full, state["sid"], transport)
         session.available = bool(state["available"])
         session.priority = int(state["priority"])
@@ -413,11 +498,21 @@ class StreamManagement(Module):
         self.state.set(session, st)
         self.token.set(session, state["token"])
         session.tap(st.write)
-        srv.sessions.adopt(session)
-        session.bound = True
-        if stream is None:
-            self.wait(session, st)
         return session
+
+    async def orphan(self, state: dict[str, Any], queue: list[bytes]) -> None:
+        """A handover nobody waits for: the session ends (its contacts see it
+        go, its messages go to offline storage), unless its resource is
+        bound again by now (its client bound after <failed/>): then only
+        the messages are given up, the new session's presence stands."""
+        full = JID.parse(state["full"])
+        sessions = self.host.sessions
+        await sessions.load((full.bare,), fresh=True)
+        current = sessions.get(full)
+        if current is not None and getattr(current, "sid", None) != state["oldsid"]:
+            await self.give_up(full.bare, queue)
+            return
+        await self.host.bus.notify("resource-unbound", self.restore(state, queue, Held(0)))
 
 
 def _carbon_of(el: Any, user: JID) -> bool:

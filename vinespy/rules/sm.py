@@ -39,11 +39,12 @@ class TooHigh(Exception):
 class Unacked:
     """Stanzas sent since the last acknowledgement, oldest first."""
 
-    __slots__ = ("queue", "acked")
+    __slots__ = ("queue", "acked", "size")
 
     def __init__(self, acked: int = 0, queue: Iterable[bytes] = ()) -> None:
         self.queue: deque[bytes] = deque(queue)
         self.acked = acked % MOD            # the h the client last acknowledged
+        self.size = sum(len(d) for d in self.queue)     # bytes kept
 
     def __len__(self) -> int:
         return len(self.queue)
@@ -55,15 +56,27 @@ class Unacked:
 
     def add(self, data: bytes) -> None:
         self.queue.append(data)
+        self.size += len(data)
+
+    def take(self) -> list[bytes]:
+        """Everything kept (it is no longer kept here)."""
+        out = list(self.queue)
+        self.queue.clear()
+        self.size = 0
+        return out
 
     def ack(self, h: int) -> int:
         """The client handled every stanza up to ``h``: forget them; how many
-        that was. Raises :class:`TooHigh` past what was sent."""
+        that was. An ``h`` behind the last one (by less than 2^31: a
+        stale answer) acknowledges nothing new. Raises :class:`TooHigh`
+        past what was sent."""
         n = (h - self.acked) % MOD
+        if n >= MOD // 2:
+            return 0
         if n > len(self.queue):
             raise TooHigh(h, self.sent)
         for _ in range(n):
-            self.queue.popleft()
+            self.size -= len(self.queue.popleft())
         self.acked = h % MOD
         return n
 

@@ -144,6 +144,14 @@ class ClientStream(XMLStream):
             self._timer = None
 
     # -- the end -------------------------------------------------------
+    def close(self, error: StreamError | None = None, *, wait_for_peer: bool = False) -> None:
+        session = self.session
+        if (not self.closing and session is not None and session.transport is self
+                and self.host is not None and self.host.bus.has("stream-closing")):
+            # Last words before </stream:stream> (XEP-0198: a final <a/>).
+            self.host.bus.fire_sync("stream-closing", session)
+        super().close(error, wait_for_peer=wait_for_peer)
+
     def _timeout(self) -> None:
         self._timer = None
         if self.session is None:
