@@ -122,9 +122,13 @@ class SMState:
 
     def acked(self, h: int) -> None:
         self.out.ack(h)
-        self.requested = False
-        self.stop_timer()
-        self.ask_later()
+        if self.requested:
+            # The answer: no deadline; ask again later if anything is left.
+            self.requested = False
+            self.stop_timer()
+            self.ask_later()
+        # Unasked (a client acking as it goes): the timer for the next <r/>
+        # stays as it is (when it fires, it asks only if something is left).
 
     def ask_later(self) -> None:
         """An <r/> in REQUEST_AFTER s if something is still unacknowledged."""
