@@ -48,7 +48,7 @@ class SMState:
     """One session's stream management: counters, queue and timers."""
 
     __slots__ = ("session", "out", "base_in", "token", "max", "max_unacked", "requested",
-                 "timer", "closing", "mirrored")
+                 "timer", "closing", "mirrored", "heard")
 
     def __init__(self, session: ClientSession, cfg: ClientConfig, token: str | None,
                  max_seconds: int, out: sm.Unacked | None = None, h_in: int = 0) -> None:
@@ -62,6 +62,7 @@ class SMState:
         self.timer: asyncio.TimerHandle | None = None   # the next <r/>, its deadline, or expiry
         self.closing = False
         self.mirrored = False           # waiting: the queue is kept in Redis too
+        self.heard = False              # an unasked <a/> came since the timer was set
 
     @property
     def h_in(self) -> int:
@@ -112,6 +113,12 @@ class SMState:
         self.timer = None
         if self.away or not self.out.queue:
             return
+        if self.heard and not self.requested:
+            # The client acknowledges as it goes: ask only once it falls
+            # silent for REQUEST_AFTER s.
+            self.heard = False
+            self.ask_later()
+            return
         if self.requested:
             self.session.close(StreamError("connection-timeout",
                                            "no acknowledgement (XEP-0198 <r/>)"))
@@ -127,8 +134,10 @@ class SMState:
             self.requested = False
             self.stop_timer()
             self.ask_later()
-        # Unasked (a client acking as it goes): the timer for the next <r/>
-        # stays as it is (when it fires, it asks only if something is left).
+        else:
+            # Unasked (a client acking as it goes): the timer for the next
+            # <r/> stays; when it fires it waits again instead of asking.
+            self.heard = True
 
     def ask_later(self) -> None:
         """An <r/> in REQUEST_AFTER s if something is still unacknowledged."""
