@@ -5,12 +5,12 @@ that carbons are on."""
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 import pytest
 
 from tests.cluster.conftest import Client, Clients, ClusterFactory, Inbox, body
+from tests.cluster.test_cluster import retried
 from tests.conftest import DOMAIN, TIMEOUT
 from vinespy.modules.carbons import CARBONS
 
@@ -39,20 +39,12 @@ async def copied(sender: Client, to: str, receiver: Client, kind: str, tag: str,
                  timeout: float = 20.0, every: float = 1.0) -> Any:
     """Send ``tag-N`` from ``sender`` to ``to`` until ``receiver`` gets a
     ``kind`` carbon of one (the routing node may use its cached view of
-    alice's resources for a moment after ``receiver`` enabled carbons: the
-    invalidation is on its way); the first such carbon."""
-    deadline = time.monotonic() + timeout
-    n = 0
-    while True:
-        n += 1
-        sender.say(to, f"{tag}-{n}")
-        try:
-            return await receiver.carbons.get(   # type: ignore[attr-defined]
-                lambda item: item[0] == kind and str(item[1]["body"]).startswith(f"{tag}-"),
-                every)
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
+    alice's resources for a moment after ``receiver`` enabled carbons); the
+    first such carbon."""
+    return await retried(
+        sender, to, tag, receiver.carbons,     # type: ignore[attr-defined]
+        lambda item: item[0] == kind and str(item[1]["body"]).startswith(f"{tag}-"),
+        timeout, every, f"{tag}: no {kind} carbon for {receiver}")
 
 
 async def test_carbons_reach_a_resource_on_another_node(cluster: ClusterFactory,

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
 from tests.cluster.conftest import (
-    DELAY, Client, Clients, Cluster, ClusterFactory, RedisServer, body, eventually,
+    DELAY, Client, Clients, Cluster, ClusterFactory, Inbox, RedisServer, body, eventually,
     presence_from,
 )
 from tests.conftest import DOMAIN, TIMEOUT
@@ -42,18 +42,27 @@ async def delivered(sender: Client, to: str, receiver: Client, tag: str,
                     timeout: float = 20.0, every: float = 1.0) -> Any:
     """Send ``tag-N`` messages from ``sender`` to ``to`` until ``receiver`` gets
     one (each try waits ``every`` s for it); the first received."""
+    return await retried(sender, to, tag, receiver.messages,
+                         lambda m: str(m["body"]).startswith(f"{tag}-"), timeout, every,
+                         f"{tag}: {sender} -> {to} not delivered to {receiver}")
+
+
+async def retried(sender: Client, to: str, tag: str, inbox: Inbox,
+                  match: Callable[[Any], bool], timeout: float, every: float,
+                  what: str) -> Any:
+    """Send ``tag-N`` from ``sender`` to ``to`` until ``inbox`` gets an item
+    ``match`` accepts (a node may route with its cached view for a moment
+    after a change: the invalidation is on its way); that item."""
     deadline = time.monotonic() + timeout
     n = 0
     while True:
         n += 1
         sender.say(to, f"{tag}-{n}")
         try:
-            return await receiver.messages.get(
-                lambda m: str(m["body"]).startswith(f"{tag}-"), every)
+            return await inbox.get(match, every)
         except AssertionError:
             if time.monotonic() > deadline:
-                raise AssertionError(f"{tag}: {sender} -> {to} not delivered to {receiver} "
-                                     f"within {timeout:g} s ({n} tries)") from None
+                raise AssertionError(f"{what} within {timeout:g} s ({n} tries)") from None
 
 
 # --- membership and routes ----------------------------------------------------------

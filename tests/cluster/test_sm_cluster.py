@@ -16,7 +16,7 @@ import pytest
 
 from tests.cluster.conftest import Cluster, ClusterFactory, Node, Site, eventually
 from tests.conftest import DOMAIN, PASSWORD
-from tests.integration.test_sm import SM, bodies, received, say
+from tests.integration.test_sm import SM, bind, bodies, received, say
 from tests.rawclient import Raw
 from vinespy.jid import JID
 from vinespy.storage import Contact
@@ -49,9 +49,7 @@ async def login(site: Site, node: Node, user: str, resource: str = "r", *,
     """Bound on ``node`` with initial presence (and stream management with
     resumption when ``sm``): (client, token or "")."""
     raw = await connect(site, node, user)
-    raw.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-             f"<resource>{resource}</resource></bind></iq>")
-    await raw.expect(rb"<jid>")
+    await bind(raw, resource, presence=False)
     token = ""
     if sm:
         raw.send(f"<enable xmlns='{SM}' resume='true'/>")
@@ -159,10 +157,7 @@ async def test_contacts_see_no_change_when_a_session_moves(
     await ping(alice, "q1")
     assert b"presence" not in alice.buf
     fresh = await connect(site, c[0], "alice")
-    fresh.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-               "<resource>two</resource></bind></iq>")
-    await fresh.expect(rb"<jid>")
-    fresh.send("<presence/>")                       # probes bob: node 1 answers
+    await bind(fresh, "two")                        # its presence probes bob: node 1 answers
     await fresh.expect(rb"<presence [^>]*from=['\"]bob@wonderland.lit/r['\"]")
 
 
@@ -180,10 +175,7 @@ async def test_resuming_an_unknown_or_expired_session_elsewhere_fails(
     raw = await connect(site, c[1], "bob")
     raw.send(f"<resume xmlns='{SM}' previd='{token}' h='0'/>")
     await raw.expect(rb"<failed [^>]*><item-not-found")
-    raw.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-             "<resource>r</resource></bind></iq>")
-    await raw.expect(rb"<jid>")
-    raw.send("<presence/>")
+    await bind(raw, "r")
     assert await received(raw, "kept") == ["kept"]
     assert bodies(raw.buf) == []
 
@@ -212,9 +204,6 @@ async def test_what_a_waiting_session_kept_survives_its_node(
     c[0].sigkill()
     await alice.expect(rb"<presence (?=[^>]*from=['\"]bob@)[^>]*type=['\"]unavailable")
     again = await connect(site, c[1], "bob")
-    again.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-               "<resource>new</resource></bind></iq>")
-    await again.expect(rb"<jid>")
-    again.send("<presence/>")
+    await bind(again, "new")
     assert await received(again, "w2") == ["seen", "w1", "w2"]
     assert int(await c.redis.execute("EXISTS", f"cluster:kept:{token}")) == 0

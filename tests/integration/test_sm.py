@@ -19,6 +19,7 @@ from tests.integration.test_module_api import ctx_of
 from tests.integration.test_subscription import friends
 from tests.rawclient import Raw
 from vinespy.jid import JID
+from vinespy.modules import builtin
 
 pytestmark = pytest.mark.integration
 
@@ -37,13 +38,20 @@ async def connect(srv: Running, user: str) -> Raw:
     return raw
 
 
+async def bind(raw: Raw, resource: str, *, presence: bool = True) -> None:
+    """Bind ``resource`` on ``raw`` (authenticated), then initial presence."""
+    raw.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+             f"<resource>{resource}</resource></bind></iq>")
+    await raw.expect(rb"<jid>")
+    if presence:
+        raw.send("<presence/>")
+
+
 async def sm_login(srv: Running, user: str, resource: str = "r", *,
                    presence: bool = True) -> tuple[Raw, str]:
     """Bound, stream management enabled with resumption: (client, token)."""
     raw = await connect(srv, user)
-    raw.send(f"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-             f"<resource>{resource}</resource></bind></iq>")
-    await raw.expect(rb"<jid>")
+    await bind(raw, resource, presence=False)
     raw.send(f"<enable xmlns='{SM}' resume='true'/>")
     m = await raw.expect(rb"<enabled [^>]*id=['\"]([^'\"]+)['\"][^>]*/>")
     if presence:
@@ -176,10 +184,7 @@ async def test_an_expired_session_cannot_be_resumed_and_its_messages_go_offline(
         c = await connect(srv, "bob")
         c.send(f"<resume xmlns='{SM}' previd='{token}' h='1'/>")
         await c.expect(rb"<failed [^>]*><item-not-found")
-        c.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-               "<resource>r</resource></bind></iq>")
-        await c.expect(rb"<jid>")
-        c.send("<presence/>")
+        await bind(c, "r")
         assert await received(c, "lost2") == ["lost1", "lost2"]
         alice.send(f"<iq type='get' id='q' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
         await alice.expect(rb"id=\"q\"")
@@ -294,10 +299,7 @@ async def test_a_waiting_session_past_max_unacked_ends_into_offline_storage(
         c.send(f"<resume xmlns='{SM}' previd='{token}' h='2'/>")
         await c.expect(rb"<failed [^>]*><item-not-found")
         assert srv.server.sessions.get(full) is None
-        c.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-               "<resource>r</resource></bind></iq>")
-        await c.expect(rb"<jid>")
-        c.send("<presence/>")
+        await bind(c, "r")
         assert await received(c, "o11") == [f"o{i}" for i in range(12)]
 
 
@@ -305,9 +307,7 @@ async def test_with_resumption_off_resume_is_not_implemented(make_server: Any) -
     async with make_server(client={"resume_timeout": 0}) as srv:
         await srv.user("bob")
         raw = await connect(srv, "bob")
-        raw.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-                 "<resource>r</resource></bind></iq>")
-        await raw.expect(rb"<jid>")
+        await bind(raw, "r", presence=False)
         raw.send(f"<enable xmlns='{SM}' resume='true'/>")
         enabled = (await raw.expect(rb"<enabled[^>]*/>")).group(0)
         assert b"resume" not in enabled and b"id=" not in enabled
@@ -341,3 +341,20 @@ async def test_an_expired_sessions_messages_are_not_repeated_to_a_resource_with_
         say(alice, f"{BOB}/laptop", "probe")
         assert await received(laptop, "probe") == ["probe"]        # not "once" again
         assert await srv.storage.get(JID.parse(BOB), "offline") in (None, [])
+
+
+async def test_a_host_without_the_module_offers_no_stream_management(make_server: Any) -> None:
+    """Left out of a host's modules: no <sm/> feature, and <enable/> ends the
+    stream as any unknown nonza does (RFC 6120 §4.9.3.22)."""
+    mods = [m for m in builtin() if m != "sm"]
+    async with make_server(host={"modules": mods}) as srv:
+        await srv.user("bob")
+        raw = await Raw.connect(srv.port)
+        await raw.secure(DOMAIN, ctx_of(srv))
+        assert (await raw.plain("bob", PASSWORD)).startswith(b"<success")
+        raw.open_stream(DOMAIN)
+        assert SM.encode() not in await raw.features()
+        raw.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+        await raw.expect(rb"<jid>")
+        raw.send(f"<enable xmlns='{SM}' resume='true'/>")
+        assert b"<unsupported-stanza-type" in await raw.until_closed()
