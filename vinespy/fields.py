@@ -113,3 +113,24 @@ class SessionField(Generic[T]):
 
     def __repr__(self) -> str:
         return f"<SessionField {self.key}: {self.type.__name__}{' shared' if self.shared else ''}>"
+
+
+def shared_values(session: Session) -> dict[str, Any]:
+    """``session``'s shared fields as JSON values (a set as the sorted list
+    of its members' strings): what another node needs to carry it on."""
+    out: dict[str, Any] = {}
+    for key, value in session.fields.items():
+        field = SessionField.shared_fields.get(key)
+        if field is not None:
+            out[key] = sorted(str(m) for m in value) if field.is_set else value
+    return out
+
+
+def restore_shared(session: Session, values: dict[str, Any]) -> None:
+    """Set what :func:`shared_values` gave on ``session`` (not bound yet: no
+    change is announced); keys no module here declares are skipped."""
+    for key, value in values.items():
+        field = SessionField.shared_fields.get(key)
+        if field is None:
+            continue
+        session.fields[key] = {field.member(m) for m in value} if field.is_set else value

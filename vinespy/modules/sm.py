@@ -2,7 +2,7 @@
 their connection, resumed on this node or any other of the cluster.
 
 After ``<enable/>`` every stanza written to the client goes through the
-session's tap (:meth:`SMState.write`), which keeps it until the client's
+session's tap (:meth:`~vinespy.modules.smstate.SMState.write`), which keeps it until the client's
 ``<a h/>`` covers it. With ``resume='true'``, a connection that is lost
 without the client closing its stream leaves the session bound (available,
 queuing) for ``[client] resume_timeout`` s. ``<resume/>`` on a new
@@ -22,149 +22,22 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StanzaError, StreamError
-from ..fields import SessionField
+from ..fields import SessionField, restore_shared, shared_values
 from ..jid import JID, JIDError
 from ..rules import sm
-from ..stream.session import HELD_MAX, ClientSession, Held
+from ..stream.session import ClientSession, Held
 from ..xml import local_name, parse_stanza, serialize
 from . import Module, hook
 from .carbons import Carbons, eligible
+from .smstate import SMState
 
 if TYPE_CHECKING:
-    from ..config import ClientConfig
     from ..server import Server
     from ..stream.client import ClientStream
 
 NS = sm.NS
-REQUEST_AFTER = 1.0     # s after a stanza goes unacknowledged, the server asks (<r/>)
-ACK_TIMEOUT = 30.0      # s an <r/> may go unanswered before the connection counts as lost
-KEEP_MARGIN = 60.0      # s what a waiting session keeps in Redis outlives its resume time
-LIVE_FACTOR = 10        # x max_unacked (and x HELD_MAX bytes) a connected session may keep
 TAKE_TIMEOUT = 5.0      # s a resumption waits for another node to hand the session over
 _RESUMABLE = (None, "connection-timeout")    # stream errors after which it may resume
-
-
-class SMState:
-    """One session's stream management: counters, queue and timers."""
-
-    __slots__ = ("session", "out", "base_in", "token", "max", "max_unacked", "requested",
-                 "timer", "closing", "mirrored", "heard")
-
-    def __init__(self, session: ClientSession, cfg: ClientConfig, token: str | None,
-                 max_seconds: int, out: sm.Unacked | None = None, h_in: int = 0) -> None:
-        self.session = session
-        self.out = out if out is not None else sm.Unacked()
-        self.base_in = session.handled - h_in     # h = handled - base_in (mod 2^32)
-        self.token = token
-        self.max = max_seconds
-        self.max_unacked = cfg.max_unacked
-        self.requested = False          # an <r/> is unanswered
-        self.timer: asyncio.TimerHandle | None = None   # the next <r/>, its deadline, or expiry
-        self.closing = False
-        self.mirrored = False           # waiting: the queue is kept in Redis too
-        self.heard = False              # an unasked <a/> came since the timer was set
-
-    @property
-    def h_in(self) -> int:
-        return (self.session.handled - self.base_in) % sm.MOD
-
-    @property
-    def away(self) -> bool:
-        return isinstance(self.session.transport, Held)
-
-    def write(self, data: bytes) -> None:
-        """The session's tap: keep ``data`` until acknowledged, write it.
-        Connected, the client is asked (<r/>) REQUEST_AFTER s after a stanza
-        goes unacknowledged, at once past half of ``max_unacked``; it ends
-        only if it never answers (ACK_TIMEOUT: lost, it may resume) or keeps
-        LIVE_FACTOR times more. Waiting for its client, a session that
-        would keep more than ``max_unacked`` stanzas or HELD_MAX bytes ends."""
-        out = self.out
-        out.add(data)
-        self.session.transport.write(data)
-        if self.mirrored:
-            self.session.server.sessions.keep(self.keep_name, [data], self.max + KEEP_MARGIN)
-        n = len(out.queue)
-        if self.away:
-            if n > self.max_unacked or out.size > HELD_MAX:
-                self.overflow()
-        elif n > LIVE_FACTOR * self.max_unacked or out.size > LIVE_FACTOR * HELD_MAX:
-            self.overflow()
-        elif not self.requested and (self.timer is None or n == self.max_unacked // 2):
-            if self.timer is not None:
-                self.timer.cancel()
-            self.timer = asyncio.get_running_loop().call_later(
-                0 if n >= self.max_unacked // 2 else REQUEST_AFTER, self.request)
-
-    def overflow(self) -> None:
-        """Too much unacknowledged: the session ends, not resumable (what it
-        keeps goes to offline storage once it is unbound)."""
-        if self.closing:
-            return
-        self.closing = True
-        self.stop_timer()
-        self.session.close(StreamError(
-            "policy-violation", f"more than {self.max_unacked} stanzas unacknowledged "
-            "(XEP-0198)"))
-
-    def request(self) -> None:
-        """Ask for an acknowledgement; no answer in ACK_TIMEOUT s: the
-        connection is lost (closed: the session waits for its client)."""
-        self.timer = None
-        if self.away or not self.out.queue:
-            return
-        if self.heard and not self.requested:
-            # The client acknowledges as it goes: ask only once it falls
-            # silent for REQUEST_AFTER s.
-            self.heard = False
-            self.ask_later()
-            return
-        if self.requested:
-            self.session.close(StreamError("connection-timeout",
-                                           "no acknowledgement (XEP-0198 <r/>)"))
-            return
-        self.requested = True
-        self.session.transport.write(sm.REQUEST)
-        self.timer = asyncio.get_running_loop().call_later(ACK_TIMEOUT, self.request)
-
-    def acked(self, h: int) -> None:
-        self.out.ack(h)
-        if self.requested:
-            # The answer: no deadline; ask again later if anything is left.
-            self.requested = False
-            self.stop_timer()
-            self.ask_later()
-        else:
-            # Unasked (a client acking as it goes): the timer for the next
-            # <r/> stays; when it fires it waits again instead of asking.
-            self.heard = True
-
-    def ask_later(self) -> None:
-        """An <r/> in REQUEST_AFTER s if something is still unacknowledged."""
-        if self.out.queue and not self.away:
-            self.timer = asyncio.get_running_loop().call_later(REQUEST_AFTER, self.request)
-
-    @property
-    def keep_name(self) -> str:
-        assert self.token is not None
-        return self.token
-
-    def mirror(self, on: bool) -> None:
-        """While the session waits for its client, what it keeps is in Redis
-        too (cluster): if this node dies meanwhile, whoever cleans up after
-        it gives the messages to offline storage."""
-        sessions = self.session.server.sessions
-        if on:
-            sessions.keep(self.keep_name, list(self.out.queue), self.max + KEEP_MARGIN,
-                          reset=True)
-        elif self.mirrored:
-            sessions.unkeep(self.keep_name)
-        self.mirrored = on
-
-    def stop_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
 
 
 def _write(carrier: Any, data: bytes) -> None:
@@ -460,7 +333,7 @@ class StreamManagement(Module):
                  "acked": st.out.acked, "max": st.max, "available": session.available,
                  "priority": session.priority,
                  "presence": serialize(presence).decode() if presence is not None else None,
-                 "fields": _shared(session)}
+                 "fields": shared_values(session)}
         queue = st.out.take()
         sessions.hand_over(session, node, req["newsid"])
         session.bound = False
@@ -505,7 +378,7 @@ class StreamManagement(Module):
         session.priority = int(state["priority"])
         if state.get("presence"):
             session.presence = parse_stanza(state["presence"].encode())
-        _restore(session, state.get("fields") or {})
+        restore_shared(session, state.get("fields") or {})
         st = SMState(session, srv.config.client, state["token"], int(state["max"]),
                      sm.Unacked(int(state["acked"]), queue), int(state["h"]))
         self.state.set(session, st)
@@ -535,24 +408,3 @@ def _carbon_of(el: Any, user: JID) -> bool:
 
 
 _SENT, _RECEIVED = "{urn:xmpp:carbons:2}sent", "{urn:xmpp:carbons:2}received"
-
-
-def _shared(session: ClientSession) -> dict[str, Any]:
-    """The session's shared fields, as JSON (sets as lists of their members)."""
-    out: dict[str, Any] = {}
-    for key, value in session.fields.items():
-        field = SessionField.shared_fields.get(key)
-        if field is not None:
-            out[key] = sorted(str(m) for m in value) if field.is_set else value
-    return out
-
-
-def _restore(session: ClientSession, fields: dict[str, Any]) -> None:
-    for key, value in fields.items():
-        field = SessionField.shared_fields.get(key)
-        if field is None:
-            continue
-        if field.is_set:
-            session.fields[key] = {field.member(m) for m in value}
-        else:
-            session.fields[key] = value
