@@ -102,15 +102,20 @@ _deepcopy: Callable[[Element, dict[int, object]], Element] = getattr(
     etree._Element, "__deepcopy__")
 
 
+class NotOneStanza(ValueError):
+    """Well-formed, but not exactly one stanza."""
+
+
 def parse_stanza(data: bytes) -> Element:
     """The one stanza ``data`` holds, as :func:`serialize` wrote it (the
-    ``jabber:client`` namespace its default); ValueError if it is not that."""
+    ``jabber:client`` namespace its default); ValueError if it is not XML
+    (:class:`NotOneStanza` if it is, but not one element)."""
     try:
         holder = etree.fromstring(_OPEN + data + _CLOSE, _PARSER)
     except etree.XMLSyntaxError as exc:
         raise ValueError(f"malformed stanza: {exc}") from None
     if len(holder) != 1:
-        raise ValueError("not exactly one stanza")
+        raise NotOneStanza(f"{len(holder)} elements where one stanza belongs")
     # A copy made while it is attached keeps jabber:client as its default
     # namespace; the element itself, detached, would serialize with an ns0:
     # prefix everywhere but serialize() (offline storage, for one).

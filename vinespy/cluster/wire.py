@@ -138,9 +138,10 @@ def parse_stanza(data: bytes) -> Element:
     """The stanza of an ``s`` item, in the ``jabber:client`` namespace."""
     try:
         return xml.parse_stanza(data)
+    except xml.NotOneStanza:
+        raise WireError("an s item holds exactly one stanza") from None
     except ValueError as exc:
-        raise WireError(str(exc) if "malformed" in str(exc)
-                        else "an s item holds exactly one stanza") from None
+        raise WireError(str(exc)) from None
 
 
 @dataclass

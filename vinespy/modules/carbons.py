@@ -137,11 +137,15 @@ class Carbons(Module):
         if ((ev.origin is not None and ev.origin.jid.bare == user)   # sent copies do it
                 or not eligible(st, inbound=True)):
             return None
+        # Who has copies on first (mostly nobody): the router's choice of
+        # targets is worked out only then.
+        wanting = copied_to(self.host.sessions.resources(user), ())
+        if not wanting:
+            return None
         targets = self.host.router.message_targets(ev.to, st.get("type"))
         if not targets and st.get("type") == "error":
             return None                 # dropped by the router: nothing to copy
-        self._send("received", user, st, copied_to(
-            self.host.sessions.resources(user), (s.jid for s in targets)))
+        self._send("received", user, st, copied_to(wanting, (s.jid for s in targets)))
         return None
 
     # -- sent (§8) -------------------------------------------------------------------
