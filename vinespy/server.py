@@ -26,7 +26,7 @@ from .router import Router
 from .sessions import Sessions
 from .storage import Storage, StorageError, open_storage
 from .storage import pubsub
-from .stream.client import ClientStream
+from .stream.client import C2S, ClientStream
 from .stream.throttle import AuthThrottle
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ class Server:
         self.storages: list[Storage] = []
         self.directories: list[LdapDirectory] = []      # [host.auth] backend = "ldap"
         self.ports: dict[str, int] = {}
-        self.streams: set[ClientStream] = set()
+        self.streams: set[C2S] = set()
         cc = config.client
         self.auth_throttle = AuthThrottle(ban_failures=cc.auth_ban_failures,
                                           ban_time=cc.auth_ban_time,
