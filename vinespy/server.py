@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
 
 from . import __version__, modules, tls
 from .config import Config, ConfigError, HostConfig
-from .errors import StreamError
+from .errors import StartupError as StartupError, StreamError
 from .host import Host
 from .jid import JID
 from .router import Router
@@ -32,14 +32,11 @@ from .stream.throttle import AuthThrottle
 if TYPE_CHECKING:
     from .auth.ldap import LdapDirectory
     from .cluster import Cluster
+    from .http.app import HttpListener
 
 log = logging.getLogger("vinespy.server")
 
 SHUTDOWN_GRACE = 3.0   # s to wait for clients to close their streams
-
-
-class StartupError(ConfigError):
-    """The server could not start (e.g. a port is taken); one line."""
 
 
 class Server:
@@ -65,6 +62,7 @@ class Server:
                                           delay_max=cc.auth_delay_max)
         self._conn_tasks: set[asyncio.Task[Any]] = set()
         self._listeners: list[asyncio.Server] = []
+        self.http: HttpListener | None = None          # [http]: WebSocket, BOSH, the page
         for hc in config.hosts:
             try:
                 storage = open_storage(hc.storage.backend, hc.storage.options)
@@ -184,6 +182,10 @@ class Server:
                                    f"{exc.strerror or exc}") from None
             self._listeners.append(srv)
             self.ports[name] = srv.sockets[0].getsockname()[1]
+        if self.config.http is not None:
+            from .http.app import HttpListener      # aiohttp: only with an [http] table
+            self.http = HttpListener(self, self.config.http)
+            await self.http.start()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stream = ClientStream(self, reader, writer)
@@ -212,6 +214,8 @@ class Server:
     async def _close_streams(self) -> None:
         for srv in self._listeners:
             srv.close()
+        if self.http is not None:
+            self.http.stopping = True
         # RFC 6120 §4.4: tell every client, then give them a moment to close.
         for stream in list(self.streams):
             stream.close(StreamError("system-shutdown"), wait_for_peer=True)
@@ -233,6 +237,8 @@ class Server:
 
     async def _shutdown(self) -> None:
         await self._close_streams()
+        if self.http is not None:
+            await self.http.stop()
         for host in self.hosts.values():
             for mod in reversed(list(host.modules.values())):
                 try:

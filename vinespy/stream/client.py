@@ -65,12 +65,16 @@ class C2S(Framing):
                 f"{self.session.jid if self.session else self.peer}>")
 
     # -- header --------------------------------------------------------
-    def header(self) -> bytes:
+    def header_attrs(self) -> str:
+        """The attributes of this side's stream header (RFC 6120 §4.7), which
+        a WebSocket puts on its ``<open/>`` (RFC 7395 §3.4)."""
         domain = self.host.domain if self.host else self.server.config.domains[0]
         to = f" to='{escape_attr(self._peer_from)}'" if self._peer_from else ""
+        return f"id='{self.id}' from='{domain}'{to} version='1.0' xml:lang='en'"
+
+    def header(self) -> bytes:
         return (f"<?xml version='1.0'?><stream:stream xmlns='{ns.CLIENT}' "
-                f"xmlns:stream='{ns.STREAM}' id='{self.id}' from='{domain}'{to} "
-                f"version='1.0' xml:lang='en'>").encode()
+                f"xmlns:stream='{ns.STREAM}' {self.header_attrs()}>").encode()
 
     def _open(self, ev: StreamOpened) -> None:
         """RFC 6120 §4.7-4.8: check the client's header, answer with ours."""
