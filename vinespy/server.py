@@ -63,6 +63,9 @@ class Server:
         self._conn_tasks: set[asyncio.Task[Any]] = set()
         self._listeners: list[asyncio.Server] = []
         self.http: HttpListener | None = None          # [http]: WebSocket, BOSH, the page
+        # Handlers of messages other nodes send to this node itself rather
+        # than to a host's modules (a relayed BOSH request): name -> handler.
+        self.node_messages: dict[str, Callable[[bytes], Awaitable[None]]] = {}
         for hc in config.hosts:
             try:
                 storage = open_storage(hc.storage.backend, hc.storage.options)

@@ -53,7 +53,7 @@ class StreamManagement(Module):
 
     name = "sm"
     xep = "XEP-0198"
-    stream_features = (f"<sm xmlns='{NS}'/>",)
+    stream_features = ()        # offered by offer(): not over BOSH
 
     state: SessionField[SMState] = SessionField(SMState)       # this node's, not shared
     # Shared: the node a client resumes on finds the session's token on the
@@ -73,10 +73,20 @@ class StreamManagement(Module):
         return srv
 
     # -- enable, <r/>, <a/> ----------------------------------------------------------
+    @hook("stream-features")
+    def offer(self, stream: Any, out: list[str]) -> None:
+        """Over TCP and WebSocket; BOSH has acknowledgements of its own
+        (XEP-0124 §9), and its requests are not a connection to resume."""
+        if getattr(stream, "kind", "tcp") != "bosh":
+            out.append(f"<sm xmlns='{NS}'/>")
+
     @hook(f"nonza/{NS}:enable")
     def enable(self, carrier: Any, el: Any) -> bool:
         if not isinstance(carrier, ClientSession) or self.state.get(carrier) is not None:
             _write(carrier, sm.failed("unexpected-request"))   # before bind, or twice
+            return True
+        if getattr(carrier.transport, "kind", "tcp") == "bosh":
+            _write(carrier, sm.failed("feature-not-implemented"))
             return True
         session = carrier
         cfg = session.server.config.client
