@@ -511,6 +511,7 @@ class Relay:
         server = bosh.server
         server.node_messages["bosh-request"] = self.serve
         server.node_messages["bosh-answer"] = self.answered
+        server.node_bounced["bosh-request"] = self.bounced
 
     async def ask(self, node: str, data: bytes, client: Client) -> tuple[int, bytes]:
         rid = secrets.token_hex(8)
@@ -543,6 +544,14 @@ class Relay:
         status, body = await self.bosh.request(data, client)
         answer = json.dumps({"id": head["id"], "status": status}).encode() + b"\n" + body
         self.bosh.server.sessions.tell(str(head["node"]), "", "bosh-answer", answer)
+
+    def bounced(self, payload: bytes) -> None:
+        """The node of the session did not take the request (it died): the
+        session is gone with it."""
+        head = json.loads(payload.partition(b"\n")[0])
+        fut = self.waiting.get(str(head["id"]))
+        if fut is not None and not fut.done():
+            fut.set_result((200, terminate("item-not-found")))
 
     async def answered(self, payload: bytes) -> None:
         raw, _, body = payload.partition(b"\n")
