@@ -110,6 +110,7 @@ class _Framing(Framing):
         self.closing = False
         self.peer_closed = False
         self.error: StreamError | None = None
+        self._sealed = False            # our <close/> is written: nothing may follow
         self.parser = StreamParser(max_stanza_size=cfg.max_stanza_size)
         self.parser.feed(_PROLOGUE)
         self._limiter = (RateLimiter(cfg.rate_limit, cfg.rate_burst, self.loop.time())
@@ -121,7 +122,7 @@ class _Framing(Framing):
     # -- writing -------------------------------------------------------
     def write(self, data: bytes) -> None:
         transport = self.transport
-        if not data or transport is None or transport.is_closing():
+        if not data or self._sealed or transport is None or transport.is_closing():
             return
         self._out.append(frame(qualify(data)))
         if not self._flush_scheduled:
@@ -157,6 +158,10 @@ class _Framing(Framing):
             log.info("closing WebSocket stream from %s: %s", self.peer, error)
             self.write(error.to_bytes())
         self.write(_CLOSE_BYTES)
+        # RFC 7395 §3.6: nothing after <close/>. While the WebSocket stays
+        # open for the client's own <close/> (wait_for_peer) stanzas still
+        # routed to the session (a contact's unavailable presence) are dropped.
+        self._sealed = True
         self.flush()
         if not wait_for_peer:
             self._close_socket()
