@@ -97,6 +97,14 @@ async def test_no_cors_origins_means_only_the_own_origin(tmp_path: Path, ca: tru
                 assert info.value.status == 403
 
 
+async def test_any_origin_with_a_star(tmp_path: Path, ca: trustme.CA) -> None:
+    async with ws_server(tmp_path, ca, cors_origins=["*"]) as srv:
+        for origin in ("https://anything.example", "null"):
+            ws = await WS.connect(url(srv), headers={"Origin": origin})
+            assert (await ws.open(DOMAIN)).get("from") == DOMAIN
+            await ws.close()
+
+
 # -- static files ------------------------------------------------------------------
 async def raw_get(port: int, target: str) -> tuple[int, bytes]:
     """GET ``target`` exactly as written (no client normalizes it)."""

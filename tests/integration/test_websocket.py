@@ -239,6 +239,36 @@ async def test_whitespace_messages_and_quoted_gt_are_fine(
         await ws.close()
 
 
+async def test_invalid_utf8_in_a_text_frame(tmp_path: Path, ca: trustme.CA) -> None:
+    """A text message that is not UTF-8 ends that stream with
+    not-well-formed (RFC 6120 §11.6); it never reaches a handler."""
+    async with ws_server(tmp_path, ca) as srv:
+        ws = await connect(srv)
+        await ws.open(DOMAIN)
+        await ws.features()
+        await ws.ws.send_frame(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+                               b"mechanism='PLAIN'>\xff\xfe</auth>", aiohttp.WSMsgType.TEXT)
+        await closed_with(ws, "not-well-formed")   # decode_text=False: the parser sees it
+        await until(lambda: not srv.server.streams, "the stream is gone")
+
+
+async def test_a_second_open_before_sasl_is_bad_format(tmp_path: Path, ca: trustme.CA) -> None:
+    async with ws_server(tmp_path, ca) as srv:
+        ws = await connect(srv)
+        await ws.open(DOMAIN)
+        await ws.features()
+        await ws.send(f"<open xmlns='{FRAMING}' to='{DOMAIN}' version='1.0'/>")
+        await closed_with(ws, "bad-format")
+
+
+async def test_open_without_version_is_unsupported(tmp_path: Path, ca: trustme.CA) -> None:
+    async with ws_server(tmp_path, ca) as srv:
+        ws = await connect(srv)
+        await ws.send(f"<open xmlns='{FRAMING}' to='{DOMAIN}' version='2.0'/>")
+        await ws.next()
+        await closed_with(ws, "unsupported-version")
+
+
 async def test_binary_frame_is_bad_format(tmp_path: Path, ca: trustme.CA) -> None:
     async with ws_server(tmp_path, ca) as srv:
         ws = await connect(srv)
@@ -314,11 +344,11 @@ async def test_stanza_before_auth_is_not_authorized(tmp_path: Path, ca: trustme.
 async def test_keepalive_pings_and_a_silent_client(tmp_path: Path, ca: trustme.CA) -> None:
     """websocket_ping: the server pings; answered pings keep the WebSocket
     open, an unanswered one closes it and the session is unbound."""
-    async with ws_server(tmp_path, ca, websocket_ping=0.4) as srv:
+    async with ws_server(tmp_path, ca, websocket_ping=1.0) as srv:
         await srv.user("alice")
         ws = await WS.connect(url(srv), autoping=False)
         full = await ws.login(DOMAIN, "alice", PASSWORD)
-        for _ in range(3):
+        for _ in range(2):
             with pytest.raises(Ping) as ping:
                 await ws.next()
             await ws.ws.pong(ping.value.args[0])
@@ -392,6 +422,18 @@ async def test_dropped_websocket_unbinds_the_session(tmp_path: Path, ca: trustme
         await ws.close()
         await until(lambda: session_of(srv, full) is None, "alice's session is unbound")
         await until(lambda: not srv.server.streams, "the stream is gone")
+
+
+async def test_a_connection_cut_without_a_close_frame(tmp_path: Path, ca: trustme.CA) -> None:
+    """The TCP connection under a bound WebSocket goes away with no close
+    frame at all: the session is unbound all the same."""
+    async with ws_server(tmp_path, ca) as srv:
+        ws, full = await ws_login(srv, "alice")
+        transport = ws.ws._response.connection.transport  # noqa: SLF001 (no public way)
+        transport.abort()
+        await until(lambda: session_of(srv, full) is None, "alice's session is unbound")
+        await until(lambda: not srv.server.streams, "the stream is gone")
+        await ws.http.close()
 
 
 async def test_server_shutdown_closes_with_system_shutdown(tmp_path: Path, ca: trustme.CA) -> None:
@@ -509,13 +551,17 @@ def client_ctx(ca: trustme.CA) -> ssl.SSLContext:
 async def test_wss_on_the_tls_port(tmp_path: Path, ca: trustme.CA) -> None:
     """tls_port: HTTPS with the host's certificate; wss:// logs in, and
     host-meta over HTTPS names wss:// and https:// endpoints."""
-    async with ws_server(tmp_path, ca, tls_port=free_port()) as srv:
+    async with ws_server(tmp_path, ca, tls_port=free_port(),
+                         trusted_proxies=["127.0.0.1"]) as srv:
         await srv.user("alice")
+        # A public client (through a proxy passing TLS through): secure
+        # because of the TLS, not because of loopback.
         ws = await WS.connect(url(srv, scheme="wss"), ssl_ctx=client_ctx(ca),
-                              server_hostname=DOMAIN)
+                              server_hostname=DOMAIN,
+                              headers={"X-Forwarded-For": "203.0.113.5"})
         assert await ws.login(DOMAIN, "alice", PASSWORD) == f"{ALICE}/ws"
         (stream,) = srv.server.streams
-        assert stream.secure
+        assert stream.secure and stream.peer[0] == "203.0.113.5"
         await ws.close()
         host = f"{DOMAIN}:{srv.server.ports['https']}"
         async with aiohttp.ClientSession() as http:
