@@ -87,7 +87,10 @@ class HttpListener:
         """Listen on ``port`` and ``tls_port``; the ports bound go to
         ``server.ports`` as ``http`` and ``https``."""
         cfg = self.cfg
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        # shutdown_timeout belongs to the runner (on a site it is deprecated
+        # since aiohttp 3.9 and warns).
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=SHUTDOWN_GRACE)
         await self._runner.setup()
         reuse = self.server.config.client.reuse_port or None
         specs: list[tuple[str, int, Any]] = []
@@ -98,8 +101,7 @@ class HttpListener:
                           tls.sni_context(self.server.tls, next(iter(self.server.hosts)))))
         for name, port, ctx in specs:
             site = web.TCPSite(self._runner, cfg.address, port, ssl_context=ctx,
-                               shutdown_timeout=SHUTDOWN_GRACE, reuse_address=True,
-                               reuse_port=reuse)
+                               reuse_address=True, reuse_port=reuse)
             try:
                 await site.start()
             except OSError as exc:

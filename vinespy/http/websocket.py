@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import struct
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,10 @@ _CLOSE_BYTES = f"<close xmlns='{ns.FRAMING}'/>".encode()
 _PROLOGUE = f"<stream:stream xmlns='{ns.CLIENT}' xmlns:stream='{ns.STREAM}'>".encode()
 _XML_LANG = f"{{{ns.XML}}}lang"
 _WS = b" \t\r\n"
+# The last tag of a message and nothing but whitespace after it. "<" occurs
+# in no attribute value and no text, so the last "<" opens the last tag;
+# quoted values may hold ">".
+_LAST_TAG = re.compile(rb"""<(?:[^'">]|'[^']*'|"[^"]*")*>[ \t\r\n]*\Z""")
 CLOSE_GRACE = 5.0
 
 
@@ -110,6 +115,7 @@ class _Framing(Framing):
         self.closing = False
         self.peer_closed = False
         self.error: StreamError | None = None
+        self._sealed = False            # our <close/> is written: nothing may follow
         self.parser = StreamParser(max_stanza_size=cfg.max_stanza_size)
         self.parser.feed(_PROLOGUE)
         self._limiter = (RateLimiter(cfg.rate_limit, cfg.rate_burst, self.loop.time())
@@ -121,7 +127,7 @@ class _Framing(Framing):
     # -- writing -------------------------------------------------------
     def write(self, data: bytes) -> None:
         transport = self.transport
-        if not data or transport is None or transport.is_closing():
+        if not data or self._sealed or transport is None or transport.is_closing():
             return
         self._out.append(frame(qualify(data)))
         if not self._flush_scheduled:
@@ -157,6 +163,10 @@ class _Framing(Framing):
             log.info("closing WebSocket stream from %s: %s", self.peer, error)
             self.write(error.to_bytes())
         self.write(_CLOSE_BYTES)
+        # RFC 7395 §3.6: nothing after <close/>. While the WebSocket stays
+        # open for the client's own <close/> (wait_for_peer) stanzas still
+        # routed to the session (a contact's unavailable presence) are dropped.
+        self._sealed = True
         self.flush()
         if not wait_for_peer:
             self._close_socket()
@@ -240,7 +250,10 @@ class WebSocketStream(C2S, _Framing):
         if not data.strip(_WS):
             return                      # nothing (a keepalive some clients send)
         events = self.parser.feed(data)
-        if len(events) != 1 or not self.parser.idle or isinstance(events[0], StreamClosed):
+        # Text after the element stays in libxml2 until the next "<" (the
+        # next message would be blamed for it): it is looked for here.
+        if (len(events) != 1 or not self.parser.idle or isinstance(events[0], StreamClosed)
+                or not _LAST_TAG.match(data, data.rfind(b"<"))):
             raise StreamError("bad-format", "a WebSocket message must hold exactly one "
                                             "complete element (RFC 7395 §3.3.3)")
         el = events[0]
