@@ -13,6 +13,7 @@ from slixmpp.exceptions import IqError
 from tests.conftest import DOMAIN, PASSWORD, TIMEOUT, Running, wait_event
 from tests.rawclient import Raw
 from vinespy import ns
+from vinespy.jid import JID
 
 pytestmark = pytest.mark.integration
 
@@ -415,3 +416,39 @@ async def test_whitespace_keepalives(server: Running) -> None:
     m = await raw.expect(rb"<iq[^>]*id=\"ka\"[^>]*/>")
     assert b'type="result"' in m.group(0)
     raw.close()
+
+
+async def test_nothing_follows_the_servers_end_of_stream(tmp_path: Any, ca: Any) -> None:
+    """RFC 6120 §4.4: once the server sent </stream:stream> it sends nothing
+    more on that stream, even while it waits for the client's. At shutdown
+    bob is sent his and waits; alice answers hers first, and her unavailable
+    presence must not reach bob's closed stream."""
+    from tests.conftest import running
+    from tests.integration.test_module_api import ctx_of
+    from tests.integration.test_subscription import friends
+    async with running(tmp_path, ca) as srv:
+        await friends(srv)
+        a, b = await Raw.connect(srv.port), await Raw.connect(srv.port)
+        alice = await a.login(DOMAIN, ctx_of(srv), "alice", PASSWORD)
+        await b.login(DOMAIN, ctx_of(srv), "bob", PASSWORD)
+        for raw in (a, b):
+            raw.send("<presence/>")
+        await b.expect(f"<presence [^>]*from=\"{alice}\"".encode())
+        b.buf = b""
+
+        async def alice_answers() -> None:
+            await a.expect(rb"</stream:stream>")
+            a.send("</stream:stream>")
+            await a.until_closed()
+
+        async def bob_answers_late() -> bytes:
+            await b.expect(rb"</stream:stream>")
+            while srv.server.sessions.get(JID.parse(alice)) is not None:
+                await asyncio.sleep(0.01)       # the server runs in this loop
+            b.send("</stream:stream>")
+            return await b.until_closed()       # what came after the server's end
+
+        tasks = [asyncio.create_task(alice_answers()), asyncio.create_task(bob_answers_late())]
+        await asyncio.sleep(0)
+    await asyncio.wait_for(asyncio.gather(*tasks), TIMEOUT)
+    assert tasks[1].result() == b""

@@ -128,6 +128,7 @@ class XMLStream(Framing):
         self.peer_closed = False         # the peer sent </stream:stream>
         self.error: StreamError | None = None    # the stream error this side sent
         self._out: list[bytes] = []
+        self._sealed = False             # </stream:stream> is written: nothing may follow
         self._flush_scheduled = False
         self._limiter = (RateLimiter(rate_limit, rate_burst, self.loop.time())
                          if rate_limit else None)
@@ -224,7 +225,7 @@ class XMLStream(Framing):
 
     # -- writing -------------------------------------------------------
     def write(self, data: bytes) -> None:
-        if self.writer.transport.is_closing():
+        if self._sealed or self.writer.transport.is_closing():
             return
         self._out.append(data)
         if not self._flush_scheduled:
@@ -323,6 +324,7 @@ class XMLStream(Framing):
             log.info("closing stream from %s: %s", self.peer, error)
             self.write(error.to_bytes())
         self.write(b"</stream:stream>")
+        self._sealed = True
         self.flush()
         if not wait_for_peer:
             self._close_transport()
