@@ -1,0 +1,1 @@
+"""The HTTP listener (``[http]``); static/ holds the built-in web chat page."""
