@@ -1,0 +1,198 @@
+"""The built-in web chat page (vinespy/http/static) in a real headless
+Chromium: two browser users log in, add each other, chat, and talk with a
+slixmpp user over TCP; over WebSocket, over BOSH, and after the WebSocket
+drops (issue 15 item 6)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Locator, Page, WebSocketRoute, expect
+from slixmpp import JID
+
+from tests.conftest import PASSWORD, TIMEOUT, wait_event
+from tests.interop.conftest import WAIT, Pages, Web, shot
+
+pytestmark = pytest.mark.integration
+
+
+class Chat:
+    """One user on the page, driven as a person would: fields, buttons, Enter."""
+
+    def __init__(self, page: Page, jid: str) -> None:
+        self.page = page
+        self.jid = jid
+
+    def by(self, testid: str) -> Locator:
+        return self.page.get_by_test_id(testid)
+
+    async def login(self, url: str, transport: str = "") -> None:
+        """Opens the page, logs in, waits until it says it is online."""
+        await self.page.goto(url + (f"/?transport={transport}" if transport else "/"))
+        await self.by("login-jid").fill(self.jid)
+        await self.by("login-password").fill(PASSWORD)
+        await self.by("login-password").press("Enter")
+        await self.online()
+
+    async def online(self) -> None:
+        await expect(self.by("connection-state")).to_have_attribute(
+            "data-state", "online", timeout=WAIT)
+
+    def contact(self, jid: str) -> Locator:
+        return self.page.locator(f"[data-testid=roster-item][data-jid='{jid}']")
+
+    async def add(self, jid: str) -> None:
+        await self.by("add-contact-jid").fill(jid)
+        await self.by("add-contact-submit").click()
+        await expect(self.contact(jid)).to_be_visible(timeout=WAIT)
+
+    async def accept(self, jid: str) -> None:
+        """Accepts the subscription request of ``jid`` once it shows up."""
+        request = self.page.locator(f"[data-testid=subscription-request][data-jid='{jid}']")
+        await request.get_by_test_id("subscription-accept").click(timeout=WAIT)
+        await expect(request).to_have_count(0, timeout=WAIT)
+
+    async def open(self, jid: str) -> None:
+        await self.contact(jid).get_by_test_id("roster-open").click(timeout=WAIT)
+        await expect(self.by("chat-title")).to_contain_text(jid, timeout=WAIT)
+
+    async def say(self, text: str) -> None:
+        await self.by("chat-input").fill(text)
+        await self.by("chat-input").press("Enter")
+        await expect(self.message("out", text)).to_be_visible(timeout=WAIT)
+
+    def message(self, direction: str, text: str) -> Locator:
+        return self.by("message-list").locator(
+            f"[data-testid=message][data-direction={direction}]", has_text=text)
+
+    async def sees(self, text: str) -> None:
+        await expect(self.message("in", text)).to_be_visible(timeout=WAIT)
+
+    async def presence(self, jid: str, state: str) -> None:
+        await expect(self.contact(jid)).to_have_attribute("data-presence", state, timeout=WAIT)
+
+
+async def befriend(a: Chat, b: Chat) -> None:
+    """``a`` adds ``b``; ``b`` accepts and asks back; ``a`` accepts: both see each other online."""
+    await a.add(b.jid)
+    await b.accept(a.jid)
+    await a.accept(b.jid)
+    await a.presence(b.jid, "online")
+    await b.presence(a.jid, "online")
+    await expect(a.contact(b.jid)).to_have_attribute("data-subscription", "both", timeout=WAIT)
+
+
+async def chat_both_ways(a: Chat, b: Chat, tag: str) -> None:
+    await a.open(b.jid)
+    await a.say(f"Hello {tag} from {a.jid}")
+    await expect(b.contact(a.jid).locator(".badge")).to_have_text("1", timeout=WAIT)
+    await b.open(a.jid)
+    await b.sees(f"Hello {tag} from {a.jid}")
+    await b.say(f"Hi back {tag} from {b.jid}")
+    await a.sees(f"Hi back {tag} from {b.jid}")
+
+
+async def with_tcp_user(web: Web, a: Chat) -> Any:
+    """A slixmpp user over TCP, added by ``a`` (it approves on its own and asks
+    back), exchanges a message with ``a`` both ways; returns the client."""
+    carol = await web.srv.user("carol")
+    c = await web.srv.login(carol)
+    await c.get_roster(timeout=TIMEOUT)
+    await a.add(carol)
+    await a.accept(carol)                   # slixmpp subscribes back on its own
+    await a.presence(carol, "online")
+    received = asyncio.create_task(
+        wait_event(c, "message", match=lambda m: m["body"] == "to carol over tcp"))
+    await a.open(carol)
+    await a.say("to carol over tcp")
+    msg = await received
+    assert msg["from"].bare == a.jid and msg["type"] == "chat"
+    c.send_message(mto=JID(a.jid), mbody="carol answers", mtype="chat")
+    await a.sees("carol answers")
+    return c
+
+
+async def test_two_browser_users_and_a_tcp_user(web: Web, pages: Pages, artifacts: Path) -> None:
+    """Over WebSocket: two page users befriend and chat; a slixmpp user talks
+    with one of them; removing a contact and logging out reach the others."""
+    alice = Chat(await pages.new("alice"), await web.srv.user("alice"))
+    bob = Chat(await pages.new("bob"), await web.srv.user("bob"))
+    await alice.login(web.url)
+    await bob.login(web.url)
+    await expect(alice.by("connection-state")).to_have_attribute("data-transport", "websocket")
+    await shot(alice.page, artifacts, "webpage-login")
+    await befriend(alice, bob)
+    await chat_both_ways(alice, bob, "ws")
+    carol = await with_tcp_user(web, alice)
+    await alice.open(bob.jid)
+    await shot(alice.page, artifacts, "webpage-alice")
+    await shot(bob.page, artifacts, "webpage-bob")
+
+    await alice.contact(bob.jid).get_by_test_id("roster-remove").click()
+    # the conversation stays listed, as someone not in the roster
+    await expect(alice.contact(bob.jid)).to_have_attribute("data-in-roster", "false",
+                                                           timeout=WAIT)
+    await expect(alice.contact(bob.jid).get_by_test_id("roster-remove")).to_have_count(0)
+    await expect(bob.contact(alice.jid)).to_have_attribute("data-subscription", "none",
+                                                           timeout=WAIT)
+    await bob.presence(alice.jid, "offline")
+
+    gone = asyncio.create_task(
+        wait_event(carol, "presence_unavailable", match=lambda p: p["from"].bare == alice.jid))
+    await alice.by("logout").click()
+    await expect(alice.by("login-form")).to_be_visible(timeout=WAIT)
+    await expect(alice.by("connection-state")).to_have_attribute("data-state", "disconnected")
+    await gone
+
+
+async def test_bosh_forced_and_websocket_fallback(web: Web, pages: Pages,
+                                                  artifacts: Path) -> None:
+    """Over BOSH: one user asks for it (?transport=bosh), the other's WebSocket
+    is refused so the page falls back; they chat, and with a slixmpp user."""
+    alice = Chat(await pages.new("alice"), await web.srv.user("alice"))
+    bob = Chat(await pages.new("bob"), await web.srv.user("bob"))
+
+    async def refuse(ws: WebSocketRoute) -> None:
+        await ws.close(code=1011, reason="blocked by the test")
+    await bob.page.route_web_socket("**/xmpp-websocket", refuse)
+    await alice.login(web.url, transport="bosh")
+    await bob.login(web.url)
+    for user in (alice, bob):
+        await expect(user.by("connection-state")).to_have_attribute("data-transport", "bosh")
+    await befriend(alice, bob)
+    await chat_both_ways(alice, bob, "bosh")
+    await with_tcp_user(web, alice)
+    await shot(alice.page, artifacts, "webpage-bosh")
+    await alice.by("logout").click()
+    await expect(bob.contact(alice.jid)).to_have_attribute("data-presence", "offline",
+                                                           timeout=WAIT)
+
+
+async def test_reconnects_after_the_websocket_drops(web: Web, pages: Pages) -> None:
+    """The page notices a dropped WebSocket, says so, logs in again on its own
+    and keeps the conversation it had."""
+    sockets: list[tuple[WebSocketRoute, WebSocketRoute]] = []
+
+    def relay(ws: WebSocketRoute) -> None:
+        sockets.append((ws, ws.connect_to_server()))
+    alice = Chat(await pages.new("alice"), await web.srv.user("alice"))
+    await alice.page.route_web_socket("**/xmpp-websocket", relay)
+    dave = await web.srv.login(await web.srv.user("dave"))
+    await alice.login(web.url)
+    dave.send_message(mto=JID(alice.jid), mbody="before the drop", mtype="chat")
+    await alice.open(dave.boundjid.bare)
+    await alice.sees("before the drop")
+
+    page_side, server_side = sockets[0]
+    await server_side.close(code=1001, reason="the test drops the connection")
+    await page_side.close(code=1001, reason="the test drops the connection")
+    await expect(alice.by("connection-state")).to_have_attribute("data-state", "disconnected",
+                                                                 timeout=WAIT)
+    await alice.online()
+    assert len(sockets) == 2
+    await expect(alice.message("in", "before the drop")).to_be_visible()
+    dave.send_message(mto=JID(alice.jid), mbody="after the drop", mtype="chat")
+    await alice.sees("after the drop")
