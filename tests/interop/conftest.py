@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Callable
 
 import pytest
 import trustme
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, Response, async_playwright
 
 from tests.conftest import Running, running
 from tests.support import free_port
@@ -99,9 +99,15 @@ class Pages:
         ctx.set_default_timeout(WAIT)
         self.contexts.append(ctx)
         page = await ctx.new_page()
-        page.on("pageerror", lambda e: self.errors.append(f"{name}: {e}"))
+        page.on("pageerror", lambda e: self.errors.append(f"{name}: {e.stack or e}"))
         page.on("console", lambda m: self.console.append(f"{name} {m.type}: {m.text}"))
+        page.on("response", lambda r: self.failed(name, r))
         return page
+
+    def failed(self, name: str, response: Response) -> None:
+        if response.status >= 400:
+            self.console.append(f"{name} HTTP {response.status}: "
+                                f"{response.request.method} {response.url}")
 
     async def close(self) -> None:
         for ctx in self.contexts:
