@@ -59,6 +59,10 @@ class ConfigError(Exception):
     """
 
 
+class StartupError(ConfigError):
+    """The server could not start (e.g. a port is taken); one line."""
+
+
 class StanzaError(Exception):
     """A stanza-level error: the framework answers the offending stanza with it."""
 

@@ -19,6 +19,9 @@ SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 BIND = "urn:ietf:params:xml:ns:xmpp-bind"
 SESSION = "urn:ietf:params:xml:ns:xmpp-session"
 XML = "http://www.w3.org/XML/1998/namespace"
+FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"      # RFC 7395 (WebSocket)
+HTTPBIND = "http://jabber.org/protocol/httpbind"     # XEP-0124 (BOSH)
+XBOSH = "urn:xmpp:xbosh"                             # XEP-0206
 
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
 DISCO_ITEMS = "http://jabber.org/protocol/disco#items"

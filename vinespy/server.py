@@ -19,27 +19,24 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
 
 from . import __version__, modules, tls
 from .config import Config, ConfigError, HostConfig
-from .errors import StreamError
+from .errors import StartupError as StartupError, StreamError
 from .host import Host
 from .jid import JID
 from .router import Router
 from .sessions import Sessions
 from .storage import Storage, StorageError, open_storage
 from .storage import pubsub
-from .stream.client import ClientStream
+from .stream.client import C2S, ClientStream
 from .stream.throttle import AuthThrottle
 
 if TYPE_CHECKING:
     from .auth.ldap import LdapDirectory
     from .cluster import Cluster
+    from .http.app import HttpListener
 
 log = logging.getLogger("vinespy.server")
 
 SHUTDOWN_GRACE = 3.0   # s to wait for clients to close their streams
-
-
-class StartupError(ConfigError):
-    """The server could not start (e.g. a port is taken); one line."""
 
 
 class Server:
@@ -58,13 +55,17 @@ class Server:
         self.storages: list[Storage] = []
         self.directories: list[LdapDirectory] = []      # [host.auth] backend = "ldap"
         self.ports: dict[str, int] = {}
-        self.streams: set[ClientStream] = set()
+        self.streams: set[C2S] = set()
         cc = config.client
         self.auth_throttle = AuthThrottle(ban_failures=cc.auth_ban_failures,
                                           ban_time=cc.auth_ban_time,
                                           delay_max=cc.auth_delay_max)
         self._conn_tasks: set[asyncio.Task[Any]] = set()
         self._listeners: list[asyncio.Server] = []
+        self.http: HttpListener | None = None          # [http]: WebSocket, BOSH, the page
+        # Handlers of messages other nodes send to this node itself rather
+        # than to a host's modules (a relayed BOSH request): name -> handler.
+        self.node_messages: dict[str, Callable[[bytes], Awaitable[None]]] = {}
         for hc in config.hosts:
             try:
                 storage = open_storage(hc.storage.backend, hc.storage.options)
@@ -184,6 +185,10 @@ class Server:
                                    f"{exc.strerror or exc}") from None
             self._listeners.append(srv)
             self.ports[name] = srv.sockets[0].getsockname()[1]
+        if self.config.http is not None:
+            from .http.app import HttpListener      # aiohttp: only with an [http] table
+            self.http = HttpListener(self, self.config.http)
+            await self.http.start()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stream = ClientStream(self, reader, writer)
@@ -212,6 +217,8 @@ class Server:
     async def _close_streams(self) -> None:
         for srv in self._listeners:
             srv.close()
+        if self.http is not None:
+            self.http.stopping = True
         # RFC 6120 §4.4: tell every client, then give them a moment to close.
         for stream in list(self.streams):
             stream.close(StreamError("system-shutdown"), wait_for_peer=True)
@@ -233,6 +240,8 @@ class Server:
 
     async def _shutdown(self) -> None:
         await self._close_streams()
+        if self.http is not None:
+            await self.http.stop()
         for host in self.hosts.values():
             for mod in reversed(list(host.modules.values())):
                 try:

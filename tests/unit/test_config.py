@@ -526,13 +526,59 @@ def test_bad_sql_storage(tmp_path: Path, table: str, message: str | None) -> Non
 # -- sections that are not implemented yet, cluster ---------------------------
 
 @pytest.mark.parametrize(("section", "what"), [
-    ("server", "s2s is"), ("http", "BOSH/WebSocket is"),
+    ("server", "s2s is"),
     ("component", "the XEP-0114 component listener is"),
 ])
 def test_enabled_later_sections(tmp_path: Path, section: str, what: str) -> None:
     """enabled = true on an unimplemented listener stops the start."""
     assert error(tmp_path, HOST + f"[{section}]\nenabled = true\n") == \
         f"[{section}] {what} not implemented yet; set enabled = false"
+
+
+# -- [http] -------------------------------------------------------------------
+
+def test_http_absent_is_off_and_disabled_is_off(tmp_path: Path) -> None:
+    assert load(write(tmp_path, HOST), check_certs=False).http is None
+    assert load(write(tmp_path, HOST + "[http]\nenabled = false\n"), check_certs=False).http \
+        is None
+
+
+def test_http_keys_load(tmp_path: Path) -> None:
+    (tmp_path / "www").mkdir()
+    cfg = load(write(tmp_path, HOST + '[http]\nport = 0\ntls_port = 5281\nweb_root = "www"\n'
+                     'trusted_proxies = ["127.0.0.1", "10.0.0.0/8", "::1"]\n'
+                     'cors_origins = ["https://Chat.Example.com", "*"]\n'
+                     'bosh_path = "/bosh"\nwebsocket_path = ""\n'), check_certs=False).http
+    assert cfg is not None
+    assert (cfg.port, cfg.tls_port, cfg.bosh_path, cfg.websocket_path) == (0, 5281, "/bosh", "")
+    assert cfg.web_root == tmp_path / "www"
+    assert [str(n) for n in cfg.trusted_proxies] == ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]
+    assert cfg.cors_origins == ("https://chat.example.com", "*")
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("port = 70000", "http.port: expected an integer from 1 to 65535 (or 0 for off), got 70000"),
+    ("port = 5281\ntls_port = 5281", "http.tls_port: must differ from http.port (both are 5281)"),
+    ("port = 5222", "http.port: must differ from client.port (both are 5222)"),
+    ('bosh_path = "http-bind"', 'http.bosh_path: expected a URL path such as "/http-bind" (not '
+     '"/", not under /.well-known/, no trailing /), or "" for off, got "http-bind"'),
+    ('websocket_path = "/http-bind"',
+     'http.websocket_path: must differ from http.bosh_path (both are "/http-bind")'),
+    ('web_root = "nowhere"', "http.web_root: "),
+    ('trusted_proxies = ["proxy.example"]', 'http.trusted_proxies[0]: expected an IP address '
+     'or network such as "10.0.0.0/8", got "proxy.example"'),
+    ('trusted_proxies = "127.0.0.1"', 'http.trusted_proxies: expected an array of addresses or '
+     'networks such as ["127.0.0.1", "10.0.0.0/8"], got "127.0.0.1"'),
+    ('cors_origins = ["https://chat.example.com/path"]', 'http.cors_origins[0]: expected "*" '
+     'or an origin such as "https://chat.example.com" (scheme, host, optional port; no path), '
+     'got "https://chat.example.com/path"'),
+    ("bosh_inactivity = 1", "http.bosh_inactivity: expected a number from 5 to 86400, got 1"),
+    ("consider_secure = 1", "http.consider_secure: expected true or false, got 1"),
+    ("porrt = 1", '[http] unknown key "porrt" (did you mean "port"?)'),
+])
+def test_bad_http_keys(tmp_path: Path, body: str, message: str) -> None:
+    got = error(tmp_path, HOST + f"[http]\n{body}\n")
+    assert got.startswith(message) if message.endswith(": ") else got == message
 
 
 def test_bad_cluster_url(tmp_path: Path) -> None:

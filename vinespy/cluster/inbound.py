@@ -54,6 +54,11 @@ class Inbound:
                 return
             await self._absent(target, int(args[1]), data)
         elif kind == wire.MESSAGE:
+            if not args[0]:             # to the node itself (Server.node_messages)
+                handler = self.server.node_messages.get(args[1])
+                if handler is not None:
+                    await handler(data)
+                return
             host = self.server.router.hosts.get(args[0])
             if host is not None:
                 await host.bus.fire(f"cluster/{args[1]}", data)

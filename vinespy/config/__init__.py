@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .. import tls
 from ..errors import ConfigError as ConfigError      # what load() raises
 from .hosts import AuthConfig, HostConfig, StorageConfig, _hosts
+from .http import HttpConfig, http_section
 from .rules import (_RULES, _Bad, _array, _check, _distinct, _existing_file, _fields, _path,
                     _show, _table, _unknown, _url_scheme, safe_url)
 
@@ -61,13 +62,6 @@ class ServerConfig:                            # s2s: a later issue
     enabled: bool = False
     address: str = "0.0.0.0"
     port: int = 5269
-
-
-@dataclass(frozen=True)
-class HttpConfig:                              # BOSH/WebSocket: a later issue
-    enabled: bool = False
-    address: str = "0.0.0.0"
-    port: int = 5280
 
 
 @dataclass(frozen=True)
@@ -117,7 +111,7 @@ class Config:
     hosts: tuple[HostConfig, ...] = ()
     client: ClientConfig = field(default_factory=ClientConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
-    http: HttpConfig = field(default_factory=HttpConfig)
+    http: HttpConfig | None = None             # absent: no HTTP listener
     component: ComponentConfig = field(default_factory=ComponentConfig)
     cluster: ClusterConfig | None = None
 
@@ -184,13 +178,12 @@ def load(path: str | Path, *, check_certs: bool = True) -> Config:
 
 
 _SECTIONS: dict[str, type[DataclassInstance]] = {
-    "client": ClientConfig, "server": ServerConfig, "http": HttpConfig,
+    "client": ClientConfig, "server": ServerConfig,
     "component": ComponentConfig, "cluster": ClusterConfig,
 }
-_TOP = ("log", "certs", "host", *_SECTIONS)
+_TOP = ("log", "certs", "host", "http", *_SECTIONS)
 _NOT_YET = {
     "server": "s2s is",
-    "http": "BOSH/WebSocket is",
     "component": "the XEP-0114 component listener is",
 }
 
@@ -258,6 +251,9 @@ def _config(data: dict[str, Any], path: str | Path) -> Config:
                    f"(both are {client.port})")
     if "cluster" in kw:
         kw["cluster"] = _cluster(kw["cluster"], client)
+    if "http" in data:
+        http = http_section(data["http"], base, client.port)
+        kw["http"] = http if http.enabled else None
     if "log" in data:
         kw["log"] = _check("log", data["log"], _RULES["log"])
     kw["certs"] = _path("certs", data.get("certs", str(Config.certs)), base)

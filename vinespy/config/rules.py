@@ -89,7 +89,11 @@ _RULES: dict[str, _Rule] = {
     "client.auth_ban_time": _numbers(1, 86400),
     "client.auth_delay_max": _numbers(0, 60),
     "server.port": _PORT,
-    "http.port": _PORT,
+    "http.port": _ints(0, 65535, "an integer from 1 to 65535 (or 0 for off)"),
+    "http.tls_port": _ints(0, 65535, "an integer from 1 to 65535 (or 0 for off)"),
+    "http.websocket_ping": _numbers(0, 3600),
+    "http.bosh_max_wait": _numbers(1, 3600),
+    "http.bosh_inactivity": _numbers(5, 86400),
     "component.port": _PORT,
     "cluster.url": _Rule("a URL starting with redis://, rediss:// or unix://",
                          lambda v: isinstance(v, str)

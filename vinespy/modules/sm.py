@@ -33,7 +33,7 @@ from .smstate import SMState
 
 if TYPE_CHECKING:
     from ..server import Server
-    from ..stream.client import ClientStream
+    from ..stream.client import C2S
 
 NS = sm.NS
 TAKE_TIMEOUT = 5.0      # s a resumption waits for another node to hand the session over
@@ -53,7 +53,7 @@ class StreamManagement(Module):
 
     name = "sm"
     xep = "XEP-0198"
-    stream_features = (f"<sm xmlns='{NS}'/>",)
+    stream_features = ()        # offered by offer(): not over BOSH
 
     state: SessionField[SMState] = SessionField(SMState)       # this node's, not shared
     # Shared: the node a client resumes on finds the session's token on the
@@ -64,7 +64,7 @@ class StreamManagement(Module):
         super().__init__(host)
         self.waiting: set[ClientSession] = set()      # detached, waiting for their client
         # token -> (stream asking, its future) of resumptions asked of another node
-        self.pending: dict[str, tuple[ClientStream, asyncio.Future[bytes | None]]] = {}
+        self.pending: dict[str, tuple[C2S, asyncio.Future[bytes | None]]] = {}
 
     @property
     def server(self) -> Server:
@@ -73,10 +73,20 @@ class StreamManagement(Module):
         return srv
 
     # -- enable, <r/>, <a/> ----------------------------------------------------------
+    @hook("stream-features")
+    def offer(self, stream: Any, out: list[str]) -> None:
+        """Over TCP and WebSocket; BOSH has acknowledgements of its own
+        (XEP-0124 §9), and its requests are not a connection to resume."""
+        if getattr(stream, "kind", "tcp") != "bosh":
+            out.append(f"<sm xmlns='{NS}'/>")
+
     @hook(f"nonza/{NS}:enable")
     def enable(self, carrier: Any, el: Any) -> bool:
         if not isinstance(carrier, ClientSession) or self.state.get(carrier) is not None:
             _write(carrier, sm.failed("unexpected-request"))   # before bind, or twice
+            return True
+        if getattr(carrier.transport, "kind", "tcp") == "bosh":
+            _write(carrier, sm.failed("feature-not-implemented"))
             return True
         session = carrier
         cfg = session.server.config.client
@@ -217,7 +227,7 @@ class StreamManagement(Module):
         if isinstance(carrier, ClientSession):
             carrier.transport.write(sm.failed("unexpected-request"))   # bound already
             return True
-        stream: ClientStream = carrier
+        stream: C2S = carrier
         if stream.server.config.client.resume_timeout <= 0:
             stream.write(sm.failed("feature-not-implemented"))     # XEP-0198 §5
             return True
@@ -254,7 +264,7 @@ class StreamManagement(Module):
         stream.write(sm.failed("item-not-found"))
         return True
 
-    def resume_here(self, stream: ClientStream, session: ClientSession, st: SMState,
+    def resume_here(self, stream: C2S, session: ClientSession, st: SMState,
                     h: int) -> bool:
         try:
             st.acked(h)
@@ -271,7 +281,7 @@ class StreamManagement(Module):
             old.close(StreamError("conflict", "resumed on another connection"))
         return True
 
-    def resent(self, stream: ClientStream, st: SMState) -> None:
+    def resent(self, stream: C2S, st: SMState) -> None:
         """``<resumed/>``, then what the client did not acknowledge (XEP-0198 §5)."""
         assert st.token is not None
         stream.write(sm.resumed(st.token, st.h_in))
@@ -281,7 +291,7 @@ class StreamManagement(Module):
         st.ask_later()
         self.log.info("%s resumed (%d stanzas sent again)", st.session.jid, len(st.out.queue))
 
-    async def take(self, stream: ClientStream, proxy: Any, token: str, h: int) -> bytes | None:
+    async def take(self, stream: C2S, proxy: Any, token: str, h: int) -> bytes | None:
         """Ask the node holding the session to hand it over; None once it is
         resumed here, else the ``<failed/>`` to send."""
         sessions = stream.server.sessions

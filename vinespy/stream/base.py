@@ -65,8 +65,54 @@ class RateLimiter:
         return -self.tokens / self.rate if self.tokens < 0 else 0.0
 
 
-class XMLStream:
-    """Reading, writing and closing; subclasses implement :meth:`handle`."""
+class Framing:
+    """What a client stream's logic (:class:`~vinespy.stream.client.C2S`) asks
+    of whatever carries its XML: TCP (:class:`XMLStream`), a WebSocket or a
+    series of BOSH requests (:mod:`vinespy.http`).
+
+    :meth:`write` takes whole top-level elements (or a stream header), one
+    or more per call, already serialized: a framing that must put each in
+    a message of its own, or qualify its namespace, does so itself.
+    """
+
+    loop: asyncio.AbstractEventLoop
+    peer: Any                        # the peer's address
+    secure: bool                     # encrypted, or counted so (a TLS proxy in front)
+    header_sent: bool                # this side's stream header (or <open/>) went out
+    closing: bool
+    peer_closed: bool                # the peer closed its stream
+    error: StreamError | None        # the stream error this side sent
+
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def header(self) -> bytes:
+        """The opening tag this side sends (RFC 6120 §4.7)."""
+        raise NotImplementedError
+
+    def close(self, error: StreamError | None = None, *, wait_for_peer: bool = False) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Drop the connection without ceremony (shutdown gave up waiting)."""
+        raise NotImplementedError
+
+    def restart(self) -> None:
+        """A new stream begins (RFC 6120 §4.3.3): a new header is expected."""
+
+    def unread_input(self) -> bool:
+        """Whether anything arrived after the element being handled."""
+        return False
+
+    async def start_tls(self, ctx: ssl.SSLContext, timeout: float) -> None:
+        raise NotImplementedError("no STARTTLS over this framing")
+
+    async def ended(self) -> None:
+        """The stream is over (either side closed it, or the link died)."""
+
+
+class XMLStream(Framing):
+    """Reading, writing and closing over TCP; subclasses implement :meth:`handle`."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
                  max_stanza_size: int, rate_limit: int = 0, rate_burst: int = 65536,
@@ -176,9 +222,6 @@ class XMLStream:
         """Handle one parser event; return True after resetting the parser."""
         raise NotImplementedError
 
-    async def ended(self) -> None:
-        """The stream is over (either side closed it, or the TCP link died)."""
-
     # -- writing -------------------------------------------------------
     def write(self, data: bytes) -> None:
         if self.writer.transport.is_closing():
@@ -262,10 +305,6 @@ class XMLStream:
         self.restart()
 
     # -- closing -------------------------------------------------------
-    def header(self) -> bytes:
-        """The opening tag this side sends (RFC 6120 §4.7)."""
-        raise NotImplementedError
-
     def close(self, error: StreamError | None = None, *, wait_for_peer: bool = False) -> None:
         """Send ``error`` (if any) and ``</stream:stream>``, then close.
 

@@ -5,6 +5,12 @@ States, in order: ``header`` (waiting for the client's stream header),
 STARTTLS §5, SASL §6, bind §7; see :mod:`vinespy.stream.negotiation`),
 ``ready`` (bound: every element goes to the session this stream carries).
 After STARTTLS and after SASL success a new stream header is expected.
+
+:class:`C2S` is that logic over any framing (:class:`~vinespy.stream.base.Framing`):
+:class:`ClientStream` over TCP (:class:`~vinespy.stream.base.XMLStream`), and
+in :mod:`vinespy.http` over WebSocket (RFC 7395) and BOSH (XEP-0206), whose
+framings turn their ``<open/>`` or session-creation ``<body/>`` into the
+:class:`StreamOpened` this logic checks.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from .. import ns
 from ..errors import StreamError
 from ..jid import JID, JIDError
 from ..xml import Element, escape_attr
-from .base import XMLStream
+from .base import Framing, XMLStream
 from .negotiation import Auth, Bind, Feature, StartTLS
 from .parser import StreamOpened
 from .session import STANZAS, ClientSession, nonza
@@ -27,19 +33,19 @@ if TYPE_CHECKING:
     from ..server import Server
 
 
-class ClientStream(XMLStream):
-    """One client connection: negotiation, then the elements read go to the
-    :class:`~vinespy.stream.session.ClientSession` it carries (its transport)."""
+class C2S(Framing):
+    """One client's stream, whatever carries it: negotiation, then the
+    elements read go to the :class:`~vinespy.stream.session.ClientSession`
+    it carries (its transport). The framing calls :meth:`setup` once its
+    own state is ready, :meth:`handle` per element, :meth:`ended` at the end."""
 
     # The negotiation steps, in the order they are offered and asked.
     features: ClassVar[tuple[Callable[[], Feature], ...]] = (StartTLS, Auth, Bind)
+    #: What carries the stream (logs, ``vinespy status``, module choices).
+    kind: ClassVar[str] = "tcp"
 
-    def __init__(self, server: Server, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+    def setup(self, server: Server) -> None:
         cfg = server.config.client
-        super().__init__(reader, writer, max_stanza_size=cfg.max_stanza_size,
-                         rate_limit=cfg.rate_limit, rate_burst=cfg.rate_burst,
-                         send_timeout=cfg.send_timeout)
         self.server = server
         self.cfg = cfg
         self.id = secrets.token_hex(8)
@@ -55,15 +61,20 @@ class ClientStream(XMLStream):
             cfg.auth_timeout, self._timeout)
 
     def __repr__(self) -> str:
-        return f"<ClientStream {self.id} {self.session.jid if self.session else self.peer}>"
+        return (f"<{type(self).__name__} {self.id} "
+                f"{self.session.jid if self.session else self.peer}>")
 
     # -- header --------------------------------------------------------
-    def header(self) -> bytes:
+    def header_attrs(self) -> str:
+        """The attributes of this side's stream header (RFC 6120 §4.7), which
+        a WebSocket puts on its ``<open/>`` (RFC 7395 §3.4)."""
         domain = self.host.domain if self.host else self.server.config.domains[0]
         to = f" to='{escape_attr(self._peer_from)}'" if self._peer_from else ""
+        return f"id='{self.id}' from='{domain}'{to} version='1.0' xml:lang='en'"
+
+    def header(self) -> bytes:
         return (f"<?xml version='1.0'?><stream:stream xmlns='{ns.CLIENT}' "
-                f"xmlns:stream='{ns.STREAM}' id='{self.id}' from='{domain}'{to} "
-                f"version='1.0' xml:lang='en'>").encode()
+                f"xmlns:stream='{ns.STREAM}' {self.header_attrs()}>").encode()
 
     def _open(self, ev: StreamOpened) -> None:
         """RFC 6120 §4.7-4.8: check the client's header, answer with ours."""
@@ -98,8 +109,9 @@ class ClientStream(XMLStream):
             raise StreamError("unsupported-version", "version must be 1.0") from None
         if major != 1:
             raise StreamError("unsupported-version", "version must be 1.0 (RFC 6120 §4.7.5)")
-        self.write(self.header() + self._features())
+        self.write(self.header())
         self.header_sent = True
+        self.write(self._features())
         self.state = "features"
 
     def _features(self) -> bytes:
@@ -170,3 +182,15 @@ class ClientStream(XMLStream):
         if session.bound and await session.host.bus.fire("transport-lost", session) is not None:
             return
         await session.unbind()
+
+
+class ClientStream(C2S, XMLStream):
+    """A client's TCP connection (STARTTLS or XEP-0368 direct TLS)."""
+
+    def __init__(self, server: Server, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        cfg = server.config.client
+        XMLStream.__init__(self, reader, writer, max_stanza_size=cfg.max_stanza_size,
+                           rate_limit=cfg.rate_limit, rate_burst=cfg.rate_burst,
+                           send_timeout=cfg.send_timeout)
+        self.setup(server)

@@ -18,14 +18,14 @@ from ...xml import Element, escape_attr
 from .. import sasl
 
 if TYPE_CHECKING:
-    from ..client import ClientStream
+    from ..client import C2S
 
 log = logging.getLogger("vinespy.c2s")
 
 _SASL = f"{{{ns.SASL}}}"
 
 
-def _address(stream: ClientStream) -> str:
+def _address(stream: C2S) -> str:
     return str(stream.peer[0]) if isinstance(stream.peer, tuple) else ""
 
 
@@ -35,24 +35,24 @@ class Auth:
         self._failures = 0
 
     @staticmethod
-    def _applies(stream: ClientStream) -> bool:
+    def _applies(stream: C2S) -> bool:
         return stream.user is None and (stream.secure or stream.cfg.tls == "optional")
 
     @staticmethod
-    def _offered(stream: ClientStream) -> list[str]:
+    def _offered(stream: C2S) -> list[str]:
         """SCRAM needs the keys the server keeps: none on a host whose
         directory keeps the passwords (LDAP), which gets PLAIN over TLS only."""
         directory = stream.host.directory if stream.host is not None else None
         return sasl.offered(stream.secure, scram=directory is None)
 
-    def offer(self, stream: ClientStream) -> str:
+    def offer(self, stream: C2S) -> str:
         offered = self._offered(stream) if self._applies(stream) else []
         if not offered:     # e.g. LDAP before TLS: no SASL feature at all yet
             return ""
         mechs = "".join(f"<mechanism>{m}</mechanism>" for m in offered)
         return f"<mechanisms xmlns='{ns.SASL}'>{mechs}</mechanisms>"
 
-    async def handle(self, stream: ClientStream, el: Element) -> bool | None:
+    async def handle(self, stream: C2S, el: Element) -> bool | None:
         if not self._applies(stream) or not el.tag.startswith(_SASL):
             return None
         name = el.tag[len(_SASL):]
@@ -76,7 +76,7 @@ class Auth:
                 return True
         return self._result(stream, result)
 
-    async def _start(self, stream: ClientStream, el: Element) -> sasl.Result | None:
+    async def _start(self, stream: C2S, el: Element) -> sasl.Result | None:
         """``<auth/>``: the first step of a mechanism (None: failure sent)."""
         mech_name = el.get("mechanism", "")
         if mech_name not in self._offered(stream):
@@ -96,7 +96,7 @@ class Auth:
             return None
         return await self._mechanism.start(data if data is not True else None)
 
-    async def _throttle(self, stream: ClientStream, account: JID | None,
+    async def _throttle(self, stream: C2S, account: JID | None,
                         result: sasl.Result) -> None:
         """Before the outcome of a login on ``account`` is told: wait as long
         as its earlier failures ask; then count this one (stream/throttle.py)."""
@@ -109,7 +109,7 @@ class Auth:
         elif isinstance(result, sasl.Success):
             throttle.succeeded(result.jid)
 
-    def _decode(self, stream: ClientStream, el: Element) -> bytes | bool:
+    def _decode(self, stream: C2S, el: Element) -> bytes | bool:
         """The base64 payload; True when absent; False (failure sent) if bad."""
         text = (el.text or "").strip()
         if not text:
@@ -122,7 +122,7 @@ class Auth:
             self._failure(stream, "incorrect-encoding", None)
             return False
 
-    def _result(self, stream: ClientStream, result: sasl.Result) -> bool:
+    def _result(self, stream: C2S, result: sasl.Result) -> bool:
         if isinstance(result, sasl.Challenge):
             data = base64.b64encode(result.data).decode() if result.data else "="
             stream.write(f"<challenge xmlns='{ns.SASL}'>{data}</challenge>".encode())
@@ -142,7 +142,7 @@ class Auth:
         stream.restart()
         return True
 
-    def _failure(self, stream: ClientStream, condition: str, text: str | None) -> None:
+    def _failure(self, stream: C2S, condition: str, text: str | None) -> None:
         self._mechanism = None
         body = f"<{condition}/>"
         if text:

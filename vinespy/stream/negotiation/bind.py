@@ -15,7 +15,7 @@ from ...xml import Element, child, error_reply, reply, serialize
 from ..session import ClientSession
 
 if TYPE_CHECKING:
-    from ..client import ClientStream
+    from ..client import C2S
 
 log = logging.getLogger("vinespy.c2s")
 
@@ -25,7 +25,7 @@ _RESOURCE = f"{{{ns.BIND}}}resource"
 
 
 class Bind:
-    def offer(self, stream: ClientStream) -> str:
+    def offer(self, stream: C2S) -> str:
         if stream.user is None:
             return ""
         # RFC 3921 session establishment, optional since RFC 6121 (old clients).
@@ -35,7 +35,7 @@ class Bind:
             parts.extend(stream.host.stream_features(stream))    # modules' (rosterver...)
         return "".join(parts)
 
-    async def handle(self, stream: ClientStream, el: Element) -> bool | None:
+    async def handle(self, stream: C2S, el: Element) -> bool | None:
         if stream.user is None or el.tag != _IQ or el.get("type") != "set" \
                 or len(el) != 1 or el[0].tag != _BIND:
             return None
@@ -50,7 +50,7 @@ class Bind:
         stream.session.send(answer)
         return False
 
-    async def _bind(self, stream: ClientStream, bind: Element) -> JID:
+    async def _bind(self, stream: C2S, bind: Element) -> JID:
         assert stream.user is not None
         res_el = bind.find(_RESOURCE)
         wanted = (res_el.text or "").strip() if res_el is not None else ""
@@ -66,7 +66,7 @@ class Bind:
         log.info("%s bound %s", stream.peer, full)
         return full
 
-    async def _take(self, stream: ClientStream, full: JID) -> None:
+    async def _take(self, stream: C2S, full: JID) -> None:
         """Check and bind ``full`` (under the account's binding lock)."""
         if stream.closing:
             raise StanzaError("not-allowed", "the stream is closing")

@@ -12,7 +12,7 @@ from ...errors import StreamError
 from ...xml import Element
 
 if TYPE_CHECKING:
-    from ..client import ClientStream
+    from ..client import C2S
 
 log = logging.getLogger("vinespy.c2s")
 
@@ -21,7 +21,7 @@ _FAILURE = f"<failure xmlns='{ns.TLS}'/>".encode()
 _PROCEED = f"<proceed xmlns='{ns.TLS}'/>".encode()
 
 
-def _required(stream: ClientStream) -> bool:
+def _required(stream: C2S) -> bool:
     """TLS before anything else: configured so, or a host whose passwords are
     in LDAP (its only mechanism, PLAIN, is offered over TLS alone, so a
     stream without TLS could never log in: RFC 6120 §5.3.1 says mark it)."""
@@ -30,13 +30,13 @@ def _required(stream: ClientStream) -> bool:
 
 
 class StartTLS:
-    def offer(self, stream: ClientStream) -> str:
+    def offer(self, stream: C2S) -> str:
         if stream.secure or stream.user is not None:
             return ""
         req = "<required/>" if _required(stream) else ""
         return f"<starttls xmlns='{ns.TLS}'>{req}</starttls>"
 
-    async def handle(self, stream: ClientStream, el: Element) -> bool | None:
+    async def handle(self, stream: C2S, el: Element) -> bool | None:
         if stream.secure or stream.user is not None:
             return None
         if el.tag != _STARTTLS:

@@ -1,0 +1,552 @@
+"""XMPP over BOSH (XEP-0124 + XEP-0206): a client stream whose transport
+is a series of HTTP requests.
+
+A session (:class:`BoshStream`) is the same :class:`~vinespy.stream.client.C2S`
+logic as a TCP or WebSocket stream: the session-creation ``<body/>`` stands
+for the stream header, ``xmpp:restart`` for the header after SASL, a
+``type='terminate'`` body for ``</stream:stream>``; the payloads of the
+bodies are its elements, handled strictly in ``rid`` order (a request that
+arrives early waits for the ones before it, within the window of
+``requests``). What the session is sent queues until a request is held to
+carry it; the oldest held request is answered as soon as something is
+queued, or empty after ``wait`` s. At most ``hold`` requests are held.
+
+The rules of XEP-0124 kept here: a repeated ``rid`` gets the response it got
+before (the last ``requests`` responses are kept, §14.1); a ``rid`` outside
+the window, an unknown ``sid`` → ``item-not-found``; more simultaneous
+requests than ``requests``, or polling faster than ``polling`` →
+``policy-violation`` (§11); no request for ``inactivity`` s ends the session
+(§7.1). ``sid`` is 192 random bits, then this node's id, so that in a
+cluster a request reaching any node is relayed to the node holding the
+session (:class:`Relay`; no sticky load balancing needed).
+
+XEP-0198 is not offered over BOSH: BOSH has its own acknowledgements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import secrets
+import time
+from collections import OrderedDict, deque
+from typing import TYPE_CHECKING, Any
+
+from .. import ns
+from ..errors import StreamError
+from ..stream.base import Framing, RateLimiter
+from ..stream.client import C2S
+from ..stream.negotiation import Auth, Bind
+from ..stream.parser import StreamClosed, StreamOpened, StreamParser
+from ..xml import Element
+from .frames import qualify
+
+if TYPE_CHECKING:
+    from ..config import HttpConfig
+    from ..server import Server
+    from .app import Client
+
+log = logging.getLogger("vinespy.bosh")
+
+VERSION = "1.11"                 # XEP-0124's
+POLLING = 2                      # s: the shortest polling interval allowed (hold = 0)
+MAX_HOLD = 1                     # requests held at once (the client's hold, capped)
+MAX_RID = 2 ** 53 - 1            # XEP-0124 §14: rids stay below this
+RELAY_MARGIN = 10.0              # s a relayed request may take beyond its wait
+_XBOSH_VERSION = f"{{{ns.XBOSH}}}version"
+_XBOSH_RESTART = f"{{{ns.XBOSH}}}restart"
+_SID = re.compile(rb"""\ssid\s*=\s*["']([A-Za-z0-9_.~-]{1,200})["']""")
+_OPEN_BODY = (f"<body xmlns='{ns.HTTPBIND}' xmlns:xmpp='{ns.XBOSH}' "
+              f"xmlns:stream='{ns.STREAM}'")
+_EMPTY = f"<body xmlns='{ns.HTTPBIND}'/>".encode()
+
+
+class BadRequest(Exception):
+    """The body is not a BOSH body (→ ``bad-request``)."""
+
+
+def terminate(condition: str = "", payload: bytes = b"") -> bytes:
+    """A ``type='terminate'`` body (XEP-0124 §17), with ``condition`` if any."""
+    cond = f" condition='{condition}'" if condition else ""
+    if payload:
+        return f"{_OPEN_BODY} type='terminate'{cond}>".encode() + payload + b"</body>"
+    return f"<body xmlns='{ns.HTTPBIND}' type='terminate'{cond}/>".encode()
+
+
+def parse_body(data: bytes, max_stanza_size: int) -> tuple[dict[str, str], list[Element]]:
+    """The attributes and the payload of one ``<body/>``, parsed with the
+    stream parser's limits (RFC 6120 §11.1, §13.12); BadRequest if it is not one."""
+    parser = StreamParser(max_stanza_size=max_stanza_size)
+    try:
+        events = parser.feed(data)
+    except StreamError as exc:
+        raise BadRequest(exc.text or exc.condition) from None
+    if not events or not isinstance(events[0], StreamOpened) \
+            or not isinstance(events[-1], StreamClosed):
+        raise BadRequest("not one complete <body/>")
+    head = events[0]
+    if head.stream_ns != ns.HTTPBIND or head.local_name != "body":
+        raise BadRequest(f"the root must be {{{ns.HTTPBIND}}}body")
+    elements = [el for el in events[1:-1] if not isinstance(el, (StreamOpened, StreamClosed))]
+    return head.attrs, elements
+
+
+def _int(attrs: dict[str, str], name: str, default: int | None = None) -> int:
+    value = attrs.get(name)
+    if value is None:
+        if default is None:
+            raise BadRequest(f"'{name}' is missing")
+        return default
+    if not value.isdigit() or len(value) > 16:
+        raise BadRequest(f"'{name}' must be a non-negative integer")
+    return int(value)
+
+
+class _Request:
+    """One HTTP request of a session, until it is answered."""
+
+    __slots__ = ("rid", "attrs", "payload", "future", "timer")
+
+    def __init__(self, rid: int, attrs: dict[str, str], payload: list[Element]) -> None:
+        self.rid = rid
+        self.attrs = attrs
+        self.payload = payload
+        self.future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class _Framing(Framing):
+    """The HTTP side of :class:`BoshStream`: requests in, responses out."""
+
+    def __init__(self, bosh: Bosh, sid: str, client: Client, rid: int, wait: float,
+                 hold: int) -> None:
+        cfg = bosh.server.config.client
+        self.bosh = bosh
+        self.sid = sid
+        self.loop = asyncio.get_running_loop()
+        self.peer = client.peer
+        self.secure = client.secure
+        self.header_sent = False
+        self.closing = False
+        self.peer_closed = False
+        self.error: StreamError | None = None
+        self.wait = wait
+        self.hold = hold
+        self.requests = hold + 1
+        self.inactivity = bosh.cfg.bosh_inactivity
+        self.next_rid = rid              # the next rid to handle
+        self._early: dict[int, _Request] = {}      # arrived before their turn
+        self._held: deque[_Request] = deque()
+        self._answers: OrderedDict[int, bytes] = OrderedDict()   # rid -> response sent
+        self._pending: list[bytes] = []              # what waits for a request
+        self._terminal: bytes | None = None          # the terminate body, once closed
+        self._flush_scheduled = False
+        self._lock = asyncio.Lock()
+        self._last_request = self.loop.time()
+        self._idle: asyncio.TimerHandle | None = None
+        self._ended = False
+        self._limiter = (RateLimiter(cfg.rate_limit, cfg.rate_burst, self.loop.time())
+                         if cfg.rate_limit else None)
+
+    # -- writing -------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if not data or self._terminal is not None:
+            return
+        self._pending.append(qualify(data, stream_prefix=False))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Answer the oldest held request with what is queued (or the end)."""
+        self._flush_scheduled = False
+        if (self._pending or self._terminal is not None) and self._held:
+            self._answer(self._held.popleft())
+
+    def _body(self, req: _Request) -> bytes:
+        if self._terminal is not None:
+            return self._terminal
+        ack = ""
+        if req.rid < self.next_rid - 1 and "ack" in self._creation_attrs():
+            ack = f" ack='{self.next_rid - 1}'"      # §9.1: later requests were handled
+        if not self._pending:
+            return _EMPTY if not ack else f"<body xmlns='{ns.HTTPBIND}'{ack}/>".encode()
+        body = b"".join((f"{_OPEN_BODY}{ack}>".encode(), *self._pending, b"</body>"))
+        self._pending.clear()
+        return body
+
+    def _creation_attrs(self) -> dict[str, str]:
+        return {}
+
+    def _answer(self, req: _Request, body: bytes | None = None) -> None:
+        if req.timer is not None:
+            req.timer.cancel()
+            req.timer = None
+        if req.future.done():
+            return
+        if body is None:
+            body = self._body(req)
+        self._answers[req.rid] = body
+        while len(self._answers) > self.requests:
+            self._answers.popitem(last=False)
+        req.future.set_result(body)
+        if self._terminal is not None:
+            self._finish()
+        elif not self._held:
+            self._idle_timer()
+
+    def _expire(self, req: _Request) -> None:
+        """``wait`` s passed: answer the held request, empty."""
+        req.timer = None
+        if req in self._held:
+            self._held.remove(req)
+            self._answer(req)
+
+    # -- the session's life ----------------------------------------------
+    def _idle_timer(self) -> None:
+        if self._idle is None and not self._ended:
+            self._idle = self.loop.call_later(self.inactivity, self._inactive)
+
+    def _busy(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _inactive(self) -> None:
+        self._idle = None
+        if self._held or self._early or self._ended:
+            return
+        log.info("BOSH session %s from %s: no request for %g s; ending it",
+                 self.sid, self.peer, self.inactivity)
+        self.closing = True
+        self._terminal = terminate("item-not-found")
+        self._finish()
+
+    def _finish(self) -> None:
+        """No more requests will be answered: the stream ends (once)."""
+        if self._ended:
+            return
+        self._ended = True
+        self._busy()
+        for req in list(self._held) + list(self._early.values()):
+            if not req.future.done():
+                req.future.set_result(self._terminal or terminate())
+        self._held.clear()
+        self._early.clear()
+        self.bosh.server.later(self._end())
+
+    async def _end(self) -> None:
+        raise NotImplementedError
+
+    # -- closing -------------------------------------------------------
+    def close(self, error: StreamError | None = None, *, wait_for_peer: bool = False) -> None:
+        """End the session with a terminate body: XEP-0206 §7 carries a
+        stream error in it (``remote-stream-error``)."""
+        if self.closing:
+            return
+        self.closing = True
+        payload = b"".join(self._pending)
+        self._pending.clear()
+        if error is None:
+            self._terminal = terminate("", payload)
+        else:
+            self.error = error
+            log.info("closing BOSH session %s from %s: %s", self.sid, self.peer, error)
+            condition = "system-shutdown" if error.condition == "system-shutdown" \
+                else "remote-stream-error"
+            self._terminal = terminate(condition, payload + error.to_bytes())
+        if self._held:
+            self.flush()
+        else:
+            # The client learns it with its next request, if it comes soon.
+            self._idle_timer()
+
+    def abort(self) -> None:
+        self._terminal = self._terminal or terminate("system-shutdown")
+        self._finish()
+
+
+class BoshStream(C2S, _Framing):
+    """One BOSH session: a client stream over HTTP requests."""
+
+    kind = "bosh"
+    features = (Auth, Bind)         # no STARTTLS: TLS is HTTP's
+
+    def __init__(self, bosh: Bosh, sid: str, client: Client, rid: int, wait: float,
+                 hold: int, attrs: dict[str, str]) -> None:
+        _Framing.__init__(self, bosh, sid, client, rid, wait, hold)
+        self._attrs = attrs
+        self.setup(bosh.server)
+
+    def _creation_attrs(self) -> dict[str, str]:
+        return self._attrs
+
+    def header(self) -> bytes:
+        return b""                      # the session-creation response stands for it
+
+    def creation_response(self, rid: int) -> bytes:
+        """XEP-0124 §7.1 + XEP-0206 §5: the session's parameters and the
+        stream features (the stream logic queued them)."""
+        assert self.host is not None
+        ack = f" ack='{rid}'" if "ack" in self._attrs else ""
+        head = (f"{_OPEN_BODY} sid='{self.sid}' wait='{self.wait:g}' "
+                f"requests='{self.requests}' hold='{self.hold}' "
+                f"inactivity='{self.inactivity:g}' polling='{POLLING}' ver='{VERSION}' "
+                f"from='{self.host.domain}' authid='{self.id}' secure='true' "
+                f"xmpp:version='1.0' xmpp:restartlogic='true'{ack}>")
+        body = head.encode() + b"".join(self._pending) + b"</body>"
+        self._pending.clear()
+        self._answers[rid] = body
+        return body
+
+    async def _end(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.bosh.sessions.pop(self.sid, None)
+        self.bosh.server.streams.discard(self)
+        self.closing = True
+        await self.ended()
+
+    # -- requests --------------------------------------------------------
+    async def request(self, rid: int, attrs: dict[str, str], payload: list[Element],
+                      size: int) -> bytes:
+        """One request of this session (its ``sid`` matched): its response."""
+        if rid < self.next_rid:
+            return self._repeat(rid)
+        if rid >= self.next_rid + self.requests or self._ended:
+            return self._fail("item-not-found")
+        early = self._early.get(rid)
+        if early is not None:
+            # Sent again before its turn came: the new connection waits for
+            # its answer, the old one is let go.
+            old, early.future = early.future, self.loop.create_future()
+            old.set_result(_EMPTY)
+            return await early.future
+        now = self.loop.time()
+        outstanding = len(self._held) + len(self._early) + 1
+        if outstanding > self.requests:
+            return self._fail("policy-violation", "more simultaneous requests than 'requests'")
+        if (self.hold == 0 and not payload and not self._held and "type" not in attrs
+                and now - self._last_request < POLLING):
+            return self._fail("policy-violation", f"polled faster than every {POLLING} s")
+        self._last_request = now
+        self._busy()
+        req = _Request(rid, attrs, payload)
+        self._early[rid] = req
+        if self._limiter is not None:
+            pause = self._limiter.delay(size, now)
+            if pause:
+                await asyncio.sleep(pause)
+        await self._run()
+        return await req.future
+
+    def _repeat(self, rid: int) -> bytes:
+        """§14.1: a rid seen before gets its response again."""
+        for held in self._held:
+            if held.rid == rid:
+                # The client gave up on that connection: it answers now, and
+                # this one is held in its place.
+                self._held.remove(held)
+                self._answer(held, _EMPTY)
+                break
+        answer = self._answers.get(rid)
+        return answer if answer is not None else self._fail("item-not-found")
+
+    def _fail(self, condition: str, why: str = "") -> bytes:
+        log.info("BOSH session %s from %s: %s%s", self.sid, self.peer, condition,
+                 f" ({why})" if why else "")
+        self.closing = True
+        self._terminal = terminate(condition)
+        self._finish()
+        return self._terminal
+
+    async def _run(self) -> None:
+        """Handle the requests whose turn it is, in rid order (whichever
+        request's coroutine gets here handles the others that are due)."""
+        async with self._lock:
+            while not self._ended and self.next_rid in self._early:
+                req = self._early.pop(self.next_rid)
+                self.next_rid += 1
+                try:
+                    await self._handle(req)
+                except StreamError as exc:
+                    self.close(exc)
+                    self._answer(req)
+                except Exception:
+                    log.exception("BOSH session %s from %s failed", self.sid, self.peer)
+                    self.close(StreamError("internal-server-error"))
+                    self._answer(req)
+
+    async def _handle(self, req: _Request) -> None:
+        if self._terminal is not None:
+            self._answer(req)
+            return
+        ack = req.attrs.get("ack")
+        if ack is not None and ack.isdigit():
+            for rid in [r for r in self._answers if r <= int(ack) and r < req.rid - 1]:
+                del self._answers[rid]          # §9.2: the client has them
+        if req.attrs.get(_XBOSH_RESTART) == "true":
+            if self.state != "header":
+                raise StreamError("bad-format", "a restart before SASL succeeded")
+            await self.handle(self._opened(req.attrs))
+        for el in req.payload:
+            if self.closing:
+                break
+            await self.handle(el)
+        if req.attrs.get("type") == "terminate" and not self.closing:
+            self.peer_closed = True
+            self.close()
+        if self._terminal is not None:
+            self._answer(req)
+            return
+        self._held.append(req)
+        if len(self._held) > self.hold:
+            self._answer(self._held.popleft())
+        if req in self._held:
+            req.timer = self.loop.call_later(self.wait, self._expire, req)
+        if self._pending:
+            self._schedule()
+
+    def _opened(self, attrs: dict[str, str]) -> StreamOpened:
+        """The stream header a creation or restart body stands for."""
+        header = {k: v for k, v in attrs.items() if k in ("to", "from", "xml:lang")}
+        header["version"] = attrs.get(_XBOSH_VERSION, "1.0")
+        return StreamOpened(attrs=header, namespace=ns.CLIENT, stream_ns=ns.STREAM,
+                            local_name="stream")
+
+    async def start(self, attrs: dict[str, str], rid: int) -> bytes:
+        """The session-creation request: the stream opens, features queue."""
+        try:
+            if not self.secure and self.cfg.tls == "required":
+                raise StreamError("policy-violation", "encryption is required: use https")
+            await self.handle(self._opened(attrs))
+        except StreamError as exc:
+            self.close(exc)
+        if self._terminal is not None:
+            terminal = self._terminal
+            self._finish()
+            return terminal
+        self.next_rid = rid + 1
+        self._idle_timer()
+        return self.creation_response(rid)
+
+
+class Bosh:
+    """This node's BOSH sessions, and the requests relayed to other nodes."""
+
+    def __init__(self, server: Server, cfg: HttpConfig) -> None:
+        self.server = server
+        self.cfg = cfg
+        self.sessions: dict[str, BoshStream] = {}
+        self.node = server.config.cluster.node if server.config.cluster is not None else ""
+        self.relay = Relay(self) if server.config.cluster is not None else None
+
+    def stop(self) -> None:
+        for stream in list(self.sessions.values()):
+            stream.abort()
+
+    async def request(self, data: bytes, client: Client) -> tuple[int, bytes]:
+        """One HTTP request's body → (HTTP status, response body)."""
+        max_stanza = self.server.config.client.max_stanza_size
+        try:
+            attrs, payload = parse_body(data, max_stanza)
+            sid = attrs.get("sid")
+            rid = _int(attrs, "rid")
+            if rid > MAX_RID:
+                raise BadRequest("'rid' too large")
+        except BadRequest as exc:
+            log.info("bad BOSH request from %s: %s", client.peer, exc)
+            found = _SID.search(data)
+            stream = self.sessions.get(found.group(1).decode()) if found else None
+            if stream is not None:
+                stream._fail("bad-request", str(exc))
+            return 400, terminate("bad-request")
+        if sid is None:
+            return 200, await self._create(attrs, payload, rid, client)
+        stream = self.sessions.get(sid)
+        if stream is not None:
+            try:
+                return 200, await stream.request(rid, attrs, payload, len(data))
+            except StreamError as exc:
+                stream.close(exc)
+                return 200, stream._terminal or terminate("remote-stream-error")
+        _, dot, node = sid.partition(".")
+        if dot and node != self.node and self.relay is not None:
+            return await self.relay.ask(node, data, client)
+        return 200, terminate("item-not-found")
+
+    async def _create(self, attrs: dict[str, str], payload: list[Element], rid: int,
+                      client: Client) -> bytes:
+        """XEP-0124 §7.1: a new session."""
+        if "to" not in attrs:
+            return terminate("improper-addressing")
+        if attrs.get("to", "").lower() not in self.server.hosts:
+            return terminate("host-unknown")
+        try:
+            wait = float(min(max(_int(attrs, "wait", 60), 1), self.cfg.bosh_max_wait))
+            hold = min(_int(attrs, "hold", 1), MAX_HOLD)
+        except BadRequest:
+            return terminate("bad-request")
+        sid = secrets.token_urlsafe(24) + (f".{self.node}" if self.node else "")
+        stream = BoshStream(self, sid, client, rid, wait, hold, attrs)
+        self.sessions[sid] = stream
+        self.server.streams.add(stream)
+        log.info("BOSH session %s from %s (wait %g, hold %d)", sid, client.peer, wait, hold)
+        return await stream.start(attrs, rid)
+
+
+class Relay:
+    """A request for a session of another node goes there through the
+    cluster (``bosh-request``), and its response comes back (``bosh-answer``)."""
+
+    def __init__(self, bosh: Bosh) -> None:
+        self.bosh = bosh
+        self.waiting: dict[str, asyncio.Future[tuple[int, bytes]]] = {}
+        server = bosh.server
+        server.node_messages["bosh-request"] = self.serve
+        server.node_messages["bosh-answer"] = self.answered
+
+    async def ask(self, node: str, data: bytes, client: Client) -> tuple[int, bytes]:
+        rid = secrets.token_hex(8)
+        fut: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        self.waiting[rid] = fut
+        head = {"id": rid, "node": self.bosh.node, "peer": list(client.peer),
+                "secure": client.secure, "scheme": client.scheme, "origin": client.origin}
+        self.bosh.server.sessions.tell(node, "", "bosh-request",
+                                       json.dumps(head).encode() + b"\n" + data)
+        started = time.monotonic()
+        try:
+            return await asyncio.wait_for(fut, self.bosh.cfg.bosh_max_wait + RELAY_MARGIN)
+        except asyncio.TimeoutError:
+            log.info("BOSH request relayed to %s: no answer in %.0f s", node,
+                     time.monotonic() - started)
+            return 200, terminate("item-not-found")
+        finally:
+            self.waiting.pop(rid, None)
+
+    async def serve(self, payload: bytes) -> None:
+        """Another node's client request for a session of ours."""
+        from .app import Client
+        raw, _, data = payload.partition(b"\n")
+        head = json.loads(raw)
+        client = Client((str(head["peer"][0]), int(head["peer"][1])), bool(head["secure"]),
+                        str(head["scheme"]), str(head["origin"]))
+        self.bosh.server.later(self._serve(head, data, client))
+
+    async def _serve(self, head: dict[str, Any], data: bytes, client: Client) -> None:
+        status, body = await self.bosh.request(data, client)
+        answer = json.dumps({"id": head["id"], "status": status}).encode() + b"\n" + body
+        self.bosh.server.sessions.tell(str(head["node"]), "", "bosh-answer", answer)
+
+    async def answered(self, payload: bytes) -> None:
+        raw, _, body = payload.partition(b"\n")
+        head = json.loads(raw)
+        fut = self.waiting.get(str(head["id"]))
+        if fut is not None and not fut.done():
+            fut.set_result((int(head["status"]), body))
