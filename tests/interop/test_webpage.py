@@ -29,13 +29,14 @@ class Chat:
     def by(self, testid: str) -> Locator:
         return self.page.get_by_test_id(testid)
 
-    async def login(self, url: str, transport: str = "") -> None:
-        """Opens the page, logs in, waits until it says it is online."""
+    async def login(self, url: str, transport: str = "", password: str = PASSWORD) -> None:
+        """Opens the page and logs in; with the right password, waits until it is online."""
         await self.page.goto(url + (f"/?transport={transport}" if transport else "/"))
         await self.by("login-jid").fill(self.jid)
-        await self.by("login-password").fill(PASSWORD)
+        await self.by("login-password").fill(password)
         await self.by("login-password").press("Enter")
-        await self.online()
+        if password == PASSWORD:
+            await self.online()
 
     async def online(self) -> None:
         await expect(self.by("connection-state")).to_have_attribute(
@@ -120,12 +121,15 @@ async def test_two_browser_users_and_a_tcp_user(web: Web, pages: Pages, artifact
     with one of them; removing a contact and logging out reach the others."""
     alice = Chat(await pages.new("alice"), await web.srv.user("alice"))
     bob = Chat(await pages.new("bob"), await web.srv.user("bob"))
+    await alice.page.goto(web.url)
+    await shot(alice.page, artifacts, "webpage-login")
     await alice.login(web.url)
     await bob.login(web.url)
     await expect(alice.by("connection-state")).to_have_attribute("data-transport", "websocket")
-    await shot(alice.page, artifacts, "webpage-login")
     await befriend(alice, bob)
     await chat_both_ways(alice, bob, "ws")
+    await bob.by("my-show").select_option("away")
+    await alice.presence(bob.jid, "away")
     carol = await with_tcp_user(web, alice)
     await alice.open(bob.jid)
     await shot(alice.page, artifacts, "webpage-alice")
@@ -196,3 +200,46 @@ async def test_reconnects_after_the_websocket_drops(web: Web, pages: Pages) -> N
     await expect(alice.message("in", "before the drop")).to_be_visible()
     dave.send_message(mto=JID(alice.jid), mbody="after the drop", mtype="chat")
     await alice.sees("after the drop")
+
+
+async def test_wrong_password(web: Web, pages: Pages) -> None:
+    """A refused login says so on the form and is not retried."""
+    alice = Chat(await pages.new("alice"), await web.srv.user("alice"))
+    await alice.login(web.url, password="not the password")
+    await expect(alice.by("login-error")).to_have_text("Wrong Jabber ID or password.",
+                                                       timeout=WAIT)
+    await expect(alice.by("connection-state")).to_have_attribute("data-state", "disconnected")
+    await expect(alice.by("login-form")).to_be_visible()
+
+
+# RFC 5802 §5 and RFC 7677 §3: user "user", password "pencil"
+SCRAM_VECTORS = [
+    ("SCRAM-SHA-1", "fyko+d2lbbFgONRv9qkxdawL",
+     "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096",
+     "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=",
+     "v=rmF9pqV8S7suAoZWja4dJRkFsKQ="),
+    ("SCRAM-SHA-256", "rOprNGfwEbeRWgbNEkqO",
+     "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",
+     "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+     "p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
+     "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="),
+]
+
+
+@pytest.mark.parametrize("mechanism,nonce,server_first,client_final,server_final",
+                         SCRAM_VECTORS, ids=[v[0] for v in SCRAM_VECTORS])
+async def test_scram_test_vectors(web: Web, pages: Pages, mechanism: str, nonce: str,
+                                  server_first: str, client_final: str,
+                                  server_final: str) -> None:
+    """The page's WebCrypto SCRAM gives the RFCs' messages, and checks the server's."""
+    page = await pages.new("scram")
+    await page.goto(web.url)
+    got = await page.evaluate("""async ([mech, nonce, first, final]) => {
+        const c = await scram(mech, 'user', 'pencil', nonce);
+        const out = { first: c.first, final: await c.final(first) };
+        c.verify(final);
+        try { c.verify('v=AAAA'); out.forged = 'accepted'; } catch (e) { out.forged = e.condition; }
+        return out;
+    }""", [mechanism, nonce, server_first, server_final])
+    assert got == {"first": f"n,,n=user,r={nonce}", "final": client_final,
+                   "forged": "server-not-verified"}

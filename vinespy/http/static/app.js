@@ -672,6 +672,7 @@ class App {
     s.dataset.state = state;
     s.dataset.transport = this.session ? this.session.t.name : '';
     s.textContent = text;
+    $('chat-send').disabled = state !== 'online' || !this.current;
   }
 
   async login() {
@@ -920,7 +921,11 @@ class App {
   sendMessage() {
     const input = $('chat-input');
     const body = input.value;
-    if (!this.session || !this.current || !body.trim()) return;
+    if (!this.current || !body.trim()) return;
+    if (!this.session || !this.session.online) {
+      this.announce('Not connected: the message was not sent.');
+      return;
+    }
     this.session.send(el(NS.client, 'message', { to: this.current, type: 'chat', id: newId() },
                          el(NS.client, 'body', {}, body)));
     this.record(this.current, { dir: 'out', body });
@@ -1010,7 +1015,7 @@ class App {
     $('chat-title').textContent = jid ? `Chat with ${this.nameOf(jid)}` : 'Pick a contact to chat';
     $('message-list').replaceChildren(...(this.history.get(jid) || []).map((m) => this.messageItem(m)));
     $('chat-input').disabled = !jid;
-    $('chat-send').disabled = !jid;
+    $('chat-send').disabled = !jid || !this.session || !this.session.online;
     this.scrollDown();
   }
 
