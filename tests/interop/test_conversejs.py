@@ -28,7 +28,8 @@ from slixmpp import JID
 from tests.conftest import PASSWORD, wait_event
 from tests.interop.conftest import WAIT, Pages, Web, WebFactory, shot
 
-pytestmark = pytest.mark.integration
+# the first test also runs `npm install` when the cache lacks this converse.js
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 CONVERSE = "12.0.0"     # 2025-08-28; its API as read in src/headless of that release
 
