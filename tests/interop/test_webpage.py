@@ -6,6 +6,7 @@ drops (issue 15 item 6)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +244,93 @@ async def test_scram_test_vectors(web: Web, pages: Pages, mechanism: str, nonce:
     }""", [mechanism, nonce, server_first, server_final])
     assert got == {"first": f"n,,n=user,r={nonce}", "final": client_final,
                    "forged": "server-not-verified"}
+
+
+# A scripted server for Session.login() inside the page: the mechanisms the
+# test offers, SCRAM-SHA-1 with the server-final in <success/> or (with
+# ``challengeFinal``) in a last <challenge/>, then bind. Answers come in a
+# later task, as from a socket; it computes the server-final with the
+# page's own scram() from the nonce the page drew.
+FAKE_SERVER = """async ([mechanisms, challengeFinal]) => {
+    const sent = [];
+    const features = (inner) => `<stream:features xmlns:stream='http://etherx.jabber.org/streams'
+        xmlns='jabber:client'>${inner}</stream:features>`;
+    const sasl = (name, text = '') =>
+        `<${name} xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>${text}</${name}>`;
+    let serverFinal = null;
+    const t = {
+        name: 'fake', closed: false,
+        later(xml) { setTimeout(() => t.onStanza(parseXml(xml))); },
+        async start(domain) {
+            sent.push(`start ${domain}`);
+            t.later(features(`<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>${
+                mechanisms.map((m) => `<mechanism>${m}</mechanism>`).join('')}</mechanisms>`));
+        },
+        restart() {
+            sent.push('restart');
+            t.later(features("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"));
+        },
+        async send(e) {
+            sent.push(serialize(e));
+            const name = e.localName;
+            if (name === 'auth' && e.getAttribute('mechanism') === 'PLAIN') {
+                t.later(sasl('success'));
+            } else if (name === 'auth') {
+                const nonce = atob(e.textContent).split(',r=')[1];
+                const first = `r=${nonce}srv,s=QSXCR+Q6sek8bf92,i=4096`;
+                const c = await scram('SCRAM-SHA-1', 'user', 'pencil', nonce);
+                await c.final(first);
+                serverFinal = btoa(`v=${c.expected}`);
+                t.later(sasl('challenge', btoa(first)));
+            } else if (name === 'response' && e.textContent) {
+                t.later(sasl(challengeFinal ? 'challenge' : 'success', serverFinal));
+            } else if (name === 'response') {
+                t.later(sasl('success'));
+            } else if (name === 'iq') {
+                t.later(`<iq xmlns='jabber:client' type='result' id='${e.getAttribute('id')}'
+                    ><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>user@x.test/r</jid
+                    ></bind></iq>`);
+            }
+        },
+        finish() {}, close() {},
+    };
+    const s = new Session(t, 'user@x.test', 'pencil',
+                          { presence() {}, message() {}, rosterItem() {}, closed() {} });
+    const jid = await s.login();
+    return { jid, sent };
+}"""
+SASL = 'xmlns="urn:ietf:params:xml:ns:xmpp-sasl"'
+BIND = re.compile(r'<iq xmlns="jabber:client" type="set" id="[^"]+">'
+                  r'<bind xmlns="urn:ietf:params:xml:ns:xmpp-bind">'
+                  r"<resource>web-[a-z0-9]+</resource></bind></iq>")
+
+
+async def test_plain_only_when_no_scram(web: Web, pages: Pages) -> None:
+    """Offered PLAIN alone, the page sends RFC 4616's message, then binds with
+    an IQ in jabber:client (RFC 7395 §3.3.3)."""
+    page = await pages.new("plain")
+    await page.goto(web.url)
+    got = await page.evaluate(FAKE_SERVER, [["PLAIN"], False])
+    assert got["jid"] == "user@x.test/r"
+    start, auth, restart, bind = got["sent"]
+    assert (start, restart) == ("start x.test", "restart")
+    assert auth == f'<auth {SASL} mechanism="PLAIN">AHVzZXIAcGVuY2ls</auth>'   # \0user\0pencil
+    assert BIND.fullmatch(bind), bind
+
+
+@pytest.mark.parametrize("challenge_final", [False, True], ids=["in-success", "in-challenge"])
+async def test_scram_preferred_to_plain(web: Web, pages: Pages, challenge_final: bool) -> None:
+    """Offered PLAIN and SCRAM-SHA-1, the page uses SCRAM; it takes the
+    server-final in <success/> or in a last <challenge/> answered empty
+    (RFC 6120 §6.3.10)."""
+    page = await pages.new("scram")
+    await page.goto(web.url)
+    got = await page.evaluate(FAKE_SERVER, [["PLAIN", "SCRAM-SHA-1"], challenge_final])
+    assert got["jid"] == "user@x.test/r"
+    sent = got["sent"]
+    assert sent[1].startswith(f'<auth {SASL} mechanism="SCRAM-SHA-1">')
+    assert sent[2].startswith(f"<response {SASL}>Yz1iaXdzLHI9")    # "c=biws,r="
+    if challenge_final:
+        assert sent[3] == f"<response {SASL}/>"
+        sent = sent[:3] + sent[4:]
+    assert sent[3] == "restart" and BIND.fullmatch(sent[4]), sent

@@ -53,6 +53,7 @@ function el(ns, name, attrs = {}, children = []) {
     else e.setAttribute(k, String(v));
   }
   for (const c of [].concat(children)) {
+    if (c === undefined || c === null) continue;
     e.append(typeof c === 'string' ? xmlDoc.createTextNode(c) : c);
   }
   return e;
