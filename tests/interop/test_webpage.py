@@ -77,6 +77,20 @@ class Chat:
         await expect(self.contact(jid)).to_have_attribute("data-presence", state, timeout=WAIT)
 
 
+async def tagged_host_meta(page: Page, web: Web) -> str:
+    """Serves ``page`` the server's host-meta.json with its WebSocket URL
+    tagged (?via=host-meta), so the URL the page opens shows where it came
+    from; returns that URL."""
+    meta = await (await page.request.get(f"{web.url}/.well-known/host-meta.json")).json()
+    ws = next(link for link in meta["links"]
+              if link["rel"] == "urn:xmpp:alt-connections:websocket")
+    assert ws["href"] == web.url.replace("http:", "ws:") + "/xmpp-websocket"
+    ws["href"] += "?via=host-meta"
+    await page.route("**/.well-known/host-meta.json",
+                     lambda route: route.fulfill(json=meta))
+    return str(ws["href"])
+
+
 async def befriend(a: Chat, b: Chat) -> None:
     """``a`` adds ``b``; ``b`` accepts and asks back; ``a`` accepts: both see each other online."""
     await a.add(b.jid)
@@ -124,7 +138,10 @@ async def test_two_browser_users_and_a_tcp_user(web: Web, pages: Pages, artifact
     bob = Chat(await pages.new("bob"), await web.srv.user("bob"))
     await alice.page.goto(web.url)
     await shot(alice.page, artifacts, "webpage-login")
-    await alice.login(web.url)
+    discovered = await tagged_host_meta(alice.page, web)
+    async with alice.page.expect_websocket() as opened:
+        await alice.login(web.url)
+    assert (await opened.value).url == discovered     # XEP-0156, not the default path
     await bob.login(web.url)
     await expect(alice.by("connection-state")).to_have_attribute("data-transport", "websocket")
     await befriend(alice, bob)
