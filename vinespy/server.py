@@ -66,6 +66,8 @@ class Server:
         # Handlers of messages other nodes send to this node itself rather
         # than to a host's modules (a relayed BOSH request): name -> handler.
         self.node_messages: dict[str, Callable[[bytes], Awaitable[None]]] = {}
+        # ... and of those that could not reach their node (it died): name -> handler.
+        self.node_bounced: dict[str, Callable[[bytes], None]] = {}
         for hc in config.hosts:
             try:
                 storage = open_storage(hc.storage.backend, hc.storage.options)

@@ -55,6 +55,12 @@ direct_tls_port = 0             # XEP-0368 direct TLS (usually 5223); 0 = off
 max_stanza_size = 65536
 max_resources_per_account = 5
 
+[http]                          # WebSocket, BOSH and the web chat page
+address = "0.0.0.0"
+port = 5280                     # plain HTTP; 0 = off. Logins over it only from this
+                                # machine (loopback), or behind a TLS proxy (README)
+tls_port = 5281                 # HTTPS with the certificate above; 0 = off
+
 # [cluster]                     # uncomment to share users across servers through Redis
 # url = "redis://127.0.0.1:6379/0"  # or rediss:// (TLS), unix:///PATH.sock
 # password = "..."              # overrides the URL's; absent: the URL's
@@ -113,7 +119,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"  {user:<{width}}  password: {password}")
     print(f"Start it:  cd {root} && {PROG} start")
     print(f"Then log in with any XMPP client as {EXAMPLE_USERS[0]}@{domain} "
-          "(server 127.0.0.1, port 5222; the certificate is self-signed).")
+          "(server 127.0.0.1, port 5222; the certificate is self-signed),")
+    print("or in a web browser on this machine: http://localhost:5280/ "
+          "(from elsewhere: https://" + domain + ":5281/).")
     return 0
 
 

@@ -106,6 +106,10 @@ class Inbound:
                 kind, args, data = wire.parse_item(item)
                 if kind == wire.STANZA:
                     await self._absent(JID.parse(args[0]), int(args[1]), data)
+                elif kind == wire.MESSAGE and not args[0]:
+                    handler = self.server.node_bounced.get(args[1])
+                    if handler is not None:
+                        handler(data)
             except (wire.WireError, JIDError) as exc:
                 log.warning("cluster: skipping an undeliverable item: %s", exc)
             except Exception:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import ns
 from ..errors import StreamError
-from ..stream.base import Framing, RateLimiter
+from ..stream.base import MAX_UNSENT, Framing, RateLimiter
 from ..stream.client import C2S
 from ..stream.negotiation import Auth, Bind
 from ..stream.parser import StreamClosed, StreamOpened, StreamParser
@@ -141,6 +141,7 @@ class _Framing(Framing):
         self._held: deque[_Request] = deque()
         self._answers: OrderedDict[int, bytes] = OrderedDict()   # rid -> response sent
         self._pending: list[bytes] = []              # what waits for a request
+        self._pending_size = 0
         self._terminal: bytes | None = None          # the terminate body, once closed
         self._flush_scheduled = False
         self._lock = asyncio.Lock()
@@ -155,6 +156,13 @@ class _Framing(Framing):
         if not data or self._terminal is not None:
             return
         self._pending.append(qualify(data, stream_prefix=False))
+        self._pending_size += len(data)
+        if self._pending_size > MAX_UNSENT and not self.closing:
+            # As a TCP client that does not read (stream/base.py).
+            log.warning("BOSH session %s from %s does not fetch what it is sent; closing",
+                        self.sid, self.peer)
+            self.close(StreamError("policy-violation", "too much unread data"))
+            return
         self._schedule()
 
     def _schedule(self) -> None:
@@ -176,9 +184,12 @@ class _Framing(Framing):
             ack = f" ack='{self.next_rid - 1}'"      # §9.1: later requests were handled
         if not self._pending:
             return _EMPTY if not ack else f"<body xmlns='{ns.HTTPBIND}'{ack}/>".encode()
-        body = b"".join((f"{_OPEN_BODY}{ack}>".encode(), *self._pending, b"</body>"))
-        self._pending.clear()
-        return body
+        return b"".join((f"{_OPEN_BODY}{ack}>".encode(), *self._take(), b"</body>"))
+
+    def _take(self) -> list[bytes]:
+        """What is queued, taken out of the queue."""
+        taken, self._pending, self._pending_size = self._pending, [], 0
+        return taken
 
     def _creation_attrs(self) -> dict[str, str]:
         return {}
@@ -250,8 +261,7 @@ class _Framing(Framing):
         if self.closing:
             return
         self.closing = True
-        payload = b"".join(self._pending)
-        self._pending.clear()
+        payload = b"".join(self._take())
         if error is None:
             self._terminal = terminate("", payload)
         else:
@@ -299,8 +309,7 @@ class BoshStream(C2S, _Framing):
                 f"inactivity='{self.inactivity:g}' polling='{POLLING}' ver='{VERSION}' "
                 f"from='{self.host.domain}' authid='{self.id}' secure='true' "
                 f"xmpp:version='1.0' xmpp:restartlogic='true'{ack}>")
-        body = head.encode() + b"".join(self._pending) + b"</body>"
-        self._pending.clear()
+        body = head.encode() + b"".join(self._take()) + b"</body>"
         self._answers[rid] = body
         return body
 
@@ -511,6 +520,7 @@ class Relay:
         server = bosh.server
         server.node_messages["bosh-request"] = self.serve
         server.node_messages["bosh-answer"] = self.answered
+        server.node_bounced["bosh-request"] = self.bounced
 
     async def ask(self, node: str, data: bytes, client: Client) -> tuple[int, bytes]:
         rid = secrets.token_hex(8)
@@ -543,6 +553,14 @@ class Relay:
         status, body = await self.bosh.request(data, client)
         answer = json.dumps({"id": head["id"], "status": status}).encode() + b"\n" + body
         self.bosh.server.sessions.tell(str(head["node"]), "", "bosh-answer", answer)
+
+    def bounced(self, payload: bytes) -> None:
+        """The node of the session did not take the request (it died): the
+        session is gone with it."""
+        head = json.loads(payload.partition(b"\n")[0])
+        fut = self.waiting.get(str(head["id"]))
+        if fut is not None and not fut.done():
+            fut.set_result((200, terminate("item-not-found")))
 
     async def answered(self, payload: bytes) -> None:
         raw, _, body = payload.partition(b"\n")
