@@ -542,6 +542,66 @@ async def test_forwarded_proto_from_a_trusted_proxy_switches_host_meta(
         assert links["urn:xmpp:alt-connections:xbosh"] == "https://chat.example.com/http-bind"
 
 
+@pytest.mark.parametrize("headers", [
+    {},                                                     # the proxy named no client
+    {"X-Forwarded-For": "unknown"},
+    {"X-Forwarded-For": "127.0.0.1", "X-Forwarded-Proto": "http"},   # its own address
+], ids=["no-xff", "unknown", "proxy-itself"])
+async def test_behind_a_loopback_proxy_only_a_named_client_counts_as_local(
+        tmp_path: Path, ca: trustme.CA, headers: dict[str, str]) -> None:
+    """A trusted proxy on loopback: the client is who X-Forwarded-For names,
+    never the proxy itself, so a plain-HTTP client it does not name does not
+    count as local (encrypted)."""
+    async with ws_server(tmp_path, ca, trusted_proxies=["127.0.0.1"]) as srv:
+        ws = await connect(srv, headers=headers)
+        await ws.send(f"<open xmlns='{FRAMING}' to='{DOMAIN}' version='1.0'/>")
+        await closed_with(ws, "policy-violation")
+
+
+async def test_forwarded_addresses_with_ports_and_the_nearest_proto(
+        tmp_path: Path, ca: trustme.CA) -> None:
+    """X-Forwarded-For hops with a port are addresses too; of several
+    X-Forwarded-Proto values the nearest proxy's (the last) counts."""
+    async with ws_server(tmp_path, ca, trusted_proxies=["127.0.0.1"]) as srv:
+        ws = await connect(srv, headers={"X-Forwarded-For": "[2001:db8::1]:4711",
+                                         "X-Forwarded-Proto": "https, http"})
+        await ws.send(f"<open xmlns='{FRAMING}' to='{DOMAIN}' version='1.0'/>")
+        await closed_with(ws, "policy-violation")
+        await srv.user("alice")
+        ws = await connect(srv, headers={"X-Forwarded-For": "203.0.113.5:4711",
+                                         "X-Forwarded-Proto": "http, https"})
+        await ws.login(DOMAIN, "alice", PASSWORD)
+        (stream,) = srv.server.streams
+        assert stream.secure and stream.peer == ("203.0.113.5", 0)
+        await ws.close()
+
+
+async def test_a_client_that_must_encrypt_is_sent_to_the_tls_port(
+        tmp_path: Path, ca: trustme.CA) -> None:
+    """tls = "required" and a tls_port: a plain-HTTP client that does not
+    count as encrypted gets <open/> then <close see-other-uri='wss://...'/>
+    (RFC 7395 §3.6.1), and host-meta shows it the TLS endpoints."""
+    tls_port = free_port()
+    async with ws_server(tmp_path, ca, tls_port=tls_port,
+                         trusted_proxies=["127.0.0.1"]) as srv:
+        public = {"X-Forwarded-For": "203.0.113.5", "Host": "chat.example.com:8080"}
+        ws = await connect(srv, headers=public)
+        await ws.send(f"<open xmlns='{FRAMING}' to='{DOMAIN}' version='1.0'/>")
+        rest = await ws.until_closed()
+        assert [el.tag for el in rest] == [tag("open", FRAMING), tag("close", FRAMING)]
+        assert rest[-1].get("see-other-uri") == \
+            f"wss://chat.example.com:{tls_port}/xmpp-websocket"
+        await ws.close()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url(srv, "/.well-known/host-meta.json", "http"),
+                                headers=public) as resp:
+                links = {link["rel"]: link["href"] for link in (await resp.json())["links"]}
+        assert links == {
+            "urn:xmpp:alt-connections:websocket":
+                f"wss://chat.example.com:{tls_port}/xmpp-websocket",
+            "urn:xmpp:alt-connections:xbosh": f"https://chat.example.com:{tls_port}/http-bind"}
+
+
 def client_ctx(ca: trustme.CA) -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     ca.configure_trust(ctx)

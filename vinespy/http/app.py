@@ -58,6 +58,7 @@ class Client:
     secure: bool                # counts as encrypted (see the module's docstring)
     scheme: str                 # "https" or "http", as the client sees this server
     origin: str                 # this server's origin for that client
+    host: str = ""              # the Host it asked for (name[:port])
 
 
 class HttpListener:
@@ -66,8 +67,8 @@ class HttpListener:
     def __init__(self, server: Server, cfg: HttpConfig) -> None:
         self.server = server
         self.cfg = cfg
-        self.stopping = False
         self.bosh = Bosh(server, cfg)
+        self.stopping = False
         self._runner: web.AppRunner | None = None
         self._proxies = cfg.trusted_proxies
         self._root = cfg.web_root.resolve() if cfg.web_root is not None else STATIC.resolve()
@@ -111,6 +112,16 @@ class HttpListener:
             sockets = getattr(site._server, "sockets", None) or ()
             self.server.ports[name] = sockets[0].getsockname()[1] if sockets else port
 
+    @property
+    def stopping(self) -> bool:
+        """Shutting down: no new WebSocket or BOSH session (BOSH requests of
+        existing ones still get their answer, their terminate body)."""
+        return self.bosh.stopping
+
+    @stopping.setter
+    def stopping(self, value: bool) -> None:
+        self.bosh.stopping = value
+
     async def stop(self) -> None:
         """After the streams were closed: end BOSH sessions, stop listening,
         drop what is left."""
@@ -126,21 +137,46 @@ class HttpListener:
         peername = transport.get_extra_info("peername") if transport is not None else None
         ip, port = (str(peername[0]), int(peername[1])) if peername else ("", 0)
         https = transport is not None and transport.get_extra_info("sslcontext") is not None
+        local = _is_loopback(ip)
         if self._trusted(ip):
+            # The client is the rightmost hop no trusted proxy added; with
+            # none usable it is unknown (never the proxy itself: behind a
+            # proxy on loopback everyone would count as local, and share one
+            # login-throttle bucket).
             hops = [h.strip() for v in request.headers.getall("X-Forwarded-For", ())
                     for h in v.split(",") if h.strip()]
+            ip, port, local = "", 0, False
             for hop in reversed(hops):
-                if not _is_ip(hop):
+                addr = _hop_address(hop)
+                if addr is None:
                     break
-                ip, port = hop, 0
-                if not self._trusted(hop):
+                ip = addr
+                if not self._trusted(addr):
+                    local = _is_loopback(addr)
                     break
-            proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-            if proto in ("https", "http"):
-                https = proto == "https"
-        secure = https or self.cfg.consider_secure or _is_loopback(ip)
+            # The nearest proxy's word: the last value it set or appended.
+            protos = [p.strip().lower() for v in request.headers.getall("X-Forwarded-Proto", ())
+                      for p in v.split(",") if p.strip()]
+            if protos and protos[-1] in ("https", "http"):
+                https = protos[-1] == "https"
+        secure = https or self.cfg.consider_secure or local
         scheme = "https" if https else "http"
-        return Client((ip, port), secure, scheme, f"{scheme}://{request.host}".lower())
+        host = request.host.lower()
+        return Client((ip, port), secure, scheme, f"{scheme}://{host}", host)
+
+    def tls_url(self, client: Client, path: str, websocket: bool = False) -> str | None:
+        """Where a client that is not encrypted should go instead (RFC 7395
+        §3.6.1 see-other-uri, XEP-0124 §17.2): this host on ``tls_port``;
+        None without one."""
+        if not self.cfg.tls_port:
+            return None
+        name = client.host
+        if name.startswith("[") and "]" in name:
+            name = name[:name.index("]") + 1]           # [v6]:port
+        elif name.count(":") == 1:
+            name = name.partition(":")[0]               # name:port
+        port = "" if self.cfg.tls_port == 443 else f":{self.cfg.tls_port}"
+        return f"{'wss' if websocket else 'https'}://{name}{port}{path}"
 
     def _trusted(self, ip: str) -> bool:
         if not self._proxies or not ip:
@@ -171,7 +207,8 @@ class HttpListener:
         if self._cors(request, client) is None:
             return _text(403, f"origin {request.headers.get('Origin')} is not allowed "
                               "(http.cors_origins)")
-        return await serve_websocket(self.server, self.cfg, request, client)
+        return await serve_websocket(self.server, self.cfg, request, client,
+                                     self.tls_url(client, request.path, websocket=True))
 
     async def _bosh(self, request: web.Request) -> web.StreamResponse:
         client = self.client(request)
@@ -189,8 +226,6 @@ class HttpListener:
                          cors)
         if request.method != "POST":
             return _text(405, "POST a BOSH <body/>", {**cors, "Allow": "GET, POST, OPTIONS"})
-        if self.stopping:
-            return _text(503, "the server is stopping", cors)
         body = await request.read()
         status, out = await self.bosh.request(body, client)
         return web.Response(status=status, body=out, headers={
@@ -200,11 +235,17 @@ class HttpListener:
         client = self.client(request)
         host = request.host
         links = []
+        # A client that could not log in over plain HTTP is shown tls_port.
+        plain_refused = not client.secure and self.server.config.client.tls == "required"
         if self.cfg.websocket_path:
+            path = self.cfg.websocket_path
+            url = self.tls_url(client, path, websocket=True) if plain_refused else None
             ws = "wss" if client.scheme == "https" else "ws"
-            links.append((_WS_REL, f"{ws}://{host}{self.cfg.websocket_path}"))
+            links.append((_WS_REL, url or f"{ws}://{host}{path}"))
         if self.cfg.bosh_path:
-            links.append((_BOSH_REL, f"{client.scheme}://{host}{self.cfg.bosh_path}"))
+            path = self.cfg.bosh_path
+            url = self.tls_url(client, path) if plain_refused else None
+            links.append((_BOSH_REL, url or f"{client.scheme}://{host}{path}"))
         return links
 
     async def _host_meta(self, request: web.Request) -> web.StreamResponse:
@@ -247,12 +288,19 @@ def _text(status: int, text: str, headers: dict[str, str] | None = None) -> web.
     return web.Response(status=status, text=text + "\n", headers=headers)
 
 
-def _is_ip(text: str) -> bool:
+def _hop_address(hop: str) -> str | None:
+    """The IP address of an X-Forwarded-For hop (``1.2.3.4``, ``1.2.3.4:port``,
+    ``2001:db8::1``, ``[2001:db8::1]:port``); None for anything else
+    (``unknown``, an obfuscated name)."""
+    text = hop
+    if text.startswith("["):
+        text = text[1:text.find("]")] if "]" in text else ""
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
     try:
-        ipaddress.ip_address(text)
+        return str(ipaddress.ip_address(text))
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def _is_loopback(ip: str) -> bool:

@@ -453,6 +453,7 @@ class Bosh:
         self.server = server
         self.cfg = cfg
         self.sessions: dict[str, BoshStream] = {}
+        self.stopping = False           # no new sessions (HttpListener.stopping)
         self.node = server.config.cluster.node if server.config.cluster is not None else ""
         self.relay = Relay(self) if server.config.cluster is not None else None
 
@@ -493,6 +494,8 @@ class Bosh:
     async def _create(self, attrs: dict[str, str], payload: list[Element], rid: int,
                       client: Client) -> bytes:
         """XEP-0124 §7.1: a new session."""
+        if self.stopping:
+            return terminate("system-shutdown")
         if "to" not in attrs:
             return terminate("improper-addressing")
         if attrs.get("to", "").lower() not in self.server.hosts:

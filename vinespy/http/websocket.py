@@ -33,6 +33,7 @@ from ..stream.base import MAX_UNSENT, Framing, RateLimiter
 from ..stream.client import C2S
 from ..stream.negotiation import Auth, Bind
 from ..stream.parser import StreamClosed, StreamOpened, StreamParser
+from ..xml import escape_attr
 from .frames import qualify
 
 if TYPE_CHECKING:
@@ -73,8 +74,9 @@ def _protocols(request: web.BaseRequest) -> list[str]:
 
 
 async def serve_websocket(server: Server, cfg: HttpConfig, request: web.Request,
-                          client: Client) -> web.StreamResponse:
-    """The handler of ``websocket_path``: upgrade, then carry one stream."""
+                          client: Client, tls_url: str | None = None) -> web.StreamResponse:
+    """The handler of ``websocket_path``: upgrade, then carry one stream.
+    ``tls_url``: where a client that must encrypt is sent (see-other-uri)."""
     if "xmpp" not in _protocols(request):
         return web.Response(status=400, text="the xmpp WebSocket subprotocol is required "
                                              "(Sec-WebSocket-Protocol: xmpp, RFC 7395 §3.3.1)\n")
@@ -88,6 +90,7 @@ async def serve_websocket(server: Server, cfg: HttpConfig, request: web.Request,
         return web.Response(status=400, text="expected a WebSocket upgrade (RFC 6455)\n")
     await ws.prepare(request)
     stream = WebSocketStream(server, ws, request, client)
+    stream.tls_url = tls_url
     task = asyncio.current_task()
     assert task is not None
     server.streams.add(stream)
@@ -123,6 +126,7 @@ class _Framing(Framing):
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._closer: asyncio.Task[Any] | None = None
+        self.tls_url: str | None = None   # where to send a client that must encrypt
 
     # -- writing -------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -158,11 +162,18 @@ class _Framing(Framing):
         if not self.header_sent:
             self.write(self.header())        # RFC 6120 §4.9.1.1, as over TCP
             self.header_sent = True
-        if error is not None:
+        if error is not None and error.condition == "see-other-host" and self.tls_url:
+            # RFC 7395 §3.6.1: the redirect is an attribute of <close/>.
             self.error = error
-            log.info("closing WebSocket stream from %s: %s", self.peer, error)
-            self.write(error.to_bytes())
-        self.write(_CLOSE_BYTES)
+            log.info("sending the WebSocket from %s to %s", self.peer, self.tls_url)
+            self.write(f"<close xmlns='{ns.FRAMING}' "
+                       f"see-other-uri='{escape_attr(self.tls_url)}'/>".encode())
+        else:
+            if error is not None:
+                self.error = error
+                log.info("closing WebSocket stream from %s: %s", self.peer, error)
+                self.write(error.to_bytes())
+            self.write(_CLOSE_BYTES)
         # RFC 7395 §3.6: nothing after <close/>. While the WebSocket stays
         # open for the client's own <close/> (wait_for_peer) stanzas still
         # routed to the session (a contact's unavailable presence) are dropped.
@@ -260,6 +271,8 @@ class WebSocketStream(C2S, _Framing):
         assert not isinstance(el, StreamOpened)
         if el.tag == _OPEN:
             if not self.secure and self.cfg.tls == "required":
+                if self.tls_url:
+                    raise StreamError("see-other-host", "encryption is required")
                 raise StreamError("policy-violation", "encryption is required: connect with "
                                                       "wss:// (https)")
             await self.handle(StreamOpened(
