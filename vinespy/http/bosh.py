@@ -104,15 +104,24 @@ def _int(attrs: dict[str, str], name: str, default: int | None = None) -> int:
     return int(value)
 
 
+def _is_poll(attrs: dict[str, str], payload: list[Element]) -> bool:
+    """An empty request (XEP-0124 §12): no payload, and not a restart,
+    pause or terminate body either."""
+    return not payload and "type" not in attrs and "pause" not in attrs \
+        and _XBOSH_RESTART not in attrs
+
+
 class _Request:
     """One HTTP request of a session, until it is answered."""
 
-    __slots__ = ("rid", "attrs", "payload", "future", "timer")
+    __slots__ = ("rid", "attrs", "payload", "future", "timer", "arrived")
 
-    def __init__(self, rid: int, attrs: dict[str, str], payload: list[Element]) -> None:
+    def __init__(self, rid: int, attrs: dict[str, str], payload: list[Element],
+                 arrived: float) -> None:
         self.rid = rid
         self.attrs = attrs
         self.payload = payload
+        self.arrived = arrived
         self.future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.timer: asyncio.TimerHandle | None = None
 
@@ -144,7 +153,10 @@ class _Framing(Framing):
         self._terminal: bytes | None = None          # the terminate body, once closed
         self._flush_scheduled = False
         self._lock = asyncio.Lock()
-        self._last_request = self.loop.time()
+        # When the last empty request that got an empty answer arrived
+        # (XEP-0124 §12: the next empty one must not come sooner than
+        # ``polling`` s after it); None after a request or answer with content.
+        self._fruitless_poll: float | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._ended = False
         self._limiter = (RateLimiter(cfg.rate_limit, cfg.rate_burst, self.loop.time())
@@ -190,7 +202,12 @@ class _Framing(Framing):
         if req.future.done():
             return
         if body is None:
+            fruitless = not self._pending and self._terminal is None
             body = self._body(req)
+        else:
+            fruitless = body == _EMPTY
+        if _is_poll(req.attrs, req.payload):
+            self._fruitless_poll = req.arrived if fruitless else None
         self._answers[req.rid] = body
         while len(self._answers) > self.requests:
             self._answers.popitem(last=False)
@@ -332,12 +349,13 @@ class BoshStream(C2S, _Framing):
         outstanding = len(self._held) + len(self._early) + 1
         if outstanding > self.requests:
             return self._fail("policy-violation", "more simultaneous requests than 'requests'")
-        if (self.hold == 0 and not payload and not self._held and "type" not in attrs
-                and now - self._last_request < POLLING):
+        if not _is_poll(attrs, payload):
+            self._fruitless_poll = None
+        elif (self.hold == 0 and self._fruitless_poll is not None
+                and now - self._fruitless_poll < POLLING):
             return self._fail("policy-violation", f"polled faster than every {POLLING} s")
-        self._last_request = now
         self._busy()
-        req = _Request(rid, attrs, payload)
+        req = _Request(rid, attrs, payload, now)
         self._early[rid] = req
         if self._limiter is not None:
             pause = self._limiter.delay(size, now)
