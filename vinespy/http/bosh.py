@@ -236,7 +236,8 @@ class _Framing(Framing):
 
     def _inactive(self) -> None:
         self._idle = None
-        if self._held or self._early or self._ended:
+        # Requests waiting for a rid that never came do not keep it alive.
+        if self._held or self._ended:
             return
         log.info("BOSH session %s from %s: no request for %g s; ending it",
                  self.sid, self.peer, self.inactivity)
@@ -362,6 +363,8 @@ class BoshStream(C2S, _Framing):
             if pause:
                 await asyncio.sleep(pause)
         await self._run()
+        if rid in self._early:
+            self._idle_timer()          # a gap: the missing request may never come
         return await req.future
 
     def _repeat(self, rid: int) -> bytes:
