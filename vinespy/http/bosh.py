@@ -148,6 +148,7 @@ class _Framing(Framing):
         self.next_rid = rid              # the next rid to handle
         self._early: dict[int, _Request] = {}      # arrived before their turn
         self._held: deque[_Request] = deque()
+        self._current: _Request | None = None       # being handled
         self._answers: OrderedDict[int, bytes] = OrderedDict()   # rid -> response sent
         self._pending: list[bytes] = []              # what waits for a request
         self._terminal: bytes | None = None          # the terminate body, once closed
@@ -336,16 +337,15 @@ class BoshStream(C2S, _Framing):
                       size: int) -> bytes:
         """One request of this session (its ``sid`` matched): its response."""
         if rid < self.next_rid:
+            unanswered = self._unanswered(rid)
+            if unanswered is not None:
+                return await self._again(unanswered)
             return self._repeat(rid)
         if rid >= self.next_rid + self.requests or self._ended:
             return self._fail("item-not-found")
         early = self._early.get(rid)
         if early is not None:
-            # Sent again before its turn came: the new connection waits for
-            # its answer, the old one is let go.
-            old, early.future = early.future, self.loop.create_future()
-            old.set_result(_EMPTY)
-            return await early.future
+            return await self._again(early)
         now = self.loop.time()
         outstanding = len(self._held) + len(self._early) + 1
         if outstanding > self.requests:
@@ -367,15 +367,23 @@ class BoshStream(C2S, _Framing):
             self._idle_timer()          # a gap: the missing request may never come
         return await req.future
 
+    def _unanswered(self, rid: int) -> _Request | None:
+        """The request ``rid`` if it was taken but not answered yet (being
+        handled, or held)."""
+        if self._current is not None and self._current.rid == rid:
+            return self._current
+        return next((held for held in self._held if held.rid == rid), None)
+
+    async def _again(self, req: _Request) -> bytes:
+        """§14.3: ``req`` sent again before it was answered (the client gave
+        up on that connection): the new connection waits for its answer in
+        its place, the old one is let go."""
+        old, req.future = req.future, self.loop.create_future()
+        old.set_result(_EMPTY)
+        return await req.future
+
     def _repeat(self, rid: int) -> bytes:
-        """§14.1: a rid seen before gets its response again."""
-        for held in self._held:
-            if held.rid == rid:
-                # The client gave up on that connection: it answers now, and
-                # this one is held in its place.
-                self._held.remove(held)
-                self._answer(held, _EMPTY)
-                break
+        """§14.3: a rid answered before gets its response again."""
         answer = self._answers.get(rid)
         return answer if answer is not None else self._fail("item-not-found")
 
@@ -394,6 +402,7 @@ class BoshStream(C2S, _Framing):
             while not self._ended and self.next_rid in self._early:
                 req = self._early.pop(self.next_rid)
                 self.next_rid += 1
+                self._current = req
                 try:
                     await self._handle(req)
                 except StreamError as exc:
@@ -403,6 +412,8 @@ class BoshStream(C2S, _Framing):
                     log.exception("BOSH session %s from %s failed", self.sid, self.peer)
                     self.close(StreamError("internal-server-error"))
                     self._answer(req)
+                finally:
+                    self._current = None
 
     async def _handle(self, req: _Request) -> None:
         if self._terminal is not None:
