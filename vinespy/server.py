@@ -64,7 +64,8 @@ class Server:
         self._listeners: list[asyncio.Server] = []
         self.http: HttpListener | None = None          # [http]: WebSocket, BOSH, the page
         # Handlers of messages other nodes send to this node itself rather
-        # than to a host's modules (a relayed BOSH request): name -> handler.
+        # than to a host's modules (a relayed BOSH request): name -> handler;
+        # "<name>!unreached" gets such a message that found its node gone.
         self.node_messages: dict[str, Callable[[bytes], Awaitable[None]]] = {}
         for hc in config.hosts:
             try:

@@ -543,6 +543,7 @@ class Relay:
         server = bosh.server
         server.node_messages["bosh-request"] = self.serve
         server.node_messages["bosh-answer"] = self.answered
+        server.node_messages["bosh-request!unreached"] = self.unreached
 
     async def ask(self, node: str, data: bytes, client: Client) -> tuple[int, bytes]:
         rid = secrets.token_hex(8)
@@ -573,8 +574,23 @@ class Relay:
 
     async def _serve(self, head: dict[str, Any], data: bytes, client: Client) -> None:
         status, body = await self.bosh.request(data, client)
+        await self._reply(head, status, body)
+
+    async def unreached(self, payload: bytes) -> None:
+        """A request relayed to a node that left (or died) before reading it:
+        its sessions are gone with it (``item-not-found``), told to the
+        asking node now rather than after its timeout. Runs on the asking
+        node (the node was not registered) or on the one that cleaned up
+        after the dead node."""
+        head = json.loads(payload.partition(b"\n")[0])
+        await self._reply(head, 200, terminate("item-not-found"))
+
+    async def _reply(self, head: dict[str, Any], status: int, body: bytes) -> None:
         answer = json.dumps({"id": head["id"], "status": status}).encode() + b"\n" + body
-        self.bosh.server.sessions.tell(str(head["node"]), "", "bosh-answer", answer)
+        if head["node"] == self.bosh.node:
+            await self.answered(answer)
+        else:
+            self.bosh.server.sessions.tell(str(head["node"]), "", "bosh-answer", answer)
 
     async def answered(self, payload: bytes) -> None:
         raw, _, body = payload.partition(b"\n")
