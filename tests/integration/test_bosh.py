@@ -737,6 +737,8 @@ async def test_creation_without_to_or_for_an_unknown_host(
     bosh = Bosh(http, bosh_url(http_server))
     resp = await bosh.post(bosh.body(wait="5", hold="1", ver="1.11"))
     assert resp.status == 200 and resp.terminated("improper-addressing"), resp
+    resp = await bosh.post(bosh.body(to="", wait="5", hold="1", ver="1.11"))
+    assert resp.status == 200 and resp.terminated("improper-addressing"), resp
     resp = await Bosh(http, bosh_url(http_server)).create(to="elsewhere.example")
     assert resp.terminated("host-unknown"), resp
     assert not http_server.server.http.bosh.sessions        # type: ignore[union-attr]

@@ -516,7 +516,7 @@ class Bosh:
     async def _create(self, attrs: dict[str, str], payload: list[Element], rid: int,
                       client: Client) -> bytes:
         """XEP-0124 §7.1: a new session."""
-        if "to" not in attrs:
+        if not attrs.get("to"):         # §17.2: missing, "or the attribute has no value"
             return terminate("improper-addressing")
         if attrs.get("to", "").lower() not in self.server.hosts:
             return terminate("host-unknown")
