@@ -64,10 +64,9 @@ class Server:
         self._listeners: list[asyncio.Server] = []
         self.http: HttpListener | None = None          # [http]: WebSocket, BOSH, the page
         # Handlers of messages other nodes send to this node itself rather
-        # than to a host's modules (a relayed BOSH request): name -> handler.
+        # than to a host's modules (a relayed BOSH request): name -> handler;
+        # "<name>!unreached" gets such a message that found its node gone.
         self.node_messages: dict[str, Callable[[bytes], Awaitable[None]]] = {}
-        # ... and of those that could not reach their node (it died): name -> handler.
-        self.node_bounced: dict[str, Callable[[bytes], None]] = {}
         for hc in config.hosts:
             try:
                 storage = open_storage(hc.storage.backend, hc.storage.options)

@@ -10,7 +10,8 @@ processes sharing one site, real slixmpp clients.
   once with each (``site_kind``).
 * ``cluster``: ``await cluster(n=2, ...)`` starts ``n`` nodes
   (``python -m vinespy start -c NODE/config.toml``) that differ only in their
-  client address and port and ``[cluster] node``; they share Redis,
+  client address and port (and ``[http]`` port, with ``http={...}``) and
+  ``[cluster] node``; they share Redis,
   certificates and storage. On PostgreSQL each node listens on its own
   loopback address (127.0.0.2, .3, ...: stand-ins for machines) and has
   nothing on disk in common with the others.
@@ -342,12 +343,13 @@ class Node:
     """One ``python -m vinespy start`` process this fixture started."""
 
     def __init__(self, cluster: Cluster, name: str, config: Path, address: str, port: int,
-                 workers: int | None) -> None:
+                 workers: int | None, http_port: int = 0) -> None:
         self.cluster = cluster
         self.name = name
         self.config = config
         self.address = address
         self.port = port
+        self.http_port = http_port          # its [http] listener's, if any
         self.workers = workers
         self.proc: asyncio.subprocess.Process | None = None
         self.stderr_lines: list[str] = []
@@ -506,7 +508,8 @@ class Cluster:
     def __init__(self, site: Site, redis: RedisServer, root: Path, *, clustered: bool,
                  heartbeat: float | None, dead_after: float | None, log: str,
                  client: dict[str, Any] | None, options: dict[str, Any] | None,
-                 workers: int | None, host: dict[str, Any] | None = None) -> None:
+                 workers: int | None, host: dict[str, Any] | None = None,
+                 http: dict[str, Any] | None = None) -> None:
         self.site = site
         self.redis = redis
         self.root = root
@@ -517,6 +520,7 @@ class Cluster:
         self.client_opts = client or {}
         self.options = options or {}
         self.host_opts = host or {}
+        self.http_opts = http            # None: no [http] table
         self.workers = workers
         self.nodes: list[Node] = []
 
@@ -525,9 +529,9 @@ class Cluster:
             return self.nodes[key]
         return next(n for n in self.nodes if n.name == key)
 
-    def config_text(self, name: str, address: str, port: int) -> str:
+    def config_text(self, name: str, address: str, port: int, http_port: int = 0) -> str:
         """A node's config: differs from its siblings' only in the address, the
-        port and node id. Absolute paths: each node has its own directory
+        ports and node id. Absolute paths: each node has its own directory
         (its own pid/ and log/)."""
         text = (f"log = {toml_value(self.log)}\ncerts = {toml_value(str(self.site.certs))}\n\n"
                 f"[[host]]\ndomains = [{toml_value(DOMAIN)}]\n"
@@ -536,6 +540,9 @@ class Cluster:
                 + toml_table("host.storage", self.site.storage_table) + "\n"
                 + toml_table("client", {"address": address, "port": port,
                                         **self.client_opts}))
+        if self.http_opts is not None:
+            text += "\n" + toml_table("http", {"address": address, "port": http_port,
+                                               **self.http_opts})
         if self.clustered:
             text += "\n" + toml_table("cluster", {
                 "url": self.redis.url, "node": name, "heartbeat": self.heartbeat,
@@ -552,9 +559,10 @@ class Cluster:
             d = self.root / f"{name}.{k}"
         d.mkdir(parents=True)
         address, port = self.site.address(len(self.nodes)), free_port()
+        http_port = free_port() if self.http_opts is not None else 0
         config = d / "config.toml"
-        config.write_text(self.config_text(name, address, port))
-        node = Node(self, name, config, address, port, self.workers)
+        config.write_text(self.config_text(name, address, port, http_port))
+        node = Node(self, name, config, address, port, self.workers, http_port)
         self.nodes.append(node)
         return node
 
@@ -618,8 +626,10 @@ async def cluster(request: pytest.FixtureRequest, site: Site, redis: RedisServer
     ``clustered=False`` leaves the ``[cluster]`` table out (standalone nodes on
     shared data); ``client={...}`` adds ``[client]`` keys, ``options={...}``
     ``[cluster]`` keys (``route_cache_ttl``...), ``host={...}`` ``[[host]]`` keys
-    (``{"pubsub": ["pubsub"]}``); a key set to None is left out. ``workers``
-    adds ``--workers N`` to the command line. One cluster per test."""
+    (``{"pubsub": ["pubsub"]}``), ``http={...}`` an ``[http]`` table on a
+    port of each node's own (``node.http_port``) with those keys; a key set
+    to None is left out. ``workers`` adds ``--workers N`` to the command
+    line. One cluster per test."""
     made: list[Cluster] = []
 
     async def factory(n: int = 2, *, clustered: bool = True, heartbeat: float | None = 0.2,
@@ -627,11 +637,12 @@ async def cluster(request: pytest.FixtureRequest, site: Site, redis: RedisServer
                       client: dict[str, Any] | None = None,
                       options: dict[str, Any] | None = None,
                       workers: int | None = None,
-                      host: dict[str, Any] | None = None) -> Cluster:
+                      host: dict[str, Any] | None = None,
+                      http: dict[str, Any] | None = None) -> Cluster:
         assert not made, "one cluster per test"
         c = Cluster(site, redis, tmp_path / "nodes", clustered=clustered, heartbeat=heartbeat,
                     dead_after=dead_after, log=log, client=client, options=options,
-                    workers=workers, host=host)
+                    workers=workers, host=host, http=http)
         made.append(c)
         for _ in range(n):
             c.add()

@@ -107,13 +107,19 @@ class Inbound:
                 if kind == wire.STANZA:
                     await self._absent(JID.parse(args[0]), int(args[1]), data)
                 elif kind == wire.MESSAGE and not args[0]:
-                    handler = self.server.node_bounced.get(args[1])
-                    if handler is not None:
-                        handler(data)
+                    await self._unreached(args[1], data)
             except (wire.WireError, JIDError) as exc:
                 log.warning("cluster: skipping an undeliverable item: %s", exc)
             except Exception:
                 log.exception("cluster: an undeliverable item failed")
+
+    async def _unreached(self, name: str, data: bytes) -> None:
+        """A message to a node that left before reading it: the handler
+        ``<name>!unreached`` of Server.node_messages, if any, takes it (a
+        relayed BOSH request is answered, rather than waited for in vain)."""
+        handler = self.server.node_messages.get(f"{name}!unreached")
+        if handler is not None:
+            await handler(data)
 
     async def _absent(self, target: JID, hops: int, data: bytes) -> None:
         """A stanza for ``target``, which is not (or no longer) bound here."""

@@ -104,15 +104,24 @@ def _int(attrs: dict[str, str], name: str, default: int | None = None) -> int:
     return int(value)
 
 
+def _is_poll(attrs: dict[str, str], payload: list[Element]) -> bool:
+    """An empty request (XEP-0124 §12): no payload, and not a restart,
+    pause or terminate body either."""
+    return not payload and "type" not in attrs and "pause" not in attrs \
+        and _XBOSH_RESTART not in attrs
+
+
 class _Request:
     """One HTTP request of a session, until it is answered."""
 
-    __slots__ = ("rid", "attrs", "payload", "future", "timer")
+    __slots__ = ("rid", "attrs", "payload", "future", "timer", "arrived")
 
-    def __init__(self, rid: int, attrs: dict[str, str], payload: list[Element]) -> None:
+    def __init__(self, rid: int, attrs: dict[str, str], payload: list[Element],
+                 arrived: float) -> None:
         self.rid = rid
         self.attrs = attrs
         self.payload = payload
+        self.arrived = arrived
         self.future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.timer: asyncio.TimerHandle | None = None
 
@@ -139,13 +148,17 @@ class _Framing(Framing):
         self.next_rid = rid              # the next rid to handle
         self._early: dict[int, _Request] = {}      # arrived before their turn
         self._held: deque[_Request] = deque()
+        self._current: _Request | None = None       # being handled
         self._answers: OrderedDict[int, bytes] = OrderedDict()   # rid -> response sent
         self._pending: list[bytes] = []              # what waits for a request
         self._pending_size = 0
         self._terminal: bytes | None = None          # the terminate body, once closed
         self._flush_scheduled = False
         self._lock = asyncio.Lock()
-        self._last_request = self.loop.time()
+        # When the last empty request that got an empty answer arrived
+        # (XEP-0124 §12: the next empty one must not come sooner than
+        # ``polling`` s after it); None after a request or answer with content.
+        self._fruitless_poll: float | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._ended = False
         self._limiter = (RateLimiter(cfg.rate_limit, cfg.rate_burst, self.loop.time())
@@ -201,7 +214,12 @@ class _Framing(Framing):
         if req.future.done():
             return
         if body is None:
+            fruitless = not self._pending and self._terminal is None
             body = self._body(req)
+        else:
+            fruitless = body == _EMPTY
+        if _is_poll(req.attrs, req.payload):
+            self._fruitless_poll = req.arrived if fruitless else None
         self._answers[req.rid] = body
         while len(self._answers) > self.requests:
             self._answers.popitem(last=False)
@@ -230,7 +248,8 @@ class _Framing(Framing):
 
     def _inactive(self) -> None:
         self._idle = None
-        if self._held or self._early or self._ended:
+        # Requests waiting for a rid that never came do not keep it alive.
+        if self._held or self._ended:
             return
         log.info("BOSH session %s from %s: no request for %g s; ending it",
                  self.sid, self.peer, self.inactivity)
@@ -327,43 +346,53 @@ class BoshStream(C2S, _Framing):
                       size: int) -> bytes:
         """One request of this session (its ``sid`` matched): its response."""
         if rid < self.next_rid:
+            unanswered = self._unanswered(rid)
+            if unanswered is not None:
+                return await self._again(unanswered)
             return self._repeat(rid)
         if rid >= self.next_rid + self.requests or self._ended:
             return self._fail("item-not-found")
         early = self._early.get(rid)
         if early is not None:
-            # Sent again before its turn came: the new connection waits for
-            # its answer, the old one is let go.
-            old, early.future = early.future, self.loop.create_future()
-            old.set_result(_EMPTY)
-            return await early.future
+            return await self._again(early)
         now = self.loop.time()
         outstanding = len(self._held) + len(self._early) + 1
         if outstanding > self.requests:
             return self._fail("policy-violation", "more simultaneous requests than 'requests'")
-        if (self.hold == 0 and not payload and not self._held and "type" not in attrs
-                and now - self._last_request < POLLING):
+        if not _is_poll(attrs, payload):
+            self._fruitless_poll = None
+        elif (self.hold == 0 and self._fruitless_poll is not None
+                and now - self._fruitless_poll < POLLING):
             return self._fail("policy-violation", f"polled faster than every {POLLING} s")
-        self._last_request = now
         self._busy()
-        req = _Request(rid, attrs, payload)
+        req = _Request(rid, attrs, payload, now)
         self._early[rid] = req
         if self._limiter is not None:
             pause = self._limiter.delay(size, now)
             if pause:
                 await asyncio.sleep(pause)
         await self._run()
+        if rid in self._early:
+            self._idle_timer()          # a gap: the missing request may never come
+        return await req.future
+
+    def _unanswered(self, rid: int) -> _Request | None:
+        """The request ``rid`` if it was taken but not answered yet (being
+        handled, or held)."""
+        if self._current is not None and self._current.rid == rid:
+            return self._current
+        return next((held for held in self._held if held.rid == rid), None)
+
+    async def _again(self, req: _Request) -> bytes:
+        """§14.3: ``req`` sent again before it was answered (the client gave
+        up on that connection): the new connection waits for its answer in
+        its place, the old one is let go."""
+        old, req.future = req.future, self.loop.create_future()
+        old.set_result(_EMPTY)
         return await req.future
 
     def _repeat(self, rid: int) -> bytes:
-        """§14.1: a rid seen before gets its response again."""
-        for held in self._held:
-            if held.rid == rid:
-                # The client gave up on that connection: it answers now, and
-                # this one is held in its place.
-                self._held.remove(held)
-                self._answer(held, _EMPTY)
-                break
+        """§14.3: a rid answered before gets its response again."""
         answer = self._answers.get(rid)
         return answer if answer is not None else self._fail("item-not-found")
 
@@ -382,6 +411,7 @@ class BoshStream(C2S, _Framing):
             while not self._ended and self.next_rid in self._early:
                 req = self._early.pop(self.next_rid)
                 self.next_rid += 1
+                self._current = req
                 try:
                     await self._handle(req)
                 except StreamError as exc:
@@ -391,6 +421,8 @@ class BoshStream(C2S, _Framing):
                     log.exception("BOSH session %s from %s failed", self.sid, self.peer)
                     self.close(StreamError("internal-server-error"))
                     self._answer(req)
+                finally:
+                    self._current = None
 
     async def _handle(self, req: _Request) -> None:
         if self._terminal is not None:
@@ -496,7 +528,7 @@ class Bosh:
         """XEP-0124 §7.1: a new session."""
         if self.stopping:
             return terminate("system-shutdown")
-        if "to" not in attrs:
+        if not attrs.get("to"):         # §17.2: missing, "or the attribute has no value"
             return terminate("improper-addressing")
         if attrs.get("to", "").lower() not in self.server.hosts:
             return terminate("host-unknown")
@@ -523,7 +555,7 @@ class Relay:
         server = bosh.server
         server.node_messages["bosh-request"] = self.serve
         server.node_messages["bosh-answer"] = self.answered
-        server.node_bounced["bosh-request"] = self.bounced
+        server.node_messages["bosh-request!unreached"] = self.unreached
 
     async def ask(self, node: str, data: bytes, client: Client) -> tuple[int, bytes]:
         rid = secrets.token_hex(8)
@@ -554,16 +586,23 @@ class Relay:
 
     async def _serve(self, head: dict[str, Any], data: bytes, client: Client) -> None:
         status, body = await self.bosh.request(data, client)
-        answer = json.dumps({"id": head["id"], "status": status}).encode() + b"\n" + body
-        self.bosh.server.sessions.tell(str(head["node"]), "", "bosh-answer", answer)
+        await self._reply(head, status, body)
 
-    def bounced(self, payload: bytes) -> None:
-        """The node of the session did not take the request (it died): the
-        session is gone with it."""
+    async def unreached(self, payload: bytes) -> None:
+        """A request relayed to a node that left (or died) before reading it:
+        its sessions are gone with it (``item-not-found``), told to the
+        asking node now rather than after its timeout. Runs on the asking
+        node (the node was not registered) or on the one that cleaned up
+        after the dead node."""
         head = json.loads(payload.partition(b"\n")[0])
-        fut = self.waiting.get(str(head["id"]))
-        if fut is not None and not fut.done():
-            fut.set_result((200, terminate("item-not-found")))
+        await self._reply(head, 200, terminate("item-not-found"))
+
+    async def _reply(self, head: dict[str, Any], status: int, body: bytes) -> None:
+        answer = json.dumps({"id": head["id"], "status": status}).encode() + b"\n" + body
+        if head["node"] == self.bosh.node:
+            await self.answered(answer)
+        else:
+            self.bosh.server.sessions.tell(str(head["node"]), "", "bosh-answer", answer)
 
     async def answered(self, payload: bytes) -> None:
         raw, _, body = payload.partition(b"\n")
