@@ -192,3 +192,17 @@ async def test_the_bosh_sessions_node_crashing(
     await bob.presences.get(lambda p: str(p["from"]) == jid and p["type"] == "unavailable")
     resp = await bosh.send()            # after: the node is not registered
     assert resp.terminated("item-not-found"), resp
+
+
+@pytest.mark.parametrize("sid", ["A" * 32 + ".no-such-node", "A" * 32 + ".x" * 60, "short.x"])
+async def test_a_sid_naming_no_node_of_the_cluster_is_item_not_found(
+        cluster: ClusterFactory, http: aiohttp.ClientSession, sid: str) -> None:
+    """A sid whose node part names no registered node (or that no node made)
+    is not relayed anywhere: item-not-found at once."""
+    c = await two_nodes(cluster)
+    bosh = Bosh(http, bosh_url(c[1]))
+    bosh.sid = sid
+    started = time.monotonic()
+    resp = await bosh.send()
+    assert resp.terminated("item-not-found"), resp
+    assert time.monotonic() - started < TIMEOUT / 2

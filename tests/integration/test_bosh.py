@@ -804,3 +804,122 @@ async def test_a_held_request_sent_again_is_held_in_its_place(
     bob.send_message(mto=jid, mbody="for the new one", mtype="chat")
     resp = await asyncio.wait_for(again, TIMEOUT)
     assert bodies([el for el in resp.children if el.tag == f"{C}message"]) == ["for the new one"]
+
+
+# -- what review found ---------------------------------------------------------------
+async def test_a_session_closed_with_no_request_held_ends_at_once(
+        http_server: Running, http: aiohttp.ClientSession) -> None:
+    """The server closes a BOSH session no request is held for (here a TCP
+    login takes its resource): it is unbound at once, as a TCP stream would
+    be, and its client gets the terminate body with its next request, then
+    item-not-found."""
+    bosh = Bosh(http, bosh_url(http_server))
+    jid = await bosh.login("alice", "r")
+    raw = await Raw.connect(http_server.port)
+    from tests.integration.test_module_api import ctx_of
+    assert await raw.login(DOMAIN, ctx_of(http_server), "alice", PASSWORD, "r") == jid
+    assert bosh.sid not in http_server.server.http.bosh.sessions    # type: ignore[union-attr]
+    resp = await bosh.send()
+    assert resp.terminated("remote-stream-error"), resp
+    assert resp.find(f"{STREAM}error") is not None
+    assert (await bosh.send()).terminated("remote-stream-error")   # still, for a while
+    raw.close()
+
+
+@pytest.mark.parametrize("attrs", [{"rid": "²"}, {"rid": "١٢"}, {"wait": "²"}])
+async def test_non_ascii_digits_are_a_bad_request(
+        http_server: Running, http: aiohttp.ClientSession, attrs: dict[str, str]) -> None:
+    """Numbers are ASCII digits: anything else is bad-request, never a 500."""
+    bosh = Bosh(http, bosh_url(http_server))
+    head = {"rid": "1000", "to": DOMAIN, "wait": "5", "hold": "1", **attrs}
+    text = "".join(f" {k}='{v}'" for k, v in head.items())
+    resp = await bosh.post(f"<body xmlns='{ns.HTTPBIND}'{text}/>")
+    assert resp.status in (200, 400) and resp.terminated("bad-request"), resp
+
+
+async def test_a_bad_ack_is_ignored(http_server: Running, http: aiohttp.ClientSession) -> None:
+    bosh = Bosh(http, bosh_url(http_server))
+    await bosh.login(wait=1)
+    resp = await bosh.send(ack="²")
+    assert resp.status == 200 and resp.type is None, resp
+
+
+async def test_terminate_may_exceed_requests(http_server: Running,
+                                             http: aiohttp.ClientSession) -> None:
+    """XEP-0124 §11: one request more than 'requests' is allowed when it
+    terminates the session; its payload is handled."""
+    bosh = Bosh(http, bosh_url(http_server))
+    bob = await http_server.login(BOB)
+    await befriend(http_server, ALICE, BOB)
+    await bosh.login("alice")
+    first = bosh.hold()
+    await held(http_server, bosh)
+    gap = bosh.rid                       # rid N+1 missing: N+2 waits early
+    bosh.rid += 1
+    second = bosh.hold()
+    await early(http_server, bosh, gap + 1)
+    gone = wait_event(bob, "presence_unavailable")
+    resp = await bosh.send("<presence xmlns='jabber:client' type='unavailable'/>",
+                           rid=gap, type="terminate")
+    assert resp.type == "terminate" and resp.condition is None, resp
+    await gone
+    for task in (first, second):
+        await asyncio.wait_for(task, TIMEOUT)
+
+
+async def test_restart_without_to(http_server: Running, http: aiohttp.ClientSession) -> None:
+    """XEP-0206 §5: 'to' on a restart body SHOULD be there, not MUST."""
+    bosh = Bosh(http, bosh_url(http_server))
+    await bosh.create()
+    await bosh.plain("alice")
+    resp = await bosh.send(**{"xmpp:restart": "true"})
+    assert resp.find(f"{STREAM}features") is not None, resp
+
+
+async def test_a_client_that_must_encrypt_is_sent_to_the_tls_port(
+        tmp_path: Path, ca: trustme.CA, http: aiohttp.ClientSession) -> None:
+    """tls = "required", a tls_port, a client that is not encrypted (behind a
+    trusted proxy, plain HTTP): terminate see-other-uri with the https URL
+    (XEP-0124 §17.2)."""
+    tls_port = free_port()
+    extra = http_table(tls_port=tls_port, trusted_proxies='["127.0.0.1"]')
+    async with running(tmp_path, ca, extra=extra) as srv:
+        bosh = Bosh(http, bosh_url(srv))
+        resp = await bosh.post(bosh.body(to=DOMAIN, wait="5", hold="1"), headers={
+            "X-Forwarded-For": "203.0.113.5", "Host": "chat.example.com"})
+        assert resp.terminated("see-other-uri"), resp
+        uri = resp.find(f"{B}uri")
+        assert uri is not None and uri.text == f"https://chat.example.com:{tls_port}/http-bind"
+        assert not srv.server.http.bosh.sessions        # type: ignore[union-attr]
+
+
+async def test_a_secure_sessions_request_over_plain_http_is_refused(
+        tmp_path: Path, ca: trustme.CA, http: aiohttp.ClientSession) -> None:
+    """XEP-0124 §15: a request of a session created encrypted that comes
+    over a connection that is not is refused; the session goes on."""
+    async with running(tmp_path, ca, extra=http_table(trusted_proxies='["127.0.0.2"]')) as srv:
+        await srv.user("alice")
+        bosh = Bosh(http, bosh_url(srv))
+        await bosh.login("alice", wait=1)       # from 127.0.0.1: local, encrypted
+        # Through the proxy at 127.0.0.2, for a public client over plain HTTP.
+        proxy = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+        async with aiohttp.ClientSession(connector=proxy) as via_proxy:
+            async with via_proxy.post(bosh.url, data=bosh.body(rid=bosh.rid), headers={
+                    "X-Forwarded-For": "203.0.113.5", "X-Forwarded-Proto": "http"}) as r:
+                assert r.status == 403
+        resp = await bosh.send()        # the same rid, from the local client again
+        assert resp.status == 200 and resp.type is None, resp
+
+
+async def test_unauthenticated_sessions_per_address_are_capped(
+        http_server: Running, http: aiohttp.ClientSession) -> None:
+    """BOSH sessions cost no file descriptor: at most MAX_UNAUTHENTICATED
+    not yet authenticated per address; one that logs in frees its place."""
+    from vinespy.http.boshnode import MAX_UNAUTHENTICATED
+    sessions = [Bosh(http, bosh_url(http_server)) for _ in range(MAX_UNAUTHENTICATED)]
+    for bosh in sessions:
+        assert (await bosh.create()).type is None
+    extra = Bosh(http, bosh_url(http_server))
+    assert (await extra.create()).terminated("policy-violation")
+    assert (await sessions[0].plain("alice")).find(f"{SASL}success") is not None
+    assert (await extra.create()).type is None

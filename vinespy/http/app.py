@@ -27,7 +27,7 @@ from aiohttp import web
 from .. import tls
 from ..errors import StartupError
 from ..xml import escape_attr
-from .bosh import Bosh
+from .boshnode import Bosh
 from .websocket import serve_websocket
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ class HttpListener:
         self.server = server
         self.cfg = cfg
         self.bosh = Bosh(server, cfg)
+        self.bosh.tls_url = self.tls_url
         self.stopping = False
         self._runner: web.AppRunner | None = None
         self._proxies = cfg.trusted_proxies

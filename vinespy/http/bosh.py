@@ -16,9 +16,10 @@ before (the last ``requests`` responses are kept, §14.1); a ``rid`` outside
 the window, an unknown ``sid`` → ``item-not-found``; more simultaneous
 requests than ``requests``, or polling faster than ``polling`` →
 ``policy-violation`` (§11); no request for ``inactivity`` s ends the session
-(§7.1). ``sid`` is 192 random bits, then this node's id, so that in a
-cluster a request reaching any node is relayed to the node holding the
-session (:class:`Relay`; no sticky load balancing needed).
+(§7.1). A session the server closes with no request held ends at once,
+its client gets the ``terminate`` body with its next request. The node's
+sessions, their creation and the relay of requests between cluster nodes
+are :mod:`vinespy.http.boshnode`'s.
 
 XEP-0198 is not offered over BOSH: BOSH has its own acknowledgements.
 """
@@ -26,13 +27,10 @@ XEP-0198 is not offered over BOSH: BOSH has its own acknowledgements.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
-import secrets
-import time
 from collections import OrderedDict, deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .. import ns
 from ..errors import StreamError
@@ -44,9 +42,8 @@ from ..xml import Element
 from .frames import qualify
 
 if TYPE_CHECKING:
-    from ..config import HttpConfig
-    from ..server import Server
     from .app import Client
+    from .boshnode import Bosh
 
 log = logging.getLogger("vinespy.bosh")
 
@@ -54,7 +51,6 @@ VERSION = "1.11"                 # XEP-0124's
 POLLING = 2                      # s: the shortest polling interval allowed (hold = 0)
 MAX_HOLD = 1                     # requests held at once (the client's hold, capped)
 MAX_RID = 2 ** 53 - 1            # XEP-0124 §14: rids stay below this
-RELAY_MARGIN = 10.0              # s a relayed request may take beyond its wait
 _XBOSH_VERSION = f"{{{ns.XBOSH}}}version"
 _XBOSH_RESTART = f"{{{ns.XBOSH}}}restart"
 _SID = re.compile(rb"""\ssid\s*=\s*["']([A-Za-z0-9_.~-]{1,200})["']""")
@@ -99,7 +95,7 @@ def _int(attrs: dict[str, str], name: str, default: int | None = None) -> int:
         if default is None:
             raise BadRequest(f"'{name}' is missing")
         return default
-    if not value.isdigit() or len(value) > 16:
+    if not (value.isascii() and value.isdigit()) or len(value) > 16:
         raise BadRequest(f"'{name}' must be a non-negative integer")
     return int(value)
 
@@ -153,6 +149,7 @@ class _Framing(Framing):
         self._pending: list[bytes] = []              # what waits for a request
         self._pending_size = 0
         self._terminal: bytes | None = None          # the terminate body, once closed
+        self._told = False                           # ... and a response carried it
         self._flush_scheduled = False
         self._lock = asyncio.Lock()
         # When the last empty request that got an empty answer arrived
@@ -224,6 +221,8 @@ class _Framing(Framing):
         while len(self._answers) > self.requests:
             self._answers.popitem(last=False)
         req.future.set_result(body)
+        if body is self._terminal:
+            self._told = True           # the client has the terminate body
         if self._terminal is not None:
             self._finish()
         elif not self._held:
@@ -264,6 +263,9 @@ class _Framing(Framing):
         self._ended = True
         self._busy()
         for req in list(self._held) + list(self._early.values()):
+            if req.timer is not None:
+                req.timer.cancel()
+                req.timer = None
             if not req.future.done():
                 req.future.set_result(self._terminal or terminate())
         self._held.clear()
@@ -292,8 +294,9 @@ class _Framing(Framing):
         if self._held:
             self.flush()
         else:
-            # The client learns it with its next request, if it comes soon.
-            self._idle_timer()
+            # Ends now (unbound, as a TCP stream closed): its client gets
+            # the terminate body with its next request (Bosh.ended).
+            self._finish()
 
     def abort(self) -> None:
         self._terminal = self._terminal or terminate("system-shutdown")
@@ -310,6 +313,7 @@ class BoshStream(C2S, _Framing):
                  hold: int, attrs: dict[str, str]) -> None:
         _Framing.__init__(self, bosh, sid, client, rid, wait, hold)
         self._attrs = attrs
+        self._authenticated = False     # counted in Bosh.unauthenticated until then
         self.setup(bosh.server)
 
     def _creation_attrs(self) -> dict[str, str]:
@@ -325,18 +329,29 @@ class BoshStream(C2S, _Framing):
         ack = f" ack='{rid}'" if "ack" in self._attrs else ""
         head = (f"{_OPEN_BODY} sid='{self.sid}' wait='{self.wait:g}' "
                 f"requests='{self.requests}' hold='{self.hold}' "
-                f"inactivity='{self.inactivity:g}' polling='{POLLING}' ver='{VERSION}' "
+                f"inactivity='{self.inactivity:g}' polling='{POLLING}' ver='{self._version()}' "
                 f"from='{self.host.domain}' authid='{self.id}' secure='true' "
                 f"xmpp:version='1.0' xmpp:restartlogic='true'{ack}>")
         body = head.encode() + b"".join(self._take()) + b"</body>"
         self._answers[rid] = body
         return body
 
+    def _version(self) -> str:
+        """§7.2: the lower of the client's version and ours."""
+        major, _, minor = self._attrs.get("ver", VERSION).partition(".")
+        if major.isascii() and major.isdigit() and minor.isascii() and minor.isdigit():
+            if (int(major), int(minor)) < (1, 11):
+                return f"{int(major)}.{int(minor)}"
+        return VERSION
+
     async def _end(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.bosh.sessions.pop(self.sid, None)
+        if not self._authenticated:
+            self._authenticated = True
+            self.bosh.authenticated(self)
+        self.bosh.finished(self, None if self._told else self._terminal or terminate())
         self.bosh.server.streams.discard(self)
         self.closing = True
         await self.ended()
@@ -357,7 +372,8 @@ class BoshStream(C2S, _Framing):
             return await self._again(early)
         now = self.loop.time()
         outstanding = len(self._held) + len(self._early) + 1
-        if outstanding > self.requests:
+        # §11: one more is allowed to pause or terminate the session.
+        if outstanding > self.requests + (attrs.get("type") == "terminate"):
             return self._fail("policy-violation", "more simultaneous requests than 'requests'")
         if not _is_poll(attrs, payload):
             self._fruitless_poll = None
@@ -401,6 +417,7 @@ class BoshStream(C2S, _Framing):
                  f" ({why})" if why else "")
         self.closing = True
         self._terminal = terminate(condition)
+        self._told = True               # the caller answers with it
         self._finish()
         return self._terminal
 
@@ -428,18 +445,21 @@ class BoshStream(C2S, _Framing):
         if self._terminal is not None:
             self._answer(req)
             return
-        ack = req.attrs.get("ack")
-        if ack is not None and ack.isdigit():
+        ack = req.attrs.get("ack", "")
+        if ack.isascii() and ack.isdigit() and len(ack) <= 16:
             for rid in [r for r in self._answers if r <= int(ack) and r < req.rid - 1]:
                 del self._answers[rid]          # §9.2: the client has them
         if req.attrs.get(_XBOSH_RESTART) == "true":
             if self.state != "header":
                 raise StreamError("bad-format", "a restart before SASL succeeded")
-            await self.handle(self._opened(req.attrs))
+            await self.handle(self._opened(req.attrs, restart=True))
         for el in req.payload:
             if self.closing:
                 break
             await self.handle(el)
+        if self.user is not None and not self._authenticated:
+            self._authenticated = True
+            self.bosh.authenticated(self)
         if req.attrs.get("type") == "terminate" and not self.closing:
             self.peer_closed = True
             self.close()
@@ -454,9 +474,12 @@ class BoshStream(C2S, _Framing):
         if self._pending:
             self._schedule()
 
-    def _opened(self, attrs: dict[str, str]) -> StreamOpened:
-        """The stream header a creation or restart body stands for."""
+    def _opened(self, attrs: dict[str, str], restart: bool = False) -> StreamOpened:
+        """The stream header a creation or restart body stands for (a
+        restart's ``to`` is optional: XEP-0206 §5 "SHOULD")."""
         header = {k: v for k, v in attrs.items() if k in ("to", "from", "xml:lang")}
+        if restart and "to" not in header and self.host is not None:
+            header["to"] = self.host.domain
         header["version"] = attrs.get(_XBOSH_VERSION, "1.0")
         return StreamOpened(attrs=header, namespace=ns.CLIENT, stream_ns=ns.STREAM,
                             local_name="stream")
@@ -476,137 +499,3 @@ class BoshStream(C2S, _Framing):
         self.next_rid = rid + 1
         self._idle_timer()
         return self.creation_response(rid)
-
-
-class Bosh:
-    """This node's BOSH sessions, and the requests relayed to other nodes."""
-
-    def __init__(self, server: Server, cfg: HttpConfig) -> None:
-        self.server = server
-        self.cfg = cfg
-        self.sessions: dict[str, BoshStream] = {}
-        self.stopping = False           # no new sessions (HttpListener.stopping)
-        self.node = server.config.cluster.node if server.config.cluster is not None else ""
-        self.relay = Relay(self) if server.config.cluster is not None else None
-
-    def stop(self) -> None:
-        for stream in list(self.sessions.values()):
-            stream.abort()
-
-    async def request(self, data: bytes, client: Client) -> tuple[int, bytes]:
-        """One HTTP request's body → (HTTP status, response body)."""
-        max_stanza = self.server.config.client.max_stanza_size
-        try:
-            attrs, payload = parse_body(data, max_stanza)
-            sid = attrs.get("sid")
-            rid = _int(attrs, "rid")
-            if rid > MAX_RID:
-                raise BadRequest("'rid' too large")
-        except BadRequest as exc:
-            log.info("bad BOSH request from %s: %s", client.peer, exc)
-            found = _SID.search(data)
-            stream = self.sessions.get(found.group(1).decode()) if found else None
-            if stream is not None:
-                stream._fail("bad-request", str(exc))
-            return 400, terminate("bad-request")
-        if sid is None:
-            return 200, await self._create(attrs, payload, rid, client)
-        stream = self.sessions.get(sid)
-        if stream is not None:
-            try:
-                return 200, await stream.request(rid, attrs, payload, len(data))
-            except StreamError as exc:
-                stream.close(exc)
-                return 200, stream._terminal or terminate("remote-stream-error")
-        _, dot, node = sid.partition(".")
-        if dot and node != self.node and self.relay is not None:
-            return await self.relay.ask(node, data, client)
-        return 200, terminate("item-not-found")
-
-    async def _create(self, attrs: dict[str, str], payload: list[Element], rid: int,
-                      client: Client) -> bytes:
-        """XEP-0124 §7.1: a new session."""
-        if self.stopping:
-            return terminate("system-shutdown")
-        if not attrs.get("to"):         # §17.2: missing, "or the attribute has no value"
-            return terminate("improper-addressing")
-        if attrs.get("to", "").lower() not in self.server.hosts:
-            return terminate("host-unknown")
-        try:
-            wait = float(min(max(_int(attrs, "wait", 60), 1), self.cfg.bosh_max_wait))
-            hold = min(_int(attrs, "hold", 1), MAX_HOLD)
-        except BadRequest:
-            return terminate("bad-request")
-        sid = secrets.token_urlsafe(24) + (f".{self.node}" if self.node else "")
-        stream = BoshStream(self, sid, client, rid, wait, hold, attrs)
-        self.sessions[sid] = stream
-        self.server.streams.add(stream)
-        log.info("BOSH session %s from %s (wait %g, hold %d)", sid, client.peer, wait, hold)
-        return await stream.start(attrs, rid)
-
-
-class Relay:
-    """A request for a session of another node goes there through the
-    cluster (``bosh-request``), and its response comes back (``bosh-answer``)."""
-
-    def __init__(self, bosh: Bosh) -> None:
-        self.bosh = bosh
-        self.waiting: dict[str, asyncio.Future[tuple[int, bytes]]] = {}
-        server = bosh.server
-        server.node_messages["bosh-request"] = self.serve
-        server.node_messages["bosh-answer"] = self.answered
-        server.node_messages["bosh-request!unreached"] = self.unreached
-
-    async def ask(self, node: str, data: bytes, client: Client) -> tuple[int, bytes]:
-        rid = secrets.token_hex(8)
-        fut: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
-        self.waiting[rid] = fut
-        head = {"id": rid, "node": self.bosh.node, "peer": list(client.peer),
-                "secure": client.secure, "scheme": client.scheme, "origin": client.origin}
-        self.bosh.server.sessions.tell(node, "", "bosh-request",
-                                       json.dumps(head).encode() + b"\n" + data)
-        started = time.monotonic()
-        try:
-            return await asyncio.wait_for(fut, self.bosh.cfg.bosh_max_wait + RELAY_MARGIN)
-        except asyncio.TimeoutError:
-            log.info("BOSH request relayed to %s: no answer in %.0f s", node,
-                     time.monotonic() - started)
-            return 200, terminate("item-not-found")
-        finally:
-            self.waiting.pop(rid, None)
-
-    async def serve(self, payload: bytes) -> None:
-        """Another node's client request for a session of ours."""
-        from .app import Client
-        raw, _, data = payload.partition(b"\n")
-        head = json.loads(raw)
-        client = Client((str(head["peer"][0]), int(head["peer"][1])), bool(head["secure"]),
-                        str(head["scheme"]), str(head["origin"]))
-        self.bosh.server.later(self._serve(head, data, client))
-
-    async def _serve(self, head: dict[str, Any], data: bytes, client: Client) -> None:
-        status, body = await self.bosh.request(data, client)
-        await self._reply(head, status, body)
-
-    async def unreached(self, payload: bytes) -> None:
-        """A request relayed to a node that left (or died) before reading it:
-        its sessions are gone with it (``item-not-found``), told to the
-        asking node now rather than after its timeout. Runs on the asking
-        node (the node was not registered) or on the one that cleaned up
-        after the dead node."""
-        head = json.loads(payload.partition(b"\n")[0])
-        await self._reply(head, 200, terminate("item-not-found"))
-
-    async def _reply(self, head: dict[str, Any], status: int, body: bytes) -> None:
-        answer = json.dumps({"id": head["id"], "status": status}).encode() + b"\n" + body
-        if head["node"] == self.bosh.node:
-            await self.answered(answer)
-        else:
-            self.bosh.server.sessions.tell(str(head["node"]), "", "bosh-answer", answer)
-
-    async def answered(self, payload: bytes) -> None:
-        raw, _, body = payload.partition(b"\n")
-        head = json.loads(raw)
-        fut = self.waiting.get(str(head["id"]))
-        if fut is not None and not fut.done():
-            fut.set_result((int(head["status"]), body))
