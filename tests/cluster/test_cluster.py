@@ -221,6 +221,31 @@ async def test_subscription_and_presence_across_nodes(cluster: ClusterFactory, x
     await bob.presences.get(presence_from(r2.jid, "unavailable"))
 
 
+async def test_roster_removal_withdraws_presence_across_nodes(
+        cluster: ClusterFactory, xmpp: Clients) -> None:
+    """alice/r1 on A and alice/r2 on B share presence with bob on B; r1 removes
+    bob (RFC 6121 §2.5.2): bob gets unavailable from r1 and r2, then
+    unsubscribed (§3.2.2), and unsubscribe; both of alice's resources get
+    bob's unavailable (§3.3.3)."""
+    c = await cluster(2)
+    r1 = await xmpp.login(c["node-a"], "alice/r1", roster=True)
+    bob = await xmpp.login(c["node-b"], "bob/r1", roster=True)
+    await friends(r1, bob)
+    r2 = await xmpp.login(c["node-b"], "alice/r2")
+    await bob.presences.get(presence_from(r2.jid, "available"))
+    await r2.presences.get(presence_from(bob.jid, "available"))
+    start = len(bob.presences.items)
+    await raw_iq(r1.xmpp, "set", f"<query xmlns='{ROSTER}'>"
+                                 f"<item jid='{BOB}' subscription='remove'/></query>")
+    gone = [await bob.presences.get(presence_from(r.jid, "unavailable")) for r in (r1, r2)]
+    cancelled = await bob.presences.get(presence_from(ALICE, "unsubscribed"))
+    await bob.presences.get(presence_from(ALICE, "unsubscribe"))
+    seen = bob.presences.items[start:]
+    assert max(map(seen.index, gone)) < seen.index(cancelled)       # §3.2.2: first
+    for r in (r1, r2):
+        await r.presences.get(presence_from(bob.jid, "unavailable"))
+
+
 # --- 4. roster pushes ---------------------------------------------------------------
 
 

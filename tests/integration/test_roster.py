@@ -209,6 +209,23 @@ async def test_remove_cancels_subscriptions(server: Running) -> None:
         assert str(presence["from"]) == f"alice@{DOMAIN}"
 
 
+async def test_remove_cancels_subscriptions_without_subscription_module(
+        make_server: Any) -> None:
+    """A host without the subscription module still sends the contact unsubscribe
+    and unsubscribed on removal (§2.5.2), as plain stanzas no module claims."""
+    async with make_server(host={"modules": ["roster", "presence", "ping"]}) as srv:
+        a = await alice(srv)
+        b = await srv.login(await srv.user("bob"))
+        await b.plugin["xep_0199"].ping(jid=DOMAIN, timeout=TIMEOUT)     # bob is available
+        await put_contact(srv, f"alice@{DOMAIN}", Contact(JID.parse(BOB), subscription="both"))
+        unsubscribe = expect(b, "presence_unsubscribe")
+        unsubscribed = expect(b, "presence_unsubscribed")
+        await raw_iq(a, "set", f"<query xmlns='{ROSTER}'><item jid='{BOB}' "
+                               "subscription='remove'/></query>")
+        for presence in await asyncio.gather(unsubscribe, unsubscribed):
+            assert str(presence["from"]) == f"alice@{DOMAIN}"
+
+
 async def test_remove_missing_item_not_found(server: Running) -> None:
     """Removing an item the roster does not hold is item-not-found (RFC 6121 §2.5.3)."""
     a = await alice(server)

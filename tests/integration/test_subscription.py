@@ -10,7 +10,7 @@ from typing import Any, Callable
 import pytest
 
 from tests.conftest import DOMAIN, TIMEOUT, Running
-from tests.integration.test_roster import expect, is_push, items_of, stored
+from tests.integration.test_roster import ROSTER, expect, is_push, items_of, raw_iq, stored
 from vinespy.jid import JID
 from vinespy.storage import Contact
 
@@ -156,6 +156,52 @@ async def test_preapproved_request_answered_by_server(server: Running) -> None:
     assert requests == []
     assert await state(server, ALICE, BOB) == ("from", None, False)
     assert await state(server, BOB, ALICE) == ("to", None, False)
+
+
+REMOVE_BOB = f"<query xmlns='{ROSTER}'><item jid='{BOB}' subscription='remove'/></query>"
+
+
+@pytest.mark.parametrize("kind, sent", [
+    ("both", [(f"{ALICE}/one", "unavailable"), (f"{ALICE}/two", "unavailable"),
+              (ALICE, "unsubscribed"), (ALICE, "unsubscribe")]),
+    ("from", [(f"{ALICE}/one", "unavailable"), (f"{ALICE}/two", "unavailable"),
+              (ALICE, "unsubscribed")]),
+    ("to", [(ALICE, "unsubscribe")]),
+])
+async def test_roster_removal_cancels_like_the_users_own_stanzas(
+        server: Running, kind: str, sent: list[tuple[str, str]]) -> None:
+    """alice (two resources) removes bob (§2.5.2): where bob had her presence
+    (from/both) he gets unavailable from each of her resources before
+    unsubscribed (§3.2.2), and unsubscribe where she had his (to/both), which
+    brings her resources his unavailable (§3.3.3); nothing else."""
+    one = await login(server, "alice", "one")
+    two = await login(server, "alice", "two")
+    b = await login(server, "bob")
+    if kind in ("to", "both"):
+        await subscribe(one, b)
+    if kind in ("from", "both"):
+        online = [expect(b, "presence", lambda p, r=r: str(p["from"]) == r and
+                         available_from(ALICE)(p)) for r in (f"{ALICE}/one", f"{ALICE}/two")]
+        await subscribe(b, one)
+        await asyncio.gather(*online)
+    got: list[tuple[str, str]] = []
+    b.add_event_handler("presence", lambda p: got.append((str(p["from"]), p["type"]))
+                        if p["from"].bare == ALICE else None)
+    marker = expect(b, "message", from_(ALICE))
+    bob_gone = [expect(c, "presence_unavailable", from_(BOB)) for c in (one, two)
+                if kind in ("to", "both")]
+    # A raw set: slixmpp's del_roster_item would send the presences itself.
+    await raw_iq(one, "set", REMOVE_BOB)
+    # What the removal sends is routed before the set is answered, and one
+    # recipient's stanzas arrive in order: all of it is in once this is.
+    one.send_message(mto=BOB, mbody="after the removal")
+    await marker
+    await asyncio.gather(*bob_gone)
+    unavailable = sorted(x for x in got if x[1] == "unavailable")
+    assert unavailable + [x for x in got if x[1] != "unavailable"] == sent
+    assert got[:len(unavailable)] == [x for x in got if x[1] == "unavailable"]   # §3.2.2: first
+    assert await state(server, ALICE, BOB) is None
+    assert await state(server, BOB, ALICE) == ("none", None, False)     # still his item
 
 
 # --- step 2: requests to offline users (§3.1.3) -----------------------------------

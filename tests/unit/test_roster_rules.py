@@ -14,6 +14,7 @@ from lxml import etree
 
 from vinespy.errors import StanzaError
 from vinespy.jid import JID
+from vinespy.modules.roster import cancellations
 from vinespy.rules.roster import (
     INBOUND, OUTBOUND, ROSTER, Limits, RosterRemove, RosterUpdate, State, admit, inbound,
     item_element, outbound, parse_roster_set, removal_element, state_of, updated, visible,
@@ -434,6 +435,26 @@ def test_roster_set_remove() -> None:
     got = parse_roster_set(query(
         "<item jid='nurse@example.com' subscription='remove' name=''><group/></item>"), ALICE)
     assert got == RosterRemove(NURSE)
+
+
+@pytest.mark.parametrize("state, sent", [
+    ("None", ()),
+    ("None + Pending Out", ("unsubscribe",)),
+    ("None + Pending In", ("unsubscribed",)),
+    ("None + Pending Out+In", ("unsubscribed", "unsubscribe")),
+    ("To", ("unsubscribe",)),
+    ("To + Pending In", ("unsubscribed", "unsubscribe")),
+    ("From", ("unsubscribed",)),
+    ("From + Pending Out", ("unsubscribed", "unsubscribe")),
+    ("Both", ("unsubscribed", "unsubscribe")),
+])
+def test_removal_cancels_subscriptions_both_ways(state: str, sent: tuple[str, ...]) -> None:
+    """§2.5.2 (vinespy.modules.roster.cancellations): unsubscribed where the contact
+    has (or asked for) the user's presence, unsubscribe where the user has (or
+    asked for) the contact's."""
+    subscription, ask, pending_in = STATES[state]
+    assert cancellations(Contact(NURSE, subscription=subscription, ask=ask,
+                                 pending_in=pending_in)) == sent
 
 
 @pytest.mark.parametrize("value", ["both", "none", "to", "from", "bogus"])

@@ -20,16 +20,21 @@ answers the IQs and sends roster pushes.
   (§2.1.5, §2.3.3), then add or update the item (name and groups replaced,
   subscription state kept, a hidden record becomes an item) or remove it
   (§2.5). Removing an item the roster does not hold is ``<item-not-found/>``
-  (§2.5.3). Removal cancels the subscriptions both ways (§2.5.2): the
-  server sends, from the user's bare JID to the contact, ``unsubscribed``
-  if the contact had a subscription from the user (from/both) or a pending
-  request, and ``unsubscribe`` if the user had one to the contact or had
-  asked for one (to/both, ask). Then the one changed record is stored with
-  the next version (:meth:`~vinespy.storage.Storage.update_roster`: the
-  rest of the roster is not rewritten), a roster push (``<iq type='set'>``
-  with ``ver`` and the one changed item, ``subscription='remove'`` for a
-  deletion) goes to every interested resource of the user, and the set is
-  answered with an empty result.
+  (§2.5.3). The one changed record is stored with the next version
+  (:meth:`~vinespy.storage.Storage.update_roster`: the rest of the roster
+  is not rewritten), a roster push (``<iq type='set'>`` with ``ver`` and
+  the one changed item, ``subscription='remove'`` for a deletion) goes to
+  every interested resource of the user, and the set is answered with an
+  empty result. Removal also cancels the subscriptions both ways (§2.5.2,
+  :func:`cancellations`): ``unsubscribed`` if the contact had a
+  subscription from the user (from/both) or a pending request,
+  ``unsubscribe`` if the user had one to the contact or had asked for one
+  (to/both, ask), from the user's bare JID. This module fires
+  ``roster-removed`` (the user's bare JID, the removed record) for the
+  subscription module to send them as it sends the user's own, with the
+  unavailable presence that ends a from/both subscription (§3.2.2); on a
+  host without that module it routes the bare stanzas itself. All of it is
+  routed before the set is answered.
 * Limits, the options of ``[host.options.roster]`` (:class:`~vinespy.rules.roster.Limits`):
   ``max_items`` (1000) roster items per user: a set that would add one more
   is ``<not-allowed/>`` (type cancel) with a ``<text/>`` naming the limit
@@ -69,7 +74,7 @@ from ..jid import JID
 from ..rules.roster import (MAX_GROUPS, MAX_ITEMS, MAX_LENGTH, MAX_PENDING, ROSTER, Limits,
                             RosterRemove, admit, item_element, parse_roster_set,
                             removal_element, updated, visible)
-from ..storage import RosterConflict
+from ..storage import Contact, RosterConflict
 from ..xml import Element, child, element, stanza
 from . import Module, Option, iq
 
@@ -85,6 +90,21 @@ def retries() -> Iterator[int]:
     a loop over them that never ``break``s ends in internal-server-error."""
     yield from range(CONFLICT_RETRIES)
     raise StanzaError("internal-server-error", "the roster kept changing; try again")
+
+
+def cancellations(contact: Contact) -> tuple[str, ...]:
+    """The presence types the user's server sends the contact when the user
+    removes ``contact`` from the roster (RFC 6121 §2.5.2): "unsubscribed" if
+    "the contact has a presence subscription to the user" (from/both; a
+    pending request is denied too), "unsubscribe" if "the user has a presence
+    subscription to the contact" (to/both; a pending 'ask' is withdrawn too).
+    """
+    out: list[str] = []
+    if contact.subscription in ("from", "both") or contact.pending_in:
+        out.append("unsubscribed")
+    if contact.subscription in ("to", "both") or contact.ask == "subscribe":
+        out.append("unsubscribe")
+    return tuple(out)
 
 
 class Roster(Module):
@@ -148,7 +168,7 @@ class Roster(Module):
                                    max_groups=limits.groups)
         async with self.user_lock(bare):
             for _ in retries():
-                presences: list[str] = []
+                removed: Contact | None = None
                 found = await self.host.storage.find_contact(bare, request.jid)
                 if found is None:
                     raise StanzaError("forbidden", "the account no longer exists")
@@ -158,11 +178,7 @@ class Roster(Module):
                     if contact is None or not visible(contact):
                         raise StanzaError("item-not-found", f"{request.jid} is not in the roster")
                     item = removal_element(request.jid)
-                    # §2.5.2: cancel both directions of the subscription.
-                    if contact.subscription in ("from", "both") or contact.pending_in:
-                        presences.append("unsubscribed")
-                    if contact.subscription in ("to", "both") or contact.ask == "subscribe":
-                        presences.append("unsubscribe")
+                    removed = contact
                 else:
                     new = updated(contact, request)
                     admit(found.items, found.pending, contact, new, limits)
@@ -176,9 +192,19 @@ class Roster(Module):
                     continue            # another node changed it meanwhile: again
                 break
             self.push(bare, item, version)
-        for kind in presences:
-            await self.send(stanza("presence", frm=bare, to=request.jid.bare, type=kind))
+        if removed is not None:
+            await self.cancel(bare, removed)
         return None
+
+    async def cancel(self, bare: JID, removed: Contact) -> None:
+        """§2.5.2: end the subscriptions both ways of the item ``bare`` removed.
+        The subscription module does it (``roster-removed``), with what
+        cancelling a subscription entails (§3.2.2: unavailable presence from
+        the user's resources); without that module, the bare stanzas."""
+        if await self.host.bus.fire("roster-removed", bare, removed):
+            return
+        for kind in cancellations(removed):
+            await self.send(stanza("presence", frm=bare, to=removed.jid.bare, type=kind))
 
     @iq("get", ROSTER, "query", to=("bare",))
     @iq("set", ROSTER, "query", to=("bare",))

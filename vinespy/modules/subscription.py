@@ -45,8 +45,15 @@ Presence follows the subscription state: when a user approves a request
 (routed ``subscribed``, or the automatic one of a pre-approval) the last
 presence of each of the user's available resources goes to the contact
 (§3.1.5); when a user cancels or denies one (routed ``unsubscribed``,
-§3.2.2) or receives an ``unsubscribe`` that is delivered (§3.3.3), the
-other side gets unavailable from each of them.
+§3.2.2, which has the unavailable go first) or receives an ``unsubscribe``
+that is delivered (§3.3.3), the other side gets unavailable from each of
+them.
+
+Removing a roster item (§2.5.2) cancels the subscriptions both ways: on the
+roster module's ``roster-removed`` this module routes ``unsubscribed``
+and/or ``unsubscribe`` from the user's bare JID as above, the unavailable
+included where the contact had a from/both subscription; the contact's
+side then applies Appendix A.3 as to any routed stanza.
 """
 
 from __future__ import annotations
@@ -60,9 +67,9 @@ from ..jid import JID
 from ..rules.roster import (SUBSCRIPTION_TYPES, Outcome, admit, inbound, item_element,
                             outbound, removal_element, visible)
 from ..storage import Contact, RosterConflict
-from ..xml import error_reply, stanza
+from ..xml import Element, error_reply, stanza
 from . import Module, hook
-from .roster import Roster, retries
+from .roster import Roster, cancellations, retries
 
 Table = Callable[[Contact | None, JID, str], Outcome]
 
@@ -99,14 +106,35 @@ class Subscription(Module):
             return
         if outcome is None or not outcome.forward:
             return
-        st = copy.deepcopy(ev.stanza)
+        await self._route(user, contact, copy.deepcopy(ev.stanza), stype)
+
+    @hook("roster-removed")
+    async def removed(self, user: JID, contact: Contact) -> bool:
+        """§2.5.2: the user removed ``contact``'s item, so the server sends the
+        contact unsubscribed and/or unsubscribe (:func:`cancellations`) as for
+        the user's own, except that the record is gone (no table, no push)
+        and unavailable goes only where a from/both subscription ends."""
+        shared = contact.subscription in ("from", "both")
+        for stype in cancellations(contact):
+            await self._route(user, contact.jid.bare, stanza("presence", type=stype), stype,
+                              withdraw=shared)
+        return True
+
+    async def _route(self, user: JID, contact: JID, st: Element, stype: str, *,
+                     withdraw: bool = True) -> None:
+        """Route ``st``, of ``stype``, on from ``user``'s bare JID to ``contact``'s
+        (§3.1.2, §3.2.2, §3.3.2, §3.4.2: "MUST stamp ... with the bare JID"),
+        with the presence the change of subscription calls for."""
         st.set("to", str(contact))
         st.set("from", str(user))
+        if stype == "unsubscribed" and withdraw:
+            # §3.2.2: "While the user is still subscribed to the contact's
+            # presence (i.e., before the contact's server routes or delivers
+            # the presence stanza of type "unsubscribed" to the user)".
+            await self._presence_of(user, contact, gone=True)
         await self.send(st)
         if stype == "subscribed":
             await self._presence_of(user, contact)          # §3.1.5
-        elif stype == "unsubscribed":
-            await self._presence_of(user, contact, gone=True)   # §3.2.2
 
     async def _inbound(self, ev: StanzaEvent, stype: str) -> None:
         user = ev.to.bare
