@@ -560,6 +560,8 @@ def test_http_keys_load(tmp_path: Path) -> None:
     ("port = 70000", "http.port: expected an integer from 1 to 65535 (or 0 for off), got 70000"),
     ("port = 5281\ntls_port = 5281", "http.tls_port: must differ from http.port (both are 5281)"),
     ("port = 5222", "http.port: must differ from client.port (both are 5222)"),
+    ("port = 0\ntls_port = 5223\n[client]\ndirect_tls_port = 5223",
+     "http.tls_port: must differ from client.direct_tls_port (both are 5223)"),
     ('bosh_path = "http-bind"', 'http.bosh_path: expected a URL path such as "/http-bind" (not '
      '"/", not under /.well-known/, no trailing /), or "" for off, got "http-bind"'),
     ('websocket_path = "/http-bind"',

@@ -252,7 +252,8 @@ def _config(data: dict[str, Any], path: str | Path) -> Config:
     if "cluster" in kw:
         kw["cluster"] = _cluster(kw["cluster"], client)
     if "http" in data:
-        http = http_section(data["http"], base, client.port)
+        http = http_section(data["http"], base, {"port": client.port,
+                                                 "direct_tls_port": client.direct_tls_port})
         kw["http"] = http if http.enabled else None
     if "log" in data:
         kw["log"] = _check("log", data["log"], _RULES["log"])

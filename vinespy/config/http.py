@@ -93,8 +93,9 @@ def _web_root(where: str, value: Any, base: Path) -> Path:
     return path
 
 
-def http_section(value: Any, base: Path, client_port: int) -> HttpConfig:
-    """The ``[http]`` table, checked (``client_port``: the ports must differ)."""
+def http_section(value: Any, base: Path, client_ports: dict[str, int]) -> HttpConfig:
+    """The ``[http]`` table, checked (``client_ports``: ``[client]``'s ports,
+    which these must differ from)."""
     custom: dict[str, Callable[[str, Any], Any]] = {
         "bosh_path": _url_path, "websocket_path": _url_path,
         "trusted_proxies": _networks, "cors_origins": _origins,
@@ -104,8 +105,9 @@ def http_section(value: Any, base: Path, client_port: int) -> HttpConfig:
     if cfg.port and cfg.port == cfg.tls_port:
         raise _Bad(f"http.tls_port: must differ from http.port (both are {cfg.port})")
     for key in ("port", "tls_port"):
-        if getattr(cfg, key) and getattr(cfg, key) == client_port:
-            raise _Bad(f"http.{key}: must differ from client.port (both are {client_port})")
+        for other, port in client_ports.items():
+            if getattr(cfg, key) and getattr(cfg, key) == port:
+                raise _Bad(f"http.{key}: must differ from client.{other} (both are {port})")
     if cfg.bosh_path and cfg.bosh_path == cfg.websocket_path:
         raise _Bad(f"http.websocket_path: must differ from http.bosh_path "
                    f"(both are {_show(cfg.bosh_path)})")
