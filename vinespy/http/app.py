@@ -18,7 +18,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +27,7 @@ from .. import tls
 from ..errors import StartupError
 from ..xml import escape_attr
 from .boshnode import Bosh
+from .peer import Client
 from .websocket import serve_websocket
 
 if TYPE_CHECKING:
@@ -48,17 +48,6 @@ _PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Client:
-    """Who sent an HTTP request, as far as it can be told."""
-
-    peer: tuple[str, int]       # the client's address (after trusted proxies)
-    secure: bool                # counts as encrypted (see the module's docstring)
-    scheme: str                 # "https" or "http", as the client sees this server
-    origin: str                 # this server's origin for that client
-    host: str = ""              # the Host it asked for (name[:port])
 
 
 class HttpListener:

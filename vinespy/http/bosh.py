@@ -42,7 +42,7 @@ from ..xml import Element
 from .frames import qualify
 
 if TYPE_CHECKING:
-    from .app import Client
+    from .peer import Client
     from .boshnode import Bosh
 
 log = logging.getLogger("vinespy.bosh")

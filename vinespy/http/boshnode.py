@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import StreamError
 from ..xml import Element, escape_attr
+from .peer import Client
 from .bosh import _SID, MAX_HOLD, MAX_RID, BadRequest, BoshStream, parse_body, terminate, _int
 
 if TYPE_CHECKING:
     from ..config import HttpConfig
     from ..server import Server
-    from .app import Client
 
 log = logging.getLogger("vinespy.bosh")
 
@@ -211,7 +211,6 @@ class Relay:
 
     async def serve(self, payload: bytes) -> None:
         """Another node's client request for a session of ours."""
-        from .app import Client
         raw, _, data = payload.partition(b"\n")
         head = json.loads(raw)
         client = Client((str(head["peer"][0]), int(head["peer"][1])), bool(head["secure"]),

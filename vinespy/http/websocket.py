@@ -39,7 +39,7 @@ from .frames import qualify
 if TYPE_CHECKING:
     from ..config import HttpConfig
     from ..server import Server
-    from .app import Client
+    from .peer import Client
 
 log = logging.getLogger("vinespy.websocket")
 
