@@ -192,7 +192,11 @@ class Server:
             await self.http.start()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        stream = ClientStream(self, reader, writer)
+        await self.carry(ClientStream(self, reader, writer))
+
+    async def carry(self, stream: C2S) -> None:
+        """Run ``stream`` (a TCP connection's, a WebSocket's) in this task,
+        which shutdown waits for, then cancels."""
         task = asyncio.current_task()
         assert task is not None
         self.streams.add(stream)

@@ -130,13 +130,7 @@ class _Framing(Framing):
         cfg = bosh.server.config.client
         self.bosh = bosh
         self.sid = sid
-        self.loop = asyncio.get_running_loop()
-        self.peer = client.peer
-        self.secure = client.secure
-        self.header_sent = False
-        self.closing = False
-        self.peer_closed = False
-        self.error: StreamError | None = None
+        super().__init__(client.peer, client.secure)
         self.wait = wait
         self.hold = hold
         self.requests = hold + 1

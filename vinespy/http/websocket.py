@@ -91,15 +91,7 @@ async def serve_websocket(server: Server, cfg: HttpConfig, request: web.Request,
     await ws.prepare(request)
     stream = WebSocketStream(server, ws, request, client)
     stream.tls_url = tls_url
-    task = asyncio.current_task()
-    assert task is not None
-    server.streams.add(stream)
-    server._conn_tasks.add(task)
-    try:
-        await stream.run()
-    finally:
-        server.streams.discard(stream)
-        server._conn_tasks.discard(task)
+    await server.carry(stream)
     return ws
 
 
@@ -109,15 +101,9 @@ class _Framing(Framing):
     def __init__(self, server: Server, ws: web.WebSocketResponse, request: web.Request,
                  client: Client) -> None:
         cfg = server.config.client
-        self.loop = asyncio.get_running_loop()
+        super().__init__(client.peer, client.secure)
         self.ws = ws
         self.transport = request.transport
-        self.peer = client.peer
-        self.secure = client.secure
-        self.header_sent = False
-        self.closing = False
-        self.peer_closed = False
-        self.error: StreamError | None = None
         self._sealed = False            # our <close/> is written: nothing may follow
         self.parser = StreamParser(max_stanza_size=cfg.max_stanza_size)
         self.parser.feed(_PROLOGUE)
@@ -206,23 +192,8 @@ class WebSocketStream(C2S, _Framing):
     def header(self) -> bytes:
         return f"<open xmlns='{ns.FRAMING}' {self.header_attrs()}/>".encode()
 
-    async def run(self) -> None:
-        try:
-            await self._read_loop()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("WebSocket stream from %s failed", self.peer)
-            self.close(StreamError("internal-server-error"))
-        finally:
-            self.closing = True
-            try:
-                await self.ended()
-            finally:
-                self.flush()
-                await self._closed()
-
-    async def _closed(self) -> None:
+    async def _release(self) -> None:
+        self.flush()
         self._close_socket()
         if self._closer is not None:
             try:

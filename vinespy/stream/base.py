@@ -75,13 +75,37 @@ class Framing:
     a message of its own, or qualify its namespace, does so itself.
     """
 
-    loop: asyncio.AbstractEventLoop
-    peer: Any                        # the peer's address
-    secure: bool                     # encrypted, or counted so (a TLS proxy in front)
-    header_sent: bool                # this side's stream header (or <open/>) went out
-    closing: bool
-    peer_closed: bool                # the peer closed its stream
-    error: StreamError | None        # the stream error this side sent
+    def __init__(self, peer: Any, secure: bool) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.peer = peer                 # the peer's address
+        self.secure = secure             # encrypted, or counted so (a TLS proxy in front)
+        self.header_sent = False         # this side's stream header (or <open/>) went out
+        self.closing = False
+        self.peer_closed = False         # the peer closed its stream
+        self.error: StreamError | None = None    # the stream error this side sent
+
+    async def run(self) -> None:
+        """Read and handle until the stream ends; then clean up (a framing
+        that reads in a task of its own; BOSH has none)."""
+        try:
+            await self._read_loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("stream from %s failed", self.peer)
+            self.close(StreamError("internal-server-error"))
+        finally:
+            self.closing = True
+            try:
+                await self.ended()
+            finally:
+                await self._release()
+
+    async def _read_loop(self) -> None:
+        raise NotImplementedError
+
+    async def _release(self) -> None:
+        """After :meth:`ended`: what is written goes out, the connection closes."""
 
     def write(self, data: bytes) -> None:
         raise NotImplementedError
@@ -117,16 +141,11 @@ class XMLStream(Framing):
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
                  max_stanza_size: int, rate_limit: int = 0, rate_burst: int = 65536,
                  send_timeout: float = 60.0) -> None:
+        super().__init__(writer.get_extra_info("peername"),
+                         writer.get_extra_info("ssl_object") is not None)
         self.reader = reader
         self.writer = writer
-        self.loop = asyncio.get_running_loop()
         self.parser = StreamParser(max_stanza_size=max_stanza_size)
-        self.peer = writer.get_extra_info("peername")
-        self.secure = writer.get_extra_info("ssl_object") is not None
-        self.header_sent = False
-        self.closing = False
-        self.peer_closed = False         # the peer sent </stream:stream>
-        self.error: StreamError | None = None    # the stream error this side sent
         self._out: list[bytes] = []
         self._sealed = False             # </stream:stream> is written: nothing may follow
         self._flush_scheduled = False
@@ -140,24 +159,11 @@ class XMLStream(Framing):
         self._stall: asyncio.TimerHandle | None = None
 
     # -- reading -------------------------------------------------------
-    async def run(self) -> None:
-        """Read, parse and handle until the stream ends; then clean up."""
-        try:
-            await self._read_loop()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("stream from %s failed", self.peer)
-            self.close(StreamError("internal-server-error"))
-        finally:
-            self.closing = True
-            try:
-                await self.ended()
-            finally:
-                self.flush()
-                self._stop_stall_timer()
-                self._close_transport()
-                await self._closed_or_dropped()
+    async def _release(self) -> None:
+        self.flush()
+        self._stop_stall_timer()
+        self._close_transport()
+        await self._closed_or_dropped()
 
     async def _closed_or_dropped(self) -> None:
         """Give a peer that does not read its last bytes a grace period, then
