@@ -1,0 +1,924 @@
+"""XMPP over WebSocket (RFC 7395) and BOSH (XEP-0124/0206): what they cost vinespy.
+
+Not part of the test suite. Two parts (issue 15's benchmark):
+
+1. **messaging, WebSocket vs TCP** (goal: WebSocket CPU per message at most
+   1.3x TCP's): ``--pairs`` (100) pairs of clients (``u0``..``u199``) send chat
+   messages to each other's bare JIDs at ``--rate`` (2,000) msg/s in total,
+   one stanza per write (``load.open_loop``; a WebSocket client frames every
+   stanza as its own message), over three transports, alternating run by run
+   (``--runs`` each, the order rotated every run), all to one node:
+
+   * ``tcp-tls``: TCP with STARTTLS, the login of ``bench/load.py``;
+   * ``tcp``: TCP without TLS (the node has ``tls = "optional"``);
+   * ``ws``: WebSocket over plain ``ws://`` on loopback (no TLS either; a
+     loopback client counts as secure, RFC 7395 has no STARTTLS).
+
+   ``ws`` against ``tcp`` is the like-for-like comparison (neither encrypts);
+   ``tcp-tls`` is what the existing benches measure. Server CPU per delivered
+   message, p50/p99 latency, lost/misrouted/out-of-order, the generator's CPU.
+2. **BOSH, 2,000 sessions long-polling**: on a fresh node, ``--bosh`` (2,000)
+   BOSH sessions (``u200``..) log in (creation with ``wait=60 hold=1``,
+   SCRAM-SHA-1, restart, bind, ``<presence/>``) and keep one request held
+   from then on. RSS per session (``VmRSS`` after minus before, / sessions);
+   then ``--senders`` (100) TCP clients send chat messages to the BOSH users'
+   bare JIDs at ``--bosh-rate`` (500) msg/s: p50/p99 delivery latency (send
+   -> the held request's response carrying it has arrived), lost and
+   out-of-order counts, server CPU per message, HTTP requests per message.
+
+The clients are raw and cheap, so that the generator (one process, CPU 1) is
+not what is measured: a WebSocket client is ``bench/load.py``'s ``Conn`` with
+RFC 6455 framing (masked text frames written by hand, server frames decoded
+from the bytes received, pings answered); a BOSH session is two raw HTTP/1.1
+keep-alive connections (``requests=2``: a new poll may go out while the old
+one is still held), request bodies built from bytes, responses read by
+``Content-Length``. The node is ``bench/cluster.py``'s ``Node`` with an
+``[http]`` table (127.0.0.1, a free port, the defaults otherwise), rate limit
+off, logging at warning, pinned to CPU 0.
+
+The file is not called ``http.py``: run as a script, ``bench/`` comes first
+on ``sys.path`` and a ``bench/http.py`` would stand in for the standard
+library's ``http`` package in every bench script (aiohttp, urllib.request).
+
+    .venv/bin/python bench/web.py                          # ~6 min
+    .venv/bin/python bench/web.py --runs 1 --seconds 3 --bosh 200 --bosh-seconds 3
+    .venv/bin/python bench/web.py --parts ws              # part 1 only
+
+Writes ``bench/results/<today>-http.md`` (``--out``; ``-`` = none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import datetime
+import hashlib
+import hmac
+import os
+import platform
+import re
+import secrets
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+import cluster  # noqa: E402
+import load  # noqa: E402
+import targets  # noqa: E402
+from redis_transport import OtherLoad, git_rev, machine, python_cmd  # noqa: E402
+
+PASSWORD = cluster.PASSWORD
+DOMAIN = load.DOMAIN
+HOST = load.HOST
+SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+HTTPBIND = "http://jabber.org/protocol/httpbind"
+XBOSH = "urn:xmpp:xbosh"
+FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
+WS_PATH = "/xmpp-websocket"
+BOSH_PATH = "/http-bind"
+TRANSPORTS = ("tcp-tls", "tcp", "ws")
+FIRST_BOSH_USER = 200
+GEN_LIMIT = 85.0              # % of the generator's core above which a figure is flagged
+_OPEN = f"<open xmlns='{FRAMING}' to='{DOMAIN}' version='1.0'/>".encode()
+_CLOSE = f"<close xmlns='{FRAMING}'/>".encode()
+_SID = re.compile(rb"""sid=['"]([^'"]+)['"]""")
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
+_TERMINATE = re.compile(rb"""type=['"]terminate['"]""")
+
+
+class HttpNode(cluster.Node):
+    """A ``bench/cluster.py`` node with an ``[http]`` listener on 127.0.0.1
+    and ``tls = "optional"`` (TCP with and without STARTTLS on one node)."""
+
+    def __init__(self, name: str, site: Path) -> None:
+        super().__init__(name, site, targets.free_port(), 0, None, None, dirname=f"node-{name}")
+        self.http_port = targets.free_port()
+
+    def write_config(self) -> None:
+        super().write_config()
+        text = self.config.read_text()
+        new = text.replace('tls = "required"', 'tls = "optional"', 1).replace(
+            "[http]\nenabled = false\n",
+            f'[http]\naddress = "{HOST}"\nport = {self.http_port}\n', 1)
+        assert new.count("optional") == 1 and f"port = {self.http_port}" in new, text
+        self.config.write_text(new)
+
+    def start(self) -> None:
+        super().start()
+        deadline = time.monotonic() + cluster.START_TIMEOUT
+        while not targets.port_open(self.http_port):
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"node {self.name}: no HTTP on port {self.http_port}")
+            time.sleep(0.1)
+
+
+# ------------------------------------------------------------- WebSocket -----
+
+def ws_frame(payload: bytes) -> bytes:
+    """A final, masked text frame (RFC 6455 §5.2, §5.3) carrying ``payload``."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x81, 0x80 | n))
+    elif n < 65536:
+        head = struct.pack("!BBH", 0x81, 0xFE, n)
+    else:
+        head = struct.pack("!BBQ", 0x81, 0xFF, n)
+    key = secrets.token_bytes(4)
+    # XOR with the key repeated, as one big-integer operation (C speed).
+    masked = (int.from_bytes(payload, "little")
+              ^ int.from_bytes((key * ((n >> 2) + 1))[:n], "little")).to_bytes(n, "little")
+    return head + key + masked
+
+
+def _control(opcode: int, payload: bytes = b"") -> bytes:
+    return bytes((0x80 | opcode, 0x80 | len(payload))) + b"\0\0\0\0" + payload
+
+
+class WsConn(load.Conn):
+    """``load.Conn`` over RFC 7395: the upgrade, then one text frame per
+    stanza written; received frames are decoded and their payloads go where
+    a TCP connection's bytes would (the login steps, then ``Pair.data``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raw = bytearray()
+        self.upgraded: asyncio.Future[None] | None = None
+
+    async def upgrade(self, port: int) -> None:
+        key = base64.b64encode(secrets.token_bytes(16)).decode()
+        self.upgraded = asyncio.get_running_loop().create_future()
+        assert self.transport is not None
+        self.transport.write(
+            f"GET {WS_PATH} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: xmpp\r\n\r\n".encode())
+        await asyncio.wait_for(self.upgraded, load.TIMEOUT)
+
+    def data_received(self, data: bytes) -> None:
+        raw = self.raw
+        raw += data
+        if self.upgraded is not None and not self.upgraded.done():
+            end = raw.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(raw[:end])
+            del raw[:end + 4]
+            if not head.startswith(b"HTTP/1.1 101") or b"xmpp" not in head.lower():
+                self.upgraded.set_exception(load.XmppError(f"no WebSocket upgrade: {head!r}"))
+                return
+            self.upgraded.set_result(None)
+        payloads = []
+        i, n = 0, len(raw)
+        while n - i >= 2:
+            b0, b1 = raw[i], raw[i + 1] & 0x7F
+            start = i + 2
+            if b1 == 126:
+                if n - i < 4:
+                    break
+                b1, start = (raw[i + 2] << 8) | raw[i + 3], i + 4
+            elif b1 == 127:
+                if n - i < 10:
+                    break
+                b1, start = int.from_bytes(raw[i + 2:i + 10], "big"), i + 10
+            end = start + b1
+            if end > n:
+                break
+            opcode = b0 & 0x0F
+            if opcode in (0, 1, 2):
+                payloads.append(bytes(raw[start:end]))
+            elif opcode == 9 and self.transport is not None:        # ping -> pong
+                self.transport.write(_control(0xA, bytes(raw[start:end])))
+            elif opcode == 8 and self.transport is not None:        # close
+                self.transport.close()
+            i = end
+        del raw[:i]
+        if payloads:
+            super().data_received(b"".join(payloads))
+
+    def write(self, data: bytes) -> None:
+        """One frame per stanza (``load.Pair.make`` may join several)."""
+        assert self.transport is not None
+        if data.count(b"<message") > 1:
+            parts = [p + b"</message>" for p in data.split(b"</message>") if p]
+            self.transport.write(b"".join(ws_frame(p) for p in parts))
+        else:
+            self.transport.write(ws_frame(data))
+
+    async def _features(self) -> bytes:
+        self.write(_OPEN)
+        tok, out = await self.until(load._FEATURES, b"<close", b"<stream:error")
+        if tok != load._FEATURES:
+            raise load.XmppError(f"stream error: {out[-300:]!r}")
+        return out
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            try:
+                self.transport.write(ws_frame(_CLOSE) + _control(8, b"\x03\xe8"))
+            except Exception:
+                pass
+            self.transport.close()
+        self.closed = True
+        self.close_reason = "closed by the generator"
+
+
+async def xmpp_login(node: HttpNode, kind: str, user: str, res: str) -> load.Conn:
+    """A full login over ``kind`` (one of TRANSPORTS): SCRAM-SHA-1, bind, presence."""
+    loop = asyncio.get_running_loop()
+    conn: load.Conn
+    if kind == "ws":
+        _, conn = await asyncio.wait_for(loop.create_connection(WsConn, HOST, node.http_port),
+                                         load.TIMEOUT)
+    else:
+        conn = await load.connect(node.port)
+    try:
+        if isinstance(conn, WsConn):
+            await conn.upgrade(node.http_port)
+            await conn._features()
+        elif kind == "tcp-tls":
+            await conn.starttls(node.port, load.client_context())
+        else:
+            await conn._features()
+        await conn.auth_scram(user, PASSWORD)
+        await conn.bind(res)
+        conn.write(b"<presence/>")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+async def login_all(node: HttpNode, kind: str, specs: list[tuple[str, str]],
+                    parallel: int = 50) -> list[load.Conn]:
+    sem = asyncio.Semaphore(parallel)
+
+    async def one(user: str, res: str) -> load.Conn:
+        async with sem:
+            try:
+                return await xmpp_login(node, kind, user, res)
+            except (load.XmppError, OSError, asyncio.TimeoutError):
+                return await xmpp_login(node, kind, user, res)      # one retry
+    got = await asyncio.gather(*(one(u, r) for u, r in specs), return_exceptions=True)
+    conns = [c for c in got if isinstance(c, load.Conn)]
+    if len(conns) < len(got):
+        load.close_all(conns)
+        raise next(e for e in got if isinstance(e, BaseException))
+    return conns
+
+
+async def pairs_up(node: HttpNode, kind: str, pairs: int) -> list[load.Pair]:
+    conns = await login_all(node, kind, [(f"u{i}", "r0") for i in range(2 * pairs)])
+    ps = [load.Pair(i, conns[i], i ^ 1, conns[i ^ 1].jid) for i in range(2 * pairs)]
+    for c in conns:
+        c.discard()
+    await asyncio.sleep(1.0)        # presence echoes and the like
+    await load.quiesce(node.pid)
+    for p in ps:
+        p.conn.on_data = p.data
+    return ps
+
+
+def cpu_probe(pid: int, ps: list[load.Pair]) -> load.Probe:
+    """Server CPU per message delivered in the measured interval."""
+    async def probe() -> load.Finish:
+        c0, n0, t0 = load.proc_cpu(pid), sum(p.received for p in ps), time.perf_counter()
+        other = OtherLoad([pid])
+
+        async def finish(sent: int) -> dict[str, Any]:
+            c1, n1, t1 = load.proc_cpu(pid), sum(p.received for p in ps), time.perf_counter()
+            return {"cpu_us": (c1 - c0) / max(n1 - n0, 1) * 1e6,
+                    "busy": 100 * (c1 - c0) / (t1 - t0), "msgs": n1 - n0,
+                    "msg_s": (n1 - n0) / (t1 - t0), "sent": sent,
+                    "other": other.percent(), "load": os.getloadavg()[0]}
+        return finish
+    return probe
+
+
+async def messaging(node: HttpNode, args: argparse.Namespace, res: dict[str, Any]) -> None:
+    users = [f"u{i}" for i in range(2 * args.pairs)]
+    await load.learn_salts(load.Env(node.port, node.pid, PASSWORD), users)
+    for i in range(args.runs):
+        k = i % len(args.transports)
+        for kind in args.transports[k:] + args.transports[:k]:
+            ps = await pairs_up(node, kind, args.pairs)
+            r = await load.open_loop(ps, args.rate, args.warmup, args.seconds, 0.001, 5.0,
+                                     cpu_probe(node.pid, ps))
+            res["fixed"][kind].append(r)
+            print(f"   run {i + 1} {kind:7}: {r['cpu_us']:6.1f} µs/msg, {r['msg_s']:,.0f} msg/s, "
+                  f"p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms; server {r['busy']:.0f}%, "
+                  f"gen {r['gen_cpu']:.0f}%, other {r['other']:.0f}%, load {r['load']:.2f}; "
+                  f"lost/mis/ooo {r['lost']:.0f}/{r['misrouted']:.0f}/{r['ooo']:.0f}",
+                  flush=True)
+            await load.quiesce(node.pid)
+
+
+# ------------------------------------------------------------------ BOSH -----
+
+class HttpConn(asyncio.Protocol):
+    """One raw HTTP/1.1 keep-alive connection, one request at a time."""
+
+    def __init__(self, head: bytes) -> None:
+        self.head = head                # request line and headers up to Content-Length
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self.closed = False
+        self._end = -1                  # where the response being read ends
+        self._body = 0                  # where its body starts
+        self._status = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError(f"HTTP connection closed ({exc!r})"))
+
+    @property
+    def busy(self) -> bool:
+        return self.waiter is not None
+
+    def request(self, body: bytes) -> asyncio.Future[tuple[int, bytes]]:
+        assert self.transport is not None and self.waiter is None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(b"%s%d\r\n\r\n%s" % (self.head, len(body), body))
+        return self.waiter
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if self._end < 0:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(buf[:end])
+            m = _CONTENT_LENGTH.search(head)
+            self._status = int(head[9:12])
+            self._body = end + 4
+            self._end = self._body + (int(m.group(1)) if m else 0)
+        if len(buf) < self._end:
+            return
+        body = bytes(buf[self._body:self._end])
+        del buf[:self._end]
+        self._end = -1
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result((self._status, body))
+
+
+class BoshSession:
+    """One BOSH session: login, then one empty request held at all times."""
+
+    def __init__(self, port: int, index: int, stats: BoshStats) -> None:
+        self.port = port
+        self.index = index
+        self.user = f"u{FIRST_BOSH_USER + index}"
+        self.stats = stats
+        self.head = (f"POST {BOSH_PATH} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+                     "Content-Type: text/xml; charset=utf-8\r\nContent-Length: ").encode()
+        self.conns: list[HttpConn] = []
+        self.rid = secrets.randbelow(1 << 40) + 1
+        self.sid = b""
+        self.last_seq = 0
+        self.error = ""
+        self.task: asyncio.Task[None] | None = None
+
+    async def _conn(self) -> HttpConn:
+        self.conns = [c for c in self.conns if not c.closed]
+        for c in self.conns:
+            if not c.busy:
+                return c
+        if len(self.conns) >= 2:
+            raise load.XmppError("more than 2 requests at once (requests='2')")
+        _, c = await asyncio.get_running_loop().create_connection(
+            lambda: HttpConn(self.head), HOST, self.port)
+        self.conns.append(c)
+        return c
+
+    async def post(self, inner: bytes = b"", attrs: bytes = b"", timeout: float = 90.0) -> bytes:
+        rid = self.rid
+        self.rid += 1
+        body = b"<body xmlns='%s' rid='%d' sid='%s'%s>%s</body>" % (
+            HTTPBIND.encode(), rid, self.sid, attrs, inner)
+        return await self._send(body, timeout)
+
+    async def _send(self, body: bytes, timeout: float) -> bytes:
+        c = await self._conn()
+        fut = c.request(body)
+        timer = asyncio.get_running_loop().call_later(timeout, _expire, fut)
+        try:
+            status, out = await fut
+        finally:
+            timer.cancel()
+        self.stats.requests += 1
+        if status != 200:
+            raise load.XmppError(f"HTTP {status}: {out[:300]!r}")
+        if _TERMINATE.search(out):
+            raise load.XmppError(f"session terminated: {out[:600]!r}")
+        return out
+
+    async def login(self) -> None:
+        rid = self.rid
+        self.rid += 1
+        out = await self._send(
+            f"<body xmlns='{HTTPBIND}' xmlns:xmpp='{XBOSH}' content='text/xml; charset=utf-8' "
+            f"hold='1' rid='{rid}' to='{DOMAIN}' ver='1.6' wait='60' xml:lang='en' "
+            "xmpp:version='1.0'/>".encode(), load.TIMEOUT)
+        m = _SID.search(out)
+        if m is None or load._FEATURES not in out:
+            raise load.XmppError(f"no session: {out[:300]!r}")
+        self.sid = m.group(1)
+        nonce = base64.b64encode(secrets.token_bytes(18))
+        bare = b"n=" + self.user.encode() + b",r=" + nonce
+        out = await self.post(f"<auth xmlns='{SASL}' mechanism='SCRAM-SHA-1'>".encode()
+                              + base64.b64encode(b"n,," + bare) + b"</auth>")
+        m = load._CHALLENGE_RE.search(out)
+        if m is None:
+            raise load.XmppError(f"no SCRAM challenge: {out[:300]!r}")
+        server_first = base64.b64decode(m.group(1))
+        attrs = load._parse_attrs(server_first)
+        client_key, stored_key = load.scram_keys(PASSWORD, base64.b64decode(attrs["s"]),
+                                                 int(attrs["i"]))
+        without_proof = b"c=biws,r=" + attrs["r"]
+        message = bare + b"," + server_first + b"," + without_proof
+        signature = hmac.new(stored_key, message, hashlib.sha1).digest()
+        proof = bytes(a ^ b for a, b in zip(client_key, signature))
+        out = await self.post(f"<response xmlns='{SASL}'>".encode() + base64.b64encode(
+            without_proof + b",p=" + base64.b64encode(proof)) + b"</response>")
+        if b"<success" not in out:
+            raise load.XmppError(f"SASL failed: {out[:300]!r}")
+        out = await self.post(attrs=f" xmlns:xmpp='{XBOSH}' xmpp:restart='true' to='{DOMAIN}' "
+                                    "xml:lang='en'".encode())
+        if load._FEATURES not in out:
+            raise load.XmppError(f"no features after the restart: {out[:300]!r}")
+        out = await self.post(b"<iq xmlns='jabber:client' type='set' id='bind1'><bind xmlns="
+                              b"'urn:ietf:params:xml:ns:xmpp-bind'><resource>b</resource>"
+                              b"</bind></iq>")
+        if b"</jid>" not in out:
+            raise load.XmppError(f"bind failed: {out[:300]!r}")
+        # <presence/> is held (hold=1) until the next request comes: the poll.
+        presence = asyncio.ensure_future(self.post(b"<presence xmlns='jabber:client'/>"))
+        await asyncio.sleep(0)
+        self.task = asyncio.ensure_future(self._poll(presence))
+
+    async def _poll(self, first: asyncio.Future[bytes]) -> None:
+        try:
+            self.got(await first)
+            while True:
+                self.got(await self.post())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:                    # noqa: BLE001 - counted, reported
+            self.error = str(exc) or repr(exc)
+            self.stats.errors.append(f"{self.user}: {self.error}")
+
+    def got(self, body: bytes) -> None:
+        self.stats.responses += 1
+        if b"</message>" not in body:
+            return
+        now = time.perf_counter_ns()
+        found = load._BODY_RE.findall(body)
+        st = self.stats
+        for _, seq_b, ts in found:
+            seq = int(seq_b)
+            if seq <= self.last_seq:
+                st.ooo += 1
+            else:
+                self.last_seq = seq
+            if int(ts) >= st.measure_from:
+                st.latencies.append(now - int(ts))
+        st.received += len(found)
+        st.with_messages += 1
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        for c in self.conns:
+            if c.transport is not None:
+                c.transport.abort()
+
+
+def _expire(fut: asyncio.Future[tuple[int, bytes]]) -> None:
+    if not fut.done():
+        fut.set_exception(load.XmppError("no HTTP response in time"))
+
+
+class BoshStats:
+    """What every BOSH session of a run adds to."""
+
+    def __init__(self) -> None:
+        self.requests = 0               # HTTP requests answered
+        self.responses = 0              # of which carried to got()
+        self.with_messages = 0          # responses carrying at least one message
+        self.received = 0
+        self.ooo = 0
+        self.latencies: list[int] = []
+        self.measure_from = 1 << 62     # perf_counter_ns of the first measured message
+        self.errors: list[str] = []
+
+
+async def bosh_logins(node: HttpNode, count: int, parallel: int,
+                      stats: BoshStats) -> list[BoshSession]:
+    sem = asyncio.Semaphore(parallel)
+    sessions = [BoshSession(node.http_port, i, stats) for i in range(count)]
+
+    async def one(s: BoshSession) -> None:
+        async with sem:
+            await s.login()
+    got = await asyncio.gather(*(one(s) for s in sessions), return_exceptions=True)
+    bad = [e for e in got if isinstance(e, BaseException)]
+    if bad:
+        for s in sessions:
+            s.stop()
+        raise RuntimeError(f"{len(bad)} of {count} BOSH logins failed, e.g. {bad[0]!r}")
+    return sessions
+
+
+async def bosh_send(senders: list[load.Conn], count: int, rate: float, warmup: float,
+                    seconds: float, stats: BoshStats, tick: float = 0.001) -> dict[str, Any]:
+    """Open loop at ``rate`` msg/s: message m goes to BOSH user m % count,
+    from sender (m % count) % len(senders), one stanza per write."""
+    seq = [0] * count
+    prefix = [b"<message to='u%d@%s' type='chat'><body>%d " % (
+        FIRST_BOSH_USER + t, DOMAIN.encode(), t % len(senders)) for t in range(count)]
+    loop_t0 = time.perf_counter()
+    t_measure, t_end = loop_t0 + warmup, loop_t0 + warmup + seconds
+    sent = idx = 0
+    sent_measured = 0
+    writes = 0
+    measuring = False
+    while True:
+        now = time.perf_counter()
+        if now >= t_end:
+            break
+        if not measuring and now >= t_measure:
+            measuring = True
+            stats.measure_from = time.perf_counter_ns()
+            sent_measured = sent
+        due = int((now - loop_t0) * rate) - sent
+        if due > 0:
+            ns = time.perf_counter_ns()
+            batch: dict[int, list[bytes]] = {}
+            for _ in range(due):
+                t = idx % count
+                idx += 1
+                seq[t] += 1
+                batch.setdefault(t % len(senders), []).append(
+                    b"%s%d %d</body></message>" % (prefix[t], seq[t], ns))
+            for s, parts in batch.items():
+                senders[s].write(b"".join(parts))
+            writes += len(batch)
+            sent += due
+        await asyncio.sleep(tick)
+    return {"sent": sent, "sent_measured": sent - sent_measured, "writes": writes}
+
+
+async def bosh_part(site: Path, args: argparse.Namespace, res: dict[str, Any],
+                    started: Callable[[cluster.Node], None], run: int) -> None:
+    node = HttpNode(f"bosh{run}", site)
+    node.start()
+    started(node)
+    stats = BoshStats()
+    sessions: list[BoshSession] = []
+    senders: list[load.Conn] = []
+    r: dict[str, Any] = {}
+    try:
+        users = [f"u{i}" for i in range(args.senders)]
+        await load.learn_salts(load.Env(node.port, node.pid, PASSWORD), users + ["u200"])
+        warm = BoshStats()                  # one session first: aiohttp's lazy parts
+        w = (await bosh_logins(node, 1, 1, warm))[0]
+        await asyncio.sleep(0.5)
+        w.stop()
+        await asyncio.sleep(2.0)
+        await load.quiesce(node.pid)
+        r["rss0_kb"] = load.proc_rss_kb(node.pid)
+        other = OtherLoad([node.pid])
+        c0, t0 = load.proc_cpu(node.pid), time.perf_counter()
+        sessions = await bosh_logins(node, args.bosh, args.bosh_parallel, stats)
+        t1, c1 = time.perf_counter(), load.proc_cpu(node.pid)
+        r["login_s"] = args.bosh / (t1 - t0)
+        r["login_cpu_ms"] = (c1 - c0) / args.bosh * 1000
+        r["login_other"] = other.percent()
+        await asyncio.sleep(2.0)
+        await load.quiesce(node.pid)
+        held = sum(1 for s in sessions if any(c.busy for c in s.conns))
+        r["rss1_kb"] = load.proc_rss_kb(node.pid)
+        r["rss_kb_per_session"] = (r["rss1_kb"] - r["rss0_kb"]) / args.bosh
+        r["held"] = held
+        print(f"   run {run + 1}: {args.bosh:,} BOSH sessions in {t1 - t0:.1f} s "
+              f"({r['login_s']:.0f}/s, {r['login_cpu_ms']:.2f} ms server CPU each), "
+              f"{held:,} requests held; RSS {r['rss0_kb'] / 1024:.1f} -> "
+              f"{r['rss1_kb'] / 1024:.1f} MiB: {r['rss_kb_per_session']:.1f} KiB/session",
+              flush=True)
+        senders = await login_all(node, args.bosh_senders, [(u, "s") for u in users])
+        for c in senders:
+            c.discard()
+        await asyncio.sleep(1.0)
+        await load.quiesce(node.pid)
+        received0 = stats.received
+        task = asyncio.ensure_future(bosh_send(senders, args.bosh, args.bosh_rate, args.warmup,
+                                               args.bosh_seconds, stats))
+        await asyncio.sleep(args.warmup)
+        other = OtherLoad([node.pid])
+        gen = load.GenCpu()
+        c0, t0 = load.proc_cpu(node.pid), time.perf_counter()
+        n0, q0 = stats.received, stats.requests
+        await asyncio.sleep(args.bosh_seconds)
+        c1, t1 = load.proc_cpu(node.pid), time.perf_counter()
+        n1, q1 = stats.received, stats.requests
+        g, o = gen.percent(), other.percent()
+        sent = await task
+        deadline = time.monotonic() + 10.0
+        while stats.received - received0 < sent["sent"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        ms = [v / 1e6 for v in stats.latencies]
+        delivered = n1 - n0
+        r.update({
+            "p50_ms": load.pct(ms, 0.5), "p99_ms": load.pct(ms, 0.99),
+            "max_ms": max(ms) if ms else float("nan"), "msg_s": delivered / (t1 - t0),
+            "cpu_us": (c1 - c0) / max(delivered, 1) * 1e6, "busy": 100 * (c1 - c0) / (t1 - t0),
+            "req_per_msg": (q1 - q0) / max(delivered, 1), "gen_cpu": g, "other": o,
+            "load": os.getloadavg()[0], "lost": sent["sent"] - (stats.received - received0),
+            "ooo": stats.ooo, "errors": len(stats.errors),
+            "msgs_per_response": (stats.received - received0) / max(
+                stats.with_messages, 1) if stats.with_messages else float("nan"),
+            "sent": sent["sent"], "writes_per_msg": sent["writes"] / max(sent["sent"], 1)})
+        print(f"   run {run + 1}: {r['msg_s']:,.0f} msg/s to BOSH users: p50 {r['p50_ms']:.2f} "
+              f"p99 {r['p99_ms']:.2f} max {r['max_ms']:.1f} ms; {r['cpu_us']:.1f} µs/msg, "
+              f"server {r['busy']:.0f}%, gen {g:.0f}%, other {o:.0f}%, load {r['load']:.2f}; "
+              f"{r['req_per_msg']:.2f} requests/msg; lost {r['lost']} ooo {r['ooo']} "
+              f"errors {r['errors']}", flush=True)
+        if stats.errors:
+            print(f"   e.g. {stats.errors[0]}", file=sys.stderr, flush=True)
+            res["errors"].append(f"BOSH run {run + 1}: {len(stats.errors)} session(s) failed, "
+                                 f"e.g. {stats.errors[0][:200]}")
+        res["bosh"].append(r)
+    finally:
+        for s in sessions:
+            s.stop()
+        load.close_all(senders)
+        node.stop()
+
+
+# ------------------------------------------------------------------ report -----
+
+def med(vals: list[float], fmt: str) -> str:
+    vals = [v for v in vals if v == v]
+    if not vals:
+        return "—"
+    s = fmt.format(statistics.median(vals))
+    return s + (f" ({fmt.format(min(vals))}–{fmt.format(max(vals))})" if len(vals) > 1 else "")
+
+
+def ws_table(res: dict[str, Any], args: argparse.Namespace) -> str:
+    kinds = [k for k in TRANSPORTS if res["fixed"][k]]
+    if not kinds:
+        return "(part 1 not run)"
+    names = {"tcp-tls": "TCP + STARTTLS", "tcp": "TCP, no TLS", "ws": "WebSocket (ws://)"}
+    ratios = [("ws", "tcp"), ("ws", "tcp-tls")]
+    ratios = [(a, b) for a, b in ratios if a in kinds and b in kinds]
+    lines = ["| figure | " + " | ".join(names[k] for k in kinds) + " | "
+             + " | ".join(f"{a} / {b}" for a, b in ratios) + " |",
+             "|---|" + "---:|" * (len(kinds) + len(ratios))]
+
+    def row(label: str, key: str, fmt: str, ratio: bool = True) -> None:
+        cells = [med([r[key] for r in res["fixed"][k]], fmt) for k in kinds]
+        for a, b in ratios:
+            rs = [y[key] / x[key] for x, y in zip(res["fixed"][b], res["fixed"][a]) if x[key]]
+            cells.append(med(rs, "{:.2f}") if ratio else "")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    rate = f"@ {args.rate:,.0f} msg/s"
+    row(f"server CPU per delivered message {rate} (µs)", "cpu_us", "{:.1f}")
+    row(f"server core busy {rate} (%)", "busy", "{:.0f}", False)
+    row("delivered msg/s", "msg_s", "{:,.0f}", False)
+    row(f"latency p50 {rate} (ms)", "p50_ms", "{:.2f}")
+    row(f"latency p99 {rate} (ms)", "p99_ms", "{:.2f}")
+    lines.append("| lost/misrouted/out-of-order (all runs) | " + " | ".join(
+        "/".join(f"{sum(r[x] for r in res['fixed'][k]):.0f}" for x in ("lost", "misrouted", "ooo"))
+        for k in kinds) + " |" + " |" * len(ratios))
+    for label, key in (("generator CPU, highest (%)", "gen_cpu"),
+                       ("other processes' CPU, highest (%)", "other"),
+                       ("load average (1 min), highest", "load")):
+        fmt = "{:.2f}" if key == "load" else "{:.0f}"
+        lines.append(f"| {label} | " + " | ".join(
+            fmt.format(max(r[key] for r in res["fixed"][k])) for k in kinds) + " |"
+            + " |" * len(ratios))
+    return "\n".join(lines)
+
+
+def bosh_table(res: dict[str, Any], args: argparse.Namespace) -> str:
+    rs = res["bosh"]
+    if not rs:
+        return "(part 2 not run)"
+
+    def v(key: str) -> list[float]:
+        return [r[key] for r in rs if key in r]
+    rate = f"@ {args.bosh_rate:,.0f} msg/s"
+    rows = [
+        ("BOSH sessions logged in, one request held each", f"{args.bosh:,}"),
+        ("logins/s (creation, SCRAM-SHA-1, restart, bind, presence)",
+         med(v("login_s"), "{:,.0f}")),
+        ("server CPU per login (ms)", med(v("login_cpu_ms"), "{:.2f}")),
+        ("server RSS before / after (MiB)",
+         f"{med([x / 1024 for x in v('rss0_kb')], '{:.1f}')} / "
+         f"{med([x / 1024 for x in v('rss1_kb')], '{:.1f}')}"),
+        ("**RSS per BOSH session (KiB)**", med(v("rss_kb_per_session"), "{:.1f}")),
+        (f"delivered msg/s {rate}", med(v("msg_s"), "{:,.0f}")),
+        (f"delivery latency p50 {rate} (ms)", med(v("p50_ms"), "{:.2f}")),
+        (f"**delivery latency p99 {rate} (ms)**", med(v("p99_ms"), "{:.2f}")),
+        (f"delivery latency max {rate} (ms)", med(v("max_ms"), "{:.1f}")),
+        (f"server CPU per delivered message {rate} (µs)", med(v("cpu_us"), "{:.1f}")),
+        (f"server core busy {rate} (%)", med(v("busy"), "{:.0f}")),
+        ("HTTP requests per delivered message", med(v("req_per_msg"), "{:.2f}")),
+        ("messages per response carrying any", med(v("msgs_per_response"), "{:.2f}")),
+        ("lost / out-of-order / failed sessions (all runs)",
+         f"{sum(v('lost')):.0f} / {sum(v('ooo')):.0f} / {sum(v('errors')):.0f}"),
+        ("generator CPU, highest (%)", f"{max(v('gen_cpu')):.0f}"),
+        ("other processes' CPU, highest (%)",
+         f"{max(v('other') + v('login_other')):.0f}"),
+        ("load average (1 min), highest", f"{max(v('load')):.2f}"),
+    ]
+    return "\n".join(["| figure | value |", "|---|---:|"]
+                     + [f"| {a} | {b} |" for a, b in rows])
+
+
+def report(res: dict[str, Any], args: argparse.Namespace) -> str:
+    import aiohttp
+    errors = "".join(f"\n- {e}" for e in res["errors"])
+    flagged = [k for k in TRANSPORTS for r in res["fixed"][k] if r["gen_cpu"] > GEN_LIMIT]
+    flagged += ["bosh" for r in res["bosh"] if r.get("gen_cpu", 0) > GEN_LIMIT]
+    warn = (f"\n**The generator used more than {GEN_LIMIT:.0f}% of its core in some runs "
+            f"({', '.join(sorted(set(flagged)))}): those figures partly measure it.**\n"
+            if flagged else "")
+    return f"""# vinespy over HTTP: WebSocket against TCP, BOSH long-polling
+
+`{' '.join([python_cmd(), 'bench/web.py', *sys.argv[1:]])}` on
+{datetime.date.today().isoformat()}: {machine()}; Python {platform.python_version()},
+uvloop {'yes' if load.has_uvloop() else 'no'}, aiohttp {aiohttp.__version__}; vinespy at
+{git_rev()}. Node on CPU 0, generator on CPU 1. Load average (1/5/15 min) when
+the run began: {res['load_start']}; when it ended: {res['load_end']}.
+{warn}
+## 1. CPU per message: WebSocket against TCP
+
+{ws_table(res, args)}
+
+Medians of {args.runs} run(s) per transport, (min–max); a ratio is the median
+of the per-run ratios (runs alternate, so each pair of runs saw the same
+machine). **`ws / tcp` is the fair comparison**: neither encrypts (plain
+`ws://` on loopback, TCP without STARTTLS); `ws / tcp-tls` sets unencrypted
+WebSocket against encrypted TCP and flatters WebSocket. Issue 15's goal is
+`ws / tcp` ≤ 1.3.
+
+## 2. {args.bosh:,} BOSH sessions long-polling
+
+{bosh_table(res, args)}
+
+{len(res['bosh'])} run(s), each on a fresh node; medians (min–max).
+{'' if not errors else chr(10) + 'Errors:' + errors + chr(10)}
+## How it was measured
+
+- One node (`bench/cluster.py`'s `Node`: the `bench/targets.py` site, fs
+  storage, users with SCRAM-SHA-1 keys at 10,000 iterations, modules iq,
+  presence, message, roster, disco, ping; rate limit off; logging at warning)
+  with `[client] tls = "optional"` and `[http] address = "127.0.0.1"`, a free
+  port, everything else default (WebSocket pings every 30 s, answered;
+  `bosh_max_wait` 120 s); pinned to CPU 0, the generator to CPU 1. Server CPU
+  = utime+stime of the node (`/proc/PID/stat`) over the measured interval;
+  RSS = `VmRSS`.
+- Part 1: {args.pairs} pairs (`u0`..`u{2 * args.pairs - 1}`, resource `r0`,
+  SCRAM-SHA-1) log in over the transport of the run, then `load.open_loop`:
+  {args.rate:,.0f} msg/s in total from a 1 ms timer, spread evenly over the
+  senders, to the partner's bare JID; {args.warmup:g} s warm-up +
+  {args.seconds:g} s measured; one stanza per write (over WebSocket: per
+  frame; in a tick where one sender has two messages due, they leave in one
+  write, as two frames over WebSocket). Bodies `"<sender> <seq>
+  <perf_counter_ns>"` are checked for loss, misrouting (the `from` must be the
+  partner's full JID) and order. CPU per message = server CPU / messages
+  delivered in the measured interval. Transports alternate run by run, the
+  order rotated each run; the same node serves every run (fresh connections).
+- WebSocket client: the HTTP upgrade with `Sec-WebSocket-Protocol: xmpp`,
+  then RFC 7395 (`<open/>`, SASL, `<open/>` again, bind): one masked text
+  frame per stanza (a random 4-byte key per frame), the server's frames
+  decoded from the bytes received, pings answered with pongs.
+- Part 2: on a fresh node, one BOSH session is logged in and dropped (the
+  HTTP code's first-use allocations), then RSS is read; {args.bosh:,} sessions
+  (`u{FIRST_BOSH_USER}`..`u{FIRST_BOSH_USER + args.bosh - 1}`, one each,
+  {args.bosh_parallel} logins in flight) do: session creation (`wait='60'
+  hold='1'`; features in the response), SCRAM-SHA-1 (2 requests), restart
+  (`xmpp:restart`), bind, `<presence/>` and at once an empty request, which
+  releases the presence request; from then on every response is followed by
+  the next empty request, so one request per session is held. RSS again 2 s
+  after the last login, once the node is idle: (after − before) / sessions.
+  Then {args.senders} TCP clients (`u0``..`, {args.bosh_senders}) send chat
+  messages to the BOSH users' bare JIDs at {args.bosh_rate:,.0f} msg/s in total
+  (message *m* to BOSH user *m* mod {args.bosh:,}, each BOSH user always from
+  the same sender; one stanza per write), {args.warmup:g} s warm-up +
+  {args.bosh_seconds:g} s measured. Latency = the body's send time (taken just
+  before the write) to the moment the HTTP response carrying it is read whole,
+  for messages sent in the measured interval. Each BOSH session uses at most 2
+  raw HTTP/1.1 keep-alive connections (`requests='2'`).
+- The generator's CPU is `getrusage` over the measured interval; above
+  {GEN_LIMIT:.0f}% of its core a figure would measure the generator.
+  "Other processes' CPU" is what every other process on the machine used
+  meanwhile (`/proc/stat`), in % of one core.
+"""
+
+
+async def bench(args: argparse.Namespace, site: Path, res: dict[str, Any],
+                started: Callable[[cluster.Node], None]) -> None:
+    if "ws" in args.parts:
+        node = HttpNode("ws", site)
+        node.start()
+        started(node)
+        print(f"== messaging at {args.rate:,.0f} msg/s: {', '.join(args.transports)}", flush=True)
+        try:
+            await messaging(node, args, res)
+        finally:
+            node.stop()
+    if "bosh" in args.parts:
+        print(f"== {args.bosh:,} BOSH sessions, then {args.bosh_rate:,.0f} msg/s to them",
+              flush=True)
+        for run in range(args.bosh_runs):
+            await bosh_part(site, args, res, started, run)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--parts", default="ws,bosh", help="ws, bosh or both (comma-separated)")
+    p.add_argument("--transports", default=",".join(TRANSPORTS),
+                   help="part 1: any of tcp-tls, tcp, ws")
+    p.add_argument("--pairs", type=int, default=100)
+    p.add_argument("--rate", type=float, default=2000.0, help="part 1: msg/s in total")
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--seconds", type=float, default=10.0, help="part 1: measured s per run")
+    p.add_argument("--runs", type=int, default=5, help="part 1: runs per transport")
+    p.add_argument("--bosh", type=int, default=2000, help="part 2: BOSH sessions")
+    p.add_argument("--bosh-parallel", type=int, default=100, help="part 2: logins in flight")
+    p.add_argument("--bosh-rate", type=float, default=500.0, help="part 2: msg/s in total")
+    p.add_argument("--bosh-seconds", type=float, default=20.0, help="part 2: measured s")
+    p.add_argument("--bosh-runs", type=int, default=2, help="part 2: runs (fresh node each)")
+    p.add_argument("--senders", type=int, default=100, help="part 2: TCP senders")
+    p.add_argument("--bosh-senders", default="tcp-tls", choices=("tcp-tls", "tcp"),
+                   help="part 2: the senders' transport")
+    p.add_argument("--keep", action="store_true", help="keep the site directory (logs)")
+    p.add_argument("--out", default=None, help="default bench/results/<today>-http.md; - = none")
+    args = p.parse_args()
+    args.parts = args.parts.split(",")
+    args.transports = args.transports.split(",")
+    if not set(args.parts) <= {"ws", "bosh"} or not set(args.transports) <= set(TRANSPORTS):
+        p.error("--parts takes ws and/or bosh; --transports any of " + ", ".join(TRANSPORTS))
+    if args.senders > FIRST_BOSH_USER or 2 * args.pairs > FIRST_BOSH_USER:
+        p.error(f"at most {FIRST_BOSH_USER} senders and {FIRST_BOSH_USER // 2} pairs")
+    out = Path(args.out) if args.out else (
+        HERE / "results" / f"{datetime.date.today().isoformat()}-http.md")
+    cluster.interrupt_on_sigterm()
+    load.setup()
+    work = Path(tempfile.mkdtemp(prefix="vinespy-web-"))
+    running: list[Any] = []
+    res: dict[str, Any] = {"fixed": {k: [] for k in TRANSPORTS}, "bosh": [], "errors": [],
+                           "load_start": _loadavg()}
+    try:
+        crt, key = targets.make_cert(work / "cert")
+        t = targets.Vinespy(work, crt, key)
+        t.prepare(FIRST_BOSH_USER + args.bosh, PASSWORD)
+        try:
+            asyncio.run(bench(args, t.dir, res, running.append))
+        except Exception as exc:                     # noqa: BLE001 - report what ran
+            res["errors"].append(f"{type(exc).__name__}: {exc}")
+            print(f"error: {exc!r}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        cluster.stop_all(running, work, args.keep)
+    res["load_end"] = _loadavg()
+    print()
+    print(ws_table(res, args))
+    print()
+    print(bosh_table(res, args))
+    if str(out) != "-":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report(res, args))
+        print(f"\nwritten to {out}")
+    bad = res["errors"] or any(r["lost"] or r["misrouted"] or r["ooo"]
+                               for k in TRANSPORTS for r in res["fixed"][k]) or any(
+        r["lost"] or r["ooo"] for r in res["bosh"])
+    return 1 if bad else 0
+
+
+def _loadavg() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
