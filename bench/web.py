@@ -75,7 +75,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 import cluster  # noqa: E402
 import load  # noqa: E402
 import targets  # noqa: E402
-from redis_transport import OtherLoad, git_rev, machine, python_cmd  # noqa: E402
+from redis_transport import OtherLoad, git_rev, machine, python_cmd, wait_quiet  # noqa: E402
 
 PASSWORD = cluster.PASSWORD
 DOMAIN = load.DOMAIN
@@ -277,6 +277,16 @@ async def login_all(node: HttpNode, kind: str, specs: list[tuple[str, str]],
     return conns
 
 
+def quiet(args: argparse.Namespace, pids: list[int]) -> None:
+    """Wait (up to ``--quiet-wait`` s) until other processes use less than
+    ``--quiet`` % of a core; say so when they still do."""
+    if args.quiet_wait <= 0:
+        return
+    other = wait_quiet(pids, args.quiet, 1.0, args.quiet_wait)
+    if other >= args.quiet:
+        print(f"   (other processes still use {other:.0f}% of a core)", flush=True)
+
+
 async def pairs_up(node: HttpNode, kind: str, pairs: int) -> list[load.Pair]:
     conns = await login_all(node, kind, [(f"u{i}", "r0") for i in range(2 * pairs)])
     ps = [load.Pair(i, conns[i], i ^ 1, conns[i ^ 1].jid) for i in range(2 * pairs)]
@@ -325,6 +335,7 @@ async def messaging(node: HttpNode, args: argparse.Namespace, res: dict[str, Any
     for i in range(args.runs):
         k = i % len(args.transports)
         for kind in args.transports[k:] + args.transports[:k]:
+            quiet(args, [node.pid])
             ps = await pairs_up(node, kind, args.pairs)
             with gc_paused():
                 r = await load.open_loop(ps, args.rate, args.warmup, args.seconds, 0.001, 5.0,
@@ -639,6 +650,7 @@ async def bosh_part(site: Path, args: argparse.Namespace, res: dict[str, Any],
         w.stop()
         await asyncio.sleep(2.0)
         await load.quiesce(node.pid)
+        quiet(args, [node.pid])
         r["rss0_kb"] = load.proc_rss_kb(node.pid)
         other = OtherLoad([node.pid])
         c0, t0 = load.proc_cpu(node.pid), time.perf_counter()
@@ -663,6 +675,7 @@ async def bosh_part(site: Path, args: argparse.Namespace, res: dict[str, Any],
             c.discard()
         await asyncio.sleep(1.0)
         await load.quiesce(node.pid)
+        quiet(args, [node.pid])
         with gc_paused():
             received0 = stats.received
             task = asyncio.ensure_future(bosh_send(senders, args.bosh, args.bosh_rate, args.warmup,
@@ -868,7 +881,7 @@ WebSocket against encrypted TCP and flatters WebSocket. Issue 15's goal is
   releases the presence request; from then on every response is followed by
   the next empty request, so one request per session is held. RSS again 2 s
   after the last login, once the node is idle: (after − before) / sessions.
-  Then {args.senders} TCP clients (`u0``..`, {args.bosh_senders}) send chat
+  Then {args.senders} TCP clients (`u0`..`u{args.senders - 1}`, {args.bosh_senders}) send chat
   messages to the BOSH users' bare JIDs at {args.bosh_rate:,.0f} msg/s in total
   (message *m* to BOSH user *m* mod {args.bosh:,}, each BOSH user always from
   the same sender; one stanza per write), {args.warmup:g} s warm-up +
@@ -876,10 +889,18 @@ WebSocket against encrypted TCP and flatters WebSocket. Issue 15's goal is
   before the write) to the moment the HTTP response carrying it is read whole,
   for messages sent in the measured interval. Each BOSH session uses at most 2
   raw HTTP/1.1 keep-alive connections (`requests='2'`).
+  Reference (the TCP rows): the senders log out, {args.senders // 2} pairs of
+  TCP clients ({args.bosh_senders}) exchange messages at the same rate on the
+  same node (the BOSH sessions still held), as in part 1: the same work
+  without HTTP, so BOSH / TCP is what the HTTP transport adds.
 - The generator's CPU is `getrusage` over the measured interval; above
-  {GEN_LIMIT:.0f}% of its core a figure would measure the generator.
-  "Other processes' CPU" is what every other process on the machine used
-  meanwhile (`/proc/stat`), in % of one core.
+  {GEN_LIMIT:.0f}% of its core a figure would measure the generator. Its own
+  cyclic GC is off while it measures (collected before and after): a
+  collection in the generator would show up as latency.
+- Before each run the bench waits (up to {args.quiet_wait:g} s) until other
+  processes use less than {args.quiet:g}% of a core. "Other processes' CPU" is
+  what every other process on the machine used during a measured interval
+  (`/proc/stat`), in % of one core; the load average is the machine's.
 """
 
 
@@ -920,6 +941,11 @@ def main() -> int:
     p.add_argument("--senders", type=int, default=100, help="part 2: TCP senders")
     p.add_argument("--bosh-senders", default="tcp-tls", choices=("tcp-tls", "tcp"),
                    help="part 2: the senders' transport")
+    p.add_argument("--quiet", type=float, default=10.0,
+                   help="before each run, wait until other processes use less than this "
+                   "%% of a core (10)")
+    p.add_argument("--quiet-wait", type=float, default=60.0,
+                   help="... for at most this many seconds (60; 0 = do not wait)")
     p.add_argument("--no-reference", dest="reference", action="store_false",
                    help="part 2: skip the TCP pairs at the same rate")
     p.add_argument("--keep", action="store_true", help="keep the site directory (logs)")
