@@ -40,7 +40,7 @@ The file is not called ``http.py``: run as a script, ``bench/`` comes first
 on ``sys.path`` and a ``bench/http.py`` would stand in for the standard
 library's ``http`` package in every bench script (aiohttp, urllib.request).
 
-    .venv/bin/python bench/web.py                          # ~6 min
+    .venv/bin/python bench/web.py                          # ~9 min
     .venv/bin/python bench/web.py --runs 1 --seconds 3 --bosh 200 --bosh-seconds 3
     .venv/bin/python bench/web.py --parts ws              # part 1 only
 
