@@ -9,6 +9,7 @@ import pytest
 
 from vinespy import ns
 from vinespy.http.bosh import BadRequest, parse_body, terminate
+from vinespy.stream.parser import StreamParser
 
 B = f"{{{ns.HTTPBIND}}}"
 BODY = f"<body xmlns='{ns.HTTPBIND}' xmlns:xmpp='{ns.XBOSH}'"
@@ -40,11 +41,29 @@ def test_a_prolog_is_accepted() -> None:
     assert attrs["rid"] == "7"
 
 
-def test_a_payload_without_a_namespace_is_in_httpbind() -> None:
-    """XEP-0206 §5: stanzas must say jabber:client; a bare <message/>
-    inherits the body's namespace (and is no stanza for the stream logic)."""
-    _, payload = parse_body(f"{BODY} rid='1'><message/></body>".encode(), LIMIT)
-    assert payload[0].tag == f"{B}message"
+def test_a_stanza_without_a_namespace_is_taken_as_jabber_client() -> None:
+    """XEP-0206 §5: stanzas must say jabber:client; one that inherits the
+    body's namespace is taken as jabber:client, children too (as Prosody
+    does); other elements keep theirs."""
+    _, payload = parse_body(f"{BODY} rid='1'><message to='a@b'><body>hi</body></message>"
+                            f"<other/></body>".encode(), LIMIT)
+    assert payload[0].tag == "{jabber:client}message"
+    assert payload[0][0].tag == "{jabber:client}body"
+    assert payload[1].tag == f"{B}other"
+
+
+def test_one_parser_serves_body_after_body() -> None:
+    """A parser reused (what the server does) parses each body as a new
+    one, also after a body that was not well-formed."""
+    parser = StreamParser(max_stanza_size=LIMIT)
+    for i in range(3):
+        attrs, payload = parse_body(f"{BODY} rid='{i}'><message xmlns='jabber:client'/>"
+                                    f"</body>".encode(), LIMIT, parser)
+        assert attrs["rid"] == str(i) and len(payload) == 1
+    with pytest.raises(BadRequest):
+        parse_body(f"{BODY} rid='9'><a></body>".encode(), LIMIT, parser)
+    attrs, _ = parse_body(f"{BODY} rid='10'/>".encode(), LIMIT, parser)
+    assert attrs["rid"] == "10"
 
 
 @pytest.mark.parametrize("data", [

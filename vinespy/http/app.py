@@ -15,6 +15,7 @@ others get 403. host-meta is readable from any origin (XEP-0156 §3.2.3).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -293,6 +294,7 @@ def _hop_address(hop: str) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_loopback(ip: str) -> bool:
     try:
         return ipaddress.ip_address(ip).is_loopback

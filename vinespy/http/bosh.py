@@ -57,6 +57,8 @@ _SID = re.compile(rb"""\ssid\s*=\s*["']([A-Za-z0-9_.~-]{1,200})["']""")
 _OPEN_BODY = (f"<body xmlns='{ns.HTTPBIND}' xmlns:xmpp='{ns.XBOSH}' "
               f"xmlns:stream='{ns.STREAM}'")
 _EMPTY = f"<body xmlns='{ns.HTTPBIND}'/>".encode()
+_B, _C = f"{{{ns.HTTPBIND}}}", f"{{{ns.CLIENT}}}"
+_UNQUALIFIED = frozenset(_B + name for name in ("message", "presence", "iq"))
 
 
 class BadRequest(Exception):
@@ -71,10 +73,19 @@ def terminate(condition: str = "", payload: bytes = b"") -> bytes:
     return f"<body xmlns='{ns.HTTPBIND}' type='terminate'{cond}/>".encode()
 
 
-def parse_body(data: bytes, max_stanza_size: int) -> tuple[dict[str, str], list[Element]]:
+def parse_body(data: bytes, max_stanza_size: int, parser: StreamParser | None = None
+               ) -> tuple[dict[str, str], list[Element]]:
     """The attributes and the payload of one ``<body/>``, parsed with the
-    stream parser's limits (RFC 6120 §11.1, §13.12); BadRequest if it is not one."""
-    parser = StreamParser(max_stanza_size=max_stanza_size)
+    stream parser's limits (RFC 6120 §11.1, §13.12); BadRequest if it is not
+    one. ``parser``: one to reuse (:meth:`StreamParser.again`).
+
+    A stanza a client left in the body's namespace (``<message/>`` without
+    ``xmlns='jabber:client'``, which XEP-0206 §5 asks for) is taken as
+    jabber:client, as Prosody does."""
+    if parser is None:
+        parser = StreamParser(max_stanza_size=max_stanza_size)
+    else:
+        parser.again()
     try:
         events = parser.feed(data)
     except StreamError as exc:
@@ -86,6 +97,11 @@ def parse_body(data: bytes, max_stanza_size: int) -> tuple[dict[str, str], list[
     if head.stream_ns != ns.HTTPBIND or head.local_name != "body":
         raise BadRequest(f"the root must be {{{ns.HTTPBIND}}}body")
     elements = [el for el in events[1:-1] if not isinstance(el, (StreamOpened, StreamClosed))]
+    for el in elements:
+        if el.tag in _UNQUALIFIED:
+            for sub in el.iter():
+                if isinstance(sub.tag, str) and sub.tag.startswith(_B):
+                    sub.tag = _C + sub.tag[len(_B):]
     return head.attrs, elements
 
 

@@ -26,6 +26,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import StreamError
+from ..stream.parser import StreamParser
 from ..xml import Element, escape_attr
 from .peer import Client
 from .bosh import _SID, MAX_HOLD, MAX_RID, BadRequest, BoshStream, parse_body, terminate, _int
@@ -50,6 +51,8 @@ class Bosh:
         self.server = server
         self.cfg = cfg
         self.sessions: dict[str, BoshStream] = {}
+        # One parser for every request's body, reused (parse_body is synchronous).
+        self._parser = StreamParser(max_stanza_size=server.config.client.max_stanza_size)
         # Sessions that ended: sid -> (the body that ended them, until when
         # their client may still ask for it).
         self.ended: dict[str, tuple[bytes, float]] = {}
@@ -66,9 +69,8 @@ class Bosh:
 
     async def request(self, data: bytes, client: Client) -> tuple[int, bytes]:
         """One HTTP request's body → (HTTP status, response body)."""
-        max_stanza = self.server.config.client.max_stanza_size
         try:
-            attrs, payload = parse_body(data, max_stanza)
+            attrs, payload = parse_body(data, self._parser.max_stanza_size, self._parser)
             sid = attrs.get("sid")
             rid = _int(attrs, "rid")
             if rid > MAX_RID:
