@@ -147,8 +147,7 @@ class Server:
                 start.result()
             await self._listen()
             log.info("vinespy %s listening on %s for %s", __version__,
-                     ", ".join(f"{self.config.client.address}:{p} ({k})"
-                               for k, p in self.ports.items()),
+                     ", ".join(f"{self._address(k)}:{p} ({k})" for k, p in self.ports.items()),
                      ", ".join(self.hosts))
             if ready is not None:
                 ready()
@@ -167,6 +166,12 @@ class Server:
         finally:
             stop.cancel()
             await self._shutdown()
+
+    def _address(self, listener: str) -> str:
+        http = self.config.http
+        if listener in ("http", "https") and http is not None:
+            return http.address
+        return self.config.client.address
 
     async def _listen(self) -> None:
         cfg = self.config.client
