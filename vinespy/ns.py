@@ -27,3 +27,14 @@ DISCO_INFO = "http://jabber.org/protocol/disco#info"
 DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 PING = "urn:xmpp:ping"
 VERSION = "jabber:iq:version"
+
+# Message archives (XEP-0313) and what rides with them.
+MAM = "urn:xmpp:mam:2"
+MAM_EXTENDED = "urn:xmpp:mam:2#extended"             # before-id/after-id/ids, flip, metadata
+RSM = "http://jabber.org/protocol/rsm"               # XEP-0059
+FORWARD = "urn:xmpp:forward:0"                       # XEP-0297
+DELAY = "urn:xmpp:delay"                             # XEP-0203
+SID = "urn:xmpp:sid:0"                               # XEP-0359
+HINTS = "urn:xmpp:hints"                             # XEP-0334
+DATA = "jabber:x:data"                               # XEP-0004
+XDATA_VALIDATE = "http://jabber.org/protocol/xdata-validate"   # XEP-0122
