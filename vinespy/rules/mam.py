@@ -107,7 +107,9 @@ def _jid(var: str, text: str) -> JID:
 
 def _when(var: str, text: str) -> datetime:
     try:
-        return parse_datetime(text)
+        # A time without its zone is taken as UTC: §4.1.2 requires the
+        # XEP-0082 profile of clients, but slixmpp sends naive datetimes so.
+        return parse_datetime(text, assume_utc=True)
     except ValueError as exc:
         raise _bad(f"the {var!r} field must be an XEP-0082 DateTime (XEP-0313 §4.1.2):"
                    f" {exc}") from None
