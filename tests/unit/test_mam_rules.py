@@ -534,3 +534,43 @@ def test_peer_is_the_remote_end() -> None:
 ])
 def test_with_matches(with_jid: str, remote: str, matches: bool) -> None:
     assert mam.with_matches(JID.parse(with_jid), JID.parse(remote)) is matches
+
+
+def test_slixmpp_reads_our_replies() -> None:
+    """A result, a fin and metadata as slixmpp's XEP-0313 client decodes them."""
+    slixmpp = pytest.importorskip("slixmpp")
+    from slixmpp.plugins.xep_0059 import Set
+    from slixmpp.plugins.xep_0203.stanza import Delay
+    from slixmpp.plugins.xep_0297.stanza import Forwarded
+    from slixmpp.plugins.xep_0313 import stanza as st
+    reg = slixmpp.register_stanza_plugin
+    reg(slixmpp.Message, st.Result)
+    reg(st.Result, Forwarded)
+    reg(Forwarded, slixmpp.Message, iterable=True)
+    reg(Forwarded, Delay)
+    reg(slixmpp.Iq, st.Fin)
+    reg(st.Fin, Set)
+    reg(slixmpp.Iq, st.Metadata)
+    reg(st.Metadata, st.Start)
+    reg(st.Metadata, st.End)
+    when = datetime(2010, 7, 10, 23, 8, 25, tzinfo=UTC)
+    out = mam.result_message("juliet@capulet.lit/chamber", "f27", "28482", when,
+                             parse_stanza(MESSAGE), frm=JULIET)
+    m = slixmpp.Message(xml=parse_stanza(serialize(out)))
+    assert (m["mam_result"]["queryid"], m["mam_result"]["id"]) == ("f27", "28482")
+    fwd = m["mam_result"]["forwarded"]
+    assert fwd["delay"]["stamp"] == when
+    assert fwd["stanza"]["body"] == "Call me but love"
+    assert fwd["stanza"]["from"] == "romeo@montague.lit/orchard"
+
+    iq = etree.fromstring(b"<iq xmlns='jabber:client' type='result' id='q'/>")
+    iq.append(mam.fin(True, "a", "b", 2))
+    fin = slixmpp.Iq(xml=etree.fromstring(etree.tostring(iq)))["mam_fin"]
+    assert fin["complete"] in (True, "true")
+    assert (fin["rsm"]["first"], fin["rsm"]["last"], fin["rsm"]["count"]) == ("a", "b", "2")
+
+    iq = etree.fromstring(b"<iq xmlns='jabber:client' type='result' id='m'/>")
+    iq.append(mam.metadata(("a", when), ("b", when)))
+    meta = slixmpp.Iq(xml=etree.fromstring(etree.tostring(iq)))["mam_metadata"]
+    assert (meta["start"]["id"], meta["start"]["timestamp"], meta["end"]["id"]) == (
+        "a", when, "b")
