@@ -1,0 +1,352 @@
+"""``fs``: the archives as append-only files, one per owner and UTC day."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import fcntl
+import json
+import os
+import re
+import shutil
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+from ...fileio import atomic_write, fsync_dir
+from ...jid import JID
+from .. import StorageError
+from ..fs.names import encode_name
+from . import (ArchivedMessage, ArchivePage, ArchiveQuery, ArchiveStore, Plan, UnknownId,
+               check_count, check_message, check_owner, from_micros, id_micros, make_page,
+               micros, plan, register)
+
+T = TypeVar("T")
+
+DAY_RE = re.compile(r"(\d{4}-\d{2}-\d{2})\.jsonl\Z")
+_HEX16 = re.compile(r"[0-9a-f]{16}\Z")
+_NONE_LEFT = "~"            # a day name after every real one
+
+
+def day_of(us: int) -> str:
+    """The UTC day (``YYYY-MM-DD``) of a time in microseconds since the epoch."""
+    return from_micros(us).date().isoformat()
+
+
+def day_file(id: str) -> str:
+    """The name of the day file that holds the (well-formed) id ``id``."""
+    us = id_micros(id)
+    if us is None:
+        raise ValueError(f"archive id {id!r} is not 24 lower-case hex digits")
+    return f"{day_of(us)}.jsonl"
+
+
+def record_line(msg: ArchivedMessage) -> bytes:
+    """One record of a day file: a JSON line (the stanza as text when it is
+    UTF-8, else base64); the stamp is the id's time."""
+    doc: dict[str, Any] = {"id": msg.id, "peer": msg.peer, "bare": msg.peer_bare}
+    try:
+        doc["text"] = msg.stanza.decode("utf-8")
+    except UnicodeDecodeError:
+        doc["b64"] = base64.b64encode(msg.stanza).decode("ascii")
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def _str(doc: dict[str, Any], key: str) -> str:
+    value = doc.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"{key}: expected str, found {type(value).__name__}")
+    return value
+
+
+def _record(line: bytes) -> ArchivedMessage:
+    doc = json.loads(line)
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    id = _str(doc, "id")
+    us = id_micros(id)
+    if us is None:
+        raise ValueError(f"id {id!r}")
+    stanza = (_str(doc, "text").encode("utf-8") if "text" in doc
+              else base64.b64decode(_str(doc, "b64"), validate=True))
+    return ArchivedMessage(id, from_micros(us), _str(doc, "peer"), _str(doc, "bare"), stanza)
+
+
+def _bound_day(bound: str | None, pad: str) -> str | None:
+    """The first (``pad`` "0") or last (``pad`` "f") day an id beyond the
+    exclusive ``bound`` can be in; None: no limit known."""
+    if bound is None:
+        return None
+    head = bound[:16].ljust(16, pad)
+    if not _HEX16.match(head):
+        return None                 # not hex: compared as text, days not pruned
+    try:
+        return f"{day_of(int(head, 16))}.jsonl"
+    except OverflowError:           # past year 9999
+        return _NONE_LEFT if pad == "0" else None
+
+
+@register("fs")
+class FsArchive(ArchiveStore):
+    """Archives as files under ``dir`` (the host's data directory +
+    ``/archive``)::
+
+        <dir>/<domain>/<local>/YYYY-MM-DD.jsonl     one owner's messages of one UTC day
+
+    ``<domain>`` and ``<local>`` encoded as the fs storage names its
+    directories (:func:`~vinespy.storage.fs.names.encode_name`). A record is
+    one JSON line (:func:`record_line`); an id's first 16 digits give its day,
+    so its file. Records of a day are in the order they were appended (a
+    reader sorts a day by id).
+
+    A query lists the owner's day names, keeps the days its id bounds (and
+    ``ids``) allow and reads them one at a time in the direction of paging,
+    stopping once the page is full: a page of 50 from a long archive reads
+    one or two day files (``files_read`` counts them), never the archive.
+    ``count`` is None unless the page is the whole result. Each day file is
+    read whole: one owner's messages of one day.
+
+    An append is one ``write`` to the file opened O_APPEND, fsynced, under
+    an exclusive flock on that file; a crash mid-write leaves a last line
+    without its newline, which readers skip and the next append cuts off.
+    Every other change of a day file (retention, trim) takes the same flock
+    and then replaces the file atomically or unlinks it; an appender checks,
+    once it holds the lock, that the path still names the file it opened
+    (else it opens again), so no append lands in a replaced file. Readers
+    take no lock. So several processes (nodes sharing the directory, the
+    operator's commands) may write at once. Blocking I/O runs in a worker
+    thread; OSError becomes StorageError, a corrupt record raises StorageError
+    naming the file.
+
+    ``remove_before`` walks every owner: whole day files before the
+    cutoff's day are unlinked, the cutoff's day is rewritten without the
+    older records; it stops after the file that reaches ``limit`` (so it may
+    remove a day file's worth more). The walk itself lists every owner's
+    directory each call.
+    """
+
+    def __init__(self, dir: str | os.PathLike[str]) -> None:
+        self.dir = Path(dir)
+        self.files_read = 0         # day files read (tests count them)
+
+    def owner_dir(self, owner: JID) -> Path:
+        check_owner(owner)
+        return self.dir / encode_name(owner.domain) / encode_name(owner.local)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except OSError as exc:
+            raise StorageError(f"archive I/O failed: {exc}") from exc
+
+    # -- blocking helpers ----------------------------------------------------
+
+    def _mkdirs(self, path: Path) -> None:
+        if path.is_dir():
+            return
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        current = self.dir
+        for part in path.relative_to(self.dir).parts:
+            parent, current = current, current / part
+            try:
+                os.mkdir(current, 0o700)
+            except FileExistsError:
+                continue
+            fsync_dir(parent)
+
+    @staticmethod
+    def _days(odir: Path) -> list[str]:
+        """The owner's day file names, oldest first."""
+        try:
+            return sorted(n for n in os.listdir(odir) if DAY_RE.match(n))
+        except FileNotFoundError:
+            return []
+
+    def _read(self, path: Path) -> list[ArchivedMessage]:
+        """A day file's records sorted by id; a last line without its
+        newline (an append cut short) is skipped; [] for no file."""
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        self.files_read += 1
+        lines = data.split(b"\n")[:-1]      # the piece after the last \n: torn or empty
+        out = []
+        for n, line in enumerate(lines, 1):
+            try:
+                out.append(_record(line))
+            except (ValueError, binascii.Error) as exc:
+                raise StorageError(f"corrupt {path}: line {n}: {exc}") from exc
+        out.sort(key=lambda m: m.id)
+        return out
+
+    @contextmanager
+    def _locked(self, path: Path, create: bool) -> Iterator[int | None]:
+        """``path`` opened for appending and flocked, the lock taken on the
+        file the path names once held; None if it does not exist (and not ``create``)."""
+        flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT if create else 0)
+        while True:
+            try:
+                fd = os.open(path, flags, 0o600)
+            except FileNotFoundError:
+                if create:
+                    raise
+                yield None
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    same = os.stat(path).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    yield fd
+                    return
+            finally:
+                os.close(fd)            # closing drops the flock
+
+    def _append(self, odir: Path, msg: ArchivedMessage) -> None:
+        self._mkdirs(odir)
+        path = odir / day_file(msg.id)
+        line = record_line(msg)
+        with self._locked(path, create=True) as fd:
+            assert fd is not None
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                os.ftruncate(fd, self._last_newline(fd, size))   # a torn append
+            created = size == 0
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        if created:
+            fsync_dir(odir)
+
+    @staticmethod
+    def _last_newline(fd: int, size: int) -> int:
+        """The length of the file up to and with its last newline (0 if none)."""
+        pos = size
+        while pos > 0:
+            start = max(0, pos - 65536)
+            chunk = os.pread(fd, pos - start, start)
+            at = chunk.rfind(b"\n")
+            if at >= 0:
+                return start + at + 1
+            pos = start
+        return 0
+
+    def _rewrite(self, path: Path, keep: Callable[[ArchivedMessage], bool]) -> int:
+        """Keep only the records of the day file for which ``keep`` is true
+        (the file unlinked if none is); how many were removed."""
+        with self._locked(path, create=False) as fd:
+            if fd is None:
+                return 0
+            records = self._read(path)
+            kept = [m for m in records if keep(m)]
+            if len(kept) == len(records):
+                return 0
+            if kept:
+                atomic_write(path, b"".join(record_line(m) for m in kept), 0o600)
+            else:
+                os.unlink(path)
+                fsync_dir(path.parent)
+            return len(records) - len(kept)
+
+    # -- queries ---------------------------------------------------------------
+
+    def _query(self, odir: Path, p: Plan, rsm: list[str]) -> ArchivePage:
+        cache: dict[str, list[ArchivedMessage]] = {}
+
+        def day(name: str) -> list[ArchivedMessage]:
+            if name not in cache:
+                cache[name] = self._read(odir / name)
+            return cache[name]
+
+        for id in rsm:
+            if id_micros(id) is None or all(m.id != id for m in day(day_file(id))):
+                raise UnknownId(id)
+        names = self._days(odir)
+        if p.ids is not None:
+            wanted = {day_file(i) for i in p.ids if id_micros(i) is not None}
+            names = [n for n in names if n in wanted]
+        first, last = _bound_day(p.lo, "0"), _bound_day(p.hi, "f")
+        names = [n for n in names if (first is None or n >= first)
+                 and (last is None or n <= last)]
+        if not p.forward:
+            names.reverse()
+        found = (m for n in names for m in (day(n) if p.forward else reversed(day(n)))
+                 if p.matches(m))
+        page = make_page(found, p, None)
+        if page.complete and not p.rsm:
+            return ArchivePage(page.items, True, len(page.items), page.first, page.last)
+        return page
+
+    def _owners(self) -> Iterator[Path]:
+        for domain in sorted(os.listdir(self.dir)) if self.dir.is_dir() else ():
+            if domain.startswith("."):
+                continue
+            ddir = self.dir / domain
+            for local in sorted(os.listdir(ddir)) if ddir.is_dir() else ():
+                if not local.startswith("."):
+                    yield ddir / local
+
+    def _remove_before(self, cutoff: datetime, limit: int) -> int:
+        bound = f"{micros(cutoff):016x}"
+        cut_day = f"{day_of(micros(cutoff))}.jsonl"
+        removed = 0
+        for odir in self._owners():
+            for name in self._days(odir):
+                if removed >= limit or name > cut_day:
+                    break
+                removed += self._rewrite(odir / name, lambda m: m.id >= bound)
+            if removed >= limit:
+                break
+        return removed
+
+    def _trim(self, odir: Path, keep: int) -> int:
+        newer = 0
+        removed = 0
+        for name in reversed(self._days(odir)):
+            path = odir / name
+            if newer >= keep:
+                removed += self._rewrite(path, lambda m: False)
+                continue
+            records = self._read(path)
+            if newer + len(records) > keep:
+                # the boundary day: keep its newest (keep - newer) as read now
+                oldest_kept = records[len(records) - (keep - newer)].id
+                removed += self._rewrite(path, lambda m: m.id >= oldest_kept)
+            newer += len(records)
+        return removed
+
+    def _delete(self, odir: Path) -> None:
+        if not odir.is_dir():
+            return
+        tomb = odir.with_name(f".{odir.name}.deleted.{os.urandom(4).hex()}")
+        os.rename(odir, tomb)
+        fsync_dir(odir.parent)
+        shutil.rmtree(tomb)
+
+    # -- the ArchiveStore interface ---------------------------------------------
+
+    async def append(self, owner: JID, msg: ArchivedMessage) -> None:
+        await self._run(self._append, self.owner_dir(owner), check_message(msg))
+
+    async def query(self, owner: JID, q: ArchiveQuery) -> ArchivePage:
+        p = plan(q)
+        rsm = [id for id in (q.after, q.before or None) if id is not None]
+        return await self._run(self._query, self.owner_dir(owner), p, rsm)
+
+    async def remove_before(self, cutoff: datetime, limit: int) -> int:
+        micros(cutoff)
+        return await self._run(self._remove_before, cutoff, check_count(limit, "limit"))
+
+    async def trim(self, owner: JID, keep: int) -> int:
+        odir = self.owner_dir(owner)
+        return await self._run(self._trim, odir, check_count(keep, "keep"))
+
+    async def delete_owner(self, owner: JID) -> None:
+        await self._run(self._delete, self.owner_dir(owner))
