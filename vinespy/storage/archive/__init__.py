@@ -213,11 +213,12 @@ def plan(q: ArchiveQuery) -> Plan:
         if value is not None and not isinstance(value, str):
             raise TypeError(f"{name} must be str or None")
     lo, hi = q.after_id, q.before_id
-    # start/end are inclusive: exclusive id bounds just outside them.
+    # start/end are inclusive; as exclusive bounds, the 16 digits of a time
+    # alone: every id of that microsecond sorts after them.
     if q.start is not None:
-        lo = _max(lo, f"{micros(q.start) - 1:016x}ffffffff" if micros(q.start) > 0 else None)
+        lo = _max(lo, f"{micros(q.start):016x}")
     if q.end is not None:
-        hi = _min(hi, f"{micros(q.end) + 1:016x}00000000")
+        hi = _min(hi, f"{micros(q.end) + 1:016x}")
     peer = peer_bare = None
     if q.with_jid is not None:
         jid = JID.parse(q.with_jid)

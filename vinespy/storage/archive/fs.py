@@ -187,7 +187,7 @@ class FsArchive(ArchiveStore):
     def _locked(self, path: Path, create: bool) -> Iterator[int | None]:
         """``path`` opened for appending and flocked, the lock taken on the
         file the path names once held; None if it does not exist (and not ``create``)."""
-        flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT if create else 0)
+        flags = os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0)
         while True:
             try:
                 fd = os.open(path, flags, 0o600)
