@@ -7,6 +7,7 @@ how a host gets its store.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from datetime import datetime, timedelta, timezone
@@ -266,8 +267,36 @@ async def test_bad_arguments(store: ArchiveStore) -> None:
     assert (await store.query(ALICE, ArchiveQuery())).items == ()
 
 
+async def test_concurrent_appends_are_all_kept(store: ArchiveStore) -> None:
+    msgs = [message(i) for i in range(200)]
+    await asyncio.gather(*(store.append(ALICE, m) for m in msgs))
+    page = await store.query(ALICE, ArchiveQuery(max=500))
+    assert ids(page) == [m.id for m in msgs] and page.items == tuple(msgs)
+
+
 # ---------------------------------------------------------------------------
 # fs
+
+
+async def test_fs_no_append_is_lost_to_retention_of_its_day(tmp_path: Path) -> None:
+    """remove_before rewrites the cutoff's day file while appends to it run
+    in other threads: every newer message is kept."""
+    store = FsArchive(tmp_path)
+    day = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    old = [message(i, stamp=day + i * timedelta(seconds=1)) for i in range(300)]
+    for m in old:
+        await store.append(ALICE, m)
+    cutoff = day + timedelta(hours=1)
+    new = [message(i, stamp=cutoff + i * timedelta(seconds=1)) for i in range(300)]
+
+    async def retention() -> int:
+        total = 0
+        for _ in range(30):
+            total += await store.remove_before(cutoff, 10)
+        return total
+    done = await asyncio.gather(retention(), *(store.append(ALICE, m) for m in new))
+    assert done[0] + await store.remove_before(cutoff, 1000) == 300
+    assert ids(await store.query(ALICE, ArchiveQuery(max=1000))) == [m.id for m in new]
 
 
 async def test_fs_a_torn_last_line_is_skipped_then_cut_off(tmp_path: Path) -> None:

@@ -265,7 +265,10 @@ class ArchiveStore(abc.ABC):
 
     @abc.abstractmethod
     async def append(self, owner: JID, msg: ArchivedMessage) -> None:
-        """Archive ``msg`` (:func:`check_message`) for ``owner``."""
+        """Archive ``msg`` (:func:`check_message`) for ``owner``. An id is
+        appended once (:func:`new_id` makes them unique): a second message
+        of one id is refused by memory (ValueError) and sql (StorageError),
+        while fs, which never reads a day file to append, keeps both."""
 
     @abc.abstractmethod
     async def query(self, owner: JID, q: ArchiveQuery) -> ArchivePage:
