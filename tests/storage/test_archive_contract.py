@@ -23,7 +23,8 @@ from vinespy.jid import JID
 from vinespy.storage import StorageError, open_storage
 from vinespy.storage.archive import (ArchivedMessage, ArchivePage, ArchiveQuery, ArchiveStore,
                                      UnknownId, archive_for, new_id, open_archive)
-from vinespy.storage.archive.fs import FsArchive, day_file, record_line
+from vinespy.storage.archive.days import day_file, record_line
+from vinespy.storage.archive.fs import FsArchive
 from vinespy.storage.archive.memory import MemoryArchive
 from vinespy.storage.archive.sql import SqlArchive
 from vinespy.storage.sql import SqlStorage
@@ -321,6 +322,27 @@ async def test_fs_a_corrupt_record_is_a_storage_error(tmp_path: Path) -> None:
     with open(path, "ab") as f:
         f.write(b'{"id": 1}\n')
     with pytest.raises(StorageError, match=r"corrupt .*line 2"):
+        await store.query(ALICE, ArchiveQuery())
+
+
+async def test_fs_reads_records_out_of_order_or_not_written_by_it(tmp_path: Path) -> None:
+    """A day file is sorted by id as read (appends of one day may come out
+    of order); a record with its keys in another order is parsed whole; a
+    record whose id is not where its line says is corrupt."""
+    store = FsArchive(tmp_path)
+    msgs = [message(i) for i in range(4)]
+    for m in (msgs[2], msgs[0], msgs[3]):
+        await store.append(ALICE, m)
+    path = store.owner_dir(ALICE) / day_file(msgs[0].id)
+    doc = json.loads(record_line(msgs[1]))
+    with open(path, "ab") as f:
+        f.write(json.dumps(dict(reversed(doc.items()))).encode() + b"\n")
+    page = await store.query(ALICE, ArchiveQuery())
+    assert page.items == tuple(msgs)
+    liar = record_line(msgs[0]).replace(msgs[0].id.encode(), new_id(T0).encode(), 1)
+    liar = liar.replace(b'"bare"', f'"id":"{msgs[0].id}","bare"'.encode())
+    path.write_bytes(liar)
+    with pytest.raises(StorageError, match=r"corrupt .*line 1: id"):
         await store.query(ALICE, ArchiveQuery())
 
 

@@ -176,13 +176,8 @@ class Plan:
     forward: bool
     limit: int
 
-    def matches(self, msg: ArchivedMessage) -> bool:
-        """Whether ``msg`` is in the page's range and passes the filters."""
-        return (self.lo is None or msg.id > self.lo) and \
-            (self.hi is None or msg.id < self.hi) and self.passes(msg)
-
     def passes(self, msg: ArchivedMessage) -> bool:
-        """The filters other than the id range."""
+        """Whether ``msg`` passes the filters other than the id range."""
         return ((self.peer is None or msg.peer == self.peer)
                 and (self.peer_bare is None or msg.peer_bare == self.peer_bare)
                 and (self.ids is None or msg.id in self.ids))

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import fcntl
-import json
 import os
-import re
 import shutil
 from contextlib import contextmanager
 from datetime import datetime
@@ -20,72 +17,12 @@ from ...jid import JID
 from .. import StorageError
 from ..fs.names import encode_name
 from . import (ArchivedMessage, ArchivePage, ArchiveQuery, ArchiveStore, Plan, UnknownId,
-               check_count, check_message, check_owner, from_micros, id_micros, make_page,
-               micros, plan, register)
+               check_count, check_message, check_owner, id_micros, make_page, micros, plan,
+               register)
+from .days import (DAY_RE, BadLine, Day, bound_day, day_file, day_of, parse_record,
+                   record_line)
 
 T = TypeVar("T")
-
-DAY_RE = re.compile(r"(\d{4}-\d{2}-\d{2})\.jsonl\Z")
-_HEX16 = re.compile(r"[0-9a-f]{16}\Z")
-_NONE_LEFT = "~"            # a day name after every real one
-
-
-def day_of(us: int) -> str:
-    """The UTC day (``YYYY-MM-DD``) of a time in microseconds since the epoch."""
-    return from_micros(us).date().isoformat()
-
-
-def day_file(id: str) -> str:
-    """The name of the day file that holds the (well-formed) id ``id``."""
-    us = id_micros(id)
-    if us is None:
-        raise ValueError(f"archive id {id!r} is not 24 lower-case hex digits")
-    return f"{day_of(us)}.jsonl"
-
-
-def record_line(msg: ArchivedMessage) -> bytes:
-    """One record of a day file: a JSON line (the stanza as text when it is
-    UTF-8, else base64); the stamp is the id's time."""
-    doc: dict[str, Any] = {"id": msg.id, "peer": msg.peer, "bare": msg.peer_bare}
-    try:
-        doc["text"] = msg.stanza.decode("utf-8")
-    except UnicodeDecodeError:
-        doc["b64"] = base64.b64encode(msg.stanza).decode("ascii")
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
-
-
-def _str(doc: dict[str, Any], key: str) -> str:
-    value = doc.get(key)
-    if not isinstance(value, str):
-        raise ValueError(f"{key}: expected str, found {type(value).__name__}")
-    return value
-
-
-def _record(line: bytes) -> ArchivedMessage:
-    doc = json.loads(line)
-    if not isinstance(doc, dict):
-        raise ValueError("not a JSON object")
-    id = _str(doc, "id")
-    us = id_micros(id)
-    if us is None:
-        raise ValueError(f"id {id!r}")
-    stanza = (_str(doc, "text").encode("utf-8") if "text" in doc
-              else base64.b64decode(_str(doc, "b64"), validate=True))
-    return ArchivedMessage(id, from_micros(us), _str(doc, "peer"), _str(doc, "bare"), stanza)
-
-
-def _bound_day(bound: str | None, pad: str) -> str | None:
-    """The first (``pad`` "0") or last (``pad`` "f") day an id beyond the
-    exclusive ``bound`` can be in; None: no limit known."""
-    if bound is None:
-        return None
-    head = bound[:16].ljust(16, pad)
-    if not _HEX16.match(head):
-        return None                 # not hex: compared as text, days not pruned
-    try:
-        return f"{day_of(int(head, 16))}.jsonl"
-    except OverflowError:           # past year 9999
-        return _NONE_LEFT if pad == "0" else None
 
 
 @register("fs")
@@ -105,8 +42,10 @@ class FsArchive(ArchiveStore):
     ``ids``) allow and reads them one at a time in the direction of paging,
     stopping once the page is full: a page of 50 from a long archive reads
     one or two day files (``files_read`` counts them), never the archive.
-    ``count`` is None unless the page is the whole result. Each day file is
-    read whole: one owner's messages of one day.
+    ``count`` is None unless the page is the whole result. A day file is
+    read whole (one owner's messages of one day) but only its ids are
+    taken (sliced from where :func:`record_line` puts them, not parsed);
+    a record is parsed when the page reaches it.
 
     An append is one ``write`` to the file opened O_APPEND, fsynced, under
     an exclusive flock on that file; a crash mid-write leaves a last line
@@ -164,24 +103,27 @@ class FsArchive(ArchiveStore):
         except FileNotFoundError:
             return []
 
-    def _read(self, path: Path) -> list[ArchivedMessage]:
-        """A day file's records sorted by id; a last line without its
-        newline (an append cut short) is skipped; [] for no file."""
+    def _read(self, path: Path) -> Day:
+        """A day file's records sorted by id (:class:`~.days.Day`); a last
+        line without its newline (an append cut short) is skipped; empty
+        for no file."""
         try:
             with open(path, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
-            return []
+            return Day(b"")
         self.files_read += 1
-        lines = data.split(b"\n")[:-1]      # the piece after the last \n: torn or empty
-        out = []
-        for n, line in enumerate(lines, 1):
-            try:
-                out.append(_record(line))
-            except (ValueError, binascii.Error) as exc:
-                raise StorageError(f"corrupt {path}: line {n}: {exc}") from exc
-        out.sort(key=lambda m: m.id)
-        return out
+        try:
+            return Day(data)
+        except BadLine as exc:
+            raise StorageError(f"corrupt {path}: {exc}") from exc
+
+    @staticmethod
+    def _parse(path: Path, day: Day, at: int) -> ArchivedMessage:
+        try:
+            return parse_record(day.raws[at], day.ids[at])
+        except (ValueError, binascii.Error) as exc:
+            raise StorageError(f"corrupt {path}: line {day.lines[at]}: {exc}") from exc
 
     @contextmanager
     def _locked(self, path: Path, create: bool) -> Iterator[int | None]:
@@ -238,18 +180,18 @@ class FsArchive(ArchiveStore):
             pos = start
         return 0
 
-    def _rewrite(self, path: Path, keep: Callable[[ArchivedMessage], bool]) -> int:
-        """Keep only the records of the day file for which ``keep`` is true
-        (the file unlinked if none is); how many were removed."""
+    def _rewrite(self, path: Path, keep: Callable[[str], bool]) -> int:
+        """Keep only the records of the day file whose id ``keep`` accepts
+        (the file unlinked if none is), as they were; how many were removed."""
         with self._locked(path, create=False) as fd:
             if fd is None:
                 return 0
             records = self._read(path)
-            kept = [m for m in records if keep(m)]
+            kept = list(records.kept(keep))
             if len(kept) == len(records):
                 return 0
             if kept:
-                atomic_write(path, b"".join(record_line(m) for m in kept), 0o600)
+                atomic_write(path, b"".join(kept), 0o600)
             else:
                 os.unlink(path)
                 fsync_dir(path.parent)
@@ -258,31 +200,38 @@ class FsArchive(ArchiveStore):
     # -- queries ---------------------------------------------------------------
 
     def _query(self, odir: Path, p: Plan, rsm: list[str]) -> ArchivePage:
-        cache: dict[str, list[ArchivedMessage]] = {}
+        cache: dict[str, Day] = {}
 
-        def day(name: str) -> list[ArchivedMessage]:
+        def day(name: str) -> Day:
             if name not in cache:
                 cache[name] = self._read(odir / name)
             return cache[name]
 
         for id in rsm:
-            if id_micros(id) is None or all(m.id != id for m in day(day_file(id))):
+            if id_micros(id) is None or not day(day_file(id)).has(id):
                 raise UnknownId(id)
         names = self._days(odir)
         if p.ids is not None:
             wanted = {day_file(i) for i in p.ids if id_micros(i) is not None}
             names = [n for n in names if n in wanted]
-        first, last = _bound_day(p.lo, "0"), _bound_day(p.hi, "f")
+        first, last = bound_day(p.lo, "0"), bound_day(p.hi, "f")
         names = [n for n in names if (first is None or n >= first)
                  and (last is None or n <= last)]
         if not p.forward:
             names.reverse()
-        found = (m for n in names for m in (day(n) if p.forward else reversed(day(n)))
-                 if p.matches(m))
+        found = (m for n in names for m in self._walk(odir / n, day(n), p) if p.passes(m))
         page = make_page(found, p, None)
         if page.complete and not p.rsm:
             return ArchivePage(page.items, True, len(page.items), page.first, page.last)
         return page
+
+    def _walk(self, path: Path, day: Day, p: Plan) -> Iterator[ArchivedMessage]:
+        """The day's messages with ids in (p.lo, p.hi) and in p.ids, in the
+        direction of paging, each parsed as it is reached."""
+        wanted = None if p.ids is None else {i.encode() for i in p.ids}
+        for at in day.span(p.lo, p.hi, p.forward):
+            if wanted is None or day.ids[at] in wanted:
+                yield self._parse(path, day, at)
 
     def _owners(self) -> Iterator[Path]:
         for domain in sorted(os.listdir(self.dir)) if self.dir.is_dir() else ():
@@ -301,7 +250,7 @@ class FsArchive(ArchiveStore):
             for name in self._days(odir):
                 if removed >= limit or name > cut_day:
                     break
-                removed += self._rewrite(odir / name, lambda m: m.id >= bound)
+                removed += self._rewrite(odir / name, lambda id: id >= bound)
             if removed >= limit:
                 break
         return removed
@@ -312,13 +261,13 @@ class FsArchive(ArchiveStore):
         for name in reversed(self._days(odir)):
             path = odir / name
             if newer >= keep:
-                removed += self._rewrite(path, lambda m: False)
+                removed += self._rewrite(path, lambda id: False)
                 continue
             records = self._read(path)
             if newer + len(records) > keep:
                 # the boundary day: keep its newest (keep - newer) as read now
-                oldest_kept = records[len(records) - (keep - newer)].id
-                removed += self._rewrite(path, lambda m: m.id >= oldest_kept)
+                oldest_kept = records.ids[len(records) - (keep - newer)].decode("ascii")
+                removed += self._rewrite(path, lambda id: id >= oldest_kept)
             newer += len(records)
         return removed
 
