@@ -172,7 +172,7 @@ async def test_after_id_and_before_id_are_exclusive(store: ArchiveStore) -> None
 
 async def test_ids(store: ArchiveStore) -> None:
     msgs = await fill(store, 300)
-    wanted = (msgs[250].id, msgs[3].id, "nonsense", new_id(T0), msgs[150].id)
+    wanted = (msgs[250].id, msgs[3].id, "nonsense", new_id(T0), msgs[150].id, "f" * 24)
     page = await store.query(ALICE, ArchiveQuery(ids=wanted))
     assert ids(page) == [msgs[3].id, msgs[150].id, msgs[250].id] and page.complete
     two = await store.query(ALICE, ArchiveQuery(ids=wanted, max=2, before=""))
@@ -184,7 +184,7 @@ async def test_an_rsm_id_not_in_the_archive_is_unknown(store: ArchiveStore) -> N
     msgs = await fill(store, 3)
     bobs = message(1, stamp=msgs[1].stamp)
     await store.append(BOB, bobs)
-    for bad in (new_id(T0), bobs.id, "nonsense", ""):
+    for bad in (new_id(T0), bobs.id, "nonsense", "", "f" * 24, msgs[0].id.upper()):
         with pytest.raises(UnknownId):
             await store.query(ALICE, ArchiveQuery(after=bad))
         if bad:

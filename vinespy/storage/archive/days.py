@@ -30,11 +30,15 @@ def day_of(us: int) -> str:
 
 
 def day_file(id: str) -> str:
-    """The name of the day file that holds the (well-formed) id ``id``."""
+    """The name of the day file that would hold the id ``id``; ValueError
+    unless it is 24 lower-case hex digits of a time before year 10000."""
     us = id_micros(id)
     if us is None:
         raise ValueError(f"archive id {id!r} is not 24 lower-case hex digits")
-    return f"{day_of(us)}.jsonl"
+    try:
+        return f"{day_of(us)}.jsonl"
+    except OverflowError:
+        raise ValueError(f"archive id {id!r} is past year 9999") from None
 
 
 def bound_day(bound: str | None, pad: str) -> str | None:

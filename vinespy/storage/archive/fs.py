@@ -17,12 +17,20 @@ from ...jid import JID
 from .. import StorageError
 from ..fs.names import encode_name
 from . import (ArchivedMessage, ArchivePage, ArchiveQuery, ArchiveStore, Plan, UnknownId,
-               check_count, check_message, check_owner, id_micros, make_page, micros, plan,
+               check_count, check_message, check_owner, make_page, micros, plan,
                register)
 from .days import (DAY_RE, BadLine, Day, bound_day, day_file, day_of, parse_record,
                    record_line)
 
 T = TypeVar("T")
+
+
+def _day_file(id: str) -> str | None:
+    """The day file of ``id``, or None for a string no record can have as id."""
+    try:
+        return day_file(id)
+    except ValueError:
+        return None
 
 
 @register("fs")
@@ -200,6 +208,7 @@ class FsArchive(ArchiveStore):
     # -- queries ---------------------------------------------------------------
 
     def _query(self, odir: Path, p: Plan, rsm: list[str]) -> ArchivePage:
+        names = self._days(odir)
         cache: dict[str, Day] = {}
 
         def day(name: str) -> Day:
@@ -208,11 +217,10 @@ class FsArchive(ArchiveStore):
             return cache[name]
 
         for id in rsm:
-            if id_micros(id) is None or not day(day_file(id)).has(id):
+            if (_day_file(id) or "") not in names or not day(day_file(id)).has(id):
                 raise UnknownId(id)
-        names = self._days(odir)
         if p.ids is not None:
-            wanted = {day_file(i) for i in p.ids if id_micros(i) is not None}
+            wanted = {_day_file(i) for i in p.ids}
             names = [n for n in names if n in wanted]
         first, last = bound_day(p.lo, "0"), bound_day(p.hi, "f")
         names = [n for n in names if (first is None or n >= first)
