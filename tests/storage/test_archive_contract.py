@@ -230,6 +230,37 @@ async def test_remove_before_removes_each_message_once(store: ArchiveStore) -> N
     assert await store.remove_before(cutoff, 0) == 0
 
 
+@pytest.mark.parametrize("kind", ["fs", *(f"sql-{kind}" for kind in SQL_KINDS)])
+async def test_two_nodes_retention_counts_each_message_once(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Two stores on one archive (two nodes, or a node and a command)
+    running retention at once remove each old message once between them."""
+    if kind == "fs":
+        stores = [FsArchive(tmp_path / "archive"), FsArchive(tmp_path / "archive")]
+    else:
+        first = sql_storage(kind.removeprefix("sql-"), request, tmp_path)
+        second = SqlStorage(first.url, password=getattr(first, "_password", None))
+        stores = [open_archive("sql", storage=db, owned=True) for db in (first, second)]
+        await stores[0].open()
+    try:
+        owners = [JID.parse(f"user{n}@wonderland.lit") for n in range(4)]
+        for owner in owners:
+            await fill(stores[0], 150, owner)
+        cutoff = T0 + 100 * STEP
+
+        async def retention(store: ArchiveStore) -> int:
+            total = 0
+            while n := await store.remove_before(cutoff, 20):
+                total += n
+            return total
+        assert sum(await asyncio.gather(*(retention(s) for s in stores))) == 4 * 100
+        for owner in owners:
+            assert len((await stores[1].query(owner, ArchiveQuery(max=100))).items) == 50
+    finally:
+        for store in stores:
+            await store.close()
+
+
 async def test_trim_keeps_the_newest(store: ArchiveStore) -> None:
     msgs = await fill(store, 300)
     await fill(store, 10, BOB)
