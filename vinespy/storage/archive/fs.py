@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import bisect
 import fcntl
 import os
 import shutil
@@ -67,16 +68,19 @@ class FsArchive(ArchiveStore):
     thread; OSError becomes StorageError, a corrupt record raises StorageError
     naming the file.
 
-    ``remove_before`` walks every owner: whole day files before the
-    cutoff's day are unlinked, the cutoff's day is rewritten without the
-    older records; it stops after the file that reaches ``limit`` (so it may
-    remove a day file's worth more). The walk itself lists every owner's
-    directory each call.
+    ``remove_before`` walks the owners: whole day files before the cutoff's
+    day are unlinked, the cutoff's day is rewritten without the older
+    records. It stops after the owner with whom it reached ``limit`` (so it
+    may remove up to that owner's old days more) and the next call goes on
+    from the next owner, round to where it started: each call lists the
+    owners' names but reads only the days of those it cleans, and 0 means a
+    whole round found nothing.
     """
 
     def __init__(self, dir: str | os.PathLike[str]) -> None:
         self.dir = Path(dir)
         self.files_read = 0         # day files read (tests count them)
+        self._resume: Path | None = None     # the owner the next retention call starts at
 
     def owner_dir(self, owner: JID) -> Path:
         check_owner(owner)
@@ -241,26 +245,31 @@ class FsArchive(ArchiveStore):
             if wanted is None or day.ids[at] in wanted:
                 yield self._parse(path, day, at)
 
-    def _owners(self) -> Iterator[Path]:
+    def _owners(self) -> list[Path]:
+        """Every owner's directory, from where the last retention call
+        stopped round to just before it."""
+        found = []
         for domain in sorted(os.listdir(self.dir)) if self.dir.is_dir() else ():
-            if domain.startswith("."):
-                continue
             ddir = self.dir / domain
-            for local in sorted(os.listdir(ddir)) if ddir.is_dir() else ():
-                if not local.startswith("."):
-                    yield ddir / local
+            if not domain.startswith(".") and ddir.is_dir():
+                found += [ddir / local for local in sorted(os.listdir(ddir))
+                          if not local.startswith(".")]
+        at = 0 if self._resume is None else bisect.bisect_left(found, self._resume)
+        return found[at:] + found[:at]
 
     def _remove_before(self, cutoff: datetime, limit: int) -> int:
         bound = f"{micros(cutoff):016x}"
         cut_day = f"{day_of(micros(cutoff))}.jsonl"
         removed = 0
         for odir in self._owners():
+            if removed >= limit:
+                self._resume = odir         # the next call starts here
+                return removed
             for name in self._days(odir):
-                if removed >= limit or name > cut_day:
+                if name > cut_day:
                     break
                 removed += self._rewrite(odir / name, lambda id: id >= bound)
-            if removed >= limit:
-                break
+        self._resume = None
         return removed
 
     def _trim(self, odir: Path, keep: int) -> int:
