@@ -21,7 +21,8 @@ Tables (:mod:`vinespy.storage.sqlschema`, its version in ``schema_version``)::
     fragments    jid + namespace + name -> data (XML)
     keyval       jid + store -> value (JSON)
 
-and the pubsub store's tables (:data:`vinespy.storage.pubsub.sql.PUBSUB_SCHEMA`).
+and the tables of the pubsub store (:data:`vinespy.storage.pubsub.sql.PUBSUB_SCHEMA`)
+and of the message archive (:data:`vinespy.storage.archive.sql.ARCHIVE_SCHEMA`).
 The first use of an empty database creates them; a database of an older
 schema version is refused with StorageError naming ``vinespy db upgrade``,
 which :meth:`SqlStorage.upgrade` serves.

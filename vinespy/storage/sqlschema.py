@@ -1,8 +1,9 @@
 """The SQL backend's schema and its versions (``vinespy db upgrade``).
 
 A vinespy database holds :data:`SCHEMA` (accounts, rosters, vCards, private
-XML, keyval stores) and the pubsub store's
-:data:`~vinespy.storage.pubsub.sql.PUBSUB_SCHEMA`, and one row in
+XML, keyval stores), the pubsub store's
+:data:`~vinespy.storage.pubsub.sql.PUBSUB_SCHEMA` and the message archive's
+:data:`~vinespy.storage.archive.sql.ARCHIVE_SCHEMA`, and one row in
 ``schema_version``. Each version after the first is one step in
 :data:`STEPS`, run in order in one transaction by :func:`upgrade`: a small
 versioned migration table rather than Alembic, because the steps are few,
@@ -13,7 +14,8 @@ directory and own version table) shipped beside it.
 Versions:
 
 1. users, credentials, roster, vcards, fragments, keyval;
-2. the pubsub store's nodes, affiliations, subscriptions and items.
+2. the pubsub store's nodes, affiliations, subscriptions and items;
+3. the message archive (XEP-0313).
 
 On PostgreSQL both :func:`ensure` and :func:`upgrade` first take a
 transaction-scoped advisory lock, so two nodes starting on one empty
@@ -31,6 +33,7 @@ from sqlalchemy import (BigInteger, Boolean, Column, Integer, LargeBinary, MetaD
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import StorageError
+from .archive.sql import ARCHIVE_SCHEMA
 from .pubsub.sql import PUBSUB_SCHEMA
 
 SCHEMA = MetaData()
@@ -67,9 +70,9 @@ KEYVAL = Table(
     Column("value", LargeBinary, nullable=False), PrimaryKeyConstraint("jid", "store"))
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Every table of a vinespy database at SCHEMA_VERSION.
-SCHEMAS = (SCHEMA, PUBSUB_SCHEMA)
+SCHEMAS = (SCHEMA, PUBSUB_SCHEMA, ARCHIVE_SCHEMA)
 UPGRADE = "run 'vinespy db upgrade' (stop every node first)"
 _LOCK = 0x76696E6573707931      # "vinespy1": the advisory lock of schema changes
 
@@ -78,8 +81,12 @@ async def _v2(conn: AsyncConnection) -> None:
     await conn.run_sync(PUBSUB_SCHEMA.create_all)
 
 
+async def _v3(conn: AsyncConnection) -> None:
+    await conn.run_sync(ARCHIVE_SCHEMA.create_all)
+
+
 # version -> the step that makes it from the version before
-STEPS: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {2: _v2}
+STEPS: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {2: _v2, 3: _v3}
 
 
 async def _found(conn: AsyncConnection, shown: str) -> int | None:

@@ -1,0 +1,318 @@
+"""``fs``: the archives as append-only files, one per owner and UTC day."""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import bisect
+import fcntl
+import os
+import shutil
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+from ...fileio import atomic_write, fsync_dir
+from ...jid import JID
+from .. import StorageError
+from ..fs.names import encode_name
+from . import (ArchivedMessage, ArchivePage, ArchiveQuery, ArchiveStore, Plan, UnknownId,
+               check_count, check_message, check_owner, make_page, micros, plan,
+               register)
+from .days import (DAY_RE, BadLine, Day, bound_day, day_file, day_of, parse_record,
+                   record_line)
+
+T = TypeVar("T")
+
+
+def _day_file(id: str) -> str | None:
+    """The day file of ``id``, or None for a string no record can have as id."""
+    try:
+        return day_file(id)
+    except ValueError:
+        return None
+
+
+@register("fs")
+class FsArchive(ArchiveStore):
+    """Archives as files under ``dir`` (the host's data directory +
+    ``/archive``)::
+
+        <dir>/<domain>/<local>/YYYY-MM-DD.jsonl     one owner's messages of one UTC day
+
+    ``<domain>`` and ``<local>`` encoded as the fs storage names its
+    directories (:func:`~vinespy.storage.fs.names.encode_name`). A record is
+    one JSON line (:func:`record_line`); an id's first 16 digits give its day,
+    so its file. Records of a day are in the order they were appended (a
+    reader sorts a day by id).
+
+    A query lists the owner's day names, keeps the days its id bounds (and
+    ``ids``) allow and reads them one at a time in the direction of paging,
+    stopping once the page is full: a page of 50 from a long archive reads
+    one or two day files (``files_read`` counts them), never the archive.
+    ``count`` is None unless the page is the whole result. A day file is
+    read whole (one owner's messages of one day) but only its ids are
+    taken (sliced from where :func:`record_line` puts them, not parsed);
+    a record is parsed when the page reaches it.
+
+    An append is one ``write`` to the file opened O_APPEND, fsynced, under
+    an exclusive flock on that file; a crash mid-write leaves a last line
+    without its newline, which readers skip and the next append cuts off.
+    Every other change of a day file (retention, trim) takes the same flock
+    and then replaces the file atomically or unlinks it; an appender checks,
+    once it holds the lock, that the path still names the file it opened
+    (else it opens again), so no append lands in a replaced file. Readers
+    take no lock. So several processes (nodes sharing the directory, the
+    operator's commands) may write at once. Blocking I/O runs in a worker
+    thread; OSError becomes StorageError, a corrupt record raises StorageError
+    naming the file.
+
+    ``remove_before`` walks the owners: whole day files before the cutoff's
+    day are unlinked, the cutoff's day is rewritten without the older
+    records. It stops after the owner with whom it reached ``limit`` (so it
+    may remove up to that owner's old days more) and the next call goes on
+    from the next owner, round to where it started: each call lists the
+    owners' names but reads only the days of those it cleans, and 0 means a
+    whole round found nothing.
+    """
+
+    def __init__(self, dir: str | os.PathLike[str]) -> None:
+        self.dir = Path(dir)
+        self.files_read = 0         # day files read (tests count them)
+        self._resume: Path | None = None     # the owner the next retention call starts at
+
+    def owner_dir(self, owner: JID) -> Path:
+        check_owner(owner)
+        return self.dir / encode_name(owner.domain) / encode_name(owner.local)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except OSError as exc:
+            raise StorageError(f"archive I/O failed: {exc}") from exc
+
+    # -- blocking helpers ----------------------------------------------------
+
+    def _mkdirs(self, path: Path) -> None:
+        if path.is_dir():
+            return
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        current = self.dir
+        for part in path.relative_to(self.dir).parts:
+            parent, current = current, current / part
+            try:
+                os.mkdir(current, 0o700)
+            except FileExistsError:
+                continue
+            fsync_dir(parent)
+
+    @staticmethod
+    def _days(odir: Path) -> list[str]:
+        """The owner's day file names, oldest first."""
+        try:
+            return sorted(n for n in os.listdir(odir) if DAY_RE.match(n))
+        except FileNotFoundError:
+            return []
+
+    def _read(self, path: Path) -> Day:
+        """A day file's records sorted by id (:class:`~.days.Day`); a last
+        line without its newline (an append cut short) is skipped; empty
+        for no file."""
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return Day(b"")
+        self.files_read += 1
+        try:
+            return Day(data)
+        except BadLine as exc:
+            raise StorageError(f"corrupt {path}: {exc}") from exc
+
+    @staticmethod
+    def _parse(path: Path, day: Day, at: int) -> ArchivedMessage:
+        try:
+            return parse_record(day.raws[at], day.ids[at])
+        except (ValueError, binascii.Error) as exc:
+            raise StorageError(f"corrupt {path}: line {day.lines[at]}: {exc}") from exc
+
+    @contextmanager
+    def _locked(self, path: Path, create: bool) -> Iterator[int | None]:
+        """``path`` opened for appending and flocked, the lock taken on the
+        file the path names once held; None if it does not exist (and not ``create``)."""
+        flags = os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0)
+        while True:
+            try:
+                fd = os.open(path, flags, 0o600)
+            except FileNotFoundError:
+                if create:
+                    raise
+                yield None
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    same = os.stat(path).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    yield fd
+                    return
+            finally:
+                os.close(fd)            # closing drops the flock
+
+    def _append(self, odir: Path, msg: ArchivedMessage) -> None:
+        self._mkdirs(odir)
+        path = odir / day_file(msg.id)
+        line = record_line(msg)
+        with self._locked(path, create=True) as fd:
+            assert fd is not None
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                os.ftruncate(fd, self._last_newline(fd, size))   # a torn append
+            created = size == 0
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        if created:
+            fsync_dir(odir)
+
+    @staticmethod
+    def _last_newline(fd: int, size: int) -> int:
+        """The length of the file up to and with its last newline (0 if none)."""
+        pos = size
+        while pos > 0:
+            start = max(0, pos - 65536)
+            chunk = os.pread(fd, pos - start, start)
+            at = chunk.rfind(b"\n")
+            if at >= 0:
+                return start + at + 1
+            pos = start
+        return 0
+
+    def _rewrite(self, path: Path, keep: Callable[[str], bool]) -> int:
+        """Keep only the records of the day file whose id ``keep`` accepts
+        (the file unlinked if none is), as they were; how many were removed."""
+        with self._locked(path, create=False) as fd:
+            if fd is None:
+                return 0
+            records = self._read(path)
+            kept = list(records.kept(keep))
+            if len(kept) == len(records):
+                return 0
+            if kept:
+                atomic_write(path, b"".join(kept), 0o600)
+            else:
+                os.unlink(path)
+                fsync_dir(path.parent)
+            return len(records) - len(kept)
+
+    # -- queries ---------------------------------------------------------------
+
+    def _query(self, odir: Path, p: Plan, rsm: list[str]) -> ArchivePage:
+        names = self._days(odir)
+        cache: dict[str, Day] = {}
+
+        def day(name: str) -> Day:
+            if name not in cache:
+                cache[name] = self._read(odir / name)
+            return cache[name]
+
+        for id in rsm:
+            if (_day_file(id) or "") not in names or not day(day_file(id)).has(id):
+                raise UnknownId(id)
+        if p.ids is not None:
+            wanted = {_day_file(i) for i in p.ids}
+            names = [n for n in names if n in wanted]
+        first, last = bound_day(p.lo, "0"), bound_day(p.hi, "f")
+        names = [n for n in names if (first is None or n >= first)
+                 and (last is None or n <= last)]
+        if not p.forward:
+            names.reverse()
+        found = (m for n in names for m in self._walk(odir / n, day(n), p) if p.passes(m))
+        page = make_page(found, p, None)
+        if page.complete and not p.rsm:
+            return ArchivePage(page.items, True, len(page.items), page.first, page.last)
+        return page
+
+    def _walk(self, path: Path, day: Day, p: Plan) -> Iterator[ArchivedMessage]:
+        """The day's messages with ids in (p.lo, p.hi) and in p.ids, in the
+        direction of paging, each parsed as it is reached."""
+        wanted = None if p.ids is None else {i.encode() for i in p.ids}
+        for at in day.span(p.lo, p.hi, p.forward):
+            if wanted is None or day.ids[at] in wanted:
+                yield self._parse(path, day, at)
+
+    def _owners(self) -> list[Path]:
+        """Every owner's directory, from where the last retention call
+        stopped round to just before it."""
+        found = []
+        for domain in sorted(os.listdir(self.dir)) if self.dir.is_dir() else ():
+            ddir = self.dir / domain
+            if not domain.startswith(".") and ddir.is_dir():
+                found += [ddir / local for local in sorted(os.listdir(ddir))
+                          if not local.startswith(".")]
+        at = 0 if self._resume is None else bisect.bisect_left(found, self._resume)
+        return found[at:] + found[:at]
+
+    def _remove_before(self, cutoff: datetime, limit: int) -> int:
+        bound = f"{micros(cutoff):016x}"
+        cut_day = f"{day_of(micros(cutoff))}.jsonl"
+        removed = 0
+        for odir in self._owners():
+            if removed >= limit:
+                self._resume = odir         # the next call starts here
+                return removed
+            for name in self._days(odir):
+                if name > cut_day:
+                    break
+                removed += self._rewrite(odir / name, lambda id: id >= bound)
+        self._resume = None
+        return removed
+
+    def _trim(self, odir: Path, keep: int) -> int:
+        newer = 0
+        removed = 0
+        for name in reversed(self._days(odir)):
+            path = odir / name
+            if newer >= keep:
+                removed += self._rewrite(path, lambda id: False)
+                continue
+            records = self._read(path)
+            if newer + len(records) > keep:
+                # the boundary day: keep its newest (keep - newer) as read now
+                oldest_kept = records.ids[len(records) - (keep - newer)].decode("ascii")
+                removed += self._rewrite(path, lambda id: id >= oldest_kept)
+            newer += len(records)
+        return removed
+
+    def _delete(self, odir: Path) -> None:
+        if not odir.is_dir():
+            return
+        tomb = odir.with_name(f".{odir.name}.deleted.{os.urandom(4).hex()}")
+        os.rename(odir, tomb)
+        fsync_dir(odir.parent)
+        shutil.rmtree(tomb)
+
+    # -- the ArchiveStore interface ---------------------------------------------
+
+    async def append(self, owner: JID, msg: ArchivedMessage) -> None:
+        await self._run(self._append, self.owner_dir(owner), check_message(msg))
+
+    async def query(self, owner: JID, q: ArchiveQuery) -> ArchivePage:
+        p = plan(q)
+        rsm = [id for id in (q.after, q.before or None) if id is not None]
+        return await self._run(self._query, self.owner_dir(owner), p, rsm)
+
+    async def remove_before(self, cutoff: datetime, limit: int) -> int:
+        micros(cutoff)
+        return await self._run(self._remove_before, cutoff, check_count(limit, "limit"))
+
+    async def trim(self, owner: JID, keep: int) -> int:
+        odir = self.owner_dir(owner)
+        return await self._run(self._trim, odir, check_count(keep, "keep"))
+
+    async def delete_owner(self, owner: JID) -> None:
+        await self._run(self._delete, self.owner_dir(owner))
