@@ -1,4 +1,5 @@
-"""Durable file replacement, shared by the fs storage and certificate writing."""
+"""Durable file replacement and directory creation, shared by the fs
+storages (accounts, the archive) and certificate writing."""
 
 from __future__ import annotations
 
@@ -19,6 +20,23 @@ def fsync_dir(path: Path) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def make_dirs(root: Path, path: Path) -> None:
+    """Create ``path`` (below ``root``) and the directories between, mode
+    0700, each creation made durable in its parent: a crash never leaves a
+    file whose directory entry was lost."""
+    if path.is_dir():
+        return
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    current = root
+    for part in path.relative_to(root).parts:
+        parent, current = current, current / part
+        try:
+            os.mkdir(current, 0o700)
+        except FileExistsError:
+            continue
+        fsync_dir(parent)
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:

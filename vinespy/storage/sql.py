@@ -284,9 +284,21 @@ class SqlStorage(Storage):
 
     def transaction(self, write: bool = False) -> AsyncContextManager[AsyncConnection]:
         """One transaction on this database, as this class's own methods use
-        (``write``: BEGIN IMMEDIATE on SQLite); for the pubsub store on it
-        (:class:`vinespy.storage.pubsub.sql.SqlPubSub`)."""
+        (``write``: BEGIN IMMEDIATE on SQLite); for the stores on it (pubsub,
+        the archive): see :meth:`labelled`."""
         return self._tx(write)
+
+    @asynccontextmanager
+    async def labelled(self, what: str, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        """:meth:`transaction`, its StorageError saying ``WHAT: ...`` (one
+        that reports corrupt data is passed on as it is)."""
+        try:
+            async with self.transaction(write) as conn:
+                yield conn
+        except StorageError as exc:
+            if str(exc).startswith("corrupt "):
+                raise
+            raise StorageError(f"{what}: {exc}") from exc
 
     def _upsert(self, conn: AsyncConnection, table: Table, keys: tuple[str, ...],
                 **values: Any) -> Any:

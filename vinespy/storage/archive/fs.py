@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
-from ...fileio import atomic_write, fsync_dir
+from ...fileio import atomic_write, fsync_dir, make_dirs
 from ...jid import JID
 from .. import StorageError
 from ..fs.names import encode_name
@@ -95,17 +95,7 @@ class FsArchive(ArchiveStore):
     # -- blocking helpers ----------------------------------------------------
 
     def _mkdirs(self, path: Path) -> None:
-        if path.is_dir():
-            return
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        current = self.dir
-        for part in path.relative_to(self.dir).parts:
-            parent, current = current, current / part
-            try:
-                os.mkdir(current, 0o700)
-            except FileExistsError:
-                continue
-            fsync_dir(parent)
+        make_dirs(self.dir, path)
 
     @staticmethod
     def _days(odir: Path) -> list[str]:

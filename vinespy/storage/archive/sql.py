@@ -26,16 +26,14 @@ second waits for the first's row locks, then finds those rows gone).
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncContextManager
 
 from sqlalchemy import (BigInteger, Column, Index, LargeBinary, MetaData, PrimaryKeyConstraint,
                         Table, Text, delete, func, select, tuple_)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...jid import JID
-from .. import StorageError
 from . import (ArchivedMessage, ArchivePage, ArchiveQuery, ArchiveStore, Plan, UnknownId,
                check_count, check_message, check_owner, from_micros, make_page, micros, plan,
                register)
@@ -95,14 +93,9 @@ class SqlArchive(ArchiveStore):
         if self._owned:
             await self.storage.close()
 
-    @asynccontextmanager
-    async def _tx(self, what: str, write: bool = False) -> AsyncIterator[AsyncConnection]:
+    def _tx(self, what: str, write: bool = False) -> AsyncContextManager[AsyncConnection]:
         """One transaction of the storage's; its StorageError says ``archive WHAT``."""
-        try:
-            async with self.storage.transaction(write) as conn:
-                yield conn
-        except StorageError as exc:
-            raise StorageError(f"archive {what}: {exc}") from exc
+        return self.storage.labelled(f"archive {what}", write)
 
     async def append(self, owner: JID, msg: ArchivedMessage) -> None:
         key = check_owner(owner)

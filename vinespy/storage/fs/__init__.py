@@ -67,7 +67,7 @@ from typing import Any, AsyncIterator, Callable, Mapping, TypeVar
 
 from lxml import etree
 
-from ...fileio import atomic_write, fsync_dir, read_if_present
+from ...fileio import atomic_write, fsync_dir, make_dirs, read_if_present
 from ...jid import JID, JIDError
 from .. import (Contact, ContactLookup, Storage, StorageError, User, check_store, json_value,
                 register, value_from_json, xml_bytes, xml_element)
@@ -141,19 +141,7 @@ class FsStorage(Storage):
     # blocking helpers, run in a worker thread
 
     def _mkdirs(self, path: Path) -> None:
-        """Create ``path`` and the missing directories between it and ``dir``, mode 0700."""
-        if path.is_dir():
-            return
-        if not self.dir.is_dir():
-            os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        current = self.dir
-        for part in path.relative_to(self.dir).parts:
-            parent, current = current, current / part
-            try:
-                os.mkdir(current, 0o700)
-            except FileExistsError:
-                continue
-            fsync_dir(parent)
+        make_dirs(self.dir, path)
 
     def _write(self, path: Path, data: bytes) -> None:
         """Replace ``path`` with ``data`` atomically and durably (file mode 0600)."""

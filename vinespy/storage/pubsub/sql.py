@@ -43,8 +43,7 @@ a value this module did not write raises StorageError ``corrupt ...``.
 from __future__ import annotations
 
 import json
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, AsyncContextManager, Mapping
 
 from sqlalchemy import (BigInteger, Column, ColumnElement, Index, Integer, LargeBinary,
                         MetaData, PrimaryKeyConstraint, Select, Table, Text, UniqueConstraint,
@@ -138,16 +137,9 @@ class SqlPubSub(PubSubStore):
         if self._owned:
             await self.storage.close()
 
-    @asynccontextmanager
-    async def _tx(self, what: str, write: bool = False) -> AsyncIterator[AsyncConnection]:
+    def _tx(self, what: str, write: bool = False) -> AsyncContextManager[AsyncConnection]:
         """One transaction of the storage's; its StorageError says ``pubsub WHAT``."""
-        try:
-            async with self.storage.transaction(write) as conn:
-                yield conn
-        except StorageError as exc:
-            if str(exc).startswith("corrupt "):
-                raise
-            raise StorageError(f"pubsub {what}: {exc}") from exc
+        return self.storage.labelled(f"pubsub {what}", write)
 
     async def _lock(self, conn: AsyncConnection, service: str, node: str,
                     shared: bool) -> int | None:
