@@ -19,6 +19,8 @@ key                        type    lifetime
                                    its routing entry
 ``cluster:lock:{name}``    STRING  while ``exclusive(name)`` is held, at most
                                    its TTL (``sessions.LOCK_TTL_MS``)
+``cluster:duty:{name}``    STRING  the token of the node holding duty ``name``
+                                   (or ``released``), at most its TTL
 ``cluster:inbox:{id}``     STREAM  capped at ``inbox_maxlen`` entries; deleted
                                    with the node
 ``cluster:events``         STREAM  capped at ``inbox_maxlen`` entries; kept
@@ -91,6 +93,12 @@ def kept(name: str) -> str:
 def lock(name: str) -> str:
     """STRING holding the token of the task that holds ``exclusive(name)``."""
     return f"cluster:lock:{name}"
+
+
+def duty(name: str) -> str:
+    """STRING holding the token of the node that holds duty ``name``, or
+    ``released`` for a TTL after its holder let it go (cluster/duty.py)."""
+    return f"cluster:duty:{name}"
 
 
 def default_node_id(port: int) -> str:
