@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
 
 from . import __version__, modules, tls
 from .config import Config, ConfigError, HostConfig
+from .duty import Duty, Job, LocalDuty
 from .errors import StartupError as StartupError, StreamError
 from .host import Host
 from .jid import JID
@@ -67,6 +68,9 @@ class Server:
         # than to a host's modules (a relayed BOSH request): name -> handler;
         # "<name>!unreached" gets such a message that found its node gone.
         self.node_messages: dict[str, Callable[[bytes], Awaitable[None]]] = {}
+        # Periodic jobs one process of the deployment runs at a time (duty()).
+        self.duties: dict[str, Duty] = {}
+        self._duties_state = "waiting"                 # -> "running" -> "stopped"
         for hc in config.hosts:
             try:
                 storage = open_storage(hc.storage.backend, hc.storage.options)
@@ -109,6 +113,38 @@ class Server:
     async def _user_changed(self, bare: JID) -> None:
         if self.cluster is not None and self.cluster.publisher is not None:
             await self.cluster.publisher.user_changed(bare)
+
+    def duty(self, name: str, interval: float, job: Job, *, ttl: float | None = None) -> Duty:
+        """A job to run every ``interval`` s on one process of the whole
+        deployment at a time (vinespy/duty.py): this one when standalone,
+        the holder of its Redis lease (``ttl``, default ``[cluster]
+        dead_after``) in a cluster. ``name`` is the same on every node and
+        unique (a host's module adds its domain). Started with the server's
+        tasks (at once if they run), stopped before the cluster leaves."""
+        if name in self.duties:
+            raise ValueError(f"a duty named {name!r} is already registered")
+        duty: Duty
+        if self.cluster is not None:
+            from .cluster.duty import ClusterDuty
+            from .cluster.status import hide_passwords
+            cluster, cfg = self.cluster, self.cluster.cfg
+            duty = ClusterDuty(name, interval, job, lambda: cluster.redis,
+                               ttl=cfg.dead_after if ttl is None else ttl, node=cfg.node,
+                               hide=lambda text: hide_passwords(text, cfg))
+        else:
+            duty = LocalDuty(name, interval, job)
+        self.duties[name] = duty
+        if self._duties_state == "running":
+            duty.start()
+        elif self._duties_state == "stopped":
+            log.warning("duty %s registered after shutdown: not started", name)
+        return duty
+
+    async def _stop_duties(self) -> None:
+        """End every duty's run and give their leases up (while Redis is
+        still connected, so other nodes take them over at once)."""
+        self._duties_state = "stopped"
+        await asyncio.gather(*(d.stop() for d in self.duties.values()))
 
     async def serve(self, shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
                     ready: Callable[[], None] | None = None) -> None:
@@ -154,9 +190,13 @@ class Server:
             async with asyncio.TaskGroup() as self.tasks:
                 if self.cluster is not None:
                     self.cluster.spawn(self.tasks)
+                self._duties_state = "running"
+                for duty in self.duties.values():
+                    duty.start()
                 try:
                     await stop
                 finally:
+                    await self._stop_duties()
                     # While the cluster's tasks still run: the streams'
                     # unavailable presence reaches the other nodes, then
                     # the node leaves the cluster and its tasks end.

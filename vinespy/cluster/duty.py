@@ -131,7 +131,7 @@ class ClusterDuty(Duty):
         self._ttl_ms = int(ttl * 1000)
         self._retry_at = 0.0                # monotonic: after an error, not before
         self._backoff = Backoff(cap=ttl / 10)
-        self._outage = False
+        self.outage = False                 # Redis failed since it last answered
 
     def _left(self, now: float) -> float:
         if self._stopping or not self.tenure.active(now):
@@ -191,13 +191,13 @@ class ClusterDuty(Duty):
 
     def _trouble(self, exc: BaseException | None) -> None:
         """One line when Redis fails, one when it answers again."""
-        if exc is not None and not self._outage:
-            self._outage = True
+        if exc is not None and not self.outage:
+            self.outage = True
             log.error("duty %s: Redis unreachable (%s: %s); the lease lapses unless it "
                       "answers, retrying", self.name, type(exc).__name__,
                       self._hide(str(exc)))
-        elif exc is None and self._outage:
-            self._outage = False
+        elif exc is None and self.outage:
+            self.outage = False
             self._backoff.reset()
             log.warning("duty %s: Redis answers again", self.name)
 
