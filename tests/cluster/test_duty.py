@@ -23,13 +23,14 @@ import pytest
 import trustme
 
 from tests.cluster.conftest import RedisServer, eventually
-from tests.conftest import write_config
+from tests.conftest import running, write_config
 from tests.support import TIMEOUT
 from vinespy.cluster import keys
 from vinespy.cluster.connection import connect
 from vinespy.cluster.duty import RELEASED, ClusterDuty
 from vinespy import config as vconfig
 from vinespy.config import ClusterConfig
+from vinespy.duty import LocalDuty
 from vinespy.server import Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis, pytest.mark.timeout(120)]
@@ -359,9 +360,11 @@ class ServerNode:
     async def start(self) -> None:
         ready = asyncio.Event()
         self._task = asyncio.create_task(self.server.serve(self._stop.wait, ready.set))
-        done, _ = await asyncio.wait({self._task, asyncio.ensure_future(ready.wait())},
-                                     timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
-        assert ready.is_set(), f"the server did not start: {done}"
+        waiter = asyncio.ensure_future(ready.wait())
+        await asyncio.wait({self._task, waiter}, timeout=TIMEOUT,
+                           return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        assert ready.is_set(), f"{self.server.config.path}: the server did not start"
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -374,8 +377,9 @@ async def test_servers_run_a_registered_duty_on_one_node_and_hand_it_over(
         tmp_path: Path, ca: trustme.CA, redis: RedisServer) -> None:
     """Two in-process cluster nodes register the same duty with
     ``server.duty`` (before serving, as a module's start() would): one runs
-    it; when that server shuts down it releases the lease, and the other
-    takes over at once (its settle time, dead_after, is not waited out)."""
+    it, the lease's ttl being the cluster's dead_after; when that server
+    shuts down it releases the lease (stopping its duties before the
+    cluster closes its Redis client), and the other takes over."""
     runs = Runs()
     servers = {name: ServerNode(tmp_path / name, ca, redis, name)
                for name in ("node-a", "node-b")}
@@ -390,10 +394,10 @@ async def test_servers_run_a_registered_duty_on_one_node_and_hand_it_over(
         first = await runs.first(lambda s: s.end is not None, "a run")
         await runs.wait(lambda: sum(s.end is not None for s in runs.spans) >= 4, "4 runs")
         assert {s.node for s in runs.spans} == {first.node}
+        other = next(n for n in servers if n != first.node)
         await servers[first.node].stop()
         assert await redis.execute("GET", keys.duty(NAME)) in (
-            RELEASED, servers_duty(servers, first.node, other=True).token)
-        other = next(n for n in servers if n != first.node)
+            RELEASED, servers[other].server.duties[NAME].token)
         await runs.first(lambda s: s.node == other, f"a run on {other}")
     finally:
         for srv in servers.values():
@@ -401,6 +405,14 @@ async def test_servers_run_a_registered_duty_on_one_node_and_hand_it_over(
     runs.assert_apart()
 
 
-def servers_duty(servers: dict[str, ServerNode], node: str, other: bool = False) -> Any:
-    name = next(n for n in servers if (n != node) == other)
-    return servers[name].server.duties[NAME]
+async def test_a_standalone_server_runs_a_duty_registered_while_serving(
+        tmp_path: Path, ca: trustme.CA) -> None:
+    """No [cluster]: the same call gives a duty the one process holds,
+    started at once when registered while serving, stopped with the server."""
+    runs = Runs()
+    async with running(tmp_path, ca) as r:
+        duty = r.server.duty(NAME, INTERVAL, runs.job("alone", short))
+        assert isinstance(duty, LocalDuty)
+        await runs.wait(lambda: sum(s.end is not None for s in runs.spans) >= 3, "3 runs")
+    assert not duty.holding and not duty.running
+    runs.assert_apart()
