@@ -144,7 +144,11 @@ class Server:
         """End every duty's run and give their leases up (while Redis is
         still connected, so other nodes take them over at once)."""
         self._duties_state = "stopped"
-        await asyncio.gather(*(d.stop() for d in self.duties.values()))
+        results = await asyncio.gather(*(d.stop() for d in self.duties.values()),
+                                       return_exceptions=True)
+        for duty, res in zip(self.duties.values(), results):
+            if isinstance(res, Exception):
+                log.error("duty %s failed to stop", duty.name, exc_info=res)
 
     async def serve(self, shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
                     ready: Callable[[], None] | None = None) -> None:
