@@ -1,8 +1,9 @@
 """Cluster duties (vinespy/cluster/duty.py) on a real redis-server: one
 node at a time runs the job, and never two at once, through a clean stop,
 a holder cut off from Redis (a TCP relay that stops passing anything: its
-renewals hang), a Redis restart that loses the lease, and between two real
-in-process servers.
+renewals hang), a lease Redis loses while its holder trusts it, a Redis
+restart, a Sentinel failover, and between two real in-process servers (and
+on a standalone one).
 
 Each "node" is a ClusterDuty with a Redis client of its own, made as a
 node makes it (vinespy.cluster.connection.connect). Every run records its
@@ -24,6 +25,7 @@ import trustme
 
 from tests.cluster.conftest import RedisServer, eventually
 from tests.conftest import running, write_config
+from tests.sentinelproc import SERVICE, SentinelSet
 from tests.support import TIMEOUT
 from vinespy.cluster import keys
 from vinespy.cluster.connection import connect
@@ -73,19 +75,20 @@ class Runs:
         self._event.set()
         self._event = asyncio.Event()
 
-    async def wait(self, check: Callable[[], Any], what: str) -> Any:
-        deadline = time.monotonic() + TIMEOUT
+    async def wait(self, check: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
+        deadline = time.monotonic() + timeout
         while not (found := check()):
             event = self._event
             try:
                 await asyncio.wait_for(event.wait(), max(0.0, deadline - time.monotonic()))
             except asyncio.TimeoutError:
-                raise AssertionError(f"no {what} within {TIMEOUT:g} s: {self.spans}") from None
+                raise AssertionError(f"no {what} within {timeout:g} s: {self.spans}") from None
         return found
 
-    async def first(self, match: Callable[[Span], bool], what: str) -> Span:
+    async def first(self, match: Callable[[Span], bool], what: str,
+                    timeout: float = TIMEOUT) -> Span:
         span: Span = await self.wait(lambda: next((s for s in self.spans if match(s)), None),
-                                     what)
+                                     what, timeout)
         return span
 
     def assert_apart(self) -> None:
@@ -113,9 +116,10 @@ async def batches(still_held: Callable[[], bool]) -> None:
 class Node:
     """A duty as a node runs it, with its own Redis client."""
 
-    def __init__(self, name: str, url: str, runs: Runs, work: Work, **kw: Any) -> None:
+    def __init__(self, name: str, url: str, runs: Runs, work: Work,
+                 cfg: ClusterConfig | None = None, **kw: Any) -> None:
         self.name = name
-        self.client = connect(ClusterConfig(url=url))
+        self.client = connect(cfg or ClusterConfig(url=url))
         kw.setdefault("ttl", TTL)
         self.duty = ClusterDuty(NAME, INTERVAL, runs.job(name, work), lambda: self.client,
                                 node=name, **kw)
@@ -338,6 +342,28 @@ async def test_the_duty_resumes_after_redis_restarts(nodes: Any, redis: RedisSer
     second = await runs.first(lambda s: s is not first, "a run after the restart")
     assert first.end is not None and first.end <= second.start, runs.spans
     assert await redis.execute("GET", keys.duty(NAME)) == holder(group, second).duty.token
+    runs.assert_apart()
+
+
+async def test_the_duty_follows_a_sentinel_failover(
+        nodes: Any, sentinels: SentinelSet) -> None:
+    """The nodes find the primary through the Sentinels; the primary is
+    killed: once the replica is promoted the duty runs again, never
+    overlapping the runs from before."""
+    runs: Runs = nodes.runs
+    cfg = ClusterConfig(url="redis:///0", sentinels=tuple(sentinels.addresses), service=SERVICE)
+    group = [nodes(name, short, cfg=cfg) for name in ("a", "b")]
+    for n in group:
+        n.duty.start()
+    await runs.wait(lambda: sum(s.end is not None for s in runs.spans) >= 2, "2 runs")
+    await asyncio.to_thread(sentinels.kill_primary)
+    await asyncio.to_thread(sentinels.wait_promoted)
+    promoted = time.monotonic()         # seconds after the kill: every lease lapsed by now
+    after = await runs.first(lambda s: s.start > promoted, "a run after the failover",
+                             timeout=3 * TIMEOUT)
+    lease = await asyncio.to_thread(sentinels.execute, sentinels.replica, "GET",
+                                    keys.duty(NAME))
+    assert lease == holder(group, after).duty.token, lease
     runs.assert_apart()
 
 
