@@ -11,7 +11,8 @@ from vinespy.rules.caps import Caps
 
 DISCO = "http://jabber.org/protocol/disco#info"
 
-SIMPLE = f"""<query xmlns='{DISCO}' node='http://code.google.com/p/exodus#QgayPKawpkPSDYmwT/WM94uAlu0='>
+SIMPLE = f"""<query xmlns='{DISCO}'
+    node='http://code.google.com/p/exodus#QgayPKawpkPSDYmwT/WM94uAlu0='>
   <identity category='client' name='Exodus 0.9.1' type='pc'/>
   <feature var='http://jabber.org/protocol/caps'/>
   <feature var='http://jabber.org/protocol/disco#info'/>
