@@ -251,7 +251,7 @@ async def test_a_spoofed_answer_does_not_count(make_server: Any) -> None:
 async def test_a_client_that_does_not_answer_times_out_harmlessly(make_server: Any) -> None:
     """No answer within the timeout: the caps stay unknown, nothing waits
     any more, and the client's stream goes on."""
-    extra = "[host.options.caps]\ntimeout = 1.0\n"
+    extra = "[host.options.caps]\ntimeout = 1\n"
     async with make_server(host=HOST, extra=extra) as srv:
         caps, _ = modules(srv)
         alice = await srv.user("alice")
@@ -278,7 +278,7 @@ async def test_legacy_caps_are_unknown_and_not_asked_for(make_server: Any) -> No
 
 
 async def test_the_server_does_not_claim_caps_optimization(server: Running) -> None:
-    """XEP-0115 §8.4: a server advertising the caps feature promises to
+    """XEP-0115, "Caps Optimization": a server advertising the caps feature promises to
     strip and re-add <c/>; this one forwards presence as sent."""
     alice = await server.user("alice")
     c = await server.login(alice)
