@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 # Files under vinespy/modules/ holding the built-in modules (a module's
 # config name is its class's ``name``; ``iqdispatch`` is the "iq" module).
 BUILTIN = ("iqdispatch", "presence", "disco", "ping", "version", "vcard", "private", "last",
-           "offline", "roster", "subscription", "blocking", "pubsub", "carbons", "sm", "csi")
+           "offline", "roster", "subscription", "blocking", "pubsub", "carbons", "sm", "csi",
+           "caps")
 
 
 @dataclass(frozen=True)
