@@ -140,4 +140,3 @@ class PubSub(Module):
     @iq("set", NS_OWNER, "pubsub", to=("service",))
     async def owner_set(self, ev: StanzaEvent) -> None:
         await self.engine.owner_set(ev, ev.to.domain)
-

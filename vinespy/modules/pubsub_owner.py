@@ -6,7 +6,7 @@ configuration (§8.2, §8.3), deletion (§8.4), purge (§8.5), subscriptions
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 from lxml import etree
 
@@ -18,19 +18,38 @@ from ..rules.pubsub import NS_OWNER, error
 from ..xml import Element, child, element
 
 if TYPE_CHECKING:
-    from .pubsub_engine import Engine, Node
+    from ..storage.pubsub import PubSubStore
+    from .pubsub_engine import Node
 
 
 class OwnerCases:
     """§8 on top of the engine's helpers (``self`` is the Engine)."""
 
-    async def owned(self: Engine, ev: StanzaEvent, service: str, action: Element) -> Node:
+    if TYPE_CHECKING:       # what the Engine provides
+        limits: rules.Limits
+
+        @property
+        def store(self) -> PubSubStore: ...
+
+        @staticmethod
+        def action(ev: StanzaEvent, *names: str) -> Element: ...
+
+        async def node(self, service: str, node: str | None) -> Node: ...
+
+        async def access(self, service: str, requester: JID, config: dict[str, str],
+                         affs: dict[str, str]) -> tuple[str, bool]: ...
+
+        async def notify(self, service: str, node: str, config: dict[str, str],
+                         affs: dict[str, str], payload: Element, cause: JID,
+                         subscribers: Iterable[str] | None = None) -> int: ...
+
+    async def owned(self, ev: StanzaEvent, service: str, action: Element) -> Node:
         node, config, affs = await self.node(service, action.get("node"))
         if not rules.is_owner(affs.get(str(ev.frm.bare), "none")):
             raise StanzaError("forbidden", "only an owner of the node may do that")
         return node, config, affs
 
-    async def owner_get(self: Engine, ev: StanzaEvent, service: str) -> Element:
+    async def owner_get(self, ev: StanzaEvent, service: str) -> Element:
         action = self.action(ev, "configure", "affiliations", "subscriptions", "default")
         name = etree.QName(action).localname
         ps = element(NS_OWNER, "pubsub")
@@ -55,7 +74,7 @@ class OwnerCases:
                     s.set(k, v)
         return ps
 
-    async def owner_set(self: Engine, ev: StanzaEvent, service: str) -> None:
+    async def owner_set(self, ev: StanzaEvent, service: str) -> None:
         action = self.action(ev, "configure", "delete", "purge", "affiliations",
                              "subscriptions")
         name = etree.QName(action).localname
@@ -90,7 +109,7 @@ class OwnerCases:
         else:
             await self.set_subscriptions(ev, service, action, node)
 
-    async def set_affiliations(self: Engine, service: str, action: Element, node: str,
+    async def set_affiliations(self, service: str, action: Element, node: str,
                                config: dict[str, str], affs: dict[str, str]) -> None:
         """§8.9.2: all or nothing; an owner cannot remove the last owner."""
         changes: dict[str, str] = {}
@@ -115,7 +134,7 @@ class OwnerCases:
         # is no longer subscribed.
         await self.drop_unallowed(service, node, config, after)
 
-    async def drop_unallowed(self: Engine, service: str, node: str, config: dict[str, str],
+    async def drop_unallowed(self, service: str, node: str, config: dict[str, str],
                              affs: dict[str, str]) -> None:
         """Remove the subscriptions of those who may not subscribe any more
         (after a change of affiliations or of the access model)."""
@@ -126,7 +145,7 @@ class OwnerCases:
             if rules.may_subscribe(aff, config, presence) is not None:
                 await store.unsubscribe(service, node, sub)
 
-    async def set_subscriptions(self: Engine, ev: StanzaEvent, service: str, action: Element,
+    async def set_subscriptions(self, ev: StanzaEvent, service: str, action: Element,
                                 node: str) -> None:
         """§8.8.2: an owner unsubscribes anyone, and subscribes only with
         consent (:func:`vinespy.rules.pubsub.owner_may_subscribe`) within the

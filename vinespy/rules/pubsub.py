@@ -221,8 +221,9 @@ _BOOLEANS = frozenset(("pubsub#persist_items", "pubsub#notify_retract", "pubsub#
 
 def _lists(limits: Limits) -> dict[str, tuple[str, ...]]:
     """The options of each list-single field."""
-    out = {"pubsub#access_model": PEP_ACCESS if limits.pep else SERVICE_ACCESS,
-           "pubsub#publish_model": ("publishers", "subscribers", "open")}
+    out: dict[str, tuple[str, ...]] = {
+        "pubsub#access_model": PEP_ACCESS if limits.pep else SERVICE_ACCESS,
+        "pubsub#publish_model": ("publishers", "subscribers", "open")}
     if limits.pep:
         out["pubsub#send_last_published_item"] = SEND_LAST
     return out
