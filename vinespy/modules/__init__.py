@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 # config name is its class's ``name``; ``iqdispatch`` is the "iq" module).
 BUILTIN = ("iqdispatch", "presence", "disco", "ping", "version", "vcard", "private", "last",
            "offline", "roster", "subscription", "blocking", "pubsub", "pep", "carbons", "sm",
-           "csi")
+           "csi", "caps")
 
 
 @dataclass(frozen=True)

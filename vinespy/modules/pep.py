@@ -75,6 +75,7 @@ from ..events import StanzaEvent
 from ..jid import JID, JIDError
 from ..rules import pubsub as rules
 from ..rules.pubsub import NS, NS_OWNER, Limits, error
+from ..rules.caps import wants
 from ..rules.stamps import format_datetime
 from ..xml import Element, child, element, stanza
 from . import Module, Option, hook, iq
@@ -91,13 +92,6 @@ FEATURES = (NS,) + tuple(f"{NS}#{f}" for f in (
     "item-ids", "last-published", "modify-affiliations", "persistent-items", "publish",
     "publish-options", "purge-nodes", "retract-items", "retrieve-affiliations",
     "retrieve-items", "retrieve-subscriptions", "subscribe"))
-
-
-def wants(features: frozenset[str] | None, node: str) -> bool:
-    """Whether a client with disco ``features`` asks for ``node``'s
-    notifications (XEP-0163 §4.2: ``NODE+notify``)."""
-    from .caps import wants as caps_wants  # type: ignore[import-untyped]
-    return features is not None and caps_wants(features, node)
 
 
 class PepPolicy(Policy):
