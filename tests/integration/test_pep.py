@@ -34,20 +34,27 @@ DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 PUBLISH_OPTIONS = f"{NS}#publish-options"
 
 
-async def login(srv: Running, jid: str, *interests: str,
-                resource: str | None = None) -> slixmpp.ClientXMPP:
-    """Log ``jid`` in with ``NODE+notify`` for each of ``interests`` in its
-    caps (set before it binds, so its initial presence carries them); wait
-    until the server handled the initial presence (a ping after it)."""
-    c = srv.client(f"{jid}/{resource}" if resource else jid, PASSWORD, plugins=PLUGINS)
-    for ns in interests:
-        c.plugin["xep_0030"].add_feature(f"{ns}+notify")
+async def connect(srv: Running, jid: str, interests: tuple[str, ...]) -> slixmpp.ClientXMPP:
+    """Bind ``jid`` with ``NODE+notify`` for each of ``interests`` in its
+    disco#info and XEP-0115 caps; no presence sent yet."""
+    c = srv.client(jid, PASSWORD, plugins=PLUGINS)
     started = asyncio.get_running_loop().create_future()
     c.add_event_handler("session_start", lambda _: started.done() or started.set_result(1))
     c.add_event_handler("disconnected", lambda _: started.done() or started.set_exception(
         AssertionError(f"{jid} disconnected")))
     c.connect("127.0.0.1", srv.port)
     await asyncio.wait_for(started, TIMEOUT)
+    for ns in interests:
+        await c.plugin["xep_0030"].add_feature(f"{ns}+notify")
+    await c.plugin["xep_0115"].update_caps(broadcast=False)
+    return c
+
+
+async def login(srv: Running, jid: str, *interests: str,
+                resource: str | None = None) -> slixmpp.ClientXMPP:
+    """Log ``jid`` in (:func:`connect`), send initial presence with the
+    caps, and wait until the server handled it (a ping after it)."""
+    c = await connect(srv, f"{jid}/{resource}" if resource else jid, interests)
     c.send_presence()
     await c.plugin["xep_0199"].ping(jid=DOMAIN, timeout=TIMEOUT)
     return c
@@ -92,28 +99,26 @@ def is_event(msg: Any) -> bool:
 async def barrier(sender: slixmpp.ClientXMPP, to: slixmpp.ClientXMPP) -> None:
     """Nothing but the chat ``sender`` sends now reaches ``to`` first: no
     notification routed before it is on its way to ``to``."""
-    pending = first_of(to, "message")
+    pending = first_of(to, *KINDS)
     sender.send_message(mto=to.boundjid.full, mbody="barrier", mtype="chat")
     _, msg = await first(pending)
     assert msg["body"] == "barrier" and not is_event(msg), msg
 
 
+# slixmpp fires pubsub_* (not "message") for a message carrying a pubsub event.
+KINDS = ("message", "pubsub_publish", "pubsub_retract")
+
+
 def events(c: slixmpp.ClientXMPP) -> asyncio.Future[tuple[str, Any]]:
-    return first_of(c, "message", match=is_event)
+    return first_of(c, *KINDS, match=is_event)
 
 
 async def login_seeing(srv: Running, jid: str, node: str, text: str,
                        *interests: str) -> slixmpp.ClientXMPP:
     """Log in as :func:`login` and wait for the last item ``text`` of ``node``
     it is sent at login: its caps are known to the server then."""
-    c = srv.client(jid, PASSWORD, plugins=PLUGINS)
-    for ns in interests:
-        c.plugin["xep_0030"].add_feature(f"{ns}+notify")
-    last = first_of(c, "message", match=lambda m: is_event(m) and notification(m)[2] == node)
-    started = asyncio.get_running_loop().create_future()
-    c.add_event_handler("session_start", lambda _: started.done() or started.set_result(1))
-    c.connect("127.0.0.1", srv.port)
-    await asyncio.wait_for(started, TIMEOUT)
+    c = await connect(srv, jid, interests)
+    last = first_of(c, *KINDS, match=lambda m: is_event(m) and notification(m)[2] == node)
     c.send_presence()
     msg = await got(last)
     assert notification(msg)[3] == text, msg

@@ -267,10 +267,12 @@ class Engine(OwnerCases):
         if not await self.store.create(service, node, str(creator.bare), config):
             raise StanzaError("conflict", f"node {node!r} exists")
 
-    async def _publish_target(self, ev: StanzaEvent, service: str, publish: Element) -> Node:
-        """The node a publish goes to, auto-created (§7.1.4, XEP-0163 §3) with
-        the publish-options applied (XEP-0223) where the policy says so; an
-        existing node must meet the publish-options (§7.1.5)."""
+    async def _publish_target(self, ev: StanzaEvent, service: str,
+                              publish: Element) -> tuple[Node, bool]:
+        """The node a publish goes to and whether it is still to be created:
+        auto-created (§7.1.4, XEP-0163 §3) where the policy says so, with
+        the publish-options applied (XEP-0223), once the item is found
+        valid; an existing node must meet the publish-options (§7.1.5)."""
         options = ev.stanza[0].find(f"{{{NS}}}publish-options")
         form = options.find(f"{{{rules.DATA}}}x") if options is not None else None
         name = publish.get("node")
@@ -278,22 +280,17 @@ class Engine(OwnerCases):
             self.policy.may_create(service, ev.frm)
             config = {**rules.default_config(self.limits),
                       **rules.publish_options(form, self.limits)}
-            try:
-                await self.new_node(service, name, ev.frm, config)
-            except StanzaError as exc:
-                if exc.condition != "conflict":     # created meanwhile: publish to it
-                    raise
-            return await self.node(service, name)
+            return (name, config, {str(ev.frm.bare): "owner"}), True
         node, config, affs = await self.node(service, name)
         if options is not None:
             refused = rules.preconditions(form, config, self.limits)
             if refused is not None:
                 raise refused
-        return node, config, affs
+        return (node, config, affs), False
 
     async def publish(self, ev: StanzaEvent, service: str, publish: Element) -> Element:
         store = self.store
-        node, config, affs = await self._publish_target(ev, service, publish)
+        (node, config, affs), missing = await self._publish_target(ev, service, publish)
         requester = str(ev.frm.bare)
         subscribed = any(JID.parse(j).bare == ev.frm.bare
                          for j in await store.subscriptions(service, node))
@@ -326,6 +323,13 @@ class Engine(OwnerCases):
             raise error("not-acceptable", "payload-too-big",
                         text=f"at most {self.limits.max_payload} bytes per item")
         item_id = item.get("id") or secrets.token_hex(8)
+        if missing:
+            try:
+                await self.new_node(service, node, ev.frm, config)
+            except StanzaError as exc:
+                if exc.condition != "conflict":     # created meanwhile: publish to it
+                    raise
+                node, config, affs = await self.node(service, node)
         if persist:
             await store.publish(service, node, item_id, data, str(ev.frm),
                                 int(config.get("pubsub#max_items", "10")))
