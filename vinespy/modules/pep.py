@@ -329,13 +329,3 @@ class Pep(Module):
             if msg is not None:
                 out.append(msg)
         return out
-
-    # -- account deletion ---------------------------------------------------------------
-    @staticmethod
-    async def delete_account(store: Any, jid: JID) -> int:
-        """Delete every PEP node of ``jid`` (its account is being removed)."""
-        service = str(jid.bare)
-        names = await store.nodes(service)
-        for name in names:
-            await store.delete(service, name)
-        return len(names)
