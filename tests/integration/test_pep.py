@@ -122,7 +122,9 @@ async def login_seeing(srv: Running, jid: str, node: str, text: str,
     c.send_presence()
     msg = await got(last)
     assert notification(msg)[3] == text, msg
-    assert msg.xml.find("{urn:xmpp:delay}delay") is not None
+    delay = msg.xml.find("{urn:xmpp:delay}delay")
+    assert delay is not None and delay.get("from") == str(msg["from"])
+    assert delay.get("stamp", "").endswith("Z")
     return c
 
 

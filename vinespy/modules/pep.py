@@ -60,6 +60,11 @@ the service name.
   features below; disco#items on the bare JID lists the nodes the asker may
   see; disco#info and disco#items with a node describe that node.
 * ``vinespy unregister`` deletes the account's nodes with it.
+
+Not served: the "roster" access model, XEP-0033 "replyto" on notifications
+(§4.3.1 SHOULD), notifications to contacts on other servers (s2s), a
+contact's new presence subscription sending the last items at once (they
+come at its next caps-known), multi-item publish.
 """
 
 from __future__ import annotations
@@ -259,7 +264,7 @@ class Pep(Module):
         msg = stanza("message", frm=service, to=to, type="headline")
         msg.append(rules.published(node, item.id, payload))
         when = datetime.fromtimestamp(item.published / 1000, timezone.utc)
-        child(msg, DELAY, "delay", frm=service, stamp=format_datetime(when))
+        child(msg, DELAY, "delay", stamp=format_datetime(when)).set("from", service)
         return msg
 
     @hook("caps-known")
