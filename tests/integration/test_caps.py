@@ -18,11 +18,14 @@ from slixmpp.xmlstream.matcher import StanzaPath
 
 from tests.conftest import DOMAIN, PASSWORD, TIMEOUT, Running
 from tests.rawclient import Raw
+from vinespy import ns
 from vinespy.jid import JID
 from vinespy.modules import Module, builtin, hook
 from vinespy.modules.caps import Caps
+from vinespy.modules.iqdispatch import RequestError
 from vinespy.rules.caps import CAPS
 from vinespy.sessions import Session
+from vinespy.xml import child, stanza
 
 pytestmark = pytest.mark.integration
 
@@ -251,7 +254,7 @@ async def test_a_spoofed_answer_does_not_count(make_server: Any) -> None:
 async def test_a_client_that_does_not_answer_times_out_harmlessly(make_server: Any) -> None:
     """No answer within the timeout: the caps stay unknown, nothing waits
     any more, and the client's stream goes on."""
-    extra = "[host.options.caps]\ntimeout = 1.0\n"
+    extra = "[host.options.caps]\ntimeout = 1\n"
     async with make_server(host=HOST, extra=extra) as srv:
         caps, _ = modules(srv)
         alice = await srv.user("alice")
@@ -278,9 +281,40 @@ async def test_legacy_caps_are_unknown_and_not_asked_for(make_server: Any) -> No
 
 
 async def test_the_server_does_not_claim_caps_optimization(server: Running) -> None:
-    """XEP-0115 §8.4: a server advertising the caps feature promises to
+    """XEP-0115, "Caps Optimization": a server advertising the caps feature promises to
     strip and re-add <c/>; this one forwards presence as sent."""
     alice = await server.user("alice")
     c = await server.login(alice)
     info = await c.plugin["xep_0030"].get_info(jid=DOMAIN, timeout=TIMEOUT)
     assert CAPS not in info["disco_info"]["features"]
+
+
+async def test_server_requests_are_bounded_and_end_with_their_recipient(make_server: Any) -> None:
+    """The iq module's requests (what caps asks with): at most max_pending
+    wait per recipient, a result completes its own, and the recipient
+    going away ends the rest (recipient-unavailable); nothing is left."""
+    async with make_server(extra="[host.options.iq]\nmax_pending = 2\n") as srv:
+        iq = srv.server.hosts[DOMAIN].module("iq")
+        alice = await srv.user("alice")
+        raw = await Raw.connect(srv.port)
+        await raw.login(DOMAIN, ctx_of(srv), alice, PASSWORD, "r")
+
+        def ping_request() -> Any:
+            st = stanza("iq", to=f"{alice}/r", type="get")
+            child(st, ns.PING, "ping")
+            return st
+        first, second = (asyncio.create_task(iq.request(ping_request(), TIMEOUT))
+                         for _ in range(2))
+        ids = [(await raw.expect(rb'<iq [^>]*id="([0-9a-f]+)"[^>]*>\s*<ping')).group(1)
+               for _ in range(2)]
+        with pytest.raises(RequestError) as refused:
+            await iq.request(ping_request(), TIMEOUT)
+        assert refused.value.condition == "resource-constraint"
+        raw.send(f"<iq type='result' id='{ids[0].decode()}' to='{DOMAIN}'/>")
+        answer = await asyncio.wait_for(first, TIMEOUT)
+        assert answer.get("type") == "result" and answer.get("from") == f"{alice}/r"
+        raw.close()
+        with pytest.raises(RequestError) as gone:
+            await asyncio.wait_for(second, TIMEOUT)
+        assert gone.value.condition == "recipient-unavailable"
+        assert not iq._pending and not iq._per_target

@@ -29,7 +29,8 @@ key                        type    lifetime
 The Lua scripts of :mod:`vinespy.cluster.scripts` derive ``sessions:{bare}``
 and ``cluster:sets:{sid}`` themselves, spelt as here. The pubsub
 service's keys (``pubsub:{service}:...``) are listed in
-:mod:`vinespy.storage.pubsub.redis`.
+:mod:`vinespy.storage.pubsub.redis`; the caps cache's (``caps:{hash}:{ver}``,
+a STRING per verified XEP-0115 'ver') in :mod:`vinespy.modules.caps`.
 """
 
 from __future__ import annotations

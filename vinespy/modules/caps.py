@@ -20,7 +20,8 @@ Interface (what PEP and others use; ``caps = host.module("caps")``):
   it), after the presence module processed an initial presence.
 * :func:`wants` ``(features, node)``: ``node + "+notify" in features``.
 
-How (XEP-0115 §6.2, §6.3, §8):
+How (XEP-0115 "Discovering Capabilities", the "Caching" note, "Security
+Considerations"):
 
 * A local session's available presence without 'to' (``pre-presence`` on
   the node holding its stream) with hashed caps (:mod:`vinespy.rules.caps`;
@@ -34,7 +35,7 @@ How (XEP-0115 §6.2, §6.3, §8):
   caps stay unknown (it is not asked again for the same caps); another
   session with the same caps is then asked in turn.
 * A verified answer is kept under (hash, ver) (content-addressed: it never
-  goes stale, §6.3): in this process, an LRU of ``cache_size`` entries per
+  goes stale: the "Caching" note): in this process, an LRU of ``cache_size`` entries per
   node (shared by its hosts); in a cluster also in Redis,
   ``caps:{hash}:{ver}`` (a JSON list of the features), so that the other
   nodes ask no client again. It expires after ``shared_ttl`` s (0: never),
@@ -48,7 +49,7 @@ How (XEP-0115 §6.2, §6.3, §8):
   travels between nodes.
 
 The server does not advertise ``http://jabber.org/protocol/caps`` in its
-disco#info: by XEP-0115 §8.4 ("Caps Optimization") a server that does
+disco#info: by XEP-0115's "Caps Optimization" note a server that does
 promises to strip repeated ``<c/>`` and to add it to the first presence
 each contact receives, and clients may then send ``<c/>`` only once. This
 server forwards presence as sent (and includes no ``<c/>`` of its own), so
@@ -135,13 +136,13 @@ class Caps(Module):
     name = "caps"
     xep = "XEP-0115"
     options = {
-        "timeout": Option(float, default=30.0, min=1.0, max=600.0),
+        "timeout": Option(int, default=30, min=1, max=600),
         "max_features": Option(int, default=1000, min=1, max=100_000),
         "max_identities": Option(int, default=100, min=1, max=10_000),
         "max_fields": Option(int, default=200, min=0, max=10_000),
         "cache_size": Option(int, default=10_000, min=10, max=10_000_000),
         "shared_ttl": Option(int, default=30 * 86400, min=0, max=10 * 365 * 86400),
-        "miss_ttl": Option(float, default=5.0, min=0.0, max=3600.0),
+        "miss_ttl": Option(int, default=5, min=0, max=3600),
     }
 
     # The caps of the session's last available presence (this node only;
@@ -154,12 +155,12 @@ class Caps(Module):
 
     def __init__(self, host: Any) -> None:
         super().__init__(host)
-        self.timeout: float = self.option("timeout")
+        self.timeout: int = self.option("timeout")
         self.max_features: int = self.option("max_features")
         self.max_identities: int = self.option("max_identities")
         self.max_fields: int = self.option("max_fields")
         self.shared_ttl: int = self.option("shared_ttl")
-        self.miss_ttl: float = self.option("miss_ttl")
+        self.miss_ttl: int = self.option("miss_ttl")
         router = host.router
         node = _NODES.get(router)
         if node is None:
@@ -310,7 +311,7 @@ class Caps(Module):
             self.log.info("%s did not tell its caps %s: %s", session.jid, caps.ver, exc)
             return False
         except TimeoutError:
-            self.log.info("%s did not tell its caps %s within %g s", session.jid, caps.ver,
+            self.log.info("%s did not tell its caps %s within %d s", session.jid, caps.ver,
                           self.timeout)
             return False
         query = answer.find(_QUERY)

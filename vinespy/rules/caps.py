@@ -3,11 +3,12 @@ verification string, without I/O.
 
 * :func:`parse`: the ``<c xmlns='http://jabber.org/protocol/caps' hash node
   ver/>`` of a presence. Only hashed caps count (§5): the legacy form
-  without 'hash' (§ "Legacy Format", before version 1.4) names no content,
-  so it cannot be cached by ``ver`` and is treated as unknown, and so is a
-  'hash' this server does not compute (§5.4 step 1: "the processing
-  application MUST NOT ... cache") or a 'ver' that is not the base64 of a
-  digest of that function (it could never verify: no query is spent on it).
+  without 'hash' (the "Legacy Format" of versions before 1.4) names no
+  content, so it cannot be cached by ``ver`` and is treated as unknown, and
+  so is a 'hash' this server does not compute (§5.4: a processing entity
+  that cannot check the hash does not cache what it is told) or a 'ver'
+  that is not the base64 of a digest of that function (it could never
+  verify: no query is spent on it).
 * :func:`verification_string`: the string S of §5.1 built from a
   disco#info ``<query/>``: identities sorted by category, type, xml:lang,
   name, each as ``category/type/lang/name<``; features sorted, each
@@ -21,7 +22,7 @@ verification string, without I/O.
   FORM_TYPE (it is no XEP-0128 form).
 * :func:`verify`: the features of a disco#info answer when its hash is the
   'ver' it came for (§5.4 steps 4-7), else None: an answer that does not
-  hash to 'ver' is never trusted (§8.3 poisoning). Identities are sorted
+  hash to 'ver' is never trusted ("Caps Poisoning"). Identities are sorted
   as §5.1 says; a client that sorted the joined ``category/type/lang/name``
   strings instead (slixmpp, Prosody) differs only when one category or type
   is a prefix of another, and is accepted too, its S being an equally
@@ -74,12 +75,12 @@ class Caps:
 
     @property
     def key(self) -> tuple[str, str]:
-        """What its features are cached under (content-addressed, §6.3)."""
+        """What its features are cached under (content-addressed: the "Caching" note)."""
         return (self.hash, self.ver)
 
     @property
     def disco_node(self) -> str:
-        """The node the disco#info query names (§6.2: ``node#ver``)."""
+        """The node the disco#info query names ("Discovering Capabilities": ``node#ver``)."""
         return f"{self.node}#{self.ver}"
 
 
