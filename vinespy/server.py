@@ -94,8 +94,10 @@ class Server:
                     raise ConfigError(f"{config.path}: modules of {domain}: {exc}") from None
                 self.hosts[domain] = host
                 self.router.add_host(host)
-                # Vines: pubsub "games" -> games.DOMAIN, served by this host's modules.
-                if hc.pubsub:
+                # Vines: pubsub "games" -> games.DOMAIN, served by this host's
+                # modules; XEP-0163 PEP keeps its nodes in the same store
+                # (services named by bare JIDs never meet service domains).
+                if hc.pubsub or "pep" in host.modules:
                     host.pubsub_store = pubsub.store_for(config, hc, self.storages[-1])
                 for label in hc.pubsub:
                     self.router.add_service(f"{label}.{domain}", host)
@@ -302,6 +304,8 @@ class Server:
                     await mod.stop()
                 except Exception:
                     log.exception("module %s failed to stop", mod.name)
+            if host.pubsub_store is not None:
+                await host.pubsub_store.close()
         for storage in self.storages:
             await storage.close()
         for directory in self.directories:

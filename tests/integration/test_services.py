@@ -283,7 +283,8 @@ async def test_last_activity_does_not_tell_whether_an_account_exists(server: Run
 
 
 async def test_disco_info_of_an_account(server: Running) -> None:
-    """An account's disco#info: account/registered, vcard-temp and jabber:iq:last, if visible."""
+    """An account's disco#info: account/registered (and pubsub/pep, XEP-0163
+    §6.1), vcard-temp and jabber:iq:last, if visible."""
     a = await login(server, "alice")
     b = await login(server, "bob")
     alice = a.boundjid.bare
@@ -294,7 +295,8 @@ async def test_disco_info_of_an_account(server: Running) -> None:
     await befriend(server, alice, b.boundjid.bare, "both")
     for client in (a, b):
         info = await client.plugin["xep_0030"].get_info(jid=alice, timeout=TIMEOUT)
-        assert info["disco_info"]["identities"] == {("account", "registered", None, None)}
+        assert info["disco_info"]["identities"] == {("account", "registered", None, None),
+                                                    ("pubsub", "pep", None, None)}
         features = set(info["disco_info"]["features"])
         assert {"vcard-temp", "jabber:iq:last", ns.DISCO_INFO} <= features
         assert ns.PING not in features and ns.VERSION not in features

@@ -33,6 +33,7 @@ from vinespy.config import ClusterConfig, load
 from vinespy.jid import JID
 from vinespy.process import pidfile
 from vinespy.storage import User, open_storage
+from vinespy.storage.pubsub.fs import FsPubSub
 
 ROOT = Path(__file__).resolve().parents[2]
 DOMAIN = "wonderland.lit"
@@ -384,6 +385,24 @@ def test_unregister_deletes_the_account(site: Path, capsys: pytest.CaptureFixtur
     status, out, _ = run_main(capsys, "unregister", f"arthur@{DOMAIN}")
     assert status == 0 and f"arthur@{DOMAIN}" in out
     assert find_user(site / "data", f"arthur@{DOMAIN}") is None
+
+
+def test_unregister_deletes_the_accounts_pep_nodes(site: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """unregister removes the account's XEP-0163 nodes from the pubsub store
+    the server uses (fs here), and no one else's."""
+    store = FsPubSub(site / "data" / "pubsub")
+
+    async def make() -> None:
+        for owner in (f"arthur@{DOMAIN}", f"alice@{DOMAIN}"):
+            for node in ("urn:xmpp:avatar:metadata", "storage:bookmarks"):
+                assert await store.create(owner, node, owner, {})
+
+    asyncio.run(make())
+    status, _, _ = run_main(capsys, "unregister", f"arthur@{DOMAIN}")
+    assert status == 0
+    assert asyncio.run(store.nodes(f"arthur@{DOMAIN}")) == []
+    assert len(asyncio.run(store.nodes(f"alice@{DOMAIN}"))) == 2
 
 
 def test_account_commands_report_a_bad_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -228,3 +228,52 @@ def test_subscription_changes_and_refusal() -> None:
         with pytest.raises(StanzaError) as exc:
             pubsub.subscription_changes(bad)
         assert exc.value.condition == cond
+
+
+# -- XEP-0163 (PEP) profile ------------------------------------------------------
+
+PEP = Limits(max_items=20, pep=True)
+
+
+def test_pep_defaults() -> None:
+    """PEP nodes: access model presence, max_items 1, the last item on
+    subscription and presence (XEP-0163 §5, §4.3.4)."""
+    d = pubsub.default_config(PEP)
+    assert d["pubsub#access_model"] == "presence"
+    assert d["pubsub#max_items"] == "1"
+    assert d["pubsub#send_last_published_item"] == "on_sub_and_presence"
+    assert "pubsub#send_last_published_item" not in pubsub.default_config(LIMITS)
+
+
+def test_presence_access_model() -> None:
+    """A presence node: owners/members always, others only with a presence
+    subscription, else <not-authorized/> + <presence-subscription-required/>."""
+    config = {"pubsub#access_model": "presence"}
+    for rule in (pubsub.may_subscribe, pubsub.may_retrieve):
+        assert rule("owner", config) is None
+        assert rule("member", config) is None
+        assert rule("none", config, True) is None
+        err = rule("none", config)
+        assert err is not None
+        assert conditions(err) == ("not-authorized", "presence-subscription-required")
+    assert pubsub.may_discover("none", config, True)
+    assert not pubsub.may_discover("none", config)
+    with pytest.raises(StanzaError):        # not a choice of an XEP-0060 service
+        pubsub.parse_config(form(pubsub__access_model="presence"), LIMITS)
+
+
+def test_publish_options_for_creation_and_as_preconditions() -> None:
+    """XEP-0223's options are applied at creation; 'max' is the limit; on an
+    existing node a different value or an unknown option is
+    <conflict/> + <precondition-not-met/>."""
+    opts = form(FORM_TYPE=f"{pubsub.NS}#publish-options", pubsub__persist_items="true",
+                pubsub__access_model="whitelist", pubsub__max_items="max")
+    assert pubsub.publish_options(opts, PEP) == {
+        "pubsub#persist_items": "1", "pubsub#access_model": "whitelist",
+        "pubsub#max_items": "20"}
+    node = pubsub.default_config(PEP)
+    err = pubsub.preconditions(opts, node, PEP)
+    assert err is not None and conditions(err) == ("conflict", "precondition-not-met")
+    assert pubsub.preconditions(form(pubsub__access_model="presence"), node, PEP) is None
+    err = pubsub.preconditions(form(pubsub__no_such="1"), node, PEP)
+    assert err is not None and conditions(err) == ("conflict", "precondition-not-met")

@@ -19,6 +19,7 @@ from ..config import HostConfig, load
 from ..config.rules import safe_url
 from ..jid import JID, JIDError
 from ..storage import Storage, open_storage
+from ..storage.pubsub import delete_service
 from . import CLIError, existing_paths
 
 T = TypeVar("T")
@@ -45,9 +46,16 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 
 
 def cmd_unregister(args: argparse.Namespace) -> int:
-    """``vinespy unregister JID``: delete an account."""
+    """``vinespy unregister JID``: delete an account, and its XEP-0163 PEP
+    nodes (in the pubsub store the server uses, where this process reaches
+    it: fs, sql, or Redis with a [cluster])."""
     jid, host = _account_target(args)
     run_on_storage(host, lambda s: delete_user(s, jid))
+    config = load(args.config, check_certs=False)
+    if config.cluster is not None or host.storage.backend in ("fs", "sql"):
+        from .pubsub import PubSubTarget, run_on_pubsub
+        run_on_pubsub(PubSubTarget(config, str(jid), host),
+                      lambda store: delete_service(store, str(jid)))
     print(f"Deleted {jid}")
     return 0
 

@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 # Files under vinespy/modules/ holding the built-in modules (a module's
 # config name is its class's ``name``; ``iqdispatch`` is the "iq" module).
 BUILTIN = ("iqdispatch", "presence", "disco", "ping", "version", "vcard", "private", "last",
-           "offline", "roster", "subscription", "blocking", "pubsub", "carbons", "sm", "csi",
-           "caps")
+           "offline", "roster", "subscription", "blocking", "pubsub", "pep", "carbons", "sm",
+           "csi", "caps")
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,9 @@ class Module:
     xep: ClassVar[str] = ""
     features: ClassVar[tuple[str, ...]] = ()           # disco#info of the server
     account_features: ClassVar[tuple[str, ...]] = ()   # disco#info of each account
+    # (category, type) identities of each account next to account/registered
+    # (XEP-0163 §6.1: pubsub/pep).
+    account_identities: ClassVar[tuple[tuple[str, str], ...]] = ()
     # Raw XML snippets offered in <stream:features/> once the client is
     # authenticated (next to bind), e.g. "<ver xmlns='urn:xmpp:features:rosterver'/>".
     stream_features: ClassVar[tuple[str, ...]] = ()

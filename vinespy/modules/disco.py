@@ -20,6 +20,14 @@ harvesting:
 * disco#items: "the server MUST return an empty result set if ... the target
   entity does not exist"; the account's available resources are listed only
   to the account itself and to those allowed to see its presence.
+
+A module serving nodes on accounts (XEP-0163 PEP) adds to these answers
+through two events on the account's host (docs/routing.md): its
+``account_identities`` go next to account/registered;
+``account-disco-info`` (the StanzaEvent, the node) answers disco#info with
+a node (a query element, or None: ``<item-not-found/>``), and
+``account-disco-items`` (the StanzaEvent, the query being built) adds items
+to disco#items, with or without a node.
 """
 
 from __future__ import annotations
@@ -87,9 +95,15 @@ class Disco(Module):
             raise StanzaError("service-unavailable")
         node = ev.stanza[0].get("node")
         if node:
-            raise StanzaError("item-not-found", f"no node {node!r} here")
+            found = await self.host.bus.fire("account-disco-info", ev, node)
+            if found is None:
+                raise StanzaError("item-not-found", f"no node {node!r} here")
+            return found
         q = element(ns.DISCO_INFO, "query")
         child(q, ns.DISCO_INFO, "identity", category="account", type="registered")
+        for mod in self.host.modules.values():
+            for category, kind in mod.account_identities:
+                child(q, ns.DISCO_INFO, "identity", category=category, type=kind)
         for feature in sorted(self.host.features("account_features")):
             child(q, ns.DISCO_INFO, "feature", var=feature)
         return q
@@ -99,11 +113,14 @@ class Disco(Module):
         q = element(ns.DISCO_ITEMS, "query")
         node = ev.stanza[0].get("node")
         if node is not None:
-            q.set("node", node)         # no account nodes: an empty list (§8 rule 2)
+            q.set("node", node)         # a node nobody serves: an empty list (§8 rule 2)
+            await self.host.bus.fire("account-disco-items", ev, q)
             return q
         user = await self.host.storage.find_user(ev.to)
-        if user is None or not sees_presence(user, ev.frm):
+        if user is None:
             return q
-        for session in self.host.sessions.available(user.jid):
-            child(q, ns.DISCO_ITEMS, "item", jid=str(session.jid))
+        if sees_presence(user, ev.frm):
+            for session in self.host.sessions.available(user.jid):
+                child(q, ns.DISCO_ITEMS, "item", jid=str(session.jid))
+        await self.host.bus.fire("account-disco-items", ev, q)
         return q

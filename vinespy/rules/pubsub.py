@@ -78,6 +78,11 @@ class Limits:
     max_payload: int = 65536        # bytes of one item's payload
     max_subscriptions_per_node: int = 1000  # subscribed JIDs of one node
     max_subscriptions_per_jid: int = 10     # of them with one bare JID (itself, full JIDs)
+    # The XEP-0163 (PEP) profile of an account's virtual service: the
+    # "presence" access model (its default), pubsub#max_items 1 and
+    # pubsub#send_last_published_item on_sub_and_presence by default
+    # (XEP-0163 §5, §4.3.4; as Prosody's mod_pep).
+    pep: bool = False
 
 
 # Option -> (default, normalizer returning None when the value is invalid).
@@ -88,18 +93,27 @@ def options(limits: Limits) -> dict[str, tuple[str, Callable[[str], str | None]]
             return str(limits.max_items)
         return v if v.isdigit() and 1 <= int(v) <= limits.max_items else None
 
-    return {
+    out = {
         "pubsub#title": ("", lambda v: v),
         # Leaf nodes only (collections, XEP-0248, are not served).
         "pubsub#node_type": ("leaf", _choice("leaf")),
-        "pubsub#max_items": (str(min(10, limits.max_items)), max_items),
+        "pubsub#max_items": (str(min(1 if limits.pep else 10, limits.max_items)), max_items),
         "pubsub#persist_items": ("1", _bool),
-        "pubsub#access_model": ("open", _choice("open", "whitelist")),
+        "pubsub#access_model": (("presence", _choice(*PEP_ACCESS)) if limits.pep
+                                else ("open", _choice(*SERVICE_ACCESS))),
         "pubsub#publish_model": ("publishers", _choice("publishers", "subscribers", "open")),
         "pubsub#notify_retract": ("1", _bool),
         "pubsub#notify_delete": ("1", _bool),
         "pubsub#deliver_payloads": ("1", _bool),
     }
+    if limits.pep:
+        out["pubsub#send_last_published_item"] = ("on_sub_and_presence", _choice(*SEND_LAST))
+    return out
+
+
+SERVICE_ACCESS = ("open", "whitelist")
+PEP_ACCESS = ("open", "presence", "whitelist")
+SEND_LAST = ("never", "on_sub", "on_sub_and_presence")
 
 
 def default_config(limits: Limits) -> dict[str, str]:
@@ -136,33 +150,52 @@ def parse_config(form: Element | None, limits: Limits,
     return config
 
 
-def preconditions(form: Element | None, config: Mapping[str, str],
-                  limits: Limits) -> StanzaError | None:
-    """None if the node's ``config`` meets every option of a publish-options
-    form (§7.1.5, taken as preconditions), else ``<conflict/>`` +
-    ``<precondition-not-met/>``: an option this service does not know or a
-    value other than the node's is never silently ignored (a client asking
-    for a whitelist node must not publish to an open one). A form that is
-    not a submission is ``<bad-request/>``."""
+def publish_options(form: Element | None, limits: Limits) -> dict[str, str]:
+    """The options a publish-options form (§7.1.5) asks for, normalized:
+    what a node auto-created by the publish gets on top of the defaults
+    (XEP-0223) and what an existing node must already have. An option this
+    service does not know, or an invalid value, is ``<conflict/>`` +
+    ``<precondition-not-met/>`` (never silently ignored: a client asking for
+    a whitelist node must not publish to an open one); a form that is not a
+    submission is ``<bad-request/>``."""
     if form is None:
-        return None
+        return {}
     if form.tag != f"{{{DATA}}}x" or form.get("type") != "submit":
-        return error("bad-request", text="publish-options must be a submitted data form")
+        raise error("bad-request", text="publish-options must be a submitted data form")
     known = options(limits)
+    out: dict[str, str] = {}
     for field in form.findall(f"{{{DATA}}}field"):
         var = field.get("var") or ""
         values = [v.text or "" for v in field.findall(f"{{{DATA}}}value")]
         if var == "FORM_TYPE":
             if values not in ([f"{NS}#publish-options"], [NODE_CONFIG]):
-                return error("bad-request", text=f"FORM_TYPE must be {NS}#publish-options")
+                raise error("bad-request", text=f"FORM_TYPE must be {NS}#publish-options")
             continue
         if var not in known:
-            return error("conflict", "precondition-not-met", text=f"unsupported option {var!r}")
-        default, normalize = known[var]
-        wanted = normalize(values[0] if values else "")
-        if wanted is None or wanted != config.get(var, default):
+            raise error("conflict", "precondition-not-met", text=f"unsupported option {var!r}")
+        wanted = known[var][1](values[0] if values else "")
+        if wanted is None:
+            raise error("conflict", "precondition-not-met",
+                        text=f"invalid value for {var}: {values!r}")
+        out[var] = wanted
+    return out
+
+
+def preconditions(form: Element | None, config: Mapping[str, str],
+                  limits: Limits) -> StanzaError | None:
+    """None if the node's ``config`` meets every option of a publish-options
+    form (§7.1.5, taken as preconditions), else the error:
+    :func:`publish_options`'s, or ``<conflict/>`` + ``<precondition-not-met/>``
+    for a value other than the node's."""
+    try:
+        wanted = publish_options(form, limits)
+    except StanzaError as exc:
+        return exc
+    defaults = options(limits)
+    for var, value in wanted.items():
+        if value != config.get(var, defaults[var][0]):
             return error("conflict", "precondition-not-met",
-                         text=f"{var} of the node is {config.get(var, default)!r}")
+                         text=f"{var} of the node is {config.get(var, defaults[var][0])!r}")
     return None
 
 
@@ -172,10 +205,11 @@ def config_form(config: Mapping[str, str], limits: Limits) -> Element:
     x.set("type", "form")
     _field(x, "FORM_TYPE", NODE_CONFIG, type="hidden")
     for var in options(limits):
-        kind = "boolean" if var in _BOOLEANS else "list-single" if var in _LISTS else (
+        lists = _lists(limits)
+        kind = "boolean" if var in _BOOLEANS else "list-single" if var in lists else (
             "text-single")
         f = _field(x, var, config.get(var, ""), type=kind)
-        for opt in _LISTS.get(var, ()):
+        for opt in lists.get(var, ()):
             o = etree.SubElement(f, f"{{{DATA}}}option")
             etree.SubElement(o, f"{{{DATA}}}value").text = opt
     return x
@@ -183,8 +217,16 @@ def config_form(config: Mapping[str, str], limits: Limits) -> Element:
 
 _BOOLEANS = frozenset(("pubsub#persist_items", "pubsub#notify_retract", "pubsub#notify_delete",
                        "pubsub#deliver_payloads"))
-_LISTS = {"pubsub#access_model": ("open", "whitelist"),
-          "pubsub#publish_model": ("publishers", "subscribers", "open")}
+
+
+def _lists(limits: Limits) -> dict[str, tuple[str, ...]]:
+    """The options of each list-single field."""
+    out: dict[str, tuple[str, ...]] = {
+        "pubsub#access_model": PEP_ACCESS if limits.pep else SERVICE_ACCESS,
+        "pubsub#publish_model": ("publishers", "subscribers", "open")}
+    if limits.pep:
+        out["pubsub#send_last_published_item"] = SEND_LAST
+    return out
 
 
 def _field(x: Element, var: str, value: str, type: str) -> Element:
@@ -197,26 +239,42 @@ def _field(x: Element, var: str, value: str, type: str) -> Element:
 
 # -- who may do what (§4.1) ----------------------------------------------------
 
-def may_subscribe(affiliation: str, config: Mapping[str, str]) -> StanzaError | None:
-    """None if the entity may subscribe, else the error (§6.1.3)."""
+def _access(affiliation: str, config: Mapping[str, str], presence: bool) -> StanzaError | None:
+    """The access model's answer (§4.5) for an entity that is neither
+    outcast nor publish-only: owners, publishers and members pass every
+    model; a whitelist node refuses the others with <not-allowed/> +
+    <closed-node/> (§6.1.3.5), a presence node (XEP-0163) those without a
+    presence subscription to its owner (``presence``: the owner's roster
+    has them as "from" or "both") with <not-authorized/> +
+    <presence-subscription-required/> (§6.1.3.2, §6.5.9.4)."""
+    if affiliation in ("owner", "publisher", "member"):
+        return None
+    model = config.get("pubsub#access_model", "open")
+    if model == "whitelist":
+        return error("not-allowed", "closed-node", text="this node is whitelist-only")
+    if model == "presence" and not presence:
+        return error("not-authorized", "presence-subscription-required",
+                     text="this node is for those subscribed to its owner's presence")
+    return None
+
+
+def may_subscribe(affiliation: str, config: Mapping[str, str],
+                  presence: bool = False) -> StanzaError | None:
+    """None if the entity may subscribe, else the error (§6.1.3);
+    ``presence``: it is subscribed to the owner's presence (XEP-0163)."""
     if affiliation == "outcast":
         return error("forbidden", text="you are banned from this node")
     if affiliation == "publish-only":
         return error("forbidden", text="a publish-only entity cannot subscribe")
-    if config.get("pubsub#access_model", "open") == "whitelist" and affiliation not in (
-            "owner", "publisher", "member"):
-        return error("not-allowed", "closed-node", text="this node is whitelist-only")
-    return None
+    return _access(affiliation, config, presence)
 
 
-def may_retrieve(affiliation: str, config: Mapping[str, str]) -> StanzaError | None:
+def may_retrieve(affiliation: str, config: Mapping[str, str],
+                 presence: bool = False) -> StanzaError | None:
     """None if the entity may retrieve items, else the error (§6.5.9)."""
     if affiliation in ("outcast", "publish-only"):
         return error("forbidden", text="you may not retrieve items of this node")
-    if config.get("pubsub#access_model", "open") == "whitelist" and affiliation not in (
-            "owner", "publisher", "member"):
-        return error("not-allowed", "closed-node", text="this node is whitelist-only")
-    return None
+    return _access(affiliation, config, presence)
 
 
 def may_publish(affiliation: str, config: Mapping[str, str], subscribed: bool) -> bool:
@@ -238,12 +296,15 @@ def is_owner(affiliation: str) -> bool:
     return affiliation == "owner"
 
 
-def may_discover(affiliation: str, config: Mapping[str, str]) -> bool:
+def may_discover(affiliation: str, config: Mapping[str, str], presence: bool = False) -> bool:
     """§5.2 (disco#items on the service): an open node is listed to anyone, a
     whitelist node (§4.5) only to those on its list, i.e. with an
     affiliation that lets them subscribe or publish (owner, publisher,
-    publish-only, member); to anyone else it does not exist."""
-    if config.get("pubsub#access_model", "open") != "whitelist":
+    publish-only, member); to anyone else it does not exist. A presence
+    node (XEP-0163) is listed to those on its list and to the owner's
+    presence subscribers (``presence``)."""
+    model = config.get("pubsub#access_model", "open")
+    if model == "open" or (model == "presence" and presence):
         return True
     return affiliation in ("owner", "publisher", "publish-only", "member")
 

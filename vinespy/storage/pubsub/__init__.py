@@ -211,6 +211,15 @@ class PubSubStore(abc.ABC):
         """Release resources; the default has none."""
 
 
+async def delete_service(store: PubSubStore, service: str) -> int:
+    """Delete every node of ``service`` (an account's XEP-0163 PEP nodes when
+    the account goes); how many there were."""
+    names = await store.nodes(service)
+    for name in names:
+        await store.delete(service, name)
+    return len(names)
+
+
 def keeps_times(store: PubSubStore) -> bool:
     """Whether ``store.restore`` keeps the times it is given (it is not the
     default :meth:`PubSubStore.restore`)."""
