@@ -50,10 +50,7 @@ class Host:
         ``features`` for the server, ``account_features`` for its accounts."""
         out: list[str] = []
         for mod in self.modules.values():
-            declared = getattr(mod, kind)
-            if callable(declared):
-                continue    # the caps module's features(session): a client's, not ours
-            out.extend(f for f in declared if f not in out)
+            out.extend(f for f in getattr(mod, kind) if f not in out)
         return out
 
     def stream_features(self, stream: object = None) -> list[str]:

@@ -90,10 +90,10 @@ async def test_caps_verified_on_one_node_are_not_asked_for_on_the_other(
         # her presence in the routing entry: from memory, else one Redis read.
         proxy = await proxy_with_presence(b, alice)
         assert proxy.node == "a"
-        assert caps_b.features_cached(proxy) == features
+        assert caps_b.client_features_cached(proxy) == features
         caps_b.node.known.clear()
-        assert caps_b.features_cached(proxy) is None
-        assert await caps_b.features(proxy) == features
-        assert caps_b.features_cached(proxy) == features
+        assert caps_b.client_features_cached(proxy) is None
+        assert await caps_b.client_features(proxy) == features
+        assert caps_b.client_features_cached(proxy) == features
         # and node a, of bob's on node b
-        assert await caps_a.features(await proxy_with_presence(a, bob)) == features
+        assert await caps_a.client_features(await proxy_with_presence(a, bob)) == features

@@ -52,7 +52,7 @@ class CapsWatch(Module):
 
     @hook("caps-known")
     async def known(self, session: Session) -> None:
-        features = await self.host.module("caps").features(session)
+        features = await self.host.module("caps").client_features(session)
         self.queue(str(session.jid)).put_nowait(features)
 
     async def wait(self, jid: str) -> frozenset[str] | None:
@@ -109,8 +109,8 @@ async def test_a_client_is_asked_once_and_the_same_caps_never_again(make_server:
             f"{a.plugin['xep_0115'].caps_node}#{ver}"]
         assert a_queries[0]["from"] == DOMAIN
         session = session_of(srv, f"{alice}/phone")
-        assert caps.features_cached(session) == features
-        assert await caps.features(session) == features
+        assert caps.client_features_cached(session) == features
+        assert await caps.client_features(session) == features
         assert caps.caps_of(session).ver == ver          # type: ignore[union-attr]
 
         b, b_queries = await caps_client(srv, f"{bob}/desk")
@@ -147,8 +147,8 @@ async def test_a_presence_without_caps_makes_them_unknown(make_server: Any) -> N
         session = session_of(srv, f"{alice}/r")
         raw.send("<presence><show>away</show></presence>")
         await ping(raw)
-        assert caps.features_cached(session) is None
-        assert await caps.features(session) is None
+        assert caps.client_features_cached(session) is None
+        assert await caps.client_features(session) is None
 
 
 def ctx_of(srv: Running) -> ssl.SSLContext:
@@ -204,7 +204,7 @@ async def test_a_client_that_lies_is_neither_trusted_nor_cached(make_server: Any
         session = session_of(srv, f"{mallory}/liar")
         liar.send(answer(rid, EXODUS_FEATURES + (NOTIFY,)))
         await learnt(caps, session)
-        assert await caps.features(session) is None
+        assert await caps.client_features(session) is None
         assert caps.node.get(("sha-1", EXODUS_VER)) is None
         assert watch.queue(f"{mallory}/liar").empty()
         # Its next presence with the same caps: not asked again.
@@ -217,7 +217,7 @@ async def test_a_client_that_lies_is_neither_trusted_nor_cached(make_server: Any
         honest.send(answer(rid2))
         assert await watch.wait(f"{mallory}/honest") == frozenset(EXODUS_FEATURES)
         # The liar's caps name that content now: what it claimed is not believed.
-        assert await caps.features(session) == frozenset(EXODUS_FEATURES)
+        assert await caps.client_features(session) == frozenset(EXODUS_FEATURES)
 
 
 async def test_an_error_answer_leaves_caps_unknown(make_server: Any) -> None:
@@ -230,7 +230,7 @@ async def test_an_error_answer_leaves_caps_unknown(make_server: Any) -> None:
                  "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>")
         session = session_of(srv, f"{alice}/r")
         await learnt(caps, session)
-        assert await caps.features(session) is None
+        assert await caps.client_features(session) is None
         assert not srv.server.hosts[DOMAIN].module("iq")._pending
 
 
@@ -261,7 +261,7 @@ async def test_a_client_that_does_not_answer_times_out_harmlessly(make_server: A
         raw, _ = await raw_with_caps(srv, alice, "r")
         session = session_of(srv, f"{alice}/r")
         await learnt(caps, session)
-        assert await caps.features(session) is None
+        assert await caps.client_features(session) is None
         assert Caps.failed.get(session) is not None
         assert not srv.server.hosts[DOMAIN].module("iq")._pending
         await ping(raw)
@@ -277,7 +277,7 @@ async def test_legacy_caps_are_unknown_and_not_asked_for(make_server: Any) -> No
         await ping(raw)
         session = session_of(srv, f"{alice}/old")
         assert Caps.task.get(session) is None and b"disco#info" not in raw.buf
-        assert await caps.features(session) is None
+        assert await caps.client_features(session) is None
 
 
 async def test_the_server_does_not_claim_caps_optimization(server: Running) -> None:

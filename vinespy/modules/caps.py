@@ -5,13 +5,13 @@ supports, learnt from the ``<c/>`` of its presence, for XEP-0163 §4.3
 
 Interface (what PEP and others use; ``caps = host.module("caps")``):
 
-* ``await caps.features(session) -> frozenset[str] | None``: the verified
+* ``await caps.client_features(session) -> frozenset[str] | None``: the verified
   features of the client behind ``session`` (a local stream or another
   node's, through its proxy), from the ``<c/>`` of its current presence;
   None when unknown (no caps, legacy caps, not verified yet, or it lied).
   From this node's memory, else from the cluster's shared cache (one Redis
   read, remembered on a hit; a miss is remembered for ``miss_ttl`` s).
-* ``caps.features_cached(session)``: the same without I/O (memory only),
+* ``caps.client_features_cached(session)``: the same without I/O (memory only),
   for hot paths.
 * ``caps-known`` (bus event on the user's host, with the session; every
   handler runs, :meth:`EventBus.notify`): a local session's features became
@@ -178,14 +178,14 @@ class Caps(Module):
         presence = session.presence
         return rules.parse(presence) if presence is not None else None
 
-    def features_cached(self, session: Session) -> frozenset[str] | None:
+    def client_features_cached(self, session: Session) -> frozenset[str] | None:
         """The verified features of ``session``'s client, from memory only."""
         caps = self.caps_of(session)
         return None if caps is None else self.node.get(caps.key)
 
     # Not the disco features of the server (``Module.features``, which this
     # module has none of: Host.features skips a method) but a client's.
-    async def features(self, session: Session) -> frozenset[str] | None:  # type: ignore[override]
+    async def client_features(self, session: Session) -> frozenset[str] | None:
         """The verified features of ``session``'s client; None: unknown."""
         caps = self.caps_of(session)
         if caps is None:

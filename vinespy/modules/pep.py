@@ -245,7 +245,7 @@ class Pep(Module):
 
     async def _features(self, session: Any) -> frozenset[str] | None:
         caps = self.host.module("caps")
-        return None if caps is None else await caps.features(session)
+        return None if caps is None else await caps.client_features(session)
 
     async def _blocklist(self, owner: JID) -> frozenset[JID]:
         blocking = self.host.module("blocking")
