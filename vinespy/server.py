@@ -26,6 +26,7 @@ from .router import Router
 from .sessions import Sessions
 from .storage import Storage, StorageError, open_storage
 from .storage import pubsub
+from .storage.archive import archive_for
 from .stream.client import C2S, ClientStream
 from .stream.throttle import AuthThrottle
 
@@ -91,6 +92,8 @@ class Server:
                 self.hosts[domain] = host
                 self.router.add_host(host)
                 # Vines: pubsub "games" -> games.DOMAIN, served by this host's modules.
+                if "mam" in host.modules:
+                    host.archive = archive_for(config, hc, self.storages[-1])
                 if hc.pubsub:
                     host.pubsub_store = pubsub.store_for(config, hc, self.storages[-1])
                 for label in hc.pubsub:
