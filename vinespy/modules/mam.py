@@ -265,7 +265,7 @@ class Mam(Module):
             rules.stamp_stanza_id(ev.stanza, me, new_id(datetime.now(timezone.utc)))
 
     @hook("pre-message", priority=-10)
-    def file_sent_away(self, ev: StanzaEvent) -> Awaitable[bool] | None:
+    def file_sent_away(self, ev: StanzaEvent) -> Awaitable[None] | None:
         """Sender side, after carbons: a message no recipient-side hook of
         this module will see is archived now, and loses the sender's id."""
         if ev.origin is None or self.store is None:
@@ -277,7 +277,10 @@ class Mam(Module):
         if ev.to_type in ("self", "bare", "full") and self._of(ev.to) is not None:
             return None                 # the recipient side files it (file_routed)
         rules.strip_stanza_ids(ev.stanza, me)
-        return self.append(me, self.entry(me, id, ev.to, ev.stanza))
+        return self._append_sent(me, self.entry(me, id, ev.to, ev.stanza))
+
+    async def _append_sent(self, me: JID, entry: ArchivedMessage) -> None:
+        await self.append(me, entry)        # never claims: the message goes on
 
     @hook("message/self", priority=50)
     @hook("message/bare", priority=50)
