@@ -256,6 +256,20 @@ async def test_stanza_ids_delivered_carbons_stable_and_forged(server: Running) -
     assert got[0].xml.find(f".//{{jabber:client}}message/{SID}") is None
 
 
+async def test_message_to_another_domain_is_in_the_senders_archive(server: Running) -> None:
+    """A message to another domain is filed as sent (delivery beyond the
+    server is known later, if ever), its <sent/> carbon carrying the id."""
+    phone = await login(server, f"{ALICE}/phone", carbons=True)
+    laptop = await login(server, f"{ALICE}/laptop", carbons=True)
+    sent = asyncio.create_task(wait_event(laptop.xmpp, "carbon_sent"))
+    error = asyncio.create_task(wait_event(phone.xmpp, "message_error"))
+    phone.say("romeo@montague.example", "across")
+    assert (await error)["error"]["condition"] == "remote-server-not-found"
+    (sid,) = ids((await sent)["carbon_sent"], ALICE)
+    got, _ = await phone.query({"with": "romeo@montague.example"})
+    assert [(result_id(r), body_of(r)) for r in got] == [(sid, "across")]
+
+
 async def test_message_to_oneself_is_one_entry(server: Running) -> None:
     """alice/phone -> alice/laptop: one entry, the id on the delivered message."""
     phone = await login(server, f"{ALICE}/phone")

@@ -28,7 +28,10 @@ blocked message is never archived nor stamped; before carbons at -50, whose
       carries the id) but is archived only once offline storage took it:
       the router fires ``message/offline-taken``. A message to a user who
       does not exist, or that the offline store refuses (full), bounces and
-      is not archived.
+      is not archived (``message/offline`` at priority -100, reached only
+      then, forgets it). The entries wait in memory keyed by the stanza
+      object, which they hold so that its ``id()`` is not reused; at most
+      :data:`PENDING_MAX` of them (a handler's failure could leave one).
     * A failing archive write does not stop the message: it is delivered
       without an id (logged). One that was stored offline already keeps its
       id (logged too: the id then names nothing).
@@ -41,7 +44,9 @@ Archiving, sender side
       id/>``. Carbons' ``<sent/>`` copies are made from it, so the sender's
       other devices learn the id (XEP-0313 §3.5).
     * The entry is written where the outcome is known: at the recipient-side
-      hook above (so a message blocked either way is not archived), which
+      hook above (so a message blocked either way is not archived; one
+      going to offline storage, once it was taken there, as the
+      recipient's: a message to nobody is in no archive), which
       removes the sender's id before the recipient gets the message: the
       recipient never sees an id of the sender's archive. For destinations
       without that hook (another domain: s2s, a service, a local host
