@@ -11,10 +11,14 @@ an :class:`AccountError` with a one-line message.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from .jid import JID
 from .storage import ScramKeys, Storage, User
 from .stream.sasl import DEFAULT_ITERATIONS, make_credentials, verify_password
+
+if TYPE_CHECKING:
+    from .storage.archive import ArchiveStore
 
 
 class AccountError(Exception):
@@ -58,10 +62,17 @@ async def set_password(storage: Storage, jid: JID, password: str,
         raise AccountError(f"no such user: {jid}")
 
 
-async def delete_user(storage: Storage, jid: JID) -> None:
-    """Remove ``jid`` and everything stored for it; AccountError if absent."""
+async def delete_user(storage: Storage, jid: JID, archive: ArchiveStore | None = None) -> None:
+    """Remove ``jid`` and everything stored for it, with its message archive
+    (XEP-0313) from ``archive`` (its host's); AccountError if absent. The
+    archive goes after the account (no message is archived for an account
+    that does not exist), and also when the account is already gone (what
+    an earlier failure left)."""
     jid = _user_jid(jid)
-    if not await storage.delete_user(jid):
+    deleted = await storage.delete_user(jid)
+    if archive is not None:
+        await archive.delete_owner(jid)
+    if not deleted:
         raise AccountError(f"no such user: {jid}")
 
 

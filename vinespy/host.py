@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .router import Router
     from .server import Server
     from .sessions import Sessions
+    from .storage.archive import ArchiveStore
     from .storage.pubsub import PubSubStore
 
 
@@ -35,6 +36,9 @@ class Host:
         self.bus = EventBus()
         self.modules: dict[str, Module] = {}
         self.pubsub_store: PubSubStore | None = None    # set when it serves pubsub services
+        # The users' message archives (XEP-0313), set when it loads the mam
+        # module, which opens it at start and closes it at stop.
+        self.archive: ArchiveStore | None = None
         # [host.auth] backend = "ldap": the directory that checks passwords
         # (and says who exists, through ``storage``); None: the storage's keys.
         self.directory: LdapDirectory | None = None

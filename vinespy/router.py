@@ -264,9 +264,13 @@ class Router:
         host = self.hosts[bare.domain]
         if host.bus.has("message/offline"):
             frm = JID.parse(stanza.get("from", host.domain))
+            ev = StanzaEvent(stanza, None, frm, bare, "bare", host)
             try:
-                if await host.bus.fire("message/offline",
-                                       StanzaEvent(stanza, None, frm, bare, "bare", host)):
+                if await host.bus.fire("message/offline", ev):
+                    # Taken (stored, or dropped on purpose): what waited for
+                    # the outcome (the archive, XEP-0313) may act on it now.
+                    if host.bus.has("message/offline-taken"):
+                        await host.bus.notify("message/offline-taken", ev)
                     return
             except Exception:
                 # Storage failed (disk full, I/O error): the sender learns

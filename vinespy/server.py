@@ -27,6 +27,7 @@ from .router import Router
 from .sessions import Sessions
 from .storage import Storage, StorageError, open_storage
 from .storage import pubsub
+from .storage.archive import archive_for
 from .stream.client import C2S, ClientStream
 from .stream.throttle import AuthThrottle
 
@@ -94,6 +95,8 @@ class Server:
                     raise ConfigError(f"{config.path}: modules of {domain}: {exc}") from None
                 self.hosts[domain] = host
                 self.router.add_host(host)
+                if "mam" in host.modules:
+                    host.archive = archive_for(config, hc, self.storages[-1])
                 # Vines: pubsub "games" -> games.DOMAIN, served by this host's
                 # modules; XEP-0163 PEP keeps its nodes in the same store
                 # (services named by bare JIDs never meet service domains).

@@ -55,7 +55,7 @@ NODE_NAMES = tuple(f"node-{c}" for c in "abcdefgh")
 DELAY = "{urn:xmpp:delay}delay"
 # The suites that run once on a shared fs directory and once on PostgreSQL.
 BOTH_STORAGES = ("test_cluster", "test_cluster_races", "test_cluster_rules",
-                 "test_pubsub_cluster")
+                 "test_pubsub_cluster", "test_mam_cluster")
 START_TIMEOUT = 20.0        # s for a node to print "listening on"
 STOP_TIMEOUT = 10.0         # s for a node to exit after SIGTERM
 

@@ -49,9 +49,10 @@ class Client:
         return m.group(1)
 
     async def until(self, text: str) -> bytes:
-        """Everything received up to a message whose body is ``text``."""
-        m = await self.raw.expect(rb"(.*?)<message[^>]*>\s*<body>%s</body>\s*</message>"
-                                  % re.escape(text.encode()))
+        """Everything received up to a message whose body is ``text`` (with
+        whatever else it carries: the archive's stanza-id, XEP-0359)."""
+        m = await self.raw.expect(rb"(.*?)<message[^>]*>(?:(?!</message>).)*?<body>%s</body>"
+                                  rb".*?</message>" % re.escape(text.encode()))
         return m.group(1)
 
 

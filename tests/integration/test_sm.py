@@ -274,8 +274,13 @@ async def test_a_burst_beyond_max_unacked_is_asked_for_not_fatal(make_server: An
         bob, _ = await sm_login(srv, "bob")
         for i in range(15):
             say(alice, f"{BOB}/r", f"b{i}")
-        assert await received(bob, "b14") == [f"b{i}" for i in range(15)]
-        await bob.expect(rb"<r xmlns=['\"]urn:xmpp:sm:3['\"]/>")
+        got = await bob.expect(rb"^(.*?<body>b14</body>)")
+        assert bodies(got.group(1)) == [f"b{i}" for i in range(15)]
+        # Asked for once past the limit: among the messages when their
+        # delivery is spread out (each is archived first, XEP-0313), or after.
+        ask = rb"<r xmlns=['\"]urn:xmpp:sm:3['\"]/>"
+        if not re.search(ask, got.group(1)):
+            await bob.expect(ask)
         bob.send(f"<a xmlns='{SM}' h='17'/>")      # own presence, ping result, b0-b14
         bob.send(f"<iq type='get' id='p1' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
         await bob.expect(rb"id=\"p1\"")

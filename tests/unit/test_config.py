@@ -906,3 +906,19 @@ def test_module_option_errors(tmp_path: Path, table: str, message: str) -> None:
     """Unknown modules and options get a suggestion; values are checked against
     the module's declared bounds."""
     assert error(tmp_path, HOST + table) == message
+
+
+def test_module_option_choices(tmp_path: Path) -> None:
+    """An Option with choices (mam's default) takes one of them; anything
+    else is one line naming the option and the choices."""
+    config = load(write(tmp_path, HOST + '[host.options.mam]\ndefault = "roster"\n'
+                        "retention_days = 30\nmax_messages = 5000\n"), check_certs=False)
+    assert config.hosts[0].options == {"mam": {"default": "roster", "retention_days": 30,
+                                               "max_messages": 5000}}
+    assert error(tmp_path, HOST + '[host.options.mam]\ndefault = "sometimes"\n') == \
+        'host[0].options.mam.default: expected one of "always", "never", "roster", ' \
+        'got "sometimes"'
+    assert error(tmp_path, HOST + "[host.options.mam]\ndefault = 1\n") == \
+        'host[0].options.mam.default: expected one of "always", "never", "roster", got 1'
+    assert error(tmp_path, HOST + "[host.options.mam]\nretention_days = -1\n") == \
+        "host[0].options.mam.retention_days: expected an integer from 0 to 100000, got -1"

@@ -19,6 +19,7 @@ from ..config import HostConfig, load
 from ..config.rules import safe_url
 from ..jid import JID, JIDError
 from ..storage import Storage, open_storage
+from ..storage.archive import archive_for
 from ..storage.pubsub import delete_service
 from . import CLIError, existing_paths
 
@@ -46,12 +47,21 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 
 
 def cmd_unregister(args: argparse.Namespace) -> int:
-    """``vinespy unregister JID``: delete an account, and its XEP-0163 PEP
-    nodes (in the pubsub store the server uses, where this process reaches
-    it: fs, sql, or Redis with a [cluster])."""
+    """``vinespy unregister JID``: delete an account, its message archive
+    and its XEP-0163 PEP nodes (in the pubsub store the server uses, where
+    this process reaches it: fs, sql, or Redis with a [cluster])."""
     jid, host = _account_target(args)
-    run_on_storage(host, lambda s: delete_user(s, jid))
     config = load(args.config, check_certs=False)
+
+    async def unregister(storage: Storage) -> None:
+        # The host's archive store as the server opens it (on sql: this storage).
+        archive = archive_for(config, host, storage)
+        await archive.open()
+        try:
+            await delete_user(storage, jid, archive)
+        finally:
+            await archive.close()
+    run_on_storage(host, unregister)
     if config.cluster is not None or host.storage.backend in ("fs", "sql"):
         from .pubsub import PubSubTarget, run_on_pubsub
         run_on_pubsub(PubSubTarget(config, str(jid), host),

@@ -93,7 +93,9 @@ def _module_options(where: str, value: Any) -> dict[str, dict[str, Any]]:
             opt = declared[key]
             lo = opt.min if opt.min is not None else None
             hi = opt.max if opt.max is not None else None
-            if opt.type is int and lo is not None:
+            if opt.choices is not None:
+                rule = _one_of(*opt.choices)
+            elif opt.type is int and lo is not None:
                 rule = _ints(int(lo), int(hi) if hi is not None else None)
             else:
                 rule = _BY_TYPE.get(opt.type, _TEXT)

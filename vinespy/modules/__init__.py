@@ -42,17 +42,19 @@ log = logging.getLogger(__name__)
 # config name is its class's ``name``; ``iqdispatch`` is the "iq" module).
 BUILTIN = ("iqdispatch", "presence", "disco", "ping", "version", "vcard", "private", "last",
            "offline", "roster", "subscription", "blocking", "pubsub", "pep", "carbons", "sm",
-           "csi", "caps")
+           "csi", "caps", "mam")
 
 
 @dataclass(frozen=True)
 class Option:
-    """A typed module option with its default and bounds."""
+    """A typed module option with its default and bounds; ``choices``: the
+    values a string option may take (anything else is a config error)."""
 
     type: type
     default: Any
     min: float | None = None
     max: float | None = None
+    choices: tuple[str, ...] | None = None
 
 
 def iq(type: str, namespace: str, name: str, to: Iterable[str] = ("host",)) -> Callable[..., Any]:
