@@ -308,10 +308,8 @@ async def test_omemo_devices_and_bundles_are_open(server: Running, gen: Omemo) -
 # --- 6. XEP-0172 User Nickname --------------------------------------------------------
 
 
-async def test_nick_reaches_contacts_and_rides_in_subscription_requests(
-        server: Running) -> None:
-    """XEP-0172: a contact with nick+notify gets the published nick; a
-    subscription request carrying <nick/> (§4.1) reaches its addressee with it."""
+async def test_nick_reaches_contacts(server: Running) -> None:
+    """XEP-0172 §4.2: a contact with nick+notify gets the nick alice publishes."""
     await befriend(server, ALICE, BOB)
     bob = await login(server, "bob", plugins=("xep_0172",))
     alice = await login(server, "alice", plugins=("xep_0172",))
@@ -319,6 +317,11 @@ async def test_nick_reaches_contacts_and_rides_in_subscription_requests(
     note = await bob.inbox.get(pep_event(ALICE, NICK), what="alice's nick")
     assert event_payload(note, NICK, NICK, "nick").text == "Ali"
 
+
+async def test_nick_rides_in_subscription_requests(server: Running) -> None:
+    """XEP-0172 §4.1: a subscription request carrying <nick/> reaches its
+    addressee with it (the server passes it through)."""
+    alice = await login(server, "alice", plugins=("xep_0172",))
     carol = await login(server, "carol", plugins=("xep_0172",))
     carol.c.send_presence(pto=ALICE, ptype="subscribe", pnick="Caroline")
     req = await alice.inbox.get(lambda p: p.name == "presence" and p["type"] == "subscribe",
