@@ -71,8 +71,10 @@ class Person:
 
 
 async def login(srv: Running, local: str, resource: str = "one", *,
-                plugins: tuple[str, ...] = (), notify: tuple[str, ...] = ()) -> Person:
-    """``local`` (created on first use) logged in as ``resource`` with
+                plugins: tuple[str, ...] = (), notify: tuple[str, ...] = (),
+                priority: int = 0) -> Person:
+    """``local`` (created on first use) logged in as ``resource`` (initial
+    presence of ``priority``) with
     ``plugins`` and ``NS+notify`` for each of ``notify`` in its caps, its
     inbox filled from before it connects; returns once the server handled
     its initial presence (a ping sent after it was answered)."""
@@ -93,7 +95,7 @@ async def login(srv: Running, local: str, resource: str = "one", *,
     c.connect("127.0.0.1", srv.port)
     await asyncio.wait_for(started, TIMEOUT)
     await interested(c, *notify)
-    c.send_presence()
+    c.send_presence(ppriority=priority)
     await c.plugin["xep_0199"].ping(jid=DOMAIN, timeout=TIMEOUT)
     return Person(c, inbox)
 
@@ -387,7 +389,7 @@ async def test_negative_priority_resources_get_no_pep_events(server: Running) ->
     await befriend(server, ALICE, BOB)
     alice = await login(server, "alice", plugins=("xep_0172",))
     await alice.plugin("xep_0172").publish_nick("Ali", timeout=TIMEOUT)
-    low = await login_with_priority(server, "bob", "low", -1, plugins=("xep_0172",))
+    low = await login(server, "bob", "low", plugins=("xep_0172",), priority=-1)
     bob = await login(server, "bob", "normal", plugins=("xep_0172",))
     await bob.inbox.get(pep_event(ALICE, NICK), what="the last nick")
     await alice.plugin("xep_0172").publish_nick("Alice", timeout=TIMEOUT)
@@ -399,15 +401,6 @@ async def test_negative_priority_resources_get_no_pep_events(server: Running) ->
                      "priority (XEP-0163 §4.3.2: non-negative priority only); live "
                      "notifications are not")
     assert got == []
-
-
-async def login_with_priority(srv: Running, local: str, resource: str, priority: int,
-                              **kw: Any) -> Person:
-    """As :func:`login`, then a presence of ``priority`` (same caps)."""
-    p = await login(srv, local, resource, **kw)
-    p.c.send_presence(ppriority=priority)
-    await p.c.plugin["xep_0199"].ping(jid=DOMAIN, timeout=TIMEOUT)
-    return p
 
 
 async def test_blocking_stops_pep_events_both_ways(server: Running) -> None:
