@@ -116,7 +116,7 @@ async def test_avatar_and_nick_across_nodes_live_and_on_login(
     """XEP-0084/0172 on two nodes: bob (node 1) gets alice's (node 0) avatar
     metadata live and fetches the data; carol, a stranger, is refused it;
     once alice is gone, bob's new resource on node 1 gets the last
-    metadata and nick on login (XEP-0163 §4.3.2)."""
+    metadata and nick on login (XEP-0163 'Sending the Last Published Item')."""
     await befriend(site, ALICE, BOB)
     c = await cluster(2)
     alice, _ = await login(xmpp, c[0], "alice/one", plugins=("xep_0084", "xep_0172"))

@@ -42,7 +42,7 @@ CAROL = f"carol@{DOMAIN}"
 
 # An image's bytes: the server never looks inside.
 AVATAR = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
-AVATAR_ID = hashlib.sha1(AVATAR).hexdigest()       # XEP-0084 §4.2: the item id is its SHA-1
+AVATAR_ID = hashlib.sha1(AVATAR).hexdigest()       # XEP-0084: the item id is its SHA-1
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -126,7 +126,7 @@ def avatar_bytes(iq: Any) -> bytes:
 
 
 async def publish_avatar(alice: Person) -> None:
-    """XEP-0084 §4.1-4.2 with slixmpp's plugin: the data, then the metadata."""
+    """XEP-0084 with slixmpp's plugin: the data, then the metadata."""
     await alice.plugin("xep_0084").publish_avatar(AVATAR, timeout=TIMEOUT)
     await alice.plugin("xep_0084").publish_avatar_metadata(
         {"id": AVATAR_ID, "type": "image/png", "bytes": len(AVATAR)}, timeout=TIMEOUT)
@@ -145,7 +145,7 @@ async def test_avatar_metadata_reaches_contacts_and_data_only_them(server: Runni
     carol = await login(server, "carol", plugins=("xep_0084",))  # bob's caps, no subscription
     await publish_avatar(alice)
 
-    for who in (bob, alice):        # a contact, and the owner's own resource (XEP-0163 §4.3)
+    for who in (bob, alice):        # a contact, and the owner's own resource (XEP-0163 §4)
         note = await who.inbox.get(pep_event(ALICE, AVATAR_META, AVATAR_ID),
                                    what="the avatar metadata notification")
         assert str(note["to"]) == who.jid
@@ -153,7 +153,7 @@ async def test_avatar_metadata_reaches_contacts_and_data_only_them(server: Runni
                                          "bytes": str(len(AVATAR))}
     got = await bob.plugin("xep_0084").retrieve_avatar(ALICE, AVATAR_ID, timeout=TIMEOUT)
     assert avatar_bytes(got) == AVATAR
-    # Filtered notifications (XEP-0163 §4.2): nobody asked for the data node.
+    # Filtered notifications (XEP-0163 'Notification Filtering'): nobody asked for the data node.
     early = await barrier(alice.c, bob.c, bob.inbox)
     assert not [m for m in early if any_pep_event(ALICE, AVATAR_DATA)(m)]
 
@@ -200,14 +200,14 @@ def bookmark(name: str, nick: str, extensions: str = "") -> str:
 
 
 def bookmark_options() -> Any:
-    """XEP-0402 §3: what Conversations, Gajim and Dino send with each bookmark."""
+    """XEP-0402: what Conversations, Gajim and Dino send with each bookmark."""
     return publish_options(persist_items="true", max_items="max",
                            send_last_published_item="never", access_model="whitelist")
 
 
 COUNCIL = "council@conference.underhill.org"
 ORCHARD = "orchard@conference.shakespeare.lit"
-# XEP-0402 §3.2: "Clients MUST preserve these (particularly preserving unknown elements)".
+# XEP-0402: "Clients MUST preserve these (particularly preserving unknown elements)".
 EXTENSIONS = ("<extensions><state xmlns='http://myclient.example/bookmark/state' "
               "minimized='true'/></extensions>")
 
@@ -250,7 +250,7 @@ async def test_native_bookmarks(server: Running) -> None:
 
 
 async def test_legacy_bookmarks_in_pep_survive_a_new_login(server: Running) -> None:
-    """XEP-0048 §3 / XEP-0223: slixmpp stores <storage xmlns='storage:bookmarks'/>
+    """XEP-0048 / XEP-0223: slixmpp stores <storage xmlns='storage:bookmarks'/>
     as item 'current' with persist_items and whitelist; a fresh login reads it
     back whole, and a contact is refused."""
     await befriend(server, ALICE, BOB)
@@ -311,7 +311,7 @@ async def test_omemo_devices_and_bundles_are_open(server: Running, gen: Omemo) -
 
 
 async def test_nick_reaches_contacts(server: Running) -> None:
-    """XEP-0172 §4.2: a contact with nick+notify gets the nick alice publishes."""
+    """XEP-0172: a contact with nick+notify gets the nick alice publishes."""
     await befriend(server, ALICE, BOB)
     bob = await login(server, "bob", plugins=("xep_0172",))
     alice = await login(server, "alice", plugins=("xep_0172",))
@@ -321,7 +321,7 @@ async def test_nick_reaches_contacts(server: Running) -> None:
 
 
 async def test_nick_rides_in_subscription_requests(server: Running) -> None:
-    """XEP-0172 §4.1: a subscription request carrying <nick/> reaches its
+    """XEP-0172: a subscription request carrying <nick/> reaches its
     addressee with it (the server passes it through)."""
     alice = await login(server, "alice", plugins=("xep_0172",))
     carol = await login(server, "carol", plugins=("xep_0172",))
@@ -336,7 +336,8 @@ async def test_nick_rides_in_subscription_requests(server: Running) -> None:
 
 
 async def test_last_items_reach_a_contact_logging_in(server: Running) -> None:
-    """XEP-0163 §4.3.2: a contact's resource that logs in with +notify in its
+    """XEP-0163 ('When to Generate Notifications' item 2): a contact's
+    resource that logs in with +notify in its
     caps gets the last item of each node it is interested in, even with the
     owner offline; a resource without nick+notify gets the avatar, not the nick."""
     await befriend(server, ALICE, BOB)
@@ -365,8 +366,8 @@ async def test_last_items_reach_a_contact_logging_in(server: Running) -> None:
 async def test_account_disco_shows_what_clients_check(server: Running) -> None:
     """The features clients look for on their account before using PEP
     (XEP-0163 §6.1): publish-options (Conversations, for OMEMO), and, as
-    'max' is accepted for max_items, pubsub#config-node-max (XEP-0060
-    §16.2 registry; Gajim, Converse.js and Monal only send 'max' then)."""
+    'max' is accepted for max_items, pubsub#config-node-max (XEP-0060's
+    feature list; Gajim, Converse.js and Monal only send 'max' then)."""
     alice = await login(server, "alice")
     info = await alice.plugin("xep_0030").get_info(jid=ALICE, timeout=TIMEOUT)
     identities = {(i[0], i[1]) for i in info["disco_info"]["identities"]}
@@ -383,7 +384,8 @@ async def test_account_disco_shows_what_clients_check(server: Running) -> None:
 
 
 async def test_negative_priority_resources_get_no_pep_events(server: Running) -> None:
-    """XEP-0163 §4.3.1-4.3.2: notifications and the last item go to the
+    """XEP-0163 ('Number of Notifications', 'When to Generate
+    Notifications'): notifications and the last item go to the
     resources of non-negative priority only; the one at priority -1 gets
     neither (its sibling at 0, with the same caps, gets both)."""
     await befriend(server, ALICE, BOB)
@@ -398,15 +400,16 @@ async def test_negative_priority_resources_get_no_pep_events(server: Running) ->
     got = [event_payload(m, NICK, NICK, "nick").text for m in early if pep_event(ALICE, NICK)(m)]
     if got == ["Ali"]:
         pytest.xfail("pep: the last item is sent at caps-known to a resource of negative "
-                     "priority (XEP-0163 §4.3.2: non-negative priority only); live "
-                     "notifications are not")
+                     "priority (XEP-0163 'When to Generate Notifications': non-negative "
+                     "priority only); live notifications are not")
     assert got == []
 
 
 async def test_blocking_stops_pep_events_both_ways(server: Running) -> None:
-    """XEP-0163 §4.3.2 item 3 / XEP-0191: alice blocked bob: no notification
-    reaches him (carol, also her contact, gets it); bob blocked alice: no
-    last item from her reaches his new resource (carol's does)."""
+    """XEP-0163 ('When to Generate Notifications' item 3) / XEP-0191: alice
+    blocked bob: no notification reaches him (carol, also her contact, gets
+    it); bob blocked alice: no last item from her reaches his new resource
+    (carol's does)."""
     await befriend(server, ALICE, BOB)
     await befriend(server, ALICE, CAROL)
     await befriend(server, BOB, CAROL)
@@ -475,7 +478,7 @@ async def test_omemo_device_list_reconfigured_after_precondition_not_met(
 
 
 async def test_bookmarks_are_not_sent_as_last_item(server: Running) -> None:
-    """XEP-0402 §3: bookmarks are published with send_last_published_item
+    """XEP-0402: bookmarks are published with send_last_published_item
     never; a new device with bookmarks+notify fetches them, it is not sent
     the last one at login (the nick, on_sub_and_presence, is)."""
     desktop = await login(server, "alice", "desktop", plugins=("xep_0172",))
