@@ -378,9 +378,7 @@ async def test_account_disco_shows_what_clients_check(server: Running) -> None:
     await publish(alice.c, OMEMO_2.bundle_node(1), "1", OMEMO_2.bundle(1),
                   OMEMO_2.bundle_options())
     # ...and then be advertised.
-    if "http://jabber.org/protocol/pubsub#config-node-max" not in features:
-        pytest.xfail("pep: 'max' is accepted for pubsub#max_items but the account's "
-                     "disco#info lacks http://jabber.org/protocol/pubsub#config-node-max")
+    assert "http://jabber.org/protocol/pubsub#config-node-max" in features
 
 
 async def test_negative_priority_resources_get_no_pep_events(server: Running) -> None:
@@ -398,10 +396,6 @@ async def test_negative_priority_resources_get_no_pep_events(server: Running) ->
     await bob.inbox.get(pep_event(ALICE, NICK), what="the new nick")
     early = await barrier(alice.c, low.c, low.inbox)
     got = [event_payload(m, NICK, NICK, "nick").text for m in early if pep_event(ALICE, NICK)(m)]
-    if got == ["Ali"]:
-        pytest.xfail("pep: the last item is sent at caps-known to a resource of negative "
-                     "priority (XEP-0163 'When to Generate Notifications': non-negative "
-                     "priority only); live notifications are not")
     assert got == []
 
 

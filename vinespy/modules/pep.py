@@ -93,8 +93,9 @@ CONCURRENCY = 16        # contacts whose nodes are read at once for a last-item 
 
 FEATURES = (NS,) + tuple(f"{NS}#{f}" for f in (
     "access-open", "access-presence", "access-whitelist", "auto-create", "auto-subscribe",
-    "config-node", "create-nodes", "delete-items", "delete-nodes", "filtered-notifications",
-    "item-ids", "last-published", "modify-affiliations", "persistent-items", "publish",
+    "config-node", "config-node-max", "create-nodes", "delete-items", "delete-nodes", "filtered-notifications",
+    "item-ids", "last-published", "modify-affiliations", "multi-items", "persistent-items",
+    "publish",
     "publish-options", "purge-nodes", "retract-items", "retrieve-affiliations",
     "retrieve-items", "retrieve-subscriptions", "subscribe"))
 
@@ -277,6 +278,8 @@ class Pep(Module):
 
     async def _send_last(self, session: Any) -> None:
         try:
+            if session.priority < 0:
+                return      # §4.3.2: notifications go to resources of non-negative priority
             features = await self._features(session)
             if not features or not any(f.endswith("+notify") for f in features):
                 return
