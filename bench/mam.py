@@ -173,7 +173,7 @@ async def fill(backend: str, root: Path, pg: BenchPostgres | None, db: str, coun
         mid = new_id(stamp)
         ids.append(mid)
         async with sem:
-            await store.append(owner, ArchivedMessage(mid, stamp, peer, peer, xml))
+            await store.append(owner, ArchivedMessage(mid, stamp, str(peer), str(peer), xml))
     try:
         for start in range(0, count, 1000):
             await asyncio.gather(*(one(i) for i in range(start, min(start + 1000, count))))
