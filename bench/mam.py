@@ -24,7 +24,19 @@ Not part of the test suite. Three parts:
    between a random day and the week after it. Latency from the write of
    the query to the arrival of its iq result (all 50 ``<result/>`` messages
    come before it): p50/p99 per kind; server CPU per query.
-3. **pep fan-out** (``--parts pep``): see :func:`pep_part`.
+3. **PEP fan-out to 500 contacts** (``--parts pep``): two clustered nodes
+   (every built-in module) and a redis-server of their own, all on CPU 0.
+   ``u0`` (on node a) has ``--contacts`` (500) contacts, subscription both
+   each way, half of them logged in on node a and half on node b; each
+   contact's client announces XEP-0115 caps with ``NODE+notify`` (the
+   first contact answers the server's disco#info query; every other one
+   has the same ``ver``, known from the memory or Redis cache). u0
+   publishes ``--publishes`` (50) items to ``NODE`` at ``--pep-rate`` (10)
+   per second, one stanza per write: server CPU (both nodes and Redis) per
+   publish, Redis commands per publish (``INFO commandstats``, the bench's
+   own left out), and the delay from the publish's write until each
+   contact has the notification (p50/p99 over all notifications; p99 of
+   the last contact per publish).
 
     .venv/bin/python bench/mam.py                          # ~6 min
     .venv/bin/python bench/mam.py --parts query --backends fs --queries 60
@@ -39,6 +51,7 @@ import asyncio
 import datetime
 import os
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -53,14 +66,16 @@ import cluster  # noqa: E402
 import load  # noqa: E402
 import targets  # noqa: E402
 from c2s import running_server  # noqa: E402
-from redis_transport import git_rev, machine, python_cmd  # noqa: E402
+from lxml import etree  # noqa: E402
+from redis_transport import RedisServer, git_rev, machine, python_cmd  # noqa: E402
 from storage import make_site, storage_options  # noqa: E402
 from storage_pg import BenchPostgres  # noqa: E402
 from web import cpu_probe, gc_paused, pairs_up, quiet  # noqa: E402
 
-from vinespy import modules  # noqa: E402
+from vinespy import modules, ns  # noqa: E402
 from vinespy.jid import JID  # noqa: E402
-from vinespy.storage import open_storage  # noqa: E402
+from vinespy.rules import caps as caps_rules  # noqa: E402
+from vinespy.storage import Contact, open_storage  # noqa: E402
 from vinespy.storage.archive import ArchivedMessage, new_id, open_archive  # noqa: E402
 
 PASSWORD = cluster.PASSWORD
@@ -75,9 +90,9 @@ SERVER_CPU = 0
 class MamNode(cluster.Node):
     """A ``bench/cluster.py`` node with every built-in module, ``mam`` or not."""
 
-    def __init__(self, name: str, site: Path, mam: bool) -> None:
-        super().__init__(name, site, targets.free_port(), SERVER_CPU, None, None,
-                         dirname=f"node-{name}")
+    def __init__(self, name: str, site: Path, mam: bool, cluster_url: str | None = None) -> None:
+        super().__init__(name, site, targets.free_port(), SERVER_CPU, cluster_url,
+                         f"bench-{name}" if cluster_url else None, dirname=f"node-{name}")
         self.mam = mam
 
     def write_config(self) -> None:
@@ -272,6 +287,181 @@ def query_table(res: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(rows)
 
 
+# ------------------------------------------------------------- part 3: pep ----
+
+PEP_NODE = "urn:xmpp:bench:pep:0"
+CAPS_NODE = "https://vinespy.example/bench"
+ITEM_RE = re.compile(rb"<item id=[\'\"](\d+)-(\d+)[\'\"]")
+IQ_RE = re.compile(rb"<iq [^>]*>")
+
+
+def caps_query() -> tuple[bytes, str]:
+    """The contacts' disco#info answer (serialized) and its XEP-0115 ver."""
+    q = etree.Element(f"{{{ns.DISCO_INFO}}}query", nsmap={None: ns.DISCO_INFO})
+    etree.SubElement(q, f"{{{ns.DISCO_INFO}}}identity", category="client", type="pc",
+                     name="bench")
+    for f in (ns.DISCO_INFO, PEP_NODE + "+notify"):
+        etree.SubElement(q, f"{{{ns.DISCO_INFO}}}feature", var=f)
+    ver = caps_rules.ver_of(q)
+    q.set("node", f"{CAPS_NODE}#{ver}")
+    return etree.tostring(q), ver
+
+
+async def make_rosters(site: Path, contacts: int) -> None:
+    storage = open_storage("fs", {"dir": site / "data"})
+    owner_jid = JID.parse(f"u0@{DOMAIN}")
+    try:
+        owner = await storage.find_user(owner_jid)
+        assert owner is not None
+        for i in range(1, contacts + 1):
+            jid = JID.parse(f"u{i}@{DOMAIN}")
+            owner.roster[jid] = Contact(jid, f"u{i}", "both")
+            user = await storage.find_user(jid)
+            assert user is not None
+            user.roster[owner_jid] = Contact(owner_jid, "u0", "both")
+            await storage.save_user(user)
+        await storage.save_user(owner)
+    finally:
+        await storage.close()
+
+
+class Watcher:
+    """A contact's received bytes: notification delays; answers a disco#info query."""
+
+    def __init__(self, conn: load.Conn, answer: bytes, got: dict[int, list[int]]) -> None:
+        self.conn, self.answer, self.got, self.tail = conn, answer, got, b""
+        conn.on_data = self.data
+
+    def data(self, data: bytes) -> None:
+        now = time.perf_counter_ns()
+        seen = len(self.tail)           # matches ending in it were taken last time
+        buf = self.tail + data
+        for m in ITEM_RE.finditer(buf):
+            if m.end() > seen:
+                self.got.setdefault(int(m.group(1)), []).append(now - int(m.group(2)))
+        for m in IQ_RE.finditer(buf):
+            head = m.group(0)
+            if (m.end() > seen and b"get" in head
+                    and b"disco#info" in buf[m.end():m.end() + 200]):
+                iq_id = re.search(rb"id=[\'\"]([^\'\"]+)", head)
+                frm = re.search(rb"from=[\'\"]([^\'\"]+)", head)
+                if iq_id and frm:
+                    self.conn.write(b"<iq type='result' id='%s' to='%s'>%s</iq>"
+                                    % (iq_id.group(1), frm.group(1), self.answer))
+        self.tail = buf[-300:]
+
+
+async def pep_part(site: Path, args: argparse.Namespace, res: dict[str, Any],
+                   started: Callable[[Any], None]) -> None:
+    await make_rosters(site, args.contacts)
+    redis = RedisServer(cpu=SERVER_CPU)
+    redis.start()
+    started(redis)
+    nodes = [MamNode(n, site, True, redis.url) for n in ("a", "b")]
+    for node in nodes:
+        node.start()
+        started(node)
+    import redis.asyncio as aioredis
+    stats = aioredis.Redis.from_url(redis.url)
+    answer, ver = caps_query()
+    presence = (f"<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' "
+                f"node='{CAPS_NODE}' ver='{ver}'/></presence>").encode()
+    got: dict[int, list[int]] = {}
+    conns: list[load.Conn] = []
+    try:
+        by_node: dict[int, list[str]] = {0: ["u0"], 1: []}
+        for i in range(1, args.contacts + 1):
+            by_node[i % 2].append(f"u{i}")
+        for k, users in by_node.items():
+            env = load.Env(nodes[k].port, nodes[k].pid, PASSWORD)
+            await load.learn_salts(env, users)
+            first = await load.login_many(env.port, env.ctx, [(u, "pep") for u in users[:1]],
+                                          PASSWORD, 1, retries=2)
+            conns += first
+            rest = await load.login_many(env.port, env.ctx, [(u, "pep") for u in users[1:]],
+                                         PASSWORD, 50, retries=2)
+            conns += rest
+        owner = conns[0]
+        for c in conns[1:]:
+            Watcher(c, answer, got)
+            c.write(presence)
+        owner.discard()
+        await asyncio.sleep(2.0)                 # caps verified, last items (none yet) sent
+        await asyncio.gather(*(load.quiesce(n.pid) for n in nodes))
+
+        async def publish(n: int) -> None:
+            owner.write(f"<iq type='set' id='p{n}'><pubsub xmlns='http://jabber.org/protocol/"
+                        f"pubsub'><publish node='{PEP_NODE}'><item id='{n}-"
+                        f"{time.perf_counter_ns()}'><entry xmlns='{PEP_NODE}'>{n}</entry>"
+                        f"</item></publish></pubsub></iq>".encode())
+
+        async def all_in(first: int, last: int, timeout: float) -> int:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                missing = sum(args.contacts - len(got.get(n, ())) for n in range(first, last))
+                if not missing:
+                    return 0
+                await asyncio.sleep(0.05)
+            return missing
+
+        for n in range(5):                         # warm-up
+            await publish(n)
+            await asyncio.sleep(1 / args.pep_rate)
+        warm_missing = await all_in(0, 5, 30.0)
+        if warm_missing:
+            raise RuntimeError(f"warm-up: {warm_missing} notifications missing (of "
+                               f"{5 * args.contacts})")
+        await asyncio.gather(*(load.quiesce(n.pid) for n in nodes))
+        quiet(args, [n.pid for n in nodes] + [redis.pid])
+        await stats.config_resetstat()
+        c0 = cluster.cpu_of(nodes, redis)
+        t0 = time.perf_counter()
+        first, last = 5, 5 + args.publishes
+        for n in range(first, last):
+            due = t0 + (n - first) / args.pep_rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            await publish(n)
+        missing = await all_in(first, last, 60.0)
+        c1 = cluster.cpu_of(nodes, redis)
+        cmds = await cluster.commandstats(stats)
+        delays = [d / 1e6 for n in range(first, last) for d in got.get(n, ())]
+        lasts = [max(got[n]) / 1e6 for n in range(first, last) if got.get(n)]
+        cpu = {k: (c1[k] - c0[k]) / args.publishes * 1000 for k in c1}
+        calls = sum(c for c, _ in cmds.values())
+        res["pep"] = {
+            "contacts": args.contacts, "publishes": args.publishes, "missing": missing,
+            "cpu_ms": cpu, "cpu_total_ms": sum(cpu.values()),
+            "redis_per_publish": calls / args.publishes,
+            "top": sorted(((c / args.publishes, name) for name, (c, _) in cmds.items()),
+                          reverse=True)[:6],
+            "p50": load.pct(delays, 50), "p99": load.pct(delays, 99),
+            "last_p99": load.pct(lasts, 99)}
+        r = res["pep"]
+        each = ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+        print(f"   {args.publishes} publishes to {args.contacts} contacts: "
+              f"{r['cpu_total_ms']:.1f} ms CPU per publish ({each}); "
+              f"{r['redis_per_publish']:.1f} Redis commands per publish; delay p50 {r['p50']:.1f} "
+              f"p99 {r['p99']:.1f} ms, last contact p99 {r['last_p99']:.1f} ms; missing {missing}",
+              flush=True)
+    finally:
+        load.close_all(conns)
+        await stats.aclose()
+
+
+def pep_table(res: dict[str, Any]) -> str:
+    r = res["pep"]
+    cpu = ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_ms"].items())
+    top = ", ".join(f"{name} {n:.1f}" for n, name in r["top"])
+    return "\n".join([
+        "| figure | value |", "|---|---:|",
+        f"| server CPU per publish (both nodes + Redis) | {r['cpu_total_ms']:.2f} ms ({cpu}) |",
+        f"| server CPU per notification | {r['cpu_total_ms'] * 1000 / r['contacts']:.0f} µs |",
+        f"| Redis commands per publish | {r['redis_per_publish']:.1f} ({top}) |",
+        f"| notification delay p50 / p99 | {r['p50']:.1f} / {r['p99']:.1f} ms |",
+        f"| last contact of a publish, p99 | {r['last_p99']:.1f} ms |",
+        f"| notifications missing | {r['missing']} of {r['contacts'] * r['publishes']} |"])
+
+
 # ------------------------------------------------------------------- main ----
 
 def report(res: dict[str, Any], args: argparse.Namespace, started: str) -> str:
@@ -284,6 +474,10 @@ def report(res: dict[str, Any], args: argparse.Namespace, started: str) -> str:
         parts += [f"## 2. MAM query latency, pages of 50 from {args.archive:,} messages over "
                   f"{args.days} days\n", query_table(res, args),
                   "\n(number of results per page in brackets)", ""]
+    if "pep" in res:
+        r = res["pep"]
+        parts += [f"## 3. PEP fan-out: {r['publishes']} publishes to {r['contacts']} contacts "
+                  "(half on each of two nodes)\n", pep_table(res), ""]
     if res["errors"]:
         parts += ["Errors: " + "; ".join(res["errors"])]
     return "\n".join(parts) + "\n"
@@ -302,6 +496,9 @@ def main() -> int:
     p.add_argument("--archive", type=int, default=100_000, help="query: archived messages")
     p.add_argument("--days", type=int, default=100, help="query: days they span")
     p.add_argument("--queries", type=int, default=300, help="query: measured queries")
+    p.add_argument("--contacts", type=int, default=500, help="pep: contacts of u0")
+    p.add_argument("--publishes", type=int, default=50, help="pep: measured publishes")
+    p.add_argument("--pep-rate", type=float, default=10.0, help="pep: publishes per s")
     p.add_argument("--quiet", type=float, default=10.0)
     p.add_argument("--quiet-wait", type=float, default=60.0)
     p.add_argument("--keep", action="store_true")
@@ -328,6 +525,15 @@ def main() -> int:
                 asyncio.run(cpu_part(t.dir, args, res, running.append))
             except Exception as exc:                     # noqa: BLE001 - report what ran
                 res["errors"].append(f"cpu: {type(exc).__name__}: {exc}")
+                print(f"error: {exc!r}", file=sys.stderr)
+        if "pep" in parts:
+            crt, key = targets.make_cert(work / "pep-cert")
+            t = targets.Vinespy(work / "pep", crt, key)
+            t.prepare(args.contacts + 1, PASSWORD)
+            try:
+                asyncio.run(pep_part(t.dir, args, res, running.append))
+            except Exception as exc:                     # noqa: BLE001 - report what ran
+                res["errors"].append(f"pep: {type(exc).__name__}: {exc}")
                 print(f"error: {exc!r}", file=sys.stderr)
         if "query" in parts:
             pg = BenchPostgres() if "postgresql" in backends else None
