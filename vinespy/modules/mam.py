@@ -85,7 +85,13 @@ Preferences
 Options ``[host.options.mam]``
     ``default``: always | never | roster, for users without preferences;
     ``retention_days``: entries older are removed by :meth:`Mam.expire`
-    (0: kept forever; whoever runs the retention duty calls it);
+    (0: kept forever), run every ``expire_interval`` seconds (default an
+    hour) as a duty (vinespy/duty.py): in a cluster by one node at a time,
+    the holder of the Redis lease ``cluster:duty:mam-expire:DOMAIN`` (the
+    host's first domain: its domains share one archive store), which stops
+    between batches once it may no longer hold it. Two runs overlapping
+    anyway (a node paused past its lease) remove the same old entries:
+    harmless;
     ``max_messages``: at most about that many entries per user (0: no cap),
     enforced at append time by :meth:`ArchiveStore.trim`, amortized: a
     node trims a user's archive at the first append it makes for that user
@@ -105,7 +111,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable
+from typing import Any, Awaitable, Callable
 
 from ..errors import StanzaError
 from ..events import StanzaEvent
@@ -140,6 +146,7 @@ class Mam(Module):
     options = {
         "default": Option(str, default="always", choices=rules.DEFAULTS),
         "retention_days": Option(int, default=0, min=0, max=100_000),
+        "expire_interval": Option(int, default=3600, min=1, max=86_400 * 7),
         "max_messages": Option(int, default=0, min=0, max=100_000_000),
     }
 
@@ -159,6 +166,12 @@ class Mam(Module):
         self.store = self.host.archive
         if self.store is not None:
             await self.store.open()
+        server = self.host.server
+        name = f"mam-expire:{self.host.config.domains[0]}"
+        if (self.store is not None and self.option("retention_days") and server is not None
+                and name not in server.duties):
+            server.duty(name, self.option("expire_interval"),
+                        lambda still_held: self.expire(datetime.now(timezone.utc), still_held))
 
     async def stop(self) -> None:
         if self.store is not None:
@@ -356,18 +369,23 @@ class Mam(Module):
 
     # -- retention ----------------------------------------------------------------
 
-    async def expire(self, now: datetime) -> int:
+    async def expire(self, now: datetime,
+                     still_held: Callable[[], bool] = lambda: True) -> int:
         """Remove the entries older than ``retention_days`` before ``now``
         from every archive of the host, in batches of :data:`EXPIRE_BATCH`
-        (the loop yields between them); how many were removed. For the
-        cluster's retention duty; 0 at once without retention."""
+        (the loop yields between them, and stops once ``still_held`` says
+        the duty is no longer this node's); how many were removed. 0 at
+        once without retention."""
         days = self.option("retention_days")
         if not days or self.store is None:
             return 0
         cutoff = now - timedelta(days=days)
         total = 0
-        while removed := await self.store.remove_before(cutoff, EXPIRE_BATCH):
+        store = self.store
+        while still_held() and (removed := await store.remove_before(cutoff, EXPIRE_BATCH)):
             total += removed
+            self.log.info("retention: %d archived messages older than %s removed", removed,
+                          cutoff.isoformat(timespec="seconds"))
             await asyncio.sleep(0)
         return total
 
