@@ -21,7 +21,8 @@ the service name.
   behind the owner's back (Prosody can, with an option); an unknown or
   invalid option is precondition-not-met too, never silently ignored.
   Supported: persist_items, access_model (presence, open, whitelist),
-  max_items (a number, or ``max``: the ``max_items`` limit below),
+  max_items (a number, or ``max``: kept as ``max``, the ``max_items``
+  limit below whatever it is when items are trimmed),
   send_last_published_item, notify_retract, notify_delete, deliver_payloads,
   publish_model, title.
 * Access (XEP-0060 §4.5): presence: the owner and the JIDs the owner's

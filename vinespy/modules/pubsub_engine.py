@@ -332,7 +332,7 @@ class Engine(OwnerCases):
                 node, config, affs = await self.node(service, node)
         if persist:
             await store.publish(service, node, item_id, data, str(ev.frm),
-                                int(config.get("pubsub#max_items", "10")))
+                                rules.max_items(config, self.limits))
         await self.notify(service, node, config, affs, rules.published(
             node, item_id, payload if deliver else None), ev.frm)
         ps = element(NS, "pubsub")

@@ -88,7 +88,7 @@ class OwnerCases:
             await store.configure(service, node, new)
             await self.drop_unallowed(service, node, new, affs)
             # A lower max_items applies now, not at the next publish.
-            keep = int(new.get("pubsub#max_items", "10"))
+            keep = rules.max_items(new, self.limits)
             for old in (await store.items(service, node))[keep:]:
                 await store.retract(service, node, old.id)
         elif name == "delete":

@@ -90,7 +90,7 @@ def options(limits: Limits) -> dict[str, tuple[str, Callable[[str], str | None]]
     def max_items(v: str) -> str | None:
         v = v.strip()
         if v == "max":
-            return str(limits.max_items)
+            return v            # kept as is: resolved when used (:func:`max_items`)
         return v if v.isdigit() and 1 <= int(v) <= limits.max_items else None
 
     out = {
@@ -109,6 +109,19 @@ def options(limits: Limits) -> dict[str, tuple[str, Callable[[str], str | None]]
     if limits.pep:
         out["pubsub#send_last_published_item"] = ("on_sub_and_presence", _choice(*SEND_LAST))
     return out
+
+
+def max_items(config: Mapping[str, str], limits: Limits) -> int:
+    """The number of items ``config`` keeps: its pubsub#max_items, where
+    ``max`` (XEP-0060 §16.4.3) is the service's limit *now*: stored as
+    ``max``, a node follows the operator's [host.options.*] max_items, and a
+    later publish with ``max`` still meets the node's configuration. A
+    number above a limit lowered since is the limit."""
+    value = config.get("pubsub#max_items", "10")
+    try:
+        return min(max(1, int(value)), limits.max_items)
+    except ValueError:              # "max"
+        return limits.max_items
 
 
 SERVICE_ACCESS = ("open", "whitelist")
@@ -193,7 +206,13 @@ def preconditions(form: Element | None, config: Mapping[str, str],
         return exc
     defaults = options(limits)
     for var, value in wanted.items():
-        if value != config.get(var, defaults[var][0]):
+        have = config.get(var, defaults[var][0])
+        if var == "pubsub#max_items" and "max" in (value, have):
+            # "max" and the limit's number are the same precondition (a node
+            # created with "max" before it was kept literally holds the number).
+            if max_items({var: value}, limits) == max_items({var: have}, limits):
+                continue
+        if value != have:
             return error("conflict", "precondition-not-met",
                          text=f"{var} of the node is {config.get(var, defaults[var][0])!r}")
     return None
