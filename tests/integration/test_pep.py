@@ -329,3 +329,38 @@ async def test_disco_shows_the_pep_identity_and_nodes(server: Running) -> None:
     await publish(alice, EX, "x")
     node = await alice.plugin["xep_0030"].get_info(jid=alice_jid, node=EX, timeout=TIMEOUT)
     assert node.xml.find(f".//{{{DISCO_INFO}}}identity").get("type") == "leaf"
+
+
+# --- one publisher: the account (XEP-0163 §2.2) -----------------------------------------
+
+
+async def test_nobody_else_publishes_whatever_the_config_says(server: Running) -> None:
+    """The publish models "open"/"subscribers" are refused in a configuration
+    (<not-acceptable/>) and in publish-options (<precondition-not-met/>);
+    the affiliations publisher/publish-only are <feature-not-implemented/>;
+    and a node stored with publish model open and bob as publisher (before
+    these were refused) still takes no publish from him (<forbidden/>)."""
+    alice_jid = await server.user("alice")
+    bob_jid = await server.user("bob")
+    await befriend(server, alice_jid, bob_jid)
+    alice = await login(server, alice_jid)
+    await publish(alice, EX, "mine")
+    err = await error_of(ps(alice).set_node_config(
+        alice_jid, EX, submit(pubsub__publish_model="open"), timeout=TIMEOUT))
+    assert err.condition == "not-acceptable"
+    err = await error_of(publish(alice, "urn:example:new", "x", options=submit(
+        PUBLISH_OPTIONS, publish_model="open")))
+    assert (err.condition, err.pubsub) == ("conflict", "precondition-not-met")
+    for aff in ("publisher", "publish-only"):
+        err = await error_of(ps(alice).modify_affiliations(
+            alice_jid, EX, [(bob_jid, aff)], timeout=TIMEOUT))
+        assert (err.condition, err.pubsub) == ("feature-not-implemented", "unsupported")
+    store = server.server.hosts[DOMAIN].pubsub_store
+    node = await store.get(alice_jid, EX)
+    await store.configure(alice_jid, EX, {**node.config, "pubsub#publish_model": "open"})
+    await store.set_affiliation(alice_jid, EX, bob_jid, "publisher")
+    bob = await login(server, bob_jid)
+    err = await error_of(ps(bob).publish(alice_jid, EX, payload=entry("x"), timeout=TIMEOUT))
+    assert err.condition == "forbidden"
+    res = await ps(alice).get_items(alice_jid, EX, timeout=TIMEOUT)
+    assert res.xml.findtext(f".//{{{EX}}}entry") == "mine"

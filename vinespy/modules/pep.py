@@ -9,7 +9,13 @@ use: Redis or SQL in a cluster, shared by every node) with the bare JID as
 the service name.
 
 * Only the owner creates, publishes, configures, deletes and purges (others:
-  ``<forbidden/>``; §2.2 "one publisher per node"). A publish to a missing
+  ``<forbidden/>``; §2.2 "one publisher per node", the owner-publisher
+  being the account's bare JID): the publish models "open" and
+  "subscribers" are not offered (``<not-acceptable/>`` in a configuration,
+  ``<precondition-not-met/>`` in publish-options), the affiliations
+  "publisher" and "publish-only" are ``<feature-not-implemented/>``, and a
+  publish by anyone else is refused whatever a node stored before says
+  (``PepPolicy.may_publish``). A publish to a missing
   node creates it (§3 "auto-create") with the PEP defaults (§5: access model
   "presence", ``pubsub#max_items`` 1 as Prosody, items persisted,
   ``pubsub#send_last_published_item`` on_sub_and_presence, notify_retract on)
@@ -24,7 +30,7 @@ the service name.
   max_items (a number, or ``max``: kept as ``max``, the ``max_items``
   limit below whatever it is when items are trimmed),
   send_last_published_item, notify_retract, notify_delete, deliver_payloads,
-  publish_model, title.
+  publish_model (publishers), title.
 * Access (XEP-0060 §4.5): presence: the owner and the JIDs the owner's
   roster has as "from" or "both" (else ``<not-authorized/>`` +
   ``<presence-subscription-required/>``); whitelist: the owner and the JIDs
@@ -113,6 +119,13 @@ class PepPolicy(Policy):
     def may_create(self, service: str, requester: JID) -> None:
         if str(requester.bare) != service:
             raise StanzaError("forbidden", "only the account's owner creates its PEP nodes")
+
+    def may_publish(self, service: str, requester: JID) -> None:
+        """XEP-0163 §2.2: the account is the one publisher of its nodes (also
+        of a node stored with another publish model or a publisher
+        affiliation before they were refused)."""
+        if str(requester.bare) != service:
+            raise StanzaError("forbidden", "only the account's owner publishes to its PEP nodes")
 
     def too_many_nodes(self, limit: int) -> StanzaError:
         return error("not-allowed", "max-nodes-exceeded",

@@ -69,6 +69,10 @@ class Policy:
     def too_many_nodes(self, limit: int) -> StanzaError:
         return StanzaError("not-allowed", f"at most {limit} nodes here")
 
+    def may_publish(self, service: str, requester: JID) -> None:
+        """Raise the error if ``requester`` may never publish in ``service``,
+        whatever a node's publish model and affiliations say."""
+
     async def presence(self, service: str, requester: JID) -> bool:
         """Whether ``requester`` is subscribed to the presence of ``service``'s
         owner (the "presence" access model); a service domain has none."""
@@ -294,6 +298,7 @@ class Engine(OwnerCases):
         requester = str(ev.frm.bare)
         subscribed = any(JID.parse(j).bare == ev.frm.bare
                          for j in await store.subscriptions(service, node))
+        self.policy.may_publish(service, ev.frm)
         if not rules.may_publish(affs.get(requester, "none"), config, subscribed):
             raise StanzaError("forbidden", "you may not publish to this node")
         items = publish.findall(f"{{{NS}}}item")

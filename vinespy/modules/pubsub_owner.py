@@ -118,11 +118,9 @@ class OwnerCases:
                 jid = str(JID.parse(a.get("jid", "")).bare)
             except JIDError:
                 raise StanzaError("jid-malformed", f"bad jid {a.get('jid')!r}") from None
-            aff = a.get("affiliation")
+            aff = rules.affiliation(a.get("affiliation"), self.limits)
             if aff is None:                 # §8.9.2.1: no 'affiliation', no change
                 continue
-            if aff not in rules.AFFILIATIONS:
-                raise StanzaError("bad-request", f"unknown affiliation {aff!r}")
             changes[jid] = aff
         after = {**affs, **changes}
         if not any(v == "owner" for v in after.values()):

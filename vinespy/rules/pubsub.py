@@ -101,7 +101,7 @@ def options(limits: Limits) -> dict[str, tuple[str, Callable[[str], str | None]]
         "pubsub#persist_items": ("1", _bool),
         "pubsub#access_model": (("presence", _choice(*PEP_ACCESS)) if limits.pep
                                 else ("open", _choice(*SERVICE_ACCESS))),
-        "pubsub#publish_model": ("publishers", _choice("publishers", "subscribers", "open")),
+        "pubsub#publish_model": ("publishers", _choice(*publish_models(limits))),
         "pubsub#notify_retract": ("1", _bool),
         "pubsub#notify_delete": ("1", _bool),
         "pubsub#deliver_payloads": ("1", _bool),
@@ -122,6 +122,28 @@ def max_items(config: Mapping[str, str], limits: Limits) -> int:
         return min(max(1, int(value)), limits.max_items)
     except ValueError:              # "max"
         return limits.max_items
+
+
+def publish_models(limits: Limits) -> tuple[str, ...]:
+    """The publish models a node may have; PEP: "publishers" only (XEP-0163
+    §1.2, §2.2: one publisher per node, the account, its owner)."""
+    return ("publishers",) if limits.pep else ("publishers", "subscribers", "open")
+
+
+def affiliation(value: str | None, limits: Limits) -> str | None:
+    """An owner's affiliation for a JID (§8.9.2), checked: None (no
+    change) if absent; <bad-request/> if unknown; on a PEP service
+    "publisher" and "publish-only" are <feature-not-implemented/> +
+    <unsupported feature='publisher-affiliation'/> ('publish-only-affiliation'):
+    nobody but the account publishes (XEP-0163 §2.2)."""
+    if value is None:
+        return None
+    if value not in AFFILIATIONS:
+        raise StanzaError("bad-request", f"unknown affiliation {value!r}")
+    if limits.pep and value in ("publisher", "publish-only"):
+        raise error("feature-not-implemented", "unsupported", feature=f"{value}-affiliation",
+                    text="only the account publishes to its PEP nodes")
+    return value
 
 
 SERVICE_ACCESS = ("open", "whitelist")
@@ -242,7 +264,7 @@ def _lists(limits: Limits) -> dict[str, tuple[str, ...]]:
     """The options of each list-single field."""
     out: dict[str, tuple[str, ...]] = {
         "pubsub#access_model": PEP_ACCESS if limits.pep else SERVICE_ACCESS,
-        "pubsub#publish_model": ("publishers", "subscribers", "open")}
+        "pubsub#publish_model": publish_models(limits)}
     if limits.pep:
         out["pubsub#send_last_published_item"] = SEND_LAST
     return out
