@@ -364,3 +364,106 @@ async def test_nobody_else_publishes_whatever_the_config_says(server: Running) -
     assert err.condition == "forbidden"
     res = await ps(alice).get_items(alice_jid, EX, timeout=TIMEOUT)
     assert res.xml.findtext(f".//{{{EX}}}entry") == "mine"
+
+
+# --- access re-calculated (XEP-0163 "Cancelling subscriptions") ---------------------------
+
+
+Pair = tuple[str, str, slixmpp.ClientXMPP, slixmpp.ClientXMPP]
+
+
+async def subscribed_bob(srv: Running) -> Pair:
+    """alice and bob share presence (both); bob, whose client does not ask
+    for EX (+notify), subscribes to alice's EX explicitly and is notified."""
+    alice_jid = await srv.user("alice")
+    bob_jid = await srv.user("bob")
+    await befriend(srv, alice_jid, bob_jid)
+    alice = await login(srv, alice_jid)
+    await publish(alice, EX, "before")
+    bob = await login(srv, bob_jid)
+    await ps(bob).subscribe(alice_jid, EX, timeout=TIMEOUT)
+    to_bob = events(bob)
+    await publish(alice, EX, "while subscribed")
+    assert notification(await got(to_bob))[3] == "while subscribed"
+    return alice_jid, bob_jid, alice, bob
+
+
+async def test_cancelled_presence_subscription_ends_the_node_subscription(
+        server: Running) -> None:
+    """alice cancels bob's presence subscription (unsubscribed): his
+    subscription to her presence node is cancelled (not listed any more)
+    and her next publication does not reach him."""
+    alice_jid, bob_jid, alice, bob = await subscribed_bob(server)
+    gone = first_of(bob, "presence_unsubscribed")
+    alice.send_presence(pto=bob_jid, ptype="unsubscribed")
+    await got(gone)
+    subs = await ps(alice).get_node_subscriptions(alice_jid, EX, timeout=TIMEOUT)
+    assert [s.get("jid") for s in subs.xml.iterfind(f".//{{{NS_OWNER}}}subscription")] == []
+    pending = first_of(bob, *KINDS)
+    await publish(alice, EX, "after")
+    alice.send_message(mto=bob.boundjid.full, mbody="barrier", mtype="chat")
+    _, msg = await first(pending)
+    assert msg["body"] == "barrier" and not is_event(msg), msg
+
+
+async def test_roster_removal_ends_the_node_subscription(server: Running) -> None:
+    """alice removes bob from her roster (§2.5.2): the same."""
+    alice_jid, bob_jid, alice, bob = await subscribed_bob(server)
+    gone = first_of(bob, "presence_unsubscribed")
+    alice.del_roster_item(bob_jid)
+    await got(gone)
+    subs = await ps(alice).get_node_subscriptions(alice_jid, EX, timeout=TIMEOUT)
+    assert [s.get("jid") for s in subs.xml.iterfind(f".//{{{NS_OWNER}}}subscription")] == []
+
+
+async def test_a_subscriber_without_access_is_not_notified(server: Running) -> None:
+    """Even while a stored subscription remains (the roster changed behind
+    the server's back), a notification goes only to those the owner's
+    roster gives access now."""
+    alice_jid, bob_jid, alice, bob = await subscribed_bob(server)
+    await befriend(server, alice_jid, bob_jid, ab="to", ba="from")
+    pending = first_of(bob, *KINDS)
+    await publish(alice, EX, "after")
+    alice.send_message(mto=bob.boundjid.full, mbody="barrier", mtype="chat")
+    _, msg = await first(pending)
+    assert msg["body"] == "barrier" and not is_event(msg), msg
+
+
+# --- the last items, again ---------------------------------------------------------------
+
+
+async def test_new_caps_send_only_the_nodes_newly_asked_for(server: Running) -> None:
+    """bob's client asks for EX, gets its last item; its new caps add EX2:
+    it gets EX2's last item, and not EX's again."""
+    alice_jid = await server.user("alice")
+    bob_jid = await server.user("bob")
+    await befriend(server, alice_jid, bob_jid)
+    alice = await login(server, alice_jid)
+    await publish(alice, EX, "ex")
+    await publish(alice, EX2, "ex2")
+    bob = await login_seeing(server, bob_jid, EX, "ex", EX)
+    seen: list[str | None] = []
+    bob.add_event_handler("pubsub_publish", lambda m: seen.append(notification(m)[2]))
+    ex2 = first_of(bob, *KINDS, match=lambda m: is_event(m) and notification(m)[2] == EX2)
+    await bob.plugin["xep_0030"].add_feature(f"{EX2}+notify")
+    await bob.plugin["xep_0115"].update_caps()            # a presence with the new caps
+    assert notification(await got(ex2))[3] == "ex2"
+    await barrier(alice, bob)
+    assert seen == [EX2]
+
+
+async def test_last_item_without_payload_where_the_node_delivers_none(
+        server: Running) -> None:
+    """deliver_payloads 0: the last item sent at login has its id, no payload."""
+    alice_jid = await server.user("alice")
+    bob_jid = await server.user("bob")
+    await befriend(server, alice_jid, bob_jid)
+    alice = await login(server, alice_jid)
+    await publish(alice, EX, "hidden", id="i1",
+                  options=submit(PUBLISH_OPTIONS, deliver_payloads="0"))
+    c = await connect(server, bob_jid, (EX,))
+    last = first_of(c, *KINDS, match=lambda m: is_event(m) and notification(m)[2] == EX)
+    c.send_presence()
+    msg = await got(last)
+    item = msg.xml.find(f"{{{NS_EVENT}}}event/{{{NS_EVENT}}}items/{{{NS_EVENT}}}item")
+    assert item is not None and item.get("id") == "i1" and len(item) == 0, msg
