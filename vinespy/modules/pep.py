@@ -88,7 +88,6 @@ from ..fields import SessionField
 from ..jid import JID, JIDError
 from ..rules import pubsub as rules
 from ..rules.pubsub import NS, NS_OWNER, Limits, error
-from ..rules.caps import wants
 from ..rules.stamps import format_datetime
 from ..storage import Contact
 from ..storage.pubsub import Item
@@ -248,23 +247,33 @@ class Pep(Module):
         user = await self.host.storage.find_user(owner)
         roster = user.roster if user is not None else {}
 
-        def allowed(bare: JID) -> bool:
+        aff_of = {}                         # few: parsed once, not str() per contact
+        for j, a in affs.items():
+            try:
+                aff_of[JID.parse(j)] = a
+            except JIDError:
+                continue
+
+        def allowed(bare: JID, presence: bool | None = None) -> bool:
             if bare == owner:
                 return True
-            c = roster.get(bare)
-            presence = c is not None and not c.hidden and c.subscription in ("from", "both")
-            return rules.may_subscribe(affs.get(str(bare), "none"), config, presence) is None
+            if presence is None:
+                c = roster.get(bare)
+                presence = c is not None and not c.hidden and c.subscription in ("from", "both")
+            return rules.may_subscribe(aff_of.get(bare, "none"), config, presence) is None
 
-        router = self.host.router
+        hosts = self.host.router.hosts
         bares = [owner] + [b for b, c in roster.items()
                            if not c.hidden and c.subscription in ("from", "both")
-                           and b.domain in router.hosts and b != owner and allowed(b)]
+                           and b.domain in hosts and b != owner and allowed(b, True)]
         sessions = self.host.sessions
         await sessions.load(bares)
         candidates = [s for bare in bares for s in sessions.available(bare) if s.priority >= 0]
         features = await self._features_of(candidates)
-        out = [str(s.jid) for s, f in zip(candidates, features) if wants(f, node)]
-        covered = {JID.parse(j).bare for j in out}
+        notify = node + NOTIFY              # wants(), once for all
+        chosen = [s.jid for s, f in zip(candidates, features) if f is not None and notify in f]
+        out = [str(j) for j in chosen]
+        covered = {j.bare for j in chosen}
         for sub in subscribers:
             try:
                 jid = JID.parse(sub)
