@@ -467,3 +467,32 @@ async def test_last_item_without_payload_where_the_node_delivers_none(
     msg = await got(last)
     item = msg.xml.find(f"{{{NS_EVENT}}}event/{{{NS_EVENT}}}items/{{{NS_EVENT}}}item")
     assert item is not None and item.get("id") == "i1" and len(item) == 0, msg
+
+
+async def test_node_disco_info_carries_meta_data_and_matches_disco_items(
+        server: Running) -> None:
+    """A stranger sees alice's open node in disco#items and so gets its
+    disco#info, with the pubsub#meta_data form (XEP-0060 §5.4); a presence
+    node stays hidden from him (as for no such account); the account
+    advertises create-and-configure."""
+    alice_jid = await server.user("alice")
+    dave_jid = await server.user("dave")
+    alice = await login(server, alice_jid)
+    await publish(alice, EX, "public", options=submit(PUBLISH_OPTIONS, access_model="open"))
+    await publish(alice, EX2, "contacts only")
+    dave = await login(server, dave_jid)
+    items = await dave.plugin["xep_0030"].get_items(jid=alice_jid, timeout=TIMEOUT)
+    assert {i.get("node") for i in items.xml.iterfind(f".//{{{DISCO_ITEMS}}}item")} == {EX}
+    info = await dave.plugin["xep_0030"].get_info(jid=alice_jid, node=EX, timeout=TIMEOUT)
+    x = info.xml.find(f".//{{{DATA}}}x")
+    assert x is not None and x.get("type") == "result"
+    fields = {f.get("var"): f.findtext(f"{{{DATA}}}value") for f in x.iterfind(f"{{{DATA}}}field")}
+    assert fields["FORM_TYPE"] == f"{NS}#meta_data"
+    assert fields["pubsub#creator"] == alice_jid and fields["pubsub#access_model"] == "open"
+    assert fields["pubsub#creation_date"].endswith("Z")
+    err = await error_of(dave.plugin["xep_0030"].get_info(jid=alice_jid, node=EX2,
+                                                          timeout=TIMEOUT))
+    assert err.condition == "service-unavailable"
+    own = await alice.plugin["xep_0030"].get_info(jid=alice_jid, timeout=TIMEOUT)
+    assert f"{NS}#create-and-configure" in {
+        f.get("var") for f in own.xml.iterfind(f".//{{{DISCO_INFO}}}feature")}

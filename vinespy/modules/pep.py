@@ -223,6 +223,10 @@ class Pep(Module):
         q = element(DISCO_INFO, "query", node=node)
         child(q, DISCO_INFO, "identity", category="pubsub", type="leaf")
         child(q, DISCO_INFO, "feature", var=NS)
+        n = await self.engine.store.get(service, node)
+        if n is not None:           # §5.4 SHOULD: the meta-data form
+            when = datetime.fromtimestamp(n.created / 1000, timezone.utc)
+            q.append(rules.meta_data(n.config, n.owner, format_datetime(when)))
         return q
 
     @hook("account-disco-items")

@@ -278,6 +278,26 @@ def _field(x: Element, var: str, value: str, type: str) -> Element:
     return f
 
 
+META_DATA = f"{NS}#meta_data"
+
+
+def meta_data(config: Mapping[str, str], owner: str, created: str) -> Element:
+    """The ``pubsub#meta_data`` form (§5.4) of a node's disco#info: its
+    creator and creation time (``created``, XEP-0082), owner, title,
+    access model and item limit."""
+    x = etree.Element(f"{{{DATA}}}x", nsmap=ns.default(DATA))
+    x.set("type", "result")
+    _field(x, "FORM_TYPE", META_DATA, type="hidden")
+    _field(x, "pubsub#creator", owner, type="jid-single")
+    _field(x, "pubsub#creation_date", created, type="text-single")
+    _field(x, "pubsub#owner", owner, type="jid-multi")
+    _field(x, "pubsub#title", config.get("pubsub#title", ""), type="text-single")
+    _field(x, "pubsub#access_model", config.get("pubsub#access_model", "open"),
+           type="text-single")
+    _field(x, "pubsub#max_items", config.get("pubsub#max_items", ""), type="text-single")
+    return x
+
+
 # -- who may do what (§4.1) ----------------------------------------------------
 
 def _access(affiliation: str, config: Mapping[str, str], presence: bool) -> StanzaError | None:
