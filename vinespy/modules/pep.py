@@ -35,6 +35,13 @@ the service name.
   roster has as "from" or "both" (else ``<not-authorized/>`` +
   ``<presence-subscription-required/>``); whitelist: the owner and the JIDs
   it affiliates; open: anyone. The "roster" model is not served.
+* Access re-calculated (XEP-0163 "Cancelling subscriptions"): when the
+  owner's roster record of a contact loses "from"/"both" (the
+  ``subscription-changed`` event: a cancelled, refused or removed
+  subscription), the contact's subscriptions to the owner's nodes it may no
+  longer subscribe to are removed; and every notification checks the
+  explicit subscribers against the roster it reads anyway, so one whose
+  access went by another way (storage edited) is not notified either.
 * Notifications (§4.3), from the owner's bare JID as ``headline`` messages:
   to each available resource of non-negative priority of the owner and of
   the contacts with a from/both subscription (on a whitelist node, those
@@ -43,20 +50,27 @@ the service name.
   XEP-0060 subscriptions of the node (a bare one only if none of its
   resources got it already). Nobody the owner blocked, nobody whose
   blocklist covers the owner (XEP-0191; §4.3.3 item 3). The sessions of all
-  contacts are read at once (one Redis round trip in a cluster), the
-  messages routed in one batch.
+  contacts are read at once (one Redis round trip in a cluster), their caps
+  from memory (only those missing read from Redis, together), the
+  recipients' blocklists from memory (the missing ones loaded together),
+  the messages routed in one batch.
 * The last item (§4.3.4, send_last_published_item on_sub_and_presence): when
   the caps of a local session become known (``caps-known``), its full JID
   gets the last item of each node it asks for of its own account and of
   every contact whose presence it is subscribed to (its roster "to"/"both";
   checked against the contact's roster for presence nodes), with an
-  XEP-0203 delay; also to a JID when it subscribes explicitly (§6.1.7).
-  Cost for a 500-contact roster: one roster read, then per contact one
-  ``nodes`` read (one Redis/SQL round trip, a directory listing for fs),
-  and only for contacts with nodes the client wants: one roster row and
-  per node one config, (for non-owners) one affiliations and one items
-  read. Up to ``CONCURRENCY`` contacts are read at once, in a task of this
-  module (the caps module is not held up); the messages go in one batch.
+  XEP-0203 delay, without its payload on a node with deliver_payloads 0;
+  also to a JID when it subscribes explicitly (§6.1.7). One pass per
+  session at a time (new caps cancel and replace a running one), sending
+  only the nodes the previous finished pass did not ask for (a client
+  adding one ``+notify`` gets that node's item, not all again); at most
+  ``PASSES`` run at once, in tasks of this module (the caps module is not
+  held up). Cost for a 500-contact roster: one roster read, one
+  ``last_items`` store read for all contacts (Redis: two round trips; SQL:
+  one query; fs: one file per contact and node asked for), then only for
+  contacts with something to send: their blocklist (memory, usually) and,
+  for presence nodes, one roster row, up to ``CONCURRENCY`` at once; the
+  messages go in one batch.
 * Limits (``[host.options.pep]``): ``max_payload`` bytes per item
   (``<not-acceptable/>`` + ``<payload-too-big/>``), ``max_items`` (the
   highest pubsub#max_items, and what ``max`` means), ``max_nodes`` per
@@ -65,7 +79,9 @@ the service name.
   names for a request the entity may not make, understood by every client).
 * Disco (§6, XEP-0030): the account's disco#info shows ``pubsub/pep`` and the
   features below; disco#items on the bare JID lists the nodes the asker may
-  see; disco#info and disco#items with a node describe that node.
+  see; disco#info and disco#items with a node describe that node to
+  whoever may see it listed (an open node: anyone), disco#info with the
+  ``pubsub#meta_data`` form (XEP-0060 §5.4).
 * ``vinespy unregister`` deletes the account's nodes with it.
 
 Not served: the "roster" access model, XEP-0033 "replyto" on notifications
