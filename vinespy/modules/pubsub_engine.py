@@ -343,8 +343,8 @@ class Engine(OwnerCases):
         store = self.store
         (node, config, affs), missing = await self._publish_target(ev, service, publish)
         requester = str(ev.frm.bare)
-        subscribed = any(JID.parse(j).bare == ev.frm.bare
-                         for j in await store.subscriptions(service, node))
+        subs = await store.subscriptions(service, node)     # read once: notify takes it
+        subscribed = any(JID.parse(j).bare == ev.frm.bare for j in subs)
         self.policy.may_publish(service, ev.frm)
         if not rules.may_publish(affs.get(requester, "none"), config, subscribed):
             raise StanzaError("forbidden", "you may not publish to this node")
@@ -386,7 +386,7 @@ class Engine(OwnerCases):
             await store.publish(service, node, item_id, data, str(ev.frm),
                                 rules.max_items(config, self.limits))
         await self.notify(service, node, config, affs, rules.published(
-            node, item_id, payload if deliver else None), ev.frm)
+            node, item_id, payload if deliver else None), ev.frm, subs)
         ps = element(NS, "pubsub")
         pub = child(ps, NS, "publish")
         pub.set("node", node)
