@@ -318,3 +318,46 @@ async def test_server_requests_are_bounded_and_end_with_their_recipient(make_ser
             await asyncio.wait_for(second, TIMEOUT)
         assert gone.value.condition == "recipient-unavailable"
         assert not iq._pending and not iq._per_target
+
+
+async def test_new_caps_per_session_are_limited(make_server: Any) -> None:
+    """A client minting a new 'ver' at every presence: with max_new 3 the
+    server takes up three (asks for them) and leaves the fourth and fifth
+    unknown (not asked, no task); caps it knows already are still known."""
+    import base64
+    import hashlib
+    extra = "[host.options.caps]\nmax_new = 3\nnew_window = 3600\n"
+    async with make_server(host=HOST, extra=extra) as srv:
+        _, watch = modules(srv)
+        alice = await srv.user("alice")
+        asked: asyncio.Queue[Any] = asyncio.Queue()
+        c, queries = await caps_client(srv, f"{alice}/phone")
+        c.register_handler(Callback("count", StanzaPath("iq@type=get/disco_info"),
+                                    asked.put_nowait))
+        real = await watch.wait(f"{alice}/phone")                # query 1, verified
+        assert real is not None and len(queries) == 1
+        while not asked.empty():
+            asked.get_nowait()
+        ver = await c.plugin["xep_0115"].get_verstring()
+        node = c.plugin["xep_0115"].caps_node
+        session = session_of(srv, f"{alice}/phone")
+
+        def presence(v: str) -> None:
+            c.send_raw(f"<presence><c xmlns='{CAPS}' hash='sha-1' node='{node}' "
+                       f"ver='{v}'/></presence>")
+
+        made_up = [base64.b64encode(hashlib.sha1(str(i).encode()).digest()).decode()
+                   for i in range(4)]
+        for v in made_up[:2]:                                   # queries 2 and 3
+            presence(v)
+            q = await asyncio.wait_for(asked.get(), TIMEOUT)
+            assert q["disco_info"]["node"] == f"{node}#{v}"
+        for v in made_up[2:]:                                   # not asked
+            presence(v)
+            await c.plugin["xep_0199"].ping(jid=DOMAIN, timeout=TIMEOUT)
+            assert Caps.noted.get(session).ver == v            # type: ignore[union-attr]
+            assert Caps.task.get(session) is None
+        presence(ver)                                           # known: not counted
+        assert await watch.wait(f"{alice}/phone") == real
+        await c.plugin["xep_0199"].ping(jid=DOMAIN, timeout=TIMEOUT)
+        assert asked.empty() and len(queries) == 3

@@ -329,3 +329,170 @@ async def test_disco_shows_the_pep_identity_and_nodes(server: Running) -> None:
     await publish(alice, EX, "x")
     node = await alice.plugin["xep_0030"].get_info(jid=alice_jid, node=EX, timeout=TIMEOUT)
     assert node.xml.find(f".//{{{DISCO_INFO}}}identity").get("type") == "leaf"
+
+
+# --- one publisher: the account (XEP-0163 §2.2) -----------------------------------------
+
+
+async def test_nobody_else_publishes_whatever_the_config_says(server: Running) -> None:
+    """The publish models "open"/"subscribers" are refused in a configuration
+    (<not-acceptable/>) and in publish-options (<precondition-not-met/>);
+    the affiliations publisher/publish-only are <feature-not-implemented/>;
+    and a node stored with publish model open and bob as publisher (before
+    these were refused) still takes no publish from him (<forbidden/>)."""
+    alice_jid = await server.user("alice")
+    bob_jid = await server.user("bob")
+    await befriend(server, alice_jid, bob_jid)
+    alice = await login(server, alice_jid)
+    await publish(alice, EX, "mine")
+    err = await error_of(ps(alice).set_node_config(
+        alice_jid, EX, submit(pubsub__publish_model="open"), timeout=TIMEOUT))
+    assert err.condition == "not-acceptable"
+    err = await error_of(publish(alice, "urn:example:new", "x", options=submit(
+        PUBLISH_OPTIONS, publish_model="open")))
+    assert (err.condition, err.pubsub) == ("conflict", "precondition-not-met")
+    for aff in ("publisher", "publish-only"):
+        err = await error_of(ps(alice).modify_affiliations(
+            alice_jid, EX, [(bob_jid, aff)], timeout=TIMEOUT))
+        assert (err.condition, err.pubsub) == ("feature-not-implemented", "unsupported")
+    store = server.server.hosts[DOMAIN].pubsub_store
+    node = await store.get(alice_jid, EX)
+    await store.configure(alice_jid, EX, {**node.config, "pubsub#publish_model": "open"})
+    await store.set_affiliation(alice_jid, EX, bob_jid, "publisher")
+    bob = await login(server, bob_jid)
+    err = await error_of(ps(bob).publish(alice_jid, EX, payload=entry("x"), timeout=TIMEOUT))
+    assert err.condition == "forbidden"
+    res = await ps(alice).get_items(alice_jid, EX, timeout=TIMEOUT)
+    assert res.xml.findtext(f".//{{{EX}}}entry") == "mine"
+
+
+# --- access re-calculated (XEP-0163 "Cancelling subscriptions") ---------------------------
+
+
+Pair = tuple[str, str, slixmpp.ClientXMPP, slixmpp.ClientXMPP]
+
+
+async def subscribed_bob(srv: Running) -> Pair:
+    """alice and bob share presence (both); bob, whose client does not ask
+    for EX (+notify), subscribes to alice's EX explicitly and is notified."""
+    alice_jid = await srv.user("alice")
+    bob_jid = await srv.user("bob")
+    await befriend(srv, alice_jid, bob_jid)
+    alice = await login(srv, alice_jid)
+    await publish(alice, EX, "before")
+    bob = await login(srv, bob_jid)
+    await ps(bob).subscribe(alice_jid, EX, timeout=TIMEOUT)
+    to_bob = events(bob)
+    await publish(alice, EX, "while subscribed")
+    assert notification(await got(to_bob))[3] == "while subscribed"
+    return alice_jid, bob_jid, alice, bob
+
+
+async def test_cancelled_presence_subscription_ends_the_node_subscription(
+        server: Running) -> None:
+    """alice cancels bob's presence subscription (unsubscribed): his
+    subscription to her presence node is cancelled (not listed any more)
+    and her next publication does not reach him."""
+    alice_jid, bob_jid, alice, bob = await subscribed_bob(server)
+    gone = first_of(bob, "presence_unsubscribed")
+    alice.send_presence(pto=bob_jid, ptype="unsubscribed")
+    await got(gone)
+    subs = await ps(alice).get_node_subscriptions(alice_jid, EX, timeout=TIMEOUT)
+    assert [s.get("jid") for s in subs.xml.iterfind(f".//{{{NS_OWNER}}}subscription")] == []
+    pending = first_of(bob, *KINDS)
+    await publish(alice, EX, "after")
+    alice.send_message(mto=bob.boundjid.full, mbody="barrier", mtype="chat")
+    _, msg = await first(pending)
+    assert msg["body"] == "barrier" and not is_event(msg), msg
+
+
+async def test_roster_removal_ends_the_node_subscription(server: Running) -> None:
+    """alice removes bob from her roster (§2.5.2): the same."""
+    alice_jid, bob_jid, alice, bob = await subscribed_bob(server)
+    gone = first_of(bob, "presence_unsubscribed")
+    alice.del_roster_item(bob_jid)
+    await got(gone)
+    subs = await ps(alice).get_node_subscriptions(alice_jid, EX, timeout=TIMEOUT)
+    assert [s.get("jid") for s in subs.xml.iterfind(f".//{{{NS_OWNER}}}subscription")] == []
+
+
+async def test_a_subscriber_without_access_is_not_notified(server: Running) -> None:
+    """Even while a stored subscription remains (the roster changed behind
+    the server's back), a notification goes only to those the owner's
+    roster gives access now."""
+    alice_jid, bob_jid, alice, bob = await subscribed_bob(server)
+    await befriend(server, alice_jid, bob_jid, ab="to", ba="from")
+    pending = first_of(bob, *KINDS)
+    await publish(alice, EX, "after")
+    alice.send_message(mto=bob.boundjid.full, mbody="barrier", mtype="chat")
+    _, msg = await first(pending)
+    assert msg["body"] == "barrier" and not is_event(msg), msg
+
+
+# --- the last items, again ---------------------------------------------------------------
+
+
+async def test_new_caps_send_only_the_nodes_newly_asked_for(server: Running) -> None:
+    """bob's client asks for EX, gets its last item; its new caps add EX2:
+    it gets EX2's last item, and not EX's again."""
+    alice_jid = await server.user("alice")
+    bob_jid = await server.user("bob")
+    await befriend(server, alice_jid, bob_jid)
+    alice = await login(server, alice_jid)
+    await publish(alice, EX, "ex")
+    await publish(alice, EX2, "ex2")
+    bob = await login_seeing(server, bob_jid, EX, "ex", EX)
+    seen: list[str | None] = []
+    bob.add_event_handler("pubsub_publish", lambda m: seen.append(notification(m)[2]))
+    ex2 = first_of(bob, *KINDS, match=lambda m: is_event(m) and notification(m)[2] == EX2)
+    await bob.plugin["xep_0030"].add_feature(f"{EX2}+notify")
+    await bob.plugin["xep_0115"].update_caps()            # a presence with the new caps
+    assert notification(await got(ex2))[3] == "ex2"
+    await barrier(alice, bob)
+    assert seen == [EX2]
+
+
+async def test_last_item_without_payload_where_the_node_delivers_none(
+        server: Running) -> None:
+    """deliver_payloads 0: the last item sent at login has its id, no payload."""
+    alice_jid = await server.user("alice")
+    bob_jid = await server.user("bob")
+    await befriend(server, alice_jid, bob_jid)
+    alice = await login(server, alice_jid)
+    await publish(alice, EX, "hidden", id="i1",
+                  options=submit(PUBLISH_OPTIONS, deliver_payloads="0"))
+    c = await connect(server, bob_jid, (EX,))
+    last = first_of(c, *KINDS, match=lambda m: is_event(m) and notification(m)[2] == EX)
+    c.send_presence()
+    msg = await got(last)
+    item = msg.xml.find(f"{{{NS_EVENT}}}event/{{{NS_EVENT}}}items/{{{NS_EVENT}}}item")
+    assert item is not None and item.get("id") == "i1" and len(item) == 0, msg
+
+
+async def test_node_disco_info_carries_meta_data_and_matches_disco_items(
+        server: Running) -> None:
+    """A stranger sees alice's open node in disco#items and so gets its
+    disco#info, with the pubsub#meta_data form (XEP-0060 §5.4); a presence
+    node stays hidden from him (as for no such account); the account
+    advertises create-and-configure."""
+    alice_jid = await server.user("alice")
+    dave_jid = await server.user("dave")
+    alice = await login(server, alice_jid)
+    await publish(alice, EX, "public", options=submit(PUBLISH_OPTIONS, access_model="open"))
+    await publish(alice, EX2, "contacts only")
+    dave = await login(server, dave_jid)
+    items = await dave.plugin["xep_0030"].get_items(jid=alice_jid, timeout=TIMEOUT)
+    assert {i.get("node") for i in items.xml.iterfind(f".//{{{DISCO_ITEMS}}}item")} == {EX}
+    info = await dave.plugin["xep_0030"].get_info(jid=alice_jid, node=EX, timeout=TIMEOUT)
+    x = info.xml.find(f".//{{{DATA}}}x")
+    assert x is not None and x.get("type") == "result"
+    fields = {f.get("var"): f.findtext(f"{{{DATA}}}value") for f in x.iterfind(f"{{{DATA}}}field")}
+    assert fields["FORM_TYPE"] == f"{NS}#meta_data"
+    assert fields["pubsub#creator"] == alice_jid and fields["pubsub#access_model"] == "open"
+    assert fields["pubsub#creation_date"].endswith("Z")
+    err = await error_of(dave.plugin["xep_0030"].get_info(jid=alice_jid, node=EX2,
+                                                          timeout=TIMEOUT))
+    assert err.condition == "service-unavailable"
+    own = await alice.plugin["xep_0030"].get_info(jid=alice_jid, timeout=TIMEOUT)
+    assert f"{NS}#create-and-configure" in {
+        f.get("var") for f in own.xml.iterfind(f".//{{{DISCO_INFO}}}feature")}

@@ -549,6 +549,56 @@ async def test_services_do_not_collide(ps: PubSubStore, a: str, b: str) -> None:
     assert await ps.get(b, "x") is not None
 
 
+async def test_last_items_of_many_services_at_once(ps: PubSubStore) -> None:
+    """last_items: for each named node of each service (in the order asked,
+    then by node name): its config, the JID's affiliation and the newest
+    item (after a republish and a retract, too); services without those
+    nodes, nodes not named, and names with key or path syntax are left out
+    or kept apart."""
+    svcs = [f"u{i}@wonderland.lit" for i in range(30)] + ["pub:sub{1}%/../.lit"]
+    for n, svc in enumerate(svcs):
+        if n % 3 == 0:
+            continue                        # a third have no nodes at all
+        await ps.create(svc, "mood", svc, {"pubsub#title": f"mood {n}"})
+        await ps.create(svc, "x:items", svc, {"k": "v"})
+        await ps.create(svc, "other", svc, {})
+        await ps.publish(svc, "other", "o", b"<o/>", svc, 5)
+        for i in range(3):
+            await ps.publish(svc, "mood", f"m{i}", f"<m{n}-{i}/>".encode(), svc, 5)
+        if n % 3 == 1:
+            await ps.publish(svc, "mood", "m0", f"<again{n}/>".encode(), svc, 5)
+    await ps.set_affiliation(svcs[1], "mood", BOB, "member")
+    await ps.set_affiliation(svcs[2], "mood", BOB, "outcast")
+    await ps.retract(svcs[2], "mood", "m2")
+    asked = list(reversed(svcs)) + ["nobody@wonderland.lit", svcs[1]]
+    found = await ps.last_items(asked, {"mood", "x:items", "ghost"}, BOB)
+    expected = [(s, name) for s in reversed(svcs) if svcs.index(s) % 3
+                for name in ("mood", "x:items")]
+    assert [(f.service, f.node) for f in found] == expected
+    by = {(f.service, f.node): f for f in found}
+    for n, svc in enumerate(svcs):
+        if n % 3 == 0:
+            continue
+        mood, other = by[(svc, "mood")], by[(svc, "x:items")]
+        assert mood.config == {"pubsub#title": f"mood {n}"} and other.config == {"k": "v"}
+        assert other.item is None and other.affiliation == "none"
+        assert mood.item is not None and mood.item.publisher == svc
+        if n % 3 == 1:
+            assert (mood.item.id, mood.item.payload) == ("m0", f"<again{n}/>".encode())
+        elif n == 2:
+            assert (mood.item.id, mood.item.payload) == ("m1", b"<m2-1/>")
+        else:
+            assert (mood.item.id, mood.item.payload) == ("m2", f"<m{n}-2/>".encode())
+    assert by[(svcs[1], "mood")].affiliation == "member"
+    assert by[(svcs[2], "mood")].affiliation == "outcast"
+    assert by[(svcs[4], "mood")].affiliation == "none"
+    found = await ps.last_items(svcs, {"mood"}, svcs[1])
+    assert by[(svcs[1], "mood")].item is not None
+    assert [f.affiliation for f in found if f.service == svcs[1]] == ["owner"]
+    assert await ps.last_items([], {"mood"}, BOB) == []
+    assert await ps.last_items(svcs, set(), BOB) == []
+
+
 # ---------------------------------------------------------------------------
 # missing nodes, bad arguments
 

@@ -122,6 +122,37 @@ def test_duplicates_make_the_answer_ill_formed(extra: str) -> None:
     assert caps.verify(Caps("sha-1", "n", caps.hash_string(s, "sha-1")), query) is None
 
 
+def test_a_separator_inside_a_value_cannot_poison_the_cache() -> None:
+    """Features {f1, f2} and the one feature "f1<f2" build the same S: the
+    second answer would verify for the first's 'ver' and store features the
+    client never listed. Any '<' in a part of S makes the answer ill-formed."""
+    two = q(f"<query xmlns='{DISCO}'><feature var='f1'/><feature var='f2'/></query>")
+    one = q(f"<query xmlns='{DISCO}'><feature var='f1&lt;f2'/></query>")
+    ver = caps.ver_of(two)
+    assert caps.verify(Caps("sha-1", "n", ver), two) == {"f1", "f2"}
+    assert caps.verify(Caps("sha-1", "n", ver), one) is None
+    with pytest.raises(caps.Invalid):
+        caps.verification_string(one)
+
+
+@pytest.mark.parametrize("query", [
+    "<identity category='c&lt;' type='pc'/>",
+    "<identity category='client' type='p&lt;c'/>",
+    "<identity category='client' type='pc' xml:lang='e&lt;n'/>",
+    "<identity category='client' type='pc' name='x&lt;f'/>",
+    "<feature var='a&lt;b'/>",
+    "<x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE' type='hidden'>"
+    "<value>urn:x&lt;</value></field></x>",
+    "<x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE' type='hidden'>"
+    "<value>urn:x</value></field><field var='a&lt;b'><value>1</value></field></x>",
+    "<x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE' type='hidden'>"
+    "<value>urn:x</value></field><field var='a'><value>1&lt;2</value></field></x>",
+])
+def test_a_separator_anywhere_is_ill_formed(query: str) -> None:
+    with pytest.raises(caps.Invalid):
+        caps.verification_string(q(f"<query xmlns='{DISCO}'>{query}</query>"))
+
+
 def form(form_type: str, *, kind: str = "hidden", values: tuple[str, ...] = ()) -> str:
     vals = "".join(f"<value>{v}</value>" for v in (values or (form_type,)))
     return (f"<x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE' type='{kind}'>"

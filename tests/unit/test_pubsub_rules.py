@@ -59,7 +59,7 @@ def test_defaults_and_a_valid_form() -> None:
                                  pubsub__deliver_payloads="false"), LIMITS)
     assert (c["pubsub#max_items"], c["pubsub#access_model"], c["pubsub#deliver_payloads"]) == (
         "20", "whitelist", "0")
-    assert pubsub.parse_config(form(pubsub__max_items="max"), LIMITS)["pubsub#max_items"] == "50"
+    assert pubsub.parse_config(form(pubsub__max_items="max"), LIMITS)["pubsub#max_items"] == "max"
     assert pubsub.parse_config(form(pubsub__node_type="leaf"), LIMITS)["pubsub#node_type"] == "leaf"
     base = {**pubsub.default_config(LIMITS), "pubsub#title": "kept"}
     assert pubsub.parse_config(form(pubsub__notify_retract="0"), LIMITS, base)["pubsub#title"] \
@@ -110,6 +110,24 @@ def test_publish_options_are_preconditions() -> None:
         assert err is not None and conditions(err) == ("conflict", "precondition-not-met")
     err = pubsub.preconditions(form(FORM_TYPE="urn:other"), config, LIMITS)
     assert err is not None and err.condition == "bad-request"
+
+
+def test_max_items_max_follows_the_limit() -> None:
+    """pubsub#max_items 'max' is kept as 'max' and resolved when used: after
+    the operator changes the limit, the node keeps the new limit's items and
+    a publish with max_items=max still meets its configuration."""
+    config = pubsub.parse_config(form(pubsub__max_items="max"), LIMITS)
+    assert pubsub.max_items(config, LIMITS) == 50
+    lower = Limits(max_items=20)
+    assert pubsub.max_items(config, lower) == 20
+    ask = form(pubsub__max_items="max")
+    ask[0][0].text = f"{pubsub.NS}#publish-options"
+    assert pubsub.preconditions(ask, config, lower) is None
+    # A node created with 'max' before it was kept literally holds the number.
+    assert pubsub.preconditions(ask, {**config, "pubsub#max_items": "20"}, lower) is None
+    err = pubsub.preconditions(ask, {**config, "pubsub#max_items": "7"}, lower)
+    assert err is not None and conditions(err) == ("conflict", "precondition-not-met")
+    assert pubsub.max_items({"pubsub#max_items": "7"}, lower) == 7
 
 
 OPEN = {"pubsub#access_model": "open", "pubsub#publish_model": "publishers"}
@@ -270,7 +288,7 @@ def test_publish_options_for_creation_and_as_preconditions() -> None:
                 pubsub__access_model="whitelist", pubsub__max_items="max")
     assert pubsub.publish_options(opts, PEP) == {
         "pubsub#persist_items": "1", "pubsub#access_model": "whitelist",
-        "pubsub#max_items": "20"}
+        "pubsub#max_items": "max"}
     node = pubsub.default_config(PEP)
     err = pubsub.preconditions(opts, node, PEP)
     assert err is not None and conditions(err) == ("conflict", "precondition-not-met")

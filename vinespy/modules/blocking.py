@@ -142,6 +142,10 @@ class Blocking(Module):
         except StorageError as exc:
             self.log.warning("blocklist of %s not loaded: %s", session.jid.bare, exc)
 
+    def cached(self, bare: JID) -> frozenset[JID] | None:
+        """``bare``'s list if it is in memory (no I/O), else None."""
+        return self._cache.get(bare)
+
     async def blocklist(self, bare: JID) -> frozenset[JID]:
         """The cached list of ``bare``, read from storage on first need."""
         cached = self._cache.get(bare)

@@ -43,6 +43,14 @@ Considerations"):
   fill Redis for good; an expired entry costs one query again. Standalone,
   memory only: a restart asks each client once more, which is what XEP-0115
   clients expect of any peer.
+* At most ``max_new`` (3) caps this node does not know in memory are
+  taken up per session within ``new_window`` (60) s (looked up in Redis,
+  asked for): a client that mints a new 'ver' with every presence (each
+  one verified, with random features, could otherwise fill Redis and keep
+  the server querying) has the caps beyond left unknown: no query, no
+  ``caps-known``, no PEP notifications by caps for that presence. Caps
+  known in memory never count. A real client changes its caps when a
+  plugin is switched on or off: far below the limit.
 * The session's caps are noted on the local session at its presence (a
   field of this node's); another node reads them from the session's
   presence in its routing entry (``session.presence``), so nothing new
@@ -143,6 +151,8 @@ class Caps(Module):
         "cache_size": Option(int, default=10_000, min=10, max=10_000_000),
         "shared_ttl": Option(int, default=30 * 86400, min=0, max=10 * 365 * 86400),
         "miss_ttl": Option(int, default=5, min=0, max=3600),
+        "max_new": Option(int, default=3, min=1, max=1000),
+        "new_window": Option(int, default=60, min=1, max=86400),
     }
 
     # The caps of the session's last available presence (this node only;
@@ -152,6 +162,9 @@ class Caps(Module):
     failed = SessionField(CapsInfo)
     # The task learning this session's features, if any.
     task = SessionField(asyncio.Task)
+    # When this session's caps unknown to this node were last taken up
+    # (monotonic s, at most max_new of them within new_window s).
+    news = SessionField(list)
 
     def __init__(self, host: Any) -> None:
         super().__init__(host)
@@ -161,6 +174,8 @@ class Caps(Module):
         self.max_fields: int = self.option("max_fields")
         self.shared_ttl: int = self.option("shared_ttl")
         self.miss_ttl: int = self.option("miss_ttl")
+        self.max_new: int = self.option("max_new")
+        self.new_window: int = self.option("new_window")
         router = host.router
         node = _NODES.get(router)
         if node is None:
@@ -246,13 +261,32 @@ class Caps(Module):
         if task is not None:
             task.cancel()
         for field in (Caps.task, Caps.noted, Caps.failed):
-            field.clear(session)
+            field.clear(session)    # not news: a new presence does not reset the count
 
     def _start(self, session: Session, caps: CapsInfo) -> None:
         if Caps.failed.get(session) == caps:
             return
         known = self.node.get(caps.key)
+        if known is None and not self._may_take_new(session):
+            self.log.info("%s sent more than %d new caps within %d s: %s left unknown",
+                          session.jid, self.max_new, self.new_window, caps.ver)
+            return
         self._spawn(session, self._learn(session, caps, known))
+
+    def _may_take_new(self, session: Session) -> bool:
+        """Whether ``session`` may have caps this node does not know looked
+        up (and maybe asked for, verified and stored in Redis) now: at most
+        ``max_new`` within ``new_window`` s, so that a client minting caps
+        cannot make the server query it without end nor fill the shared
+        cache; beyond, its caps stay unknown (no PEP notifications)."""
+        now = time.monotonic()
+        news = [t for t in Caps.news.get(session) or () if now - t < self.new_window]
+        if len(news) >= self.max_new:
+            Caps.news.set(session, news)
+            return False
+        news.append(now)
+        Caps.news.set(session, news)
+        return True
 
     def _spawn(self, session: Session, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -90,15 +90,18 @@ class Disco(Module):
     @iq("get", ns.DISCO_INFO, "query", to=("self", "bare"))
     async def account_info(self, ev: StanzaEvent) -> Element:
         user = await self.host.storage.find_user(ev.to)
+        node = ev.stanza[0].get("node")
+        if node and user is not None:
+            # A node the asker may see (an open PEP node, listed by
+            # disco#items to anyone) is described to anyone.
+            found = await self.host.bus.fire("account-disco-info", ev, node)
+            if found is not None:
+                return found
         if user is None or not sees_presence(user, ev.frm):
             # §8: the same answer for "no such account" and "not yours to see".
             raise StanzaError("service-unavailable")
-        node = ev.stanza[0].get("node")
         if node:
-            found = await self.host.bus.fire("account-disco-info", ev, node)
-            if found is None:
-                raise StanzaError("item-not-found", f"no node {node!r} here")
-            return found
+            raise StanzaError("item-not-found", f"no node {node!r} here")
         q = element(ns.DISCO_INFO, "query")
         child(q, ns.DISCO_INFO, "identity", category="account", type="registered")
         for mod in self.host.modules.values():

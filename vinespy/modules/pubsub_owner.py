@@ -88,7 +88,7 @@ class OwnerCases:
             await store.configure(service, node, new)
             await self.drop_unallowed(service, node, new, affs)
             # A lower max_items applies now, not at the next publish.
-            keep = int(new.get("pubsub#max_items", "10"))
+            keep = rules.max_items(new, self.limits)
             for old in (await store.items(service, node))[keep:]:
                 await store.retract(service, node, old.id)
         elif name == "delete":
@@ -118,11 +118,9 @@ class OwnerCases:
                 jid = str(JID.parse(a.get("jid", "")).bare)
             except JIDError:
                 raise StanzaError("jid-malformed", f"bad jid {a.get('jid')!r}") from None
-            aff = a.get("affiliation")
+            aff = rules.affiliation(a.get("affiliation"), self.limits)
             if aff is None:                 # §8.9.2.1: no 'affiliation', no change
                 continue
-            if aff not in rules.AFFILIATIONS:
-                raise StanzaError("bad-request", f"unknown affiliation {aff!r}")
             changes[jid] = aff
         after = {**affs, **changes}
         if not any(v == "owner" for v in after.values()):

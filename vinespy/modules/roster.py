@@ -29,12 +29,13 @@ answers the IQs and sends roster pushes.
   :func:`cancellations`): ``unsubscribed`` if the contact had a
   subscription from the user (from/both) or a pending request,
   ``unsubscribe`` if the user had one to the contact or had asked for one
-  (to/both, ask), from the user's bare JID. This module fires
-  ``roster-removed`` (the user's bare JID, the removed record) for the
-  subscription module to send them as it sends the user's own, with the
-  unavailable presence that ends a from/both subscription (§3.2.2); on a
-  host without that module it routes the bare stanzas itself. All of it is
-  routed before the set is answered.
+  (to/both, ask), from the user's bare JID. This module announces
+  ``subscription-changed`` (the record gone: access to the user's PEP
+  nodes is re-calculated), then fires ``roster-removed`` (the user's bare
+  JID, the removed record) for the subscription module to send them as it
+  sends the user's own, with the unavailable presence that ends a
+  from/both subscription (§3.2.2); on a host without that module it routes
+  the bare stanzas itself. All of it is routed before the set is answered.
 * Limits, the options of ``[host.options.roster]`` (:class:`~vinespy.rules.roster.Limits`):
   ``max_items`` (1000) roster items per user: a set that would add one more
   is ``<not-allowed/>`` (type cancel) with a ``<text/>`` naming the limit
@@ -201,6 +202,7 @@ class Roster(Module):
         The subscription module does it (``roster-removed``), with what
         cancelling a subscription entails (§3.2.2: unavailable presence from
         the user's resources); without that module, the bare stanzas."""
+        await self.host.bus.notify("subscription-changed", bare, removed.jid.bare, removed, None)
         if await self.host.bus.fire("roster-removed", bare, removed):
             return
         for kind in cancellations(removed):

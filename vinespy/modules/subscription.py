@@ -49,6 +49,11 @@ presence of each of the user's available resources goes to the contact
 that is delivered (§3.3.3), the other side gets unavailable from each of
 them.
 
+Every stored change of a record's subscription state is announced after
+it is stored (``subscription-changed``: owner, contact, before, after):
+PEP re-calculates access to the owner's nodes (XEP-0163 "Cancelling
+subscriptions").
+
 Removing a roster item (§2.5.2) cancels the subscriptions both ways: on the
 roster module's ``roster-removed`` this module routes ``unsubscribed``
 and/or ``unsubscribe`` from the user's bare JID as above, the unavailable
@@ -217,6 +222,10 @@ class Subscription(Module):
                 item = (item_element(outcome.contact) if visible(outcome.contact)
                         and outcome.contact is not None else removal_element(jid))
                 roster.push(owner, item, version)
+        if before is None or outcome.contact is None or (
+                before.subscription != outcome.contact.subscription):
+            await self.host.bus.notify("subscription-changed", owner, jid, before,
+                                       outcome.contact)
         return outcome
 
     @hook("initial-presence")

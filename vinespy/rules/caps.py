@@ -17,7 +17,10 @@ verification string, without I/O.
   ``value<``. Sorting is by code point ("i;octet" of the UTF-8 bytes is the
   same order). §5.4 step 3's rules: two identities alike, two features
   alike, two forms with one FORM_TYPE, or a FORM_TYPE with differing values
-  make the whole answer ill-formed (:class:`Invalid`); a form whose
+  make the whole answer ill-formed (:class:`Invalid`), and so does a '<'
+  in any category, type, xml:lang, name, feature, FORM_TYPE, field var or
+  value ('<' separates the parts of S: "Security Considerations", the
+  pre-image attacks); a form whose
   FORM_TYPE field is not ``hidden`` is left out, and so is a form without
   FORM_TYPE (it is no XEP-0128 form).
 * :func:`verify`: the features of a disco#info answer when its hash is the
@@ -107,9 +110,22 @@ def parse(presence: Element) -> Caps | None:
     return Caps(algo, node, ver)
 
 
+def _clean(*texts: str) -> None:
+    """:class:`Invalid` if a text holds '<', the separator of S: else
+    features {a, b} and the one feature "a<b" (or an identity's name
+    swallowing the next feature, a form field its value...) build the same
+    S, so one client's answer would verify for another's 'ver' (the
+    pre-image attacks of XEP-0115's "Security Considerations")."""
+    for text in texts:
+        if "<" in text:
+            raise Invalid(f"{text[:60]!r} holds '<', the separator of the verification string")
+
+
 def _identities(query: Element) -> list[tuple[str, str, str, str]]:
     out = [(el.get("category", ""), el.get("type", ""), el.get(_LANG, ""), el.get("name", ""))
            for el in query.iterfind(_IDENTITY)]
+    for ident in out:
+        _clean(*ident)
     if len(set(out)) != len(out):
         raise Invalid("two identities with the same category/type/lang/name (§5.4 3.1)")
     return out
@@ -117,6 +133,7 @@ def _identities(query: Element) -> list[tuple[str, str, str, str]]:
 
 def _features(query: Element) -> list[str]:
     out = [el.get("var", "") for el in query.iterfind(_FEATURE)]
+    _clean(*out)
     if len(set(out)) != len(out):
         raise Invalid("a feature listed twice (§5.4 3.2)")
     return out
@@ -141,6 +158,7 @@ def _forms(query: Element) -> list[tuple[str, list[tuple[str, list[str]]]]]:
                 fields.append((var, values))
         if form_type is None or not hidden:
             continue            # no XEP-0128 form / §5.4 3.4: ignored
+        _clean(form_type, *(t for var, values in fields for t in (var, *values)))
         if form_type in out:
             raise Invalid(f"two forms of FORM_TYPE {form_type!r} (§5.4 3.3)")
         out[form_type] = fields

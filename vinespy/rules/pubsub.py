@@ -90,7 +90,7 @@ def options(limits: Limits) -> dict[str, tuple[str, Callable[[str], str | None]]
     def max_items(v: str) -> str | None:
         v = v.strip()
         if v == "max":
-            return str(limits.max_items)
+            return v            # kept as is: resolved when used (:func:`max_items`)
         return v if v.isdigit() and 1 <= int(v) <= limits.max_items else None
 
     out = {
@@ -101,7 +101,7 @@ def options(limits: Limits) -> dict[str, tuple[str, Callable[[str], str | None]]
         "pubsub#persist_items": ("1", _bool),
         "pubsub#access_model": (("presence", _choice(*PEP_ACCESS)) if limits.pep
                                 else ("open", _choice(*SERVICE_ACCESS))),
-        "pubsub#publish_model": ("publishers", _choice("publishers", "subscribers", "open")),
+        "pubsub#publish_model": ("publishers", _choice(*publish_models(limits))),
         "pubsub#notify_retract": ("1", _bool),
         "pubsub#notify_delete": ("1", _bool),
         "pubsub#deliver_payloads": ("1", _bool),
@@ -109,6 +109,41 @@ def options(limits: Limits) -> dict[str, tuple[str, Callable[[str], str | None]]
     if limits.pep:
         out["pubsub#send_last_published_item"] = ("on_sub_and_presence", _choice(*SEND_LAST))
     return out
+
+
+def max_items(config: Mapping[str, str], limits: Limits) -> int:
+    """The number of items ``config`` keeps: its pubsub#max_items, where
+    ``max`` (XEP-0060 §16.4.3) is the service's limit *now*: stored as
+    ``max``, a node follows the operator's [host.options.*] max_items, and a
+    later publish with ``max`` still meets the node's configuration. A
+    number above a limit lowered since is the limit."""
+    value = config.get("pubsub#max_items", "10")
+    try:
+        return min(max(1, int(value)), limits.max_items)
+    except ValueError:              # "max"
+        return limits.max_items
+
+
+def publish_models(limits: Limits) -> tuple[str, ...]:
+    """The publish models a node may have; PEP: "publishers" only (XEP-0163
+    §1.2, §2.2: one publisher per node, the account, its owner)."""
+    return ("publishers",) if limits.pep else ("publishers", "subscribers", "open")
+
+
+def affiliation(value: str | None, limits: Limits) -> str | None:
+    """An owner's affiliation for a JID (§8.9.2), checked: None (no
+    change) if absent; <bad-request/> if unknown; on a PEP service
+    "publisher" and "publish-only" are <feature-not-implemented/> +
+    <unsupported feature='publisher-affiliation'/> ('publish-only-affiliation'):
+    nobody but the account publishes (XEP-0163 §2.2)."""
+    if value is None:
+        return None
+    if value not in AFFILIATIONS:
+        raise StanzaError("bad-request", f"unknown affiliation {value!r}")
+    if limits.pep and value in ("publisher", "publish-only"):
+        raise error("feature-not-implemented", "unsupported", feature=f"{value}-affiliation",
+                    text="only the account publishes to its PEP nodes")
+    return value
 
 
 SERVICE_ACCESS = ("open", "whitelist")
@@ -193,7 +228,13 @@ def preconditions(form: Element | None, config: Mapping[str, str],
         return exc
     defaults = options(limits)
     for var, value in wanted.items():
-        if value != config.get(var, defaults[var][0]):
+        have = config.get(var, defaults[var][0])
+        if var == "pubsub#max_items" and "max" in (value, have):
+            # "max" and the limit's number are the same precondition (a node
+            # created with "max" before it was kept literally holds the number).
+            if max_items({var: value}, limits) == max_items({var: have}, limits):
+                continue
+        if value != have:
             return error("conflict", "precondition-not-met",
                          text=f"{var} of the node is {config.get(var, defaults[var][0])!r}")
     return None
@@ -223,7 +264,7 @@ def _lists(limits: Limits) -> dict[str, tuple[str, ...]]:
     """The options of each list-single field."""
     out: dict[str, tuple[str, ...]] = {
         "pubsub#access_model": PEP_ACCESS if limits.pep else SERVICE_ACCESS,
-        "pubsub#publish_model": ("publishers", "subscribers", "open")}
+        "pubsub#publish_model": publish_models(limits)}
     if limits.pep:
         out["pubsub#send_last_published_item"] = SEND_LAST
     return out
@@ -235,6 +276,26 @@ def _field(x: Element, var: str, value: str, type: str) -> Element:
     f.set("type", type)
     etree.SubElement(f, f"{{{DATA}}}value").text = value
     return f
+
+
+META_DATA = f"{NS}#meta_data"
+
+
+def meta_data(config: Mapping[str, str], owner: str, created: str) -> Element:
+    """The ``pubsub#meta_data`` form (§5.4) of a node's disco#info: its
+    creator and creation time (``created``, XEP-0082), owner, title,
+    access model and item limit."""
+    x = etree.Element(f"{{{DATA}}}x", nsmap=ns.default(DATA))
+    x.set("type", "result")
+    _field(x, "FORM_TYPE", META_DATA, type="hidden")
+    _field(x, "pubsub#creator", owner, type="jid-single")
+    _field(x, "pubsub#creation_date", created, type="text-single")
+    _field(x, "pubsub#owner", owner, type="jid-multi")
+    _field(x, "pubsub#title", config.get("pubsub#title", ""), type="text-single")
+    _field(x, "pubsub#access_model", config.get("pubsub#access_model", "open"),
+           type="text-single")
+    _field(x, "pubsub#max_items", config.get("pubsub#max_items", ""), type="text-single")
+    return x
 
 
 # -- who may do what (§4.1) ----------------------------------------------------

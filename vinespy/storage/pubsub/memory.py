@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Collection, Mapping, Sequence
 
-from . import Item, PubSubNode, PubSubStore, register
+from . import Item, LastItem, PubSubNode, PubSubStore, register
 from .state import (NodeState, check_affiliation, check_config, check_items, check_publish,
                     check_str, now_ms, restored)
 
@@ -125,6 +125,21 @@ class MemoryPubSub(PubSubStore):
         n = len(state.items)
         state.items.clear()
         return n
+
+    async def last_items(self, services: Sequence[str], nodes: Collection[str],
+                         jid: str) -> list[LastItem]:
+        out = []
+        wanted = sorted(set(nodes))
+        for service in dict.fromkeys(services):
+            found = self._services.get(check_str(service, "service"), {})
+            for name in wanted:
+                state = found.get(name)
+                if state is not None:
+                    newest = state.select(1, None)
+                    out.append(LastItem(service, name, dict(state.config),
+                                        state.affiliations.get(jid, "none"),
+                                        newest[0] if newest else None))
+        return out
 
     async def restore(self, node: PubSubNode, affiliations: Mapping[str, str],
                       subscriptions: Mapping[str, str], items: list[Item]) -> None:

@@ -64,13 +64,13 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Iterator, Mapping, Sequence
 
 from redis.exceptions import RedisError
 
 from .. import StorageError
 from ..replicated import Replicated
-from . import AFFILIATIONS, Item, PubSubNode, PubSubStore, register
+from . import AFFILIATIONS, Item, LastItem, PubSubNode, PubSubStore, register
 
 __all__ = ["AFFILIATIONS", "Item", "PubSubNode", "RedisPubSub", "node_key", "nodes_key",
            "service_prefix", "subscriber_key"]
@@ -537,6 +537,51 @@ class RedisPubSub(PubSubStore):
                                    f"but has no value")
             out.append(_item(item_id, _raw(value), where))
         return out[:max_items] if max_items is not None else out
+
+    async def last_items(self, services: Sequence[str], nodes: Collection[str],
+                         jid: str) -> list[LastItem]:
+        """Two round trips whatever the number of services: one pipeline
+        of SMEMBERS (which of ``nodes`` each service has), then one
+        MULTI/EXEC reading, per node found, its config, ``jid``'s
+        affiliation and its newest item."""
+        services = list(dict.fromkeys(services))
+        wanted = set(nodes)
+        if not services or not wanted:
+            return []
+        with _failures(f"last items of {len(services)} services"):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for service in services:
+                    pipe.smembers(nodes_key(service))
+                listed = await pipe.execute()
+            pairs = [(service, name) for service, names in zip(services, listed)
+                     for name in sorted(_text(n, f"node name of pubsub service {service!r}")
+                                        for n in names) if name in wanted]
+            if not pairs:
+                return []
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for service, name in pairs:
+                    pipe.hgetall(node_key(service, name, "config"))
+                    pipe.hget(node_key(service, name, "affiliations"), jid)
+                    await self._items(keys=[node_key(service, name, "order"),
+                                            node_key(service, name, "items")],
+                                      args=["newest", 1], client=pipe)
+                replies = await pipe.execute()
+        out = []
+        for i, (service, name) in enumerate(pairs):
+            config, aff, newest = replies[3 * i:3 * i + 3]
+            if not config:
+                continue                    # deleted between the two reads
+            where = f"pubsub node {name!r} of {service!r}"
+            affiliation = "none" if aff is None else _text(aff, f"affiliation in {where}")
+            if affiliation != "none" and affiliation not in AFFILIATIONS:
+                raise StorageError(f"corrupt affiliations of {where}: {jid!r} has "
+                                   f"{affiliation!r}")
+            item = None
+            if newest and newest[1] is not None:
+                item = _item(_text(newest[0], f"item id of {where}"), _raw(newest[1]), where)
+            out.append(LastItem(service, name, _texts(config, f"config of {where}"),
+                                affiliation, item))
+        return out
 
     async def purge(self, service: str, node: str) -> int | None:
         """Remove every item of the node; how many there were, or None if

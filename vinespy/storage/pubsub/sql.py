@@ -43,7 +43,7 @@ a value this module did not write raises StorageError ``corrupt ...``.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, AsyncContextManager, Mapping
+from typing import TYPE_CHECKING, Any, AsyncContextManager, Collection, Mapping, Sequence
 
 from sqlalchemy import (BigInteger, Column, ColumnElement, Index, Integer, LargeBinary,
                         MetaData, PrimaryKeyConstraint, Select, Table, Text, UniqueConstraint,
@@ -52,7 +52,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .. import StorageError
-from . import AFFILIATIONS, Item, PubSubNode, PubSubStore, register
+from . import AFFILIATIONS, Item, LastItem, PubSubNode, PubSubStore, register
 from .state import (check_affiliation, check_config, check_items, check_publish, check_str,
                     now_ms, restored)
 
@@ -334,6 +334,41 @@ class SqlPubSub(PubSubStore):
         found = [Item(id=r.item_id, payload=bytes(r.payload), publisher=r.publisher,
                       published=r.published) for r in rows]
         return found if max_items is None else found[:max_items]
+
+    async def last_items(self, services: Sequence[str], nodes: Collection[str],
+                         jid: str) -> list[LastItem]:
+        """One query per 500 services: the nodes, outer-joined with ``jid``'s
+        affiliation row and the item of the highest seq."""
+        services = [check_str(s, "service") for s in dict.fromkeys(services)]
+        wanted = sorted(check_str(n, "node") for n in set(nodes))
+        check_str(jid, "jid")
+        if not services or not wanted:
+            return []
+        newest = (select(func.max(ITEMS.c.seq)).where(ITEMS.c.node_id == NODES.c.id)
+                  .correlate(NODES).scalar_subquery())
+        joined = NODES.outerjoin(
+            AFFILIATED, (AFFILIATED.c.node_id == NODES.c.id) & (AFFILIATED.c.jid == jid)
+        ).outerjoin(ITEMS, (ITEMS.c.node_id == NODES.c.id) & (ITEMS.c.seq == newest))
+        base = select(NODES.c.service, NODES.c.name, NODES.c.config, AFFILIATED.c.affiliation,
+                      ITEMS.c.item_id, ITEMS.c.payload, ITEMS.c.publisher,
+                      ITEMS.c.published).select_from(joined)
+        rows: list[Any] = []
+        async with self._tx(f"last items of {len(services)} services") as conn:
+            for i in range(0, len(services), _CHUNK):
+                rows += await conn.execute(base.where(
+                    NODES.c.service.in_(services[i:i + _CHUNK]), NODES.c.name.in_(wanted)))
+        order = {s: i for i, s in enumerate(services)}
+        out = []
+        for r in sorted(rows, key=lambda r: (order[r.service], r.name)):
+            where = f"pubsub node {r.name!r} of {r.service!r}"
+            aff = r.affiliation or "none"
+            if aff != "none" and aff not in AFFILIATIONS:
+                raise StorageError(f"corrupt affiliations of {where}: {jid!r} has {aff!r}")
+            item = None if r.item_id is None else Item(
+                id=r.item_id, payload=bytes(r.payload), publisher=r.publisher,
+                published=r.published)
+            out.append(LastItem(r.service, r.name, _config(r.config, where), aff, item))
+        return out
 
     async def _by_ids(self, conn: AsyncConnection, base: Select[Any],
                       wanted: list[str]) -> list[Any]:
