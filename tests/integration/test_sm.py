@@ -323,12 +323,12 @@ async def test_messages_racing_the_end_of_a_waiting_session_stay_in_order(
         make_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """bob's session waits for him (max_unacked 10); alice's messages to
     bob/r past that end it. Made deterministic: the storing of its queue
-    (``give_up``) is held while alice (to bob/r) and carol (to bob's bare JID: bob/r is his one available resource) send
-    30 more each, each archived (XEP-0313) first. The session stays bound
-    until its queue is stored, so these join its queue: bob's next session
-    gets every message once, in each sender's order (RFC 6120 §10.1).
-    Before, the session left the routing table first, and these were
-    stored ahead of its queue."""
+    (``give_up``) is held while alice (to bob/r) and carol (to bob's bare
+    JID: bob/r is his one available resource) send 30 more each, each
+    archived (XEP-0313) first. The session stays bound until its queue is
+    stored, so these join its queue: bob's next session gets every message
+    once, in each sender's order (RFC 6120 §10.1). Before, the session left
+    the routing table first, and these were stored ahead of its queue."""
     async with make_server(client={"max_unacked": 10}) as srv:
         for user in ("alice", "bob", "carol"):
             await srv.user(user)
