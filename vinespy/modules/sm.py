@@ -358,6 +358,12 @@ class StreamManagement(Module):
         found = sessions.local(full)
         session = found if isinstance(found, ClientSession) else None
         st = self.state.get(session) if session is not None else None
+        if (session is not None and st is not None and st.token == token and st.closing
+                and session.id == req["sid"]):
+            # Ending: refused once it is gone, what it held stored (as
+            # resume() does here), so a bind after <failed/> finds it all.
+            self.server.later(self.refuse_when_gone(session, node, token))
+            return True
         if (session is None or st is None or st.token != token or st.closing
                 or session.id != req["sid"]):
             sessions.tell(node, full.domain, "sm-moved",
@@ -391,6 +397,11 @@ class StreamManagement(Module):
         if not isinstance(old, Held):
             old.close(StreamError("conflict", "resumed on another node"))
         return True
+
+    async def refuse_when_gone(self, session: ClientSession, node: str, token: str) -> None:
+        await session.unbind()
+        self.host.sessions.tell(node, session.jid.domain, "sm-moved",
+                                sm.pack({"token": token, "failed": "item-not-found"}, ()))
 
     @hook("cluster/sm-moved")
     def moved(self, payload: bytes) -> bool:
