@@ -41,6 +41,7 @@ class FakeSession:
         self.presence: Element | None = None
         self.fields: dict[str, Any] = {}
         self.pre_events: dict[str, str] = {}    # what a real session takes from its host
+        self.ending = False
         self.sessions = sessions        # told of field changes, as a stream tells its server's
         self.got: list[Element] = []
 

@@ -210,12 +210,17 @@ class Router:
             return
         await self.offline(stanza, bare)
 
-    def bare_targets(self, bare: JID, stype: str | None) -> list[Session]:
+    def bare_targets(self, bare: JID, stype: str | None, *,
+                     staying: bool = False) -> list[Session]:
         """The resources a message of ``stype`` (not error, not groupchat) to
         ``bare`` is delivered to (RFC 6121 §8.5.2.1.1): never one of negative
         priority; chat and normal to the highest priority (all on a tie),
-        headline to every non-negative one. Empty: nobody can take it now."""
-        targets = [s for s in self.sessions.available(bare) if s.priority >= 0]
+        headline to every non-negative one. Empty: nobody can take it now.
+        ``staying``: none that is :attr:`~Session.ending` (for what is handed
+        out of offline storage; routing still writes to such a resource, to
+        keep each sender's messages in order with what it stores)."""
+        targets = [s for s in self.sessions.available(bare)
+                   if s.priority >= 0 and not (staying and s.ending)]
         if targets and stype != "headline":
             top = max(s.priority for s in targets)
             targets = [s for s in targets if s.priority == top]

@@ -29,6 +29,11 @@ class Session(Protocol):
     fields: dict[str, Any]      # the modules' state (vinespy.fields.SessionField)
     pre_events: dict[str, str]  # tag -> pre-<kind> event its host's modules hook
 
+    @property
+    def ending(self) -> bool:
+        """On its way out, still bound (:meth:`ClientSession.unbind
+        <vinespy.stream.session.ClientSession.unbind>`)."""
+
     def send(self, stanza: Element) -> None:
         """Queue ``stanza`` for delivery; never blocks. It is serialized before
         this returns: the caller may change or reuse the element afterwards."""

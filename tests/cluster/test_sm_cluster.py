@@ -223,3 +223,51 @@ async def test_what_a_waiting_session_kept_survives_its_node(
     await bind(again, "new")
     assert await received(again, "w2") == ["seen", "w1", "w2"]
     assert int(await c.redis.execute("EXISTS", f"cluster:kept:{token}")) == 0
+
+
+RACERS = 40         # messages per sender that race the session's end
+
+
+async def test_messages_racing_the_end_of_a_waiting_session_stay_in_order(
+        cluster: ClusterFactory, site: Site) -> None:
+    """bob's session waits on node 0 (max_unacked 10); alice (node 1, to
+    bob/r) sends 50 messages, carol (node 0, to bob's bare JID) 40, in one
+    write each: past the tenth kept the session ends, while the rest keep
+    coming, each archived (XEP-0313) on its way. The session stays in the
+    routing table until what it holds is stored, so node 1 keeps sending
+    alice's there and node 0 keeps queuing them: bob's next session (on node
+    1) gets every message once, in each sender's order (RFC 6120 §10.1).
+    Before, node 0 took the session out of the table first, and node 1
+    stored alice's later messages among those node 0 was storing."""
+    c = await cluster(2, client={"max_unacked": 10})
+    alice, _ = await login(site, c[1], "alice")
+    carol, _ = await login(site, c[0], "carol")
+    bob, token = await login(site, c[0], "bob", sm=True)
+    await on_node(c, f"{BOB}/r", c[0])
+    say(alice, f"{BOB}/r", "warm")                  # node 1 knows bob's route
+    await bob.expect(rb"<body>warm</body>")
+    bob.writer.transport.abort()
+
+    async def waiting() -> bool:
+        return bool(int(await c.redis.execute("EXISTS", f"cluster:kept:{token}")))
+    await eventually(waiting, what="bob's session to wait (what it keeps, in Redis)")
+    sent = {"a": 10 + RACERS, "c": RACERS}
+    for raw, to, p in ((alice, f"{BOB}/r", "a"), (carol, BOB, "c")):
+        raw.send("".join(f"<message to='{to}' type='chat' id='{p}{i}'><body>{p}{i}</body>"
+                         "</message>" for i in range(sent[p])))
+        raw.send(f"<iq type='get' id='q' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    for raw in (alice, carol):
+        assert b"<error" not in (await raw.expect(rb"^.*?id=\"q\"")).group(0)
+    # Maybe while node 0 still stores: it refuses once the session is gone.
+    again = await connect(site, c[1], "bob")
+    again.send(f"<resume xmlns='{SM}' previd='{token}' h='0'/>")
+    await again.expect(rb"<failed [^>]*><item-not-found")
+    await bind(again, "r")
+    got: list[str] = []
+    while not {f"a{sent['a'] - 1}", f"c{sent['c'] - 1}"} <= set(got):
+        got.append((await again.expect(rb"<body>([^<]*)</body>")).group(1).decode())
+    assert got[0] == "warm"                         # received, never acknowledged
+    for p, n in sent.items():
+        assert [b for b in got if b[0] == p] == [f"{p}{i}" for i in range(n)]
+    again.send(f"<iq type='get' id='p1' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    assert bodies((await again.expect(rb"^.*?id=\"p1\"")).group(0)) == []     # none twice

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DOMAIN, PASSWORD, Running, wait_event
+from tests.conftest import DOMAIN, PASSWORD, TIMEOUT, Running, wait_event
 from tests.integration.test_module_api import ctx_of
 from tests.integration.test_subscription import friends
 from tests.rawclient import Raw
@@ -306,6 +306,75 @@ async def test_a_waiting_session_past_max_unacked_ends_into_offline_storage(
         assert srv.server.sessions.get(full) is None
         await bind(c, "r")
         assert await received(c, "o11") == [f"o{i}" for i in range(12)]
+
+
+async def bodies_until(raw: Raw, lasts: set[str]) -> list[str]:
+    """The bodies ``raw`` reads until it has read each of ``lasts``."""
+    got: list[str] = []
+    while not lasts <= set(got):
+        got.append((await raw.expect(rb"<body>([^<]*)</body>")).group(1).decode())
+    return got
+
+
+RACERS = 30         # messages per sender that race the session's end
+
+
+async def test_messages_racing_the_end_of_a_waiting_session_stay_in_order(
+        make_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bob's session waits for him (max_unacked 10); alice's messages to
+    bob/r past that end it. Made deterministic: the storing of its queue
+    (``give_up``) is held while alice (to bob/r) and carol (to bob's bare
+    JID: bob/r is his one available resource) send 30 more each, each
+    archived (XEP-0313) first. The session stays bound until its queue is
+    stored, so these join its queue: bob's next session gets every message
+    once, in each sender's order (RFC 6120 §10.1). Before, the session left
+    the routing table first, and these were stored ahead of its queue."""
+    async with make_server(client={"max_unacked": 10}) as srv:
+        for user in ("alice", "bob", "carol"):
+            await srv.user(user)
+        alice = await plain_login(srv, "alice")
+        carol = await plain_login(srv, "carol")
+        bob, token = await sm_login(srv, "bob")
+        full = JID.parse(f"{BOB}/r")
+        host = srv.server.hosts[DOMAIN]
+        sm_mod = host.module("sm")
+        waits, entered, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        real_wait, real_give_up = sm_mod.wait, sm_mod.give_up
+
+        def wait(session: Any, st: Any) -> None:
+            real_wait(session, st)
+            waits.set()
+
+        async def held_give_up(*args: Any, **kw: Any) -> None:
+            if not entered.is_set():
+                entered.set()                       # the session ends: held at once
+                await release.wait()
+            await real_give_up(*args, **kw)
+        monkeypatch.setattr(sm_mod, "wait", wait)
+        monkeypatch.setattr(sm_mod, "give_up", held_give_up)
+        bob.writer.transport.abort()
+        await asyncio.wait_for(waits.wait(), TIMEOUT)       # no connection, waiting
+        for i in range(11):                                 # at most 10 kept
+            say(alice, f"{BOB}/r", f"a{i}")
+        await asyncio.wait_for(entered.wait(), TIMEOUT)     # ended: its queue to be stored
+        for raw, to, p, first in ((alice, f"{BOB}/r", "a", 11), (carol, BOB, "c", 0)):
+            raw.send("".join(f"<message to='{to}' type='chat' id='{p}{i}'>"
+                             f"<body>{p}{i}</body></message>"
+                             for i in range(first, first + RACERS)))
+            raw.send(f"<iq type='get' id='q' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
+        for raw in (alice, carol):
+            assert b"<error" not in (await raw.expect(rb"^.*?id=\"q\"")).group(0)
+        release.set()
+        c = await connect(srv, "bob")
+        c.send(f"<resume xmlns='{SM}' previd='{token}' h='0'/>")
+        await c.expect(rb"<failed [^>]*><item-not-found")
+        assert srv.server.sessions.get(full) is None
+        await bind(c, "r")
+        got = await bodies_until(c, {f"a{10 + RACERS}", f"c{RACERS - 1}"})
+        assert [b for b in got if b[0] == "a"] == [f"a{i}" for i in range(11 + RACERS)]
+        assert [b for b in got if b[0] == "c"] == [f"c{i}" for i in range(RACERS)]
+        c.send(f"<iq type='get' id='p' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
+        assert bodies((await c.expect(rb"^.*?id=\"p\"")).group(0)) == []      # none twice
 
 
 async def test_with_resumption_off_resume_is_not_implemented(make_server: Any) -> None:

@@ -24,6 +24,7 @@ class StreamProxy:
                  "_presence_xml", "_presence", "_publisher")
 
     pre_events: dict[str, str] = {}     # never a sender: it sends from its own node
+    ending = False                      # its own node knows (a resource it unbinds)
 
     def __init__(self, jid: JID, rec: wire.Record, publisher: Publisher) -> None:
         self.jid = jid

@@ -95,10 +95,12 @@ class Offline(Module):
 
     async def _recheck(self, bare: Any) -> None:
         """Stored: is ``bare`` available after all (fresh routes)? Then deliver
-        as to his bare JID (§8.5.2.1.1: the highest non-negative priority)."""
+        as to his bare JID (§8.5.2.1.1: the highest non-negative priority),
+        never to a resource on its way out: what it is given goes back here
+        (XEP-0198 stores what it holds as it unbinds)."""
         sessions = self.host.sessions
         await sessions.load([bare], fresh=True)
-        targets = self.host.router.bare_targets(bare, "chat")
+        targets = self.host.router.bare_targets(bare, "chat", staying=True)
         if targets:
             await self._flush(bare, targets)
 

@@ -11,7 +11,10 @@ names: here it is attached to the new stream; on another node, that node
 is asked to hand it over (``cluster/sm-take``) and sends it, queue and all,
 in order with the stanzas it forwards after it (``cluster/sm-moved``).
 However a session ends, what its client did not acknowledge is not lost:
-messages go to offline storage (:meth:`StreamManagement.unbound`).
+messages go to offline storage (:meth:`StreamManagement.unbinding`), while
+the session is still bound, so that what its senders send after them, which
+reaches offline storage only once the session is gone, is stored after them
+(RFC 6120 §10.1), whichever node routes it.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
 
 NS = sm.NS
 TAKE_TIMEOUT = 5.0      # s a resumption waits for another node to hand the session over
+DRAIN_ROUNDS = 100      # rounds of storing what an ending session is still sent
 _RESUMABLE = (None, "connection-timeout")    # stream errors after which it may resume
 
 
@@ -176,11 +180,40 @@ class StreamManagement(Module):
         for session in list(self.waiting):
             self.expire(session)
 
+    @hook("resource-unbinding", priority=-100)
+    async def unbinding(self, session: Any) -> None:
+        """A session of ours is about to leave the routing table, still bound:
+        what its client did not acknowledge is given up (:meth:`give_up`)
+        now, and so is what is routed to it meanwhile, round after round,
+        until nothing is left. Only then does it leave the table (no await
+        in between), so every later message for it, on any node, is stored
+        after these: one sender's messages stay in order (RFC 6120 §10.1).
+        Last of the handlers (lowest priority): none awaits after it."""
+        st = self.state.get(session) if isinstance(session, ClientSession) else None
+        if st is None:
+            return
+        st.closing = True               # no resumption, no handover, no <r/>: it ends
+        st.stop_timer()
+        st.mirror(False)
+        self.waiting.discard(session)
+        user = session.jid.bare
+        for _ in range(DRAIN_ROUNDS):
+            queue = st.out.take()
+            if not queue:
+                return
+            self.log.info("%s ends with %d stanzas unacknowledged", session.jid, len(queue))
+            await self.give_up(user, queue, leaving=session)
+        self.log.warning("%s: still sent more after %d rounds of storing; the rest is stored "
+                         "once it is unbound, maybe after later messages", session.jid,
+                         DRAIN_ROUNDS)
+
     @hook("resource-unbound")
     async def unbound(self, session: Any) -> None:
         """However it ended, nothing it was sent and did not acknowledge is
-        lost: see :meth:`give_up`. Another node's session (that node died:
-        this one cleans up after it) left what it kept waiting in Redis."""
+        lost: see :meth:`give_up`. A session of ours gave up what it held
+        while still bound (:meth:`unbinding`); what reached it after that is
+        given up here. Another node's session (that node died: this one
+        cleans up after it) left what it kept waiting in Redis."""
         st = self.state.get(session) if isinstance(session, ClientSession) else None
         if st is not None:
             st.stop_timer()
@@ -197,17 +230,19 @@ class StreamManagement(Module):
             # new session's initial presence flushing offline storage).
             await self.give_up(session.jid.bare, queue)
 
-    async def give_up(self, user: JID, queue: list[bytes]) -> None:
+    async def give_up(self, user: JID, queue: list[bytes], *,
+                      leaving: ClientSession | None = None) -> None:
         """Stanzas a client may not have had: messages go to offline storage
         (or back to their sender with an error when not storable), IQ
         requests are answered ``<service-unavailable/>``, the rest (presence,
         results, XEP-0280 copies) is dropped. A message a carbon-enabled
         resource of the user got a copy of is not stored again (XEP-0280:
-        once per resource), as Prosody does."""
+        once per resource), as Prosody does; ``leaving`` (the session whose
+        stanzas these are, still bound) is not such a resource."""
         router, sessions = self.host.router, self.host.sessions
         await sessions.load((user,), fresh=True)
         copied = self.host.module("carbons") is not None and any(
-            Carbons.enabled.get(s) for s in sessions.available(user))
+            Carbons.enabled.get(s) for s in sessions.available(user) if s is not leaving)
         for data in queue:
             try:
                 el = parse_stanza(data)
@@ -256,6 +291,10 @@ class StreamManagement(Module):
                     if self.resume_here(stream, session, st, h):
                         await self.host.bus.notify("session-resumed", session)
                     return True
+                if st is not None and st.token == token and st.closing:
+                    # Ending (what it held going to offline storage): the
+                    # answer once it is gone, so a new bind finds it all there.
+                    await session.unbind()
             elif session is not None and session.fields.get(self.token.key) == token:
                 answer = await self.take(stream, session, token, h)
                 if answer is not None:
@@ -319,6 +358,12 @@ class StreamManagement(Module):
         found = sessions.local(full)
         session = found if isinstance(found, ClientSession) else None
         st = self.state.get(session) if session is not None else None
+        if (session is not None and st is not None and st.token == token and st.closing
+                and session.id == req["sid"]):
+            # Ending: refused once it is gone, what it held stored (as
+            # resume() does here), so a bind after <failed/> finds it all.
+            self.server.later(self.refuse_when_gone(session, node, token))
+            return True
         if (session is None or st is None or st.token != token or st.closing
                 or session.id != req["sid"]):
             sessions.tell(node, full.domain, "sm-moved",
@@ -352,6 +397,11 @@ class StreamManagement(Module):
         if not isinstance(old, Held):
             old.close(StreamError("conflict", "resumed on another node"))
         return True
+
+    async def refuse_when_gone(self, session: ClientSession, node: str, token: str) -> None:
+        await session.unbind()
+        self.host.sessions.tell(node, session.jid.domain, "sm-moved",
+                                sm.pack({"token": token, "failed": "item-not-found"}, ()))
 
     @hook("cluster/sm-moved")
     def moved(self, payload: bytes) -> bool:

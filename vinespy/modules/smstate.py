@@ -61,6 +61,8 @@ class SMState:
         self.session.transport.write(data)
         if self.mirrored:
             self.session.server.sessions.keep(self.keep_name, [data], self.max + KEEP_MARGIN)
+        if self.closing:
+            return                      # ending: kept for offline storage, nobody to ask
         n = len(out.queue)
         if self.away:
             if n > self.max_unacked or out.size > HELD_MAX:

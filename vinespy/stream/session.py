@@ -10,6 +10,7 @@ another transport, as XEP-0198 resumption will.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
@@ -93,8 +94,8 @@ class ClientSession:
     """One bound resource: a :class:`~vinespy.sessions.Session`."""
 
     __slots__ = ("server", "host", "jid", "user", "id", "bound", "fields", "transport",
-                 "pre_events", "handled", "_write", "_tap", "_deliver", "_watched", "_available",
-                 "_priority", "_presence")
+                 "pre_events", "handled", "_unbinding", "_write", "_tap", "_deliver", "_watched",
+                 "_available", "_priority", "_presence")
 
     def __init__(self, server: Server, host: Host, jid: JID, sid: str,
                  transport: Transport) -> None:
@@ -104,6 +105,7 @@ class ClientSession:
         self.user = jid.bare
         self.id = sid                          # the cluster's name for it (the first stream's id)
         self.bound = False                     # in the session table
+        self._unbinding: asyncio.Event | None = None    # unbind() began; set once done
         self.fields: dict[str, Any] = {}       # the modules' SessionFields
         self.handled = 0                       # stanzas received from the client (XEP-0198)
         self._available = False
@@ -263,14 +265,41 @@ class ClientSession:
             self.send(error_reply(el, StanzaError("bad-request", text)))
 
     # -- the end -----------------------------------------------------------------
+    @property
+    def ending(self) -> bool:
+        """Its unbinding began: still bound (what is routed to it reaches it)
+        until ``resource-unbinding``'s handlers are done, but on its way out:
+        nothing should be handed to it on purpose (offline storage)."""
+        return self._unbinding is not None
+
     async def unbind(self) -> None:
-        """Leave the routing table once; tell the modules (presence...)."""
+        """Leave the routing table once; tell the modules (presence...).
+
+        ``resource-unbinding`` first, the session still bound: every node
+        still routes to it, and what it is sent meanwhile joins what it
+        holds (XEP-0198 stores its unacknowledged messages until none is
+        left, so that a sender's later messages cannot reach offline storage
+        before them: RFC 6120 §10.1). Then, with no await in between, it
+        leaves the table, and ``resource-unbound``. A second call returns
+        once the first is done."""
+        if self._unbinding is not None:
+            await self._unbinding.wait()
+            return
         if not self.bound:
             return
-        self.bound = False
-        sessions = self.server.sessions
-        sessions.unbind(self)
-        if sessions.missing((self.user,)):
-            await sessions.load((self.user,))     # the siblings to tell
-        await self.host.bus.notify("resource-unbound", self)
-        self.available = False
+        self._unbinding = done = asyncio.Event()
+        try:
+            try:
+                if self.host.bus.has("resource-unbinding"):
+                    await self.host.bus.notify("resource-unbinding", self)
+            finally:
+                # Even cancelled (the server stopping): out of the table.
+                self.bound = False
+                sessions = self.server.sessions
+                sessions.unbind(self)
+            if sessions.missing((self.user,)):
+                await sessions.load((self.user,))     # the siblings to tell
+            await self.host.bus.notify("resource-unbound", self)
+            self.available = False
+        finally:
+            done.set()
