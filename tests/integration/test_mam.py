@@ -298,51 +298,92 @@ async def test_a_new_device_gets_the_history(server: Running) -> None:
 
 async def test_offline_message_carries_its_archive_id(server: Running) -> None:
     """A message stored offline arrives later with the stanza-id it has in
-    the archive; one to a user that does not exist is archived nowhere."""
-    bob = await login(server, f"{BOB}/desk")
+    the archive. One to a user that does not exist is in no archive of
+    that user, with a body or without (a chat marker: offline storage
+    drops it, but only for an account); the sender's archive keeps what he
+    sent, under the ids his <sent/> carbons carried."""
+    bob = await login(server, f"{BOB}/desk", carbons=True)
+    tablet = await login(server, f"{BOB}/tablet", carbons=True)
+    sent: asyncio.Queue[Any] = asyncio.Queue()
+    tablet.xmpp.add_event_handler("carbon_sent", sent.put_nowait)
     await server.user("alice")
+    nobody = f"nobody@{DOMAIN}"
     bob.say(ALICE, "while you were out")
-    bob.say(f"nobody@{DOMAIN}", "into the void")
+    bob.say(nobody, "into the void")
+    marker = bob.xmpp.make_message(mto=nobody, mtype="chat")
+    ET.SubElement(marker.xml, "{urn:xmpp:chat-markers:0}displayed", id="m1")
+    marker.send()
     await bob.ping()
+    carbon_ids = [ids((await asyncio.wait_for(sent.get(), TIMEOUT))["carbon_sent"], BOB)
+                  for _ in range(3)]
     alice = await login(server, f"{ALICE}/phone")
     m = await alice.got("while you were out")
     (sid,) = ids(m, ALICE)
     got, _ = await alice.query()
     assert [(result_id(r), body_of(r)) for r in got] == [(sid, "while you were out")]
     got, _ = await bob.query()
-    assert [body_of(r) for r in got] == ["while you were out"]
+    assert [body_of(r) for r in got] == ["while you were out", "into the void", None]
+    assert [[result_id(r)] for r in got] == carbon_ids
+    store = server.server.hosts[DOMAIN].archive
+    assert store is not None
+    assert (await store.query(JID.parse(nobody), ArchiveQuery())).items == ()
 
 
 async def test_bounced_and_blocked_messages_are_not_archived(server: Running) -> None:
-    """Refused by the recipient's blocklist: in neither archive."""
+    """Refused by the recipient's blocklist: not in the recipient's archive;
+    in the sender's, as sent, under the id his <sent/> carbon carried (a
+    client catching up from that id finds it)."""
     alice = await login(server, f"{ALICE}/phone")
-    bob = await login(server, f"{BOB}/desk")
+    bob = await login(server, f"{BOB}/desk", carbons=True)
+    tablet = await login(server, f"{BOB}/tablet", carbons=True)
+    sent: asyncio.Queue[Any] = asyncio.Queue()
+    tablet.xmpp.add_event_handler("carbon_sent", sent.put_nowait)
     await alice.xmpp.plugin["xep_0191"].block(BOB, timeout=TIMEOUT)
     error = asyncio.create_task(wait_event(bob.xmpp, "message_error"))
     bob.say(ALICE, "blocked")
     assert (await error)["error"]["condition"] == "service-unavailable"
+    (blocked_id,) = ids((await asyncio.wait_for(sent.get(), TIMEOUT))["carbon_sent"], BOB)
     await alice.xmpp.plugin["xep_0191"].unblock(BOB, timeout=TIMEOUT)
     bob.say(ALICE, "through")
     await alice.got("through")
-    for c in (alice, bob):
-        got, _ = await c.query()
-        assert [body_of(r) for r in got] == ["through"]
+    (through_id,) = ids((await asyncio.wait_for(sent.get(), TIMEOUT))["carbon_sent"], BOB)
+    got, _ = await alice.query()
+    assert [body_of(r) for r in got] == ["through"]
+    got, _ = await bob.query()
+    assert [(result_id(r), body_of(r)) for r in got] == [
+        (blocked_id, "blocked"), (through_id, "through")]
+    # The carbon's id is a cursor: what came after it is found after it.
+    got, _ = await tablet.query(after=blocked_id)
+    assert [body_of(r) for r in got] == ["through"]
+
+
+def kind_of(m: Any) -> str:
+    """The body of an archived result, else the name of its first payload."""
+    inner = m.xml.find(f"{{{MAM}}}result/{{urn:xmpp:forward:0}}forwarded/{{jabber:client}}message")
+    body = inner.findtext("{jabber:client}body")
+    return body if body is not None else inner[0].tag.rpartition("}")[2]
 
 
 async def test_hints_and_kinds(server: Running) -> None:
-    """<no-store/> and <no-permanent-store/> are not archived, nor chat states;
-    <store/> is, even without a body."""
+    """<no-store/> and <no-permanent-store/> are not archived, nor chat states
+    nor receipts; chat markers are (clients sync read state from them), and
+    <store/> forces a message without a body in."""
     alice = await login(server, f"{ALICE}/phone")
     bob = await login(server, f"{BOB}/desk")
     bob.say(ALICE, "secret", "no-store")
     bob.say(ALICE, "fleeting", "no-permanent-store")
-    state = bob.xmpp.make_message(mto=ALICE, mtype="chat")
-    state.enable("store")
-    state.send()
+    for payload in ("{http://jabber.org/protocol/chatstates}composing",
+                    "{urn:xmpp:receipts}received", "{urn:xmpp:chat-markers:0}displayed",
+                    "{urn:xmpp:hints}store"):
+        m = bob.xmpp.make_message(mto=ALICE, mtype="chat")
+        ET.SubElement(m.xml, payload, id="x1")
+        m.send()
     bob.say(ALICE, "kept")
     await alice.got("kept")
     got, _ = await alice.query()
-    assert [body_of(r) for r in got] == [None, "kept"]
+    assert [kind_of(r) for r in got] == ["displayed", "store", "kept"]
+    got, _ = await bob.query()
+    assert [kind_of(r) for r in got] == ["displayed", "store", "kept"]
 
 
 async def test_preferences_never_and_roster(server: Running) -> None:

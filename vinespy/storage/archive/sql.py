@@ -15,8 +15,11 @@ Ids sort by time (:func:`~vinespy.storage.archive.new_id`), so a query is
 one ``WHERE owner = ? AND id > ? AND id < ? [AND peer_bare = ?] ORDER BY id
 LIMIT max + 1`` on an index, in either direction; ``id`` is compared
 bytewise (``COLLATE "C"`` on PostgreSQL, SQLite's default) as the other
-stores compare it. ``count`` is always given: the page's own length when it
-is the whole result, else one ``count(*)`` on the same index.
+stores compare it. ``count`` is given when it is cheap or asked for: the
+page's own length when it is the whole result, one ``count(*)`` on the same
+index for ``max = 0`` (XEP-0059 §2.6, a client asking only for the count);
+else None (``<count/>`` is optional, XEP-0059 §2.5, and a ``count(*)`` per
+page of a long archive costs a scan of the whole result).
 
 ``remove_before`` deletes at most ``limit`` rows exactly, oldest first,
 across owners (``DELETE ... WHERE (owner, id) IN (SELECT ... ORDER BY id
@@ -117,10 +120,11 @@ class SqlArchive(ArchiveStore):
                     A.owner == key, A.id.in_(sorted(rsm))))).scalars())
                 for id in sorted(rsm - found):
                     raise UnknownId(id)
-            page = make_page([_message(r) for r in await conn.execute(stmt)], p, None)
+            page = make_page((_message(r) for r in await conn.execute(stmt)), p, None)
+            count: int | None = None
             if page.complete and not p.rsm:
                 count = len(page.items)
-            else:
+            elif q.max == 0:
                 count = (await conn.execute(select(func.count()).select_from(ARCHIVE).where(
                     *_where(key, p, p.filter_lo, p.filter_hi)))).scalar_one()
         return ArchivePage(page.items, page.complete, count, page.first, page.last)
