@@ -121,6 +121,7 @@ from ..rules.mam import Prefs
 from ..storage import StorageError, xml_bytes, xml_element
 from ..storage.archive import (ArchivedMessage, ArchivePage, ArchiveQuery, ArchiveStore,
                                UnknownId, from_micros, id_micros, new_id)
+from ..storage.archive.batch import Batcher
 from ..xml import Element
 from . import Module, Option, hook, iq
 
@@ -153,6 +154,7 @@ class Mam(Module):
     def __init__(self, host: Any) -> None:
         super().__init__(host)
         self.store: ArchiveStore | None = None
+        self.batcher: Batcher | None = None
         self.default = Prefs(self.option("default"))
         self.max_messages: int = self.option("max_messages")
         self.trim_every = max(1, self.max_messages // 10)
@@ -163,9 +165,12 @@ class Mam(Module):
         self._pending: dict[int, tuple[Element, list[tuple[Mam, JID, ArchivedMessage]]]] = {}
 
     async def start(self) -> None:
-        self.store = self.host.archive
-        if self.store is not None:
-            await self.store.open()
+        store = self.host.archive
+        if store is not None:
+            await store.open()
+            self.batcher = Batcher(store)
+            self.batcher.start()
+        self.store = store              # archiving starts once the batcher runs
         server = self.host.server
         name = f"mam-expire:{self.host.config.domains[0]}"
         if (self.store is not None and self.option("retention_days") and server is not None
@@ -174,6 +179,8 @@ class Mam(Module):
                         lambda still_held: self.expire(datetime.now(timezone.utc), still_held))
 
     async def stop(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.stop()       # writes what is queued, then syncs
         if self.store is not None:
             await self.store.close()
 
@@ -245,12 +252,18 @@ class Mam(Module):
 
     async def append(self, owner: JID, entry: ArchivedMessage) -> bool:
         """Archive ``entry`` for ``owner``; False (logged) if the store failed."""
-        assert self.store is not None
+        return await self.append_all([(owner, entry)])
+
+    async def append_all(self, entries: list[tuple[JID, ArchivedMessage]]) -> bool:
+        """Archive the entries in one batch; False (logged) if it failed."""
+        assert self.batcher is not None
         try:
-            await self.store.append(owner, entry)
-            await self._cap(owner)
+            await self.batcher.append_all(entries)
+            for owner, _ in entries:
+                await self._cap(owner)
         except StorageError as exc:
-            self.log.warning("archiving a message of %s failed: %s", owner, exc)
+            self.log.warning("archiving a message of %s failed: %s",
+                             " and ".join(str(owner) for owner, _ in entries), exc)
             return False
         return True
 
@@ -343,11 +356,14 @@ class Mam(Module):
 
     async def _file(self, st: Element, user: JID,
                     entries: list[tuple[Mam, JID, ArchivedMessage]]) -> bool:
-        """Append each entry; the recipient's id leaves ``st`` if its own
-        failed. False if that one failed."""
+        """Append the entries, one batch per module (store); the recipient's
+        id leaves ``st`` if its own failed. False if that one failed."""
         ok = True
+        by_mod: dict[Mam, list[tuple[JID, ArchivedMessage]]] = {}
         for mod, owner, entry in entries:
-            if not await mod.append(owner, entry) and owner == user:
+            by_mod.setdefault(mod, []).append((owner, entry))
+        for mod, group in by_mod.items():
+            if not await mod.append_all(group) and any(owner == user for owner, _ in group):
                 rules.strip_stanza_ids(st, user)
                 ok = False
         return ok
