@@ -297,7 +297,8 @@ def test_a_result_round_trips() -> None:
           f'<forwarded xmlns="{ns.FORWARD}"><delay xmlns="{ns.DELAY}" '
           f'stamp="2010-07-10T23:08:25Z"/>'.encode()
         # Inside <forwarded/> the message declares jabber:client (XEP-0297 §3.2).
-        + serialize(parse_stanza(MESSAGE)).replace(b"<message ", b'<message xmlns="jabber:client" ', 1)
+        + serialize(parse_stanza(MESSAGE)).replace(b"<message ",
+                                                   b'<message xmlns="jabber:client" ', 1)
         + b"</forwarded></result></message>")
     # What a client reads back out of it.
     back = parse_stanza(data)

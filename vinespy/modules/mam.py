@@ -148,6 +148,7 @@ from ..rules.mam import Prefs
 from ..storage import StorageError, xml_bytes, xml_element
 from ..storage.archive import (ArchivedMessage, ArchiveQuery, ArchiveStore,
                                UnknownId, from_micros, id_micros, new_id)
+from ..storage.archive.batch import Batcher
 from ..xml import Element
 from . import Module, Option, hook, iq
 
@@ -182,6 +183,7 @@ class Mam(Module):
     def __init__(self, host: Any) -> None:
         super().__init__(host)
         self.store: ArchiveStore | None = None
+        self.batcher: Batcher | None = None
         self.default = Prefs(self.option("default"))
         self.max_messages: int = self.option("max_messages")
         self.trim_every = max(1, self.max_messages // 10)
@@ -198,12 +200,15 @@ class Mam(Module):
         self._pending: dict[int, tuple[Element, ArchivedMessage]] = {}
 
     async def start(self) -> None:
-        self.store = self.host.archive
-        if self.store is not None:
-            await self.store.open()
+        store = self.host.archive
+        if store is not None:
+            await store.open()
+            self.batcher = Batcher(store)
+            self.batcher.start()
             if self.max_messages:
                 self._trimmer_task = asyncio.create_task(self._trimmer(),
                                                          name=f"mam-trims:{self.host.domain}")
+        self.store = store              # archiving starts once the batcher runs
         server = self.host.server
         name = f"mam-expire:{self.host.config.domains[0]}"
         if (self.store is not None and self.option("retention_days") and server is not None
@@ -217,6 +222,8 @@ class Mam(Module):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.batcher is not None:
+            await self.batcher.stop()       # writes what is queued, then syncs
         if self.store is not None:
             await self.store.close()
 
@@ -295,13 +302,20 @@ class Mam(Module):
     async def append(self, owner: JID, entry: ArchivedMessage) -> bool:
         """Archive ``entry`` for ``owner``; False (logged) if the store failed.
         A trim it makes due runs later, in the background (:meth:`_cap`)."""
-        assert self.store is not None
+        return await self.append_all([(owner, entry)])
+
+    async def append_all(self, entries: list[tuple[JID, ArchivedMessage]]) -> bool:
+        """Archive the entries in one batch; False (logged) if it failed.
+        The trims they make due run later, in the background (:meth:`_cap`)."""
+        assert self.batcher is not None
         try:
-            await self.store.append(owner, entry)
+            await self.batcher.append_all(entries)
         except StorageError as exc:
-            self.log.warning("archiving a message of %s failed: %s", owner, exc)
+            self.log.warning("archiving a message of %s failed: %s",
+                             " and ".join(str(owner) for owner, _ in entries), exc)
             return False
-        self._cap(owner)
+        for owner, _ in entries:
+            self._cap(owner)
         return True
 
     async def _filed(self, owner: JID, peer: JID, message: Element) -> bool:

@@ -4,10 +4,10 @@ with a non-negative priority (RFC 6121 §8.5.2.2.1).
 
 Only chat and normal messages that carry content a person reads (a body or
 a subject) are stored; a chat-state notification for someone offline is
-dropped without an error (claimed). A message to a user who does not exist
-is never claimed, whatever it holds: the router answers it, and
-``message/offline-taken`` (what the archive waits for) means the user exists. Over ``max_messages`` the sender gets
-``<service-unavailable/>``, as the RFC allows.
+dropped without an error (claimed). Over ``max_messages`` the sender gets
+``<service-unavailable/>``, as the RFC allows. A message to a user who does
+not exist is never claimed, whatever it holds: the router answers it, and
+``message/offline-taken`` (what the archive waits for) means the user exists.
 
 A message stored for a user who is available by the time it is stored is
 delivered at once. The sender's side decided "offline" from what it knew

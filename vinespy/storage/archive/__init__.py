@@ -38,7 +38,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator, Sequence
 
 from ...jid import JID
 from .. import Registry, Storage, open_storage
@@ -268,7 +268,8 @@ class ArchiveStore(abc.ABC):
     """The users' message archives (see the module docstring).
 
     ``owner`` is the archive's bare JID (ValueError without a localpart).
-    Each call is atomic as seen by the others of this store.
+    Each call is atomic as seen by the others of this store, except
+    :meth:`append_many`, whose entries are each atomic.
     """
 
     name: ClassVar[str]           # as registered
@@ -279,6 +280,27 @@ class ArchiveStore(abc.ABC):
         appended once (:func:`new_id` makes them unique): a second message
         of one id is refused by memory (ValueError) and sql (StorageError),
         while fs, which never reads a day file to append, keeps both."""
+
+    async def append_many(self, entries: Sequence[tuple[JID, ArchivedMessage]]) -> None:
+        """Archive each ``(owner, msg)`` of ``entries``, as :meth:`append`
+        would one after the other, in fewer round trips (the MAM module's
+        :class:`~vinespy.storage.archive.batch.Batcher` gives a loop
+        iteration's worth of messages at once). Atomic per entry, not per
+        batch: on failure some entries may have been stored and others not.
+        Every entry is checked (ValueError, TypeError) before any is
+        written. The default loops over :meth:`append`."""
+        for owner, msg in entries:
+            check_owner(owner)
+            check_message(msg)
+        for owner, msg in entries:
+            await self.append(owner, msg)
+
+    async def sync(self) -> None:
+        """Make every append that completed before this call durable
+        against an OS crash or power loss. A store that commits each write
+        durably (memory has nothing to lose, sql commits) needs nothing:
+        the default. The fs store defers its fsyncs to here (group commit,
+        see :class:`~vinespy.storage.archive.fs.FsArchive`)."""
 
     @abc.abstractmethod
     async def query(self, owner: JID, q: ArchiveQuery) -> ArchivePage:
@@ -305,7 +327,7 @@ class ArchiveStore(abc.ABC):
         """Get ready (connect, create the schema); the default needs nothing."""
 
     async def close(self) -> None:
-        """Release resources; the default has none."""
+        """Release resources (the fs store first syncs); the default has none."""
 
 
 def check_count(value: int, what: str) -> int:

@@ -30,7 +30,7 @@ second waits for the first's row locks, then finds those rows gone).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, AsyncContextManager
+from typing import TYPE_CHECKING, Any, AsyncContextManager, Sequence
 
 from sqlalchemy import (BigInteger, Column, Index, LargeBinary, MetaData, PrimaryKeyConstraint,
                         Table, Text, delete, func, select, tuple_)
@@ -77,6 +77,11 @@ def _message(row: Any) -> ArchivedMessage:
                            bytes(row.stanza))
 
 
+def _row(owner: str, msg: ArchivedMessage) -> dict[str, Any]:
+    return dict(owner=owner, id=msg.id, stamp=micros(msg.stamp), peer=msg.peer,
+                peer_bare=msg.peer_bare, stanza=msg.stanza)
+
+
 @register("sql")
 class SqlArchive(ArchiveStore):
     """Archives in the database of ``storage`` (see the module docstring).
@@ -104,9 +109,15 @@ class SqlArchive(ArchiveStore):
         key = check_owner(owner)
         check_message(msg)
         async with self._tx(f"append to {key}", write=True) as conn:
-            await conn.execute(ARCHIVE.insert().values(
-                owner=key, id=msg.id, stamp=micros(msg.stamp), peer=msg.peer,
-                peer_bare=msg.peer_bare, stanza=msg.stanza))
+            await conn.execute(ARCHIVE.insert().values(**_row(key, msg)))
+
+    async def append_many(self, entries: Sequence[tuple[JID, ArchivedMessage]]) -> None:
+        """One transaction, one multi-row INSERT (executemany): all or none."""
+        rows = [_row(check_owner(owner), check_message(msg)) for owner, msg in entries]
+        if not rows:
+            return
+        async with self._tx(f"append of {len(rows)} messages", write=True) as conn:
+            await conn.execute(ARCHIVE.insert(), rows)
 
     async def query(self, owner: JID, q: ArchiveQuery) -> ArchivePage:
         p = plan(q)
