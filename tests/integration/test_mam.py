@@ -26,6 +26,7 @@ from vinespy.jid import JID
 from vinespy.modules import builtin
 from vinespy.modules.mam import Mam
 from vinespy.storage.archive import ArchiveQuery
+from vinespy.storage.archive.fs import FsArchive
 
 pytestmark = pytest.mark.integration
 
@@ -33,6 +34,7 @@ MAM = "urn:xmpp:mam:2"
 SID = "{urn:xmpp:sid:0}stanza-id"
 RSM = "http://jabber.org/protocol/rsm"
 PLUGINS = ("xep_0313", "xep_0059", "xep_0297", "xep_0280", "xep_0334", "xep_0191")
+FS = 'backend = "fs"\ndir = "data"\n'       # [host.storage] of the default server
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
 CAROL = f"carol@{DOMAIN}"
@@ -492,21 +494,91 @@ async def test_unregister_deletes_the_archive(server: Running) -> None:
 
 
 async def test_cap_and_retention(make_server: Any) -> None:
-    """max_messages keeps about the newest that many (amortized: at most a
-    tenth more); expire() removes what is older than retention_days."""
+    """max_messages keeps about the newest that many: once the background
+    trims ran, at most max_messages + trim_every - 1 (one node) in each
+    archive, and never fewer than max_messages; expire() removes what is
+    older than retention_days."""
     extra = "[host.options.mam]\nmax_messages = 20\nretention_days = 2\n"
-    async with make_server(storage='backend = "fs"\ndir = "data"\n' + extra) as srv:
+    async with make_server(storage=FS + extra) as srv:
         alice = await login(srv, f"{ALICE}/phone")
         bob = await login(srv, f"{BOB}/desk")
+        mam = module(srv)
+        assert mam.trim_every == 2
         for i in range(100):
             bob.say(ALICE, f"m{i}")
         await alice.got("m99")
-        kept = [body_of(m) for m in await everything(alice)]
-        assert 20 <= len(kept) <= 22 and kept[-1] == "m99"
-        assert kept == [f"m{i}" for i in range(100 - len(kept), 100)]
-        mam = module(srv)
+        await asyncio.wait_for(mam.trims_done(), TIMEOUT)
+        for c in (alice, bob):
+            kept = [body_of(m) for m in await everything(c)]
+            assert 20 <= len(kept) <= 20 + mam.trim_every - 1
+            assert kept == [f"m{i}" for i in range(100 - len(kept), 100)]
+        assert 1 <= mam.trims <= 2 * 100 // mam.trim_every + 2    # due ones coalesce
         now = datetime.now(timezone.utc)
         assert await mam.expire(now) == 0
         removed = await mam.expire(now + timedelta(days=2, seconds=1))
-        assert removed >= len(kept)
+        assert removed >= 20
         assert await everything(alice) == []
+
+
+async def test_forgotten_counters_do_not_trim_at_every_append(
+        make_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With more users than COUNTERS_MAX (here: every counter forgotten at
+    once), a trim still comes about once per trim_every appends, not at
+    every append, and the cap holds."""
+    monkeypatch.setattr("vinespy.modules.mam.COUNTERS_MAX", 0)
+    extra = "[host.options.mam]\nmax_messages = 100\n"
+    async with make_server(storage=FS + extra) as srv:
+        alice = await login(srv, f"{ALICE}/phone")
+        bob = await login(srv, f"{BOB}/desk")
+        mam = module(srv)
+        assert mam.trim_every == 10
+        for i in range(300):
+            bob.say(ALICE, f"m{i}")
+        await alice.got("m299")
+        await asyncio.wait_for(mam.trims_done(), TIMEOUT)
+        # 600 appends, each a trim with odds 1/10: about 60, far below 600.
+        assert 10 <= mam.trims <= 150
+        kept = [body_of(m) for m in await everything(alice)]
+        assert 100 <= len(kept) < 200 and kept[-1] == "m299"
+
+
+async def test_a_failed_trim_keeps_the_id_of_what_was_archived(make_server: Any) -> None:
+    """A trim that fails (a corrupt old day file of the archive) is logged;
+    the message it followed was archived and keeps its id."""
+    extra = "[host.options.mam]\nmax_messages = 20\n"
+    async with make_server(storage=FS + extra) as srv:
+        alice = await login(srv, f"{ALICE}/phone")
+        bob = await login(srv, f"{BOB}/desk")
+        store = srv.server.hosts[DOMAIN].archive
+        assert isinstance(store, FsArchive)
+        odir = store.owner_dir(JID.parse(ALICE))
+        odir.mkdir(parents=True, exist_ok=True)
+        (odir / "2000-01-01.jsonl").write_bytes(b"not a record\n")
+        since = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        bob.say(ALICE, "kept")
+        m = await alice.got("kept")
+        (sid,) = ids(m, ALICE)
+        await asyncio.wait_for(module(srv).trims_done(), TIMEOUT)
+        got, _ = await alice.query({"start": since})
+        assert [(result_id(r), body_of(r)) for r in got] == [(sid, "kept")]
+
+
+async def test_unreadable_preferences_deliver_the_message_unarchived(server: Running) -> None:
+    """The recipient's preferences cannot be read (a corrupt file): the
+    message is delivered without an id of that archive (logged), not
+    bounced; the sender's archive keeps it; once readable, archiving goes on."""
+    alice = await login(server, f"{ALICE}/phone")
+    bob = await login(server, f"{BOB}/desk")
+    prefs = server.storage.user_dir(JID.parse(ALICE)) / "mam_prefs.json"
+    prefs.write_bytes(b"{not json")
+    bob.say(ALICE, "delivered")
+    m = await alice.got("delivered")
+    assert ids(m, ALICE) == []
+    prefs.unlink()
+    bob.say(ALICE, "archived")
+    m = await alice.got("archived")
+    (sid,) = ids(m, ALICE)
+    got, _ = await alice.query()
+    assert [(result_id(r), body_of(r)) for r in got] == [(sid, "archived")]
+    got, _ = await bob.query()
+    assert [body_of(r) for r in got] == ["delivered", "archived"]

@@ -368,12 +368,13 @@ class Mam(Module):
             self._trims_due.clear()
             while self._trims:
                 owner = next(iter(self._trims))
+                del self._trims[owner]      # due again while trimmed: trimmed again
                 try:
                     await self.store.trim(owner, self.max_messages)
                 except StorageError as exc:
                     self.log.warning("trimming the archive of %s failed: %s", owner, exc)
-                finally:
-                    self._trims.pop(owner, None)
+                except Exception:       # a bug: logged, the task goes on
+                    self.log.exception("trimming the archive of %s failed", owner)
                 self.trims += 1
             self._trims_idle.set()
 
