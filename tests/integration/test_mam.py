@@ -11,8 +11,9 @@ would be too.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 from slixmpp.exceptions import IqError
@@ -22,10 +23,12 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from tests.conftest import DOMAIN, TIMEOUT, Running, wait_event
 from vinespy import cli
+from vinespy.duty import Duty, LocalDuty
 from vinespy.jid import JID
 from vinespy.modules import builtin
 from vinespy.modules.mam import Mam
-from vinespy.storage.archive import ArchiveQuery
+from vinespy.storage.archive import (ArchivedMessage, ArchiveQuery, ArchiveStore, archive_for,
+                                     new_id)
 from vinespy.storage.archive.fs import FsArchive
 
 pytestmark = pytest.mark.integration
@@ -582,3 +585,90 @@ async def test_unreadable_preferences_deliver_the_message_unarchived(server: Run
     assert [(result_id(r), body_of(r)) for r in got] == [(sid, "archived")]
     got, _ = await bob.query()
     assert [body_of(r) for r in got] == ["delivered", "archived"]
+
+
+# -- retention as a duty (retention_days, expire_interval) -------------------------
+
+RETENTION = "[host.options.mam]\nretention_days = 1\nexpire_interval = 1\n"
+OLD = (timedelta(days=4), timedelta(days=3), timedelta(hours=25))      # before the cutoff
+RECENT = (timedelta(hours=23), timedelta(hours=1))                     # after it
+
+
+async def plant(store: ArchiveStore, owner: str, peer: str, body: str,
+                age: timedelta) -> str:
+    """Write straight into ``store`` an entry of ``owner``'s archive, a chat
+    message from ``peer``, as archived ``age`` ago; its id."""
+    stamp = datetime.now(timezone.utc) - age
+    sid = new_id(stamp)
+    stanza = (f'<message xmlns="jabber:client" from="{peer}" to="{owner}" type="chat">'
+              f'<body>{body}</body></message>').encode()
+    await store.append(JID.parse(owner), ArchivedMessage(sid, stamp, peer, peer, stanza))
+    return sid
+
+
+async def stored(store: ArchiveStore, owner: str) -> set[str]:
+    """The ids ``owner``'s archive holds now, read from ``store``."""
+    page = await store.query(JID.parse(owner), ArchiveQuery(max=10_000))
+    assert page.complete
+    return {m.id for m in page.items}
+
+
+def ran_since(duty: Duty, since: int) -> bool:
+    """A run of ``duty`` that began after its counter read ``since`` has ended
+    (runs are counted as they begin, one at a time)."""
+    return duty.runs > since + 1 or (duty.runs > since and not duty.running)
+
+
+async def until(check: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    """Poll ``check`` until it holds, for at most ``timeout``: a duty's runs
+    raise no event a test can wait on."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout:g} s")
+        await asyncio.sleep(0.02)
+
+
+async def test_retention_duty_removes_old_entries_and_keeps_recent(make_server: Any) -> None:
+    """retention_days = 1, expire_interval = 1: entries written to the
+    archive older than a day (by another store on the same directory, as
+    an operator's tool would) are gone after the duty's next run; those of
+    the last day, and the messages just exchanged, are still there for a
+    MAM query."""
+    async with make_server(storage=FS + RETENTION) as srv:
+        duty = srv.server.duties[f"mam-expire:{DOMAIN}"]
+        assert isinstance(duty, LocalDuty) and duty.interval == 1
+        alice = await login(srv, f"{ALICE}/phone")
+        bob = await login(srv, f"{BOB}/desk")
+        bob.say(ALICE, "live")
+        await alice.got("live")
+        config = srv.server.config
+        store = archive_for(config, config.hosts[0])
+        await store.open()
+        try:
+            old = [await plant(store, ALICE, BOB, f"old {age}", age) for age in OLD]
+            old.append(await plant(store, BOB, ALICE, "old of bob", OLD[0]))
+            for age in RECENT:
+                await plant(store, ALICE, BOB, f"recent {age}", age)
+            before = await stored(store, ALICE) | await stored(store, BOB)
+            assert set(old) < before and len(before) == len(old) + len(RECENT) + 2
+            since = duty.runs
+            await until(lambda: ran_since(duty, since), "retention run after the writes")
+            after = await stored(store, ALICE) | await stored(store, BOB)
+        finally:
+            await store.close()
+        assert after == before - set(old)
+        assert [body_of(m) for m in await everything(alice)] == \
+            [f"recent {age}" for age in RECENT] + ["live"]
+        assert [body_of(m) for m in await everything(bob)] == ["live"]
+
+
+@pytest.mark.parametrize("options", ["", "[host.options.mam]\nexpire_interval = 1\n"],
+                         ids=["default", "retention_days=0"])
+async def test_no_retention_no_duty(make_server: Any, options: str) -> None:
+    """retention_days = 0 (the default), even with an expire_interval:
+    archives are kept forever, so no duty is registered."""
+    async with make_server(storage=FS + options) as srv:
+        assert srv.server.hosts[DOMAIN].archive is not None
+        assert f"mam-expire:{DOMAIN}" not in srv.server.duties
+        assert not [n for n in srv.server.duties if n.startswith("mam-expire:")]

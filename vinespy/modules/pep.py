@@ -93,11 +93,11 @@ CONCURRENCY = 16        # contacts whose nodes are read at once for a last-item 
 
 FEATURES = (NS,) + tuple(f"{NS}#{f}" for f in (
     "access-open", "access-presence", "access-whitelist", "auto-create", "auto-subscribe",
-    "config-node", "config-node-max", "create-nodes", "delete-items", "delete-nodes", "filtered-notifications",
-    "item-ids", "last-published", "modify-affiliations", "multi-items", "persistent-items",
-    "publish",
-    "publish-options", "purge-nodes", "retract-items", "retrieve-affiliations",
-    "retrieve-items", "retrieve-subscriptions", "subscribe"))
+    "config-node", "config-node-max", "create-nodes", "delete-items", "delete-nodes",
+    "filtered-notifications", "item-ids", "last-published", "modify-affiliations",
+    "multi-items", "persistent-items", "publish", "publish-options", "purge-nodes",
+    "retract-items", "retrieve-affiliations", "retrieve-items", "retrieve-subscriptions",
+    "subscribe"))
 
 
 class PepPolicy(Policy):
