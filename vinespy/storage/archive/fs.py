@@ -56,6 +56,12 @@ class FsArchive(ArchiveStore):
     ``ids``) allow and reads them one at a time in the direction of paging,
     stopping once the page is full: a page of 50 from a long archive reads
     one or two day files (``files_read`` counts them), never the archive.
+    Known limit: there is no index by peer, so a ``with`` query reads day
+    files until it found a page of that peer's messages: for a contact met
+    rarely (or never) that is every day file of the bounds, up to the whole
+    archive (one query of a 100,000-message archive reads it all). Bound the
+    query by time (``start``/``end``) or use the sql store (its index
+    ``(owner, peer_bare, id)``) where such queries are common.
     ``count`` is None unless the page is the whole result. A day file is
     read whole (one owner's messages of one day) but only its ids are
     taken (sliced from where :func:`record_line` puts them, not parsed);
