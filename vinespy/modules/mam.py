@@ -85,8 +85,11 @@ Queries (iq to one's own account only: no ``to``, or one's bare JID)
       ``before-id`` or ``ids`` value, naming no message of the archive:
       ``<item-not-found/>`` (§4.3.2, §4.1.3). A page holds at most 250
       results and about :data:`PAGE_BYTES` of them (RSM lets a page be
-      shorter than asked: it is then not complete), so nothing buffers
-      more than that for a client that reads slowly.
+      shorter than asked: it is then not complete), cut by the store as it
+      builds the page (``ArchiveQuery.max_bytes``: fs parses no record past
+      it), so nothing buffers more than that for a client that reads
+      slowly; the results are sent with a yield to the loop every
+      :data:`YIELD_EVERY`.
     * get ``<query/>``: the form (§4.1.5); get ``<metadata/>``: the first and
       last entries (§5); get/set ``<prefs/>`` (XEP-0441).
     * Anyone else's archive: ``<forbidden/>`` (the user's archive is the
