@@ -29,6 +29,7 @@ from vinespy.modules import builtin
 from vinespy.modules.mam import Mam
 from vinespy.storage.archive import (ArchivedMessage, ArchiveQuery, ArchiveStore, archive_for,
                                      new_id)
+from vinespy.storage.archive.fs import FsArchive
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +37,7 @@ MAM = "urn:xmpp:mam:2"
 SID = "{urn:xmpp:sid:0}stanza-id"
 RSM = "http://jabber.org/protocol/rsm"
 PLUGINS = ("xep_0313", "xep_0059", "xep_0297", "xep_0280", "xep_0334", "xep_0191")
+FS = 'backend = "fs"\ndir = "data"\n'       # [host.storage] of the default server
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
 CAROL = f"carol@{DOMAIN}"
@@ -301,51 +303,92 @@ async def test_a_new_device_gets_the_history(server: Running) -> None:
 
 async def test_offline_message_carries_its_archive_id(server: Running) -> None:
     """A message stored offline arrives later with the stanza-id it has in
-    the archive; one to a user that does not exist is archived nowhere."""
-    bob = await login(server, f"{BOB}/desk")
+    the archive. One to a user that does not exist is in no archive of
+    that user, with a body or without (a chat marker: offline storage
+    drops it, but only for an account); the sender's archive keeps what he
+    sent, under the ids his <sent/> carbons carried."""
+    bob = await login(server, f"{BOB}/desk", carbons=True)
+    tablet = await login(server, f"{BOB}/tablet", carbons=True)
+    sent: asyncio.Queue[Any] = asyncio.Queue()
+    tablet.xmpp.add_event_handler("carbon_sent", sent.put_nowait)
     await server.user("alice")
+    nobody = f"nobody@{DOMAIN}"
     bob.say(ALICE, "while you were out")
-    bob.say(f"nobody@{DOMAIN}", "into the void")
+    bob.say(nobody, "into the void")
+    marker = bob.xmpp.make_message(mto=nobody, mtype="chat")
+    ET.SubElement(marker.xml, "{urn:xmpp:chat-markers:0}displayed", id="m1")
+    marker.send()
     await bob.ping()
+    carbon_ids = [ids((await asyncio.wait_for(sent.get(), TIMEOUT))["carbon_sent"], BOB)
+                  for _ in range(3)]
     alice = await login(server, f"{ALICE}/phone")
     m = await alice.got("while you were out")
     (sid,) = ids(m, ALICE)
     got, _ = await alice.query()
     assert [(result_id(r), body_of(r)) for r in got] == [(sid, "while you were out")]
     got, _ = await bob.query()
-    assert [body_of(r) for r in got] == ["while you were out"]
+    assert [body_of(r) for r in got] == ["while you were out", "into the void", None]
+    assert [[result_id(r)] for r in got] == carbon_ids
+    store = server.server.hosts[DOMAIN].archive
+    assert store is not None
+    assert (await store.query(JID.parse(nobody), ArchiveQuery())).items == ()
 
 
 async def test_bounced_and_blocked_messages_are_not_archived(server: Running) -> None:
-    """Refused by the recipient's blocklist: in neither archive."""
+    """Refused by the recipient's blocklist: not in the recipient's archive;
+    in the sender's, as sent, under the id his <sent/> carbon carried (a
+    client catching up from that id finds it)."""
     alice = await login(server, f"{ALICE}/phone")
-    bob = await login(server, f"{BOB}/desk")
+    bob = await login(server, f"{BOB}/desk", carbons=True)
+    tablet = await login(server, f"{BOB}/tablet", carbons=True)
+    sent: asyncio.Queue[Any] = asyncio.Queue()
+    tablet.xmpp.add_event_handler("carbon_sent", sent.put_nowait)
     await alice.xmpp.plugin["xep_0191"].block(BOB, timeout=TIMEOUT)
     error = asyncio.create_task(wait_event(bob.xmpp, "message_error"))
     bob.say(ALICE, "blocked")
     assert (await error)["error"]["condition"] == "service-unavailable"
+    (blocked_id,) = ids((await asyncio.wait_for(sent.get(), TIMEOUT))["carbon_sent"], BOB)
     await alice.xmpp.plugin["xep_0191"].unblock(BOB, timeout=TIMEOUT)
     bob.say(ALICE, "through")
     await alice.got("through")
-    for c in (alice, bob):
-        got, _ = await c.query()
-        assert [body_of(r) for r in got] == ["through"]
+    (through_id,) = ids((await asyncio.wait_for(sent.get(), TIMEOUT))["carbon_sent"], BOB)
+    got, _ = await alice.query()
+    assert [body_of(r) for r in got] == ["through"]
+    got, _ = await bob.query()
+    assert [(result_id(r), body_of(r)) for r in got] == [
+        (blocked_id, "blocked"), (through_id, "through")]
+    # The carbon's id is a cursor: what came after it is found after it.
+    got, _ = await tablet.query(after=blocked_id)
+    assert [body_of(r) for r in got] == ["through"]
+
+
+def kind_of(m: Any) -> str:
+    """The body of an archived result, else the name of its first payload."""
+    inner = m.xml.find(f"{{{MAM}}}result/{{urn:xmpp:forward:0}}forwarded/{{jabber:client}}message")
+    body = inner.findtext("{jabber:client}body")
+    return body if body is not None else inner[0].tag.rpartition("}")[2]
 
 
 async def test_hints_and_kinds(server: Running) -> None:
-    """<no-store/> and <no-permanent-store/> are not archived, nor chat states;
-    <store/> is, even without a body."""
+    """<no-store/> and <no-permanent-store/> are not archived, nor chat states
+    nor receipts; chat markers are (clients sync read state from them), and
+    <store/> forces a message without a body in."""
     alice = await login(server, f"{ALICE}/phone")
     bob = await login(server, f"{BOB}/desk")
     bob.say(ALICE, "secret", "no-store")
     bob.say(ALICE, "fleeting", "no-permanent-store")
-    state = bob.xmpp.make_message(mto=ALICE, mtype="chat")
-    state.enable("store")
-    state.send()
+    for payload in ("{http://jabber.org/protocol/chatstates}composing",
+                    "{urn:xmpp:receipts}received", "{urn:xmpp:chat-markers:0}displayed",
+                    "{urn:xmpp:hints}store"):
+        m = bob.xmpp.make_message(mto=ALICE, mtype="chat")
+        ET.SubElement(m.xml, payload, id="x1")
+        m.send()
     bob.say(ALICE, "kept")
     await alice.got("kept")
     got, _ = await alice.query()
-    assert [body_of(r) for r in got] == [None, "kept"]
+    assert [kind_of(r) for r in got] == ["displayed", "store", "kept"]
+    got, _ = await bob.query()
+    assert [kind_of(r) for r in got] == ["displayed", "store", "kept"]
 
 
 async def test_preferences_never_and_roster(server: Running) -> None:
@@ -454,30 +497,99 @@ async def test_unregister_deletes_the_archive(server: Running) -> None:
 
 
 async def test_cap_and_retention(make_server: Any) -> None:
-    """max_messages keeps about the newest that many (amortized: at most a
-    tenth more); expire() removes what is older than retention_days."""
+    """max_messages keeps about the newest that many: once the background
+    trims ran, at most max_messages + trim_every - 1 (one node) in each
+    archive, and never fewer than max_messages; expire() removes what is
+    older than retention_days."""
     extra = "[host.options.mam]\nmax_messages = 20\nretention_days = 2\n"
-    async with make_server(storage='backend = "fs"\ndir = "data"\n' + extra) as srv:
+    async with make_server(storage=FS + extra) as srv:
         alice = await login(srv, f"{ALICE}/phone")
         bob = await login(srv, f"{BOB}/desk")
+        mam = module(srv)
+        assert mam.trim_every == 2
         for i in range(100):
             bob.say(ALICE, f"m{i}")
         await alice.got("m99")
-        kept = [body_of(m) for m in await everything(alice)]
-        assert 20 <= len(kept) <= 22 and kept[-1] == "m99"
-        assert kept == [f"m{i}" for i in range(100 - len(kept), 100)]
-        mam = module(srv)
+        await asyncio.wait_for(mam.trims_done(), TIMEOUT)
+        for c in (alice, bob):
+            kept = [body_of(m) for m in await everything(c)]
+            assert 20 <= len(kept) <= 20 + mam.trim_every - 1
+            assert kept == [f"m{i}" for i in range(100 - len(kept), 100)]
+        assert 1 <= mam.trims <= 2 * 100 // mam.trim_every + 2    # due ones coalesce
         now = datetime.now(timezone.utc)
         assert await mam.expire(now) == 0
         removed = await mam.expire(now + timedelta(days=2, seconds=1))
-        assert removed >= len(kept)
+        assert removed >= 20
         assert await everything(alice) == []
+
+
+async def test_forgotten_counters_do_not_trim_at_every_append(
+        make_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With more users than COUNTERS_MAX (here: every counter forgotten at
+    once), a trim still comes about once per trim_every appends, not at
+    every append, and the cap holds."""
+    monkeypatch.setattr("vinespy.modules.mam.COUNTERS_MAX", 0)
+    extra = "[host.options.mam]\nmax_messages = 100\n"
+    async with make_server(storage=FS + extra) as srv:
+        alice = await login(srv, f"{ALICE}/phone")
+        bob = await login(srv, f"{BOB}/desk")
+        mam = module(srv)
+        assert mam.trim_every == 10
+        for i in range(300):
+            bob.say(ALICE, f"m{i}")
+        await alice.got("m299")
+        await asyncio.wait_for(mam.trims_done(), TIMEOUT)
+        # 600 appends, each a trim with odds 1/10: about 60, far below 600.
+        assert 10 <= mam.trims <= 150
+        kept = [body_of(m) for m in await everything(alice)]
+        assert 100 <= len(kept) < 200 and kept[-1] == "m299"
+
+
+async def test_a_failed_trim_keeps_the_id_of_what_was_archived(make_server: Any) -> None:
+    """A trim that fails (a corrupt old day file of the archive) is logged;
+    the message it followed was archived and keeps its id."""
+    extra = "[host.options.mam]\nmax_messages = 20\n"
+    async with make_server(storage=FS + extra) as srv:
+        alice = await login(srv, f"{ALICE}/phone")
+        bob = await login(srv, f"{BOB}/desk")
+        store = srv.server.hosts[DOMAIN].archive
+        assert isinstance(store, FsArchive)
+        odir = store.owner_dir(JID.parse(ALICE))
+        odir.mkdir(parents=True, exist_ok=True)
+        (odir / "2000-01-01.jsonl").write_bytes(b"not a record\n")
+        since = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        bob.say(ALICE, "kept")
+        m = await alice.got("kept")
+        (sid,) = ids(m, ALICE)
+        await asyncio.wait_for(module(srv).trims_done(), TIMEOUT)
+        got, _ = await alice.query({"start": since})
+        assert [(result_id(r), body_of(r)) for r in got] == [(sid, "kept")]
+
+
+async def test_unreadable_preferences_deliver_the_message_unarchived(server: Running) -> None:
+    """The recipient's preferences cannot be read (a corrupt file): the
+    message is delivered without an id of that archive (logged), not
+    bounced; the sender's archive keeps it; once readable, archiving goes on."""
+    alice = await login(server, f"{ALICE}/phone")
+    bob = await login(server, f"{BOB}/desk")
+    prefs = server.storage.user_dir(JID.parse(ALICE)) / "mam_prefs.json"
+    prefs.write_bytes(b"{not json")
+    bob.say(ALICE, "delivered")
+    m = await alice.got("delivered")
+    assert ids(m, ALICE) == []
+    prefs.unlink()
+    bob.say(ALICE, "archived")
+    m = await alice.got("archived")
+    (sid,) = ids(m, ALICE)
+    got, _ = await alice.query()
+    assert [(result_id(r), body_of(r)) for r in got] == [(sid, "archived")]
+    got, _ = await bob.query()
+    assert [body_of(r) for r in got] == ["delivered", "archived"]
 
 
 # -- retention as a duty (retention_days, expire_interval) -------------------------
 
 RETENTION = "[host.options.mam]\nretention_days = 1\nexpire_interval = 1\n"
-FS = 'backend = "fs"\ndir = "data"\n'
 OLD = (timedelta(days=4), timedelta(days=3), timedelta(hours=25))      # before the cutoff
 RECENT = (timedelta(hours=23), timedelta(hours=1))                     # after it
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 import pytest
+from sqlalchemy import event
 
 from tests.storage.conftest import SQL_KINDS, sql_storage
 from vinespy.config import Config
@@ -101,7 +102,10 @@ async def test_1000_messages_paged_forward_and_backward(store: ArchiveStore) -> 
     assert [i for p in forward for i in ids(p)] == want
     assert [i for p in reversed(backward) for i in ids(p)] == want
     assert forward[0].items == tuple(msgs[:50]), "messages come back as stored"
-    assert forward[0].count == 1000 or isinstance(store, FsArchive)
+    # memory always counts; sql when asked only for the count (max=0)
+    assert forward[0].count == 1000 or not isinstance(store, MemoryArchive)
+    counted = await store.query(ALICE, ArchiveQuery(max=0))
+    assert counted.count == 1000 or isinstance(store, FsArchive)
 
 
 async def test_a_short_result_is_one_complete_page(store: ArchiveStore) -> None:
@@ -124,6 +128,61 @@ async def test_the_last_page_and_max_zero(store: ArchiveStore) -> None:
     assert ids(first) == [m.id for m in msgs[:6]] and first.complete
     nothing = await store.query(ALICE, ArchiveQuery(max=0))
     assert nothing.items == () and not nothing.complete and nothing.count in (20, None)
+
+
+async def test_max_bytes_cuts_the_page_as_it_is_built(store: ArchiveStore) -> None:
+    """A page stops before the message that would take it past max_bytes
+    (keeping at least one), in the direction of paging, and is then not
+    complete; its cursor pages on to the rest."""
+    msgs = [message(i) for i in range(10, 30)]      # two digits each: one size
+    for m in msgs:
+        await store.append(ALICE, m)
+    size = len(msgs[0].stanza)
+    assert all(len(m.stanza) == size for m in msgs)
+    page = await store.query(ALICE, ArchiveQuery(max=50, max_bytes=3 * size + 1))
+    assert ids(page) == [m.id for m in msgs[:3]] and not page.complete
+    back = await store.query(ALICE, ArchiveQuery(max=50, before="", max_bytes=3 * size))
+    assert ids(back) == [m.id for m in msgs[17:]] and not back.complete
+    one = await store.query(ALICE, ArchiveQuery(max=50, max_bytes=1))
+    assert ids(one) == [msgs[0].id] and not one.complete
+    rest = await page_all(store, ArchiveQuery(max=50, max_bytes=7 * size), True)
+    assert [len(p.items) for p in rest] == [7, 7, 6]
+    assert [i for p in rest for i in ids(p)] == [m.id for m in msgs]
+    whole = await store.query(ALICE, ArchiveQuery(max=50, max_bytes=20 * size + 999))
+    assert len(whole.items) == 20 and whole.complete
+    with pytest.raises(ValueError):
+        await store.query(ALICE, ArchiveQuery(max_bytes=0))
+
+
+async def test_sql_counts_only_when_cheap_or_asked(request: pytest.FixtureRequest,
+                                                   tmp_path: Path) -> None:
+    """XEP-0059 <count/> is optional: a page of a long result runs no
+    count(*) (a scan of the whole result); max=0 (a client asking for the
+    count alone) runs one; the whole result in one page is counted free."""
+    db = sql_storage("sqlite", request, tmp_path)
+    store = SqlArchive(db, owned=True)
+    await store.open()
+    statements: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+    try:
+        await fill(store, 120)
+        event.listen((await db._ready()).sync_engine, "before_cursor_execute", seen)
+
+        async def counts(q: ArchiveQuery) -> tuple[int | None, int]:
+            statements.clear()
+            page = await store.query(ALICE, q)
+            return page.count, sum("count(" in s.lower() for s in statements)
+
+        assert await counts(ArchiveQuery(max=50)) == (None, 0)
+        assert await counts(ArchiveQuery(max=50, before="")) == (None, 0)
+        assert await counts(ArchiveQuery(max=1)) == (None, 0)          # what metadata asks
+        assert await counts(ArchiveQuery(max=0)) == (120, 1)
+        assert await counts(ArchiveQuery(max=50, with_jid=PEERS[2], after=None,
+                                         start=T0 + 100 * STEP)) == (7, 0)
+    finally:
+        await store.close()
 
 
 async def test_with_a_bare_or_a_full_jid(store: ArchiveStore) -> None:

@@ -6,6 +6,11 @@ hears of it through ``cluster:events`` and fires ``user-changed`` with the
 bare JID on the host's bus, so such caches are dropped. Roster pushes need
 nothing of this: they go to the interested resources, wherever they are,
 through the router.
+
+Writes of a store no node caches (:data:`QUIET`: offline storage, written
+for every message to an offline user) are not announced: each announcement
+makes every node drop what it caches of the user (blocklists, archive
+preferences), to be read again at the next stanza.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ from typing import Any, Awaitable, Callable, Mapping
 
 from ..jid import JID
 from ..storage import Contact, ScramKeys, Storage, User, Wrapped
+
+# Keyval stores no node keeps in memory: writing them changes nothing cached.
+QUIET = frozenset({"offline"})
 
 
 class NotifyingStorage(Wrapped):
@@ -51,10 +59,12 @@ class NotifyingStorage(Wrapped):
 
     async def put(self, jid: JID, store: str, value: Any | None) -> None:
         await self.inner.put(jid, store, value)
-        await self._changed(jid.bare)
+        if store not in QUIET:
+            await self._changed(jid.bare)
 
     async def modify(self, jid: JID, store: str,
                      change: Callable[[Any | None], Any | None]) -> Any | None:
         new = await self.inner.modify(jid, store, change)
-        await self._changed(jid.bare)
+        if store not in QUIET:
+            await self._changed(jid.bare)
         return new

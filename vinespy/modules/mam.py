@@ -8,55 +8,72 @@ preferences) are :mod:`vinespy.rules.mam`; the archives are the host's
 on fs, else memory), opened at start and closed at stop. This module is the
 glue, and these are its decisions:
 
+Archiving, sender side (as Prosody's mod_mam: what a user sent is kept as
+sent, whatever becomes of it)
+    * ``pre-message`` at priority 10 (before carbons at 0): any
+      ``<stanza-id/>`` the client put under its own bare JID is removed;
+      if the message is worth keeping (:func:`~vinespy.rules.mam.should_archive`)
+      and the sender's preferences allow it (with the recipient's JID), it
+      is written to the sender's archive *now*, then gets ``<stanza-id
+      by=sender's bare id/>``. Carbons' ``<sent/>`` copies are made from
+      it, so the sender's other devices learn an id that names a stored
+      entry (XEP-0313 §3.5) even if the message is then blocked, bounced
+      (no such user, offline storage full) or goes to another domain. A
+      failed write leaves the message without an id (logged); it goes on.
+    * ``pre-message`` at priority -10 (after carbons): the sender's id
+      leaves the message unless it goes to the sender's own account: the
+      recipient never sees an id of the sender's archive.
+    * A message to oneself (another resource, one's bare JID, no ``to``) is
+      that one entry, with the one id, kept on the delivered message and the
+      copies; its peer is the address it was sent to (XEP-0313 §4.1.1: a
+      'with' of one's own JID finds it).
+
 Archiving, recipient side (``message/bare``, ``message/full``, ``message/self``
 at priority 50: after blocking at 100, which claims what it refuses, so a
-blocked message is never archived nor stamped; before carbons at -50, whose
-``<received/>`` copies therefore carry the id)
+blocked message is never in the recipient's archive; before carbons at -50,
+whose ``<received/>`` copies therefore carry the id)
     * Every message delivered to a user loses any ``<stanza-id/>`` claiming
       to be by the user's bare JID (XEP-0359 §3 rule 2, "MUST delete"),
       archived or not: nobody can plant an id in the user's archive.
     * Kept when :func:`~vinespy.rules.mam.should_archive` says so (chat or
-      normal with content; never error, groupchat, ``<no-store/>``,
-      ``<no-permanent-store/>``; ``<store/>`` forces it) and the user's
-      preferences allow it (:func:`~vinespy.rules.mam.decide` with the
-      sender's JID; "roster" reads the user's roster record of the sender
-      only when the answer depends on it). Then the message gets
-      ``<stanza-id by=bare id/>`` (XEP-0313 §3.5) and is archived *before*
-      it is delivered (the id a client sees is already in the archive).
-    * A message nobody can take now goes to offline storage with its id (the
-      offline module stores the stanza as it is, so its later delivery
-      carries the id) but is archived only once offline storage took it:
-      the router fires ``message/offline-taken``. A message to a user who
-      does not exist, or that the offline store refuses (full), bounces and
-      is not archived (``message/offline`` at priority -100, reached only
-      then, forgets it). The entries wait in memory keyed by the stanza
-      object, which they hold so that its ``id()`` is not reused; at most
-      :data:`PENDING_MAX` of them (a handler's failure could leave one).
+      normal with content, chat markers included; never error, groupchat,
+      ``<no-store/>``, ``<no-permanent-store/>``; ``<store/>`` forces it)
+      and the user's preferences allow it (:func:`~vinespy.rules.mam.decide`
+      with the sender's JID; "roster" reads the user's roster record of the
+      sender only when the answer depends on it). Then it is archived and
+      gets ``<stanza-id by=bare id/>`` *before* it is delivered (the id a
+      client sees is already in the archive).
+    * Only users with an account get an archive, at no cost of a read: a
+      message is archived for a recipient who has a bound resource to take
+      it, or once offline storage took it (the router fires
+      ``message/offline-taken``; the offline module claims messages only
+      for existing accounts). Such a message gets its id before it is
+      stored offline (the offline module stores the stanza as it is, so its
+      later delivery carries the id). A message to a user who does not
+      exist, or that the offline store refuses (full), bounces and is not
+      in the recipient's archive (``message/offline`` at priority -100,
+      reached only then, forgets it). The entries wait in memory keyed by
+      the stanza object, which they hold so that its ``id()`` is not reused;
+      at most :data:`PENDING_MAX` of them (a handler's failure could leave
+      one).
     * A failing archive write does not stop the message: it is delivered
       without an id (logged). One that was stored offline already keeps its
-      id (logged too: the id then names nothing).
+      id (logged too: the id then names nothing). A failing read of the
+      preferences or the roster: not archived (logged), delivered.
 
-Archiving, sender side
-    * ``pre-message`` at priority 10 (before carbons at 0): any
-      ``<stanza-id/>`` the client put under its own bare JID is removed;
-      if the message is worth keeping and the sender's preferences allow it
-      (with the recipient's JID), it gets ``<stanza-id by=sender's bare
-      id/>``. Carbons' ``<sent/>`` copies are made from it, so the sender's
-      other devices learn the id (XEP-0313 §3.5).
-    * The entry is written where the outcome is known: at the recipient-side
-      hook above (so a message blocked either way is not archived; one
-      going to offline storage, once it was taken there, as the
-      recipient's: a message to nobody is in no archive), which
-      removes the sender's id before the recipient gets the message: the
-      recipient never sees an id of the sender's archive. For destinations
-      without that hook (another domain: s2s, a service, a local host
-      without this module) ``pre-message`` at priority -10 (after carbons)
-      archives it and removes the id: what a user sends beyond the server is
-      kept as sent, its delivery being known only later, if ever.
-    * A message to oneself (another resource, one's bare JID, no ``to``) is
-      one entry in the one archive, with the one id: the sender's, kept on
-      the delivered message and the copies, its peer the address it was sent
-      to (XEP-0313 §4.1.1: a 'with' of one's own JID finds it).
+Order (§3.1: the archive's order MUST be preserved)
+    Ids sort by the time they are made (:func:`~vinespy.storage.archive.new_id`),
+    and each is made just before its entry is written (after the
+    preferences are read), and handed out (on the message, its carbons)
+    only once written. Within one node, a client that catches up "after"
+    the last id it saw can therefore miss only an entry whose write was
+    still running when that id was handed out (two writes for one owner at
+    once), a message it then receives live; and an entry waiting for
+    offline storage (its id made before the offline write, the entry
+    written after), which offline delivery brings anyway. Across a cluster
+    ids come from each node's clock: entries written by two nodes within
+    their clocks' skew of each other may sort against the order of their
+    writes; keep the nodes' clocks in sync (NTP).
 
 Queries (iq to one's own account only: no ``to``, or one's bare JID)
     * set ``<query/>``: :func:`~vinespy.rules.mam.parse_query` (its errors:
@@ -68,8 +85,11 @@ Queries (iq to one's own account only: no ``to``, or one's bare JID)
       ``before-id`` or ``ids`` value, naming no message of the archive:
       ``<item-not-found/>`` (§4.3.2, §4.1.3). A page holds at most 250
       results and about :data:`PAGE_BYTES` of them (RSM lets a page be
-      shorter than asked: it is then not complete), so nothing buffers
-      more than that for a client that reads slowly.
+      shorter than asked: it is then not complete), cut by the store as it
+      builds the page (``ArchiveQuery.max_bytes``: fs parses no record past
+      it), so nothing buffers more than that for a client that reads
+      slowly; the results are sent with a yield to the loop every
+      :data:`YIELD_EVERY`.
     * get ``<query/>``: the form (§4.1.5); get ``<metadata/>``: the first and
       last entries (§5); get/set ``<prefs/>`` (XEP-0441).
     * Anyone else's archive: ``<forbidden/>`` (the user's archive is the
@@ -80,7 +100,9 @@ Preferences
     host's ``default`` option with empty lists. Cached (at most
     :data:`CACHE_MAX` users, the oldest forgotten first), dropped on
     ``user-changed``/``users-changed`` (the cluster's news of a change on
-    another node), a read overtaken by such news not cached.
+    another node; writes of offline storage are not announced, so a message
+    to an offline user costs no read of them), a read overtaken by such news
+    not cached.
 
 Options ``[host.options.mam]``
     ``default``: always | never | roster, for users without preferences;
@@ -93,12 +115,18 @@ Options ``[host.options.mam]``
     anyway (a node paused past its lease) remove the same old entries:
     harmless;
     ``max_messages``: at most about that many entries per user (0: no cap),
-    enforced at append time by :meth:`ArchiveStore.trim`, amortized: a
-    node trims a user's archive at the first append it makes for that user
-    and then every ``max(1, max_messages // 10)`` appends, so an archive
-    holds at most ``max_messages + n * max_messages // 10`` entries with
-    ``n`` nodes appending to it (the counters are in memory, bounded; a
-    forgotten counter starts again with a trim).
+    enforced by :meth:`ArchiveStore.trim`, amortized and off the delivery
+    path: a node counts its appends per user and every ``trim_every =
+    max(1, max_messages // 10)`` of them queues a trim of that archive for
+    one background task (a user queued once; at most :data:`TRIMS_MAX`
+    queued, more dropped: the next comes within ``trim_every`` appends). A
+    failing trim is logged and touches no message. So, once the trims
+    queued have run, an archive holds at most ``max_messages + n *
+    (trim_every - 1)`` entries with ``n`` nodes appending to it (plus what
+    a restart left). The counters are in memory, at most
+    :data:`COUNTERS_MAX` users; a new or forgotten counter starts at a
+    random point of its round, so beyond that many users a trim still comes
+    once per ``trim_every`` appends on average, not at every append.
 
 Deleting an account (:func:`vinespy.accounts.delete_user` with the archive,
 as ``vinespy unregister`` does) deletes its archive.
@@ -109,7 +137,9 @@ Disco: the accounts' features urn:xmpp:mam:2, #extended and urn:xmpp:sid:0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
+import random
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
@@ -119,8 +149,9 @@ from ..jid import JID
 from ..rules import mam as rules
 from ..rules.mam import Prefs
 from ..storage import StorageError, xml_bytes, xml_element
-from ..storage.archive import (ArchivedMessage, ArchivePage, ArchiveQuery, ArchiveStore,
+from ..storage.archive import (ArchivedMessage, ArchiveQuery, ArchiveStore,
                                UnknownId, from_micros, id_micros, new_id)
+from ..storage.archive.batch import Batcher
 from ..xml import Element
 from . import Module, Option, hook, iq
 
@@ -129,6 +160,8 @@ PREFS = "mam_prefs"         # keyval store of a user's preferences
 CACHE_MAX = 10_000          # users whose preferences are cached
 COUNTERS_MAX = 10_000       # users whose appends are counted for max_messages
 PENDING_MAX = 1000          # messages stamped on their way to offline storage
+TRIMS_MAX = 1000            # users whose archive waits for a trim (max_messages)
+YIELD_EVERY = 50            # results of a query sent between two yields to the loop
 PAGE_BYTES = 512 * 1024     # about the most a page of results writes to a client
 EXPIRE_BATCH = 1000         # entries one remove_before call removes at most
 
@@ -153,19 +186,32 @@ class Mam(Module):
     def __init__(self, host: Any) -> None:
         super().__init__(host)
         self.store: ArchiveStore | None = None
+        self.batcher: Batcher | None = None
         self.default = Prefs(self.option("default"))
         self.max_messages: int = self.option("max_messages")
         self.trim_every = max(1, self.max_messages // 10)
         self._prefs: dict[JID, Prefs] = {}
         self._gen = 0                                   # bumped by every invalidation
         self._appends: dict[JID, int] = {}              # appends left before a trim
-        # id() of a stanza on its way to offline storage -> it, its entries
-        self._pending: dict[int, tuple[Element, list[tuple[Mam, JID, ArchivedMessage]]]] = {}
+        self._trims: dict[JID, None] = {}               # users due for a trim, in order
+        self._trims_due = asyncio.Event()
+        self._trims_idle = asyncio.Event()
+        self._trims_idle.set()
+        self._trimmer_task: asyncio.Task[None] | None = None
+        self.trims = 0                                  # trims run (tests, stats)
+        # id() of a stanza on its way to offline storage -> it, its entry
+        self._pending: dict[int, tuple[Element, ArchivedMessage]] = {}
 
     async def start(self) -> None:
-        self.store = self.host.archive
-        if self.store is not None:
-            await self.store.open()
+        store = self.host.archive
+        if store is not None:
+            await store.open()
+            self.batcher = Batcher(store)
+            self.batcher.start()
+            if self.max_messages:
+                self._trimmer_task = asyncio.create_task(self._trimmer(),
+                                                         name=f"mam-trims:{self.host.domain}")
+        self.store = store              # archiving starts once the batcher runs
         server = self.host.server
         name = f"mam-expire:{self.host.config.domains[0]}"
         if (self.store is not None and self.option("retention_days") and server is not None
@@ -174,14 +220,15 @@ class Mam(Module):
                         lambda still_held: self.expire(datetime.now(timezone.utc), still_held))
 
     async def stop(self) -> None:
+        task, self._trimmer_task = self._trimmer_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.batcher is not None:
+            await self.batcher.stop()       # writes what is queued, then syncs
         if self.store is not None:
             await self.store.close()
-
-    def _of(self, jid: JID) -> Mam | None:
-        """The mam module of ``jid``'s own domain, if served here and loaded."""
-        host = self.host.router.hosts.get(jid.domain)
-        mod = host.modules.get(self.name) if host is not None else None
-        return mod if isinstance(mod, Mam) and mod.store is not None else None
 
     # -- preferences (XEP-0441) ----------------------------------------------------
 
@@ -222,7 +269,17 @@ class Mam(Module):
         self._prefs.clear()
 
     async def wanted(self, owner: JID, peer: JID) -> bool:
-        """Whether ``owner``'s preferences archive a message with ``peer``."""
+        """Whether ``owner``'s preferences archive a message with ``peer``;
+        False (logged) when the preferences or the roster cannot be read:
+        the message is delivered, not archived."""
+        try:
+            return await self._wanted(owner, peer)
+        except StorageError as exc:
+            self.log.warning("not archiving a message of %s: reading its archive"
+                             " preferences failed: %s", owner, exc)
+            return False
+
+    async def _wanted(self, owner: JID, peer: JID) -> bool:
         prefs = await self.prefs(owner)
         if rules.decide(prefs, peer, False):
             return True
@@ -238,133 +295,162 @@ class Mam(Module):
     @staticmethod
     def entry(owner: JID, sid: str, peer: JID, message: Element) -> ArchivedMessage:
         """``message`` as ``owner``'s archive keeps it under ``sid`` (without
-        the owner's stanza-ids: the result's id says it)."""
+        the owner's stanza-ids, the result's id says it, nor the peer's,
+        which the peer's server removes from what it delivers anyway)."""
         kept = copy.deepcopy(message)
         rules.strip_stanza_ids(kept, owner)
+        rules.strip_stanza_ids(kept, peer.bare)
         return ArchivedMessage(sid, _stamp_of(sid), str(peer), str(peer.bare), xml_bytes(kept))
 
     async def append(self, owner: JID, entry: ArchivedMessage) -> bool:
-        """Archive ``entry`` for ``owner``; False (logged) if the store failed."""
-        assert self.store is not None
+        """Archive ``entry`` for ``owner``; False (logged) if the store failed.
+        A trim it makes due runs later, in the background (:meth:`_cap`)."""
+        return await self.append_all([(owner, entry)])
+
+    async def append_all(self, entries: list[tuple[JID, ArchivedMessage]]) -> bool:
+        """Archive the entries in one batch; False (logged) if it failed.
+        The trims they make due run later, in the background (:meth:`_cap`)."""
+        assert self.batcher is not None
         try:
-            await self.store.append(owner, entry)
-            await self._cap(owner)
+            await self.batcher.append_all(entries)
         except StorageError as exc:
-            self.log.warning("archiving a message of %s failed: %s", owner, exc)
+            self.log.warning("archiving a message of %s failed: %s",
+                             " and ".join(str(owner) for owner, _ in entries), exc)
             return False
+        for owner, _ in entries:
+            self._cap(owner)
         return True
 
-    async def _cap(self, owner: JID) -> None:
-        """``max_messages``, amortized (see the module's docstring)."""
+    async def _filed(self, owner: JID, peer: JID, message: Element) -> bool:
+        """Archive ``message`` for ``owner`` under an id made now, just before
+        its write (see "Order" in the module's docstring), and stamp the
+        message with that id once it is written; False if the write failed."""
+        sid = new_id(datetime.now(timezone.utc))
+        if not await self.append(owner, self.entry(owner, sid, peer, message)):
+            return False
+        rules.stamp_stanza_id(message, owner, sid)
+        return True
+
+    # -- max_messages: trims in the background --------------------------------------
+
+    def _cap(self, owner: JID) -> None:
+        """``max_messages``, amortized (see the module's docstring): every
+        ``trim_every`` appends of this node for ``owner`` a trim is due; a
+        user whose counter is new (or was forgotten) starts at a random
+        point, so that many users, more than :data:`COUNTERS_MAX`, still
+        cost a trim per ``trim_every`` appends on average, not one each."""
         if not self.max_messages:
             return
-        assert self.store is not None
-        left = self._appends.pop(owner, 1) - 1
+        left = self._appends.pop(owner, None)
+        if left is None:
+            left = random.randint(1, self.trim_every)
+        left -= 1
         if left <= 0:
-            await self.store.trim(owner, self.max_messages)
+            self._trim_soon(owner)
             left = self.trim_every
         self._appends[owner] = left
         while len(self._appends) > COUNTERS_MAX:
             del self._appends[next(iter(self._appends))]
 
+    def _trim_soon(self, owner: JID) -> None:
+        """Queue a trim of ``owner``'s archive for the trimmer task (a user
+        already waiting once is not queued twice; over :data:`TRIMS_MAX`
+        waiting, the request is dropped: the next one comes within
+        ``trim_every`` appends)."""
+        if owner in self._trims or len(self._trims) >= TRIMS_MAX:
+            return
+        self._trims[owner] = None
+        self._trims_idle.clear()
+        self._trims_due.set()
+
+    async def _trimmer(self) -> None:
+        """The background task that trims the archives due, one at a time."""
+        assert self.store is not None
+        while True:
+            await self._trims_due.wait()
+            self._trims_due.clear()
+            while self._trims:
+                owner = next(iter(self._trims))
+                del self._trims[owner]      # due again while trimmed: trimmed again
+                try:
+                    await self.store.trim(owner, self.max_messages)
+                except StorageError as exc:
+                    self.log.warning("trimming the archive of %s failed: %s", owner, exc)
+                except Exception:       # a bug: logged, the task goes on
+                    self.log.exception("trimming the archive of %s failed", owner)
+                self.trims += 1
+            self._trims_idle.set()
+
+    async def trims_done(self) -> None:
+        """Wait until no trim is due or running (tests, a clean stop)."""
+        await self._trims_idle.wait()
+
     @hook("pre-message", priority=10)
-    def stamp_sent(self, ev: StanzaEvent) -> Awaitable[None] | None:
-        """Sender side, before carbons copy it: the sender's id (if kept)."""
+    def file_sent(self, ev: StanzaEvent) -> Awaitable[Any] | None:
+        """Sender side, before carbons copy it: the sender's entry, and its id
+        on the message, whatever becomes of the message afterwards."""
         if ev.origin is None or self.store is None:
             return None
         me = ev.origin.jid.bare
         rules.strip_stanza_ids(ev.stanza, me)   # only the server names its ids
         if ev.to_type == "host" or not rules.should_archive(ev.stanza):
             return None
-        return self._stamp_sent(ev, me)
+        return self._file_sent(ev, me)
 
-    async def _stamp_sent(self, ev: StanzaEvent, me: JID) -> None:
+    async def _file_sent(self, ev: StanzaEvent, me: JID) -> None:
         if await self.wanted(me, ev.to):
-            rules.stamp_stanza_id(ev.stanza, me, new_id(datetime.now(timezone.utc)))
+            await self._filed(me, ev.to, ev.stanza)
 
     @hook("pre-message", priority=-10)
-    def file_sent_away(self, ev: StanzaEvent) -> Awaitable[None] | None:
-        """Sender side, after carbons: a message no recipient-side hook of
-        this module will see is archived now, and loses the sender's id."""
-        if ev.origin is None or self.store is None:
-            return None
-        me = ev.origin.jid.bare
-        id = rules.stanza_id(ev.stanza, me)
-        if id is None:
-            return None
-        if ev.to_type in ("self", "bare", "full") and self._of(ev.to) is not None:
-            return None                 # the recipient side files it (file_routed)
-        rules.strip_stanza_ids(ev.stanza, me)
-        return self._append_sent(me, self.entry(me, id, ev.to, ev.stanza))
-
-    async def _append_sent(self, me: JID, entry: ArchivedMessage) -> None:
-        await self.append(me, entry)        # never claims: the message goes on
+    def strip_sent(self, ev: StanzaEvent) -> None:
+        """Sender side, after carbons: the sender's id leaves a message to
+        anyone else (the recipient never sees an id of the sender's archive)."""
+        if ev.origin is not None and ev.to.bare != ev.origin.jid.bare:
+            rules.strip_stanza_ids(ev.stanza, ev.origin.jid.bare)
 
     @hook("message/self", priority=50)
     @hook("message/bare", priority=50)
     @hook("message/full", priority=50)
     async def file_routed(self, ev: StanzaEvent) -> None:
-        """Both sides of a message between local users, once blocking let it
-        through, before it is delivered, copied or stored offline."""
+        """The recipient's side of a message to a local user, once blocking
+        let it through, before it is delivered, copied or stored offline."""
         st = ev.stanza
         user = ev.to.bare
-        entries: list[tuple[Mam, JID, ArchivedMessage]] = []
         if ev.origin is not None:
             sender = ev.origin.jid.bare
-            sent = rules.stanza_id(st, sender)      # ours: stamp_sent removed any other
-            if sender == user:          # to oneself: one entry, its id kept
-                if sent is not None and not await self.append(
-                        user, self.entry(user, sent, ev.to, st)):
-                    rules.strip_stanza_ids(st, user)
-                return None
+            if sender == user:
+                return None             # to oneself: filed when sent, its id kept
             rules.strip_stanza_ids(st, sender)
-            rules.strip_stanza_ids(st, user)
-            mod = self._of(sender) if sent is not None else None
-            if mod is not None and sent is not None:
-                entries.append((mod, sender, mod.entry(sender, sent, ev.to, st)))
-        else:
-            rules.strip_stanza_ids(st, user)
-        if (self.store is not None and rules.should_archive(st)
-                and await self.wanted(user, ev.frm)):
-            sid = new_id(datetime.now(timezone.utc))
-            entries.append((self, user, self.entry(user, sid, ev.frm, st)))
-            rules.stamp_stanza_id(st, user, sid)
-        if not entries:
+        rules.strip_stanza_ids(st, user)
+        if (self.store is None or not rules.should_archive(st)
+                or not await self.wanted(user, ev.frm)):
             return None
-        if not self.host.router.message_targets(ev.to, st.get("type")):
-            # To offline storage: archived once it is taken (offline_taken).
-            # The entry holds the stanza, so no other object takes its id().
-            self._pending[id(st)] = (st, entries)
-            while len(self._pending) > PENDING_MAX:
-                del self._pending[next(iter(self._pending))]
+        if self.host.router.message_targets(ev.to, st.get("type")):
+            await self._filed(user, ev.frm, st)
             return None
-        await self._file(st, user, entries)
+        # To offline storage: archived once it is taken (offline_taken), which
+        # the offline module does only for an existing account. The entry
+        # holds the stanza, so no other object takes its id().
+        sid = new_id(datetime.now(timezone.utc))
+        self._pending[id(st)] = (st, self.entry(user, sid, ev.frm, st))
+        rules.stamp_stanza_id(st, user, sid)
+        while len(self._pending) > PENDING_MAX:
+            del self._pending[next(iter(self._pending))]
         return None
-
-    async def _file(self, st: Element, user: JID,
-                    entries: list[tuple[Mam, JID, ArchivedMessage]]) -> bool:
-        """Append each entry; the recipient's id leaves ``st`` if its own
-        failed. False if that one failed."""
-        ok = True
-        for mod, owner, entry in entries:
-            if not await mod.append(owner, entry) and owner == user:
-                rules.strip_stanza_ids(st, user)
-                ok = False
-        return ok
 
     @hook("message/offline-taken")
     async def offline_taken(self, ev: StanzaEvent) -> None:
-        """Offline storage took the message: archive it (both sides)."""
+        """Offline storage took the message: archive it."""
         pending = self._pending.pop(id(ev.stanza), None)
-        if pending is not None and pending[0] is ev.stanza and not await self._file(
-                ev.stanza, ev.to.bare, pending[1]):
+        if pending is not None and pending[0] is ev.stanza and not await self.append(
+                ev.to.bare, pending[1]):
             self.log.warning("a message stored offline for %s has an id not archived",
                              ev.to.bare)
 
     @hook("message/offline", priority=-100)
     def offline_refused(self, ev: StanzaEvent) -> None:
         """Nobody stored it (no such user, store full, no offline module):
-        it bounces, and is archived nowhere."""
+        it bounces, and is in no recipient's archive."""
         self._pending.pop(id(ev.stanza), None)
 
     # -- retention ----------------------------------------------------------------
@@ -415,19 +501,21 @@ class Mam(Module):
             page = await store.query(owner, ArchiveQuery(
                 with_jid=None if q.with_jid is None else str(q.with_jid),
                 start=q.start, end=q.end, after_id=q.after_id, before_id=q.before_id,
-                ids=q.ids or None, after=q.rsm.after, before=q.rsm.before, max=q.rsm.max))
+                ids=q.ids or None, after=q.rsm.after, before=q.rsm.before, max=q.rsm.max,
+                max_bytes=PAGE_BYTES))
         except UnknownId as exc:
             raise StanzaError("item-not-found", f"no message {exc} in the archive"
                               " (XEP-0313 §4.3.2)") from None
-        items, complete = self._bounded(page, q.rsm.backward)
         session = ev.origin
         assert session is not None
-        for item in (reversed(items) if q.flip else items):
+        items = page.items
+        for n, item in enumerate(reversed(items) if q.flip else items, 1):
             archived = xml_element(item.stanza, f"archived message {item.id} of {owner}")
             session.send(rules.result_message(ev.frm, q.queryid, item.id, item.stamp,
                                               archived, frm=owner))
-        first, last = (items[0].id, items[-1].id) if items else (None, None)
-        return rules.fin(complete, first, last, page.count)
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)      # a page of 250 does not hold the loop
+        return rules.fin(page.complete, page.first, page.last, page.count)
 
     async def _known(self, store: ArchiveStore, owner: JID, q: rules.MamQuery) -> None:
         """``<item-not-found/>`` unless every id the form names is archived
@@ -440,23 +528,6 @@ class Mam(Module):
             if missing:
                 raise StanzaError("item-not-found", f"no message {sorted(missing)[0]} in the"
                                   " archive (XEP-0313 §4.1.3)")
-
-    @staticmethod
-    def _bounded(page: ArchivePage, backward: bool) -> tuple[list[ArchivedMessage], bool]:
-        """The page's items within :data:`PAGE_BYTES` (at least one), cut at
-        the far end from the cursor; complete only if nothing was cut."""
-        order = list(reversed(page.items)) if backward else list(page.items)
-        kept: list[ArchivedMessage] = []
-        size = 0
-        for item in order:
-            if kept and size + len(item.stanza) > PAGE_BYTES:
-                break
-            kept.append(item)
-            size += len(item.stanza)
-        cut = len(kept) < len(order)
-        if backward:
-            kept.reverse()
-        return kept, page.complete and not cut
 
     @iq("get", NS, "metadata", to=("self", "bare"))
     async def metadata(self, ev: StanzaEvent) -> Element:

@@ -4,8 +4,10 @@ with a non-negative priority (RFC 6121 §8.5.2.2.1).
 
 Only chat and normal messages that carry content a person reads (a body or
 a subject) are stored; a chat-state notification for someone offline is
-dropped without an error. Over ``max_messages`` the sender gets
-``<service-unavailable/>``, as the RFC allows.
+dropped without an error (claimed). Over ``max_messages`` the sender gets
+``<service-unavailable/>``, as the RFC allows. A message to a user who does
+not exist is never claimed, whatever it holds: the router answers it, and
+``message/offline-taken`` (what the archive waits for) means the user exists.
 
 A message stored for a user who is available by the time it is stored is
 delivered at once. The sender's side decided "offline" from what it knew
@@ -71,11 +73,13 @@ class Offline(Module):
     @hook("message/offline")
     async def store(self, ev: StanzaEvent) -> bool | None:
         st = ev.stanza
-        if not any(st.find(tag) is not None for tag in _CONTENT):
-            return True                      # nothing a person would read: drop
         storage = self.host.storage
+        # The account first: a claim means "the user exists" to what follows
+        # (message/offline-taken: the archive of that user, XEP-0313).
         if await storage.find_account(ev.to) is None:
             return None                      # no such user: the router says so
+        if not any(st.find(tag) is not None for tag in _CONTENT):
+            return True                      # nothing a person would read: drop
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         record = {"stamp": stamp, "xml": xml_bytes(st).decode()}
 

@@ -31,7 +31,6 @@ form fields", §4.3.2 "Requesting pages", §6.1.1 "User Archives").
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Iterable
@@ -247,7 +246,8 @@ def result_message(to: JID | str, queryid: str | None, archived_id: str, stamp: 
     the archived stanza. ``frm`` is the archive's address (the client checks
     results come from the entity it queried, §8.2). The archived stanza keeps
     its jabber:client namespace (XEP-0297 §3.2 rule 3), declared again inside
-    ``<forwarded/>``."""
+    ``<forwarded/>``. ``message`` is moved into the result, not copied (the
+    caller parsed it for this result alone)."""
     if namespace(message) != ns.CLIENT:
         raise ValueError(f"an archived stanza is in {ns.CLIENT}, not {namespace(message)!r}")
     out = stanza("message", to=to, frm=frm, id=id)
@@ -256,7 +256,7 @@ def result_message(to: JID | str, queryid: str | None, archived_id: str, stamp: 
         result.set("queryid", queryid)
     forwarded = child(result, ns.FORWARD, "forwarded")
     child(forwarded, ns.DELAY, "delay", stamp=format_datetime(stamp))
-    forwarded.append(copy.deepcopy(message))
+    forwarded.append(message)
     return out
 
 
@@ -305,12 +305,13 @@ CONTENT = {
     "{jabber:x:conference}x": "room invitation (XEP-0249)",
     "{http://jabber.org/protocol/muc#user}x/{http://jabber.org/protocol/muc#user}invite":
         "mediated room invitation (XEP-0045)",
-    "{urn:xmpp:jingle-message:0}propose": "call (XEP-0353)",
-    "{urn:xmpp:jingle-message:0}retract": "call (XEP-0353)",
-    "{urn:xmpp:jingle-message:0}accept": "call (XEP-0353)",
-    "{urn:xmpp:jingle-message:0}proceed": "call (XEP-0353)",
-    "{urn:xmpp:jingle-message:0}reject": "call (XEP-0353)",
-    "{urn:xmpp:jingle-message:0}finish": "call (XEP-0353)",
+    **{f"{{urn:xmpp:jingle-message:{v}}}{name}": "call (XEP-0353)"
+       for v in (0, 1)
+       for name in ("propose", "retract", "accept", "proceed", "reject", "finish")},
+    # A person's read state, which clients sync from the archive (Conversations
+    # does; Prosody archives them too): received, displayed, acknowledged.
+    **{f"{{urn:xmpp:chat-markers:0}}{name}": "chat marker (XEP-0333)"
+       for name in ("received", "displayed", "acknowledged")},
     "{urn:xmpp:reactions:0}reactions": "reaction (XEP-0444)",
     "{urn:xmpp:message-retract:1}retract": "retraction (XEP-0424)",
 }
@@ -334,8 +335,9 @@ def archive_reason(message: Element) -> str | None:
        content (how OMEMO clients mark their messages);
     5. type 'headline': no (§6.1.1 "not generally suggested");
     6. 'chat' or 'normal' (the default type) with a body or another
-       :data:`CONTENT` element: yes; chat states, receipts, markers and the
-       like, which are state changes (§3), no.
+       :data:`CONTENT` element (chat markers among them: clients sync read
+       state from the archive): yes; chat states, receipts and the like,
+       which are state changes (§3), no.
     """
     kind = message.get("type") or "normal"
     if kind == "error":

@@ -38,7 +38,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator, Sequence
 
 from ...jid import JID
 from .. import Registry, Storage, open_storage
@@ -75,6 +75,10 @@ class ArchiveQuery:
     ``ids``: only these. ``after``/``before``: the RSM page bounds, ids that
     must be in the archive (else :class:`UnknownId`); ``before`` set pages
     backward (``""``: the last page). ``max``: items per page (>= 0).
+    ``max_bytes``: the page also stops before the item that would take its
+    stanzas past that many bytes (at least one item is kept), and is then
+    not complete: checked as the page is built, so a backend that parses
+    lazily (fs) parses no more than it returns.
     """
 
     with_jid: str | None = None
@@ -86,6 +90,7 @@ class ArchiveQuery:
     after: str | None = None
     before: str | None = None
     max: int = 50
+    max_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,8 @@ class ArchivePage:
     end of the result in the direction of paging (its newest items paging
     forward, its oldest paging backward). ``count``: how many messages match
     the filters (the whole result, not the page), or None where the backend
-    cannot tell cheaply (the fs store: unless the page is the whole result).
+    cannot tell cheaply (fs: unless the page is the whole result; sql: unless
+    the page is the whole result or ``max`` is 0; memory always counts).
     ``first``/``last``: the ids of the first and last items (None if empty).
     """
 
@@ -175,6 +181,7 @@ class Plan:
     ids: frozenset[str] | None
     forward: bool
     limit: int
+    max_bytes: int | None = None
 
     def passes(self, msg: ArchivedMessage) -> bool:
         """Whether ``msg`` passes the filters other than the id range."""
@@ -203,6 +210,9 @@ def plan(q: ArchiveQuery) -> Plan:
         raise TypeError(f"expected an ArchiveQuery, not {type(q).__name__}")
     if not isinstance(q.max, int) or isinstance(q.max, bool) or q.max < 0:
         raise ValueError(f"max must be an int >= 0, not {q.max!r}")
+    if q.max_bytes is not None and (not isinstance(q.max_bytes, int)
+                                    or isinstance(q.max_bytes, bool) or q.max_bytes < 1):
+        raise ValueError(f"max_bytes must be None or an int >= 1, not {q.max_bytes!r}")
     for name in ("with_jid", "after_id", "before_id", "after", "before"):
         value = getattr(q, name)
         if value is not None and not isinstance(value, str):
@@ -229,20 +239,25 @@ def plan(q: ArchiveQuery) -> Plan:
     page_lo = _max(lo, q.after)
     page_hi = _min(hi, q.before or None)
     return Plan(page_lo, page_hi, lo, hi, peer, peer_bare, ids,
-                forward=q.before is None, limit=q.max + 1)
+                forward=q.before is None, limit=q.max + 1, max_bytes=q.max_bytes)
 
 
 def make_page(found: Iterable[ArchivedMessage], p: Plan, count: int | None) -> ArchivePage:
     """The page from the matches in the direction of paging (at most
-    ``p.limit`` are taken: one more than max tells whether it is complete)."""
+    ``p.limit`` are taken: one more than max tells whether it is complete;
+    with ``p.max_bytes``, none past the one that would exceed it, the page
+    then not complete)."""
     items: list[ArchivedMessage] = []
     it: Iterator[ArchivedMessage] = iter(found)
+    size = 0
+    complete = True
     for msg in it:
-        items.append(msg)
-        if len(items) == p.limit:
+        size += len(msg.stanza)
+        if len(items) == p.limit - 1 or (p.max_bytes is not None and items
+                                         and size > p.max_bytes):
+            complete = False            # one more than the page holds
             break
-    complete = len(items) < p.limit
-    del items[p.limit - 1:]
+        items.append(msg)
     if not p.forward:
         items.reverse()
     return ArchivePage(tuple(items), complete, count,
@@ -253,7 +268,8 @@ class ArchiveStore(abc.ABC):
     """The users' message archives (see the module docstring).
 
     ``owner`` is the archive's bare JID (ValueError without a localpart).
-    Each call is atomic as seen by the others of this store.
+    Each call is atomic as seen by the others of this store, except
+    :meth:`append_many`, whose entries are each atomic.
     """
 
     name: ClassVar[str]           # as registered
@@ -264,6 +280,27 @@ class ArchiveStore(abc.ABC):
         appended once (:func:`new_id` makes them unique): a second message
         of one id is refused by memory (ValueError) and sql (StorageError),
         while fs, which never reads a day file to append, keeps both."""
+
+    async def append_many(self, entries: Sequence[tuple[JID, ArchivedMessage]]) -> None:
+        """Archive each ``(owner, msg)`` of ``entries``, as :meth:`append`
+        would one after the other, in fewer round trips (the MAM module's
+        :class:`~vinespy.storage.archive.batch.Batcher` gives a loop
+        iteration's worth of messages at once). Atomic per entry, not per
+        batch: on failure some entries may have been stored and others not.
+        Every entry is checked (ValueError, TypeError) before any is
+        written. The default loops over :meth:`append`."""
+        for owner, msg in entries:
+            check_owner(owner)
+            check_message(msg)
+        for owner, msg in entries:
+            await self.append(owner, msg)
+
+    async def sync(self) -> None:
+        """Make every append that completed before this call durable
+        against an OS crash or power loss. A store that commits each write
+        durably (memory has nothing to lose, sql commits) needs nothing:
+        the default. The fs store defers its fsyncs to here (group commit,
+        see :class:`~vinespy.storage.archive.fs.FsArchive`)."""
 
     @abc.abstractmethod
     async def query(self, owner: JID, q: ArchiveQuery) -> ArchivePage:
@@ -290,7 +327,7 @@ class ArchiveStore(abc.ABC):
         """Get ready (connect, create the schema); the default needs nothing."""
 
     async def close(self) -> None:
-        """Release resources; the default has none."""
+        """Release resources (the fs store first syncs); the default has none."""
 
 
 def check_count(value: int, what: str) -> int:

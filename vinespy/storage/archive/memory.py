@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 from datetime import datetime
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from ...jid import JID
 from . import (ArchivedMessage, ArchivePage, ArchiveQuery, ArchiveStore, Plan, UnknownId,
@@ -49,6 +49,11 @@ class MemoryArchive(ArchiveStore):
     async def append(self, owner: JID, msg: ArchivedMessage) -> None:
         key = check_owner(owner)
         self._owners.setdefault(key, _Archive()).add(check_message(msg))
+
+    async def append_many(self, entries: Sequence[tuple[JID, ArchivedMessage]]) -> None:
+        checked = [(check_owner(owner), check_message(msg)) for owner, msg in entries]
+        for key, msg in checked:
+            self._owners.setdefault(key, _Archive()).add(msg)
 
     async def query(self, owner: JID, q: ArchiveQuery) -> ArchivePage:
         p = plan(q)

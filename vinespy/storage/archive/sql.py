@@ -15,8 +15,11 @@ Ids sort by time (:func:`~vinespy.storage.archive.new_id`), so a query is
 one ``WHERE owner = ? AND id > ? AND id < ? [AND peer_bare = ?] ORDER BY id
 LIMIT max + 1`` on an index, in either direction; ``id`` is compared
 bytewise (``COLLATE "C"`` on PostgreSQL, SQLite's default) as the other
-stores compare it. ``count`` is always given: the page's own length when it
-is the whole result, else one ``count(*)`` on the same index.
+stores compare it. ``count`` is given when it is cheap or asked for: the
+page's own length when it is the whole result, one ``count(*)`` on the same
+index for ``max = 0`` (XEP-0059 §2.6, a client asking only for the count);
+else None (``<count/>`` is optional, XEP-0059 §2.5, and a ``count(*)`` per
+page of a long archive costs a scan of the whole result).
 
 ``remove_before`` deletes at most ``limit`` rows exactly, oldest first,
 across owners (``DELETE ... WHERE (owner, id) IN (SELECT ... ORDER BY id
@@ -27,7 +30,7 @@ second waits for the first's row locks, then finds those rows gone).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, AsyncContextManager
+from typing import TYPE_CHECKING, Any, AsyncContextManager, Sequence
 
 from sqlalchemy import (BigInteger, Column, Index, LargeBinary, MetaData, PrimaryKeyConstraint,
                         Table, Text, delete, func, select, tuple_)
@@ -74,6 +77,11 @@ def _message(row: Any) -> ArchivedMessage:
                            bytes(row.stanza))
 
 
+def _row(owner: str, msg: ArchivedMessage) -> dict[str, Any]:
+    return dict(owner=owner, id=msg.id, stamp=micros(msg.stamp), peer=msg.peer,
+                peer_bare=msg.peer_bare, stanza=msg.stanza)
+
+
 @register("sql")
 class SqlArchive(ArchiveStore):
     """Archives in the database of ``storage`` (see the module docstring).
@@ -101,9 +109,15 @@ class SqlArchive(ArchiveStore):
         key = check_owner(owner)
         check_message(msg)
         async with self._tx(f"append to {key}", write=True) as conn:
-            await conn.execute(ARCHIVE.insert().values(
-                owner=key, id=msg.id, stamp=micros(msg.stamp), peer=msg.peer,
-                peer_bare=msg.peer_bare, stanza=msg.stanza))
+            await conn.execute(ARCHIVE.insert().values(**_row(key, msg)))
+
+    async def append_many(self, entries: Sequence[tuple[JID, ArchivedMessage]]) -> None:
+        """One transaction, one multi-row INSERT (executemany): all or none."""
+        rows = [_row(check_owner(owner), check_message(msg)) for owner, msg in entries]
+        if not rows:
+            return
+        async with self._tx(f"append of {len(rows)} messages", write=True) as conn:
+            await conn.execute(ARCHIVE.insert(), rows)
 
     async def query(self, owner: JID, q: ArchiveQuery) -> ArchivePage:
         p = plan(q)
@@ -117,10 +131,11 @@ class SqlArchive(ArchiveStore):
                     A.owner == key, A.id.in_(sorted(rsm))))).scalars())
                 for id in sorted(rsm - found):
                     raise UnknownId(id)
-            page = make_page([_message(r) for r in await conn.execute(stmt)], p, None)
+            page = make_page((_message(r) for r in await conn.execute(stmt)), p, None)
+            count: int | None = None
             if page.complete and not p.rsm:
                 count = len(page.items)
-            else:
+            elif q.max == 0:
                 count = (await conn.execute(select(func.count()).select_from(ARCHIVE).where(
                     *_where(key, p, p.filter_lo, p.filter_hi)))).scalar_one()
         return ArchivePage(page.items, page.complete, count, page.first, page.last)
