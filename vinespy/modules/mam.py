@@ -109,7 +109,6 @@ Disco: the accounts' features urn:xmpp:mam:2, #extended and urn:xmpp:sid:0.
 from __future__ import annotations
 
 import asyncio
-import copy
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
@@ -243,12 +242,14 @@ class Mam(Module):
     # -- archiving ---------------------------------------------------------------
 
     @staticmethod
-    def entry(owner: JID, sid: str, peer: JID, message: Element) -> ArchivedMessage:
-        """``message`` as ``owner``'s archive keeps it under ``sid`` (without
-        the owner's stanza-ids: the result's id says it)."""
-        kept = copy.deepcopy(message)
-        rules.strip_stanza_ids(kept, owner)
-        return ArchivedMessage(sid, _stamp_of(sid), str(peer), str(peer.bare), xml_bytes(kept))
+    def entry(owner: JID, sid: str, peer: JID, message: Element,
+              data: bytes | None = None) -> ArchivedMessage:
+        """``message`` as ``owner``'s archive keeps it under ``sid``: without
+        the owner's stanza-ids (the result's id says it), serialized without
+        a copy; ``data``, those bytes if made already."""
+        if data is None:
+            data = rules.without_stanza_ids(message, owner, xml_bytes)
+        return ArchivedMessage(sid, _stamp_of(sid), str(peer), str(peer.bare), data)
 
     async def append(self, owner: JID, entry: ArchivedMessage) -> bool:
         """Archive ``entry`` for ``owner``; False (logged) if the store failed."""
@@ -292,8 +293,8 @@ class Mam(Module):
         return self._stamp_sent(ev, me)
 
     async def _stamp_sent(self, ev: StanzaEvent, me: JID) -> None:
-        if await self.wanted(me, ev.to):
-            rules.stamp_stanza_id(ev.stanza, me, new_id(datetime.now(timezone.utc)))
+        if await self.wanted(me, ev.to):     # stamp_sent stripped me's ids
+            rules.add_stanza_id(ev.stanza, me, new_id(datetime.now(timezone.utc)))
 
     @hook("pre-message", priority=-10)
     def file_sent_away(self, ev: StanzaEvent) -> Awaitable[None] | None:
@@ -322,6 +323,7 @@ class Mam(Module):
         st = ev.stanza
         user = ev.to.bare
         entries: list[tuple[Mam, JID, ArchivedMessage]] = []
+        mod: Mam | None = None
         if ev.origin is not None:
             sender = ev.origin.jid.bare
             sent = rules.stanza_id(st, sender)      # ours: stamp_sent removed any other
@@ -330,18 +332,23 @@ class Mam(Module):
                         user, self.entry(user, sent, ev.to, st)):
                     rules.strip_stanza_ids(st, user)
                 return None
-            rules.strip_stanza_ids(st, sender)
-            rules.strip_stanza_ids(st, user)
+            rules.strip_stanza_ids(st, sender, user)
             mod = self._of(sender) if sent is not None else None
-            if mod is not None and sent is not None:
-                entries.append((mod, sender, mod.entry(sender, sent, ev.to, st)))
         else:
             rules.strip_stanza_ids(st, user)
-        if (self.store is not None and rules.should_archive(st)
+        # Neither side's id is in st now: both entries keep the same bytes,
+        # made once. The sender's module stamped it only if should_archive.
+        data = None
+        if mod is not None and sent is not None:
+            data = xml_bytes(st)
+            entries.append((mod, sender, mod.entry(sender, sent, ev.to, st, data)))
+        if (self.store is not None and (mod is not None or rules.should_archive(st))
                 and await self.wanted(user, ev.frm)):
-            sid = new_id(datetime.now(timezone.utc))
-            entries.append((self, user, self.entry(user, sid, ev.frm, st)))
-            rules.stamp_stanza_id(st, user, sid)
+            now = datetime.now(timezone.utc)
+            sid = new_id(now)
+            entries.append((self, user, ArchivedMessage(
+                sid, now, str(ev.frm), str(ev.frm.bare), data or xml_bytes(st))))
+            rules.add_stanza_id(st, user, sid)
         if not entries:
             return None
         if not self.host.router.message_targets(ev.to, st.get("type")):

@@ -27,8 +27,9 @@ from .days import (DAY_RE, BadLine, Day, bound_day, day_file, day_of, parse_reco
 T = TypeVar("T")
 KNOWN_DIRS_MAX = 10_000     # owner directories remembered as existing
 _APPEND = os.O_RDWR | os.O_APPEND
+DAY_US = 86_400_000_000     # microseconds in a day
 # One append_many's writes: (owner dir, day file, the lines), in the order given.
-Group = tuple[Path, Path, bytes]
+Group = tuple[str, str, bytes]
 
 
 def _day_file(id: str) -> str | None:
@@ -113,9 +114,12 @@ class FsArchive(ArchiveStore):
         # directories known to exist (oldest first), and what the next
         # sync() fsyncs: day files written, directories where one was created.
         self._lock = threading.Lock()
-        self._known: dict[Path, None] = {}
-        self._dirty: set[Path] = set()
-        self._dirty_dirs: set[Path] = set()
+        self._known: dict[str, None] = {}
+        self._dirty: set[str] = set()
+        self._dirty_dirs: set[str] = set()
+        # Names remembered (the loop's alone): owner -> directory, day -> file.
+        self._odirs: dict[JID, str] = {}
+        self._days_by_number: dict[int, str] = {}
 
     def owner_dir(self, owner: JID) -> Path:
         check_owner(owner)
@@ -160,7 +164,7 @@ class FsArchive(ArchiveStore):
             raise StorageError(f"corrupt {path}: line {day.lines[at]}: {exc}") from exc
 
     @contextmanager
-    def _locked(self, path: Path, create: bool) -> Iterator[int | None]:
+    def _locked(self, path: str | Path, create: bool) -> Iterator[int | None]:
         """``path`` opened for appending and flocked, the lock taken on the
         file the path names once held; None if it does not exist (and not ``create``)."""
         flags = _APPEND | (os.O_CREAT if create else 0)
@@ -184,12 +188,32 @@ class FsArchive(ArchiveStore):
 
     def _groups(self, entries: Sequence[tuple[JID, ArchivedMessage]]) -> list[Group]:
         """The entries checked and gathered per day file, lines in order."""
-        lines: dict[Path, tuple[Path, list[bytes]]] = {}
+        lines: dict[str, tuple[str, list[bytes]]] = {}
         for owner, msg in entries:
-            odir = self.owner_dir(owner)
-            path = odir / day_file(check_message(msg).id)
+            odir = self._odir(owner)
+            path = f"{odir}/{self._day_file(check_message(msg).id)}"
             lines.setdefault(path, (odir, []))[1].append(record_line(msg))
         return [(odir, path, b"".join(ls)) for path, (odir, ls) in lines.items()]
+
+    def _odir(self, owner: JID) -> str:
+        """:meth:`owner_dir` as text, remembered (encoding names costs more
+        than the write)."""
+        odir = self._odirs.get(owner)
+        if odir is None:
+            odir = self._odirs[owner] = str(self.owner_dir(owner))
+            while len(self._odirs) > KNOWN_DIRS_MAX:
+                del self._odirs[next(iter(self._odirs))]
+        return odir
+
+    def _day_file(self, id: str) -> str:
+        """:func:`day_file` of a checked id, remembered per day."""
+        number = int(id[:16], 16) // DAY_US
+        name = self._days_by_number.get(number)
+        if name is None:
+            if len(self._days_by_number) > 64:
+                self._days_by_number.clear()
+            name = self._days_by_number[number] = day_file(id)
+        return name
 
     def _write_now(self, group: Group) -> bool:
         """Write ``group`` on the calling (loop) thread if nothing has to
@@ -219,7 +243,7 @@ class FsArchive(ArchiveStore):
         """The worker thread's part of an append_many: may wait for locks."""
         for odir, path, data in groups:
             if odir not in self._known:
-                make_dirs(self.dir, odir)
+                make_dirs(self.dir, Path(odir))
                 with self._lock:
                     self._known[odir] = None
                     while len(self._known) > KNOWN_DIRS_MAX:
@@ -228,7 +252,7 @@ class FsArchive(ArchiveStore):
                 assert fd is not None
                 self._write(fd, odir, path, data)
 
-    def _write(self, fd: int, odir: Path, path: Path, data: bytes) -> None:
+    def _write(self, fd: int, odir: str, path: str, data: bytes) -> None:
         """Append ``data`` to the locked day file ``fd``, cutting off a torn
         last line first; remember the file (and a new file's directory) for
         the next sync."""
@@ -244,7 +268,7 @@ class FsArchive(ArchiveStore):
                 self._dirty_dirs.add(odir)
 
     @staticmethod
-    def _same(path: Path, fd: int) -> bool:
+    def _same(path: str | Path, fd: int) -> bool:
         """Whether ``path`` still names the file open as ``fd``."""
         try:
             return os.stat(path).st_ino == os.fstat(fd).st_ino
@@ -266,7 +290,7 @@ class FsArchive(ArchiveStore):
                 os.close(fd)
         for odir in sorted(dirs):
             try:
-                fsync_dir(odir)
+                fsync_dir(Path(odir))
             except FileNotFoundError:
                 continue                # the owner was deleted
 
@@ -424,5 +448,5 @@ class FsArchive(ArchiveStore):
     async def delete_owner(self, owner: JID) -> None:
         odir = self.owner_dir(owner)
         with self._lock:
-            self._known.pop(odir, None)
+            self._known.pop(str(odir), None)
         await self._run(self._delete, odir)
