@@ -227,6 +227,18 @@ class Mam(Module):
         self._gen += 1
         self._prefs.clear()
 
+    def wanted_now(self, owner: JID, peer: JID) -> bool | None:
+        """:meth:`wanted` when the answer needs no storage (the preferences
+        cached, the roster not asked): no coroutine per message; else None."""
+        prefs = self._prefs.get(owner)
+        if prefs is None:
+            return None
+        if rules.decide(prefs, peer, False):
+            return True
+        if prefs.default != "roster" or not rules.decide(prefs, peer, True):
+            return False
+        return None
+
     async def wanted(self, owner: JID, peer: JID) -> bool:
         """Whether ``owner``'s preferences archive a message with ``peer``."""
         prefs = await self.prefs(owner)
@@ -290,7 +302,12 @@ class Mam(Module):
         rules.strip_stanza_ids(ev.stanza, me)   # only the server names its ids
         if ev.to_type == "host" or not rules.should_archive(ev.stanza):
             return None
-        return self._stamp_sent(ev, me)
+        wanted = self.wanted_now(me, ev.to)
+        if wanted is None:
+            return self._stamp_sent(ev, me)
+        if wanted:
+            rules.add_stanza_id(ev.stanza, me, new_id(datetime.now(timezone.utc)))
+        return None
 
     async def _stamp_sent(self, ev: StanzaEvent, me: JID) -> None:
         if await self.wanted(me, ev.to):     # stamp_sent stripped me's ids
@@ -342,8 +359,7 @@ class Mam(Module):
         if mod is not None and sent is not None:
             data = xml_bytes(st)
             entries.append((mod, sender, mod.entry(sender, sent, ev.to, st, data)))
-        if (self.store is not None and (mod is not None or rules.should_archive(st))
-                and await self.wanted(user, ev.frm)):
+        if await self._keeps(user, ev.frm, mod is not None or rules.should_archive(st)):
             now = datetime.now(timezone.utc)
             sid = new_id(now)
             entries.append((self, user, ArchivedMessage(
@@ -360,6 +376,13 @@ class Mam(Module):
             return None
         await self._file(st, user, entries)
         return None
+
+    async def _keeps(self, user: JID, peer: JID, worth: bool) -> bool:
+        """Whether ``user``'s archive keeps a message ``worth`` keeping with ``peer``."""
+        if self.store is None or not worth:
+            return False
+        wanted = self.wanted_now(user, peer)
+        return await self.wanted(user, peer) if wanted is None else wanted
 
     async def _file(self, st: Element, user: JID,
                     entries: list[tuple[Mam, JID, ArchivedMessage]]) -> bool:

@@ -178,7 +178,7 @@ class FsArchive(ArchiveStore):
                 return
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                if self._same(path, fd):
+                if self._same(path, fd) is not None:
                     yield fd
                     return
             finally:
@@ -232,9 +232,10 @@ class FsArchive(ArchiveStore):
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return False
-            if not self._same(path, fd):
+            size = self._same(path, fd)
+            if size is None:
                 return False
-            self._write(fd, odir, path, data)
+            self._write(fd, odir, path, data, size)
             return True
         finally:
             os.close(fd)
@@ -250,13 +251,12 @@ class FsArchive(ArchiveStore):
                         del self._known[next(iter(self._known))]
             with self._locked(path, create=True) as fd:
                 assert fd is not None
-                self._write(fd, odir, path, data)
+                self._write(fd, odir, path, data, os.fstat(fd).st_size)
 
-    def _write(self, fd: int, odir: str, path: str, data: bytes) -> None:
-        """Append ``data`` to the locked day file ``fd``, cutting off a torn
-        last line first; remember the file (and a new file's directory) for
-        the next sync."""
-        size = os.fstat(fd).st_size
+    def _write(self, fd: int, odir: str, path: str, data: bytes, size: int) -> None:
+        """Append ``data`` to the locked day file ``fd`` of ``size`` bytes,
+        cutting off a torn last line first; remember the file (and a new
+        file's directory) for the next sync."""
         if size and os.pread(fd, 1, size - 1) != b"\n":
             os.ftruncate(fd, self._last_newline(fd, size))   # a torn append
         view = memoryview(data)
@@ -268,12 +268,13 @@ class FsArchive(ArchiveStore):
                 self._dirty_dirs.add(odir)
 
     @staticmethod
-    def _same(path: str | Path, fd: int) -> bool:
-        """Whether ``path`` still names the file open as ``fd``."""
+    def _same(path: str | Path, fd: int) -> int | None:
+        """The size of the file open as ``fd`` if ``path`` still names it, else None."""
         try:
-            return os.stat(path).st_ino == os.fstat(fd).st_ino
+            st = os.fstat(fd)
+            return st.st_size if os.stat(path).st_ino == st.st_ino else None
         except FileNotFoundError:
-            return False
+            return None
 
     def _sync(self) -> None:
         with self._lock:
