@@ -406,6 +406,13 @@ async def test_fs_appends_are_fsynced_by_sync_and_close(
     await store.close()
     assert synced == [str(bob / day_file(message(5).id))]
     assert made, "making the owners' directories was durable at once"
+    # Many files: one syncfs(2) of the file system instead (Linux).
+    synced.clear()
+    store = FsArchive(tmp_path)
+    await store.append_many([(JID.parse(f"u{i}@wonderland.lit"), message(i)) for i in range(20)])
+    synced.clear()
+    await store.sync()
+    assert synced == [] and not store._dirty and not store._dirty_dirs
 
 
 async def test_fs_no_append_is_lost_to_retention_of_its_day(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import bisect
+import ctypes
 import fcntl
 import os
 import shutil
@@ -26,10 +27,34 @@ from .days import (DAY_RE, BadLine, Day, bound_day, day_file, day_of, parse_reco
 
 T = TypeVar("T")
 KNOWN_DIRS_MAX = 10_000     # owner directories remembered as existing
+SYNCFS_OVER = 16            # files and directories to sync beyond which one syncfs does it
 _APPEND = os.O_RDWR | os.O_APPEND
 DAY_US = 86_400_000_000     # microseconds in a day
 # One append_many's writes: (owner dir, day file, the lines), in the order given.
 Group = tuple[str, str, bytes]
+
+
+def _syncfs(dir: Path) -> bool:
+    """syncfs(2) of the file system holding ``dir`` (Linux): one call makes
+    every file written there durable, ~1 ms of CPU where 200 fsyncs took
+    ~40 ms. False where the C library has none; OSError if it fails."""
+    global _SYNCFS
+    if _SYNCFS is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        _SYNCFS = getattr(libc, "syncfs", False)
+    if not _SYNCFS:
+        return False
+    fd = os.open(dir, os.O_RDONLY)
+    try:
+        if _SYNCFS(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+    return True
+
+
+_SYNCFS: Any = None         # libc's syncfs once looked up; False: none
 
 
 def _day_file(id: str) -> str | None:
@@ -82,7 +107,10 @@ class FsArchive(ArchiveStore):
     last ~second of archive, never a record already synced, and leaves at
     worst a torn last line (skipped, then cut off). An fsync per append
     cost ~400 µs of a disk's time and ~140 µs of CPU each, twice per
-    message.
+    message. A sync of more than :data:`SYNCFS_OVER` files is one
+    ``syncfs(2)`` of the directory's file system where the C library has
+    it (Linux): 200 files' fsyncs took ~40 ms of CPU, one syncfs ~1 ms
+    (it also flushes what other programs wrote there).
 
     Where the appends run: a worker-thread call costs ~150 µs of CPU (the
     wake-ups), more than the writes. So an append of an owner whose
@@ -280,6 +308,8 @@ class FsArchive(ArchiveStore):
         with self._lock:
             files, dirs = self._dirty, self._dirty_dirs
             self._dirty, self._dirty_dirs = set(), set()
+        if len(files) + len(dirs) > SYNCFS_OVER and _syncfs(self.dir):
+            return
         for path in sorted(files):
             try:
                 fd = os.open(path, os.O_RDONLY)
