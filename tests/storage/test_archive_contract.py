@@ -8,6 +8,7 @@ how a host gets its store.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 from datetime import datetime, timedelta, timezone
@@ -56,12 +57,14 @@ def ids(page: ArchivePage) -> list[str]:
     return [m.id for m in page.items]
 
 
-@pytest.fixture(params=["memory", "fs", *(f"sql-{kind}" for kind in SQL_KINDS)])
+@pytest.fixture(params=["memory", "fs", "fs-thread", *(f"sql-{kind}" for kind in SQL_KINDS)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ArchiveStore]:
     if request.param == "memory":
         yield open_archive("memory")
     elif request.param == "fs":
         yield open_archive("fs", dir=tmp_path / "archive")
+    elif request.param == "fs-thread":       # every write in a worker thread
+        yield FsArchive(tmp_path / "archive", inline=False)
     else:
         db = sql_storage(request.param.removeprefix("sql-"), request, tmp_path)
         archive = open_archive("sql", storage=db, owned=True)
@@ -365,8 +368,110 @@ async def test_concurrent_appends_are_all_kept(store: ArchiveStore) -> None:
     assert ids(page) == [m.id for m in msgs] and page.items == tuple(msgs)
 
 
+async def test_append_many_keeps_every_entry(store: ArchiveStore) -> None:
+    """One append_many of two owners' messages over several days keeps each
+    as append would; a batch with a bad entry is refused before any entry
+    is written; an empty batch is nothing; sync() after it changes nothing."""
+    await store.append_many([])
+    mine = [message(i) for i in range(300)]
+    theirs = [message(i, peer=PEERS[2]) for i in range(0, 300, 7)]
+    entries = [(ALICE, m) for m in mine] + [(BOB, m) for m in theirs]
+    entries.sort(key=lambda e: e[1].stamp)
+    await store.append_many(entries)
+    m = message(1000)
+    for bad in [(ALICE, ArchivedMessage("x" * 24, m.stamp, m.peer, m.peer_bare, m.stanza)),
+                (JID.parse("wonderland.lit"), m)]:
+        with pytest.raises(ValueError):
+            await store.append_many([(ALICE, m), bad])
+    await store.sync()
+    assert (await store.query(ALICE, ArchiveQuery(max=500))).items == tuple(mine)
+    assert (await store.query(BOB, ArchiveQuery(max=500))).items == tuple(theirs)
+
+
+async def test_append_many_after_the_owner_was_deleted(store: ArchiveStore) -> None:
+    """An owner deleted between two appends (account deletion) gets a new
+    archive holding only the later message."""
+    first, later = message(0), message(1)
+    await store.append_many([(ALICE, first)])
+    await store.delete_owner(ALICE)
+    await store.append_many([(ALICE, later), (BOB, first)])
+    assert (await store.query(ALICE, ArchiveQuery())).items == (later,)
+    assert (await store.query(BOB, ArchiveQuery())).items == (first,)
+
+
 # ---------------------------------------------------------------------------
 # fs
+
+
+async def test_fs_another_process_deleted_the_owner(tmp_path: Path) -> None:
+    """The directory an fs store knew to exist removed by another one (the
+    operator's `vinespy unregister`): the next append makes it again."""
+    store, other = FsArchive(tmp_path), FsArchive(tmp_path)
+    await store.append(ALICE, message(0))
+    await other.delete_owner(ALICE)
+    later = message(1)
+    await store.append(ALICE, later)
+    assert (await other.query(ALICE, ArchiveQuery())).items == (later,)
+
+
+async def test_fs_an_append_to_a_locked_day_waits_off_the_loop(tmp_path: Path) -> None:
+    """A day file whose flock another writer holds (retention, another
+    node): the append waits for it in a worker thread while the loop runs
+    on, then lands whole."""
+    store = FsArchive(tmp_path)
+    first, second = message(0), message(1)
+    await store.append(ALICE, first)
+    fd = os.open(store.owner_dir(ALICE) / day_file(first.id), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        task = asyncio.create_task(store.append(ALICE, second))
+        for _ in range(20):                  # the loop goes on meanwhile
+            await asyncio.sleep(0)
+        assert not task.done()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        await asyncio.wait_for(task, 10)
+    finally:
+        os.close(fd)
+    assert (await store.query(ALICE, ArchiveQuery())).items == (first, second)
+
+
+async def test_fs_appends_are_fsynced_by_sync_and_close(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group commit: appends fsync nothing; sync() fsyncs each day file
+    written since the last sync once, and each directory where a day file
+    was created; close() syncs too."""
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    store = FsArchive(tmp_path)
+    await store.append_many([(ALICE, message(i)) for i in range(3)] + [(BOB, message(0))])
+    alice, bob = store.owner_dir(ALICE), store.owner_dir(BOB)
+    made = [p for p in synced if not p.startswith((str(alice), str(bob)))]
+    synced.clear()
+    await store.append_many([(ALICE, message(i)) for i in range(3, 200)])
+    assert synced == [], "an append fsyncs nothing"
+    await store.sync()
+    days = sorted({str(alice / day_file(message(i).id)) for i in range(200)})
+    assert len(days) == 3 and sorted(synced) == sorted(
+        days + [str(bob / day_file(message(0).id)), str(alice), str(bob)])
+    synced.clear()
+    await store.sync()
+    assert synced == []
+    await store.append(BOB, message(5))
+    await store.close()
+    assert synced == [str(bob / day_file(message(5).id))]
+    assert made, "making the owners' directories was durable at once"
+    # Many files: one syncfs(2) of the file system instead (Linux).
+    synced.clear()
+    store = FsArchive(tmp_path)
+    await store.append_many([(JID.parse(f"u{i}@wonderland.lit"), message(i)) for i in range(20)])
+    synced.clear()
+    await store.sync()
+    assert synced == [] and not store._dirty and not store._dirty_dirs
 
 
 async def test_fs_no_append_is_lost_to_retention_of_its_day(tmp_path: Path) -> None:

@@ -138,7 +138,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import random
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
@@ -268,6 +267,18 @@ class Mam(Module):
         self._gen += 1
         self._prefs.clear()
 
+    def wanted_now(self, owner: JID, peer: JID) -> bool | None:
+        """:meth:`wanted` when the answer needs no storage (the preferences
+        cached, the roster not asked): no coroutine per message; else None."""
+        prefs = self._prefs.get(owner)
+        if prefs is None:
+            return None
+        if rules.decide(prefs, peer, False):
+            return True
+        if prefs.default != "roster" or not rules.decide(prefs, peer, True):
+            return False
+        return None
+
     async def wanted(self, owner: JID, peer: JID) -> bool:
         """Whether ``owner``'s preferences archive a message with ``peer``;
         False (logged) when the preferences or the roster cannot be read:
@@ -296,11 +307,10 @@ class Mam(Module):
     def entry(owner: JID, sid: str, peer: JID, message: Element) -> ArchivedMessage:
         """``message`` as ``owner``'s archive keeps it under ``sid`` (without
         the owner's stanza-ids, the result's id says it, nor the peer's,
-        which the peer's server removes from what it delivers anyway)."""
-        kept = copy.deepcopy(message)
-        rules.strip_stanza_ids(kept, owner)
-        rules.strip_stanza_ids(kept, peer.bare)
-        return ArchivedMessage(sid, _stamp_of(sid), str(peer), str(peer.bare), xml_bytes(kept))
+        which the peer's server removes from what it delivers anyway),
+        serialized without a copy of the message."""
+        data = rules.without_stanza_ids(message, (owner, peer.bare), xml_bytes)
+        return ArchivedMessage(sid, _stamp_of(sid), str(peer), str(peer.bare), data)
 
     async def append(self, owner: JID, entry: ArchivedMessage) -> bool:
         """Archive ``entry`` for ``owner``; False (logged) if the store failed.
@@ -398,8 +408,13 @@ class Mam(Module):
         return self._file_sent(ev, me)
 
     async def _file_sent(self, ev: StanzaEvent, me: JID) -> None:
-        if await self.wanted(me, ev.to):
+        if await self._wants(me, ev.to):
             await self._filed(me, ev.to, ev.stanza)
+
+    async def _wants(self, owner: JID, peer: JID) -> bool:
+        """:meth:`wanted`, without a coroutine when the preferences are cached."""
+        wanted = self.wanted_now(owner, peer)
+        return await self.wanted(owner, peer) if wanted is None else wanted
 
     @hook("pre-message", priority=-10)
     def strip_sent(self, ev: StanzaEvent) -> None:
@@ -423,7 +438,7 @@ class Mam(Module):
             rules.strip_stanza_ids(st, sender)
         rules.strip_stanza_ids(st, user)
         if (self.store is None or not rules.should_archive(st)
-                or not await self.wanted(user, ev.frm)):
+                or not await self._wants(user, ev.frm)):
             return None
         if self.host.router.message_targets(ev.to, st.get("type")):
             await self._filed(user, ev.frm, st)

@@ -33,7 +33,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Iterable
+from typing import Callable, Iterable
+
+from lxml import etree
 
 from .. import ns
 from ..errors import StanzaError
@@ -319,6 +321,20 @@ _NO_STORE = (f"{{{ns.HINTS}}}no-store", f"{{{ns.HINTS}}}no-permanent-store")
 _STORE = f"{{{ns.HINTS}}}store"
 
 
+def _first_step(path: str) -> str:
+    """``{ns}a`` of the path ``{ns}a/{ns}b`` (the ``/`` of a namespace aside)."""
+    end = path.find("/", path.find("}") + 1)
+    return path if end < 0 else path[:end]
+
+
+# CONTENT with the tag of each path's first step: a path whose first step
+# is not a child is not looked for (lxml's find() parses its path on every
+# call, ~10 µs; archive_reason runs for every message).
+_CONTENT = tuple((path, _first_step(path), why) for path, why in CONTENT.items())
+_SID = f"{{{ns.SID}}}stanza-id"
+_SID_NSMAP = ns.default(ns.SID)
+
+
 def archive_reason(message: Element) -> str | None:
     """Why a message a user sends or receives goes into the user's archive,
     or None when it does not. In order:
@@ -342,16 +358,17 @@ def archive_reason(message: Element) -> str | None:
     kind = message.get("type") or "normal"
     if kind == "error":
         return None
-    if any(message.find(tag) is not None for tag in _NO_STORE):
+    tags = {el.tag for el in message}       # one pass over the children
+    if any(tag in tags for tag in _NO_STORE):
         return None
     if kind == "groupchat":
         return None
-    if message.find(_STORE) is not None:
+    if _STORE in tags:
         return "store hint (XEP-0334)"
     if kind not in ("chat", "normal"):
         return None
-    return next((why for path, why in CONTENT.items() if message.find(path) is not None),
-                None)
+    return next((why for path, head, why in _CONTENT
+                 if head in tags and (path == head or message.find(path) is not None)), None)
 
 
 def should_archive(message: Element) -> bool:
@@ -362,28 +379,35 @@ def should_archive(message: Element) -> bool:
 
 # -- XEP-0359 stanza ids (§3.5) ---------------------------------------------------
 
-def _same_jid(text: str | None, jid: JID) -> bool:
+def _same_jid(text: str | None, jid: JID, as_text: str) -> bool:
     if text is None:
         return False
+    if text == as_text:
+        return True                     # as the server writes it: no parsing
     try:
         return JID.parse(text) == jid
     except JIDError:
         return False
 
 
-def strip_stanza_ids(message: Element, by: JID) -> int:
-    """Remove from ``message`` every ``<stanza-id/>`` claiming to be ``by``'s
-    (XEP-0359 §3 rule 2: the entity generating ids "MUST delete that element
-    even if they are not adding their own"), so that nobody else can make a
-    client believe a message is in its archive under an id of their choosing.
-    Every message delivered to an account needs this, archived or not.
-    Returns how many were removed; other entities' ids and ``<origin-id/>``
-    stay (rule 3, and §2.2: the origin id MUST be preserved)."""
-    found = [el for el in message.findall(f"{{{ns.SID}}}stanza-id")
-             if _same_jid(el.get("by"), by)]
+def strip_stanza_ids(message: Element, *by: JID) -> int:
+    """Remove from ``message`` every ``<stanza-id/>`` claiming to be by one
+    of ``by`` (XEP-0359 §3 rule 2: the entity generating ids "MUST delete
+    that element even if they are not adding their own"), so that nobody
+    else can make a client believe a message is in its archive under an id
+    of their choosing. Every message delivered to an account needs this,
+    archived or not. Returns how many were removed; other entities' ids and
+    ``<origin-id/>`` stay (rule 3, and §2.2: the origin id MUST be preserved)."""
+    found = _ids_by(message, by)
     for el in found:
         message.remove(el)
     return len(found)
+
+
+def _ids_by(message: Element, by: tuple[JID, ...]) -> list[Element]:
+    named = [(jid, str(jid)) for jid in by]
+    return [el for el in message.iterchildren(_SID)
+            if any(_same_jid(el.get("by"), jid, text) for jid, text in named)]
 
 
 def stamp_stanza_id(message: Element, by: JID, id: str) -> Element:
@@ -392,16 +416,40 @@ def stamp_stanza_id(message: Element, by: JID, id: str) -> Element:
     bare JID, §3.5) and the id the message has in it. At most one per ``by``
     (XEP-0359 §3 rule 4)."""
     strip_stanza_ids(message, by)
-    child(message, ns.SID, "stanza-id", by=str(by), id=id)
+    return add_stanza_id(message, by, id)
+
+
+def add_stanza_id(message: Element, by: JID, id: str) -> Element:
+    """:func:`stamp_stanza_id` of a message known to carry no id of ``by``
+    (just stripped)."""
+    # Not xml.child: its look at the parent's nsmap costs more than the rest.
+    etree.SubElement(message, _SID, {"by": str(by), "id": id}, nsmap=_SID_NSMAP)
     return message
 
 
 def stanza_id(message: Element, by: JID) -> str | None:
     """The id ``by`` gave ``message`` (XEP-0359 §2.1), if it carries one."""
-    for el in message.findall(f"{{{ns.SID}}}stanza-id"):
-        if _same_jid(el.get("by"), by):
-            return el.get("id")
-    return None
+    found = _ids_by(message, (by,))
+    return found[0].get("id") if found else None
+
+
+def without_stanza_ids(message: Element, by: tuple[JID, ...],
+                       serialize: Callable[[Element], bytes]) -> bytes:
+    """``serialize(message)`` as if the ``<stanza-id/>`` elements of ``by``
+    were not in it (an archive keeps a message without its own id: the
+    result's id says it), without copying the message: they are taken out
+    for the call and put back where they were."""
+    ids = _ids_by(message, by)
+    if not ids:
+        return serialize(message)
+    found = [(message.index(el), el) for el in ids]
+    for el in ids:
+        message.remove(el)
+    try:
+        return serialize(message)
+    finally:
+        for at, el in found:
+            message.insert(at, el)
 
 
 def origin_id(message: Element) -> str | None:

@@ -22,8 +22,8 @@ on sql. A :class:`Batcher` per store gathers the entries instead:
   crash loses at most about that much archive); concurrently with writes.
 * :meth:`Batcher.stop` writes what is queued, stops both tasks and syncs.
 
-The entries are checked (:func:`~vinespy.storage.archive.check_message`)
-as they are queued: a bad one raises to its caller and cannot fail a batch.
+The store checks the entries (:func:`~vinespy.storage.archive.check_message`)
+before it writes any: a bad one (the MAM module makes none) fails its batch.
 A waiter cancelled while its batch is written does not take its entry out.
 """
 
@@ -35,7 +35,7 @@ from typing import Sequence
 
 from ...jid import JID
 from .. import StorageError
-from . import ArchivedMessage, ArchiveStore, check_message, check_owner
+from . import ArchivedMessage, ArchiveStore
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,6 @@ class Batcher:
 
     async def append_all(self, entries: Sequence[tuple[JID, ArchivedMessage]]) -> None:
         """:meth:`append` of several entries, all in one batch (one waiter)."""
-        for owner, msg in entries:
-            check_owner(owner)
-            check_message(msg)
         while len(self._queue) >= self.max_queue and not self._stopping:
             self._room.clear()
             await self._room.wait()

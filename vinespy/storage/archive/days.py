@@ -12,7 +12,7 @@ import base64
 import bisect
 import json
 import re
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from . import ArchivedMessage, from_micros, id_micros
 
@@ -22,6 +22,8 @@ _HEX16 = re.compile(r"[0-9a-f]{16}\Z")
 # record_line starts every line with the id: 24 hex digits after _HEAD.
 _HEAD = b'{"id":"'
 _HEX = re.compile(rb"[0-9a-f]*")
+_quote: Callable[[str], str] = getattr(json.encoder, "c_encode_basestring", None) \
+    or json.encoder.py_encode_basestring
 
 
 def day_of(us: int) -> str:
@@ -58,12 +60,15 @@ def bound_day(bound: str | None, pad: str) -> str | None:
 def record_line(msg: ArchivedMessage) -> bytes:
     """One record of a day file: a JSON line, the id first (the stanza as
     text when it is UTF-8, else base64); the stamp is the id's time."""
-    doc: dict[str, Any] = {"id": msg.id, "peer": msg.peer, "bare": msg.peer_bare}
     try:
-        doc["text"] = msg.stanza.decode("utf-8")
+        body = ',"text":' + _quote(msg.stanza.decode("utf-8"))
     except UnicodeDecodeError:
-        doc["b64"] = base64.b64encode(msg.stanza).decode("ascii")
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+        body = ',"b64":"' + base64.b64encode(msg.stanza).decode("ascii") + '"'
+    # What json.dumps(ensure_ascii=False, separators=(",", ":")) makes of
+    # the dict {id, peer, bare, text|b64}, without building the dict (the
+    # id is 24 hex digits: nothing to quote).
+    return (f'{{"id":"{msg.id}","peer":{_quote(msg.peer)},"bare":{_quote(msg.peer_bare)}'
+            f'{body}}}\n').encode("utf-8")
 
 
 def _str(doc: dict[str, Any], key: str) -> str:
