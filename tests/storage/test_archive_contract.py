@@ -292,6 +292,26 @@ async def test_remove_before_removes_each_message_once(store: ArchiveStore) -> N
     assert await store.remove_before(cutoff, 0) == 0
 
 
+async def test_remove_before_keeps_to_the_domains_named(store: ArchiveStore) -> None:
+    """Two hosts with their own retention may share one store (one SQL
+    database): each removes only its own domains' old messages."""
+    other = JID.parse("carol@looking-glass.lit")
+    old = [message(i) for i in range(0, 40, 2)]
+    for m in old:
+        await store.append(ALICE, m)
+        await store.append(other, m)
+    cutoff = old[-1].stamp + timedelta(seconds=1)
+    removed = 0
+    while n := await store.remove_before(cutoff, 7, domains=["looking-glass.lit"]):
+        removed += n
+    assert removed == len(old)
+    assert ids(await store.query(other, ArchiveQuery(max=100))) == []
+    assert ids(await store.query(ALICE, ArchiveQuery(max=100))) == [m.id for m in old]
+    while await store.remove_before(cutoff, 7, domains=[ALICE.domain, "unserved.lit"]):
+        pass
+    assert ids(await store.query(ALICE, ArchiveQuery(max=100))) == []
+
+
 @pytest.mark.parametrize("kind", ["fs", *(f"sql-{kind}" for kind in SQL_KINDS)])
 async def test_two_nodes_retention_counts_each_message_once(
         kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:

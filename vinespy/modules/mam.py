@@ -482,8 +482,11 @@ class Mam(Module):
             return 0
         cutoff = now - timedelta(days=days)
         total = 0
-        store = self.store
-        while still_held() and (removed := await store.remove_before(cutoff, EXPIRE_BATCH)):
+        store, domains = self.store, tuple(self.host.config.domains)
+        # Only this host config's domains: another [[host]] sharing the
+        # store (one SQL database) keeps its own retention.
+        while still_held() and (removed := await store.remove_before(cutoff, EXPIRE_BATCH,
+                                                                     domains)):
             total += removed
             self.log.info("retention: %d archived messages older than %s removed", removed,
                           cutoff.isoformat(timespec="seconds"))

@@ -38,7 +38,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Collection, Iterable, Iterator, Sequence
 
 from ...jid import JID
 from .. import Registry, Storage, open_storage
@@ -308,11 +308,14 @@ class ArchiveStore(abc.ABC):
         RSM ``after``/``before`` id not in the archive."""
 
     @abc.abstractmethod
-    async def remove_before(self, cutoff: datetime, limit: int) -> int:
-        """Retention: remove the messages of every owner stamped before
-        ``cutoff``, oldest first, at most about ``limit`` per call (each
-        backend says how exactly); how many were removed. A second call
-        never removes one twice, so callers loop until it answers 0."""
+    async def remove_before(self, cutoff: datetime, limit: int,
+                            domains: Collection[str] | None = None) -> int:
+        """Retention: remove the messages of every owner (of ``domains``
+        only, if given: hosts with their own retention may share a store)
+        stamped before ``cutoff``, oldest first, at most about ``limit`` per
+        call (each backend says how exactly); how many were removed. A
+        second call never removes one twice, so callers loop until it
+        answers 0."""
 
     @abc.abstractmethod
     async def trim(self, owner: JID, keep: int) -> int:

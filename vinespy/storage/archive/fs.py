@@ -13,7 +13,7 @@ import threading
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Collection, Iterator, Sequence, TypeVar
 
 from ...fileio import atomic_write, fsync_dir, make_dirs
 from ...jid import JID
@@ -397,23 +397,26 @@ class FsArchive(ArchiveStore):
             if wanted is None or day.ids[at] in wanted:
                 yield self._parse(path, day, at)
 
-    def _owners(self) -> list[Path]:
-        """Every owner's directory, from where the last retention call
-        stopped round to just before it."""
+    def _owners(self, domains: Collection[str] | None = None) -> list[Path]:
+        """Every owner's directory (of ``domains`` if given), from where the
+        last retention call stopped round to just before it."""
         found = []
+        named = None if domains is None else {encode_name(d) for d in domains}
         for domain in sorted(os.listdir(self.dir)) if self.dir.is_dir() else ():
             ddir = self.dir / domain
-            if not domain.startswith(".") and ddir.is_dir():
+            if (not domain.startswith(".") and ddir.is_dir()
+                    and (named is None or domain in named)):
                 found += [ddir / local for local in sorted(os.listdir(ddir))
                           if not local.startswith(".")]
         at = 0 if self._resume is None else bisect.bisect_left(found, self._resume)
         return found[at:] + found[:at]
 
-    def _remove_before(self, cutoff: datetime, limit: int) -> int:
+    def _remove_before(self, cutoff: datetime, limit: int,
+                       domains: Collection[str] | None) -> int:
         bound = f"{micros(cutoff):016x}"
         cut_day = f"{day_of(micros(cutoff))}.jsonl"
         removed = 0
-        for odir in self._owners():
+        for odir in self._owners(domains):
             if removed >= limit:
                 self._resume = odir         # the next call starts here
                 return removed
@@ -474,9 +477,11 @@ class FsArchive(ArchiveStore):
         rsm = [id for id in (q.after, q.before or None) if id is not None]
         return await self._run(self._query, self.owner_dir(owner), p, rsm)
 
-    async def remove_before(self, cutoff: datetime, limit: int) -> int:
+    async def remove_before(self, cutoff: datetime, limit: int,
+                            domains: Collection[str] | None = None) -> int:
         micros(cutoff)
-        return await self._run(self._remove_before, cutoff, check_count(limit, "limit"))
+        return await self._run(self._remove_before, cutoff, check_count(limit, "limit"),
+                               None if domains is None else frozenset(domains))
 
     async def trim(self, owner: JID, keep: int) -> int:
         odir = self.owner_dir(owner)

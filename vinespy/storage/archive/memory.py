@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 from datetime import datetime
-from typing import Iterator, Sequence
+from typing import Collection, Iterator, Sequence
 
 from ...jid import JID
 from . import (ArchivedMessage, ArchivePage, ArchiveQuery, ArchiveStore, Plan, UnknownId,
@@ -68,11 +68,14 @@ class MemoryArchive(ArchiveStore):
     def _count(archive: _Archive, p: Plan) -> int:
         return sum(1 for m in archive.walk(p.filter_lo, p.filter_hi, True) if p.passes(m))
 
-    async def remove_before(self, cutoff: datetime, limit: int) -> int:
+    async def remove_before(self, cutoff: datetime, limit: int,
+                            domains: Collection[str] | None = None) -> int:
         """Removes exactly up to ``limit``, owner after owner."""
         bound = f"{micros(cutoff):016x}"
         left = check_count(limit, "limit")
         for key in list(self._owners):
+            if domains is not None and key.rpartition("@")[2] not in domains:
+                continue
             archive = self._owners[key]
             n = min(left, bisect.bisect_left(archive.ids, bound))
             archive.drop_first(n)

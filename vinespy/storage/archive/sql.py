@@ -30,10 +30,10 @@ second waits for the first's row locks, then finds those rows gone).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, AsyncContextManager, Sequence
+from typing import TYPE_CHECKING, Any, AsyncContextManager, Collection, Sequence
 
 from sqlalchemy import (BigInteger, Column, Index, LargeBinary, MetaData, PrimaryKeyConstraint,
-                        Table, Text, delete, func, select, tuple_)
+                        Table, Text, delete, false, func, or_, select, tuple_)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...jid import JID
@@ -140,9 +140,14 @@ class SqlArchive(ArchiveStore):
                     *_where(key, p, p.filter_lo, p.filter_hi)))).scalar_one()
         return ArchivePage(page.items, page.complete, count, page.first, page.last)
 
-    async def remove_before(self, cutoff: datetime, limit: int) -> int:
+    async def remove_before(self, cutoff: datetime, limit: int,
+                            domains: Collection[str] | None = None) -> int:
         bound = f"{micros(cutoff):016x}"
-        oldest = (select(A.owner, A.id).where(A.id < bound).order_by(A.id)
+        where = [A.id < bound]
+        if domains is not None:
+            where.append(or_(false(), *(A.owner.endswith(f"@{d}", autoescape=True)
+                                        for d in domains)))
+        oldest = (select(A.owner, A.id).where(*where).order_by(A.id)
                   .limit(check_count(limit, "limit")))
         if limit == 0:
             return 0
