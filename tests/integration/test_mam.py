@@ -362,6 +362,24 @@ async def test_bounced_and_blocked_messages_are_not_archived(server: Running) ->
     assert [body_of(r) for r in got] == ["through"]
 
 
+async def test_a_message_refused_by_the_senders_own_blocklist_is_not_archived(
+        server: Running) -> None:
+    """XEP-0191: a message to a JID on one's own blocklist is refused with
+    <not-acceptable/> and never sent: it is in nobody's archive."""
+    alice = await login(server, f"{ALICE}/phone")
+    bob = await login(server, f"{BOB}/desk")
+    await bob.xmpp.plugin["xep_0191"].block(ALICE, timeout=TIMEOUT)
+    error = asyncio.create_task(wait_event(bob.xmpp, "message_error"))
+    bob.say(ALICE, "never sent")
+    assert (await error)["error"]["condition"] == "not-acceptable"
+    await bob.xmpp.plugin["xep_0191"].unblock(ALICE, timeout=TIMEOUT)
+    bob.say(ALICE, "sent")
+    await alice.got("sent")
+    for side in (alice, bob):
+        got, _ = await side.query()
+        assert [body_of(r) for r in got] == ["sent"]
+
+
 def kind_of(m: Any) -> str:
     """The body of an archived result, else the name of its first payload."""
     inner = m.xml.find(f"{{{MAM}}}result/{{urn:xmpp:forward:0}}forwarded/{{jabber:client}}message")

@@ -153,6 +153,7 @@ from ..storage.archive import (ArchivedMessage, ArchiveQuery, ArchiveStore,
 from ..storage.archive.batch import Batcher
 from ..xml import Element
 from . import Module, Option, hook, iq
+from .blocking import Blocking, matches
 
 NS = rules.NS
 PREFS = "mam_prefs"         # keyval store of a user's preferences
@@ -405,9 +406,21 @@ class Mam(Module):
         rules.strip_stanza_ids(ev.stanza, me)   # only the server names its ids
         if ev.to_type == "host" or not rules.should_archive(ev.stanza):
             return None
-        return self._file_sent(ev, me)
+        blocking = self.host.module("blocking")
+        listed = blocking.cached(me) if isinstance(blocking, Blocking) else frozenset()
+        if listed is not None and matches(listed, ev.to):
+            return None             # refused by the sender's own blocklist: never sent
+        return self._file_sent(ev, me, listed is None)
 
-    async def _file_sent(self, ev: StanzaEvent, me: JID) -> None:
+    async def _file_sent(self, ev: StanzaEvent, me: JID, check_blocklist: bool) -> None:
+        if check_blocklist:
+            blocking = self.host.module("blocking")
+            assert isinstance(blocking, Blocking)
+            try:
+                if matches(await blocking.blocklist(me), ev.to):
+                    return
+            except StorageError:
+                pass                # the blocking module answers for it
         if await self._wants(me, ev.to):
             await self._filed(me, ev.to, ev.stanza)
 
