@@ -526,8 +526,9 @@ def prefs_element(prefs: Prefs) -> Element:
 
 def _listed(jids: frozenset[JID], peer: JID) -> bool:
     # XEP-0441 §2.3.1: a listed full JID matches the target as it is; a
-    # listed bare JID matches the target without its resource.
-    return peer in jids or peer.bare in jids
+    # listed bare JID matches the target without its resource. (Empty lists,
+    # the usual case, cost no hashing: this runs twice per message.)
+    return bool(jids) and (peer in jids or peer.bare in jids)
 
 
 def decide(prefs: Prefs, peer: JID, in_roster: bool) -> bool:
