@@ -75,6 +75,20 @@ Order (§3.1: the archive's order MUST be preserved)
     their clocks' skew of each other may sort against the order of their
     writes; keep the nodes' clocks in sync (NTP).
 
+Writing the archive (:class:`~vinespy.storage.archive.batch.Batcher`, one per
+store, its tasks started in :meth:`Mam.start` and stopped, after a last
+write and sync, in :meth:`Mam.stop`)
+    * Each entry waits for the batch holding it (so an id is handed out
+      only once written); what a loop iteration queues (a burst read from
+      many streams) is one ``append_many`` of the store, one batch written
+      at a time while the next fills. At most 10,000 entries wait; beyond,
+      senders wait (back-pressure).
+    * Durability is the store's group commit: the fs store's appends reach
+      the kernel before the message is delivered (a killed server loses
+      nothing it delivered) and are fsynced about once a second (an OS
+      crash or power loss loses at most the last ~second of archive); sql
+      commits each batch.
+
 Queries (iq to one's own account only: no ``to``, or one's bare JID)
     * set ``<query/>``: :func:`~vinespy.rules.mam.parse_query` (its errors:
       ``<bad-request/>``, ``<feature-not-implemented/>`` for an unknown

@@ -16,6 +16,10 @@ suite against all of them), each registered by name with :func:`register`:
 * ``sql``, :class:`~vinespy.storage.archive.sql.SqlArchive`: one table in the
   database of a host's ``backend = "sql"`` storage (SQLite or PostgreSQL).
 
+The MAM module writes through a :class:`~vinespy.storage.archive.batch.Batcher`:
+a loop iteration's entries in one :meth:`ArchiveStore.append_many`, and
+:meth:`ArchiveStore.sync` about once a second (the fs store's group commit).
+
 Ids are XEP-0359 stanza-ids made by :func:`new_id`: 16 hex digits of the
 message's UTC time in microseconds, then 8 random ones. They sort by time
 (as strings), so every backend orders, pages and filters by id alone: a

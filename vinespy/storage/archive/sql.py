@@ -21,6 +21,9 @@ index for ``max = 0`` (XEP-0059 §2.6, a client asking only for the count);
 else None (``<count/>`` is optional, XEP-0059 §2.5, and a ``count(*)`` per
 page of a long archive costs a scan of the whole result).
 
+``append_many`` (the MAM module's batches) is one transaction of one
+multi-row INSERT (executemany): all of the batch or none.
+
 ``remove_before`` deletes at most ``limit`` rows exactly, oldest first,
 across owners (``DELETE ... WHERE (owner, id) IN (SELECT ... ORDER BY id
 LIMIT n)``); two nodes running it at once never count a row twice (the
