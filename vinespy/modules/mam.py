@@ -163,7 +163,7 @@ from ..rules import mam as rules
 from ..rules.mam import Prefs
 from ..storage import StorageError, xml_bytes, xml_element
 from ..storage.archive import (ArchivedMessage, ArchiveQuery, ArchiveStore,
-                               UnknownId, from_micros, id_micros, new_id)
+                               UnknownId, from_micros, id_micros, id_now)
 from ..storage.archive.batch import Batcher
 from ..xml import Element
 from . import Module, Option, hook, iq
@@ -350,7 +350,7 @@ class Mam(Module):
         """Archive ``message`` for ``owner`` under an id made now, just before
         its write (see "Order" in the module's docstring), and stamp the
         message with that id once it is written; False if the write failed."""
-        sid = new_id(datetime.now(timezone.utc))
+        sid = id_now()
         if not await self.append(owner, self.entry(owner, sid, peer, message)):
             return False
         rules.stamp_stanza_id(message, owner, sid)
@@ -473,7 +473,7 @@ class Mam(Module):
         # To offline storage: archived once it is taken (offline_taken), which
         # the offline module does only for an existing account. The entry
         # holds the stanza, so no other object takes its id().
-        sid = new_id(datetime.now(timezone.utc))
+        sid = id_now()
         self._pending[id(st)] = (st, self.entry(user, sid, ev.frm, st))
         rules.stamp_stanza_id(st, user, sid)
         while len(self._pending) > PENDING_MAX:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import abc
 import os
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -135,6 +136,11 @@ def new_id(stamp: datetime) -> str:
     two of one microsecond differ (with odds 2**-32 of a clash, which the
     sql store's key refuses) but their order is random."""
     return f"{micros(stamp):016x}{os.urandom(4).hex()}"
+
+
+def id_now() -> str:
+    """:func:`new_id` of now, without making a datetime (twice per message)."""
+    return f"{time.time_ns() // 1000:016x}{os.urandom(4).hex()}"
 
 
 def id_micros(id: str) -> int | None:
