@@ -546,7 +546,7 @@ async def test_forgotten_counters_do_not_trim_at_every_append(
     """With more users than COUNTERS_MAX (here: every counter forgotten at
     once), a trim still comes about once per trim_every appends, not at
     every append, and the cap holds."""
-    monkeypatch.setattr("vinespy.modules.mam.COUNTERS_MAX", 0)
+    monkeypatch.setattr("vinespy.storage.archive.trims.COUNTERS_MAX", 0)
     extra = "[host.options.mam]\nmax_messages = 100\n"
     async with make_server(storage=FS + extra) as srv:
         alice = await login(srv, f"{ALICE}/phone")

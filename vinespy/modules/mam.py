@@ -132,15 +132,15 @@ Options ``[host.options.mam]``
     enforced by :meth:`ArchiveStore.trim`, amortized and off the delivery
     path: a node counts its appends per user and every ``trim_every =
     max(1, max_messages // 10)`` of them queues a trim of that archive for
-    one background task (a user queued once; at most :data:`TRIMS_MAX`
+    one background task (a user queued once; at most ``TRIMS_MAX``
     queued, more dropped: the next comes within ``trim_every`` appends). A
     failing trim is logged and touches no message. So, once the trims
     queued have run, an archive holds at most ``max_messages + n *
     (trim_every - 1)`` entries with ``n`` nodes appending to it (plus what
-    a restart left). The counters are in memory, at most
-    :data:`COUNTERS_MAX` users; a new or forgotten counter starts at a
-    random point of its round, so beyond that many users a trim still comes
-    once per ``trim_every`` appends on average, not at every append.
+    a restart left). The counters are in memory, at most ``COUNTERS_MAX``
+    users (vinespy/storage/archive/trims.py); a new or forgotten counter
+    starts at a random point of its round, so beyond that many users a trim
+    still comes once per ``trim_every`` appends on average.
 
 Deleting an account (:func:`vinespy.accounts.delete_user` with the archive,
 as ``vinespy unregister`` does) deletes its archive.
@@ -151,8 +151,6 @@ Disco: the accounts' features urn:xmpp:mam:2, #extended and urn:xmpp:sid:0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import random
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
@@ -165,6 +163,7 @@ from ..storage import StorageError, xml_bytes, xml_element
 from ..storage.archive import (ArchivedMessage, ArchiveQuery, ArchiveStore,
                                UnknownId, from_micros, id_micros, id_now)
 from ..storage.archive.batch import Batcher
+from ..storage.archive.trims import Trims
 from ..xml import Element
 from . import Module, Option, hook, iq
 from .blocking import Blocking, matches
@@ -172,9 +171,7 @@ from .blocking import Blocking, matches
 NS = rules.NS
 PREFS = "mam_prefs"         # keyval store of a user's preferences
 CACHE_MAX = 10_000          # users whose preferences are cached
-COUNTERS_MAX = 10_000       # users whose appends are counted for max_messages
 PENDING_MAX = 1000          # messages stamped on their way to offline storage
-TRIMS_MAX = 1000            # users whose archive waits for a trim (max_messages)
 YIELD_EVERY = 50            # results of a query sent between two yields to the loop
 PAGE_BYTES = 512 * 1024     # about the most a page of results writes to a client
 EXPIRE_BATCH = 1000         # entries one remove_before call removes at most
@@ -204,15 +201,9 @@ class Mam(Module):
         self.default = Prefs(self.option("default"))
         self.max_messages: int = self.option("max_messages")
         self.trim_every = max(1, self.max_messages // 10)
+        self.cap: Trims | None = None                   # with max_messages
         self._prefs: dict[JID, Prefs] = {}
         self._gen = 0                                   # bumped by every invalidation
-        self._appends: dict[JID, int] = {}              # appends left before a trim
-        self._trims: dict[JID, None] = {}               # users due for a trim, in order
-        self._trims_due = asyncio.Event()
-        self._trims_idle = asyncio.Event()
-        self._trims_idle.set()
-        self._trimmer_task: asyncio.Task[None] | None = None
-        self.trims = 0                                  # trims run (tests, stats)
         # id() of a stanza on its way to offline storage -> it, its entry
         self._pending: dict[int, tuple[Element, ArchivedMessage]] = {}
 
@@ -223,8 +214,8 @@ class Mam(Module):
             self.batcher = Batcher(store)
             self.batcher.start()
             if self.max_messages:
-                self._trimmer_task = asyncio.create_task(self._trimmer(),
-                                                         name=f"mam-trims:{self.host.domain}")
+                self.cap = Trims(store, self.max_messages, self.log)
+                self.cap.start(f"mam-trims:{self.host.domain}")
         self.store = store              # archiving starts once the batcher runs
         server = self.host.server
         name = f"mam-expire:{self.host.config.domains[0]}"
@@ -234,11 +225,8 @@ class Mam(Module):
                         lambda still_held: self.expire(datetime.now(timezone.utc), still_held))
 
     async def stop(self) -> None:
-        task, self._trimmer_task = self._trimmer_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self.cap is not None:
+            await self.cap.stop()
         if self.batcher is not None:
             await self.batcher.stop()       # writes what is queued, then syncs
         if self.store is not None:
@@ -329,12 +317,12 @@ class Mam(Module):
 
     async def append(self, owner: JID, entry: ArchivedMessage) -> bool:
         """Archive ``entry`` for ``owner``; False (logged) if the store failed.
-        A trim it makes due runs later, in the background (:meth:`_cap`)."""
+        A trim it makes due runs later, in the background (``cap``)."""
         return await self.append_all([(owner, entry)])
 
     async def append_all(self, entries: list[tuple[JID, ArchivedMessage]]) -> bool:
         """Archive the entries in one batch; False (logged) if it failed.
-        The trims they make due run later, in the background (:meth:`_cap`)."""
+        The trims they make due run later, in the background (``cap``)."""
         assert self.batcher is not None
         try:
             await self.batcher.append_all(entries)
@@ -342,8 +330,9 @@ class Mam(Module):
             self.log.warning("archiving a message of %s failed: %s",
                              " and ".join(str(owner) for owner, _ in entries), exc)
             return False
-        for owner, _ in entries:
-            self._cap(owner)
+        if self.cap is not None:
+            for owner, _ in entries:
+                self.cap.count(owner)
         return True
 
     async def _filed(self, owner: JID, peer: JID, message: Element) -> bool:
@@ -356,59 +345,15 @@ class Mam(Module):
         rules.stamp_stanza_id(message, owner, sid)
         return True
 
-    # -- max_messages: trims in the background --------------------------------------
-
-    def _cap(self, owner: JID) -> None:
-        """``max_messages``, amortized (see the module's docstring): every
-        ``trim_every`` appends of this node for ``owner`` a trim is due; a
-        user whose counter is new (or was forgotten) starts at a random
-        point, so that many users, more than :data:`COUNTERS_MAX`, still
-        cost a trim per ``trim_every`` appends on average, not one each."""
-        if not self.max_messages:
-            return
-        left = self._appends.pop(owner, None)
-        if left is None:
-            left = random.randint(1, self.trim_every)
-        left -= 1
-        if left <= 0:
-            self._trim_soon(owner)
-            left = self.trim_every
-        self._appends[owner] = left
-        while len(self._appends) > COUNTERS_MAX:
-            del self._appends[next(iter(self._appends))]
-
-    def _trim_soon(self, owner: JID) -> None:
-        """Queue a trim of ``owner``'s archive for the trimmer task (a user
-        already waiting once is not queued twice; over :data:`TRIMS_MAX`
-        waiting, the request is dropped: the next one comes within
-        ``trim_every`` appends)."""
-        if owner in self._trims or len(self._trims) >= TRIMS_MAX:
-            return
-        self._trims[owner] = None
-        self._trims_idle.clear()
-        self._trims_due.set()
-
-    async def _trimmer(self) -> None:
-        """The background task that trims the archives due, one at a time."""
-        assert self.store is not None
-        while True:
-            await self._trims_due.wait()
-            self._trims_due.clear()
-            while self._trims:
-                owner = next(iter(self._trims))
-                del self._trims[owner]      # due again while trimmed: trimmed again
-                try:
-                    await self.store.trim(owner, self.max_messages)
-                except StorageError as exc:
-                    self.log.warning("trimming the archive of %s failed: %s", owner, exc)
-                except Exception:       # a bug: logged, the task goes on
-                    self.log.exception("trimming the archive of %s failed", owner)
-                self.trims += 1
-            self._trims_idle.set()
+    @property
+    def trims(self) -> int:
+        """Trims run (max_messages; tests, stats)."""
+        return self.cap.trims if self.cap is not None else 0
 
     async def trims_done(self) -> None:
         """Wait until no trim is due or running (tests, a clean stop)."""
-        await self._trims_idle.wait()
+        if self.cap is not None:
+            await self.cap.done()
 
     @hook("pre-message", priority=10)
     def file_sent(self, ev: StanzaEvent) -> Awaitable[Any] | None:
