@@ -176,9 +176,8 @@ async def fill(backend: str, root: Path, pg: BenchPostgres | None, db: str, coun
     first = now - datetime.timedelta(days=days)
     step = (now - first) / count
     ids: list[str] = []
-    sem = asyncio.Semaphore(1 if kind == "fs" or backend == "sqlite" else 8)
 
-    async def one(i: int) -> None:
+    def one(i: int) -> ArchivedMessage:
         stamp = first + step * i
         peer = JID.parse(f"u{1 + i % 9}@{DOMAIN}")
         frm, to = (owner, peer) if i % 2 else (peer, owner)
@@ -187,11 +186,12 @@ async def fill(backend: str, root: Path, pg: BenchPostgres | None, db: str, coun
                f"id='m{i}'><body>{body}</body></message>").encode()
         mid = new_id(stamp)
         ids.append(mid)
-        async with sem:
-            await store.append(owner, ArchivedMessage(mid, stamp, str(peer), str(peer), xml))
+        return ArchivedMessage(mid, stamp, str(peer), str(peer), xml)
     try:
         for start in range(0, count, 1000):
-            await asyncio.gather(*(one(i) for i in range(start, min(start + 1000, count))))
+            await store.append_many([(owner, one(i))
+                                     for i in range(start, min(start + 1000, count))])
+        await store.sync()
     finally:
         await store.close()
     return sorted(ids)
