@@ -249,7 +249,7 @@ async def queries(port: int, pid: int, ctx: Any, args: argparse.Namespace,
         conn.close()
     out: dict[str, Any] = {"cpu_ms": cpu / args.queries * 1000}
     for kind in KINDS:
-        out[kind] = {"p50": load.pct(lat[kind], 50), "p99": load.pct(lat[kind], 99),
+        out[kind] = {"p50": load.pct(lat[kind], 0.5), "p99": load.pct(lat[kind], 0.99),
                      "results": statistics.mean(results[kind]) if results[kind] else 0}
     return out
 
@@ -434,8 +434,8 @@ async def pep_part(site: Path, args: argparse.Namespace, res: dict[str, Any],
             "redis_per_publish": calls / args.publishes,
             "top": sorted(((c / args.publishes, name) for name, (c, _) in cmds.items()),
                           reverse=True)[:6],
-            "p50": load.pct(delays, 50), "p99": load.pct(delays, 99),
-            "last_p99": load.pct(lasts, 99)}
+            "p50": load.pct(delays, 0.5), "p99": load.pct(delays, 0.99),
+            "last_p99": load.pct(lasts, 0.99)}
         r = res["pep"]
         each = ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
         print(f"   {args.publishes} publishes to {args.contacts} contacts: "

@@ -47,7 +47,7 @@ from tests.redisproc import RedisProcess
 from tests.sentinelproc import SERVICE, SentinelSet
 from vinespy import accounts
 from vinespy.jid import JID
-from vinespy.storage import Storage, open_storage
+from vinespy.storage import Contact, Storage, open_storage
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy")
@@ -227,6 +227,20 @@ class Site:
         """A storage of this test's own on the nodes' data."""
         options = dict(self.storage_table)
         return open_storage(options.pop("backend"), options)
+
+    async def befriend(self, a: str, b: str) -> None:
+        """``a`` and ``b`` (JIDs) subscribed to each other (both), written
+        straight into the nodes' storage."""
+        storage = self.open()
+        try:
+            for owner, contact in ((a, b), (b, a)):
+                user = await storage.find_user(JID.parse(owner))
+                assert user is not None
+                user.roster[JID.parse(contact)] = Contact(JID.parse(contact),
+                                                          subscription="both")
+                await storage.save_user(user)
+        finally:
+            await storage.close()
 
     def address(self, index: int) -> str:
         """The loopback address the ``index``-th node listens on."""

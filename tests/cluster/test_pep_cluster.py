@@ -21,8 +21,6 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from tests.cluster.conftest import Client, Clients, ClusterFactory, Inbox, Node, Site
 from tests.conftest import DOMAIN, TIMEOUT
-from vinespy.jid import JID
-from vinespy.storage import Contact
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
@@ -30,19 +28,6 @@ NS = "http://jabber.org/protocol/pubsub"
 NS_EVENT = f"{NS}#event"
 EX = "urn:example:pep"
 EX2 = "urn:example:pep:other"
-
-
-async def befriend(site: Site, a: str, b: str) -> None:
-    """``a`` and ``b`` subscribed to each other (both), written into storage."""
-    storage = site.open()
-    try:
-        for owner, contact in ((a, b), (b, a)):
-            user = await storage.find_user(JID.parse(owner))
-            assert user is not None
-            user.roster[JID.parse(contact)] = Contact(JID.parse(contact), subscription="both")
-            await storage.save_user(user)
-    finally:
-        await storage.close()
 
 
 async def login(xmpp: Clients, node: Node, who: str, *interests: str,
@@ -109,8 +94,8 @@ async def test_notifications_and_last_item_across_nodes(
     c = await cluster(2)
     a, b = c[0], c[1]
     alice_jid, bob_jid, carol_jid = (f"{w}@{DOMAIN}" for w in ("alice", "bob", "carol"))
-    await befriend(site, alice_jid, bob_jid)
-    await befriend(site, alice_jid, carol_jid)
+    await site.befriend(alice_jid, bob_jid)
+    await site.befriend(alice_jid, carol_jid)
     alice, _ = await login(xmpp, a, "alice")
     await publish(alice, EX, "first")
     await publish(alice, EX2, "other")

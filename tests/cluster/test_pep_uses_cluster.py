@@ -26,8 +26,6 @@ from tests.pep_support import (
     error_of, event_payload, interested, items_of, pep_event, publish, publish_options,
     result_items, shape,
 )
-from vinespy.jid import JID
-from vinespy.storage import Contact
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
@@ -37,20 +35,6 @@ CAROL = f"carol@{DOMAIN}"
 
 AVATAR = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 AVATAR_ID = hashlib.sha1(AVATAR).hexdigest()
-
-
-async def befriend(site: Site, a: str, b: str) -> None:
-    """``a`` and ``b`` subscribed to each other, written straight into storage."""
-    storage = site.open()
-    try:
-        for owner, contact in ((a, b), (b, a)):
-            user = await storage.find_user(JID.parse(owner))
-            assert user is not None
-            user.roster[JID.parse(contact)] = Contact(JID.parse(contact), subscription="both")
-            user.roster_version += 1
-            await storage.save_user(user)
-    finally:
-        await storage.close()
 
 
 async def login(xmpp: Clients, node: Node, who: str, *, plugins: tuple[str, ...] = (),
@@ -90,7 +74,7 @@ async def test_omemo_across_nodes(cluster: ClusterFactory, xmpp: Clients, site: 
     """XEP-0384 on two nodes: strangers on different nodes fetch each other's
     open device list and bundles; alice's contact on the other node gets her
     device list when a device is added."""
-    await befriend(site, ALICE, CAROL)
+    await site.befriend(ALICE, CAROL)
     c = await cluster(2)
     alice, _ = await login(xmpp, c[0], "alice/phone")
     bob, bob_inbox = await login(xmpp, c[1], "bob/laptop", notify=(gen.devices_node,))
@@ -117,7 +101,7 @@ async def test_avatar_and_nick_across_nodes_live_and_on_login(
     metadata live and fetches the data; carol, a stranger, is refused it;
     once alice is gone, bob's new resource on node 1 gets the last
     metadata and nick on login (XEP-0163 'Sending the Last Published Item')."""
-    await befriend(site, ALICE, BOB)
+    await site.befriend(ALICE, BOB)
     c = await cluster(2)
     alice, _ = await login(xmpp, c[0], "alice/one", plugins=("xep_0084", "xep_0172"))
     bob, bob_inbox = await login(xmpp, c[1], "bob/one", plugins=("xep_0084",))
@@ -146,7 +130,7 @@ async def test_bookmarks_between_devices_on_two_nodes(
     """XEP-0402 on two nodes: a bookmark published from alice's desktop
     (node 0) reaches her phone (node 1), a retraction too; the items are
     whitelisted: bob, her contact, is refused them."""
-    await befriend(site, ALICE, BOB)
+    await site.befriend(ALICE, BOB)
     c = await cluster(2)
     desktop, _ = await login(xmpp, c[0], "alice/desktop", notify=(BOOKMARKS,))
     phone, phone_inbox = await login(xmpp, c[1], "alice/phone", notify=(BOOKMARKS,))

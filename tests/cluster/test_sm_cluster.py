@@ -20,8 +20,6 @@ from tests.cluster.conftest import Cluster, ClusterFactory, Node, Site, eventual
 from tests.conftest import DOMAIN, PASSWORD
 from tests.integration.test_sm import SM, bind, bodies, received, say
 from tests.rawclient import Raw
-from vinespy.jid import JID
-from vinespy.storage import Contact
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
@@ -75,19 +73,6 @@ async def resume(site: Site, node: Node, token: str, h: int) -> tuple[Raw, int]:
     h = re.search(rb"h=['\"](\d+)['\"]", m.group(0))
     assert h is not None, m.group(0)
     return raw, int(h.group(1))
-
-
-async def befriend(site: Site, a: str, b: str) -> None:
-    """``a`` and ``b`` subscribed to each other, written straight into storage."""
-    storage = site.open()
-    try:
-        for owner, contact in ((a, b), (b, a)):
-            user = await storage.find_user(JID.parse(owner))
-            assert user is not None
-            user.roster[JID.parse(contact)] = Contact(JID.parse(contact), subscription="both")
-            await storage.save_user(user)
-    finally:
-        await storage.close()
 
 
 async def on_node(c: Cluster, full: str, node: Node) -> None:
@@ -149,7 +134,7 @@ async def test_contacts_see_no_change_when_a_session_moves(
     """A session handed over keeps its presence: its contacts get neither
     unavailable nor a new available, and a probe still finds it."""
     c = await cluster(2)
-    await befriend(site, ALICE, BOB)
+    await site.befriend(ALICE, BOB)
     alice, _ = await login(site, c[1], "alice")
     bob, token = await login(site, c[0], "bob", sm=True)
     await alice.expect(rb"<presence [^>]*from=['\"]bob@")
@@ -189,7 +174,7 @@ async def test_what_a_waiting_session_kept_survives_its_node(
     contacts get his unavailable presence, and the messages he never
     acknowledged are in offline storage for his next login, on node 1."""
     c = await cluster(2)
-    await befriend(site, ALICE, BOB)
+    await site.befriend(ALICE, BOB)
     alice, _ = await login(site, c[1], "alice")
     bob, token = await login(site, c[0], "bob", sm=True)
     await alice.expect(rb"<presence [^>]*from=['\"]bob@")
