@@ -18,7 +18,6 @@ import aiohttp
 import pytest
 
 from tests.cluster.conftest import Cluster, ClusterFactory, Clients, Node, Site, body
-from tests.cluster.test_sm_cluster import befriend
 from tests.conftest import DOMAIN, PASSWORD, TIMEOUT
 from tests.integration.test_bosh import C, SASL, Bosh, bodies, http_client, message
 from vinespy import ns
@@ -150,7 +149,7 @@ async def test_the_bosh_sessions_node_stopping(
     """The node holding a BOSH session stops: bob (node 1) sees alice go
     unavailable, and her next request (to node 1) gets terminate
     item-not-found at once, not after the relay's timeout."""
-    await befriend(site, ALICE, BOB)
+    await site.befriend(ALICE, BOB)
     c = await two_nodes(cluster)
     bob = await xmpp.login(c[1], "bob")
     bosh = await bosh_across(c, http)
@@ -174,7 +173,7 @@ async def test_the_bosh_sessions_node_crashing(
     """The node holding a BOSH session is killed: once it is declared dead
     (``dead_after``), bob sees alice go unavailable and a request relayed
     through node 1, sent before or after, gets terminate item-not-found."""
-    await befriend(site, ALICE, BOB)
+    await site.befriend(ALICE, BOB)
     c = await two_nodes(cluster)
     bob = await xmpp.login(c[1], "bob")
     bosh = await bosh_across(c, http)
