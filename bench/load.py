@@ -537,6 +537,18 @@ class Pair:
             parts.append(b"%s%d %d</body></message>" % (self.prefix, self.seq, now))
         return b"".join(parts)
 
+    def send(self, count: int, batched: bool) -> None:
+        """Send ``count`` messages: one stanza per write (so one TLS record
+        each), as real clients do; or, ``batched``, all in one write."""
+        if batched:
+            self.conn.write(self.make(count))
+            return
+        now = time.perf_counter_ns()
+        write, prefix = self.conn.write, self.prefix
+        for _ in range(count):
+            self.seq += 1
+            write(b"%s%d %d</body></message>" % (prefix, self.seq, now))
+
     def data(self, data: bytes) -> None:
         chunk = self.tail + data if self.tail else data
         end = chunk.rfind(_MSG_END)
@@ -623,23 +635,25 @@ async def _no_probe() -> Finish:
 
 
 async def closed_loop(ps: list[Pair], window: int, warmup: float, seconds: float,
-                      drain: float, probe: Probe = _no_probe) -> dict[str, Any]:
-    """Closed-loop ping-pong over ``ps``, ``window`` messages in flight per pair:
-    delivered msg/s; the pairs are closed at the end."""
+                      drain: float, probe: Probe = _no_probe,
+                      batched: bool = False) -> dict[str, Any]:
+    """Closed-loop ping-pong over ``ps``, ``window`` messages in flight per pair
+    (one stanza per write unless ``batched``): delivered msg/s; the pairs are
+    closed at the end."""
     sending = [True]
     total_sent = [0]
 
     def reply(p: Pair, found: list[tuple[bytes, bytes, bytes]]) -> None:
         if sending[0]:
             total_sent[0] += len(found)
-            p.conn.write(p.make(len(found)))
+            p.send(len(found), batched)
 
     try:
         for p in ps:
             p.on_msgs = reply
         for p in ps[::2]:
             total_sent[0] += window
-            p.conn.write(p.make(window))
+            p.send(window, batched)
         await asyncio.sleep(warmup)
         _check_open(ps)
         finish = await probe()
@@ -666,7 +680,8 @@ async def closed_loop(ps: list[Pair], window: int, warmup: float, seconds: float
 
 
 async def open_loop(ps: list[Pair], rate: float, warmup: float, seconds: float,
-                    tick: float, drain: float, probe: Probe = _no_probe) -> dict[str, Any]:
+                    tick: float, drain: float, probe: Probe = _no_probe,
+                    batched: bool = False) -> dict[str, Any]:
     """Open loop at ``rate`` msg/s in total, evenly over the senders of ``ps``:
     receive latency; the pairs are closed at the end."""
     lat: list[int] = []
@@ -705,7 +720,7 @@ async def open_loop(ps: list[Pair], rate: float, warmup: float, seconds: float,
                     batch[k] = batch.get(k, 0) + 1
                     idx += 1
                 for k, c in batch.items():
-                    ps[k].conn.write(ps[k].make(c))
+                    ps[k].send(c, batched)
                 sent += due
             await asyncio.sleep(tick)
         g = gen.percent() if gen is not None else 0.0
@@ -724,11 +739,8 @@ async def open_loop(ps: list[Pair], rate: float, warmup: float, seconds: float,
         await asyncio.sleep(1.0)
 
 
-async def scenario_saturation(env: Env, pairs: int = 100, window: int = 20,
-                              warmup: float = 2.0, seconds: float = 10.0,
-                              drain: float = 5.0) -> dict[str, float]:
-    """Closed-loop ping-pong, ``window`` messages in flight per pair: delivered
-    msg/s and the server's CPU per message."""
+def cpu_probe(env: Env) -> Probe:
+    """A probe adding the server's CPU per delivered message (``cpu_us``)."""
     async def probe() -> Finish:
         c0 = proc_cpu(env.pid)
 
@@ -736,8 +748,17 @@ async def scenario_saturation(env: Env, pairs: int = 100, window: int = 20,
             c1 = proc_cpu(env.pid)
             return {"cpu_us": (c1 - c0) / delivered * 1e6 if delivered else float("nan")}
         return finish
+    return probe
 
-    out = await closed_loop(await _pairs_up(env, pairs), window, warmup, seconds, drain, probe)
+
+async def scenario_saturation(env: Env, pairs: int = 100, window: int = 20,
+                              warmup: float = 2.0, seconds: float = 10.0,
+                              drain: float = 5.0, batched: bool = False) -> dict[str, float]:
+    """Closed-loop ping-pong, ``window`` messages in flight per pair, one
+    stanza per write unless ``batched``: delivered msg/s and the server's CPU
+    per message."""
+    out = await closed_loop(await _pairs_up(env, pairs), window, warmup, seconds, drain,
+                            cpu_probe(env), batched)
     del out["delivered"]
     return out
 
@@ -745,8 +766,10 @@ async def scenario_saturation(env: Env, pairs: int = 100, window: int = 20,
 async def scenario_fixed(env: Env, pairs: int = 100, rate: float = 2000.0,
                          warmup: float = 2.0, seconds: float = 10.0, tick: float = 0.001,
                          drain: float = 5.0) -> dict[str, float]:
-    """Open loop at ``rate`` msg/s in total, evenly over senders: receive latency."""
-    return await open_loop(await _pairs_up(env, pairs), rate, warmup, seconds, tick, drain)
+    """Open loop at ``rate`` msg/s in total, evenly over senders, one stanza
+    per write: receive latency and the server's CPU per message."""
+    return await open_loop(await _pairs_up(env, pairs), rate, warmup, seconds, tick, drain,
+                           cpu_probe(env))
 
 
 async def scenario_msg_idle(env: Env, idle: int = 5000, parallel: int = 100,

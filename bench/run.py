@@ -68,18 +68,22 @@ def rows(quick: bool) -> list[Row]:
     out += [Row(f"RSS per idle session @{n // 1000}k (KiB)", "idle", f"rss_kb_{n}", "{:,.1f}")
             for n in idle]
     out += [
-        Row("saturation (msg/s)", "saturation", "msg_s"),
-        Row("server CPU per message (µs)", "saturation", "cpu_us", "{:,.1f}"),
+        Row("server CPU per message @2000 msg/s (µs)", "fixed", "cpu_us", "{:,.1f}"),
         Row("latency p50 @2000 msg/s (ms)", "fixed", "p50_ms", "{:,.2f}"),
         Row("latency p99 @2000 msg/s (ms)", "fixed", "p99_ms", "{:,.2f}"),
+        Row("saturation (msg/s)", "saturation", "msg_s"),
+        Row("server CPU per message at saturation (µs)", "saturation", "cpu_us", "{:,.1f}"),
         Row("+5k idle: saturation (msg/s)", "msg+idle", "sat_msg_s"),
         Row("+5k idle: latency p99 @2000 msg/s (ms)", "msg+idle", "fix_p99_ms", "{:,.2f}"),
+        Row("batched writes: saturation (msg/s)", "batched", "msg_s"),
+        Row("batched writes: server CPU per message (µs)", "batched", "cpu_us", "{:,.1f}"),
     ]
     return out
 
 
-INTEGRITY = (("saturation", ""), ("fixed", ""), ("msg+idle", "sat_"), ("msg+idle", "fix_"))
-GEN_ROWS = ("login", "login-plain", "idle", "saturation", "fixed", "msg+idle")
+INTEGRITY = (("saturation", ""), ("fixed", ""), ("msg+idle", "sat_"), ("msg+idle", "fix_"),
+             ("batched", ""))
+GEN_ROWS = ("login", "login-plain", "idle", "fixed", "saturation", "msg+idle", "batched")
 
 
 def scenarios(quick: bool) -> dict[str, Callable[[load.Env], Any]]:
@@ -91,9 +95,12 @@ def scenarios(quick: bool) -> dict[str, Callable[[load.Env], Any]]:
         "login": lambda env: load.scenario_login(env, n=n),
         "login-plain": lambda env: load.scenario_login(env, n=n, mech="PLAIN"),
         "idle": lambda env: load.scenario_idle(env, levels=idle),
-        "saturation": lambda env: load.scenario_saturation(env, seconds=secs),
         "fixed": lambda env: load.scenario_fixed(env, seconds=secs),
+        "saturation": lambda env: load.scenario_saturation(env, seconds=secs),
         "msg+idle": lambda env: load.scenario_msg_idle(env, idle=5000, seconds=secs),
+        # The old method, kept as a named extra row: a whole window of
+        # stanzas in one write, a batch answered with a batch.
+        "batched": lambda env: load.scenario_saturation(env, seconds=secs, batched=True),
     }
 
 
@@ -104,7 +111,8 @@ RESTART_BEFORE = ("idle",)
 
 # A scenario that takes longer than this is abandoned (reported as an error).
 SCENARIO_TIMEOUT = {"login": 300.0, "login-plain": 300.0, "idle": 900.0,
-                    "saturation": 120.0, "fixed": 120.0, "msg+idle": 600.0}
+                    "saturation": 120.0, "fixed": 120.0, "msg+idle": 600.0,
+                    "batched": 120.0}
 
 
 @dataclass
@@ -118,7 +126,7 @@ class Outcome:
 
 
 def run_target(name: str, cls: Any, workdir: Path, cert: Path, key: Path,
-               runs: int, quick: bool) -> Outcome:
+               runs: int, quick: bool, only: tuple[str, ...] = ()) -> Outcome:
     """Install, prepare, start, measure, stop; never raises."""
     out = Outcome()
     target = None
@@ -141,7 +149,8 @@ def run_target(name: str, cls: Any, workdir: Path, cert: Path, key: Path,
         return out
     try:
         for r in range(runs):
-            for i, (sname, fn) in enumerate(scenarios(quick).items()):
+            chosen = {k: f for k, f in scenarios(quick).items() if not only or k in only}
+            for i, (sname, fn) in enumerate(chosen.items()):
                 if (r and not i) or sname in RESTART_BEFORE:
                     print(f"[{name}] restart before run {r + 1} {sname}", flush=True)
                     try:
@@ -315,7 +324,8 @@ def report(results: dict[str, Outcome], args: argparse.Namespace) -> str:
     notes += [f"{n} {x}" for n, o in results.items() for x in o.notes]
     md = [f"# Benchmark {now:%Y-%m-%d %H:%M} UTC", "",
           f"`python3 bench/run.py --runs {args.runs} --targets {args.targets}"
-          f"{' --quick' if args.quick else ''}`", ""]
+          f"{' --quick' if args.quick else ''}"
+          f"{f' --scenarios {args.scenarios}' if args.scenarios else ''}`", ""]
     md += [f"- {i}" for i in machine_info()]
     md += ["", f"Median of {args.runs} run(s), spread (min–max) in brackets. `*` = the "
            f"generator used more than {GEN_LIMIT:.0f}% of its core: not a result. "
@@ -325,7 +335,7 @@ def report(results: dict[str, Outcome], args: argparse.Namespace) -> str:
         md += ["Errors and notes:", ""] + [f"- {n}" for n in notes] + [""]
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
-    path = out_dir / f"{now:%Y-%m-%d}.md"
+    path = out_dir / f"{now:%Y-%m-%d}{'-' + args.name if args.name else ''}.md"
     path.write_text("\n".join(md))
     text = text_table(header, body)
     if notes:
@@ -339,6 +349,10 @@ def main() -> int:
     p.add_argument("--targets", default=",".join(ORDER))
     p.add_argument("--quick", action="store_true",
                    help="1 run, fewer logins, shorter runs, no 10k idle (development)")
+    p.add_argument("--scenarios", default="",
+                   help="comma-separated subset, e.g. fixed,saturation (default: all)")
+    p.add_argument("--name", default="",
+                   help="results go to bench/results/<date>-NAME.md (default <date>.md)")
     args = p.parse_args()
     if args.runs is None:
         args.runs = 1 if args.quick else 3
@@ -348,6 +362,10 @@ def main() -> int:
     import targets  # bench/targets.py
 
     names = [n.strip() for n in args.targets.split(",") if n.strip()]
+    only = tuple(n.strip() for n in args.scenarios.split(",") if n.strip())
+    bad = [n for n in only if n not in scenarios(args.quick)]
+    if bad:
+        p.error(f"unknown scenario(s) {', '.join(bad)}; known: {', '.join(scenarios(False))}")
     unknown = [n for n in names if n not in targets.TARGETS]
     if unknown:
         p.error(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(targets.TARGETS)}")
@@ -357,7 +375,7 @@ def main() -> int:
         cert, key = targets.make_cert(workdir / "cert")
         for name in names:
             results[name] = run_target(name, targets.TARGETS[name], workdir, cert, key,
-                                       args.runs, args.quick)
+                                       args.runs, args.quick, only)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print()
