@@ -231,7 +231,7 @@ class Server:
                           tls.sni_context(self.tls, next(iter(self.hosts)))))
         for name, port, ctx in specs:
             try:
-                srv = await asyncio.start_server(
+                srv = await asyncio.get_running_loop().create_server(
                     self._accept, cfg.address, port, ssl=ctx,
                     ssl_handshake_timeout=cfg.auth_timeout if ctx else None,
                     reuse_address=True, reuse_port=getattr(cfg, "reuse_port", False) or None)
@@ -245,8 +245,9 @@ class Server:
             self.http = HttpListener(self, self.config.http)
             await self.http.start()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self.carry(ClientStream(self, reader, writer))
+    def _accept(self) -> ClientStream:
+        """A new client connection's protocol (it asks :meth:`carry` to run it)."""
+        return ClientStream(self)
 
     async def carry(self, stream: C2S) -> None:
         """Run ``stream`` (a TCP connection's, a WebSocket's) in this task,
@@ -287,8 +288,7 @@ class Server:
         if self._conn_tasks:
             await asyncio.wait(set(self._conn_tasks), timeout=SHUTDOWN_GRACE)
         # Peers that did not close in time: drop the connection, which ends
-        # their reader task normally (cancelling it instead would make
-        # asyncio's stream callback log the cancellation as an error).
+        # their stream's task normally (a handler it waits for finishes).
         for stream in list(self.streams):
             stream.abort()
         if self._conn_tasks:

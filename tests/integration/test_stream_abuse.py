@@ -105,7 +105,7 @@ async def test_peer_that_overflows_its_buffer_is_dropped_and_unbound(
         done, _ = await asyncio.wait({task}, timeout=TIMEOUT)
         assert done, "the server still holds the stream of a peer that does not read"
         assert srv.server.sessions.get(JID.parse(f"alice@{DOMAIN}/raw")) is None
-        await asyncio.wait_for(stream.writer.wait_closed(), TIMEOUT)
+        await asyncio.wait_for(stream.wait_closed(), TIMEOUT)
         raw.writer.transport.abort()
 
 
@@ -119,7 +119,7 @@ async def test_peer_that_stops_reading_is_dropped_after_send_timeout(
         done, _ = await asyncio.wait({task}, timeout=TIMEOUT)
         assert done, "the server still holds the connection of a peer that does not read"
         assert srv.server.sessions.get(JID.parse(f"alice@{DOMAIN}/raw")) is None
-        await asyncio.wait_for(stream.writer.wait_closed(), TIMEOUT)
+        await asyncio.wait_for(stream.wait_closed(), TIMEOUT)
         raw.writer.transport.abort()
 
 

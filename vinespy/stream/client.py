@@ -185,12 +185,19 @@ class C2S(Framing):
 
 
 class ClientStream(C2S, XMLStream):
-    """A client's TCP connection (STARTTLS or XEP-0368 direct TLS)."""
+    """A client's TCP connection (STARTTLS or XEP-0368 direct TLS): the
+    listener's protocol factory makes one per connection."""
 
-    def __init__(self, server: Server, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+    def __init__(self, server: Server) -> None:
         cfg = server.config.client
-        XMLStream.__init__(self, reader, writer, max_stanza_size=cfg.max_stanza_size,
+        XMLStream.__init__(self, max_stanza_size=cfg.max_stanza_size,
                            rate_limit=cfg.rate_limit, rate_burst=cfg.rate_burst,
                            send_timeout=cfg.send_timeout)
-        self.setup(server)
+        self.server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # With direct TLS, once the handshake is done: only then is it a
+        # stream (its auth timer starts now) that the server carries.
+        XMLStream.connection_made(self, transport)
+        self.setup(self.server)
+        self.run_task(self.server.carry(self))
