@@ -1,6 +1,7 @@
 """The one benchmark command: vinespy against Prosody and ejabberd on this machine.
 
     python3 bench/run.py [--runs 3] [--targets vinespy,prosody,ejabberd] [--quick]
+                         [--cert ecdsa|rsa]
 
 For each target (``bench/targets.py``): install, prepare 400 users, start it
 pinned to CPU 0, run every scenario of ``bench/load.py`` ``--runs`` times with
@@ -41,6 +42,7 @@ PASSWORD = "bench-password"
 USERS = 400
 GEN_LIMIT = 85.0                 # % of the generator's core above which a figure is flagged
 ORDER = ("vinespy", "prosody", "ejabberd")
+CERTS = {"ecdsa": "ECDSA P-256, self-signed", "rsa": "RSA-2048, self-signed"}
 LABELS = {"vinespy": "vinespy", "prosody": "Prosody", "ejabberd": "ejabberd"}
 
 
@@ -325,8 +327,10 @@ def report(results: dict[str, Outcome], args: argparse.Namespace) -> str:
     md = [f"# Benchmark {now:%Y-%m-%d %H:%M} UTC", "",
           f"`python3 bench/run.py --runs {args.runs} --targets {args.targets}"
           f"{' --quick' if args.quick else ''}"
-          f"{f' --scenarios {args.scenarios}' if args.scenarios else ''}`", ""]
+          f"{f' --scenarios {args.scenarios}' if args.scenarios else ''}"
+          f" --cert {args.cert}`", ""]
     md += [f"- {i}" for i in machine_info()]
+    md += [f"- Certificate (all servers): {CERTS[args.cert]}"]
     md += ["", f"Median of {args.runs} run(s), spread (min–max) in brackets. `*` = the "
            f"generator used more than {GEN_LIMIT:.0f}% of its core: not a result. "
            "Ratios are vinespy's figure divided by the other's (above 1 is better for "
@@ -353,6 +357,10 @@ def main() -> int:
                    help="comma-separated subset, e.g. fixed,saturation (default: all)")
     p.add_argument("--name", default="",
                    help="results go to bench/results/<date>-NAME.md (default <date>.md)")
+    p.add_argument("--cert", choices=tuple(CERTS), default="ecdsa",
+                   help="the key type of the certificate all servers serve: ecdsa (P-256, "
+                   "what `vinespy init` makes; the default) or rsa (2048 bits, as in the "
+                   "earlier results)")
     args = p.parse_args()
     if args.runs is None:
         args.runs = 1 if args.quick else 3
@@ -372,7 +380,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="vinespy-bench-"))
     results: dict[str, Outcome] = {}
     try:
-        cert, key = targets.make_cert(workdir / "cert")
+        cert, key = targets.make_cert(workdir / "cert", args.cert)
         for name in names:
             results[name] = run_target(name, targets.TARGETS[name], workdir, cert, key,
                                        args.runs, args.quick, only)

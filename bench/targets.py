@@ -6,8 +6,9 @@ own accounts database, own pid file and log -- never the system-wide /etc and
 /var/lib installs, and never the packaged system services. The configurations
 are made equal where the servers allow it:
 
-* c2s on a free loopback port, STARTTLS required, the same RSA-2048
-  certificate for ``bench.lit``; no s2s, no HTTP, no components;
+* c2s on a free loopback port, STARTTLS required, the same certificate for
+  ``bench.lit`` (ECDSA P-256 or RSA-2048: ``bench/run.py --cert``); no s2s,
+  no HTTP, no components;
 * SCRAM-SHA-1 stored keys with 10,000 PBKDF2 iterations (PLAIN over TLS is
   offered too and verifies against the same keys);
 * logging at warning;
@@ -167,13 +168,16 @@ def scram_sha1_keys(password: str, salt: bytes,
     return stored_key, server_key
 
 
-def make_cert(dir: Path) -> tuple[Path, Path]:
-    """RSA-2048 self-signed certificate + key for ``bench.lit`` in ``dir`` (PEM paths)."""
+def make_cert(dir: Path, key_type: str = "rsa") -> tuple[Path, Path]:
+    """Self-signed certificate + key for ``bench.lit`` in ``dir`` (PEM paths).
+
+    ``key_type`` "rsa" (2048) or "ecdsa" (P-256): ``bench/run.py --cert``.
+    """
     dir.mkdir(parents=True, exist_ok=True)
     crt, key = tls.cert_paths(dir, DOMAIN)
     if crt.exists() and key.exists():
         return crt, key
-    return tls.make_self_signed(DOMAIN, dir, overwrite=True)
+    return tls.make_self_signed(DOMAIN, dir, overwrite=True, key_type=key_type)
 
 
 # --------------------------------------------------------------------------- raw client

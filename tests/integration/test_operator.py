@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import slixmpp
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.conftest import TIMEOUT, free_port, wait_event
 
@@ -36,7 +38,7 @@ async def vinespy(*argv: str, cwd: Path) -> tuple[int, str, str]:
 
 
 async def test_init_start_chat_sigterm(tmp_path: Path) -> None:
-    """init's users log in over STARTTLS with init's certificate, chat, and a
+    """init's users log in over STARTTLS with init's (ECDSA) certificate, chat, and a
     SIGTERM closes their streams with </stream:stream> and exits 0."""
     rc, out, err = await vinespy("init", DOMAIN, cwd=tmp_path)
     assert rc == 0, err
@@ -68,6 +70,10 @@ async def test_init_start_chat_sigterm(tmp_path: Path) -> None:
             await asyncio.sleep(0)
             c.connect("127.0.0.1", port)
             await started
+            # init's certificate is ECDSA P-256 (the cheaper handshake), and verified.
+            peer = x509.load_der_x509_certificate(
+                c.transport.get_extra_info("ssl_object").getpeercert(binary_form=True))
+            assert isinstance(peer.public_key(), ec.EllipticCurvePublicKey)
             c.send_presence()
             clients[user] = c
         alice, arthur = clients["alice"], clients["arthur"]

@@ -24,6 +24,8 @@ from typing import Callable, Iterator
 
 import pytest
 import redis
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.redisproc import redis_server
 from vinespy import __version__, accounts, cli
@@ -444,6 +446,35 @@ def test_cert_writes_into_the_configured_certs_dir(site: Path,
     for suffix in ("crt", "key"):
         path = site / "conf" / "certs" / f"tea.wonderland.lit.{suffix}"
         assert path.is_file() and str(path) in out
+
+
+@pytest.mark.parametrize(("argv", "key_class"), [
+    ((), ec.EllipticCurvePublicKey),
+    (("--key-type", "ecdsa"), ec.EllipticCurvePublicKey),
+    (("--key-type", "rsa"), rsa.RSAPublicKey),
+])
+def test_cert_key_type(site: Path, capsys: pytest.CaptureFixture[str],
+                       argv: tuple[str, ...], key_class: type) -> None:
+    """init's certificate is ECDSA (P-256); cert makes ECDSA unless --key-type rsa,
+    and the config loads with either (the load checks that the pair serves)."""
+    crt = site / "conf" / "certs" / f"{DOMAIN}.crt"
+    made_by_init = x509.load_pem_x509_certificate(crt.read_bytes()).public_key()
+    assert isinstance(made_by_init, ec.EllipticCurvePublicKey)
+    assert made_by_init.curve.name == "secp256r1"
+    status, _, _ = run_main(capsys, "cert", DOMAIN, "--force", *argv)
+    assert status == 0
+    assert isinstance(x509.load_pem_x509_certificate(crt.read_bytes()).public_key(), key_class)
+    assert load(site / "conf" / "config.toml").host_for(DOMAIN) is not None
+
+
+def test_cert_refuses_an_unknown_key_type(site: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """--key-type takes ecdsa or rsa only; the certificate is left alone."""
+    crt = site / "conf" / "certs" / f"{DOMAIN}.crt"
+    before = crt.read_bytes()
+    status, _, err = run_main(capsys, "cert", DOMAIN, "--force", "--key-type", "dsa")
+    assert status == 2 and "ecdsa" in err
+    assert crt.read_bytes() == before
 
 
 def test_cert_without_config_uses_conf_certs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

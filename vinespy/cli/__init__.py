@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser for every command; each subparser sets ``handler``."""
     # The commands' modules import this package (CLIError): imported here, once it exists.
     from . import accounts, db, init, migrate, pubsub, run
+    from ..tls import KEY_TYPES
     parser = Parser(prog=PROG, description="An XMPP server on asyncio, in the spirit of Vines.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     config_help = f"the configuration file (default: {DEFAULT_CONFIG})"
@@ -161,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "directory (./conf/certs without a config).")
     p.add_argument("domain", metavar="DOMAIN")
     p.add_argument("--force", action="store_true", help="replace an existing certificate")
+    p.add_argument("--key-type", choices=KEY_TYPES, default=KEY_TYPES[0],
+                   help="ecdsa (P-256, the default: half the server CPU per TLS handshake) "
+                   "or rsa (2048 bits, for clients without ECDSA)")
     p.set_defaults(handler=init.cmd_cert)
 
     for name, handler, what in (("register", accounts.cmd_register, "create an account"),

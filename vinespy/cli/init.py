@@ -171,7 +171,7 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def cmd_cert(args: argparse.Namespace) -> int:
-    """``vinespy cert DOMAIN [--force]``: a self-signed certificate for DOMAIN."""
+    """``vinespy cert DOMAIN [--force] [--key-type ecdsa|rsa]``: a self-signed certificate."""
     domain = check_domain(args.domain)
     config_path = Path(args.config)
     if config_path.exists():
@@ -182,7 +182,8 @@ def cmd_cert(args: argparse.Namespace) -> int:
         certs = Path("conf/certs")
     try:
         certs.mkdir(parents=True, exist_ok=True)
-        crt, key = make_self_signed(domain, certs, overwrite=args.force)
+        crt, key = make_self_signed(domain, certs, overwrite=args.force,
+                                    key_type=args.key_type)
     except FileExistsError as exc:
         name = exc.filename or f"the certificate of {domain} in {certs}"
         raise CLIError(f"{name} already exists; add --force to replace it") from None
