@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Coroutine
 
 from ..config import ConfigError
 from . import switches
-from .connection import connect, primary, where
+from .connection import Link, connect, primary, where
 from .inbound import Inbound
 from .membership import Membership
 from .publisher import Publisher
@@ -111,6 +111,9 @@ class Cluster:
                     self.cfg.service, new)
         for client in (self.redis, self.subscriber.redis):
             await client.connection_pool.disconnect(inuse_connections=True)
+        assert self.publisher is not None
+        for link in (self.publisher.link, self.subscriber.link):
+            await link.disconnect()
 
     async def stop(self) -> None:
         """After the streams closed (their unbinds and unavailable presence
@@ -122,11 +125,16 @@ class Cluster:
             await self.publisher.flush(2.0)
             # No more heartbeats (a stopping node must not re-register itself)
             # and no more reading; then leave.
-            await _cancel(self._tasks[1:], self.subscriber.redis)
+            await _cancel(self._tasks[1:], self.subscriber.redis, self.subscriber.link)
             await self.membership.leave()
         finally:
             self._stopped = True        # from here no job starts: none outlives the cluster
-            await _cancel(self._tasks[:1] + list(self._jobs), self.redis)
+            await _cancel(self._tasks[:1] + list(self._jobs), self.redis, self.publisher.link)
+            for link in (self.publisher.link, self.subscriber.link):
+                try:
+                    await link.disconnect()
+                except Exception:       # closing a broken connection: nothing to do
+                    pass
             for client in (self.redis, self.subscriber.redis):
                 try:
                     await client.aclose()
@@ -151,10 +159,10 @@ class Cluster:
             log.error("cluster job failed", exc_info=task.exception())
 
 
-async def _cancel(tasks: list[asyncio.Task[Any]], redis: Any) -> None:
+async def _cancel(tasks: list[asyncio.Task[Any]], redis: Any, link: Link) -> None:
     """Cancel ``tasks`` and wait for them; a task stuck in a Redis call that
     swallowed the cancellation (redis-py can) is freed by closing the
-    client's connections."""
+    client's connections and ``link``."""
     for t in tasks:
         t.cancel()
     if not tasks:
@@ -166,6 +174,7 @@ async def _cancel(tasks: list[asyncio.Task[Any]], redis: Any) -> None:
             conn = getattr(redis, "connection", None)
             if conn is not None:
                 await conn.disconnect()
+            await link.disconnect()
         except Exception:       # it is being torn down either way
             pass
         for t in pending:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from typing import TYPE_CHECKING, Any
 
@@ -109,3 +110,50 @@ async def primary(cfg: ClusterConfig) -> str | None:
         for sentinel in manager.sentinels:
             await sentinel.aclose()
     return f"{host}:{port}"
+
+
+class Link:
+    """A connection of its own to the Redis of ``client`` (same address,
+    credentials, TLS and Sentinel-following class as its pool's), for one
+    task's hot loop: the publisher's flushes and the subscriber's XREAD.
+
+    Commands are packed and their replies read straight on the connection,
+    without redis-py's client, pipeline and per-command timeouts (a task per
+    write when the connection has a socket timeout): measured (issue 17,
+    bench/results/2026-12-07-cluster-realistic.md) a flush of one inbox
+    entry cost a node about 145 µs of CPU through a pipeline against about
+    75 µs this way, and the round trips are most of what a cross-node
+    message costs beyond a same-node one. One ``asyncio.timeout`` bounds
+    the whole round trip instead. Replies are as Redis sends them (no
+    response callbacks); an error reply is returned in its command's place,
+    as a pipeline's ``raise_on_error=False`` does. Any other failure (the
+    connection lost, the timeout, a cancellation) closes the connection, so
+    that no stale reply is ever read, and propagates; the next call
+    reconnects (through the Sentinels when they are configured).
+    """
+
+    def __init__(self, client: aioredis.Redis, timeout: float) -> None:
+        pool = client.connection_pool
+        self.conn = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+        self.timeout = timeout
+
+    async def execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write; their replies, in order."""
+        from redis.exceptions import ResponseError
+        conn = self.conn
+        out: list[Any] = []
+        try:
+            async with asyncio.timeout(self.timeout):
+                await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                for _ in commands:
+                    try:
+                        out.append(await conn.read_response())
+                    except ResponseError as exc:    # the reply was read whole: go on
+                        out.append(exc)
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
+        return out
+
+    async def disconnect(self) -> None:
+        await self.conn.disconnect()

@@ -31,6 +31,7 @@ from ..jid import JID
 from ..xml import Element, serialize
 from . import keys
 from . import wire
+from .connection import Link
 from .confirm import Gate, Outbox, Sent, parse_confirmation
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ MAX_PENDING = 100_000        # stanzas queued or unconfirmed (while Redis is unr
 MAX_PER_NODE = MAX_PENDING // 4      # of those, for one receiving node (one stuck...)
 MAX_ITEMS = 1000             # items per stream entry
 ACK_EVERY = 0.1              # s: how often a busy receiver writes its confirmations
+FLUSH_TIMEOUT = 5.0          # s for one flush's round trip (then: Redis trouble, retried)
 
 # XADD to a node's inbox only while that node is registered; otherwise the
 # items come back to the sender, which handles them as for an absent
@@ -123,6 +125,9 @@ class Publisher:
                  undeliverable: Callable[[list[bytes]], None],
                  trouble: Callable[[str, BaseException | None], None]) -> None:
         self.redis = redis
+        # The writes go through a connection of the publisher's own (see
+        # Link); a flush that takes longer than FLUSH_TIMEOUT fails (retried).
+        self.link = Link(redis, FLUSH_TIMEOUT)
         self.node = node
         self.incarnation = incarnation
         self.maxlen = maxlen
@@ -408,8 +413,13 @@ class Publisher:
                 self.outbox.add(node, sent)
                 fresh.append((node, sent))
         again = set(self.outbox.nodes()) if self._resend_all else self._resend
-        cmds += self._sends([(n, s) for n, s in self.outbox if n in again]
-                            + [(n, s) for n, s in fresh if n not in again])
+        if again:
+            cmds += self._sends([(n, s) for n, s in self.outbox if n in again]
+                                + [(n, s) for n, s in fresh if n not in again])
+        else:
+            # Nothing to send again: the fresh entries only, without a walk
+            # over every unconfirmed one (tens to hundreds per flush under load).
+            cmds += self._sends(fresh)
         self._resend, self._resend_all = set(), False
         self._puts, self._unbinds, self._changed, self._events = {}, [], {}, []
         self._sets = {}
@@ -432,41 +442,45 @@ class Publisher:
                 for node, sent in entries]
 
     async def _execute(self, batch: list[tuple[str, Any]]) -> list[Any]:
-        pipe = self.redis.pipeline(transaction=False)
+        cmds: list[tuple[Any, ...]] = []
+        add = cmds.append
         for kind, arg in batch:
-            if kind == "put":
-                jid, rec = arg
-                pipe.hset(keys.sessions(str(jid.bare)), jid.resource, rec)
-                pipe.sadd(keys.node_jids(self.node), str(jid))
-            elif kind == "unbind":
-                full, sid = arg
-                pipe.eval(UNBIND, 3, keys.sessions(str(full.bare)), keys.node_jids(self.node),
-                          keys.sets(sid), full.resource, sid, str(full))
-            elif kind == "del":
-                pipe.delete(arg)
-            elif kind == "rpush":
-                key, items, ttl = arg
-                pipe.rpush(key, *items)
-                pipe.pexpire(key, ttl)
-            elif kind == "sadd":
-                pipe.sadd(arg[0], *arg[1])
-            elif kind == "srem":
-                pipe.srem(arg[0], *arg[1])
-            elif kind == "acks":
-                pipe.hset(keys.acks(self.node), mapping=arg)
-            elif kind == "confirms":
-                for node in arg:
-                    pipe.hget(keys.acks(node), self._me)
-            elif kind == "events":
-                pipe.xadd(keys.EVENTS, arg, maxlen=self.maxlen, approximate=True)
-            else:
+            if kind == "send":          # first: the hot path (a flush of stanzas)
                 node, _, fields = arg
                 flat: list[Any] = []
                 for k, v in fields.items():
                     flat += (k, v)
-                pipe.eval(SEND, 3, keys.NODES, keys.inbox(node), keys.acks(node), node,
-                          self.maxlen, self._me, *flat)
-        return list(await pipe.execute(raise_on_error=False))
+                add(("EVAL", SEND, 3, keys.NODES, keys.inbox(node), keys.acks(node), node,
+                     self.maxlen, self._me, *flat))
+            elif kind == "put":
+                jid, rec = arg
+                add(("HSET", keys.sessions(str(jid.bare)), jid.resource, rec))
+                add(("SADD", keys.node_jids(self.node), str(jid)))
+            elif kind == "unbind":
+                full, sid = arg
+                add(("EVAL", UNBIND, 3, keys.sessions(str(full.bare)),
+                     keys.node_jids(self.node), keys.sets(sid), full.resource, sid, str(full)))
+            elif kind == "del":
+                add(("DEL", arg))
+            elif kind == "rpush":
+                key, items, ttl = arg
+                add(("RPUSH", key, *items))
+                add(("PEXPIRE", key, ttl))
+            elif kind == "sadd":
+                add(("SADD", arg[0], *arg[1]))
+            elif kind == "srem":
+                add(("SREM", arg[0], *arg[1]))
+            elif kind == "acks":
+                add(("HSET", keys.acks(self.node), *[x for kv in arg.items() for x in kv]))
+            elif kind == "confirms":
+                for node in arg:
+                    add(("HGET", keys.acks(node), self._me))
+            elif kind == "events":
+                add(("XADD", keys.EVENTS, "MAXLEN", "~", self.maxlen, "*",
+                     *[x for kv in arg.items() for x in kv]))
+            else:
+                raise ValueError(f"unknown publisher command {kind!r}")
+        return await self.link.execute(cmds)
 
     async def run(self) -> None:
         backoff = Backoff()

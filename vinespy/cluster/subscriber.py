@@ -24,6 +24,7 @@ from ..jid import JIDError
 from . import keys
 from . import wire
 from .confirm import ADMIT, Gate
+from .connection import Link
 from .publisher import REDIS_ERRORS, Backoff, check_cancelled
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class Subscriber:
                  handle: Callable[[bytes, list[str], bytes], Awaitable[None]],
                  trouble: Callable[[str, BaseException | None], None]) -> None:
         self.redis = redis
+        self.link = Link(redis, BLOCK_MS / 1000 + 5)     # XREAD BLOCK, on its own connection
         self.node = node
         self.incarnation = incarnation
         self.inbox = keys.inbox(node).encode()
@@ -62,9 +64,7 @@ class Subscriber:
             try:
                 if self._rewind:
                     await self._clamp()
-                streams: dict[Any, Any] = {self.inbox: self.last_inbox,
-                                           keys.EVENTS: self.last_events}
-                resp = await self.redis.xread(streams, count=COUNT, block=BLOCK_MS)
+                resp = await self._read()
             except REDIS_ERRORS as exc:
                 check_cancelled()
                 self._trouble("subscriber", exc)
@@ -76,11 +76,26 @@ class Subscriber:
                 failed = False
                 backoff.reset()
                 self._trouble("subscriber", None)
-            reply: Any = resp or ()
-            for stream, entries in reply:
+            for stream, entries in resp:
                 await self.process(stream == self.inbox, entries)
-            if reply and self.confirm is not None:
+            if resp and self.confirm is not None:
                 self.confirm(self._confirmations)
+
+    async def _read(self) -> list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]:
+        """One ``XREAD BLOCK`` of both streams on the reader's own connection
+        (:class:`~.connection.Link`: about 20 µs of CPU less per read than
+        through redis-py's client), as [(stream, [(id, fields)...])...]."""
+        (reply,) = await self.link.execute([(
+            "XREAD", "COUNT", COUNT, "BLOCK", BLOCK_MS, "STREAMS", self.inbox, keys.EVENTS,
+            self.last_inbox, self.last_events)])
+        if isinstance(reply, Exception):
+            raise reply
+        if not reply:
+            return []
+        pairs = reply.items() if isinstance(reply, dict) else reply     # RESP3: a map
+        return [(stream, [(entry_id, dict(zip(flat[::2], flat[1::2])) if flat else {})
+                          for entry_id, flat in entries])
+                for stream, entries in pairs]
 
     def _confirmations(self) -> dict[str, str]:
         return self.gate.confirmations(time.monotonic())
