@@ -2,8 +2,9 @@
 
 Each stream handles its elements strictly in order, one at a time (RFC
 6120 §10.1): in the protocol's ``data_received`` while their handlers need
-not wait, in the stream's task when one does (:class:`XMLStream`). Output is batched: everything written during one turn of the event
-loop goes out in one ``transport.write``. A client that sends faster than
+not wait, in the stream's task when one does (:class:`XMLStream`).
+Output is batched: everything written during one turn of the event loop
+goes out in one ``transport.write``. A client that sends faster than
 its rate limit is slowed down by not reading (TCP pushes back), never
 disconnected for an ordinary burst: the pause comes before the next read,
 so what was read is handled at once and nothing read in one TLS state is
