@@ -305,6 +305,14 @@ class ArchiveStore(abc.ABC):
         for owner, msg in entries:
             await self.append(owner, msg)
 
+    def append_now(self, owner: JID, msg: ArchivedMessage) -> bool:
+        """:meth:`append` on the calling thread, at once, where the store can
+        do it without waiting (nothing that may block for long: a page-cache
+        write, no lock another holds): True once stored, False (nothing
+        written) for :meth:`append` or :meth:`append_many` to do it. Raises
+        as they do. The default: never (sql, any store whose writes wait)."""
+        return False
+
     async def sync(self) -> None:
         """Make every append that completed before this call durable
         against an OS crash or power loss. A store that commits each write
