@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -150,6 +151,7 @@ def main() -> None:
     p.add_argument("--profile", type=Path, default=None)
     p.add_argument("--callgrind", type=Path, default=None)
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))     # the nodes stopped too
     load.setup()
     names = args.sets.split(",")
     rates = [float(r) for r in args.rates.split(",")]

@@ -312,8 +312,9 @@ class Mam(Module):
         the owner's stanza-ids, the result's id says it, nor the peer's,
         which the peer's server removes from what it delivers anyway),
         serialized without a copy of the message."""
-        data = rules.without_stanza_ids(message, (owner, peer.bare), xml_bytes)
-        return ArchivedMessage(sid, _stamp_of(sid), str(peer), str(peer.bare), data)
+        bare = peer.bare
+        data = rules.without_stanza_ids(message, (owner, bare), xml_bytes)
+        return ArchivedMessage(sid, _stamp_of(sid), str(peer), str(bare), data)
 
     async def append(self, owner: JID, entry: ArchivedMessage) -> bool:
         """Archive ``entry`` for ``owner``; False (logged) if the store failed.
@@ -413,8 +414,10 @@ class Mam(Module):
     def strip_sent(self, ev: StanzaEvent) -> None:
         """Sender side, after carbons: the sender's id leaves a message to
         anyone else (the recipient never sees an id of the sender's archive)."""
-        if ev.origin is not None and ev.to.bare != ev.origin.jid.bare:
-            rules.strip_stanza_ids(ev.stanza, ev.origin.jid.bare)
+        if ev.origin is not None:
+            me = ev.origin.jid.bare
+            if ev.to.bare != me:
+                rules.strip_stanza_ids(ev.stanza, me)
 
     @hook("message/self", priority=50)
     @hook("message/bare", priority=50)
