@@ -78,7 +78,11 @@ Order (§3.1: the archive's order MUST be preserved)
 Writing the archive (:class:`~vinespy.storage.archive.batch.Batcher`, one per
 store, its tasks started in :meth:`Mam.start` and stopped, after a last
 write and sync, in :meth:`Mam.stop`)
-    * Each entry waits for the batch holding it (so an id is handed out
+    * An entry is written at once when nothing is queued or being
+      written and the store can do it without waiting (fs, memory:
+      ``Batcher.append_now``), the hooks then no coroutine: at a steady
+      rate, one message per loop iteration, that is nearly every entry.
+    * Else it waits for the batch holding it (so an id is handed out
       only once written); what a loop iteration queues (a burst read from
       many streams) is one ``append_many`` of the store, one batch written
       at a time while the next fills. At most 10,000 entries wait; beyond,
