@@ -527,6 +527,10 @@ class Vinespy(Target):
     """This checkout: ``python -m vinespy start`` with PYTHONPATH at the repository."""
 
     name = "vinespy"
+    # The modules it loads: the chat set by default (what the other servers
+    # run too, for the cross-server comparison); None = no ``modules`` line,
+    # so every built-in module, as ``vinespy init`` configures a host.
+    modules: ClassVar[tuple[str, ...] | None] = CHAT_MODULES
 
     @property
     def config(self) -> Path:
@@ -536,13 +540,15 @@ class Vinespy(Target):
         self._fresh_dir()
         self.port, self.password, self.users = free_port(), password, users
         self._copy_cert(self.dir / "conf" / "certs")
-        wanted = ", ".join(f'"{m}"' for m in modules.available() if m in CHAT_MODULES)
+        chosen = self.modules
+        wanted = ("" if chosen is None else "modules = [" + ", ".join(
+            f'"{m}"' for m in modules.available() if m in chosen) + "]\n")
         self.config.write_text(
             'log = "warning"\n'
             'certs = "conf/certs"\n'
             "[[host]]\n"
             f'domains = ["{DOMAIN}"]\n'
-            f"modules = [{wanted}]\n"
+            f"{wanted}"
             "[host.storage]\n"
             'backend = "fs"\n'
             'dir = "data"\n'
@@ -827,7 +833,16 @@ modules:
                 and "ejabberd@localhost" in cmd]
 
 
-TARGETS: dict[str, type[Target]] = {t.name: t for t in (Vinespy, Prosody, Ejabberd)}
+class VinespyDefault(Vinespy):
+    """vinespy with every built-in module (carbons, mam, blocking, csi, sm,
+    pep...), as an operator running ``vinespy init``'s config has it."""
+
+    name = "vinespy-default"
+    modules = None
+
+
+TARGETS: dict[str, type[Target]] = {
+    t.name: t for t in (Vinespy, VinespyDefault, Prosody, Ejabberd)}
 
 
 # --------------------------------------------------------------------------- smoke test

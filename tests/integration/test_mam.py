@@ -557,8 +557,10 @@ async def test_forgotten_counters_do_not_trim_at_every_append(
             bob.say(ALICE, f"m{i}")
         await alice.got("m299")
         await asyncio.wait_for(mam.trims_done(), TIMEOUT)
-        # 600 appends, each a trim with odds 1/10: about 60, far below 600.
-        assert 10 <= mam.trims <= 150
+        # 600 appends, each a trim with odds 1/10: about 60, far below 600
+        # (fewer: the entries are written without yielding to the loop, so
+        # the trims due during a burst coalesce, one per user).
+        assert 1 <= mam.trims <= 150
         kept = [body_of(m) for m in await everything(alice)]
         assert 100 <= len(kept) < 200 and kept[-1] == "m299"
 

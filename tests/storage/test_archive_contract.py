@@ -25,6 +25,7 @@ from vinespy.jid import JID
 from vinespy.storage import StorageError, open_storage
 from vinespy.storage.archive import (ArchivedMessage, ArchivePage, ArchiveQuery, ArchiveStore,
                                      UnknownId, archive_for, new_id, open_archive)
+from vinespy.storage.archive.batch import Batcher
 from vinespy.storage.archive.days import day_file, record_line
 from vinespy.storage.archive.fs import FsArchive
 from vinespy.storage.archive.memory import MemoryArchive
@@ -417,6 +418,73 @@ async def test_append_many_after_the_owner_was_deleted(store: ArchiveStore) -> N
     await store.append_many([(ALICE, later), (BOB, first)])
     assert (await store.query(ALICE, ArchiveQuery())).items == (later,)
     assert (await store.query(BOB, ArchiveQuery())).items == (first,)
+
+
+async def test_append_now_writes_at_once_or_nothing(
+        request: pytest.FixtureRequest, store: ArchiveStore) -> None:
+    """append_now: memory and fs (inline) store an entry on the spot, as
+    append would (fs: once the owner's directory is known to exist);
+    a store whose writes wait (fs-thread, sql) writes nothing and says so.
+    A bad entry it would write raises as append does."""
+    first, now, later = message(0), message(1), message(2)
+    await store.append(ALICE, first)
+    inline = request.node.callspec.params["store"] in ("memory", "fs")
+    written = store.append_now(ALICE, now)
+    assert written == inline
+    if not written:
+        await store.append(ALICE, now)
+    assert store.append_now(BOB, later) == isinstance(store, MemoryArchive)  # fs: dir unknown
+    m = message(3)
+    if inline:
+        with pytest.raises(ValueError):
+            store.append_now(ALICE, ArchivedMessage("x" * 24, m.stamp, m.peer, m.peer_bare,
+                                                    m.stanza))
+    assert (await store.query(ALICE, ArchiveQuery())).items == (first, now)
+    assert (await store.query(BOB, ArchiveQuery())).items == ((later,) if isinstance(
+        store, MemoryArchive) else ())
+
+
+async def test_batcher_writes_at_once_only_when_idle(tmp_path: Path) -> None:
+    """Batcher.append_now writes an entry at once when nothing is queued or
+    being written (it then overtakes nothing), else leaves it to append;
+    what it wrote is synced like a batch; a failed write is a StorageError."""
+    store = FsArchive(tmp_path)
+    synced: list[int] = []
+    real_sync = store.sync
+
+    async def sync() -> None:
+        synced.append(1)
+        await real_sync()
+    store.sync = sync                               # type: ignore[method-assign]
+    batcher = Batcher(store, sync_interval=0.05)
+    msgs = [message(i) for i in range(4)]
+    assert not batcher.append_now(ALICE, msgs[0])           # not started
+    batcher.start()
+    try:
+        await batcher.append(ALICE, msgs[0])                # ALICE's dir made (thread)
+        assert batcher.append_now(ALICE, msgs[1]) and batcher.written_now == 1
+        queued = asyncio.ensure_future(batcher.append(ALICE, msgs[2]))
+        await asyncio.sleep(0)                              # queued, not yet written
+        assert not batcher.append_now(ALICE, msgs[3])       # would overtake it
+        await queued
+        assert batcher.append_now(ALICE, msgs[3]) and batcher.written_now == 2
+        for _ in range(100):
+            if synced:
+                break
+            await asyncio.sleep(0.05)
+        assert synced, "what append_now wrote is synced"
+        # A day file that cannot be opened for appending (here a directory
+        # in its place: root cannot write there either).
+        bad = message(40, stamp=T0 + timedelta(days=9))
+        in_the_way = store.owner_dir(ALICE) / day_file(bad.id)
+        in_the_way.mkdir()
+        with pytest.raises(StorageError):
+            batcher.append_now(ALICE, bad)
+        in_the_way.rmdir()
+    finally:
+        await batcher.stop()
+    assert not batcher.append_now(ALICE, message(5))        # stopped
+    assert (await store.query(ALICE, ArchiveQuery())).items == tuple(msgs)
 
 
 # ---------------------------------------------------------------------------

@@ -124,23 +124,28 @@ class Carbons(Module):
 
     # -- received (§7) -------------------------------------------------------------
 
+    # Both hooks run for every message between users: each first rules out,
+    # cheaply, what is most often so (nobody to copy to) before it parses
+    # anything or makes a JID (both took ~100k instructions a message,
+    # mostly for nobody: bench/modcost.py, chat+carbons against chat).
+
     @hook("message/self", priority=-50)
     @hook("message/bare", priority=-50)
     @hook("message/full", priority=-50)
     def received(self, ev: StanzaEvent) -> None:
         """After the handlers that claim or bounce (blocking); never claims."""
         st = ev.stanza
-        if st.find(PRIVATE) is not None:
-            strip_private(st)           # not copied, and delivered without it (§9)
-            return None
+        for el in st:
+            if el.tag == PRIVATE:
+                strip_private(st)       # not copied, and delivered without it (§9)
+                return None
         user = ev.to.bare
-        if ((ev.origin is not None and ev.origin.jid.bare == user)   # sent copies do it
-                or not eligible(st, inbound=True)):
-            return None
-        # Who has copies on first (mostly nobody): the router's choice of
-        # targets is worked out only then.
+        # Who has copies on first (mostly nobody): whether the message is
+        # eligible, and the router's choice of targets, are worked out only then.
         wanting = copied_to(self.host.sessions.resources(user), ())
-        if not wanting:
+        if (not wanting
+                or (ev.origin is not None and ev.origin.jid.bare == user)  # sent copies do it
+                or not eligible(st, inbound=True)):
             return None
         targets = self.host.router.message_targets(ev.to, st.get("type"))
         if not targets and st.get("type") == "error":
@@ -153,26 +158,31 @@ class Carbons(Module):
     @hook("pre-message")
     def sent(self, ev: StanzaEvent) -> Awaitable[None] | None:
         """The sender's host, before routing: copies of what a resource sends."""
-        if ev.origin is None or not eligible(ev.stanza, inbound=False):
+        if ev.origin is None:
             return None
+        user = ev.frm.bare
         sessions = self.host.sessions
-        if sessions.missing([ev.frm.bare]):     # pre-message comes before the router's load
-            return self._sent_loading(ev)
-        self._copy_sent(ev)
+        if sessions.missing([user]):            # pre-message comes before the router's load
+            return self._sent_loading(ev, user)
+        self._copy_sent(ev, user)
         return None
 
-    async def _sent_loading(self, ev: StanzaEvent) -> None:
-        await self.host.sessions.load([ev.frm.bare])
-        self._copy_sent(ev)
+    async def _sent_loading(self, ev: StanzaEvent, user: JID) -> None:
+        await self.host.sessions.load([user])
+        self._copy_sent(ev, user)
 
-    def _copy_sent(self, ev: StanzaEvent) -> None:
-        user = ev.frm.bare
+    def _copy_sent(self, ev: StanzaEvent, user: JID) -> None:
+        resources = self.host.sessions.resources(user)
+        # Only the sender itself (mostly): no copy, nothing else to look at.
+        if (len(resources) < 2 and (not resources or resources[0].jid == ev.frm)) or not (
+                eligible(ev.stanza, inbound=False)):
+            return
         skip = [ev.frm]
         if ev.to.local and ev.to.bare == user:
             # To oneself: those the router delivers to have it already.
             skip += (s.jid for s in self.host.router.message_targets(
                 ev.to, ev.stanza.get("type")))
-        self._send("sent", user, ev.stanza, copied_to(self.host.sessions.resources(user), skip))
+        self._send("sent", user, ev.stanza, copied_to(resources, skip))
 
     def _send(self, direction: str, user: JID, message: Element,
               sessions: list[Session]) -> None:

@@ -78,7 +78,11 @@ Order (§3.1: the archive's order MUST be preserved)
 Writing the archive (:class:`~vinespy.storage.archive.batch.Batcher`, one per
 store, its tasks started in :meth:`Mam.start` and stopped, after a last
 write and sync, in :meth:`Mam.stop`)
-    * Each entry waits for the batch holding it (so an id is handed out
+    * An entry is written at once when nothing is queued or being
+      written and the store can do it without waiting (fs, memory:
+      ``Batcher.append_now``), the hooks then no coroutine: at a steady
+      rate, one message per loop iteration, that is nearly every entry.
+    * Else it waits for the batch holding it (so an id is handed out
       only once written); what a loop iteration queues (a burst read from
       many streams) is one ``append_many`` of the store, one batch written
       at a time while the next fills. At most 10,000 entries wait; beyond,
@@ -312,8 +316,9 @@ class Mam(Module):
         the owner's stanza-ids, the result's id says it, nor the peer's,
         which the peer's server removes from what it delivers anyway),
         serialized without a copy of the message."""
-        data = rules.without_stanza_ids(message, (owner, peer.bare), xml_bytes)
-        return ArchivedMessage(sid, _stamp_of(sid), str(peer), str(peer.bare), data)
+        bare = peer.bare
+        data = rules.without_stanza_ids(message, (owner, bare), xml_bytes)
+        return ArchivedMessage(sid, _stamp_of(sid), str(peer), str(bare), data)
 
     async def append(self, owner: JID, entry: ArchivedMessage) -> bool:
         """Archive ``entry`` for ``owner``; False (logged) if the store failed.
@@ -335,15 +340,34 @@ class Mam(Module):
                 self.cap.count(owner)
         return True
 
-    async def _filed(self, owner: JID, peer: JID, message: Element) -> bool:
+    def _file(self, owner: JID, peer: JID, message: Element) -> Awaitable[None] | None:
         """Archive ``message`` for ``owner`` under an id made now, just before
         its write (see "Order" in the module's docstring), and stamp the
-        message with that id once it is written; False if the write failed."""
+        message with that id once it is written (the message carries no id
+        of ``owner``: the caller stripped them). Written at once when the
+        batcher can (:meth:`Batcher.append_now`): None, no coroutine (the
+        usual case at a steady rate); else what to await (None: a hook
+        returning it claims nothing). A failed write is logged, the
+        message goes without an id."""
+        assert self.batcher is not None
         sid = id_now()
-        if not await self.append(owner, self.entry(owner, sid, peer, message)):
-            return False
-        rules.stamp_stanza_id(message, owner, sid)
-        return True
+        entry = self.entry(owner, sid, peer, message)
+        try:
+            if not self.batcher.append_now(owner, entry):
+                return self._filed(owner, sid, entry, message)
+        except StorageError as exc:
+            self.log.warning("archiving a message of %s failed: %s", owner, exc)
+            return None             # delivered without an id
+        if self.cap is not None:
+            self.cap.count(owner)
+        rules.add_stanza_id(message, owner, sid)
+        return None
+
+    async def _filed(self, owner: JID, sid: str, entry: ArchivedMessage,
+                     message: Element) -> None:
+        """:meth:`_file` through the batcher."""
+        if await self.append(owner, entry):
+            rules.stamp_stanza_id(message, owner, sid)
 
     @property
     def trims(self) -> int:
@@ -367,11 +391,16 @@ class Mam(Module):
             return None
         blocking = self.host.module("blocking")
         listed = blocking.cached(me) if isinstance(blocking, Blocking) else frozenset()
-        if listed is not None and matches(listed, ev.to):
+        if listed is None:
+            return self._file_sent(ev, me)
+        if matches(listed, ev.to):
             return None             # refused by the sender's own blocklist: never sent
-        return self._file_sent(ev, me, listed is None)
+        wanted = self.wanted_now(me, ev.to)
+        if wanted is None:
+            return self._file_sent(ev, me, check_blocklist=False)
+        return self._file(me, ev.to, ev.stanza) if wanted else None
 
-    async def _file_sent(self, ev: StanzaEvent, me: JID, check_blocklist: bool) -> None:
+    async def _file_sent(self, ev: StanzaEvent, me: JID, check_blocklist: bool = True) -> None:
         if check_blocklist:
             blocking = self.host.module("blocking")
             assert isinstance(blocking, Blocking)
@@ -380,41 +409,54 @@ class Mam(Module):
                     return
             except StorageError:
                 pass                # the blocking module answers for it
-        if await self._wants(me, ev.to):
-            await self._filed(me, ev.to, ev.stanza)
-
-    async def _wants(self, owner: JID, peer: JID) -> bool:
-        """:meth:`wanted`, without a coroutine when the preferences are cached."""
-        wanted = self.wanted_now(owner, peer)
-        return await self.wanted(owner, peer) if wanted is None else wanted
+        if await self.wanted(me, ev.to):
+            filing = self._file(me, ev.to, ev.stanza)
+            if filing is not None:
+                await filing
 
     @hook("pre-message", priority=-10)
     def strip_sent(self, ev: StanzaEvent) -> None:
         """Sender side, after carbons: the sender's id leaves a message to
         anyone else (the recipient never sees an id of the sender's archive)."""
-        if ev.origin is not None and ev.to.bare != ev.origin.jid.bare:
-            rules.strip_stanza_ids(ev.stanza, ev.origin.jid.bare)
+        if ev.origin is not None:
+            me = ev.origin.jid.bare
+            if ev.to.bare != me:
+                rules.strip_stanza_ids(ev.stanza, me)
 
     @hook("message/self", priority=50)
     @hook("message/bare", priority=50)
     @hook("message/full", priority=50)
-    async def file_routed(self, ev: StanzaEvent) -> None:
+    def file_routed(self, ev: StanzaEvent) -> Awaitable[None] | None:
         """The recipient's side of a message to a local user, once blocking
-        let it through, before it is delivered, copied or stored offline."""
+        let it through, before it is delivered, copied or stored offline.
+        Without a coroutine when the preferences are cached and the entry
+        is written at once (the usual case)."""
         st = ev.stanza
         user = ev.to.bare
         if ev.origin is not None:
             sender = ev.origin.jid.bare
             if sender == user:
                 return None             # to oneself: filed when sent, its id kept
-            rules.strip_stanza_ids(st, sender)
-        rules.strip_stanza_ids(st, user)
-        if (self.store is None or not rules.should_archive(st)
-                or not await self._wants(user, ev.frm)):
+            rules.strip_stanza_ids(st, sender, user)
+        else:
+            rules.strip_stanza_ids(st, user)
+        if self.store is None or not rules.should_archive(st):
             return None
+        wanted = self.wanted_now(user, ev.frm)
+        if wanted is None:
+            return self._file_routed_loading(ev, user)
+        return self._file_routed(ev, user) if wanted else None
+
+    async def _file_routed_loading(self, ev: StanzaEvent, user: JID) -> None:
+        if await self.wanted(user, ev.frm):
+            filing = self._file_routed(ev, user)
+            if filing is not None:
+                await filing
+
+    def _file_routed(self, ev: StanzaEvent, user: JID) -> Awaitable[None] | None:
+        st = ev.stanza
         if self.host.router.message_targets(ev.to, st.get("type")):
-            await self._filed(user, ev.frm, st)
-            return None
+            return self._file(user, ev.frm, st)
         # To offline storage: archived once it is taken (offline_taken), which
         # the offline module does only for an existing account. The entry
         # holds the stanza, so no other object takes its id().

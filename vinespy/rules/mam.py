@@ -405,8 +405,11 @@ def strip_stanza_ids(message: Element, *by: JID) -> int:
 
 
 def _ids_by(message: Element, by: tuple[JID, ...]) -> list[Element]:
+    ids = list(message.iterchildren(_SID))
+    if not ids:
+        return ids              # the usual case, ~6 times a message: no JID made text
     named = [(jid, str(jid)) for jid in by]
-    return [el for el in message.iterchildren(_SID)
+    return [el for el in ids
             if any(_same_jid(el.get("by"), jid, text) for jid, text in named)]
 
 

@@ -37,7 +37,7 @@ answers ``<item-not-found/>``).
 from __future__ import annotations
 
 import abc
-import os
+import random
 import re
 import time
 from dataclasses import dataclass
@@ -134,13 +134,16 @@ def new_id(stamp: datetime) -> str:
     """A new stanza-id for a message archived at ``stamp``: 16 hex digits of
     its UTC time in microseconds, then 8 random ones. Ids sort by time;
     two of one microsecond differ (with odds 2**-32 of a clash, which the
-    sql store's key refuses) but their order is random."""
-    return f"{micros(stamp):016x}{os.urandom(4).hex()}"
+    sql store's key refuses) but their order is random. The random digits
+    need not be secret (an archive is its owner's alone), only unlikely to
+    repeat: the random module's generator (reseeded in a forked worker),
+    not a getrandom(2) system call per id."""
+    return f"{micros(stamp):016x}{random.getrandbits(32):08x}"
 
 
 def id_now() -> str:
     """:func:`new_id` of now, without making a datetime (twice per message)."""
-    return f"{time.time_ns() // 1000:016x}{os.urandom(4).hex()}"
+    return f"{time.time_ns() // 1000:016x}{random.getrandbits(32):08x}"
 
 
 def id_micros(id: str) -> int | None:
@@ -304,6 +307,14 @@ class ArchiveStore(abc.ABC):
             check_message(msg)
         for owner, msg in entries:
             await self.append(owner, msg)
+
+    def append_now(self, owner: JID, msg: ArchivedMessage) -> bool:
+        """:meth:`append` on the calling thread, at once, where the store can
+        do it without waiting (nothing that may block for long: a page-cache
+        write, no lock another holds): True once stored, False (nothing
+        written) for :meth:`append` or :meth:`append_many` to do it. Raises
+        as they do. The default: never (sql, any store whose writes wait)."""
+        return False
 
     async def sync(self) -> None:
         """Make every append that completed before this call durable

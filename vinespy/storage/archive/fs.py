@@ -456,6 +456,19 @@ class FsArchive(ArchiveStore):
     async def append(self, owner: JID, msg: ArchivedMessage) -> None:
         await self.append_many(((owner, msg),))
 
+    def append_now(self, owner: JID, msg: ArchivedMessage) -> bool:
+        """The entry's day file written on the loop, as :meth:`append_many`
+        does when that cannot wait (see "Where the appends run"); False,
+        nothing written, where it could (an owner directory not known to
+        exist, a lock held by another, a replaced file) or ``inline`` is off."""
+        if not self.inline:
+            return False
+        (group,) = self._groups(((owner, msg),))
+        try:
+            return self._write_now(group)
+        except OSError as exc:
+            raise StorageError(f"archive I/O failed: {exc}") from exc
+
     async def append_many(self, entries: Sequence[tuple[JID, ArchivedMessage]]) -> None:
         groups = self._groups(entries)
         try:

@@ -50,6 +50,11 @@ class MemoryArchive(ArchiveStore):
         key = check_owner(owner)
         self._owners.setdefault(key, _Archive()).add(check_message(msg))
 
+    def append_now(self, owner: JID, msg: ArchivedMessage) -> bool:
+        key = check_owner(owner)
+        self._owners.setdefault(key, _Archive()).add(check_message(msg))
+        return True
+
     async def append_many(self, entries: Sequence[tuple[JID, ArchivedMessage]]) -> None:
         checked = [(check_owner(owner), check_message(msg)) for owner, msg in entries]
         for key, msg in checked:
