@@ -6,7 +6,7 @@ For each target (``bench/targets.py``): install, prepare 400 users, start it
 pinned to CPU 0, run every scenario of ``bench/load.py`` ``--runs`` times with
 the generator pinned to CPU 1, stop it. Every scenario starts on a freshly
 restarted server process: what one scenario leaves behind must not be charged
-to the next (Prosody's CPU per message doubles after the idle scenario's
+to the next (Prosody's CPU per message rises 2-4x after the idle scenario's
 5,000 sessions have come and gone; see bench/README.md).
 Each figure is the median of the runs with the spread (min-max). A figure
 measured while the generator used more than 85% of its core is flagged ``*``
