@@ -5,9 +5,10 @@
 
 For each target (``bench/targets.py``): install, prepare 400 users, start it
 pinned to CPU 0, run every scenario of ``bench/load.py`` ``--runs`` times with
-the generator pinned to CPU 1, stop it. The server is restarted before each
-run and before the idle scenario, so logins and the RSS baseline see a fresh
-process.
+the generator pinned to CPU 1, stop it. Every scenario starts on a freshly
+restarted server process: what one scenario leaves behind must not be charged
+to the next (Prosody's CPU per message rises 2-4x after the idle scenario's
+5,000 sessions have come and gone; see bench/README.md).
 Each figure is the median of the runs with the spread (min-max). A figure
 measured while the generator used more than 85% of its core is flagged ``*``
 and not quoted as a result (no ratio).
@@ -106,11 +107,6 @@ def scenarios(quick: bool) -> dict[str, Callable[[load.Env], Any]]:
     }
 
 
-# The server is restarted before these (and before every run but the first):
-# the logins and the idle RSS baseline then see a fresh process, not one
-# holding memory freed by, or still closing sessions from, earlier scenarios.
-RESTART_BEFORE = ("idle",)
-
 # A scenario that takes longer than this is abandoned (reported as an error).
 SCENARIO_TIMEOUT = {"login": 300.0, "login-plain": 300.0, "idle": 900.0,
                     "saturation": 120.0, "fixed": 120.0, "msg+idle": 600.0,
@@ -153,7 +149,13 @@ def run_target(name: str, cls: Any, workdir: Path, cert: Path, key: Path,
         for r in range(runs):
             chosen = {k: f for k, f in scenarios(quick).items() if not only or k in only}
             for i, (sname, fn) in enumerate(chosen.items()):
-                if (r and not i) or sname in RESTART_BEFORE:
+                # Every scenario but the very first starts on a freshly
+                # restarted server: the logins and the idle RSS baseline see a
+                # fresh process, not one holding memory freed by, or still
+                # closing sessions from, earlier scenarios; the messaging
+                # figures are not taken on a heap that thousands of sessions
+                # have churned (Prosody's GC then costs it far more: README).
+                if r or i:
                     print(f"[{name}] restart before run {r + 1} {sname}", flush=True)
                     try:
                         target.stop()
