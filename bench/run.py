@@ -74,6 +74,8 @@ def rows(quick: bool) -> list[Row]:
         Row("server CPU per message @2000 msg/s (µs)", "fixed", "cpu_us", "{:,.1f}"),
         Row("latency p50 @2000 msg/s (ms)", "fixed", "p50_ms", "{:,.2f}"),
         Row("latency p99 @2000 msg/s (ms)", "fixed", "p99_ms", "{:,.2f}"),
+        Row("server CPU per message @500 msg/s (µs)", "fixed500", "cpu_us", "{:,.1f}"),
+        Row("server CPU per message @6000 msg/s (µs)", "fixed6000", "cpu_us", "{:,.1f}"),
         Row("saturation (msg/s)", "saturation", "msg_s"),
         Row("server CPU per message at saturation (µs)", "saturation", "cpu_us", "{:,.1f}"),
         Row("+5k idle: saturation (msg/s)", "msg+idle", "sat_msg_s"),
@@ -84,9 +86,11 @@ def rows(quick: bool) -> list[Row]:
     return out
 
 
-INTEGRITY = (("saturation", ""), ("fixed", ""), ("msg+idle", "sat_"), ("msg+idle", "fix_"),
+INTEGRITY = (("saturation", ""), ("fixed", ""), ("fixed500", ""), ("fixed6000", ""),
+             ("msg+idle", "sat_"), ("msg+idle", "fix_"),
              ("batched", ""))
-GEN_ROWS = ("login", "login-plain", "idle", "fixed", "saturation", "msg+idle", "batched")
+GEN_ROWS = ("login", "login-plain", "idle", "fixed", "fixed500", "fixed6000", "saturation",
+            "msg+idle", "batched")
 
 
 def scenarios(quick: bool) -> dict[str, Callable[[load.Env], Any]]:
@@ -99,6 +103,10 @@ def scenarios(quick: bool) -> dict[str, Callable[[load.Env], Any]]:
         "login-plain": lambda env: load.scenario_login(env, n=n, mech="PLAIN"),
         "idle": lambda env: load.scenario_idle(env, levels=idle),
         "fixed": lambda env: load.scenario_fixed(env, seconds=secs),
+        # CPU per message against the rate: the same work costs more the
+        # more often the server sleeps between messages (bench/wakeup_cost.py).
+        "fixed500": lambda env: load.scenario_fixed(env, rate=500.0, seconds=secs),
+        "fixed6000": lambda env: load.scenario_fixed(env, rate=6000.0, seconds=secs),
         "saturation": lambda env: load.scenario_saturation(env, seconds=secs),
         "msg+idle": lambda env: load.scenario_msg_idle(env, idle=5000, seconds=secs),
         # The old method, kept as a named extra row: a whole window of
@@ -109,7 +117,8 @@ def scenarios(quick: bool) -> dict[str, Callable[[load.Env], Any]]:
 
 # A scenario that takes longer than this is abandoned (reported as an error).
 SCENARIO_TIMEOUT = {"login": 300.0, "login-plain": 300.0, "idle": 900.0,
-                    "saturation": 120.0, "fixed": 120.0, "msg+idle": 600.0,
+                    "saturation": 120.0, "fixed": 120.0, "fixed500": 120.0,
+                    "fixed6000": 120.0, "msg+idle": 600.0,
                     "batched": 120.0}
 
 
