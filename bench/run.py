@@ -358,10 +358,25 @@ def report(results: dict[str, Outcome], args: argparse.Namespace) -> str:
     return text + f"\n\nwritten to {path}"
 
 
+def checkout_target(targets: Any, name: str) -> Any:
+    """``vinespy@DIR``: the bench's vinespy run from the checkout at DIR (the
+    code before a change, against this checkout's, in the same run)."""
+    src = Path(name.partition("@")[2]).resolve()
+    if not (src / "vinespy" / "__init__.py").exists():
+        raise SystemExit(f"{name}: no vinespy checkout at {src}")
+
+    class Checkout(targets.Vinespy):
+        def env(self) -> dict[str, str]:
+            return {**super().env(), "PYTHONPATH": str(src)}
+    Checkout.name = name.replace("/", "_")
+    return Checkout
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=None, help="default 3 (1 with --quick)")
-    p.add_argument("--targets", default=",".join(ORDER))
+    p.add_argument("--targets", default=",".join(ORDER),
+                   help="comma-separated; vinespy@DIR runs the checkout at DIR too")
     p.add_argument("--quick", action="store_true",
                    help="1 run, fewer logins, shorter runs, no 10k idle (development)")
     p.add_argument("--scenarios", default="",
@@ -385,6 +400,9 @@ def main() -> int:
     bad = [n for n in only if n not in scenarios(args.quick)]
     if bad:
         p.error(f"unknown scenario(s) {', '.join(bad)}; known: {', '.join(scenarios(False))}")
+    for n in names:
+        if n.startswith("vinespy@"):
+            targets.TARGETS[n] = checkout_target(targets, n)
     unknown = [n for n in names if n not in targets.TARGETS]
     if unknown:
         p.error(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(targets.TARGETS)}")
