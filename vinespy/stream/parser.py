@@ -227,7 +227,7 @@ class StreamParser:
         "Nothing half received" is stricter than :attr:`idle`: no element
         is open, and the last bytes fed end with a whole tag (plus
         whitespace), so libxml2 holds no partial tag either. Releasing and
-        opening again costs about 10 µs; it saves 8.6 KiB while released
+        opening again costs about 8 µs; it saves 8.6 KiB while released
         (the push parser context, 3 KiB, stays: the stanzas' documents keep
         the lxml parser alive anyway).
         """
