@@ -72,6 +72,24 @@ async def test_login_over_direct_tls(make_server: Any, mech: str) -> None:
         assert str(c.boundjid.bare) == jid
 
 
+async def test_idle_streams_release_their_parser_and_go_on(server: Running) -> None:
+    """Streams sent nothing for a while release their parser's state (the
+    server's IdleRelease); what the clients send next is parsed as before."""
+    a = await server.login(await server.user("alice"))
+    b = await server.login(await server.user("bob"))
+    streams = list(server.server.streams)
+    for _ in range(100):                    # the clients' own traffic settles
+        server.server.idle_parsers.tick()
+        if all(s.parser.released for s in streams):
+            break
+        await asyncio.sleep(0.05)
+    assert all(s.parser.released for s in streams)
+    m = await chat(a, b, str(b.boundjid), "after a pause")
+    assert m["from"] == a.boundjid
+    m = await chat(b, a, str(a.boundjid), "and back")
+    assert m["from"] == b.boundjid
+
+
 async def test_two_users_chat_both_ways(server: Running) -> None:
     """Messages to full JIDs flow both ways with the sender's full JID stamped."""
     a = await server.login(await server.user("alice"))

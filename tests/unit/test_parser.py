@@ -11,7 +11,7 @@ from lxml import etree
 
 from vinespy import ns
 from vinespy.errors import StreamError
-from vinespy.stream.parser import Event, StreamClosed, StreamOpened, StreamParser
+from vinespy.stream.parser import Event, IdleRelease, StreamClosed, StreamOpened, StreamParser
 from vinespy.xml import serialize
 
 HEADER = (b"<?xml version='1.0'?>"
@@ -182,6 +182,194 @@ def test_memory_stays_flat() -> None:
     assert root.text is None
 
 
+# -- releasing an idle stream's state ------------------------------------------
+
+def feed_releasing(parser: StreamParser, chunks: list[bytes]) -> tuple[list[Event], int]:
+    """Feed ``chunks``, asking the parser to release its state after each;
+    the events and how many times it did."""
+    events: list[Event] = []
+    released = 0
+    for chunk in chunks:
+        events += parser.feed(chunk)
+        released += parser.release()
+    return events, released
+
+
+def test_release_then_feed_same_events_at_every_split() -> None:
+    """Released after every chunk it can be, the parser gives the events it
+    gives unreleased, wherever the stream is cut in three."""
+    released = 0
+    for i in range(len(STREAM) + 1):
+        for j in (i + 1, i + 7, i + 40):
+            events, n = feed_releasing(StreamParser(), [STREAM[:i], STREAM[i:j], STREAM[j:]])
+            assert describe(events) == WHOLE, (i, j)
+            released += n
+    assert released >= 30                  # it did, at the cuts between stanzas
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=40))
+def test_release_random_chunking_same_stanzas(cuts: list[int]) -> None:
+    """Any chunking, releasing whenever possible, yields identical stanzas."""
+    bounds = [0, *sorted(set(cuts)), len(STREAM)]
+    chunks = [STREAM[a:b] for a, b in zip(bounds, bounds[1:])]
+    events, _ = feed_releasing(StreamParser(), chunks)
+    assert describe(events) == WHOLE
+
+
+def test_release_frees_the_tree_and_rebuilds_it() -> None:
+    """Released, the parser holds no tree; the next bytes open the stream
+    again (in the same lxml parser), and a stanza split across reads after
+    it parses whole."""
+    parser = StreamParser()
+    parser.feed(HEADER + b"<presence/>")
+    lxml_parser = parser._parser            # white-box
+    assert parser.release() and parser.released
+    assert parser._root is None
+    assert parser.feed(b"<message to='a@b'><bo") == []
+    assert not parser.released
+    assert not parser.release()             # a stanza is half received
+    assert describe(parser.feed(b"dy>x</body></message>")) == [
+        b'<message to="a@b"><body>x</body></message>']
+    assert parser._parser is lxml_parser
+
+
+def test_release_keeps_the_stream_namespaces() -> None:
+    """Stanzas after a release keep jabber:client as default namespace, and
+    a prefix the client declared on its header is still declared."""
+    parser = StreamParser()
+    parser.feed(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/"
+                b"streams' xmlns:x='urn:x' to='example.com' version='1.0'>")
+    assert parser.release()
+    (msg,) = parser.feed(b"<message><x:y/></message>")
+    assert isinstance(msg, etree._Element)
+    assert msg.nsmap[None] == ns.CLIENT
+    assert msg[0].tag == "{urn:x}y"
+    assert parser.release()
+    (error,) = parser.feed(b"<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+                           b"</stream:error>")
+    assert isinstance(error, etree._Element) and error.tag == f"{{{ns.STREAM}}}error"
+    assert parser.release()
+    assert parser.feed(CLOSE) == [StreamClosed()]
+
+
+@pytest.mark.parametrize("tail", [
+    b"<presence a='>",                  # '>' inside a quoted attribute: the tag goes on
+    b"<presence a='>'",
+    b"<mess",
+    b"<![CDATA[ >",                     # not a tag: never released after one
+    b"<presence/>x",                    # text after the tag
+])
+def test_release_refused_while_libxml2_may_hold_a_partial_tag(tail: bytes) -> None:
+    """Nothing is released while the last bytes do not end with a whole tag."""
+    parser = StreamParser()
+    parser.feed(HEADER)
+    try:
+        parser.feed(tail)
+    except StreamError:
+        return                           # refused outright: nothing to release either
+    assert not parser.release()
+
+
+def test_release_after_keepalives() -> None:
+    """Whitespace keepalives after a stanza leave it releasable; parsing goes on."""
+    parser = StreamParser()
+    parser.feed(HEADER + b"<presence/>")
+    parser.feed(b" ")
+    parser.feed(b"\n")
+    assert parser.release()
+    assert parser.feed(b" ") == []
+    assert parser.release()
+    assert describe(parser.feed(b"<presence/>")) == [b"<presence/>"]
+
+
+def test_release_refused_before_the_header_after_close_and_error() -> None:
+    parser = StreamParser()
+    assert not parser.release()
+    parser.feed(HEADER[:20])
+    assert not parser.release()
+    parser.feed(HEADER[20:] + CLOSE)
+    assert not parser.release()
+    bad = StreamParser()
+    bad.feed(HEADER)
+    with pytest.raises(StreamError):
+        bad.feed(b"<a></b>")
+    assert not bad.release()
+
+
+def test_release_keeps_errors_and_limits() -> None:
+    """After a release, bad input is refused as before, and the size limit holds."""
+    parser = StreamParser(max_stanza_size=1000)
+    parser.feed(HEADER + b"<presence/>")
+    assert parser.release()
+    with pytest.raises(StreamError) as info:
+        parser.feed(b"<message><body>" + b"x" * 2000)
+    assert info.value.condition == "policy-violation"
+    for release in (False, True):
+        parser = StreamParser()
+        parser.feed(HEADER + b"<presence/>")
+        assert not release or parser.release()
+        with pytest.raises(StreamError) as info:
+            parser.feed(b"hello<presence/>")
+        assert info.value.condition == "bad-format"
+        with pytest.raises(StreamError):
+            parser.feed(b"<presence/>")          # dead, released or not
+
+
+def test_reset_after_release() -> None:
+    """reset() (a new stream header) works on a released parser."""
+    parser = StreamParser()
+    parser.feed(HEADER + b"<presence/>")
+    assert parser.release()
+    parser.reset()
+    events = parser.feed(HEADER + b"<presence/>")
+    assert isinstance(events[0], StreamOpened)
+    assert describe(events[1:]) == [b"<presence/>"]
+
+
+def test_reset_between_stanzas_leaves_no_cyclic_garbage() -> None:
+    """Released, or reset between stanzas (STARTTLS, SASL), the stream's
+    document is closed and its parser reused: nothing is left for the cyclic
+    garbage collector. Reset with an element open, a new parser is made."""
+    import gc
+    parser = StreamParser()
+    parser.feed(HEADER + b"<presence/>")
+    gc.collect()
+    gc.disable()
+    try:
+        lxml_parser = parser._parser        # white-box
+        parser.release()
+        parser.feed(b"<presence/>")
+        parser.reset()
+        parser.feed(HEADER + b"<presence/>")
+        parser.reset()
+        assert parser._parser is lxml_parser
+        assert gc.collect() == 0
+        parser.feed(HEADER + b"<presence>")
+        parser.reset()
+        assert parser._parser is not lxml_parser
+    finally:
+        gc.enable()
+
+
+def test_idle_release_releases_parsers_not_fed_for_a_period() -> None:
+    """tick() releases the parsers fed before the previous tick and not since."""
+    idle = IdleRelease()
+    busy, quiet = StreamParser(), StreamParser()
+    for p in (busy, quiet):
+        idle.watch(p)
+        p.feed(HEADER + b"<presence/>")
+    assert idle.tick() == 0                 # both were fed in this period
+    busy.feed(b"<presence/>")
+    assert idle.tick() == 1
+    assert quiet.released and not busy.released
+    assert idle.tick() == 1                 # busy went quiet in turn
+    assert busy.released
+    assert idle.tick() == 0
+    assert describe(quiet.feed(b"<presence/>")) == [b"<presence/>"]
+    assert idle.tick() == 0 and idle.tick() == 1 and quiet.released
+
+
 def test_reset_expects_new_header() -> None:
     """reset() (after STARTTLS / SASL) discards the old stream and parses a new header."""
     parser = StreamParser()
@@ -192,10 +380,13 @@ def test_reset_expects_new_header() -> None:
     assert describe(events[1:]) == [b'<iq type="set" id="b"/>']
 
 
-def test_reset_drops_partial_input() -> None:
+@pytest.mark.parametrize("partial", [
+    b"<message><body>half", b"<presence/><mess", b"<presence/><presence a='>", b"<presence/> <",
+])
+def test_reset_drops_partial_input(partial: bytes) -> None:
     """Bytes of an unfinished element before reset() do not leak into the new stream."""
     parser = StreamParser()
-    parser.feed(HEADER + b"<message><body>half")
+    parser.feed(HEADER + partial)
     parser.reset()
     events = parser.feed(HEADER + b"<presence/>")
     assert describe(events[1:]) == [b"<presence/>"]

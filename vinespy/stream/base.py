@@ -195,12 +195,10 @@ class XMLStream(Framing, asyncio.Protocol):
         self.parser = StreamParser(max_stanza_size=max_stanza_size)
         self._out: list[bytes] = []
         self._sealed = False             # </stream:stream> is written: nothing may follow
-        self._flush_scheduled = False
         self._limiter = (RateLimiter(rate_limit, rate_burst, self.loop.time())
                          if rate_limit else None)
         self._tail = b""                 # the end of the last read (not all of it: memory)
-        self._events: list[Any] = []     # of the last read, not yet handled
-        self._next = 0                   # index in _events of the next one to handle
+        self._events: list[Any] = []     # of the last read not yet handled, last first
         self._inbox: list[bytes] = []    # read while a handler waited: not yet parsed
         self._task: asyncio.Task[Any] | None = None   # the stream's, once it runs
         self._ctx = contextvars.copy_context()        # its context
@@ -208,7 +206,6 @@ class XMLStream(Framing, asyncio.Protocol):
         self._busy = True                # the task handles (it has not started yet)
         self._wake: asyncio.Future[None] | None = None
         self._throttled: asyncio.TimerHandle | None = None
-        self._reading = True
         self._eof = False                # no more input will be handled
         self._lost: asyncio.Future[None] = self.loop.create_future()
         self._drained: asyncio.Future[None] | None = None
@@ -287,21 +284,21 @@ class XMLStream(Framing, asyncio.Protocol):
                 self._throttled = self.loop.call_later(pause, self._unthrottle)
                 self._hold()
         try:
-            self._events = self.parser.feed(data)
+            events = self.parser.feed(data)
         except StreamError as exc:
             self.close(exc)
             return
         self._tail = data[-64:]
-        self._next = 0
+        events.reverse()                 # handled by pop(): no index to keep
+        self._events = events
         self._handle_events()
 
     def _handle_events(self) -> None:
         """Handle the parsed events in order, then what was read meanwhile,
         until a handler waits (:attr:`_waiting`: the task carries it on)."""
         events = self._events
-        while self._next < len(events) and not self.closing:
-            event = events[self._next]
-            self._next += 1
+        while events and not self.closing:
+            event = events.pop()
             if isinstance(event, StreamClosed):
                 self.peer_closed = True
                 self.close()
@@ -326,8 +323,7 @@ class XMLStream(Framing, asyncio.Protocol):
             self._busy = True
             self._hold()
             return
-        self._events = []
-        self._next = 0
+        events.clear()
         if self.closing:
             self._end_input()
             return
@@ -354,8 +350,7 @@ class XMLStream(Framing, asyncio.Protocol):
                         self.close(StreamError("internal-server-error"))
                         reset = True
                     if reset:
-                        self._events = []
-                        self._next = 0
+                        self._events.clear()
                     self._handle_events()
                 if self._eof:
                     return
@@ -371,14 +366,12 @@ class XMLStream(Framing, asyncio.Protocol):
             raise
 
     def _hold(self) -> None:
-        if self._reading:
-            self._reading = False
+        if self.transport.is_reading():
             self.transport.pause_reading()
 
     def _release_hold(self) -> None:
-        if (not self._reading and not self._busy and self._throttled is None
+        if (not self._busy and self._throttled is None and not self.transport.is_reading()
                 and not self._inbox and not self._eof and not self.transport.is_closing()):
-            self._reading = True
             self.transport.resume_reading()
 
     def _unthrottle(self) -> None:
@@ -424,7 +417,7 @@ class XMLStream(Framing, asyncio.Protocol):
         the same read, an element still open, or bytes read from the socket
         but not yet parsed (RFC 6120 §5.4.3.3: nothing sent before the TLS
         handshake may be taken as sent after it)."""
-        return (self._next < len(self._events) or not self._tail.rstrip(_WS).endswith(b">")
+        return (bool(self._events) or not self._tail.rstrip(_WS).endswith(b">")
                 or not self.parser.idle or bool(self._inbox))
 
     async def handle(self, event: Any) -> bool:
@@ -435,13 +428,11 @@ class XMLStream(Framing, asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self._sealed or self.transport.is_closing():
             return
+        if not self._out:
+            self.loop.call_soon(self.flush)    # one flush a loop turn
         self._out.append(data)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        self._flush_scheduled = False
         if not self._out:
             return
         data = b"".join(self._out)
@@ -516,10 +507,7 @@ class XMLStream(Framing, asyncio.Protocol):
         if transport is None:            # the connection went meanwhile
             self.closing = True
             raise ConnectionResetError("closed during the TLS handshake")
-        self.transport = transport
-        # The plain transport's reading is the TLS layer's now: this stream
-        # reads from the new one, which does not start paused.
-        self._reading = True
+        self.transport = transport       # reading: the new one does not start paused
         self.secure = True
         self.restart()
 

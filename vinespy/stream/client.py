@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Sequence
 
 from .. import ns
 from ..errors import StreamError
@@ -44,6 +44,13 @@ class C2S(Framing):
     #: What carries the stream (logs, ``vinespy status``, module choices).
     kind: ClassVar[str] = "tcp"
 
+    # Slots: with its framing's, a stream had over 30 attributes, past which
+    # CPython 3.11 gives an instance a dict of its own (keys not shared with
+    # the other streams'): 1.9 KiB per stream (bench/idle_memory.py). The
+    # framings (base.py, http/) keep a __dict__ for their own attributes.
+    __slots__ = ("server", "cfg", "id", "state", "host", "user", "session", "_receive",
+                 "_peer_from", "mechanism", "negotiation", "_timer")
+
     def setup(self, server: Server) -> None:
         cfg = server.config.client
         self.server = server
@@ -56,7 +63,7 @@ class C2S(Framing):
         self._receive: Callable[[Element], Awaitable[None]]   # its receive(), once ready
         self._peer_from: str | None = None
         self.mechanism: str | None = None      # the SASL mechanism that succeeded
-        self.negotiation = [feature() for feature in self.features]
+        self.negotiation: Sequence[Feature] = [feature() for feature in self.features]
         self._timer: asyncio.TimerHandle | None = self.loop.call_later(
             cfg.auth_timeout, self._timeout)
 
@@ -151,6 +158,7 @@ class C2S(Framing):
         self.session = session
         self._receive = session.receive
         self.state = "ready"
+        self.negotiation = ()           # done: no stream header follows a bind
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -200,4 +208,5 @@ class ClientStream(C2S, XMLStream):
         # stream (its auth timer starts now) that the server carries.
         XMLStream.connection_made(self, transport)
         self.setup(self.server)
+        self.server.idle_parsers.watch(self.parser)
         self.run_task(self.server.carry(self))
