@@ -135,7 +135,13 @@ async def wait_event(client: slixmpp.ClientXMPP, name: str, timeout: float = TIM
 
 @contextlib.asynccontextmanager
 async def running(tmp_path: Path, ca: trustme.CA, **kw: Any) -> AsyncIterator[Running]:
-    path = write_config(tmp_path, ca, **kw)
+    async with serving_config(write_config(tmp_path, ca, **kw), ca) as r:
+        yield r
+
+
+@contextlib.asynccontextmanager
+async def serving_config(path: Path, ca: trustme.CA) -> AsyncIterator[Running]:
+    """A server started from the config file at ``path``, stopped at the end."""
     srv = Server(vconfig.load(path))
     stop = asyncio.Event()
     ready = asyncio.Event()

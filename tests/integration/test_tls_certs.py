@@ -16,9 +16,8 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.conftest import DOMAIN, PASSWORD, TIMEOUT, Running, write_config
-from vinespy import config as vconfig, ns
-from vinespy.server import Server
+from tests.conftest import DOMAIN, PASSWORD, TIMEOUT, Running, serving_config, write_config
+from vinespy import ns
 from vinespy.tls import cert_paths, make_self_signed
 
 pytestmark = pytest.mark.integration
@@ -29,18 +28,8 @@ async def serving(tmp_path: Path, ca: trustme.CA, key_type: str) -> AsyncIterato
     """A default server whose certificate is a self-signed one of ``key_type``."""
     path = write_config(tmp_path, ca)
     make_self_signed(DOMAIN, tmp_path / "conf" / "certs", overwrite=True, key_type=key_type)
-    srv = Server(vconfig.load(path))
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(srv.serve(stop.wait, ready.set))
-    await asyncio.wait_for(ready.wait(), TIMEOUT)
-    running = Running(srv, ca)
-    try:
+    async with serving_config(path, ca) as running:
         yield running
-    finally:
-        for c in running.clients:
-            c.abort()
-        stop.set()
-        await asyncio.wait_for(task, TIMEOUT)
 
 
 def trusting(srv: Running) -> ssl.SSLContext:
