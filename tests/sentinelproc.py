@@ -80,6 +80,19 @@ class SentinelSet:
                 return int(self.execute(s, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)[1])
         raise AssertionError("no Sentinel runs")
 
+    def wait_settled(self) -> None:
+        """Until every Sentinel that runs names the replica as a primary in
+        good standing (flags just ``master``: no ``s_down``, ``o_down`` or
+        failover in progress): what a client's discovery (redis-py's
+        ``check_master_state``, ``vinespy status``) asks of one. Right after
+        a promotion they may still be reconfiguring for a moment."""
+        def settled(s: SentinelProcess) -> bool:
+            master = self.execute(s, "SENTINEL", "MASTER", SERVICE)
+            info = dict(zip(master[::2], master[1::2])) if isinstance(master, list) else master
+            return int(info["port"]) == self.replica.port and info["flags"] == "master"
+        self.wait(lambda: all(settled(s) for s in self.sentinels if s.proc is not None),
+                  "the Sentinels to settle on the promoted replica")
+
     def master_port_of_redis(self) -> int:
         """The port of the Redis that says it is the primary (ROLE)."""
         for r in (self.primary, self.replica):

@@ -53,7 +53,9 @@ async def test_nodes_follow_the_primary_through_a_failover(
     await bob.messages.get(body("after"))
     bob.say(alice.bare, "and back")
     await alice.messages.get(body("and back"))
-    # vinespy status names the primary the cluster uses now.
+    # vinespy status names the primary the cluster uses now (once the
+    # Sentinels have settled: it asks them, as any client does).
+    await asyncio.to_thread(sentinels.wait_settled)
     rc, out, err = await vinespy("status", "-c", str(a.config), cwd=a.config.parent)
     assert f"primary 127.0.0.1:{sentinels.replica.port}: 2 nodes, 2 alive" in out, (out, err)
     print(f"[failover] replica promoted {promoted:.1f} s after the SIGKILL; cross-node "
