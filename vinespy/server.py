@@ -9,7 +9,6 @@ modules) before a single port is opened, so a bad setup never half-starts.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import gc
 import logging
 import os
@@ -362,7 +361,6 @@ def run(config: Config, ready: Callable[[], None] | None = None) -> int:
         await server.serve(stop.wait, ready)
 
     _compat_stdlib_tls_buffer()
-    _compat_uvloop_tls_buffer()
     try:
         if os.environ.get("VINESPY_LOOP") == "asyncio":
             raise ImportError("the standard loop was asked for")
@@ -383,29 +381,6 @@ def _compat_stdlib_tls_buffer() -> None:
     import asyncio.sslproto as sslproto
     if getattr(sslproto.SSLProtocol, "max_size", 0) > 16384:
         sslproto.SSLProtocol.max_size = 16384
-
-
-def _compat_uvloop_tls_buffer() -> None:
-    """COMPAT: uvloop allocates a 256 KiB TLS read buffer per connection, of
-    which an idle session touches about one page. glibc mmaps an allocation
-    that size only while its mmap threshold is below it, and raises the
-    threshold past it when the first such buffer is freed: from then on the
-    buffers are carved from the heap, between the small allocations, and
-    cost more. A fixed threshold (mallopt M_MMAP_THRESHOLD, the glibc
-    default's 128 KiB; fixing it turns the raising off) keeps each in a
-    mapping of its own: 3 KiB less RSS per idle STARTTLS session at 10,000
-    sessions, 38 KiB instead of 41 (bench/idle_memory.py). The environment's
-    MALLOC_MMAP_THRESHOLD_ wins; other C libraries are left alone."""
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is not None:
-        return
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
-
-
-_M_MMAP_THRESHOLD = -3      # glibc malloc.h
 
 
 def _raise_fd_limit() -> None:
