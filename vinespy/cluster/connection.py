@@ -7,6 +7,7 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 if TYPE_CHECKING:
     from ..config import ClusterConfig
@@ -139,7 +140,6 @@ class Link:
 
     async def execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` in one write; their replies, in order."""
-        from redis.exceptions import ResponseError
         conn = self.conn
         out: list[Any] = []
         try:
