@@ -7,7 +7,7 @@ defaults applied when no module claims a stanza (RFC 6120 §10, RFC 6121 §8).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from .errors import StanzaError
 from .events import StanzaEvent
@@ -30,6 +30,9 @@ class Router:
         # Service domains (e.g. pubsub "games.wonderland.lit") -> the host
         # whose modules serve them.
         self.services: dict[str, Host] = {}
+        # Where stanzas for other servers' domains go ([server] enabled:
+        # Federation.send); None: they are answered remote-server-not-found.
+        self.remote: Callable[[Element, JID], None] | None = None
 
     def add_host(self, host: Host) -> None:
         self.hosts[host.domain] = host
@@ -84,7 +87,9 @@ class Router:
             if service is not None:
                 await self.to_service(stanza, kind, origin, to, service)
                 return
-            # TODO(s2s): hand it to the outbound s2s pool.
+            if self.remote is not None:
+                self.remote(stanza, to)         # federation (vinespy/s2s)
+                return
             self.bounce(stanza, StanzaError(
                 "remote-server-not-found", f"{to.domain} is not served here"))
             return
@@ -300,6 +305,8 @@ class Router:
         except JIDError:
             return
         if frm.domain not in self.hosts:
+            if self.remote is not None and frm.domain not in self.services:
+                self.remote(reply, frm)         # to a user of another server
             return
         # Errors go to a full JID that is local, or are dropped: they are
         # never stored or re-bounced.

@@ -28,11 +28,13 @@ from .sessions import Sessions
 from .storage import Storage, StorageError, open_storage
 from .storage import pubsub
 from .storage.archive import archive_for
-from .stream.client import C2S, ClientStream
+from .stream.base import Framing
+from .stream.client import ClientStream
 from .stream.parser import IdleRelease
 from .stream.throttle import AuthThrottle
 
 if TYPE_CHECKING:
+    from .s2s import Federation
     from .auth.ldap import LdapDirectory
     from .cluster import Cluster
     from .http.app import HttpListener
@@ -57,12 +59,13 @@ class Server:
             self.cluster = cluster.Cluster(config.cluster, self)
             self.sessions = self.cluster.sessions
         self.router = Router(self.sessions)
+        self.federation: Federation | None = None       # [server] enabled: s2s
         self.tls: dict[str, ssl.SSLContext] = tls.contexts(config)
         self.hosts: dict[str, Host] = {}
         self.storages: list[Storage] = []
         self.directories: list[LdapDirectory] = []      # [host.auth] backend = "ldap"
         self.ports: dict[str, int] = {}
-        self.streams: set[C2S] = set()
+        self.streams: set[Framing] = set()      # client and server streams
         self.idle_parsers = IdleRelease()               # ClientStream parsers
         self._idle_timer: asyncio.TimerHandle | None = None
         cc = config.client
@@ -111,6 +114,11 @@ class Server:
                     host.pubsub_store = pubsub.store_for(config, hc, self.storages[-1])
                 for label in hc.pubsub:
                     self.router.add_service(f"{label}.{domain}", host)
+
+        if config.server.enabled:
+            from . import s2s                        # dnspython: only with s2s on
+            self.federation = s2s.Federation(self)
+            self.router.remote = self.federation.send
 
     def _directory(self, hc: HostConfig) -> LdapDirectory:
         # Only a host on LDAP imports ldap3.
@@ -235,6 +243,8 @@ class Server:
         http = self.config.http
         if listener in ("http", "https") and http is not None:
             return http.address
+        if listener.startswith("server"):
+            return self.config.server.address
         return self.config.client.address
 
     async def _listen(self) -> None:
@@ -255,6 +265,8 @@ class Server:
                                    f"{exc.strerror or exc}") from None
             self._listeners.append(srv)
             self.ports[name] = srv.sockets[0].getsockname()[1]
+        if self.federation is not None:
+            await self.federation.start()
         if self.config.http is not None:
             from .http.app import HttpListener      # aiohttp: only with an [http] table
             self.http = HttpListener(self, self.config.http)
@@ -264,7 +276,7 @@ class Server:
         """A new client connection's protocol (it asks :meth:`carry` to run it)."""
         return ClientStream(self)
 
-    async def carry(self, stream: C2S) -> None:
+    async def carry(self, stream: Framing) -> None:
         """Run ``stream`` (a TCP connection's, a WebSocket's) in this task,
         which shutdown waits for, then cancels."""
         task = asyncio.current_task()
@@ -292,6 +304,8 @@ class Server:
     async def _close_streams(self) -> None:
         for srv in self._listeners:
             srv.close()
+        if self.federation is not None:
+            self.federation.stop_listening()
         if self.http is not None:
             self.http.stopping = True
         # RFC 6120 §4.4: tell every client, then give them a moment to close.
@@ -316,6 +330,8 @@ class Server:
         await self._close_streams()
         if self.http is not None:
             await self.http.stop()
+        if self.federation is not None:
+            await self.federation.stop()
         for host in self.hosts.values():
             for mod in reversed(list(host.modules.values())):
                 try:

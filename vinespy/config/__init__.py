@@ -22,6 +22,7 @@ from .. import tls
 from ..errors import ConfigError as ConfigError      # what load() raises
 from .hosts import AuthConfig, HostConfig, StorageConfig, _hosts
 from .http import HttpConfig, http_section
+from .server import ServerConfig, server_section
 from .rules import (_RULES, _Bad, _array, _check, _distinct, _existing_file, _fields, _path,
                     _show, _table, _unknown, _url_scheme, safe_url)
 
@@ -55,13 +56,6 @@ class ClientConfig:
     # Bind the listeners with SO_REUSEPORT, so that several processes share
     # the ports (`vinespy start --workers N` sets it for its workers).
     reuse_port: bool = False
-
-
-@dataclass(frozen=True)
-class ServerConfig:                            # s2s: a later issue
-    enabled: bool = False
-    address: str = "0.0.0.0"
-    port: int = 5269
 
 
 @dataclass(frozen=True)
@@ -178,12 +172,10 @@ def load(path: str | Path, *, check_certs: bool = True) -> Config:
 
 
 _SECTIONS: dict[str, type[DataclassInstance]] = {
-    "client": ClientConfig, "server": ServerConfig,
-    "component": ComponentConfig, "cluster": ClusterConfig,
+    "client": ClientConfig, "component": ComponentConfig, "cluster": ClusterConfig,
 }
-_TOP = ("log", "certs", "host", "http", *_SECTIONS)
+_TOP = ("log", "certs", "host", "http", "server", *_SECTIONS)
 _NOT_YET = {
-    "server": "s2s is",
     "component": "the XEP-0114 component listener is",
 }
 
@@ -251,6 +243,9 @@ def _config(data: dict[str, Any], path: str | Path) -> Config:
                    f"(both are {client.port})")
     if "cluster" in kw:
         kw["cluster"] = _cluster(kw["cluster"], client)
+    if "server" in data:
+        kw["server"] = server_section(data["server"], base, {
+            "port": client.port, "direct_tls_port": client.direct_tls_port})
     if "http" in data:
         http = http_section(data["http"], base, {"port": client.port,
                                                  "direct_tls_port": client.direct_tls_port})

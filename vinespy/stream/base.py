@@ -492,13 +492,17 @@ class XMLStream(Framing, asyncio.Protocol):
         parser starts over, a new stream header is expected."""
         self.parser.reset()
 
-    async def start_tls(self, ctx: ssl.SSLContext, timeout: float) -> None:
+    async def start_tls(self, ctx: ssl.SSLContext, timeout: float, *, server_side: bool = True,
+                        server_hostname: str | None = None) -> None:
         """Encrypt the connection once what was written left (RFC 6120 §5),
-        then :meth:`restart`. A failed handshake (OSError, TimeoutError)
-        drops the connection and is raised."""
+        then :meth:`restart` (the initiating side of a server-to-server
+        stream is the TLS client: ``server_side`` False). A failed handshake
+        (OSError, TimeoutError) drops the connection and is raised."""
         await self.drain()
         try:
-            transport = await self.loop.start_tls(self.transport, self, ctx, server_side=True,
+            transport = await self.loop.start_tls(self.transport, self, ctx,
+                                                  server_side=server_side,
+                                                  server_hostname=server_hostname,
                                                   ssl_handshake_timeout=timeout)
         except (OSError, asyncio.TimeoutError):
             self.closing = True

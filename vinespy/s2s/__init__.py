@@ -1,0 +1,206 @@
+"""Federation: streams to and from other XMPP servers (``[server]``).
+
+:class:`Federation` is what the server owns when ``[server] enabled``: the
+listener(s) for other servers' streams (:mod:`.incoming`), one
+:class:`~vinespy.s2s.outgoing.Route` per pair of domains for ours
+(:mod:`.outgoing`), the dialback keys (:mod:`.dialback`), and the sweep that
+closes idle streams. The router hands it every stanza for a domain this
+server does not serve (:meth:`send`); stanzas from other servers reach the
+router from the incoming streams, checked.
+
+In a cluster every node keeps its own outgoing streams (README,
+"Federation"): a stanza leaves from the node its sender is on, with no Redis
+round trip on the way, and any node takes other servers' incoming streams.
+The dialback secret is the same on every node, so a peer's question about a
+key one node made may reach any of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import TYPE_CHECKING, Any, Coroutine
+
+from .. import tls
+from ..errors import StanzaError, StartupError
+from ..jid import JID, JIDError
+from ..xml import Element
+from . import dialback
+from .incoming import IncomingStream
+from .outgoing import Route
+from .stream import ServerStream
+
+if TYPE_CHECKING:
+    from ..server import Server
+
+log = logging.getLogger("vinespy.s2s")
+
+
+class Federation:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.cfg = server.config.server
+        self.routes: dict[tuple[str, str], Route] = {}
+        self.streams: set[ServerStream] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._secrets: dict[str, bytes] = {}
+        self._contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
+        self._listeners: list[asyncio.Server] = []
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.default_domain = server.config.domains[0]
+
+    # -- which domains are ours ----------------------------------------
+    def serves(self, domain: str) -> bool:
+        """A domain this server answers for: a host, or a service or
+        component domain of one."""
+        router = self.server.router
+        return (domain in router.hosts or domain in router.services
+                or domain in getattr(router, "components", {}))
+
+    def host_of(self, domain: str) -> str:
+        """The served host a domain of ours belongs to (its certificate and
+        key): itself, or the parent of a service or component domain."""
+        if domain in self.server.hosts:
+            return domain
+        parent = domain.split(".", 1)[1] if "." in domain else domain
+        return parent if parent in self.server.hosts else self.default_domain
+
+    # -- keys and certificates ------------------------------------------
+    def dialback_key(self, originating: str, receiving: str, stream_id: str) -> str:
+        host = self.host_of(originating)
+        secret = self._secrets.get(host)
+        if secret is None:
+            _, key_file = tls.cert_paths(self.server.config.certs, host)
+            secret = self._secrets[host] = dialback.secret(self.cfg.dialback_secret,
+                                                           key_file, host)
+        return dialback.key(secret, receiving, originating, stream_id)
+
+    def server_context(self, local: str) -> ssl.SSLContext:
+        return self.server.tls[self.host_of(local)]
+
+    def client_context(self, local: str, remote: str) -> ssl.SSLContext:
+        """The TLS client context of our streams from ``local``: our
+        certificate (for the peer's SASL EXTERNAL) and, unless ``remote`` is
+        one of ``insecure_domains``, the peer's checked for its domain
+        against the system's CAs and ``ca_file`` (RFC 6125 DNS-IDs)."""
+        insecure = remote in self.cfg.insecure_domains
+        host = self.host_of(local)
+        ctx = self._contexts.get((host, insecure))
+        if ctx is None:
+            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+            if self.cfg.ca_file is not None:
+                ctx.load_verify_locations(cafile=str(self.cfg.ca_file))
+            if insecure:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.set_alpn_protocols(["xmpp-server"])          # XEP-0368 §4
+            ctx.load_cert_chain(*tls.cert_paths(self.server.config.certs, host))
+            self._contexts[(host, insecure)] = ctx
+        return ctx
+
+    # -- stanzas out -----------------------------------------------------
+    def send(self, stanza: Element, to: JID) -> None:
+        """Send ``stanza`` (its 'from' one of our domains) to the server of
+        ``to``'s domain, now or once its stream is up."""
+        try:
+            local = JID.parse(stanza.get("from", "")).domain
+        except JIDError:
+            return
+        if not self.serves(local):
+            # Never relay between two other servers (RFC 6120 §13.13).
+            self.server.router.bounce(stanza, StanzaError("not-allowed"))
+            return
+        self.route(local, to.domain).send(stanza)
+
+    def route(self, local: str, remote: str) -> Route:
+        route = self.routes.get((local, remote))
+        if route is None:
+            route = self.routes[(local, remote)] = Route(self, local, remote)
+        return route
+
+    async def ask_authoritative(self, local: str, remote: str, stream_id: str,
+                                key: str) -> tuple[str, str | None]:
+        """XEP-0220 §2.1.2 for a key ``remote`` presented on our stream
+        ``stream_id``: asked over our own stream to it."""
+        return await self.route(local, remote).verify(stream_id, key)
+
+    # -- the streams -----------------------------------------------------
+    def track(self, stream: ServerStream) -> None:
+        self.streams.add(stream)
+
+    def untrack(self, stream: ServerStream) -> None:
+        self.streams.discard(stream)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task of the federation's own, cancelled at :meth:`stop`."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def status(self) -> list[dict[str, Any]]:
+        """Every stream, for ``vinespy status``."""
+        return [{"direction": s.direction, "local": s.local, "remote": s.remote,
+                 "auth": s.auth or "pending", "peer": f"{s.peer[0]}:{s.peer[1]}"
+                 if isinstance(s.peer, tuple) else str(s.peer),
+                 "stanzas_in": s.stanzas_in, "stanzas_out": s.stanzas_out}
+                for s in sorted(self.streams, key=lambda s: (s.remote, s.direction))]
+
+    # -- life --------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.cfg
+        loop = asyncio.get_running_loop()
+        specs: list[tuple[str, int, ssl.SSLContext | None]] = [("server", cfg.port, None)]
+        if cfg.direct_tls_port:
+            specs.append(("server_direct_tls", cfg.direct_tls_port,
+                          tls.sni_context(self.server.tls, self.default_domain)))
+        for name, port, ctx in specs:
+            try:
+                srv = await loop.create_server(
+                    lambda direct=ctx is not None: IncomingStream(self, direct),
+                    cfg.address, port, ssl=ctx,
+                    ssl_handshake_timeout=cfg.connect_timeout if ctx else None,
+                    reuse_address=True,
+                    reuse_port=self.server.config.client.reuse_port or None)
+            except OSError as exc:
+                raise StartupError(f"cannot listen on {cfg.address}:{port}: "
+                                   f"{exc.strerror or exc}") from None
+            self._listeners.append(srv)
+            self.server.ports[name] = srv.sockets[0].getsockname()[1]
+        self._sweeper = loop.call_later(self._sweep_every, self._sweep)
+
+    @property
+    def _sweep_every(self) -> float:
+        return min(30.0, self.cfg.idle_timeout / 4)
+
+    def _sweep(self) -> None:
+        """Close the streams that carried no stanza for ``idle_timeout`` s."""
+        now = asyncio.get_running_loop().time()
+        for stream in list(self.streams):
+            if now - stream.last_active > self.cfg.idle_timeout and not stream.closing:
+                log.info("s2s: closing %s: idle for %g s", stream.describe(),
+                         now - stream.last_active)
+                stream.close()
+        self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
+
+    def stop_listening(self) -> None:
+        for srv in self._listeners:
+            srv.close()
+
+    async def stop(self) -> None:
+        """After the streams were closed (the server's shutdown): end the
+        tasks, answer what still waits, release the listeners."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for route in self.routes.values():
+            while route.queue:
+                self.server.router.bounce(route.queue.popleft(), StanzaError(
+                    "remote-server-timeout", "the server is stopping"))
+        for srv in self._listeners:
+            await srv.wait_closed()

@@ -1,0 +1,213 @@
+"""Streams other servers open to this one (RFC 6120 s2s, receiving side).
+
+After the header, STARTTLS (required unless ``[server] tls = "optional"``),
+then each domain pair the peer wants to send for is authenticated with
+dialback (XEP-0220): the peer's ``<db:result/>`` key is checked with its
+domain's authoritative server over this server's own outgoing stream, in a
+task of its own, so that the stream goes on meanwhile (the peer may well
+send a ``<db:verify/>`` about this server's key on it while it waits).
+Requests about this server's own keys (``<db:verify/>``) are answered at
+once, from the shared dialback secret, whichever cluster node gets them.
+
+A stanza is routed only if its ``from`` domain and ``to`` domain are a pair
+authenticated on this stream (RFC 6120 §8.1.2.2 / §13.5), else the stream
+ends with ``<invalid-from/>`` (or ``<host-unknown/>`` for a domain not
+served here): a peer can never speak for a domain it did not prove.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from .. import ns
+from ..errors import StreamError
+from ..jid import JID, JIDError, prep_domain
+from ..stream.parser import StreamOpened
+from ..xml import Element
+from . import dialback
+from .stream import ERROR, STANZA_NAMES, ServerStream, check_header, error_text, inbound
+
+if TYPE_CHECKING:
+    from . import Federation
+
+log = logging.getLogger("vinespy.s2s")
+
+_STARTTLS = f"{{{ns.TLS}}}starttls"
+
+
+def _domain(value: str | None) -> str | None:
+    """A domain as a JID domainpart, prepared; None if it is not one."""
+    if not value:
+        return None
+    try:
+        return prep_domain(value)
+    except JIDError:
+        return None
+
+
+class IncomingStream(ServerStream):
+    """A peer's stream to this server."""
+
+    direction = "in"
+
+    def __init__(self, fed: Federation, direct_tls: bool = False) -> None:
+        super().__init__(fed)
+        self.direct_tls = direct_tls
+        self.pairs: set[tuple[str, str]] = set()      # (remote, local) authenticated
+        self._checks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._opened = False
+
+    def header(self) -> bytes:
+        return self.header_for(self.local or self.fed.default_domain, self.remote, self.id)
+
+    # -- elements ------------------------------------------------------
+    async def handle(self, event: Any) -> bool:
+        if isinstance(event, StreamOpened):
+            self._open(event)
+            return False
+        if not self._opened:
+            raise StreamError("bad-format", "expected a stream header")
+        tag = event.tag
+        if tag.startswith(f"{{{ns.SERVER}}}"):
+            self._stanza(event)
+            await self.fed.server.router.route(inbound(event), None)
+            return False
+        if tag == dialback.RESULT:
+            self._result(event)
+        elif tag == dialback.VERIFY:
+            self._verify(event)
+        elif tag == _STARTTLS:
+            await self._starttls()
+            return True
+        elif tag == ERROR:
+            log.info("s2s: %s sent a stream error: %s", self.describe(), error_text(event))
+            self.close()
+        else:
+            raise StreamError("unsupported-stanza-type", f"{tag} is not expected here")
+        return False
+
+    def _open(self, ev: StreamOpened) -> None:
+        """RFC 6120 §4.7-4.8: check the header, answer with ours and the features."""
+        self.header_sent = False
+        check_header(ev)
+        # A stream without 'to' (a pre-RFC peer) is taken for the first host.
+        local = _domain(ev.attrs.get("to")) or self.fed.default_domain
+        if not self.fed.serves(local):
+            raise StreamError("host-unknown", f"{ev.attrs.get('to')}: not served here")
+        if self.local and local != self.local:
+            raise StreamError("host-unknown", "the restarted stream names another domain")
+        self.local = local
+        self.remote = _domain(ev.attrs.get("from")) or self.remote
+        self.id = secrets.token_hex(12)     # a new one per header (RFC 6120 §4.7.3)
+        self._opened = True
+        self.write(self.header())
+        self.header_sent = True
+        if ev.attrs.get("version") is not None:
+            self.write(self._features())
+
+    def _features(self) -> bytes:
+        """STARTTLS until it is done; then dialback (XEP-0220 §2.4.2, with
+        error support). SASL EXTERNAL is not offered: see README."""
+        parts = []
+        if not self.secure:
+            required = "<required/>" if self.fed.cfg.tls == "required" else ""
+            parts.append(f"<starttls xmlns='{ns.TLS}'>{required}</starttls>")
+        if self.fed.cfg.dialback and (self.secure or self.fed.cfg.tls == "optional"):
+            parts.append(f"<dialback xmlns='{dialback.FEATURE}'><errors/></dialback>")
+        return f"<stream:features>{''.join(parts)}</stream:features>".encode()
+
+    async def _starttls(self) -> None:
+        if self.secure:
+            raise StreamError("policy-violation", "TLS is already on")
+        self.write(f"<proceed xmlns='{ns.TLS}'/>".encode())
+        await self.start_tls(self.fed.server_context(self.local), self.fed.cfg.connect_timeout)
+        self._opened = False
+
+    # -- dialback ------------------------------------------------------
+    def _result(self, el: Element) -> None:
+        """The peer's key for a domain pair (XEP-0220 §2.1.1): checked with
+        its authoritative server in a task of its own, answered when known."""
+        if not self.secure and self.fed.cfg.tls == "required":
+            raise StreamError("policy-violation", "STARTTLS first (RFC 6120 §5.3.1)")
+        remote, local = _domain(el.get("from")), _domain(el.get("to"))
+        key = (el.text or "").strip()
+        if remote is None or local is None or not key:
+            raise StreamError("improper-addressing", "db:result needs from, to and a key")
+        if not self.fed.cfg.dialback:
+            self.write(dialback.answer("result", local, remote, "error",
+                                       error="policy-violation"))
+            return
+        if not self.fed.serves(local):
+            self.write(dialback.answer("result", local, remote, "error", error="item-not-found"))
+            return
+        if self.fed.serves(remote) or (remote, local) in self._checks:
+            # Our own name, or a second key for a pair being checked.
+            raise StreamError("invalid-from", f"{remote} cannot be authenticated here")
+        if (remote, local) in self.pairs:
+            self.write(dialback.answer("result", local, remote, "valid"))
+            return
+        self._checks[(remote, local)] = self.loop.create_task(
+            self._check(remote, local, key), context=self._ctx)
+
+    async def _check(self, remote: str, local: str, key: str) -> None:
+        try:
+            outcome, condition = await self.fed.ask_authoritative(local, remote, self.id, key)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("s2s: checking the dialback key of %s failed", remote)
+            outcome, condition = "error", "internal-server-error"
+        finally:
+            self._checks.pop((remote, local), None)
+        if self.closing:
+            return
+        self.write(dialback.answer("result", local, remote, outcome, error=condition))
+        if outcome == "valid":
+            self.pairs.add((remote, local))
+            self.remote, self.auth = remote, "dialback"
+            log.info("s2s: %s authenticated by dialback", self.describe())
+        elif outcome == "invalid":
+            log.warning("s2s: %s: the dialback key for %s is invalid", self.describe(), remote)
+            self.close(StreamError("not-authorized", f"the dialback key for {remote} is invalid"))
+
+    def _verify(self, el: Element) -> None:
+        """A receiving server asks whether a key is ours (XEP-0220 §2.1.2)."""
+        receiving, originating = _domain(el.get("from")), _domain(el.get("to"))
+        stream_id, key = el.get("id"), (el.text or "").strip()
+        if receiving is None or originating is None or not stream_id or not key:
+            raise StreamError("improper-addressing", "db:verify needs from, to, id and a key")
+        if not self.fed.serves(originating):
+            self.write(dialback.answer("verify", originating, receiving, "error", stream_id,
+                                       error="item-not-found"))
+            return
+        expected = self.fed.dialback_key(originating, receiving, stream_id)
+        outcome = "valid" if dialback.same(expected, key) else "invalid"
+        self.write(dialback.answer("verify", originating, receiving, outcome, stream_id))
+
+    # -- stanzas -------------------------------------------------------
+    def _stanza(self, el: Element) -> None:
+        """RFC 6120 §8.1.1.2 and §13.5: 'from' and 'to' present, and their
+        domains a pair authenticated on this stream."""
+        name = el.tag[len(ns.SERVER) + 2:]
+        if name not in STANZA_NAMES:
+            raise StreamError("unsupported-stanza-type", f"<{name}/> is not a stanza")
+        try:
+            frm, to = JID.parse(el.get("from", "")), JID.parse(el.get("to", ""))
+        except JIDError as exc:
+            raise StreamError("improper-addressing", f"'from' and 'to' must be JIDs: {exc}") \
+                from None
+        if (frm.domain, to.domain) not in self.pairs:
+            if not self.fed.serves(to.domain):
+                raise StreamError("host-unknown", f"{to.domain} is not served here")
+            raise StreamError("invalid-from",
+                              f"{frm.domain} is not authenticated for {to.domain} on this stream")
+        self.stanzas_in += 1
+        self.last_active = self.loop.time()
+
+    async def ended(self) -> None:
+        for task in list(self._checks.values()):
+            task.cancel()
+        await super().ended()

@@ -1,0 +1,112 @@
+"""What both directions of a server-to-server stream share (RFC 6120).
+
+A stream between two servers carries stanzas of ``jabber:server``; inside
+the server every stanza is a ``jabber:client`` element (the namespace the
+router, the modules and the cluster's wire format know). :func:`inbound`
+turns the one into the other on the way in; on the way out
+:func:`vinespy.xml.serialize` writes stanzas without a default namespace
+declaration, so they take the stream's.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from lxml import etree
+
+from .. import ns
+from ..errors import StreamError
+from ..stream.base import XMLStream
+from ..stream.parser import StreamOpened
+from ..xml import Element, escape_attr
+from . import dialback
+
+if TYPE_CHECKING:
+    from . import Federation
+
+STANZA_NAMES = frozenset(("message", "presence", "iq"))
+_SERVER = f"{{{ns.SERVER}}}"
+_CLIENT = f"{{{ns.CLIENT}}}"
+FEATURES = f"{{{ns.STREAM}}}features"
+ERROR = f"{{{ns.STREAM}}}error"
+
+
+def inbound(el: Element) -> Element:
+    """A stanza read from a server stream (``jabber:server``) as the server's
+    own ``jabber:client`` element, with no trace of the old namespace."""
+    for e in el.iter():
+        tag = e.tag
+        if isinstance(tag, str) and tag.startswith(_SERVER):
+            e.tag = _CLIENT + tag[len(_SERVER):]
+    holder = etree.Element(_CLIENT + "x", nsmap=ns.default(ns.CLIENT))
+    holder.append(el)
+    etree.cleanup_namespaces(holder)
+    # A copy made while attached keeps jabber:client as its default namespace
+    # (see vinespy.xml.parse_stanza).
+    copy: Element = getattr(etree._Element, "__deepcopy__")(holder[0], {})
+    return copy
+
+
+def error_text(el: Element) -> str:
+    """A ``<stream:error/>`` the peer sent, in words."""
+    condition = next((local for child in el
+                      if isinstance(child.tag, str)
+                      and (local := etree.QName(child).localname) != "text"), "undefined")
+    text = el.findtext(f"{{{ns.STREAMS}}}text")
+    return f"{condition}: {text}" if text else condition
+
+
+def check_header(ev: StreamOpened) -> None:
+    """RFC 6120 §4.8: a server stream's namespaces, and version 1.0 or none
+    (a pre-RFC server that speaks dialback only)."""
+    if ev.stream_ns != ns.STREAM or ev.local_name != "stream":
+        raise StreamError("invalid-namespace", f"the root must be {{{ns.STREAM}}}stream")
+    if ev.namespace != ns.SERVER:
+        raise StreamError("invalid-namespace",
+                          f"the default namespace must be {ns.SERVER} (RFC 6120 §4.8.2)")
+    version = ev.attrs.get("version")
+    if version is not None:
+        try:
+            major = int(version.split(".")[0])
+        except ValueError:
+            raise StreamError("unsupported-version", "version must be 1.0") from None
+        if major != 1:
+            raise StreamError("unsupported-version", "version must be 1.0 (RFC 6120 §4.7.5)")
+
+
+class ServerStream(XMLStream):
+    """A stream to or from another server, of either direction."""
+
+    direction: ClassVar[str]            # "in" | "out"
+
+    def __init__(self, fed: Federation) -> None:
+        cfg = fed.cfg
+        super().__init__(max_stanza_size=cfg.max_stanza_size, send_timeout=cfg.send_timeout)
+        self.fed = fed
+        self.id = secrets.token_hex(12)
+        self.local = ""                  # our domain on the header
+        self.remote = ""                 # the peer's domain (as it says, until authenticated)
+        self.auth = ""                   # how it was authenticated: "tls", "dialback"
+        self.last_active = self.loop.time()
+        self.stanzas_in = 0
+        self.stanzas_out = 0
+
+    def header_for(self, frm: str, to: str, stream_id: str | None) -> bytes:
+        """RFC 6120 §4.7 with the dialback namespace (XEP-0220 §2.1)."""
+        sid = f" id='{escape_attr(stream_id)}'" if stream_id else ""
+        to_attr = f" to='{escape_attr(to)}'" if to else ""
+        return (f"<?xml version='1.0'?><stream:stream xmlns='{ns.SERVER}' "
+                f"xmlns:stream='{ns.STREAM}' xmlns:db='{dialback.NS}' "
+                f"from='{escape_attr(frm)}'{to_attr}{sid} version='1.0'>").encode()
+
+    def connection_made(self, transport: Any) -> None:
+        XMLStream.connection_made(self, transport)
+        self.fed.track(self)
+        self.run_task(self.fed.server.carry(self))
+
+    def describe(self) -> str:
+        return f"{self.direction} {self.local}<->{self.remote or '?'} ({self.peer})"
+
+    async def ended(self) -> None:
+        self.fed.untrack(self)
