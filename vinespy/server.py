@@ -27,6 +27,7 @@ from .router import Router
 from .sessions import Sessions
 from .storage import Storage, StorageError, open_storage
 from .storage import pubsub
+from .process.links import LinksFile
 from .storage.archive import archive_for
 from .stream.base import Framing
 from .stream.client import ClientStream
@@ -60,6 +61,8 @@ class Server:
             self.sessions = self.cluster.sessions
         self.router = Router(self.sessions)
         self.federation: Federation | None = None       # [server] enabled: s2s
+        # s2s streams and components, for `vinespy status` (process/links.py)
+        self.links = LinksFile(config.path, self._links)
         self.tls: dict[str, ssl.SSLContext] = tls.contexts(config)
         self.hosts: dict[str, Host] = {}
         self.storages: list[Storage] = []
@@ -119,6 +122,9 @@ class Server:
             from . import s2s                        # dnspython: only with s2s on
             self.federation = s2s.Federation(self)
             self.router.remote = self.federation.send
+
+    def _links(self) -> dict[str, Any]:
+        return {"s2s": self.federation.status() if self.federation is not None else []}
 
     def _directory(self, hc: HostConfig) -> LdapDirectory:
         # Only a host on LDAP imports ldap3.
@@ -346,6 +352,7 @@ class Server:
             await directory.close()
         for srv in self._listeners:
             await srv.wait_closed()
+        self.links.remove()
         log.info("vinespy stopped")
 
 

@@ -31,7 +31,7 @@ class Peer(Running):
 
 def s2s_table(port: int, ca_file: Path, routes: dict[str, int | str], **extra: Any) -> str:
     """A ``[server]`` table: s2s on ``port``, trusting ``ca_file``."""
-    lines = [f"enabled = true", 'address = "127.0.0.1"', f"port = {port}",
+    lines = ["enabled = true", 'address = "127.0.0.1"', f"port = {port}",
              f'ca_file = "{ca_file}"', "connect_timeout = 5.0"]
     for key, value in extra.items():
         if isinstance(value, bool):

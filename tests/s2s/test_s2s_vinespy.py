@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
 from pathlib import Path
 
 import trustme
@@ -26,3 +28,32 @@ async def test_users_of_two_servers_chat_both_ways(tmp_path: Path, ca: trustme.C
         assert (await back)["body"] == "hello wonderland"
         kinds = {(s["direction"], s["auth"]) for s in w.server.federation.status()}
         assert kinds == {("out", "dialback"), ("in", "dialback")}, kinds
+
+
+async def test_vinespy_status_lists_the_streams(tmp_path: Path, ca: trustme.CA) -> None:
+    """`vinespy status` prints each s2s stream with its direction, domains and
+    authentication (from the file the server keeps beside its pid file)."""
+    async with two(tmp_path, ca) as (w, v):
+        alice = await w.login(await w.user("alice"))
+        romeo = await v.login(await v.user("romeo"))
+        got = asyncio.ensure_future(wait_event(romeo, "message"))
+        alice.send_message(mto="romeo@verona.lit", mbody="hi", mtype="chat")
+        await got
+        config = w.server.config.path
+
+        deadline = time.monotonic() + TIMEOUT
+        while "s2s in  wonderland.lit <- verona.lit  auth dialback" not in (
+                out := await status(config)):
+            assert time.monotonic() < deadline, out
+        assert "s2s out wonderland.lit -> verona.lit  auth dialback" in out, out
+    assert "s2s" not in await status(config)      # the file goes with the server
+
+
+async def status(config: Path) -> str:
+    """What `vinespy status` prints (run as the operator would, while the
+    servers go on in this loop)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "vinespy", "status", "-c", str(config),
+        stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    return out.decode()

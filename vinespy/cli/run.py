@@ -11,6 +11,7 @@ import asyncio
 import sys
 
 from ..config import ClusterConfig, Config, ConfigError, load
+from ..process import links
 from ..process.daemon import setup_logging, start_daemon, stop_server
 from ..process.pidfile import (RunPaths, acquire_pid_file, forget_workers, record_workers,
                                release_pid_file, running_pid, running_workers)
@@ -119,6 +120,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return status
     if config.cluster is not None:
         print_cluster(config.cluster)
+    for line in links.lines(links.read_all(config.path)):
+        print(line)
     return status
 
 

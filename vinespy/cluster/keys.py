@@ -46,6 +46,10 @@ NODES = "cluster:nodes"
 # STREAM every node reads: routing-table invalidations and user changes
 EVENTS = "cluster:events"
 
+# STRING: the dialback secret every node makes its XEP-0185 keys with (written
+# once, by the first node that needs it, unless [server] dialback_secret is set)
+DIALBACK_SECRET = "s2s:dialback-secret"
+
 
 def node_info(node: str) -> str:
     """HASH of a node: pid, host, started (ms), incarnation, sessions (count),

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import ssl
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Coroutine
 
 from .. import tls
@@ -45,6 +47,7 @@ class Federation:
         self.streams: set[ServerStream] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._secrets: dict[str, bytes] = {}
+        self._shared: bytes | None = None             # a cluster's, from Redis
         self._contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
         self._listeners: list[asyncio.Server] = []
         self._sweeper: asyncio.TimerHandle | None = None
@@ -69,7 +72,7 @@ class Federation:
     # -- keys and certificates ------------------------------------------
     def dialback_key(self, originating: str, receiving: str, stream_id: str) -> str:
         host = self.host_of(originating)
-        secret = self._secrets.get(host)
+        secret = self._shared or self._secrets.get(host)
         if secret is None:
             _, key_file = tls.cert_paths(self.server.config.certs, host)
             secret = self._secrets[host] = dialback.secret(self.cfg.dialback_secret,
@@ -129,9 +132,11 @@ class Federation:
     # -- the streams -----------------------------------------------------
     def track(self, stream: ServerStream) -> None:
         self.streams.add(stream)
+        self.server.links.changed()
 
     def untrack(self, stream: ServerStream) -> None:
         self.streams.discard(stream)
+        self.server.links.changed()
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """A task of the federation's own, cancelled at :meth:`stop`."""
@@ -152,6 +157,14 @@ class Federation:
     async def start(self) -> None:
         cfg = self.cfg
         loop = asyncio.get_running_loop()
+        cluster = self.server.cluster
+        if cfg.dialback_secret is None and cluster is not None:
+            # The nodes' private keys may differ (a certificate per machine):
+            # the secret they all make keys with is the one Redis holds.
+            from ..cluster.keys import DIALBACK_SECRET
+            await cluster.redis.set(DIALBACK_SECRET, secrets.token_hex(32), nx=True)
+            self._shared = dialback.secret(
+                (await cluster.redis.get(DIALBACK_SECRET)).decode(), Path(), "")
         specs: list[tuple[str, int, ssl.SSLContext | None]] = [("server", cfg.port, None)]
         if cfg.direct_tls_port:
             specs.append(("server_direct_tls", cfg.direct_tls_port,

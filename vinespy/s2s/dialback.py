@@ -32,7 +32,8 @@ ERRORS = ("remote-server-not-found", "remote-server-timeout", "item-not-found",
 
 
 def secret(configured: str | None, key_file: Path, domain: str) -> bytes:
-    """The secret dialback keys of ``domain`` are made with."""
+    """The secret dialback keys of ``domain`` are made with: ``configured``
+    (the config's, or the cluster's), else one derived from ``key_file``."""
     if configured is not None:
         return hashlib.sha256(configured.encode()).digest()
     # A one-way function of the key file: nothing of the private key can be

@@ -167,7 +167,8 @@ class IncomingStream(ServerStream):
         self.write(dialback.answer("result", local, remote, outcome, error=condition))
         if outcome == "valid":
             self.pairs.add((remote, local))
-            self.remote, self.auth = remote, "dialback"
+            self.remote = remote
+            self.authenticated("dialback")
             log.info("s2s: %s authenticated by dialback", self.describe())
         elif outcome == "invalid":
             log.warning("s2s: %s: the dialback key for %s is invalid", self.describe(), remote)

@@ -267,7 +267,8 @@ class OutgoingStream(ServerStream):
         elif tag == _PROCEED and self.state == "starttls":
             return await self._starttls()
         elif tag == _SUCCESS and self.state == "sasl":
-            self._authenticated, self.auth = True, "tls"
+            self._authenticated = True
+            self.authenticated("EXTERNAL")
             self._restart()
             return True
         elif tag in (_TLS_FAILURE, _SASL_FAILURE):
@@ -336,7 +337,7 @@ class OutgoingStream(ServerStream):
     def _dialback_answer(self, el: Element) -> None:
         outcome = el.get("type")
         if outcome == "valid":
-            self.auth = "dialback"
+            self.authenticated("dialback")
             self._ready()
             return
         condition = _condition(el) or "not-authorized"

@@ -87,7 +87,7 @@ class ServerStream(XMLStream):
         self.id = secrets.token_hex(12)
         self.local = ""                  # our domain on the header
         self.remote = ""                 # the peer's domain (as it says, until authenticated)
-        self.auth = ""                   # how it was authenticated: "tls", "dialback"
+        self.auth = ""                   # how it was authenticated: "EXTERNAL", "dialback"
         self.last_active = self.loop.time()
         self.stanzas_in = 0
         self.stanzas_out = 0
@@ -104,6 +104,10 @@ class ServerStream(XMLStream):
         XMLStream.connection_made(self, transport)
         self.fed.track(self)
         self.run_task(self.fed.server.carry(self))
+
+    def authenticated(self, how: str) -> None:
+        self.auth = how
+        self.fed.server.links.changed()
 
     def describe(self) -> str:
         return f"{self.direction} {self.local}<->{self.remote or '?'} ({self.peer})"
