@@ -318,7 +318,8 @@ def toml_value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(toml_value(x) for x in v) + "]"
     if isinstance(v, dict):         # an inline table: host={"options": {"offline": {...}}}
-        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
+        return "{" + ", ".join(f"{k if re.fullmatch(r'[A-Za-z0-9_-]+', k) else json.dumps(k)}"
+                               f" = {toml_value(x)}" for k, x in v.items()) + "}"
     raise TypeError(f"no TOML for {v!r}")
 
 
@@ -357,13 +358,14 @@ class Node:
     """One ``python -m vinespy start`` process this fixture started."""
 
     def __init__(self, cluster: Cluster, name: str, config: Path, address: str, port: int,
-                 workers: int | None, http_port: int = 0) -> None:
+                 workers: int | None, http_port: int = 0, s2s_port: int = 0) -> None:
         self.cluster = cluster
         self.name = name
         self.config = config
         self.address = address
         self.port = port
         self.http_port = http_port          # its [http] listener's, if any
+        self.s2s_port = s2s_port            # its [server] listener's, if any
         self.workers = workers
         self.proc: asyncio.subprocess.Process | None = None
         self.stderr_lines: list[str] = []
@@ -523,7 +525,8 @@ class Cluster:
                  heartbeat: float | None, dead_after: float | None, log: str,
                  client: dict[str, Any] | None, options: dict[str, Any] | None,
                  workers: int | None, host: dict[str, Any] | None = None,
-                 http: dict[str, Any] | None = None) -> None:
+                 http: dict[str, Any] | None = None,
+                 server: dict[str, Any] | None = None) -> None:
         self.site = site
         self.redis = redis
         self.root = root
@@ -535,6 +538,7 @@ class Cluster:
         self.options = options or {}
         self.host_opts = host or {}
         self.http_opts = http            # None: no [http] table
+        self.server_opts = server        # None: no [server] table (s2s off)
         self.workers = workers
         self.nodes: list[Node] = []
 
@@ -543,7 +547,8 @@ class Cluster:
             return self.nodes[key]
         return next(n for n in self.nodes if n.name == key)
 
-    def config_text(self, name: str, address: str, port: int, http_port: int = 0) -> str:
+    def config_text(self, name: str, address: str, port: int, http_port: int = 0,
+                    s2s_port: int = 0) -> str:
         """A node's config: differs from its siblings' only in the address, the
         ports and node id. Absolute paths: each node has its own directory
         (its own pid/ and log/)."""
@@ -557,6 +562,9 @@ class Cluster:
         if self.http_opts is not None:
             text += "\n" + toml_table("http", {"address": address, "port": http_port,
                                                **self.http_opts})
+        if self.server_opts is not None:
+            text += "\n" + toml_table("server", {"enabled": True, "address": address,
+                                                 "port": s2s_port, **self.server_opts})
         if self.clustered:
             text += "\n" + toml_table("cluster", {
                 "url": self.redis.url, "node": name, "heartbeat": self.heartbeat,
@@ -574,9 +582,10 @@ class Cluster:
         d.mkdir(parents=True)
         address, port = self.site.address(len(self.nodes)), free_port()
         http_port = free_port() if self.http_opts is not None else 0
+        s2s_port = free_port() if self.server_opts is not None else 0
         config = d / "config.toml"
-        config.write_text(self.config_text(name, address, port, http_port))
-        node = Node(self, name, config, address, port, self.workers, http_port)
+        config.write_text(self.config_text(name, address, port, http_port, s2s_port))
+        node = Node(self, name, config, address, port, self.workers, http_port, s2s_port)
         self.nodes.append(node)
         return node
 
@@ -643,7 +652,8 @@ async def cluster(request: pytest.FixtureRequest, site: Site, redis: RedisServer
     (``{"pubsub": ["pubsub"]}``), ``http={...}`` an ``[http]`` table on a
     port of each node's own (``node.http_port``) with those keys; a key set
     to None is left out. ``workers`` adds ``--workers N`` to the command
-    line. One cluster per test."""
+    line; ``server={...}`` a ``[server]`` table (s2s on, a port of each
+    node's own: ``node.s2s_port``) with those keys. One cluster per test."""
     made: list[Cluster] = []
 
     async def factory(n: int = 2, *, clustered: bool = True, heartbeat: float | None = 0.2,
@@ -652,11 +662,12 @@ async def cluster(request: pytest.FixtureRequest, site: Site, redis: RedisServer
                       options: dict[str, Any] | None = None,
                       workers: int | None = None,
                       host: dict[str, Any] | None = None,
-                      http: dict[str, Any] | None = None) -> Cluster:
+                      http: dict[str, Any] | None = None,
+                      server: dict[str, Any] | None = None) -> Cluster:
         assert not made, "one cluster per test"
         c = Cluster(site, redis, tmp_path / "nodes", clustered=clustered, heartbeat=heartbeat,
                     dead_after=dead_after, log=log, client=client, options=options,
-                    workers=workers, host=host, http=http)
+                    workers=workers, host=host, http=http, server=server)
         made.append(c)
         for _ in range(n):
             c.add()

@@ -161,3 +161,81 @@ async def test_the_peer_closing_ends_the_stream_after_a_waiting_handler() -> Non
         writer.close()
     finally:
         server.close()
+
+
+class TLSRecorder(Recorder):
+    """A Recorder that answers ``<starttls/>`` with ``<proceed/>`` and the
+    TLS handshake (server side), as a STARTTLS stream does."""
+
+    ctx: Any = None
+    first: asyncio.Event
+
+    async def handle(self, event: Any) -> bool:
+        if not isinstance(event, StreamOpened) and event.tag.endswith("}starttls"):
+            self.write(b"<proceed/>")
+            await self.start_tls(self.ctx, TIMEOUT)
+            return True
+        reset = await super().handle(event)
+        if not isinstance(event, StreamOpened) and event.get("n") == "0":
+            self.first.set()
+        return reset
+
+
+async def test_what_the_peer_sends_right_after_its_tls_handshake_is_handled() -> None:
+    """The peer's first bytes after the handshake may arrive with its
+    Finished, before start_tls() returns: they must be handled, and reading
+    must go on (it once paused the raw transport under the TLS layer for
+    good: a dialback answer that never came, in the s2s cluster test). The
+    client writes right after its handshake, many times over, so that the
+    race is run."""
+    import ssl
+    import trustme
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("stream.test").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    loop = asyncio.get_running_loop()
+    for attempt in range(20):
+        log: list[Any] = []
+        done = asyncio.Event()
+
+        def made() -> TLSRecorder:
+            stream = TLSRecorder(log, done, "2")
+            stream.ctx, stream.first = server_ctx, first
+            return stream
+        first = asyncio.Event()
+        server = await loop.create_server(made, "127.0.0.1", 0)
+        try:
+            reader, writer = await connect(server)
+            writer.write(HEADER + b"<starttls/>")
+            got = b""
+            while b"<proceed/>" not in got:
+                chunk = await asyncio.wait_for(reader.read(4096), TIMEOUT)
+                assert chunk, got
+                got += chunk
+            # The handshake by hand, so that the client's Finished and its
+            # first stream bytes leave in one write (one TCP segment).
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = client_ctx.wrap_bio(incoming, outgoing, server_hostname="stream.test")
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    writer.write(outgoing.read())
+                    chunk = await asyncio.wait_for(reader.read(65536), TIMEOUT)
+                    assert chunk, "closed during the handshake"
+                    incoming.write(chunk)
+            tls.write(HEADER + b"<m n='0'/>")
+            writer.write(outgoing.read())
+            await asyncio.wait_for(first.wait(), TIMEOUT)
+            # ...and what it sends once the server went on (a dialback key
+            # after the features, say) is read too.
+            tls.write(b"<m n='1' kind='wait'/><m n='2'/>")
+            writer.write(outgoing.read())
+            await asyncio.wait_for(done.wait(), TIMEOUT)
+            assert [e[1] for e in log if e[0] == "start"] == ["0", "1", "2"], attempt
+            writer.close()
+        finally:
+            server.close()

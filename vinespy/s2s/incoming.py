@@ -75,6 +75,7 @@ class IncomingStream(ServerStream):
             self._stanza(event)
             await self.fed.server.router.route(inbound(event), None)
             return False
+        log.debug("s2s: %s got %s", self.describe(), tag)
         if tag == dialback.RESULT:
             self._result(event)
         elif tag == dialback.VERIFY:

@@ -259,6 +259,8 @@ class OutgoingStream(ServerStream):
                 self.state = "features"
             return False
         tag = event.tag
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("s2s: %s (%s) got %s", self.describe(), self.state, tag)
         if tag == ERROR:
             self._fail("remote-server-not-found", f"stream error: {error_text(event)}")
             self.close()

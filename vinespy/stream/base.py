@@ -213,6 +213,7 @@ class XMLStream(Framing, asyncio.Protocol):
         self._queued = 0                 # bytes ever handed to the transport
         self._sent_at_check = 0          # of which had left at the last stall check
         self._stall: asyncio.TimerHandle | None = None
+        self._tls_starting = False       # in start_tls: self.transport is the old one
 
     def run_task(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Start the stream's task, running ``work`` (which runs :meth:`run`)
@@ -366,6 +367,14 @@ class XMLStream(Framing, asyncio.Protocol):
             raise
 
     def _hold(self) -> None:
+        if self._tls_starting:
+            # What arrives during start_tls comes from the new TLS transport,
+            # the peer's first bytes after its handshake (they may share a
+            # TCP segment with its Finished), while self.transport is still
+            # the raw one, now the TLS layer's own: pausing that would stall
+            # the TLS layer for good. Such bytes wait in the inbox (in order)
+            # and the new transport is paused, if need be, once it is ours.
+            return
         if self.transport.is_reading():
             self.transport.pause_reading()
 
@@ -499,6 +508,7 @@ class XMLStream(Framing, asyncio.Protocol):
         stream is the TLS client: ``server_side`` False). A failed handshake
         (OSError, TimeoutError) drops the connection and is raised."""
         await self.drain()
+        self._tls_starting = True
         try:
             transport = await self.loop.start_tls(self.transport, self, ctx,
                                                   server_side=server_side,
@@ -508,10 +518,14 @@ class XMLStream(Framing, asyncio.Protocol):
             self.closing = True
             self.transport.abort()
             raise
+        finally:
+            self._tls_starting = False
         if transport is None:            # the connection went meanwhile
             self.closing = True
             raise ConnectionResetError("closed during the TLS handshake")
         self.transport = transport       # reading: the new one does not start paused
+        if self._inbox or self._busy:
+            self._hold()                 # what it already delivered waits (see _hold)
         self.secure = True
         self.restart()
 
