@@ -357,13 +357,14 @@ class Node:
     """One ``python -m vinespy start`` process this fixture started."""
 
     def __init__(self, cluster: Cluster, name: str, config: Path, address: str, port: int,
-                 workers: int | None, http_port: int = 0) -> None:
+                 workers: int | None, http_port: int = 0, component_port: int = 0) -> None:
         self.cluster = cluster
         self.name = name
         self.config = config
         self.address = address
         self.port = port
         self.http_port = http_port          # its [http] listener's, if any
+        self.component_port = component_port    # its [component] listener's, if any
         self.workers = workers
         self.proc: asyncio.subprocess.Process | None = None
         self.stderr_lines: list[str] = []
@@ -523,7 +524,8 @@ class Cluster:
                  heartbeat: float | None, dead_after: float | None, log: str,
                  client: dict[str, Any] | None, options: dict[str, Any] | None,
                  workers: int | None, host: dict[str, Any] | None = None,
-                 http: dict[str, Any] | None = None) -> None:
+                 http: dict[str, Any] | None = None,
+                 component: dict[str, Any] | None = None) -> None:
         self.site = site
         self.redis = redis
         self.root = root
@@ -535,6 +537,7 @@ class Cluster:
         self.options = options or {}
         self.host_opts = host or {}
         self.http_opts = http            # None: no [http] table
+        self.component_opts = component  # None: no [component] table
         self.workers = workers
         self.nodes: list[Node] = []
 
@@ -543,7 +546,8 @@ class Cluster:
             return self.nodes[key]
         return next(n for n in self.nodes if n.name == key)
 
-    def config_text(self, name: str, address: str, port: int, http_port: int = 0) -> str:
+    def config_text(self, name: str, address: str, port: int, http_port: int = 0,
+                    component_port: int = 0) -> str:
         """A node's config: differs from its siblings' only in the address, the
         ports and node id. Absolute paths: each node has its own directory
         (its own pid/ and log/)."""
@@ -557,6 +561,9 @@ class Cluster:
         if self.http_opts is not None:
             text += "\n" + toml_table("http", {"address": address, "port": http_port,
                                                **self.http_opts})
+        if self.component_opts is not None:
+            text += "\n" + toml_table("component", {"address": address, "port": component_port,
+                                                    **self.component_opts})
         if self.clustered:
             text += "\n" + toml_table("cluster", {
                 "url": self.redis.url, "node": name, "heartbeat": self.heartbeat,
@@ -574,9 +581,10 @@ class Cluster:
         d.mkdir(parents=True)
         address, port = self.site.address(len(self.nodes)), free_port()
         http_port = free_port() if self.http_opts is not None else 0
+        component_port = free_port() if self.component_opts is not None else 0
         config = d / "config.toml"
-        config.write_text(self.config_text(name, address, port, http_port))
-        node = Node(self, name, config, address, port, self.workers, http_port)
+        config.write_text(self.config_text(name, address, port, http_port, component_port))
+        node = Node(self, name, config, address, port, self.workers, http_port, component_port)
         self.nodes.append(node)
         return node
 
@@ -641,8 +649,9 @@ async def cluster(request: pytest.FixtureRequest, site: Site, redis: RedisServer
     shared data); ``client={...}`` adds ``[client]`` keys, ``options={...}``
     ``[cluster]`` keys (``route_cache_ttl``...), ``host={...}`` ``[[host]]`` keys
     (``{"pubsub": ["pubsub"]}``), ``http={...}`` an ``[http]`` table on a
-    port of each node's own (``node.http_port``) with those keys; a key set
-    to None is left out. ``workers`` adds ``--workers N`` to the command
+    port of each node's own (``node.http_port``) with those keys,
+    ``component={...}`` a ``[component]`` table likewise (``node.component_port``);
+    a key set to None is left out. ``workers`` adds ``--workers N`` to the command
     line. One cluster per test."""
     made: list[Cluster] = []
 
@@ -652,11 +661,12 @@ async def cluster(request: pytest.FixtureRequest, site: Site, redis: RedisServer
                       options: dict[str, Any] | None = None,
                       workers: int | None = None,
                       host: dict[str, Any] | None = None,
-                      http: dict[str, Any] | None = None) -> Cluster:
+                      http: dict[str, Any] | None = None,
+                      component: dict[str, Any] | None = None) -> Cluster:
         assert not made, "one cluster per test"
         c = Cluster(site, redis, tmp_path / "nodes", clustered=clustered, heartbeat=heartbeat,
                     dead_after=dead_after, log=log, client=client, options=options,
-                    workers=workers, host=host, http=http)
+                    workers=workers, host=host, http=http, component=component)
         made.append(c)
         for _ in range(n):
             c.add()

@@ -31,9 +31,9 @@ async def srv(make_server: Callable[..., Any]) -> AsyncIterator[Running]:
 class Component:
     """A slixmpp ComponentXMPP and what happened to it."""
 
-    def __init__(self, srv: Running, name: str = "tea", secret: str = SECRET) -> None:
-        self.xmpp = slixmpp.ComponentXMPP(f"{name}.{DOMAIN}", secret, "127.0.0.1",
-                                          srv.server.ports["component"])
+    def __init__(self, port: int, name: str = "tea", secret: str = SECRET,
+                 address: str = "127.0.0.1") -> None:
+        self.xmpp = slixmpp.ComponentXMPP(f"{name}.{DOMAIN}", secret, address, port)
         self.xmpp.register_plugin("xep_0030")
         self.xmpp.register_plugin("xep_0092", {"software_name": "teapot", "version": "4.18"})
         loop = asyncio.get_running_loop()
@@ -69,7 +69,7 @@ class Component:
 
 @contextlib.asynccontextmanager
 async def component(srv: Running, **kw: Any) -> AsyncIterator[Component]:
-    c = Component(srv, **kw)
+    c = Component(srv.server.ports["component"], **kw)
     try:
         yield await c.connect()
     finally:
@@ -87,22 +87,26 @@ async def test_handshake_accepted(srv: Running) -> None:
         assert srv.server.sessions.local(route_jid(TEA)) is not None
 
 
+def port(srv: Running) -> int:
+    return srv.server.ports["component"]
+
+
 async def test_wrong_secret_is_not_authorized(srv: Running) -> None:
     """A wrong handshake ends the stream with <not-authorized/>; nothing is bound."""
-    assert await Component(srv, secret="guess").refused() == "not-authorized"
+    assert await Component(port(srv), secret="guess").refused() == "not-authorized"
     assert srv.server.sessions.local(route_jid(TEA)) is None
 
 
 async def test_unknown_component_is_host_unknown(srv: Running) -> None:
     """A domain no [[host]] declares as a component: <host-unknown/>."""
-    assert await Component(srv, name="milk").refused() == "host-unknown"
+    assert await Component(port(srv), name="milk").refused() == "host-unknown"
 
 
 async def test_second_connection_is_refused_with_conflict(srv: Running) -> None:
     """Prosody's rule: the newcomer gets <conflict/>, the one connected stays."""
     alice = await srv.login(await srv.user("alice"))
     async with component(srv):
-        assert await Component(srv).refused() == "conflict"
+        assert await Component(port(srv)).refused() == "conflict"
         assert (await version(alice, TEA))["software_version"]["name"] == "teapot"
 
 
@@ -148,7 +152,7 @@ async def test_from_another_domain_is_invalid_from(srv: Running) -> None:
 async def test_disconnected_component_is_service_unavailable(srv: Running) -> None:
     """Once the component is gone, IQs and messages to it bounce."""
     alice = await srv.login(await srv.user("alice"))
-    tea = await Component(srv).connect()
+    tea = await Component(port(srv)).connect()
     await version(alice, TEA)
     tea.xmpp.disconnect()
     await asyncio.wait_for(tea.gone, TIMEOUT)
