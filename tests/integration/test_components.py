@@ -91,6 +91,14 @@ def port(srv: Running) -> int:
     return srv.server.ports["component"]
 
 
+async def test_components_are_listed_in_disco_items(srv: Running) -> None:
+    """The host's disco#items lists its components, connected or not (XEP-0030)."""
+    alice = await srv.login(await srv.user("alice"))
+    items = await alice.plugin["xep_0030"].get_items(jid=DOMAIN, timeout=TIMEOUT)
+    jids = {str(i[0]) for i in items["disco_items"]["items"]}
+    assert {TEA, f"coffee.{DOMAIN}"} <= jids
+
+
 async def test_wrong_secret_is_not_authorized(srv: Running) -> None:
     """A wrong handshake ends the stream with <not-authorized/>; nothing is bound."""
     assert await Component(port(srv), secret="guess").refused() == "not-authorized"
