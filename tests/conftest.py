@@ -55,13 +55,21 @@ def write_config(root: Path, ca: trustme.CA, domains: tuple[str, ...] = (DOMAIN,
     lines = "\n".join(f"{k} = {v!r}" if not isinstance(v, bool) else f"{k} = {str(v).lower()}"
                       for k, v in opts.items()).replace("'", '"')
     doms = ", ".join(f'"{d}"' for d in domains)
-    host_lines = "".join(f"{k} = {str(v).lower() if isinstance(v, bool) else json.dumps(v)}\n"
-                         for k, v in (host or {}).items())
+    host_lines = "".join(f"{k} = {_toml(v)}\n" for k, v in (host or {}).items())
     path = root / "conf" / "config.toml"
     path.write_text(f'log = "debug"\ncerts = "conf/certs"\n\n[[host]]\ndomains = [{doms}]\n'
                     f'{host_lines}[host.storage]\n{storage}\n'
                     f'[client]\n{lines}\n{extra}')
     return path
+
+
+def _toml(v: Any) -> str:
+    """A TOML value: JSON's where they agree; a dict is an inline table."""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml(x)}" for k, x in v.items()) + " }"
+    return json.dumps(v)
 
 
 class Running:

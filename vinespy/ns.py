@@ -11,6 +11,7 @@ def default(namespace: str) -> Any:
 
 CLIENT = "jabber:client"
 SERVER = "jabber:server"
+COMPONENT = "jabber:component:accept"               # XEP-0114
 STREAM = "http://etherx.jabber.org/streams"
 STREAMS = "urn:ietf:params:xml:ns:xmpp-streams"
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"

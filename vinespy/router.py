@@ -33,6 +33,9 @@ class Router:
         # Where stanzas for other servers' domains go ([server] enabled:
         # Federation.send); None: they are answered remote-server-not-found.
         self.remote: Callable[[Element, JID], None] | None = None
+        # XEP-0114 component domains -> the full JID the connected component
+        # is bound to in the session table (vinespy/stream/component.py).
+        self.components: dict[str, JID] = {}
 
     def add_host(self, host: Host) -> None:
         self.hosts[host.domain] = host
@@ -41,6 +44,11 @@ class Router:
         """Route stanzas to ``domain`` (and its JIDs) to ``host``'s modules as
         ``<kind>/service`` events."""
         self.services[domain] = host
+
+    def add_component(self, domain: str, route: JID) -> None:
+        """Route stanzas to ``domain`` (and its JIDs) to the session bound to
+        ``route`` (a connected XEP-0114 component, on any cluster node)."""
+        self.components[domain] = route
 
     async def route(self, stanza: Element, origin: Session | None = None) -> None:
         """Deliver ``stanza``: to a module, a local resource, or back as an error.
@@ -87,6 +95,12 @@ class Router:
             if service is not None:
                 await self.to_service(stanza, kind, origin, to, service)
                 return
+            # -- XEP-0114 components ------------------------------------------
+            component = self.components.get(to.domain)
+            if component is not None:
+                await self.to_component(stanza, component)
+                return
+            # -- end of components --------------------------------------------
             if self.remote is not None:
                 self.remote(stanza, to)         # federation (vinespy/s2s)
                 return
@@ -147,6 +161,27 @@ class Router:
                 return
         if kind == "iq" and stanza.get("type") in ("get", "set"):
             self.bounce(stanza, StanzaError("service-unavailable"))
+
+    async def to_component(self, stanza: Element, route: JID) -> None:
+        """A stanza for a component's domain (XEP-0114): to the component,
+        bound to ``route`` on this node or another (one Redis read in a
+        cluster when not cached); not connected: :meth:`component_unavailable`."""
+        sessions = self.sessions
+        if sessions.clustered and sessions.missing((route.bare,)):
+            await sessions.load((route.bare,))
+        session = sessions.get(route)
+        if session is not None:
+            session.send(stanza)
+        else:
+            self.component_unavailable(stanza)
+
+    def component_unavailable(self, stanza: Element) -> None:
+        """The component a stanza is for is not connected: messages and IQ
+        get/set are answered ``<service-unavailable/>``, the rest dropped."""
+        kind = local_name(stanza)
+        if kind == "message" or (kind == "iq" and stanza.get("type") in ("get", "set")):
+            self.bounce(stanza, StanzaError("service-unavailable",
+                                            "the component is not connected"))
 
     async def route_many(self, stanzas: list[Element], origin: Session | None = None) -> None:
         """Route several stanzas, reading the routes of all their recipients in
@@ -256,11 +291,18 @@ class Router:
         if not final:
             need = [target.bare]
             try:
-                need.append(JID.parse(stanza.get("from", "")).bare)   # for an error reply
+                frm = JID.parse(stanza.get("from", ""))     # for an error reply
+                need.append(self.components.get(frm.domain, frm).bare)
             except JIDError:
                 pass
             await self.sessions.load(need, fresh=True)
+            if target.domain in self.components:        # XEP-0114: where it is now
+                await self.to_component(stanza, self.components[target.domain])
+                return
             await self.default(stanza, kind, target, "full")
+            return
+        if target.domain in self.components:
+            self.component_unavailable(stanza)
             return
         stype = stanza.get("type")
         if kind == "message" and stype in _CHAT_NORMAL:
@@ -305,7 +347,12 @@ class Router:
         except JIDError:
             return
         if frm.domain not in self.hosts:
-            if self.remote is not None and frm.domain not in self.services:
+            component = self.components.get(frm.domain)     # XEP-0114: to the component
+            if component is not None:
+                session = self.sessions.get(component)
+                if session is not None:
+                    session.send(reply)
+            elif self.remote is not None and frm.domain not in self.services:
                 self.remote(reply, frm)         # to a user of another server
             return
         # Errors go to a full JID that is local, or are dropped: they are

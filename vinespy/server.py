@@ -31,6 +31,7 @@ from .process.links import LinksFile
 from .storage.archive import archive_for
 from .stream.base import Framing
 from .stream.client import ClientStream
+from .stream.component import ComponentStream, route_jid
 from .stream.parser import IdleRelease
 from .stream.throttle import AuthThrottle
 
@@ -68,7 +69,7 @@ class Server:
         self.storages: list[Storage] = []
         self.directories: list[LdapDirectory] = []      # [host.auth] backend = "ldap"
         self.ports: dict[str, int] = {}
-        self.streams: set[Framing] = set()      # client and server streams
+        self.streams: set[Framing] = set()      # client, server and component streams
         self.idle_parsers = IdleRelease()               # ClientStream parsers
         self._idle_timer: asyncio.TimerHandle | None = None
         cc = config.client
@@ -117,6 +118,12 @@ class Server:
                     host.pubsub_store = pubsub.store_for(config, hc, self.storages[-1])
                 for label in hc.pubsub:
                     self.router.add_service(f"{label}.{domain}", host)
+        # XEP-0114: components = { tea = "secr3t" } -> tea.DOMAIN, routed to
+        # the component while it is connected (listener or not: a component
+        # that cannot connect is one that is not connected).
+        self.component_secrets: dict[str, str] = config.component_secrets()
+        for domain in self.component_secrets:
+            self.router.add_component(domain, route_jid(domain))
 
         if config.server.enabled:
             from . import s2s                        # dnspython: only with s2s on
@@ -251,6 +258,8 @@ class Server:
             return http.address
         if listener.startswith("server"):
             return self.config.server.address
+        if listener == "component":
+            return self.config.component.address
         return self.config.client.address
 
     async def _listen(self) -> None:
@@ -271,6 +280,7 @@ class Server:
                                    f"{exc.strerror or exc}") from None
             self._listeners.append(srv)
             self.ports[name] = srv.sockets[0].getsockname()[1]
+        await self._listen_components()
         if self.federation is not None:
             await self.federation.start()
         if self.config.http is not None:
@@ -278,12 +288,32 @@ class Server:
             self.http = HttpListener(self, self.config.http)
             await self.http.start()
 
+    async def _listen_components(self) -> None:
+        """XEP-0114: the [component] listener, when a [[host]] declares
+        components and ``enabled`` is not false (no component, no port)."""
+        cfg = self.config.component
+        if not self.component_secrets:
+            return
+        if not cfg.enabled:
+            log.warning("components are declared but [component] enabled = false: "
+                        "none can connect (%s)", ", ".join(self.component_secrets))
+            return
+        try:
+            srv = await asyncio.get_running_loop().create_server(
+                lambda: ComponentStream(self), cfg.address, cfg.port, reuse_address=True,
+                reuse_port=self.config.client.reuse_port or None)
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {cfg.address}:{cfg.port} (component): "
+                               f"{exc.strerror or exc}") from None
+        self._listeners.append(srv)
+        self.ports["component"] = srv.sockets[0].getsockname()[1]
+
     def _accept(self) -> ClientStream:
         """A new client connection's protocol (it asks :meth:`carry` to run it)."""
         return ClientStream(self)
 
     async def carry(self, stream: Framing) -> None:
-        """Run ``stream`` (a TCP connection's, a WebSocket's) in this task,
+        """Run ``stream`` (a TCP connection's, a WebSocket's, a component's) in this task,
         which shutdown waits for, then cancels."""
         task = asyncio.current_task()
         assert task is not None

@@ -358,7 +358,8 @@ class Node:
     """One ``python -m vinespy start`` process this fixture started."""
 
     def __init__(self, cluster: Cluster, name: str, config: Path, address: str, port: int,
-                 workers: int | None, http_port: int = 0, s2s_port: int = 0) -> None:
+                 workers: int | None, http_port: int = 0, s2s_port: int = 0,
+                 component_port: int = 0) -> None:
         self.cluster = cluster
         self.name = name
         self.config = config
@@ -366,6 +367,7 @@ class Node:
         self.port = port
         self.http_port = http_port          # its [http] listener's, if any
         self.s2s_port = s2s_port            # its [server] listener's, if any
+        self.component_port = component_port    # its [component] listener's, if any
         self.workers = workers
         self.proc: asyncio.subprocess.Process | None = None
         self.stderr_lines: list[str] = []
@@ -526,7 +528,8 @@ class Cluster:
                  client: dict[str, Any] | None, options: dict[str, Any] | None,
                  workers: int | None, host: dict[str, Any] | None = None,
                  http: dict[str, Any] | None = None,
-                 server: dict[str, Any] | None = None) -> None:
+                 server: dict[str, Any] | None = None,
+                 component: dict[str, Any] | None = None) -> None:
         self.site = site
         self.redis = redis
         self.root = root
@@ -539,6 +542,7 @@ class Cluster:
         self.host_opts = host or {}
         self.http_opts = http            # None: no [http] table
         self.server_opts = server        # None: no [server] table (s2s off)
+        self.component_opts = component  # None: no [component] table
         self.workers = workers
         self.nodes: list[Node] = []
 
@@ -548,7 +552,7 @@ class Cluster:
         return next(n for n in self.nodes if n.name == key)
 
     def config_text(self, name: str, address: str, port: int, http_port: int = 0,
-                    s2s_port: int = 0) -> str:
+                    s2s_port: int = 0, component_port: int = 0) -> str:
         """A node's config: differs from its siblings' only in the address, the
         ports and node id. Absolute paths: each node has its own directory
         (its own pid/ and log/)."""
@@ -565,6 +569,9 @@ class Cluster:
         if self.server_opts is not None:
             text += "\n" + toml_table("server", {"enabled": True, "address": address,
                                                  "port": s2s_port, **self.server_opts})
+        if self.component_opts is not None:
+            text += "\n" + toml_table("component", {"address": address, "port": component_port,
+                                                    **self.component_opts})
         if self.clustered:
             text += "\n" + toml_table("cluster", {
                 "url": self.redis.url, "node": name, "heartbeat": self.heartbeat,
@@ -583,9 +590,12 @@ class Cluster:
         address, port = self.site.address(len(self.nodes)), free_port()
         http_port = free_port() if self.http_opts is not None else 0
         s2s_port = free_port() if self.server_opts is not None else 0
+        component_port = free_port() if self.component_opts is not None else 0
         config = d / "config.toml"
-        config.write_text(self.config_text(name, address, port, http_port, s2s_port))
-        node = Node(self, name, config, address, port, self.workers, http_port, s2s_port)
+        config.write_text(self.config_text(name, address, port, http_port, s2s_port,
+                                           component_port))
+        node = Node(self, name, config, address, port, self.workers, http_port, s2s_port,
+                    component_port)
         self.nodes.append(node)
         return node
 
@@ -650,10 +660,11 @@ async def cluster(request: pytest.FixtureRequest, site: Site, redis: RedisServer
     shared data); ``client={...}`` adds ``[client]`` keys, ``options={...}``
     ``[cluster]`` keys (``route_cache_ttl``...), ``host={...}`` ``[[host]]`` keys
     (``{"pubsub": ["pubsub"]}``), ``http={...}`` an ``[http]`` table on a
-    port of each node's own (``node.http_port``) with those keys; a key set
-    to None is left out. ``workers`` adds ``--workers N`` to the command
-    line; ``server={...}`` a ``[server]`` table (s2s on, a port of each
-    node's own: ``node.s2s_port``) with those keys. One cluster per test."""
+    port of each node's own (``node.http_port``) with those keys,
+    ``component={...}`` a ``[component]`` table likewise (``node.component_port``),
+    ``server={...}`` a ``[server]`` table (s2s on, ``node.s2s_port``);
+    a key set to None is left out. ``workers`` adds ``--workers N`` to the command
+    line. One cluster per test."""
     made: list[Cluster] = []
 
     async def factory(n: int = 2, *, clustered: bool = True, heartbeat: float | None = 0.2,
@@ -663,11 +674,13 @@ async def cluster(request: pytest.FixtureRequest, site: Site, redis: RedisServer
                       workers: int | None = None,
                       host: dict[str, Any] | None = None,
                       http: dict[str, Any] | None = None,
-                      server: dict[str, Any] | None = None) -> Cluster:
+                      server: dict[str, Any] | None = None,
+                      component: dict[str, Any] | None = None) -> Cluster:
         assert not made, "one cluster per test"
         c = Cluster(site, redis, tmp_path / "nodes", clustered=clustered, heartbeat=heartbeat,
                     dead_after=dead_after, log=log, client=client, options=options,
-                    workers=workers, host=host, http=http, server=server)
+                    workers=workers, host=host, http=http, server=server,
+                    component=component)
         made.append(c)
         for _ in range(n):
             c.add()

@@ -523,18 +523,6 @@ def test_bad_sql_storage(tmp_path: Path, table: str, message: str | None) -> Non
         assert got == message
 
 
-# -- sections that are not implemented yet, cluster ---------------------------
-
-@pytest.mark.parametrize(("section", "what"), [
-    ("server", "s2s is"),
-    ("component", "the XEP-0114 component listener is"),
-])
-def test_enabled_later_sections(tmp_path: Path, section: str, what: str) -> None:
-    """enabled = true on an unimplemented listener stops the start."""
-    assert error(tmp_path, HOST + f"[{section}]\nenabled = true\n") == \
-        f"[{section}] {what} not implemented yet; set enabled = false"
-
-
 # -- [http] -------------------------------------------------------------------
 
 def test_http_absent_is_off_and_disabled_is_off(tmp_path: Path) -> None:
@@ -922,3 +910,32 @@ def test_module_option_choices(tmp_path: Path) -> None:
         'host[0].options.mam.default: expected one of "always", "never", "roster", got 1'
     assert error(tmp_path, HOST + "[host.options.mam]\nretention_days = -1\n") == \
         "host[0].options.mam.retention_days: expected an integer from 0 to 100000, got -1"
+
+
+# -- [component] --------------------------------------------------------------
+
+def test_component_keys_and_domains(tmp_path: Path) -> None:
+    """[component] keys load; each host domain gets each declared component."""
+    cfg = load(write(tmp_path, '[[host]]\ndomains = ["wonderland.lit", "verona.lit"]\n'
+                     'components = { tea = "s1", coffee = "s2" }\n'
+                     '[component]\nport = 0\nmax_stanza_size = 100000\n'
+                     'handshake_timeout = 5\nsend_timeout = 10\n'), check_certs=False)
+    assert (cfg.component.port, cfg.component.max_stanza_size, cfg.component.handshake_timeout,
+            cfg.component.send_timeout, cfg.component.enabled) == (0, 100000, 5.0, 10.0, True)
+    assert cfg.component_secrets() == {
+        "tea.wonderland.lit": "s1", "coffee.wonderland.lit": "s2",
+        "tea.verona.lit": "s1", "coffee.verona.lit": "s2"}
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("secret = 1", '[component] unknown key "secret"'),
+    ("port = 70000",
+     "component.port: expected an integer from 1 to 65535 (or 0 for any free port), got 70000"),
+    ("max_stanza_size = 100",
+     "component.max_stanza_size: expected an integer from 10000 to 16777216, got 100"),
+    ("handshake_timeout = 0", "component.handshake_timeout: expected a number from 1 to 3600, "
+                              "got 0"),
+])
+def test_bad_component_keys(tmp_path: Path, body: str, message: str) -> None:
+    """Each bad [component] key is one line naming it."""
+    assert error(tmp_path, HOST + f"[component]\n{body}\n") == message

@@ -59,10 +59,16 @@ class ClientConfig:
 
 
 @dataclass(frozen=True)
-class ComponentConfig:                         # XEP-0114: a later issue
-    enabled: bool = False
-    address: str = "127.0.0.1"
+class ComponentConfig:
+    """``[component]``: the XEP-0114 listener. It opens when a ``[[host]]``
+    declares ``components``, unless ``enabled = false`` (the table is optional)."""
+
+    enabled: bool = True
+    address: str = "127.0.0.1"                 # components usually run on this machine
     port: int = 5347
+    max_stanza_size: int = 262144              # bytes a component may send at once
+    handshake_timeout: float = 30.0            # s from connecting to <handshake/>
+    send_timeout: float = 60.0                 # s a component may leave what it is sent unread
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,18 @@ class Config:
         return {f"{label}.{domain}": h
                 for h in self.hosts for domain in h.domains for label in h.pubsub}
 
+    def component_secrets(self) -> dict[str, str]:
+        """Every XEP-0114 component domain -> its shared secret.
+
+        ``components = { tea = "secr3t" }`` in the host serving
+        ``wonderland.lit`` and ``verona.lit`` is two components,
+        ``tea.wonderland.lit`` and ``tea.verona.lit``, with that secret
+        (as pubsub services); loading checked that none is a served domain
+        or a service.
+        """
+        return {f"{label}.{domain}": secret for h in self.hosts for domain in h.domains
+                for label, secret in h.components.items()}
+
 
 def base_dir(path: str | Path) -> Path:
     """The directory that relative paths in the config file at ``path`` start from.
@@ -175,9 +193,6 @@ _SECTIONS: dict[str, type[DataclassInstance]] = {
     "client": ClientConfig, "component": ComponentConfig, "cluster": ClusterConfig,
 }
 _TOP = ("log", "certs", "host", "http", "server", *_SECTIONS)
-_NOT_YET = {
-    "component": "the XEP-0114 component listener is",
-}
 
 
 def _sentinels(where: str, value: Any) -> tuple[str, ...]:
@@ -234,9 +249,6 @@ def _config(data: dict[str, Any], path: str | Path) -> Config:
         name: cls(**_fields(cls, _table(name, data[name]), name, custom=custom.get(name)))
         for name, cls in _SECTIONS.items() if name in data
     }
-    for name, what in _NOT_YET.items():
-        if name in kw and kw[name].enabled:
-            raise _Bad(f"[{name}] {what} not implemented yet; set enabled = false")
     client = kw.get("client", ClientConfig())
     if client.direct_tls_port and client.direct_tls_port == client.port:
         raise _Bad(f"client.direct_tls_port: must differ from client.port "

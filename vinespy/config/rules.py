@@ -93,7 +93,6 @@ _RULES: dict[str, _Rule] = {
     "http.websocket_ping": _numbers(0, 3600),
     "http.bosh_max_wait": _numbers(1, 3600),
     "http.bosh_inactivity": _numbers(5, 86400),
-    "component.port": _PORT,
     "server.port": _ints(0, 65535, "an integer from 1 to 65535 (or 0 for any free port)"),
     "server.direct_tls_port": _ints(0, 65535, "an integer from 1 to 65535 (or 0 for off)"),
     "server.tls": _one_of("required", "optional"),
@@ -102,6 +101,11 @@ _RULES: dict[str, _Rule] = {
     "server.connect_timeout": _numbers(0.1, 300),
     "server.send_timeout": _numbers(1, 3600),
     "server.max_queue": _ints(1, 1000000),
+    "component.port": _ints(0, 65535, "an integer from 1 to 65535 (or 0 for any free port)"),
+    # RFC 6120 §13.12: at least 10000 bytes, as for clients.
+    "component.max_stanza_size": _ints(10000, 16777216),
+    "component.handshake_timeout": _numbers(1, 3600),
+    "component.send_timeout": _numbers(1, 3600),
     "cluster.url": _Rule("a URL starting with redis://, rediss:// or unix://",
                          lambda v: isinstance(v, str)
                          and v.startswith(("redis://", "rediss://", "unix://"))),

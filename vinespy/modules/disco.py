@@ -3,7 +3,8 @@
 The server (``to`` a served domain) answers disco#info with its identity and
 the ``features`` of every loaded module, and disco#items with the services
 served for that domain (XEP-0030 §4; its pubsub services, e.g.
-``games.wonderland.lit``, which is how clients find them, XEP-0060 §5.1).
+``games.wonderland.lit``, which is how clients find them, XEP-0060 §5.1,
+and its XEP-0114 components).
 
 A hosted account (``to`` its bare JID; ``self`` when a user asks about their
 own) is answered by the server, never forwarded to a resource (XEP-0030
@@ -83,9 +84,13 @@ class Disco(Module):
 
     def services(self) -> list[str]:
         """The service domains the router hands to this host's modules (the
-        pubsub services ``pubsub = ["games"]`` makes games.DOMAIN), sorted."""
+        pubsub services ``pubsub = ["games"]`` makes games.DOMAIN) and the
+        host's XEP-0114 components (``components = { tea = "..." }``:
+        tea.DOMAIN, connected or not, as Prosody lists its components), sorted."""
         router = self.host.router
-        return sorted(d for d, host in router.services.items() if host is self.host)
+        domain = self.host.domain
+        return sorted([d for d, host in router.services.items() if host is self.host]
+                      + [d for d in router.components if d.partition(".")[2] == domain])
 
     @iq("get", ns.DISCO_INFO, "query", to=("self", "bare"))
     async def account_info(self, ev: StanzaEvent) -> Element:
