@@ -9,7 +9,7 @@ log's tail printed, which pytest shows when the test failed)::
 
     peer = await prosody(domain="prosody.test", users={"juliet": "pw"},
                          routes={"vinespy.test": ("127.0.0.1", s2s_port)},
-                         cert="good", dialback=True, tls="required")
+                         cert="good", dialback=True, tls="required", ca=ca)
     peer = await ejabberd(...)                  # the same arguments
     peer.domain, peer.c2s_port, peer.s2s_port, peer.jid("juliet")
     client = await peer.login("juliet")         # slixmpp, session started
@@ -29,7 +29,8 @@ log's tail printed, which pytest shows when the test failed)::
   ``"good"`` (issued by ``ca`` for ``domain``), ``"wrong-name"`` (issued by
   ``ca`` for ``other-<domain>``), ``"untrusted"`` (self-signed for
   ``domain``: no SASL EXTERNAL with it, dialback still works).
-  Either way the peer trusts ``ca`` for the certificates it is shown.
+  Either way the peer trusts ``ca`` (by default the suite's ``ca`` fixture,
+  which issues vinespy's certificates too) for the certificates it is shown.
 * ``dialback``: True, the peer offers and uses XEP-0220 (Prosody mod_dialback
   with ``s2s_secure_auth = false``; ejabberd mod_s2s_dialback, which also
   turns its outgoing certificate check off so it can fall back to dialback);
@@ -37,6 +38,11 @@ log's tail printed, which pytest shows when the test failed)::
   true``, no mod_dialback; ejabberd without mod_s2s_dialback).
 * ``tls``: ``"required"`` (Prosody ``s2s_require_encryption``, ejabberd
   ``s2s_use_starttls: required``) or ``"optional"``.
+
+Seen between the two peers (good certs: SASL EXTERNAL both ways; Prosody
+"untrusted": its EXTERNAL refused, then dialback; "wrong-name": refused both
+ways, "Certificate host name mismatch"): an ejabberd with mod_s2s_dialback
+does not check the certificate of a server it connects to at all.
 
 The binaries are Debian's (``$VINESPY_TEST_PROSODY``, ``$VINESPY_TEST_ERL``
 override them); a missing one is a failure (tests/run installs ``prosody``
@@ -448,8 +454,9 @@ modules:
         env.pop("ERL_FLAGS", None)
         env.pop("ERL_AFLAGS", None)
         env.pop("ERL_ZFLAGS", None)
+        # quiet: the log goes to ejabberd.log only, not to stdout as well.
         return [ERL, "-noinput", "+S", "2:2", "-mnesia", "dir", f'"{d / "mnesia"}"',
-                "-eval", self._boot()], env
+                "-ejabberd", "quiet", "true", "-eval", self._boot()], env
 
 
 PeerFactory = Callable[..., Awaitable[Peer]]
@@ -460,7 +467,7 @@ async def _peers(kind: type[Peer], tmp_path: Path, ca: trustme.CA,
                  default_domain: str) -> AsyncIterator[PeerFactory]:
     started: list[Peer] = []
 
-    async def start(domain: str = default_domain, **kw: Any) -> Peer:
+    async def start(domain: str = default_domain, ca: trustme.CA = ca, **kw: Any) -> Peer:
         peer = kind(tmp_path / f"{kind.name}-{next(_numbers)}", ca, domain=domain, **kw)
         started.append(peer)
         await peer.start()
