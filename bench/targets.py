@@ -60,6 +60,9 @@ from vinespy import accounts, modules, tls  # noqa: E402
 from vinespy.jid import JID  # noqa: E402
 from vinespy.storage import open_storage  # noqa: E402
 
+from tests.peerconf import (prosody_account, prosody_account_path,  # noqa: E402
+                            scram_sha1_keys)
+
 DOMAIN = "bench.lit"
 ITERATIONS = 10_000           # SCRAM PBKDF2 iterations, on all three servers
 MAX_RESOURCES = 100           # concurrent sessions per account (at least)
@@ -156,16 +159,6 @@ def _raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, max(hard, NOFILE)))
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def scram_sha1_keys(password: str, salt: bytes,
-                    iterations: int = ITERATIONS) -> tuple[bytes, bytes]:
-    """RFC 5802 (StoredKey, ServerKey) for ``password`` with SHA-1."""
-    salted = hashlib.pbkdf2_hmac("sha1", password.encode(), salt, iterations)
-    client_key = hmac.digest(salted, b"Client Key", "sha1")
-    stored_key = hashlib.sha1(client_key).digest()
-    server_key = hmac.digest(salted, b"Server Key", "sha1")
-    return stored_key, server_key
 
 
 def make_cert(dir: Path, key_type: str = "rsa") -> tuple[Path, Path]:
@@ -636,21 +629,13 @@ certificates = "{d}/certs"
 
 VirtualHost "{DOMAIN}"
 """)
-        # mod_auth_internal_hashed's account store, written directly:
-        # data/<host, %-escaped>/accounts/<user, %-escaped>.dat, a Lua table with
-        # hex stored_key/server_key and the raw salt string (used as PBKDF2 salt bytes).
-        acc = d / "data" / _prosody_escape(DOMAIN) / "accounts"
-        acc.mkdir(parents=True)
-        salt = secrets.token_hex(16)
-        stored, server = scram_sha1_keys(password, salt.encode())
-        body = ("return {\n"
-                f'\t["iteration_count"] = {ITERATIONS};\n'
-                f'\t["salt"] = "{salt}";\n'
-                f'\t["server_key"] = "{server.hex()}";\n'
-                f'\t["stored_key"] = "{stored.hex()}";\n'
-                "};\n")
+        # mod_auth_internal_hashed's account store, written directly: the
+        # same salt and keys for every user (tests/peerconf.py).
+        body = prosody_account(password, ITERATIONS)
         for i in range(users):
-            (acc / f"{_prosody_escape(f'u{i}')}.dat").write_text(body)
+            path = prosody_account_path(d / "data", DOMAIN, f"u{i}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(body)
 
     def command(self) -> list[str]:
         return ["prosody", "--config", str(self.dir / "conf" / "prosody.cfg.lua"), "-F"]
@@ -659,11 +644,6 @@ VirtualHost "{DOMAIN}"
         return [p for p in _all_pids()
                 if (cmd := _cmdline(p))[:1] and "lua" in Path(cmd[0]).name
                 and len(cmd) > 1 and cmd[1].endswith("/prosody") and "--config" not in cmd]
-
-
-def _prosody_escape(s: str) -> str:
-    """util.datamanager's encode: every non-alphanumeric byte as %xx."""
-    return "".join(c if c.isascii() and c.isalnum() else f"%{ord(c):02x}" for c in s)
 
 
 class Ejabberd(Target):
@@ -763,7 +743,7 @@ modules:
         # here, in one rpc loop from one Erlang node, while the server runs
         # briefly (mnesia lives in the running node).
         salt = secrets.token_bytes(16)
-        stored, server = scram_sha1_keys(password, salt)
+        stored, server = scram_sha1_keys(password, salt, ITERATIONS)
         b64 = [base64.b64encode(x).decode() for x in (stored, server, salt)]
         self.start(cpu=-1)
         try:

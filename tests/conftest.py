@@ -20,6 +20,7 @@ import slixmpp
 import trustme
 
 from tests.ldapproc import slapd  # noqa: F401  (a fixture: a real slapd per test)
+from tests.peerproc import ejabberd, prosody  # noqa: F401  (fixtures: federation peers)
 from tests.pgproc import postgres  # noqa: F401  (a fixture: one PostgreSQL per session)
 from tests.support import TIMEOUT, free_port, wait_ready  # noqa: F401  (used by the suites)
 from vinespy import accounts, config as vconfig
