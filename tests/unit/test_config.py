@@ -213,7 +213,7 @@ def test_wrong_type(tmp_path: Path) -> None:
 def test_bool_is_not_an_int(tmp_path: Path) -> None:
     """TOML true is not accepted where a number is expected."""
     assert error(tmp_path, HOST + "[server]\nport = true\n") == \
-        "server.port: expected an integer from 1 to 65535, got true"
+        "server.port: expected an integer from 1 to 65535 (or 0 for any free port), got true"
     assert error(tmp_path, HOST + "[client]\nauth_timeout = true\n") == \
         "client.auth_timeout: expected a number from 1 to 3600, got true"
 
