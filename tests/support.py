@@ -4,8 +4,11 @@ helpers can be imported on their own (bench/ uses them) without a circle."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 TIMEOUT = 10.0      # s: the bound of every wait in the suite
@@ -30,3 +33,13 @@ def wait_ready(what: str, ready: Callable[[], bool], stop: Callable[[], None],
     except BaseException:
         stop()
         raise
+
+
+async def vinespy_status(config: Path) -> str:
+    """What `vinespy status` prints (run as the operator would, while the
+    servers go on in this loop)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "vinespy", "status", "-c", str(config),
+        stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    return out.decode()

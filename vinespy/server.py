@@ -131,7 +131,11 @@ class Server:
             self.router.remote = self.federation.send
 
     def _links(self) -> dict[str, Any]:
-        return {"s2s": self.federation.status() if self.federation is not None else []}
+        components = [{"domain": s.domain, "peer": f"{s.peer[0]}:{s.peer[1]}"}
+                      for s in self.streams
+                      if isinstance(s, ComponentStream) and s.session is not None]
+        return {"s2s": self.federation.status() if self.federation is not None else [],
+                "components": sorted(components, key=lambda c: c["domain"])}
 
     def _directory(self, hc: HostConfig) -> LdapDirectory:
         # Only a host on LDAP imports ldap3.

@@ -122,6 +122,26 @@ def parse_stanza(data: bytes) -> Element:
     return _deepcopy(holder[0], {})
 
 
+def to_client(el: Element, stream_ns: str) -> Element:
+    """A stanza read from a stream whose namespace is ``stream_ns``
+    (``jabber:server``, ``jabber:component:accept``) as the server's own
+    stanzas are: its elements of that namespace in ``jabber:client``, which
+    is its default namespace, with no trace of the old one (prefixed or
+    not); elements of other namespaces as they were. Renamed in place, then
+    copied (about 3 µs for a small message; a re-parse took 13)."""
+    old = f"{{{stream_ns}}}"
+    for e in el.iter():
+        tag = e.tag
+        if isinstance(tag, str) and tag.startswith(old):
+            e.tag = _CLIENT_PREFIX + tag[len(old):]
+    holder = etree.Element(_CLIENT_PREFIX + "x", nsmap=ns.default(ns.CLIENT))
+    holder.append(el)
+    etree.cleanup_namespaces(holder)
+    # A copy made while attached keeps jabber:client as its default
+    # namespace (see parse_stanza).
+    return _deepcopy(holder[0], {})
+
+
 def jid_attr(el: Element, attr: str = "jid") -> JID:
     """The JID in ``el``'s ``attr``: ``<bad-request/>`` when it is missing,
     ``<jid-malformed/>`` when it is not a valid JID (RFC 7622)."""

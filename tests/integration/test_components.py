@@ -13,6 +13,7 @@ from slixmpp.exceptions import IqError
 
 from tests.conftest import DOMAIN, TIMEOUT, Running, wait_event
 from tests.rawclient import Raw
+from tests.support import vinespy_status
 from vinespy import ns
 from vinespy.stream.component import handshake_digest, route_jid
 
@@ -274,3 +275,15 @@ async def test_listener_off_without_components_or_when_disabled(
         with pytest.raises(IqError) as err:
             await version(alice, TEA)
         assert err.value.iq["error"]["condition"] == "service-unavailable"
+
+
+async def test_vinespy_status_lists_connected_components(srv: Running) -> None:
+    """`vinespy status` names each connected component and where it is from."""
+    config = srv.server.config.path
+    async with component(srv):
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        while f"component {TEA}  peer 127.0.0.1:" not in (out := await vinespy_status(config)):
+            assert asyncio.get_running_loop().time() < deadline, out
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+    while "component" in (out := await vinespy_status(config)):
+        assert asyncio.get_running_loop().time() < deadline, out

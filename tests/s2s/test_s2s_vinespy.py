@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from pathlib import Path
 
 import trustme
 
 from tests.conftest import wait_event
-from tests.support import TIMEOUT
+from tests.support import TIMEOUT, vinespy_status
 from tests.s2s.conftest import two
 
 
@@ -43,17 +42,7 @@ async def test_vinespy_status_lists_the_streams(tmp_path: Path, ca: trustme.CA) 
 
         deadline = time.monotonic() + TIMEOUT
         while "s2s in  wonderland.lit <- verona.lit  auth dialback" not in (
-                out := await status(config)):
+                out := await vinespy_status(config)):
             assert time.monotonic() < deadline, out
         assert "s2s out wonderland.lit -> verona.lit  auth dialback" in out, out
-    assert "s2s" not in await status(config)      # the file goes with the server
-
-
-async def status(config: Path) -> str:
-    """What `vinespy status` prints (run as the operator would, while the
-    servers go on in this loop)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "vinespy", "status", "-c", str(config),
-        stdout=asyncio.subprocess.PIPE)
-    out, _ = await asyncio.wait_for(proc.communicate(), TIMEOUT)
-    return out.decode()
+    assert "s2s" not in await vinespy_status(config)      # the file goes with the server

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hashlib
 
-import pytest
 
 from vinespy import ns
-from vinespy.errors import StreamError
-from vinespy.stream.component import handshake_digest, handshake_ok, route_jid, to_client
+from vinespy.stream.component import handshake_digest, handshake_ok, route_jid
+from vinespy.xml import to_client
 from vinespy.stream.parser import StreamParser
 from vinespy.xml import serialize
 
@@ -42,7 +41,8 @@ def test_to_client_changes_the_stream_namespace_only() -> None:
     el = to_client(parsed("<message to='a@wonderland.lit' from='tea.wonderland.lit'>"
                           "<body>hi</body><x xmlns='urn:y'><body/></x>"
                           "<error type='cancel'><gone xmlns="
-                          "'urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>"))
+                          "'urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>"),
+                   ns.COMPONENT)
     assert el.tag == f"{{{ns.CLIENT}}}message"
     assert [c.tag for c in el] == [f"{{{ns.CLIENT}}}body", "{urn:y}x", f"{{{ns.CLIENT}}}error"]
     assert el[1][0].tag == "{urn:y}body"
@@ -52,11 +52,11 @@ def test_to_client_changes_the_stream_namespace_only() -> None:
                              b'</message>')
 
 
-def test_to_client_refuses_a_prefixed_stanza() -> None:
-    """The namespace under a prefix is refused (it cannot be renamed cheaply)."""
-    with pytest.raises(StreamError) as err:
-        to_client(parsed(f"<c:message xmlns:c='{ns.COMPONENT}' to='a@b'/>"))
-    assert err.value.condition == "invalid-namespace"
+def test_to_client_takes_a_prefixed_stanza_too() -> None:
+    """The namespace under a prefix is the same namespace: renamed all the same."""
+    el = to_client(parsed(f"<c:message xmlns:c='{ns.COMPONENT}' to='a@b'><c:body>x</c:body>"
+                          "</c:message>"), ns.COMPONENT)
+    assert serialize(el) == b'<message to="a@b"><body>x</body></message>'
 
 
 def test_route_jid() -> None:

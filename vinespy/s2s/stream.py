@@ -19,33 +19,20 @@ from .. import ns
 from ..errors import StreamError
 from ..stream.base import XMLStream
 from ..stream.parser import StreamOpened
-from ..xml import Element, escape_attr
+from ..xml import Element, escape_attr, to_client
 from . import dialback
 
 if TYPE_CHECKING:
     from . import Federation
 
 STANZA_NAMES = frozenset(("message", "presence", "iq"))
-_SERVER = f"{{{ns.SERVER}}}"
-_CLIENT = f"{{{ns.CLIENT}}}"
 FEATURES = f"{{{ns.STREAM}}}features"
 ERROR = f"{{{ns.STREAM}}}error"
 
 
 def inbound(el: Element) -> Element:
-    """A stanza read from a server stream (``jabber:server``) as the server's
-    own ``jabber:client`` element, with no trace of the old namespace."""
-    for e in el.iter():
-        tag = e.tag
-        if isinstance(tag, str) and tag.startswith(_SERVER):
-            e.tag = _CLIENT + tag[len(_SERVER):]
-    holder = etree.Element(_CLIENT + "x", nsmap=ns.default(ns.CLIENT))
-    holder.append(el)
-    etree.cleanup_namespaces(holder)
-    # A copy made while attached keeps jabber:client as its default namespace
-    # (see vinespy.xml.parse_stanza).
-    copy: Element = getattr(etree._Element, "__deepcopy__")(holder[0], {})
-    return copy
+    """A stanza read from a server stream as the server's own element."""
+    return to_client(el, ns.SERVER)
 
 
 def error_text(el: Element) -> str:

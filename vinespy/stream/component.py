@@ -42,14 +42,12 @@ import logging
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from lxml import etree
-
 from .. import ns
 from ..errors import StanzaError, StreamError
 from ..fields import SessionField
 from ..jid import JID, JIDError
-from ..xml import Element, error_reply, escape_attr, local_name, namespace, parse_stanza, \
-    serialize
+from ..xml import (Element, error_reply, escape_attr, local_name, namespace, serialize,
+                   to_client)
 from .base import XMLStream
 from .parser import StreamOpened
 
@@ -67,7 +65,6 @@ ROUTE_RESOURCE = "xep-0114"
 HANDSHAKE = f"{{{ns.COMPONENT}}}handshake"
 _KINDS = frozenset(("message", "presence", "iq"))
 _IQ_TYPES = frozenset(("get", "set", "result", "error"))
-_ACCEPT_DECL = f' xmlns="{ns.COMPONENT}"'.encode()
 
 
 def route_jid(domain: str) -> JID:
@@ -87,24 +84,6 @@ def handshake_ok(text: str | None, stream_id: str, secret: str) -> bool:
     much of a guess was right."""
     given = (text or "").strip().lower().encode()
     return hmac.compare_digest(handshake_digest(stream_id, secret).encode(), given)
-
-
-def to_client(el: Element) -> Element:
-    """A stanza in ``jabber:component:accept`` (the stream's default
-    namespace) as the server's stanzas are: in ``jabber:client`` as its
-    default, with its children of the stream's namespace (``<body/>``,
-    ``<error/>``...); children in other namespaces as they were.
-
-    StreamError ``<invalid-namespace/>`` if the stanza named the namespace
-    with a prefix (no component does that; it would have to be rewritten
-    prefix by prefix)."""
-    data: bytes = etree.tostring(el)
-    end = data.find(b">")
-    i = data.find(_ACCEPT_DECL, 0, end)
-    if i == -1:
-        raise StreamError("invalid-namespace", f"stanzas are in {ns.COMPONENT} as the "
-                          "default namespace, without a prefix (XEP-0114)")
-    return parse_stanza(data[:i] + data[i + len(_ACCEPT_DECL):])
 
 
 class ComponentSession:
@@ -236,6 +215,7 @@ class ComponentStream(XMLStream):
         self.state = "ready"
         self.write(b"<handshake/>")
         log.info("component %s connected from %s", self.domain, self.peer)
+        self.server.links.changed()
 
     # -- what the component sends ---------------------------------------
     async def _receive(self, el: Element) -> None:
@@ -246,7 +226,7 @@ class ComponentStream(XMLStream):
             raise StreamError("unsupported-stanza-type",
                               f"{el.tag} is not a stanza (XEP-0114, RFC 6120 §8)")
         if space == ns.COMPONENT:
-            el = to_client(el)
+            el = to_client(el, ns.COMPONENT)
         # COMPAT: slixmpp's use_jc_ns (and other libraries) send stanzas in
         # jabber:client on this stream, as Prosody accepts: taken as they are.
         frm = el.get("from")
@@ -296,3 +276,4 @@ class ComponentStream(XMLStream):
         session, self.session = self.session, None
         if session is not None and self.server.sessions.unbind(session):
             log.info("component %s disconnected", self.domain)
+            self.server.links.changed()
