@@ -57,13 +57,16 @@ def ca_file(root: Path, ca: trustme.CA) -> Path:
 
 @contextlib.asynccontextmanager
 async def peer(root: Path, ca: trustme.CA, domain: str, port: int,
-               routes: dict[str, int | str], **server: Any) -> AsyncIterator[Peer]:
+               routes: dict[str, int | str], *, trust: trustme.CA | None = None,
+               **server: Any) -> AsyncIterator[Peer]:
     """vinespy serving ``domain`` with s2s on ``port`` (chosen beforehand, so
-    that the other side's routes can name it)."""
+    that the other side's routes can name it), its certificate from ``ca``,
+    trusting the other servers' from ``trust`` (the same CA by default)."""
     where = root / domain
     where.mkdir(parents=True, exist_ok=True)
+    trusted = ca_file(where, trust) if trust is not None else ca_file(root, ca)
     path = write_config(where, ca, domains=(domain,),
-                        extra=s2s_table(port, ca_file(root, ca), routes, **server))
+                        extra=s2s_table(port, trusted, routes, **server))
     async with serving_config(path, ca) as r:
         r.__class__ = Peer
         r.domain = domain           # type: ignore[attr-defined]
