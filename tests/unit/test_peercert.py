@@ -450,8 +450,7 @@ def handshaken(files: dict[str, Path], ca: trustme.CA, pair: tuple[Path, Path] |
     raise AssertionError("no handshake after 10 round trips")
 
 
-def test_reads_every_record_that_came_while_pending_says_so(files: dict[str, Path],
-                                                          ca: trustme.CA) -> None:
+def test_pending_counts_every_record_that_came(files: dict[str, Path], ca: trustme.CA) -> None:
     """uvloop reads only while ``incoming.pending or pending()``: ciphertext
     already inside OpenSSL must count, or records wait for the next packet."""
     client, server, pump, s_in = handshaken(files, ca, None)
