@@ -9,8 +9,8 @@ from pathlib import Path
 import trustme
 
 from tests.conftest import wait_event
-from tests.support import TIMEOUT, vinespy_status
-from tests.s2s.conftest import two
+from tests.s2s.conftest import peer, two
+from tests.support import TIMEOUT, free_port, vinespy_status
 
 
 async def test_users_of_two_servers_chat_both_ways(tmp_path: Path, ca: trustme.CA) -> None:
@@ -26,7 +26,7 @@ async def test_users_of_two_servers_chat_both_ways(tmp_path: Path, ca: trustme.C
         romeo.send_message(mto=msg["from"], mbody="hello wonderland", mtype="chat")
         assert (await back)["body"] == "hello wonderland"
         kinds = {(s["direction"], s["auth"]) for s in w.server.federation.status()}
-        assert kinds == {("out", "dialback"), ("in", "dialback")}, kinds
+        assert kinds == {("out", "EXTERNAL"), ("in", "EXTERNAL")}, kinds
 
 
 async def test_vinespy_status_lists_the_streams(tmp_path: Path, ca: trustme.CA) -> None:
@@ -39,10 +39,30 @@ async def test_vinespy_status_lists_the_streams(tmp_path: Path, ca: trustme.CA) 
         alice.send_message(mto="romeo@verona.lit", mbody="hi", mtype="chat")
         await got
         config = w.server.config.path
-
         deadline = time.monotonic() + TIMEOUT
-        while "s2s in  wonderland.lit <- verona.lit  auth dialback" not in (
+        while "s2s out wonderland.lit -> verona.lit  auth EXTERNAL" not in (
                 out := await vinespy_status(config)):
             assert time.monotonic() < deadline, out
-        assert "s2s out wonderland.lit -> verona.lit  auth dialback" in out, out
+        while "s2s in  verona.lit <- wonderland.lit  auth EXTERNAL" not in (
+                out := await vinespy_status(v.server.config.path)):
+            assert time.monotonic() < deadline, out
     assert "s2s" not in await vinespy_status(config)      # the file goes with the server
+
+
+async def test_dialback_both_ways_between_strangers(tmp_path: Path, ca: trustme.CA) -> None:
+    """Each server's certificate is from a CA the other does not trust, and
+    each lists the other in insecure_domains: dialback both ways."""
+    other = trustme.CA()
+    pw, pv = free_port(), free_port()
+    async with peer(tmp_path, ca, "wonderland.lit", pw, {"verona.lit": pv}, trust=ca,
+                    insecure_domains=["verona.lit"]) as w, \
+            peer(tmp_path, other, "verona.lit", pv, {"wonderland.lit": pw}, trust=other,
+                 insecure_domains=["wonderland.lit"]) as v:
+        alice = await w.login(await w.user("alice"))
+        romeo = await v.login(await v.user("romeo"))
+        got = asyncio.ensure_future(wait_event(romeo, "message"))
+        alice.send_message(mto="romeo@verona.lit", mbody="by dialback", mtype="chat")
+        assert (await got)["body"] == "by dialback"
+        for server in (w, v):
+            kinds = {(s["direction"], s["auth"]) for s in server.server.federation.status()}
+            assert kinds == {("out", "dialback"), ("in", "dialback")}, kinds

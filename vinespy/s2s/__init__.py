@@ -28,7 +28,7 @@ from .. import tls
 from ..errors import StanzaError, StartupError
 from ..jid import JID, JIDError
 from ..xml import Element
-from . import dialback
+from . import dialback, peercert
 from .incoming import IncomingStream
 from .outgoing import Route
 from .stream import ServerStream
@@ -49,6 +49,7 @@ class Federation:
         self._secrets: dict[str, bytes] = {}
         self._shared: bytes | None = None             # a cluster's, from Redis
         self._contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
+        self._server_contexts: dict[str, ssl.SSLContext] = {}
         self._listeners: list[asyncio.Server] = []
         self._sweeper: asyncio.TimerHandle | None = None
         self.default_domain = server.config.domains[0]
@@ -80,7 +81,16 @@ class Federation:
         return dialback.key(secret, receiving, originating, stream_id)
 
     def server_context(self, local: str) -> ssl.SSLContext:
-        return self.server.tls[self.host_of(local)]
+        """The TLS server context of our incoming streams for ``local``: it
+        asks for the peer's certificate and completes the handshake
+        whatever it is, so that the stream can tell afterwards whether it
+        proves the peer's domain (SASL EXTERNAL, XEP-0344) or not (dialback)."""
+        host = self.host_of(local)
+        ctx = self._server_contexts.get(host)
+        if ctx is None:
+            ctx = self._server_contexts[host] = peercert.server_context(
+                *tls.cert_paths(self.server.config.certs, host), cafile=self.cfg.ca_file)
+        return ctx
 
     def client_context(self, local: str, remote: str) -> ssl.SSLContext:
         """The TLS client context of our streams from ``local``: our
@@ -167,8 +177,10 @@ class Federation:
                 (await cluster.redis.get(DIALBACK_SECRET)).decode(), Path(), "")
         specs: list[tuple[str, int, ssl.SSLContext | None]] = [("server", cfg.port, None)]
         if cfg.direct_tls_port:
-            specs.append(("server_direct_tls", cfg.direct_tls_port,
-                          tls.sni_context(self.server.tls, self.default_domain)))
+            certs = self.server.config.certs
+            specs.append(("server_direct_tls", cfg.direct_tls_port, peercert.sni_context(
+                {d: tls.cert_paths(certs, d) for d in self.server.hosts}, self.default_domain,
+                cafile=cfg.ca_file)))
         for name, port, ctx in specs:
             try:
                 srv = await loop.create_server(

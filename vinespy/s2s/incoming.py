@@ -18,6 +18,7 @@ served here): a peer can never speak for a domain it did not prove.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import secrets
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from ..errors import StreamError
 from ..jid import JID, JIDError, prep_domain
 from ..stream.parser import StreamOpened
 from ..xml import Element
-from . import dialback
+from . import dialback, peercert
 from .stream import ERROR, STANZA_NAMES, ServerStream, check_header, error_text, inbound
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("vinespy.s2s")
 
 _STARTTLS = f"{{{ns.TLS}}}starttls"
+_AUTH = f"{{{ns.SASL}}}auth"
 
 
 def _domain(value: str | None) -> str | None:
@@ -83,6 +85,8 @@ class IncomingStream(ServerStream):
         elif tag == _STARTTLS:
             await self._starttls()
             return True
+        elif tag == _AUTH:
+            return self._auth(event)
         elif tag == ERROR:
             log.info("s2s: %s sent a stream error: %s", self.describe(), error_text(event))
             self.close()
@@ -110,15 +114,57 @@ class IncomingStream(ServerStream):
             self.write(self._features())
 
     def _features(self) -> bytes:
-        """STARTTLS until it is done; then dialback (XEP-0220 §2.4.2, with
-        error support). SASL EXTERNAL is not offered: see README."""
+        """STARTTLS until it is done; then SASL EXTERNAL if the peer's
+        certificate proves the domain its header names (RFC 6120 §6.3.4,
+        XEP-0178), and dialback (XEP-0220 §2.4.2, with error support)."""
         parts = []
         if not self.secure:
             required = "<required/>" if self.fed.cfg.tls == "required" else ""
             parts.append(f"<starttls xmlns='{ns.TLS}'>{required}</starttls>")
+        elif self.remote and (self.remote, self.local) not in self.pairs \
+                and self._cert_proves(self.remote):
+            parts.append(f"<mechanisms xmlns='{ns.SASL}'><mechanism>EXTERNAL</mechanism>"
+                         "</mechanisms>")
         if self.fed.cfg.dialback and (self.secure or self.fed.cfg.tls == "optional"):
             parts.append(f"<dialback xmlns='{dialback.FEATURE}'><errors/></dialback>")
         return f"<stream:features>{''.join(parts)}</stream:features>".encode()
+
+    def _cert_proves(self, domain: str) -> bool:
+        """Whether the peer's TLS certificate is valid (trusted chain, RFC
+        6125 name) for ``domain``."""
+        if not self.secure or self.fed.serves(domain):
+            return False
+        try:
+            return peercert.peer(self.transport).valid_for(domain)
+        except TypeError:               # not our TLS context (cannot happen)
+            return False
+
+    def _auth(self, el: Element) -> bool:
+        """SASL EXTERNAL (RFC 6120 §6, XEP-0178 §3): the certificate proves
+        the header's 'from' domain (or the authorization identity, which
+        must be that domain). On success the stream restarts."""
+        failure = f"<failure xmlns='{ns.SASL}'><not-authorized/></failure>".encode()
+        if el.get("mechanism") != "EXTERNAL" or not self.remote:
+            self.write(f"<failure xmlns='{ns.SASL}'><invalid-mechanism/></failure>".encode())
+            return False
+        text = (el.text or "").strip()
+        try:
+            authzid = base64.b64decode(text, validate=True).decode() if text not in ("", "=") \
+                else self.remote
+        except (ValueError, UnicodeDecodeError):
+            self.write(f"<failure xmlns='{ns.SASL}'><incorrect-encoding/></failure>".encode())
+            return False
+        if _domain(authzid) != self.remote or not self._cert_proves(self.remote):
+            log.warning("s2s: %s: SASL EXTERNAL refused for %s", self.describe(), authzid)
+            self.write(failure)
+            return False
+        self.pairs.add((self.remote, self.local))
+        self.authenticated("EXTERNAL")
+        log.info("s2s: %s authenticated by SASL EXTERNAL", self.describe())
+        self.write(f"<success xmlns='{ns.SASL}'/>".encode())
+        self.restart()
+        self._opened = False
+        return True
 
     async def _starttls(self) -> None:
         if self.secure:
@@ -147,8 +193,14 @@ class IncomingStream(ServerStream):
         if self.fed.serves(remote) or (remote, local) in self._checks:
             # Our own name, or a second key for a pair being checked.
             raise StreamError("invalid-from", f"{remote} cannot be authenticated here")
-        if (remote, local) in self.pairs:
+        if (remote, local) in self.pairs or self._cert_proves(remote):
+            # XEP-0344 §2.4: a certificate that proves the domain makes the
+            # question to its authoritative server needless.
             self.write(dialback.answer("result", local, remote, "valid"))
+            if (remote, local) not in self.pairs:
+                self.pairs.add((remote, local))
+                self.remote = remote
+                self.authenticated("dialback+tls")
             return
         self._checks[(remote, local)] = self.loop.create_task(
             self._check(remote, local, key), context=self._ctx)
