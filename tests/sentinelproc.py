@@ -20,7 +20,16 @@ SERVICE = "vinespy"
 
 
 class SentinelProcess(RedisProcess):
-    """``redis-server sentinel.conf --sentinel`` watching ``SERVICE``."""
+    """``redis-server sentinel.conf --sentinel`` watching ``SERVICE``.
+
+    ``down-after-milliseconds 500`` makes failovers quick, and is below the
+    1 s a Sentinel waits between reconnects of a link: after
+    ``+switch-master`` its link to the promoted replica may come up too late,
+    and in about half the failovers every Sentinel flags the new primary
+    ``s_down`` about 0.5 s after the switch, for 0.3-0.6 s (even starting a
+    second failover, which aborts: no replica to promote). No Sentinel names
+    a primary meanwhile. Kept on purpose: clients must ride that out
+    (vinespy/cluster/connection.py, ``_primary_of``)."""
 
     def __init__(self, dir: Path, primary_port: int) -> None:
         super().__init__(dir)
@@ -85,7 +94,8 @@ class SentinelSet:
         good standing (flags just ``master``: no ``s_down``, ``o_down`` or
         failover in progress): what a client's discovery (redis-py's
         ``check_master_state``, ``vinespy status``) asks of one. Right after
-        a promotion they may still be reconfiguring for a moment."""
+        a promotion they may flag the new primary down for a moment (see
+        SentinelProcess)."""
         def settled(s: SentinelProcess) -> bool:
             master = self.execute(s, "SENTINEL", "MASTER", SERVICE)
             info = dict(zip(master[::2], master[1::2])) if isinstance(master, list) else master

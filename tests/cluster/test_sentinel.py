@@ -21,8 +21,12 @@ from tests.cluster.conftest import (
 )
 from tests.cluster.test_cluster import friends
 from tests.integration.test_operator import vinespy
-from tests.sentinelproc import SERVICE, SentinelSet, start_sentinels, stop_sentinels
+from tests.sentinelproc import (
+    SERVICE, SentinelProcess, SentinelSet, start_sentinels, stop_sentinels,
+)
 from tests.support import TIMEOUT, free_port
+from vinespy.cluster.connection import connect
+from vinespy.config import ClusterConfig
 
 pytestmark = pytest.mark.integration
 
@@ -133,3 +137,67 @@ async def test_node_sigkill_during_a_failover(
     await asyncio.to_thread(sentinels.wait_promoted)
     await alice.presences.get(gone, timeout=3 * TIMEOUT)
     await alice.presences.none(gone, within=2.0)
+
+
+async def test_a_reconnect_waits_out_a_moment_without_a_named_primary(
+        sentinels: SentinelSet) -> None:
+    """A connection to reconnect while no Sentinel names a primary in good
+    standing (as around and, with a short down-after-milliseconds, just
+    after a promotion: the test below in test_sentinel_pubsub.py met it)
+    asks them again rather than failing its command at once: the command
+    was not sent, so nothing can run twice. Here the Sentinels forget the
+    service (SENTINEL REMOVE) and the client's connection is closed; once
+    the client has asked them, they monitor it again and the PING that
+    waited is answered. Left unnamed, a PING fails after the connect
+    timeout (3 s), with redis-py's MasterNotFoundError: an outage is one."""
+    from redis.asyncio.sentinel import MasterNotFoundError
+
+    cfg = ClusterConfig(url="redis:///0", sentinels=tuple(sentinels.addresses),
+                        service=SERVICE, node="test")
+    client = connect(cfg)
+    try:
+        assert await client.ping()
+        await asyncio.to_thread(_unnamed, sentinels)
+        await asyncio.to_thread(sentinels.drop_clients)
+        waiting = asyncio.create_task(client.ping())
+        # Once the client has asked (and been told of no primary), name it again.
+        await asyncio.to_thread(sentinels.wait, lambda: _asked(sentinels),
+                                "the client to ask the Sentinels")
+        assert not waiting.done()
+        await asyncio.to_thread(_named, sentinels)
+        assert await asyncio.wait_for(waiting, TIMEOUT)
+
+        await asyncio.to_thread(_unnamed, sentinels)
+        await asyncio.to_thread(sentinels.drop_clients)
+        t0 = time.monotonic()
+        with pytest.raises(MasterNotFoundError):
+            await asyncio.wait_for(client.ping(), TIMEOUT)
+        assert 2.5 < time.monotonic() - t0 < TIMEOUT
+    finally:
+        await client.aclose()
+
+
+def _askers(s: SentinelSet) -> list[tuple[SentinelProcess, str]]:
+    """The connections whose last command to a Sentinel was SENTINEL
+    MASTERS (redis-py's discovery; the Sentinels ask each other other
+    things), with the Sentinel each is on."""
+    return [(sentinel, c["id"]) for sentinel in s.sentinels for c in s.clients(sentinel)
+            if c["cmd"] == "sentinel|masters"]
+
+
+def _asked(s: SentinelSet) -> bool:
+    return bool(_askers(s))
+
+
+def _unnamed(s: SentinelSet) -> None:
+    """Every Sentinel forgets the service, and the connections that asked
+    them before are closed (so that one there is a new question)."""
+    for sentinel in s.sentinels:
+        s.execute(sentinel, "SENTINEL", "REMOVE", SERVICE)
+    for sentinel, id in _askers(s):
+        s.execute(sentinel, "CLIENT", "KILL", "ID", id)
+
+
+def _named(s: SentinelSet) -> None:
+    for sentinel in s.sentinels:
+        s.execute(sentinel, "SENTINEL", "MONITOR", SERVICE, "127.0.0.1", s.primary.port, 2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
@@ -70,11 +71,14 @@ def _sentinel_pool(cfg: ClusterConfig, opts: dict[str, Any]) -> Any:
 @functools.cache
 def _following(ssl: bool) -> type:
     """redis-py's Sentinel-managed connection class, made to ask the
-    Sentinels for the primary on every reconnect (made once per kind).
+    Sentinels for the primary on every reconnect (made once per kind), and
+    to ride out a moment when none names one (:func:`_primary_of`).
     redis-py 8 reconnects a dropped connection through
     ``connect_check_health`` with the address it had, not through the
     Sentinel-aware ``connect``: after a failover its connections went on
-    knocking at the dead primary (tests/cluster/test_sentinel.py caught it)."""
+    knocking at the dead primary (tests/cluster/test_sentinel.py caught it).
+    ``connect`` (the pool's reconnect of a connection it found closed)
+    comes here too, so the Sentinels are asked once per connect, not twice."""
     from redis.asyncio.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
     base = SentinelManagedSSLConnection if ssl else SentinelManagedConnection
 
@@ -83,11 +87,48 @@ def _following(ssl: bool) -> type:
         if self.is_connected:
             return
         if self.connection_pool.is_master:
-            self.host, self.port = await self.connection_pool.get_master_address()
+            self.host, self.port = await _primary_of(self.connection_pool,
+                                                     self.socket_connect_timeout)
         await base.connect_check_health(self, check_health, retry_socket_connect)
 
+    async def connect(self: Any) -> None:
+        await self.connect_check_health(check_health=self.connection_pool.check_connection,
+                                        retry_socket_connect=False)
+
     return type(f"Following{base.__name__}", (base,),
-                {"connect_check_health": connect_check_health})
+                {"connect_check_health": connect_check_health, "connect": connect})
+
+
+async def _primary_of(pool: Any, patience: float | None) -> tuple[str, int]:
+    """The address of the primary the Sentinels of ``pool`` name, asked
+    again for up to ``patience`` seconds (the connect timeout: what a
+    connection may take to come up) while none names one in good standing.
+
+    Around a promotion every Sentinel may, for a moment, flag the primary
+    it knows as down (``s_down``/``o_down``): from their agreeing that the
+    old one is down until the promotion, and with a
+    ``down-after-milliseconds`` under about a second also just after it, when each Sentinel's new link to the
+    promoted replica waits for its once-a-second reconnect and the replica
+    is flagged down until the link is up (seen 0.5 s after
+    ``+switch-master``, for 0.3-0.6 s, in tests/sentinelproc.py's set;
+    Sentinels that cannot be reached answer the same). redis-py then raises
+    MasterNotFoundError. Nothing has been sent to Redis yet, so asking again
+    is always safe, and the command that needed the connection goes through
+    instead of failing (a pubsub publish answered <internal-server-error/>
+    right after a failover). Past ``patience`` the error propagates: an
+    outage is reported as one."""
+    from redis.asyncio.sentinel import MasterNotFoundError
+    deadline = time.monotonic() + (patience or 0.0)
+    pause = 0.05
+    while True:
+        try:
+            host, port = await pool.get_master_address()
+            return host, port
+        except MasterNotFoundError:
+            if time.monotonic() + pause > deadline:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(2 * pause, 0.5)
 
 
 def where(cfg: ClusterConfig) -> str:
