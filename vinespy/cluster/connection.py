@@ -107,9 +107,10 @@ async def _primary_of(pool: Any, patience: float | None) -> tuple[str, int]:
     Around a promotion every Sentinel may, for a moment, flag the primary
     it knows as down (``s_down``/``o_down``): from their agreeing that the
     old one is down until the promotion, and with a
-    ``down-after-milliseconds`` under about a second also just after it, when each Sentinel's new link to the
-    promoted replica waits for its once-a-second reconnect and the replica
-    is flagged down until the link is up (seen 0.5 s after
+    ``down-after-milliseconds`` under about a second also just after it,
+    when each Sentinel's new link to the promoted replica waits for its
+    once-a-second reconnect and the replica is flagged down until the link
+    is up (seen 0.5 s after
     ``+switch-master``, for 0.3-0.6 s, in tests/sentinelproc.py's set;
     Sentinels that cannot be reached answer the same). redis-py then raises
     MasterNotFoundError. Nothing has been sent to Redis yet, so asking again
