@@ -32,8 +32,8 @@ class Peer(Running):
 def s2s_table(port: int, ca_file: Path, routes: dict[str, int | str], **extra: Any) -> str:
     """A ``[server]`` table: s2s on ``port``, trusting ``ca_file``."""
     lines = ["enabled = true", 'address = "127.0.0.1"', f"port = {port}",
-             f'ca_file = "{ca_file}"', "connect_timeout = 5.0"]
-    for key, value in extra.items():
+             f'ca_file = "{ca_file}"']
+    for key, value in {"connect_timeout": 5.0, **extra}.items():
         if isinstance(value, bool):
             lines.append(f"{key} = {str(value).lower()}")
         elif isinstance(value, (int, float)):

@@ -140,6 +140,19 @@ class Presence(Module):
         if stype == "probe":
             await self._answer_probe(ev)
             return True
+        return self._directed(ev, stype)
+
+    @hook("pre-presence")
+    def to_other_server(self, ev: StanzaEvent) -> bool | None:
+        """Directed presence to a JID of another server (§4.6), which no
+        ``presence/bare`` event here sees: noted as for a local JID, so that
+        it gets unavailable when the resource goes."""
+        stype = ev.stanza.get("type")
+        if ev.to_type != "remote" or stype not in (None, "unavailable"):
+            return None
+        return self._directed(ev, stype)
+
+    def _directed(self, ev: StanzaEvent, stype: str | None) -> bool | None:
         session = ev.origin
         if session is None or ev.to.bare == session.jid.bare:
             return None

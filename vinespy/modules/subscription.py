@@ -21,6 +21,10 @@ the I/O around it, for presence of type ``subscribe``, ``subscribed``,
   pre-approved contact, §3.4.2) is sent back as the contact's bare JID.
 
 Both claim the stanza, so the router's default does not deliver it again.
+A local user's stanza to a contact of another server (federation on) is
+taken at ``pre-presence`` and handled as the outbound case; the contact's
+server applies Appendix A.3 and answers over s2s, where the answer arrives
+as the inbound case.
 
 Every change is checked against the roster module's limits
 (:func:`~vinespy.rules.roster.admit`) before anything is stored: an outbound
@@ -96,6 +100,19 @@ class Subscription(Module):
             await self._outbound(ev, stype)
         else:
             await self._inbound(ev, stype)
+        return True
+
+    @hook("pre-presence")
+    async def to_other_server(self, ev: StanzaEvent) -> bool | None:
+        """A local user's subscription stanza to a contact of another server:
+        the router hands it to the federation without any ``presence/bare``
+        event here, so Appendix A.2 is applied now, on the sender's side,
+        and it leaves stamped with the bare JIDs, as for a local contact."""
+        stype = ev.stanza.get("type")
+        if (ev.to_type != "remote" or ev.origin is None or stype not in SUBSCRIPTION_TYPES
+                or self.host.router.remote is None):
+            return None
+        await self._outbound(ev, stype)
         return True
 
     async def _outbound(self, ev: StanzaEvent, stype: str) -> None:

@@ -204,7 +204,8 @@ class Federation:
         """Close the streams that carried no stanza for ``idle_timeout`` s."""
         now = asyncio.get_running_loop().time()
         for stream in list(self.streams):
-            if now - stream.last_active > self.cfg.idle_timeout and not stream.closing:
+            idle = self.cfg.idle_timeout * stream.idle_factor
+            if now - stream.last_active > idle and not stream.closing:
                 log.info("s2s: closing %s: idle for %g s", stream.describe(),
                          now - stream.last_active)
                 stream.close()

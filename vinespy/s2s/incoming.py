@@ -54,6 +54,7 @@ class IncomingStream(ServerStream):
     """A peer's stream to this server."""
 
     direction = "in"
+    idle_factor = 2.0                   # the sender closes an idle stream first
 
     def __init__(self, fed: Federation, direct_tls: bool = False) -> None:
         super().__init__(fed)

@@ -111,6 +111,11 @@ class Route:
         except TimeoutError:
             failure = Failed("remote-server-timeout",
                              f"no stream to {self.remote} within {cfg.connect_timeout:g} s")
+        except Exception as exc:
+            # A bug or a library's surprise must not leave the queue without
+            # an answer: every stanza in it is bounced, as for any failure.
+            log.exception("s2s: setting up %s failed", self)
+            failure = Failed("remote-server-not-found", f"internal error: {exc}")
         else:
             self._flush()
             return

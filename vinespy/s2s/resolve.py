@@ -57,10 +57,17 @@ async def targets(domain: str, routes: Mapping[str, tuple[str, int]],
     if domain in routes:
         host, port = routes[domain]
         return [Target(host, port, False)]
+    if domain == "invalid" or domain.endswith(".invalid"):
+        # RFC 6761 §6.4: resolvers "SHOULD always return immediate negative
+        # responses" for these, without asking DNS (which may hang).
+        raise NotFound(f"{domain} is a special-use name that never resolves (RFC 6761)")
     import dns.asyncresolver
     import dns.exception
     import dns.resolver
-    resolver = dns.asyncresolver.Resolver()
+    try:
+        resolver = dns.asyncresolver.Resolver()
+    except dns.exception.DNSException as exc:       # no /etc/resolv.conf...
+        raise NotFound(f"no DNS to look {domain} up with: {exc}") from None
     records: list[tuple[int, int, Target]] = []
     answered = False
     for service, direct in (("_xmpps-server._tcp.", True), ("_xmpp-server._tcp.", False)):
