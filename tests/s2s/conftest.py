@@ -3,6 +3,7 @@ domain of its own, routed to each other (``[server] routes``) on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -10,7 +11,7 @@ from typing import Any, AsyncIterator
 import trustme
 
 from tests.conftest import Running, serving_config, write_config
-from tests.support import free_port
+from tests.support import TIMEOUT, free_port
 from vinespy import accounts
 from vinespy.jid import JID
 
@@ -81,3 +82,18 @@ async def two(root: Path, ca: trustme.CA, a: str = "wonderland.lit", b: str = "v
     async with peer(root, ca, a, pa, {b: pb}, **server) as one, \
             peer(root, ca, b, pb, {a: pa}, **server) as other:
         yield one, other
+
+
+async def until(what: str, cond: Any, timeout: float = TIMEOUT, poll: Any = None) -> None:
+    """Poll ``cond()`` (state no event reports) until true, for at most
+    ``timeout``; ``poll``: a coroutine function to run before each check."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                if poll is not None:
+                    await poll()
+                if cond():
+                    return
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout:g} s: {what}") from None

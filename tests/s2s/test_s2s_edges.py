@@ -14,7 +14,7 @@ import trustme
 
 from tests.conftest import wait_event
 from tests.s2s import rawpeer
-from tests.s2s.conftest import Peer, peer, two
+from tests.s2s.conftest import Peer, peer, two, until
 from tests.support import TIMEOUT, free_port
 from vinespy import ns
 from vinespy.jid import JID
@@ -22,21 +22,6 @@ from vinespy.jid import JID
 
 def error_of(msg: Any) -> str:
     return str(msg["error"]["condition"])
-
-
-async def until(what: str, cond: Any, timeout: float = TIMEOUT, poll: Any = None) -> None:
-    """Poll ``cond()`` (state no event reports) until true, for at most
-    ``timeout``; ``poll``: a coroutine function to run before each check."""
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                if poll is not None:
-                    await poll()
-                if cond():
-                    return
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"not within {timeout:g} s: {what}") from None
 
 
 def send(client: slixmpp.ClientXMPP, to: str, body: str) -> str:

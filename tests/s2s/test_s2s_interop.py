@@ -15,8 +15,9 @@ import trustme
 
 from tests.conftest import wait_event
 from tests.peerproc import Peer, PeerFactory
-from tests.s2s.conftest import Peer as Vinespy, peer as vinespy_peer
+from tests.s2s.conftest import Peer as Vinespy, peer as vinespy_peer, until
 from tests.support import TIMEOUT, free_port
+from vinespy.jid import JID
 
 pytestmark = [pytest.mark.integration, pytest.mark.peers]
 
@@ -74,6 +75,20 @@ async def test_users_subscribe_see_presence_and_chat(kind: str, start: PeerFacto
         j = other.jid("juliet")
         a = f"alice@{DOMAIN}"
         await subscribed_both_ways(alice, juliet, a, j)
+        storage = v.server.hosts[DOMAIN].storage
+
+        async def alices() -> str | None:
+            user = await storage.find_user(JID.parse(a))
+            contact = user.roster.get(JID.parse(j)) if user is not None else None
+            return contact.subscription if contact is not None else None
+        state: list[str | None] = [None]
+
+        async def poll() -> None:
+            state[0] = await alices()
+        # RFC 6121 Appendix A across servers: the stored state, not only the
+        # presence slixmpp's directed presence would show anyway.
+        await until("alice's roster says both for juliet", lambda: state[0] == "both",
+                    poll=poll)
         got = asyncio.ensure_future(wait_event(juliet, "message", match=lambda m: m["body"]))
         alice.send_message(mto=j, mbody=f"hello {kind}", mtype="chat")
         msg = await got
