@@ -83,6 +83,9 @@ class Server:
         # than to a host's modules (a relayed BOSH request): name -> handler;
         # "<name>!unreached" gets such a message that found its node gone.
         self.node_messages: dict[str, Callable[[bytes], Awaitable[None]]] = {}
+        # Called with a node's id once this node has cleaned up after it (it
+        # died): what it kept in Redis for such a case is taken over here.
+        self.node_gone: list[Callable[[str], Awaitable[None]]] = []
         # Periodic jobs one process of the deployment runs at a time (duty()).
         self.duties: dict[str, Duty] = {}
         self._duties_state = "waiting"                 # -> "running" -> "stopped"

@@ -359,6 +359,12 @@ class Membership:
             except wire.WireError:
                 continue
             self.inbound.undeliverable(items)
+        if node != self.node:
+            for handler in self.server.node_gone:
+                try:
+                    await handler(node)
+                except Exception:
+                    log.exception("cluster: taking over what node %s left failed", node)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Coroutine
 from .. import tls
 from ..errors import StanzaError, StartupError
 from ..jid import JID, JIDError
-from ..xml import Element
+from ..xml import Element, parse_stanza, serialize
 from . import dialback, peercert
 from .incoming import IncomingStream
 from .outgoing import Route
@@ -127,6 +127,48 @@ class Federation:
             return
         self.route(local, to.domain).send(stanza)
 
+    # -- what waits, where another node can take it -----------------------
+    @property
+    def _kept(self) -> str:
+        return f"s2s-queue:{self.server.sessions.node}"
+
+    def queued(self, stanza: Element) -> None:
+        """A stanza waits for its stream: in a cluster a copy is kept in
+        Redis, so that if this node dies meanwhile the node that cleans up
+        after it sends it (:meth:`_node_gone`) instead of it being lost."""
+        if self.server.cluster is not None:
+            cfg = self.server.cluster.cfg
+            self.server.sessions.keep(self._kept, [serialize(stanza)],
+                                      self.cfg.connect_timeout + 3 * cfg.dead_after + 10)
+
+    def unqueued(self) -> None:
+        """Stanzas left their queue (sent or bounced): the copies kept are
+        now those still waiting on any route."""
+        if self.server.cluster is None:
+            return
+        left = [serialize(st) for route in self.routes.values() for st in route.queue]
+        if left:
+            cfg = self.server.cluster.cfg
+            self.server.sessions.keep(self._kept, left,
+                                      self.cfg.connect_timeout + 3 * cfg.dead_after + 10,
+                                      reset=True)
+        else:
+            self.server.sessions.unkeep(self._kept)
+
+    async def _node_gone(self, node: str) -> None:
+        """Another node died with stanzas waiting for their s2s streams:
+        they are routed here, in order (their senders' errors, if any, go
+        nowhere: those sessions went with the node)."""
+        items = await self.server.sessions.take_kept(f"s2s-queue:{node}")
+        if items:
+            log.info("s2s: sending %d stanzas node %s left waiting", len(items), node)
+        for data in items:
+            try:
+                stanza = parse_stanza(data)
+            except ValueError:
+                continue
+            await self.server.router.route(stanza, None)
+
     def route(self, local: str, remote: str) -> Route:
         route = self.routes.get((local, remote))
         if route is None:
@@ -195,6 +237,8 @@ class Federation:
             self._listeners.append(srv)
             self.server.ports[name] = srv.sockets[0].getsockname()[1]
         self._sweeper = loop.call_later(self._sweep_every, self._sweep)
+        if cluster is not None:
+            self.server.node_gone.append(self._node_gone)
 
     @property
     def _sweep_every(self) -> float:

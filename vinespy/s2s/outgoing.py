@@ -80,6 +80,7 @@ class Route:
                 "resource-constraint", f"too many stanzas wait for {self.remote}"))
             return
         self.queue.append(stanza)
+        self.fed.queued(stanza)
         self.start()
 
     def start(self) -> None:
@@ -155,12 +156,16 @@ class Route:
                  len(self.queue))
         while self.queue:
             stream.send_stanza(self.queue.popleft())
+        self.fed.unqueued()
 
     def _fail(self, failure: Failed) -> None:
         """Nothing could be set up: every waiting stanza and question gets the error."""
         router = self.fed.server.router
+        bounced = bool(self.queue)
         while self.queue:
             router.bounce(self.queue.popleft(), StanzaError(failure.condition, str(failure)))
+        if bounced:
+            self.fed.unqueued()
         for fut in self._verifies.values():
             if not fut.done():
                 fut.set_result(("error", failure.condition))
