@@ -92,7 +92,7 @@ class Peer(abc.ABC):
     def __init__(self, dir: Path, ca: trustme.CA, *, domain: str,
                  users: dict[str, str] | None = None,
                  routes: dict[str, tuple[str, int]] | None = None, cert: str = "good",
-                 dialback: bool = True, tls: str = "required") -> None:
+                 dialback: bool = True, tls: str = "required", bidi: bool = False) -> None:
         if cert not in CERTS:
             raise ValueError(f"cert must be one of {CERTS}, not {cert!r}")
         if tls not in ("required", "optional"):
@@ -103,6 +103,7 @@ class Peer(abc.ABC):
         self.users = dict(users or {})
         self.routes = dict(routes or {})
         self.cert, self.dialback, self.tls = cert, dialback, tls
+        self.bidi = bidi                    # XEP-0288 (Prosody's mod_s2s_bidi)
         self.c2s_port, self.s2s_port = free_port(), free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup_seconds = 0.0          # of the last start, until ready
@@ -318,6 +319,7 @@ class Prosody(Peer):
         routes = "".join(f"    [{lua_str(dom)}] = {{ {lua_str(addr)}, {port} }};\n"
                          for dom, (addr, port) in self.routes.items())
         dialback = '"dialback"; ' if self.dialback else ""
+        bidi = '"s2s_bidi"; ' if self.bidi else ""
         self.config.write_text(f"""\
 -- Written by tests/peerproc.py: a federation peer for vinespy's s2s tests.
 run_as_root = true
@@ -328,9 +330,9 @@ log = {{ {{ levels = {{ min = "debug" }}, to = "file", filename = {lua_str(self.
 network_backend = "epoll"
 plugin_paths = {{ {lua_str(PLUGINS)} }}
 modules_enabled = {{
-    "roster"; "saslauth"; "tls"; "disco"; "ping"; {dialback}"s2s_test_routes";
+    "roster"; "saslauth"; "tls"; "disco"; "ping"; {dialback}{bidi}"s2s_test_routes";
 }}
-modules_disabled = {{ "s2s_bidi" }}
+modules_disabled = {{ {'' if self.bidi else '"s2s_bidi"'} }}
 interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {self.c2s_port} }}
 s2s_ports = {{ {self.s2s_port} }}

@@ -150,3 +150,22 @@ async def test_a_peer_certificate_for_another_name_is_refused(
         await refused
         assert not [s for s in v.server.federation.status() if s["auth"] != "pending"]
         assert not alice_got
+
+
+async def test_a_bidirectional_stream_with_prosody(prosody: PeerFactory, tmp_path: Path,
+                                                   ca: trustme.CA) -> None:
+    """XEP-0288: Prosody (mod_s2s_bidi) offers to send back over vinespy's
+    stream; vinespy accepts, and juliet's answer comes over it: one stream
+    between the two servers, carrying stanzas both ways."""
+    async with federated(prosody, tmp_path, ca, bidi=True) as (v, other):
+        alice = await v.login(await v.user("alice"))
+        juliet = await other.login("juliet")
+        got = asyncio.ensure_future(wait_event(juliet, "message", match=lambda m: m["body"]))
+        alice.send_message(mto=other.jid("juliet"), mbody="one stream", mtype="chat")
+        msg = await got
+        back = asyncio.ensure_future(wait_event(alice, "message", match=lambda m: m["body"]))
+        juliet.send_message(mto=msg["from"], mbody="both ways", mtype="chat")
+        assert (await back)["body"] == "both ways"
+        streams = v.server.federation.status()
+        assert [(s["direction"], s["stanzas_in"] >= 1) for s in streams] == [("out", True)], \
+            streams

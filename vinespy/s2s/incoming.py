@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from .. import ns
 from ..errors import StreamError
-from ..jid import JID, JIDError, prep_domain
+from ..jid import JIDError, prep_domain
 from ..stream.parser import StreamOpened
 from ..xml import Element
 from . import dialback, peercert
-from .stream import ERROR, STANZA_NAMES, ServerStream, check_header, error_text, inbound
+from .stream import ERROR, ServerStream, addressing, check_header, error_text
 
 if TYPE_CHECKING:
     from . import Federation
@@ -75,8 +75,7 @@ class IncomingStream(ServerStream):
             raise StreamError("bad-format", "expected a stream header")
         tag = event.tag
         if tag.startswith(f"{{{ns.SERVER}}}"):
-            self._stanza(event)
-            await self.fed.server.router.route(inbound(event), None)
+            await self.fed.server.router.route(self._stanza(event), None)
             return False
         log.debug("s2s: %s got %s", self.describe(), tag)
         if tag == dialback.RESULT:
@@ -243,24 +242,16 @@ class IncomingStream(ServerStream):
         self.write(dialback.answer("verify", originating, receiving, outcome, stream_id))
 
     # -- stanzas -------------------------------------------------------
-    def _stanza(self, el: Element) -> None:
+    def _stanza(self, el: Element) -> Element:
         """RFC 6120 §8.1.1.2 and §13.5: 'from' and 'to' present, and their
         domains a pair authenticated on this stream."""
-        name = el.tag[len(ns.SERVER) + 2:]
-        if name not in STANZA_NAMES:
-            raise StreamError("unsupported-stanza-type", f"<{name}/> is not a stanza")
-        try:
-            frm, to = JID.parse(el.get("from", "")), JID.parse(el.get("to", ""))
-        except JIDError as exc:
-            raise StreamError("improper-addressing", f"'from' and 'to' must be JIDs: {exc}") \
-                from None
+        frm, to = addressing(el)
         if (frm.domain, to.domain) not in self.pairs:
             if not self.fed.serves(to.domain):
                 raise StreamError("host-unknown", f"{to.domain} is not served here")
             raise StreamError("invalid-from",
                               f"{frm.domain} is not authenticated for {to.domain} on this stream")
-        self.stanzas_in += 1
-        self.last_active = self.loop.time()
+        return self.took(el)
 
     async def ended(self) -> None:
         for task in list(self._checks.values()):

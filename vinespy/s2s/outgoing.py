@@ -31,7 +31,7 @@ from ..errors import StanzaError, StreamError
 from ..stream.parser import StreamOpened
 from ..xml import Element, serialize
 from . import dialback, resolve
-from .stream import ERROR, FEATURES, ServerStream, check_header, error_text
+from .stream import ERROR, FEATURES, ServerStream, addressing, check_header, error_text
 
 if TYPE_CHECKING:
     from . import Federation
@@ -42,6 +42,9 @@ _PROCEED = f"{{{ns.TLS}}}proceed"
 _TLS_FAILURE = f"{{{ns.TLS}}}failure"
 _SUCCESS = f"{{{ns.SASL}}}success"
 _SASL_FAILURE = f"{{{ns.SASL}}}failure"
+_SERVER = f"{{{ns.SERVER}}}"
+BIDI = "urn:xmpp:bidi"                           # XEP-0288
+BIDI_FEATURE = "urn:xmpp:features:bidi"
 
 
 class Failed(Exception):
@@ -240,6 +243,7 @@ class OutgoingStream(ServerStream):
         self.state = "header"
         self.peer_id = ""
         self._authenticated = False       # by SASL: the restarted stream is ready at once
+        self.bidi = False                 # XEP-0288: the peer sends back on this stream
 
     def header(self) -> bytes:
         return self.header_for(self.local, self.remote, None)
@@ -295,10 +299,22 @@ class OutgoingStream(ServerStream):
         elif tag == dialback.VERIFY:
             self.route.verified(event.get("id", ""), event.get("type", "invalid"),
                                 _condition(event))
+        elif tag.startswith(_SERVER) and self.bidi and self.state == "ready":
+            await self.fed.server.router.route(self._reverse(event), None)
         else:
-            # Stanzas on a stream we opened: only with XEP-0288, not offered.
             raise StreamError("unsupported-stanza-type", f"{tag} is not expected here")
         return False
+
+    def _reverse(self, el: Element) -> Element:
+        """A stanza the peer sends back on a bidirectional stream (XEP-0288
+        §2.1): from its domain (which our TLS check, or DNS for an insecure
+        domain, proved) to ours, checked as on a stream it opened."""
+        frm, to = addressing(el)
+        if frm.domain != self.remote:
+            raise StreamError("invalid-from", f"{frm.domain} is not {self.remote}")
+        if to.domain != self.local:
+            raise StreamError("host-unknown", f"this stream is for {self.local}")
+        return self.took(el)
 
     async def _features(self, features: Element) -> bool:
         if features.find(f"{{{ns.TLS}}}starttls") is not None and not self.secure:
@@ -323,6 +339,12 @@ class OutgoingStream(ServerStream):
         if self._authenticated:
             self._ready()
             return
+        if (features is not None and self.secure and not self.bidi
+                and features.find(f"{{{BIDI_FEATURE}}}bidi") is not None):
+            # XEP-0288 §2: the peer offers to send its stanzas for us back
+            # over this stream rather than open one of its own.
+            self.write(f"<bidi xmlns='{BIDI}'/>".encode())
+            self.bidi = True
         mechanisms = [] if features is None else [
             (m.text or "").strip() for m in features.iter(f"{{{ns.SASL}}}mechanism")]
         if self.secure and "EXTERNAL" in mechanisms:

@@ -17,6 +17,7 @@ from lxml import etree
 
 from .. import ns
 from ..errors import StreamError
+from ..jid import JID, JIDError
 from ..stream.base import XMLStream
 from ..stream.parser import StreamOpened
 from ..xml import Element, escape_attr, to_client
@@ -62,6 +63,19 @@ def check_header(ev: StreamOpened) -> None:
             raise StreamError("unsupported-version", "version must be 1.0 (RFC 6120 §4.7.5)")
 
 
+def addressing(el: Element) -> tuple[JID, JID]:
+    """RFC 6120 §8.1.1.2: a stanza between servers is a message, presence
+    or iq with a 'from' and a 'to' that are JIDs; (from, to)."""
+    name = el.tag[len(ns.SERVER) + 2:]
+    if name not in STANZA_NAMES:
+        raise StreamError("unsupported-stanza-type", f"<{name}/> is not a stanza")
+    try:
+        return JID.parse(el.get("from", "")), JID.parse(el.get("to", ""))
+    except JIDError as exc:
+        raise StreamError("improper-addressing",
+                          f"'from' and 'to' must be JIDs: {exc}") from None
+
+
 class ServerStream(XMLStream):
     """A stream to or from another server, of either direction."""
 
@@ -97,6 +111,12 @@ class ServerStream(XMLStream):
         XMLStream.connection_made(self, transport)
         self.fed.track(self)
         self.run_task(self.fed.server.carry(self))
+
+    def took(self, el: Element) -> Element:
+        """A stanza the peer sent, checked: counted, as the server's own."""
+        self.stanzas_in += 1
+        self.last_active = self.loop.time()
+        return inbound(el)
 
     def authenticated(self, how: str) -> None:
         self.auth = how
