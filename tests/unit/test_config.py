@@ -939,3 +939,42 @@ def test_component_keys_and_domains(tmp_path: Path) -> None:
 def test_bad_component_keys(tmp_path: Path, body: str, message: str) -> None:
     """Each bad [component] key is one line naming it."""
     assert error(tmp_path, HOST + f"[component]\n{body}\n") == message
+
+
+def test_server_section(tmp_path: Path) -> None:
+    """[server]: routes as "host:port" per domain (prepared), insecure
+    domains, a CA file that exists; defaults otherwise."""
+    (tmp_path / "conf").mkdir(exist_ok=True)
+    (tmp_path / "conf" / "ca.pem").write_text("x")
+    path = write(tmp_path, HOST + '[server]\nenabled = true\nport = 5269\n'
+                 'routes = { "Partner.Example" = "10.0.0.7:5270", "v6.example" = "[::1]:5269" }\n'
+                 'insecure_domains = ["self.example"]\nca_file = "conf/ca.pem"\n')
+    cfg = load(path, check_certs=False).server
+    assert cfg.enabled and cfg.port == 5269 and cfg.tls == "required" and cfg.dialback
+    assert cfg.routes == {"partner.example": ("10.0.0.7", 5270), "v6.example": ("::1", 5269)}
+    assert cfg.insecure_domains == ("self.example",)
+    assert cfg.ca_file == tmp_path / "conf" / "ca.pem"
+
+
+@pytest.mark.parametrize("body, message", [
+    ('routes = { "a.example" = "10.0.0.7" }',
+     'server.routes.a.example: expected "host:port" such as "10.0.0.7:5269", got "10.0.0.7"'),
+    ('routes = { "a.example" = "h:70000" }',
+     'server.routes.a.example: expected "host:port" such as "10.0.0.7:5269", got "h:70000"'),
+    ('insecure_domains = ["ok.example", "ok.example"]',
+     'server.insecure_domains[1]: "ok.example" is listed twice'),
+    ('tls = "maybe"', 'server.tls: expected one of "required", "optional", got "maybe"'),
+    ('connect_timeout = 0', "server.connect_timeout: expected a number from 0.1 to 300, got 0"),
+    ('direct_tls_port = 5269', "server.direct_tls_port: must differ from server.port "
+                               "(both are 5269)"),
+    ('ca_file = "nowhere.pem"', None),
+    ('enabled = true\nport = 5222', "server.port: 5222 is client.port already"),
+    ('dialback_secret = ""', 'server.dialback_secret: expected a non-empty string, got ""'),
+    ('colour = "blue"', None),
+])
+def test_server_section_errors(tmp_path: Path, body: str, message: str | None) -> None:
+    got = error(tmp_path, HOST + "[server]\n" + body + "\n")
+    if message is not None:
+        assert got == message
+    else:
+        assert got.startswith(("server.ca_file:", "[server] unknown key")), got
