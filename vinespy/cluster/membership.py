@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Coroutine
 
 from ..config import ConfigError
 from ..jid import JID, JIDError
+from ..process import process_alive
 from . import keys, wire
 from .confirm import Gate, parse_confirmation
 from .proxy import StreamProxy
@@ -107,7 +108,7 @@ class Membership:
                 res = await self._cleanup(self.node, "self")
                 if res is None or res[0] != b"busy":
                     break
-                if res[3].decode() == socket.gethostname() and not _pid_alive(int(res[2] or 0)):
+                if res[3].decode() == socket.gethostname() and not process_alive(int(res[2] or 0)):
                     # Our previous incarnation on this machine, killed: its
                     # heartbeat is fresh but nobody will renew it.
                     res = await self._cleanup(self.node, "force")
@@ -365,15 +366,3 @@ class Membership:
                     await handler(node)
                 except Exception:
                     log.exception("cluster: taking over what node %s left failed", node)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

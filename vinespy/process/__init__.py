@@ -13,6 +13,9 @@ message.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from ..accounts import AccountError
 from ..config import ConfigError
 from ..jid import JIDError
@@ -27,3 +30,26 @@ class ProcessError(Exception):
 OPERATOR_ERRORS: tuple[type[Exception], ...] = (
     ProcessError, ConfigError, AccountError, StorageError, JIDError,
 )
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie counts as gone; 0 and
+    negative numbers, which kill() takes for process groups, are none)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True                     # exists, but belongs to someone else
+    return _proc_state(pid) != "Z"
+
+
+def _proc_state(pid: int) -> str | None:
+    """The state letter of /proc/PID/stat (Linux); None where there is no /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[0]

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from ..config import base_dir
 from ..fileio import atomic_write
+from . import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -75,21 +76,9 @@ def read_all(config_path: Path) -> list[dict[str, Any]]:
             pid = int(data["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if _alive(pid):
+        if process_alive(pid):
             out.append(data)
     return out
-
-
-def _alive(pid: int) -> bool:
-    # Not pidfile.process_alive: pidfile imports the worker supervisor, which
-    # imports the server, which imports this module.
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def lines(files: list[dict[str, Any]]) -> list[str]:

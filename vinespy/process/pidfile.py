@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import base_dir
-from . import ProcessError
+from . import ProcessError, process_alive
 from .workers import MAX_WORKERS
 
 
@@ -49,26 +49,6 @@ def read_pid(pid_file: Path) -> int | None:
     except (OSError, UnicodeDecodeError):
         return None
     return int(text) if text.isdigit() and int(text) > 0 else None
-
-
-def process_alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True                     # exists, but belongs to someone else
-    return _proc_state(pid) != "Z"
-
-
-def _proc_state(pid: int) -> str | None:
-    """The state letter of /proc/PID/stat (Linux); None where there is no /proc."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rpartition(")")[2].split()[0]
 
 
 def _is_vinespy(pid: int) -> bool:

@@ -19,7 +19,7 @@ from .. import ns
 from ..errors import StreamError
 from ..jid import JID, JIDError
 from ..stream.base import XMLStream
-from ..stream.parser import StreamOpened
+from ..stream.parser import StreamOpened, check_version
 from ..xml import Element, escape_attr, to_client
 from . import dialback
 
@@ -55,12 +55,7 @@ def check_header(ev: StreamOpened) -> None:
                           f"the default namespace must be {ns.SERVER} (RFC 6120 §4.8.2)")
     version = ev.attrs.get("version")
     if version is not None:
-        try:
-            major = int(version.split(".")[0])
-        except ValueError:
-            raise StreamError("unsupported-version", "version must be 1.0") from None
-        if major != 1:
-            raise StreamError("unsupported-version", "version must be 1.0 (RFC 6120 §4.7.5)")
+        check_version(version)
 
 
 def addressing(el: Element) -> tuple[JID, JID]:

@@ -25,7 +25,7 @@ from ..jid import JID, JIDError
 from ..xml import Element, escape_attr
 from .base import Framing, XMLStream
 from .negotiation import Auth, Bind, Feature, StartTLS
-from .parser import StreamOpened
+from .parser import StreamOpened, check_version
 from .session import STANZAS, ClientSession, nonza
 
 if TYPE_CHECKING:
@@ -109,13 +109,7 @@ class C2S(Framing):
         if host is None or (self.host is not None and host is not self.host):
             raise StreamError("host-unknown", f"{to or 'no to'}: not served here")
         self.host = host
-        version = ev.attrs.get("version", "0.9")
-        try:
-            major = int(version.split(".")[0])
-        except ValueError:
-            raise StreamError("unsupported-version", "version must be 1.0") from None
-        if major != 1:
-            raise StreamError("unsupported-version", "version must be 1.0 (RFC 6120 §4.7.5)")
+        check_version(ev.attrs.get("version", "0.9"))
         self.write(self.header())
         self.header_sent = True
         self.write(self._features())

@@ -50,6 +50,7 @@ from ..xml import (Element, error_reply, escape_attr, local_name, namespace, ser
                    to_client)
 from .base import XMLStream
 from .parser import StreamOpened
+from .session import iq_problem
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -64,7 +65,6 @@ ROUTE_RESOURCE = "xep-0114"
 
 HANDSHAKE = f"{{{ns.COMPONENT}}}handshake"
 _KINDS = frozenset(("message", "presence", "iq"))
-_IQ_TYPES = frozenset(("get", "set", "result", "error"))
 
 
 def route_jid(domain: str) -> JID:
@@ -243,15 +243,10 @@ class ComponentStream(XMLStream):
             raise StreamError("invalid-from", f"{frm} is not a JID of {self.domain} "
                               "(RFC 6120 §4.9.3.9)")
         el.set("from", str(sender))
-        if kind == "iq":
-            stype = el.get("type")
-            if stype not in _IQ_TYPES or el.get("id") is None:
-                self._reject(el, "an iq needs an id and a type of get, set, result or error "
-                                 "(RFC 6120 §8.2.3)")
-                return
-            if stype in ("get", "set") and len(el) != 1:
-                self._reject(el, "an iq get or set carries exactly one child (RFC 6120 §8.2.3)")
-                return
+        problem = iq_problem(el) if kind == "iq" else None
+        if problem is not None:
+            self._reject(el, problem)
+            return
         await self.server.router.route(el, None)
 
     def _reject(self, el: Element, text: str) -> None:

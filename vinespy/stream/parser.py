@@ -69,6 +69,18 @@ class StreamClosed:
 
 Event: TypeAlias = StreamOpened | etree._Element | StreamClosed
 
+
+def check_version(version: str) -> None:
+    """RFC 6120 §4.7.5: a stream header's 'version' must be 1.x here;
+    StreamError ``<unsupported-version/>`` otherwise."""
+    try:
+        major = int(version.split(".")[0])
+    except ValueError:
+        raise StreamError("unsupported-version", "version must be 1.0") from None
+    if major != 1:
+        raise StreamError("unsupported-version", "version must be 1.0 (RFC 6120 §4.7.5)")
+
+
 _EventReader: TypeAlias = Callable[[], Iterator[tuple[str, etree._Element]]]
 
 _XML_LANG = f"{{{ns.XML}}}lang"

@@ -45,6 +45,17 @@ class Transport(Protocol):
         """Send ``error`` (if any), end the stream and close the connection."""
 
 
+def iq_problem(el: Element) -> str | None:
+    """What is wrong with an iq (RFC 6120 §8.2.3), for a ``<bad-request/>``;
+    None if nothing is."""
+    stype = el.get("type")
+    if stype not in _IQ_TYPES or el.get("id") is None:
+        return "an iq needs an id and a type of get, set, result or error (RFC 6120 §8.2.3)"
+    if stype in ("get", "set") and len(el) != 1:
+        return "an iq get or set carries exactly one child (RFC 6120 §8.2.3)"
+    return None
+
+
 async def nonza(host: Host, carrier: Any, el: Element) -> bool:
     """A top-level element that is no stanza (XEP-0198's <enable/>, <r/>,
     <a/>...): ``nonza/<namespace>:<name>`` on the host's bus, with the
@@ -247,12 +258,9 @@ class ClientSession:
         kind = local_name(el)
         if kind == "iq":
             stype = el.get("type")
-            if stype not in _IQ_TYPES or el.get("id") is None:
-                self._reject(el, "an iq needs an id and a type of get, set, result or error "
-                                 "(RFC 6120 §8.2.3)")
-                return
-            if stype in ("get", "set") and len(el) != 1:
-                self._reject(el, "an iq get or set carries exactly one child (RFC 6120 §8.2.3)")
+            problem = iq_problem(el)
+            if problem is not None:
+                self._reject(el, problem)
                 return
             if stype == "set" and el[0].tag == _SESSION and el.get("to") in (
                     None, self.jid.domain):
