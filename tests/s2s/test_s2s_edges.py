@@ -371,3 +371,23 @@ async def chat(a: slixmpp.ClientXMPP, b: slixmpp.ClientXMPP, to: str, body: str)
     got = asyncio.ensure_future(wait_event(b, "message", match=lambda m: m["body"] == body))
     a.send_message(mto=to, mbody=body, mtype="chat")
     await got
+
+
+async def test_a_failed_setup_does_not_stop_later_dialback_checks(
+        tmp_path: Path, ca: trustme.CA) -> None:
+    """Our stream to peer.lit got as far as its features (so db:verify could
+    go out on it) and then failed: the peer refused our key. When peer.lit
+    later connects to us and asks for dialback, vinespy must ask its
+    authoritative server over a new stream, not answer from the dead one
+    (XEP-0220 §2.1.2)."""
+    async with rawpeer.RawServer(ca, "peer.lit", result="invalid") as raw, \
+            peer(tmp_path, ca, "wonderland.lit", free_port(), {"peer.lit": raw.port}) as w:
+        alice = await w.login(await w.user("alice"))
+        condition, _ = await bounced(alice, "bob@peer.lit", "to peer")
+        assert condition == "remote-server-not-found"
+        raw.result = "valid"
+        conn = await rawpeer.connect(w.server.ports["server"], ca, "peer.lit", "wonderland.lit")
+        try:
+            assert await rawpeer.dialback(conn, "peer.lit", "wonderland.lit") == "valid"
+        finally:
+            conn.writer.close()
