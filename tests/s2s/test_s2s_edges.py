@@ -391,3 +391,27 @@ async def test_a_failed_setup_does_not_stop_later_dialback_checks(
             assert await rawpeer.dialback(conn, "peer.lit", "wonderland.lit") == "valid"
         finally:
             conn.writer.close()
+
+
+async def test_a_server_that_stops_tells_other_servers_its_users_left(
+        tmp_path: Path, ca: trustme.CA) -> None:
+    """RFC 6121 §4.5.2 at shutdown: the server closes its users' streams, and
+    the unavailable presence each resource owes (here to a JID of another
+    server it sent directed presence to, §4.6.3) still reaches that server,
+    which has no other way to learn that alice is gone."""
+    async with rawpeer.RawServer(ca, "peer.lit") as raw:
+        async with peer(tmp_path, ca, "wonderland.lit", free_port(),
+                        {"peer.lit": raw.port}) as w:
+            alice = await w.login(await w.user("alice"))
+            alice.send_presence(pto="bob@peer.lit", pstatus="here")
+            got = await asyncio.wait_for(raw.stanzas.get(), TIMEOUT)
+            full = got.get("from")
+            w.clients.clear()       # the server's shutdown ends alice's stream, not the test
+        for conv in raw.conversations:      # all it was sent is read
+            await asyncio.wait_for(conv.done.wait(), TIMEOUT)
+        presences = []
+        while not raw.stanzas.empty():
+            el = raw.stanzas.get_nowait()
+            if el.tag == f"{{{ns.SERVER}}}presence":
+                presences.append((el.get("from"), el.get("to"), el.get("type")))
+        assert presences == [(full, "bob@peer.lit", "unavailable")]
