@@ -359,6 +359,8 @@ class Server:
         # was queued for a new stream that shutdown then cancelled.
         fed = self.federation.streams if self.federation is not None else set()
         await self._close(lambda s: s not in fed, notify=True)
+        if self.federation is not None:
+            await self.federation.settle(SHUTDOWN_GRACE)
         await self._close(lambda s: True)
         for task in self._conn_tasks:
             log.warning("connection task %s did not end; cancelling it", task.get_name())

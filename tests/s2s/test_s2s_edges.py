@@ -9,6 +9,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 import slixmpp
 import trustme
 
@@ -393,19 +394,23 @@ async def test_a_failed_setup_does_not_stop_later_dialback_checks(
             conn.writer.close()
 
 
+@pytest.mark.parametrize("idle", [False, True])
 async def test_a_server_that_stops_tells_other_servers_its_users_left(
-        tmp_path: Path, ca: trustme.CA) -> None:
+        tmp_path: Path, ca: trustme.CA, idle: bool) -> None:
     """RFC 6121 §4.5.2 at shutdown: the server closes its users' streams, and
     the unavailable presence each resource owes (here to a JID of another
     server it sent directed presence to, §4.6.3) still reaches that server,
-    which has no other way to learn that alice is gone."""
+    which has no other way to learn that alice is gone; also when the stream
+    to it had closed, idle, and a new one must be set up for it."""
     async with rawpeer.RawServer(ca, "peer.lit") as raw:
         async with peer(tmp_path, ca, "wonderland.lit", free_port(),
-                        {"peer.lit": raw.port}) as w:
+                        {"peer.lit": raw.port}, idle_timeout=1.0 if idle else 600.0) as w:
             alice = await w.login(await w.user("alice"))
             alice.send_presence(pto="bob@peer.lit", pstatus="here")
             got = await asyncio.wait_for(raw.stanzas.get(), TIMEOUT)
             full = got.get("from")
+            if idle:
+                await asyncio.wait_for(raw.conversations[0].done.wait(), TIMEOUT)
             w.clients.clear()       # the server's shutdown ends alice's stream, not the test
         for conv in raw.conversations:      # all it was sent is read
             await asyncio.wait_for(conv.done.wait(), TIMEOUT)
