@@ -352,22 +352,42 @@ class Server:
         if self.http is not None:
             self.http.stopping = True
         # RFC 6120 §4.4: tell every client, then give them a moment to close.
-        for stream in list(self.streams):
-            stream.close(StreamError("system-shutdown"), wait_for_peer=True)
-        # Sessions kept without a connection (XEP-0198) end too.
-        for host in self.hosts.values():
-            await host.bus.notify("server-stopping")
-        if self._conn_tasks:
-            await asyncio.wait(set(self._conn_tasks), timeout=SHUTDOWN_GRACE)
-        # Peers that did not close in time: drop the connection, which ends
-        # their stream's task normally (a handler it waits for finishes).
-        for stream in list(self.streams):
-            stream.abort()
-        if self._conn_tasks:
-            await asyncio.wait(set(self._conn_tasks), timeout=SHUTDOWN_GRACE)
+        # Streams to and from other servers stay up meanwhile and close
+        # after: what the users' going away sends there (RFC 6121 §4.5.2,
+        # §4.6.3: unavailable presence to contacts and directed-presence
+        # JIDs of other servers) still leaves on them; closed at once, it
+        # was queued for a new stream that shutdown then cancelled.
+        fed = self.federation.streams if self.federation is not None else set()
+        await self._close(lambda s: s not in fed, notify=True)
+        if self.federation is not None:
+            await self.federation.settle(SHUTDOWN_GRACE)
+        await self._close(lambda s: True)
         for task in self._conn_tasks:
             log.warning("connection task %s did not end; cancelling it", task.get_name())
             task.cancel()
+
+    async def _close(self, which: Callable[[Framing], bool], *, notify: bool = False) -> None:
+        """Close the streams ``which`` picks (system-shutdown) and wait for
+        the tasks of all but those it leaves open, for at most twice
+        SHUTDOWN_GRACE."""
+        for stream in [s for s in self.streams if which(s)]:
+            stream.close(StreamError("system-shutdown"), wait_for_peer=True)
+        if notify:
+            # Sessions kept without a connection (XEP-0198) end too.
+            for host in self.hosts.values():
+                await host.bus.notify("server-stopping")
+
+        def tasks() -> set[asyncio.Task[Any]]:
+            open_ = {getattr(s, "_task", None) for s in self.streams if not which(s)}
+            return {t for t in self._conn_tasks if t not in open_}
+        if tasks():
+            await asyncio.wait(tasks(), timeout=SHUTDOWN_GRACE)
+        # Peers that did not close in time: drop the connection, which ends
+        # their stream's task normally (a handler it waits for finishes).
+        for stream in [s for s in self.streams if which(s)]:
+            stream.abort()
+        if tasks():
+            await asyncio.wait(tasks(), timeout=SHUTDOWN_GRACE)
 
     async def _shutdown(self) -> None:
         await self._close_streams()

@@ -9,6 +9,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 import slixmpp
 import trustme
 
@@ -371,3 +372,51 @@ async def chat(a: slixmpp.ClientXMPP, b: slixmpp.ClientXMPP, to: str, body: str)
     got = asyncio.ensure_future(wait_event(b, "message", match=lambda m: m["body"] == body))
     a.send_message(mto=to, mbody=body, mtype="chat")
     await got
+
+
+async def test_a_failed_setup_does_not_stop_later_dialback_checks(
+        tmp_path: Path, ca: trustme.CA) -> None:
+    """Our stream to peer.lit got as far as its features (so db:verify could
+    go out on it) and then failed: the peer refused our key. When peer.lit
+    later connects to us and asks for dialback, vinespy must ask its
+    authoritative server over a new stream, not answer from the dead one
+    (XEP-0220 §2.1.2)."""
+    async with rawpeer.RawServer(ca, "peer.lit", result="invalid") as raw, \
+            peer(tmp_path, ca, "wonderland.lit", free_port(), {"peer.lit": raw.port}) as w:
+        alice = await w.login(await w.user("alice"))
+        condition, _ = await bounced(alice, "bob@peer.lit", "to peer")
+        assert condition == "remote-server-not-found"
+        raw.result = "valid"
+        conn = await rawpeer.connect(w.server.ports["server"], ca, "peer.lit", "wonderland.lit")
+        try:
+            assert await rawpeer.dialback(conn, "peer.lit", "wonderland.lit") == "valid"
+        finally:
+            conn.writer.close()
+
+
+@pytest.mark.parametrize("idle", [False, True])
+async def test_a_server_that_stops_tells_other_servers_its_users_left(
+        tmp_path: Path, ca: trustme.CA, idle: bool) -> None:
+    """RFC 6121 §4.5.2 at shutdown: the server closes its users' streams, and
+    the unavailable presence each resource owes (here to a JID of another
+    server it sent directed presence to, §4.6.3) still reaches that server,
+    which has no other way to learn that alice is gone; also when the stream
+    to it had closed, idle, and a new one must be set up for it."""
+    async with rawpeer.RawServer(ca, "peer.lit") as raw:
+        async with peer(tmp_path, ca, "wonderland.lit", free_port(),
+                        {"peer.lit": raw.port}, idle_timeout=1.0 if idle else 600.0) as w:
+            alice = await w.login(await w.user("alice"))
+            alice.send_presence(pto="bob@peer.lit", pstatus="here")
+            got = await asyncio.wait_for(raw.stanzas.get(), TIMEOUT)
+            full = got.get("from")
+            if idle:
+                await asyncio.wait_for(raw.conversations[0].done.wait(), TIMEOUT)
+            w.clients.clear()       # the server's shutdown ends alice's stream, not the test
+        for conv in raw.conversations:      # all it was sent is read
+            await asyncio.wait_for(conv.done.wait(), TIMEOUT)
+        presences = []
+        while not raw.stanzas.empty():
+            el = raw.stanzas.get_nowait()
+            if el.tag == f"{{{ns.SERVER}}}presence":
+                presences.append((el.get("from"), el.get("to"), el.get("type")))
+        assert presences == [(full, "bob@peer.lit", "unavailable")]

@@ -255,6 +255,12 @@ class Federation:
                 stream.close()
         self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
 
+    async def settle(self, timeout: float) -> None:
+        """Wait, at most ``timeout`` s, for the streams being set up (shutdown:
+        what the users' going away sends waits for them, before they close)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
     def stop_listening(self) -> None:
         for srv in self._listeners:
             srv.close()

@@ -148,7 +148,11 @@ class Route:
         except BaseException:
             stream.close()
             if self.stream is stream:
+                # Its gone() will find another stream (or none) and do
+                # nothing: what said db:verify may go out on it ends here,
+                # else verify() writes to no stream from now on.
                 self.stream = None
+                self._open.clear()
             raise
 
     def _flush(self) -> None:
