@@ -5,6 +5,8 @@ The static ``[server] routes`` first; then the SRV records
 (STARTTLS), taken together and ordered by priority and weight (RFC 2782);
 without any, the domain itself on port 5269 (§3.2.2). A single SRV record
 whose target is ``.`` says the domain offers no such service (§3.2.1).
+DNS is the system's, or the servers of ``[server] nameservers``, which then
+also give the targets' addresses.
 """
 
 from __future__ import annotations
