@@ -32,9 +32,8 @@ class Peer(Running):
 
 def s2s_table(port: int, ca_file: Path, routes: dict[str, int | str], **extra: Any) -> str:
     """A ``[server]`` table: s2s on ``port``, trusting ``ca_file``."""
-    lines = ["enabled = true", 'address = "127.0.0.1"', f"port = {port}",
-             f'ca_file = "{ca_file}"']
-    for key, value in {"connect_timeout": 5.0, **extra}.items():
+    lines = ["enabled = true", f"port = {port}", f'ca_file = "{ca_file}"']
+    for key, value in {"address": "127.0.0.1", "connect_timeout": 5.0, **extra}.items():
         if isinstance(value, bool):
             lines.append(f"{key} = {str(value).lower()}")
         elif isinstance(value, (int, float)):
@@ -59,15 +58,22 @@ def ca_file(root: Path, ca: trustme.CA) -> Path:
 @contextlib.asynccontextmanager
 async def peer(root: Path, ca: trustme.CA, domain: str, port: int,
                routes: dict[str, int | str], *, trust: trustme.CA | None = None,
-               **server: Any) -> AsyncIterator[Peer]:
+               cert: str | None = None, **server: Any) -> AsyncIterator[Peer]:
     """vinespy serving ``domain`` with s2s on ``port`` (chosen beforehand, so
-    that the other side's routes can name it), its certificate from ``ca``,
-    trusting the other servers' from ``trust`` (the same CA by default)."""
+    that the other side's routes, or DNS records, can name it), its
+    certificate from ``ca`` (for the name ``cert`` instead of the domain if
+    given: a wrong one), trusting the other servers' from ``trust`` (the same
+    CA by default). ``server``: more ``[server]`` keys (``nameservers``...)."""
     where = root / domain
     where.mkdir(parents=True, exist_ok=True)
     trusted = ca_file(where, trust) if trust is not None else ca_file(root, ca)
     path = write_config(where, ca, domains=(domain,),
                         extra=s2s_table(port, trusted, routes, **server))
+    if cert is not None:
+        leaf = ca.issue_cert(cert)
+        certs = where / "conf" / "certs"
+        leaf.private_key_pem.write_to_path(str(certs / f"{domain}.key"))
+        (certs / f"{domain}.crt").write_bytes(b"".join(b.bytes() for b in leaf.cert_chain_pems))
     async with serving_config(path, ca) as r:
         r.__class__ = Peer
         r.domain = domain           # type: ignore[attr-defined]

@@ -262,6 +262,35 @@ def test_direct_tls_port_differs(tmp_path: Path) -> None:
         "client.direct_tls_port: must differ from client.port (both are 5222)"
 
 
+def test_server_nameservers(tmp_path: Path) -> None:
+    """[server] nameservers: IP addresses, each with its own port (53 when
+    left out; IPv6 in brackets with a port); absent = the system's."""
+    config = load(write(tmp_path, HOST + '[server]\nnameservers = ["127.0.0.1:5353", '
+                        '"[::1]:53", "10.0.0.53", "fd00::53"]\n'), check_certs=False)
+    assert config.server.nameservers == (("127.0.0.1", 5353), ("::1", 53), ("10.0.0.53", 53),
+                                         ("fd00::53", 53))
+    assert load(write(tmp_path, HOST), check_certs=False).server.nameservers == ()
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("[]", 'expected an array of DNS server addresses such as ["10.0.0.53"], got an empty array'),
+    ('"10.0.0.53"', 'expected an array of DNS server addresses such as ["10.0.0.53"], '
+                    'got "10.0.0.53"'),
+    ('["dns.example.org"]', '[0]: expected an IP address with an optional port such as '
+                            '"10.0.0.53", "127.0.0.1:5353" or "[::1]:53", got "dns.example.org"'),
+    ('["10.0.0.53:0"]', '[0]: expected an IP address with an optional port such as '
+                        '"10.0.0.53", "127.0.0.1:5353" or "[::1]:53", got "10.0.0.53:0"'),
+    ('["10.0.0.53", 53]', '[1]: expected an IP address with an optional port such as '
+                          '"10.0.0.53", "127.0.0.1:5353" or "[::1]:53", got 53'),
+    ('["10.0.0.53", "10.0.0.53:53"]', '[1]: "10.0.0.53:53" is listed twice'),
+])
+def test_server_nameservers_refused(tmp_path: Path, value: str, message: str) -> None:
+    """A nameserver that is not an address (with a port from 1 to 65535) is
+    refused in one line; so are an empty list and a server listed twice."""
+    got = error(tmp_path, HOST + f"[server]\nnameservers = {value}\n")
+    assert got == "server.nameservers" + (message if message.startswith("[") else ": " + message)
+
+
 def test_section_must_be_table(tmp_path: Path) -> None:
     """A section given as a plain value is refused."""
     assert error(tmp_path, "client = 5\n" + HOST) == "client: expected a table, got 5"

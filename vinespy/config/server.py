@@ -9,6 +9,7 @@ with ``<remote-server-not-found/>``.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,6 +29,10 @@ class ServerConfig:
     # remote domain -> (host, port): skip DNS for it (a peer on a private
     # network, a test): the connector goes there with STARTTLS.
     routes: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    # The DNS servers asked for other domains' SRV and address records, as
+    # (IP address, port); () = the system's (/etc/resolv.conf). For servers
+    # in containers or behind split-horizon DNS, and for tests.
+    nameservers: tuple[tuple[str, int], ...] = ()
     max_stanza_size: int = 262144
     idle_timeout: float = 600.0                # s a stream without stanzas stays open
     connect_timeout: float = 10.0              # s to connect and authenticate a stream
@@ -48,6 +53,39 @@ def _address(where: str, value: Any) -> tuple[str, int]:
     if not (colon and host and port.isdigit() and 1 <= int(port) <= 65535):
         raise _Bad(f'{where}: expected "host:port" such as "10.0.0.7:5269", got {_show(value)}')
     return host.strip("[]"), int(port)
+
+
+def _nameserver(where: str, value: Any) -> tuple[str, int]:
+    """``"ADDRESS"`` (port 53) or ``"ADDRESS:PORT"``, IPv6 in brackets with
+    a port: a DNS server is named by its address (what would resolve a name?)."""
+    host, port = (value, 53) if isinstance(value, str) and _ip(value) else (None, 0)
+    if host is None:
+        expected = ('expected an IP address with an optional port such as "10.0.0.53", '
+                    f'"127.0.0.1:5353" or "[::1]:53", got {_show(value)}')
+        try:
+            host, port = _address(where, value)
+        except _Bad:
+            raise _Bad(f"{where}: {expected}") from None
+        if not _ip(host) or (":" in host and not value.startswith("[")):
+            raise _Bad(f"{where}: {expected}")
+    return host, port
+
+
+def _ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _nameservers(where: str, value: Any) -> tuple[tuple[str, int], ...]:
+    items = _array(where, value, 'an array of DNS server addresses such as ["10.0.0.53"]')
+    out = [_nameserver(f"{where}[{i}]", v) for i, v in enumerate(items)]
+    for i, item in enumerate(out):
+        if item in out[:i]:
+            raise _Bad(f"{where}[{i}]: {_show(items[i])} is listed twice")
+    return tuple(out)
 
 
 def _routes(where: str, value: Any) -> dict[str, tuple[str, int]]:
@@ -71,6 +109,7 @@ def server_section(table: Any, base: Path, client_ports: Mapping[str, int]) -> S
     """``[server]`` checked; ``client_ports`` are the ports it must not share."""
     custom = {
         "routes": _routes,
+        "nameservers": _nameservers,
         "insecure_domains": _domain_list,
         "ca_file": lambda at, v: _existing_file(at, v, base),
         "dialback_secret": lambda at, v: _check(at, v, _TEXT),

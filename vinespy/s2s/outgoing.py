@@ -98,7 +98,8 @@ class Route:
         try:
             async with asyncio.timeout(cfg.connect_timeout):
                 try:
-                    targets = await resolve.targets(self.remote, cfg.routes, cfg.connect_timeout)
+                    targets = await resolve.targets(self.remote, cfg.routes, cfg.connect_timeout,
+                                                    cfg.nameservers)
                 except resolve.NotFound as exc:
                     raise Failed("remote-server-not-found", str(exc)) from None
                 for target in targets:

@@ -5,15 +5,22 @@ The static ``[server] routes`` first; then the SRV records
 (STARTTLS), taken together and ordered by priority and weight (RFC 2782);
 without any, the domain itself on port 5269 (§3.2.2). A single SRV record
 whose target is ``.`` says the domain offers no such service (§3.2.1).
+DNS is the system's, or the servers of ``[server] nameservers``, which then
+also give the targets' addresses.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import logging
 import random
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 DEFAULT_PORT = 5269
+
+log = logging.getLogger("vinespy.s2s")
 
 
 class NotFound(Exception):
@@ -51,9 +58,14 @@ def order(records: Iterable[tuple[int, int, Target]], rng: random.Random | None 
     return out
 
 
-async def targets(domain: str, routes: Mapping[str, tuple[str, int]],
-                  lifetime: float) -> list[Target]:
-    """Where to try to reach ``domain``'s server, in order; NotFound if nowhere."""
+async def targets(domain: str, routes: Mapping[str, tuple[str, int]], lifetime: float,
+                  nameservers: Sequence[tuple[str, int]] = ()) -> list[Target]:
+    """Where to try to reach ``domain``'s server, in order; NotFound if nowhere.
+
+    ``nameservers`` (``[server] nameservers``: (address, port) pairs) are
+    asked instead of the system's; then the targets' addresses are looked up
+    with them too (A and AAAA records), not by the system's resolver, which
+    would not know the names only they serve (split-horizon DNS)."""
     if domain in routes:
         host, port = routes[domain]
         return [Target(host, port, False)]
@@ -61,22 +73,18 @@ async def targets(domain: str, routes: Mapping[str, tuple[str, int]],
         # RFC 6761 §6.4: resolvers "SHOULD always return immediate negative
         # responses" for these, without asking DNS (which may hang).
         raise NotFound(f"{domain} is a special-use name that never resolves (RFC 6761)")
-    import dns.asyncresolver
-    import dns.exception
-    import dns.resolver
-    try:
-        resolver = dns.asyncresolver.Resolver()
-    except dns.exception.DNSException as exc:       # no /etc/resolv.conf...
-        raise NotFound(f"no DNS to look {domain} up with: {exc}") from None
+    resolver = _resolver(domain, nameservers)
     records: list[tuple[int, int, Target]] = []
     answered = False
-    for service, direct in (("_xmpps-server._tcp.", True), ("_xmpp-server._tcp.", False)):
-        try:
-            answer: Any = await resolver.resolve(service + domain, "SRV", lifetime=lifetime)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+    services = (("_xmpps-server._tcp.", True), ("_xmpp-server._tcp.", False))
+    # Both asked at once (XEP-0368 §3: the records are merged).
+    answers = await asyncio.gather(*(_lookup(resolver, service + domain, "SRV", lifetime)
+                                     for service, _ in services), return_exceptions=True)
+    for (service, direct), answer in zip(services, answers):
+        if isinstance(answer, BaseException):
+            raise answer
+        if answer is None:
             continue
-        except dns.exception.DNSException as exc:
-            raise NotFound(f"DNS lookup of {service}{domain} failed: {exc}") from None
         answered = True
         for rr in answer:
             host = rr.target.to_text(omit_final_dot=True)
@@ -85,8 +93,66 @@ async def targets(domain: str, routes: Mapping[str, tuple[str, int]],
             records.append((rr.priority, rr.weight, Target(host, rr.port, direct)))
     if answered and not records:
         raise NotFound(f"{domain} publishes no XMPP server (SRV target '.')")
-    if records:
-        return order(records)
     # §3.2.2: no SRV at all: the domain's own address, port 5269; whether it
     # has one the connection attempt finds out.
-    return [Target(domain, DEFAULT_PORT, False)]
+    found = order(records) if records else [Target(domain, DEFAULT_PORT, False)]
+    if not nameservers:
+        return found
+    out: list[Target] = []
+    known: dict[str, list[str]] = {}        # a host may be the target of several records
+    for target in found:
+        if target.host not in known:
+            known[target.host] = await _addresses(resolver, target.host, lifetime)
+        out.extend(Target(address, target.port, target.direct_tls)
+                   for address in known[target.host])
+    if not out:
+        raise NotFound(f"no address for {', '.join(dict.fromkeys(t.host for t in found))}")
+    return out
+
+
+def _resolver(domain: str, nameservers: Sequence[tuple[str, int]]) -> Any:
+    import dns.asyncresolver
+    import dns.exception
+    import dns.nameserver
+    if nameservers:
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        # dnspython >= 2.4: a port per server (its ``port`` is one for all).
+        resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port)
+                                for host, port in nameservers]
+        return resolver
+    try:
+        return dns.asyncresolver.Resolver()
+    except dns.exception.DNSException as exc:       # no /etc/resolv.conf...
+        raise NotFound(f"no DNS to look {domain} up with: {exc}") from None
+
+
+async def _lookup(resolver: Any, name: str, rdtype: str, lifetime: float) -> Any:
+    """The answer, or None if the name or the record type does not exist;
+    NotFound if DNS cannot say."""
+    import dns.exception
+    import dns.resolver
+    try:
+        return await resolver.resolve(name, rdtype, lifetime=lifetime)
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return None
+    except dns.exception.DNSException as exc:
+        raise NotFound(f"DNS lookup of {name} ({rdtype}) failed: {exc}") from None
+
+
+async def _addresses(resolver: Any, host: str, lifetime: float) -> list[str]:
+    """``host``'s IPv6 and IPv4 addresses (an address stays itself); none if
+    it has none or DNS cannot say (the next target is tried, §3.2.1)."""
+    try:
+        ipaddress.ip_address(host)
+        return [host]
+    except ValueError:
+        pass
+    out: list[str] = []
+    for rdtype in ("AAAA", "A"):
+        try:
+            answer = await _lookup(resolver, host, rdtype, lifetime)
+        except NotFound as exc:
+            log.info("s2s: %s", exc)
+            continue
+        out.extend(rr.address for rr in answer or ())
+    return out
