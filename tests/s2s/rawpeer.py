@@ -147,9 +147,12 @@ def server_context(ca: trustme.CA, name: str) -> ssl.SSLContext:
     return ctx
 
 
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
+def client_context(ca: trustme.CA, cert: str | None = None) -> ssl.SSLContext:
+    """Trusting ``ca``; presenting a certificate for ``cert`` from it, if given."""
     ctx = ssl.create_default_context()
     ca.configure_trust(ctx)
+    if cert is not None:
+        ca.issue_cert(cert).configure_cert(ctx)
     return ctx
 
 
@@ -258,9 +261,11 @@ class RawServer:
                 self.stanzas.put_nowait(el)
 
 
-async def connect(port: int, ca: trustme.CA, frm: str, to: str) -> XMLConn:
+async def connect(port: int, ca: trustme.CA, frm: str, to: str,
+                  client_cert: str | None = None) -> XMLConn:
     """A stream from ``frm`` to vinespy serving ``to`` on ``port``, encrypted
-    (STARTTLS, vinespy's certificate checked), up to its second features."""
+    (STARTTLS, vinespy's certificate checked; ours for ``client_cert`` if
+    given), up to its second features."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port),
                                             TIMEOUT)
     conn = XMLConn(reader, writer)
@@ -270,7 +275,7 @@ async def connect(port: int, ca: trustme.CA, frm: str, to: str) -> XMLConn:
     assert features.find(f"{{{ns.TLS}}}starttls") is not None, _text(features)
     conn.send(f"<starttls xmlns='{ns.TLS}'/>")
     await conn.expect(f"{{{ns.TLS}}}proceed")
-    await conn.starttls(client_context(ca), server_hostname=to)
+    await conn.starttls(client_context(ca, client_cert), server_hostname=to)
     conn.send(header(frm, to))
     await conn.header()
     await conn.expect(f"{{{ns.STREAM}}}features")

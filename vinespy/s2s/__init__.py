@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vinespy.s2s")
 
+MAX_CHECKS = 256        # dialback checks running at once, all incoming streams together
+
 
 class Federation:
     def __init__(self, server: Server) -> None:
@@ -48,6 +50,8 @@ class Federation:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._secrets: dict[str, bytes] = {}
         self._shared: bytes | None = None             # a cluster's, from Redis
+        self._kept_count = 0                          # copies kept in Redis (queued())
+        self._checks = 0                              # dialback checks running
         self._contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
         self._server_contexts: dict[str, ssl.SSLContext] = {}
         self._listeners: list[asyncio.Server] = []
@@ -132,28 +136,48 @@ class Federation:
     def _kept(self) -> str:
         return f"s2s-queue:{self.server.sessions.node}"
 
+    def _kept_ttl(self) -> float:
+        assert self.server.cluster is not None
+        return self.cfg.connect_timeout + 3 * self.server.cluster.cfg.dead_after + 10
+
     def queued(self, stanza: Element) -> None:
         """A stanza waits for its stream: in a cluster a copy is kept in
         Redis, so that if this node dies meanwhile the node that cleans up
         after it sends it (:meth:`_node_gone`) instead of it being lost."""
         if self.server.cluster is not None:
-            cfg = self.server.cluster.cfg
-            self.server.sessions.keep(self._kept, [serialize(stanza)],
-                                      self.cfg.connect_timeout + 3 * cfg.dead_after + 10)
+            self.server.sessions.keep(self._kept, [serialize(stanza)], self._kept_ttl())
+            self._kept_count += 1
 
     def unqueued(self) -> None:
-        """Stanzas left their queue (sent or bounced): the copies kept are
-        now those still waiting on any route."""
+        """Stanzas left their queue (sent or bounced). The copies are dropped
+        when nothing waits any more; while other routes still wait, they are
+        rewritten only once the list holds twice what still waits (so that
+        streams coming up one after another cost linear work, not
+        quadratic). Until then a node's death may send a few stanzas twice:
+        at least once, never lost."""
         if self.server.cluster is None:
             return
-        left = [serialize(st) for route in self.routes.values() for st in route.queue]
-        if left:
-            cfg = self.server.cluster.cfg
-            self.server.sessions.keep(self._kept, left,
-                                      self.cfg.connect_timeout + 3 * cfg.dead_after + 10,
-                                      reset=True)
-        else:
-            self.server.sessions.unkeep(self._kept)
+        waiting = sum(len(route.queue) for route in self.routes.values())
+        if not waiting:
+            if self._kept_count:
+                self.server.sessions.unkeep(self._kept)
+            self._kept_count = 0
+        elif self._kept_count > 2 * waiting + 16:
+            left = [serialize(st) for route in self.routes.values() for st in route.queue]
+            self.server.sessions.keep(self._kept, left, self._kept_ttl(), reset=True)
+            self._kept_count = len(left)
+
+    def may_check(self) -> bool:
+        """Whether one more dialback check (a connection made on a peer's
+        say-so) may start now: at most MAX_CHECKS at once, all peers together."""
+        if self._checks >= MAX_CHECKS:
+            log.warning("s2s: %d dialback checks running: refusing more", self._checks)
+            return False
+        self._checks += 1
+        return True
+
+    def checked(self) -> None:
+        self._checks -= 1
 
     async def _node_gone(self, node: str) -> None:
         """Another node died with stanzas waiting for their s2s streams:
@@ -210,6 +234,11 @@ class Federation:
         cfg = self.cfg
         loop = asyncio.get_running_loop()
         cluster = self.server.cluster
+        if cluster is not None:
+            # Restarted before the others saw this node die: what its last
+            # process left waiting is this one's to send (before anything of
+            # this process's waits under the same name).
+            await self._node_gone(cluster.node)
         if cfg.dialback_secret is None and cluster is not None:
             # The nodes' private keys may differ (a certificate per machine):
             # the secret they all make keys with is the one Redis holds.
@@ -253,6 +282,9 @@ class Federation:
                 log.info("s2s: closing %s: idle for %g s", stream.describe(),
                          now - stream.last_active)
                 stream.close()
+        for key, route in list(self.routes.items()):
+            if route.idle:
+                del self.routes[key]        # nothing of it left: a peer's say-so is not kept
         self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
 
     async def settle(self, timeout: float) -> None:

@@ -38,6 +38,7 @@ log = logging.getLogger("vinespy.s2s")
 
 _STARTTLS = f"{{{ns.TLS}}}starttls"
 _AUTH = f"{{{ns.SASL}}}auth"
+MAX_CHECKS = 8          # dialback checks one incoming stream may have running at once
 
 
 def _domain(value: str | None) -> str | None:
@@ -66,6 +67,19 @@ class IncomingStream(ServerStream):
     def header(self) -> bytes:
         return self.header_for(self.local or self.fed.default_domain, self.remote, self.id)
 
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        # A stream that authenticates nothing (as a client's that does not
+        # log in) is not kept: twice the time a stream of ours may take to
+        # come up (a peer's questions about our keys take far less).
+        self._auth_timer: asyncio.TimerHandle | None = self.loop.call_later(
+            2 * self.fed.cfg.connect_timeout, self._auth_timeout)
+
+    def _auth_timeout(self) -> None:
+        self._auth_timer = None
+        if not self.pairs and not self.closing:
+            self.close(StreamError("connection-timeout", "nothing authenticated in time"))
+
     # -- elements ------------------------------------------------------
     async def handle(self, event: Any) -> bool:
         if isinstance(event, StreamOpened):
@@ -78,6 +92,7 @@ class IncomingStream(ServerStream):
             await self.fed.server.router.route(self._stanza(event), None)
             return False
         log.debug("s2s: %s got %s", self.describe(), tag)
+        self.last_active = self.loop.time()
         if tag == dialback.RESULT:
             self._result(event)
         elif tag == dialback.VERIFY:
@@ -154,10 +169,16 @@ class IncomingStream(ServerStream):
         except (ValueError, UnicodeDecodeError):
             self.write(f"<failure xmlns='{ns.SASL}'><incorrect-encoding/></failure>".encode())
             return False
-        if _domain(authzid) != self.remote or not self._cert_proves(self.remote):
+        if _domain(authzid) != self.remote:
+            # RFC 6120 §6.4.6: an identity it may not act as.
+            self.write(f"<failure xmlns='{ns.SASL}'><invalid-authzid/></failure>".encode())
+            self.close()                # XEP-0178 §3 step 11
+            return True
+        if not self._cert_proves(self.remote):
             log.warning("s2s: %s: SASL EXTERNAL refused for %s", self.describe(), authzid)
             self.write(failure)
-            return False
+            self.close()
+            return True
         self.pairs.add((self.remote, self.local))
         self.authenticated("EXTERNAL")
         log.info("s2s: %s authenticated by SASL EXTERNAL", self.describe())
@@ -170,8 +191,13 @@ class IncomingStream(ServerStream):
         if self.secure:
             raise StreamError("policy-violation", "TLS is already on")
         self.write(f"<proceed xmlns='{ns.TLS}'/>".encode())
+        for task in self._checks.values():
+            task.cancel()               # a key given in the clear counts for nothing
         await self.start_tls(self.fed.server_context(self.local), self.fed.cfg.connect_timeout)
+        # RFC 6120 §5.4.3.3: nothing learnt before the handshake is kept.
         self._opened = False
+        self.pairs.clear()
+        self.remote = ""
 
     # -- dialback ------------------------------------------------------
     def _result(self, el: Element) -> None:
@@ -202,6 +228,13 @@ class IncomingStream(ServerStream):
                 self.remote = remote
                 self.authenticated("dialback+tls")
             return
+        if len(self._checks) >= MAX_CHECKS or not self.fed.may_check():
+            # XEP-0220 §2.2.1 (and RFC 4732): each check is a connection this
+            # server makes on the peer's say-so; a peer (or all of them) gets
+            # only so many at once.
+            self.write(dialback.answer("result", local, remote, "error",
+                                       error="remote-server-not-found"))
+            return
         self._checks[(remote, local)] = self.loop.create_task(
             self._check(remote, local, key), context=self._ctx)
 
@@ -215,6 +248,13 @@ class IncomingStream(ServerStream):
             outcome, condition = "error", "internal-server-error"
         finally:
             self._checks.pop((remote, local), None)
+            self.fed.checked()
+        if outcome == "error":
+            # XEP-0220 §2.4: whatever went wrong asking the authoritative
+            # server is reported as one condition (the peer learns nothing of
+            # what a connection on its say-so met).
+            log.info("s2s: %s: no answer about %s's key (%s)", self.describe(), remote, condition)
+            condition = "remote-server-not-found"
         if self.closing:
             return
         self.write(dialback.answer("result", local, remote, outcome, error=condition))
@@ -246,6 +286,8 @@ class IncomingStream(ServerStream):
         """RFC 6120 §8.1.1.2 and §13.5: 'from' and 'to' present, and their
         domains a pair authenticated on this stream."""
         frm, to = addressing(el)
+        if not self.pairs:
+            raise StreamError("not-authorized", "authenticate first (RFC 6120 §4.9.3.12)")
         if (frm.domain, to.domain) not in self.pairs:
             if not self.fed.serves(to.domain):
                 raise StreamError("host-unknown", f"{to.domain} is not served here")
@@ -254,6 +296,8 @@ class IncomingStream(ServerStream):
         return self.took(el)
 
     async def ended(self) -> None:
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
         for task in list(self._checks.values()):
             task.cancel()
         await super().ended()

@@ -72,6 +72,12 @@ class Route:
     def __repr__(self) -> str:
         return f"<Route {self.local} -> {self.remote}>"
 
+    @property
+    def idle(self) -> bool:
+        """Nothing waits, nothing is being set up, no stream: forgettable."""
+        return (self.stream is None and self._task is None and not self.queue
+                and not self._verifies)
+
     # -- stanzas -------------------------------------------------------
     def send(self, stanza: Element) -> None:
         stream = self.stream
@@ -221,8 +227,10 @@ class Route:
                         opened.cancel()
                     if fut.done():          # the stream could not be set up
                         return fut.result()
-                assert self.stream is not None
-                self.stream.write(dialback.verify(self.local, self.remote, stream_id, key))
+                stream = self.stream
+                assert stream is not None
+                stream.write(dialback.verify(self.local, self.remote, stream_id, key))
+                stream.last_active = stream.loop.time()     # in use: not idle
                 return await fut
         except TimeoutError:
             return "error", "remote-server-timeout"
@@ -245,6 +253,9 @@ class OutgoingStream(ServerStream):
         self.route = route
         self.local, self.remote = route.local, route.remote
         self._done = done
+        # A failure after the setup gave up waiting (its timeout) is nobody's
+        # to retrieve: retrieved here, so that it is not logged as lost.
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())
         self.state = "header"
         self.peer_id = ""
         self._authenticated = False       # by SASL: the restarted stream is ready at once
@@ -374,6 +385,11 @@ class OutgoingStream(ServerStream):
         self.state = "dialback"
 
     def _dialback_answer(self, el: Element) -> None:
+        if el.get("from") != self.remote or el.get("to") != self.local:
+            # XEP-0220 §2.1.1: the answer is for the pair the key was for.
+            log.info("s2s: %s: ignoring a dialback answer for %s -> %s", self.describe(),
+                     el.get("to"), el.get("from"))
+            return
         outcome = el.get("type")
         if outcome == "valid":
             self.authenticated("dialback")
