@@ -147,6 +147,10 @@ async def test_push_reaches_interested_resources_only(server: Running) -> None:
 async def test_update_keeps_subscription_state(server: Running) -> None:
     """Renaming and regrouping an item keeps its subscription (the client's
     'subscription' attribute is ignored, RFC 6121 §2.1.5)."""
+    await server.user("bob")
+    # Both sides, as they would be: alice's login probes bob, and a bob
+    # without alice in his roster would answer "unsubscribed" (RFC 6121 §4.3.2).
+    await put_contact(server, BOB, Contact(JID.parse(f"alice@{DOMAIN}"), subscription="both"))
     a = await alice(server)
     await put_contact(server, f"alice@{DOMAIN}",
                       Contact(JID.parse(BOB), name="B", subscription="both", groups=["Old"]))

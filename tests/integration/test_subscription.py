@@ -278,6 +278,27 @@ async def test_no_presence_without_subscription(server: Running) -> None:
     assert seen == []
 
 
+async def test_a_probe_the_contact_does_not_honour_is_answered_unsubscribed(
+        server: Running) -> None:
+    """§4.3.2: alice's roster says she is subscribed to bob ("to"), bob's has
+    no such thing (a roster out of step, or an account deleted and made
+    again); her login's probe is answered "unsubscribed", which ends her
+    "to" (A.3): her roster is set right, and no presence is revealed."""
+    await server.user("bob")
+    await server.user("alice")
+    user = await stored(server, ALICE)
+    user.roster[JID.parse(BOB)] = Contact(JID.parse(BOB), subscription="to")
+    await server.storage.save_user(user)
+    pushed: list[Any] = []
+
+    def watch(c: Any) -> None:
+        pushed.append(expect(c, "roster_update", lambda iq: items_of(iq).get(BOB, {}).get(
+            "subscription") == "none"))
+    await login(server, "alice", watch=watch)
+    await pushed[0]
+    assert await state(server, ALICE, BOB) == ("none", None, False)
+
+
 # --- step 4: unavailable on logout and abrupt disconnect (§4.5.2, §4.6) ------------
 
 

@@ -257,7 +257,12 @@ class Presence(Module):
         found = await self.host.storage.find_contact(owner, prober.bare)
         contact = found.contact if found is not None else None
         if contact is None or contact.hidden or contact.subscription not in ("from", "both"):
-            return                                  # §4.3.2 rule 1: reveal nothing
+            # §4.3.2 rules 1 and 2: reveal nothing, and say "unsubscribed",
+            # which sets the prober's roster right (A.3: its "to" ends); a
+            # contact whose account went, or a remote roster out of step,
+            # is not probed in vain forever.
+            await self.send(stanza("presence", frm=owner, to=prober.bare, type="unsubscribed"))
+            return
         sessions = [s for s in self.host.sessions.available(owner) if s.presence is not None]
         if not sessions:
             await self.send(stanza("presence", frm=owner, to=prober, type="unavailable"))
