@@ -177,6 +177,35 @@ async def test_a_refusing_target_makes_way_for_the_next(tmp_path: Path, ca: trus
         assert (local_port(inc), inc.direct_tls) == (dv, True)
 
 
+async def test_a_silent_target_gives_the_next_its_share_of_the_time(
+        tmp_path: Path, ca: trustme.CA) -> None:
+    """The first target accepts and then says nothing: it may take its share
+    of connect_timeout (half, with two targets), not all of it, and the
+    stream goes to the second one."""
+    pw, pv = free_port(), free_port()
+    held: list[asyncio.StreamWriter] = []
+
+    async def mute(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)             # accepted, never answered
+    silent = await asyncio.start_server(mute, "127.0.0.1", 0)
+    quiet = silent.sockets[0].getsockname()[1]
+    zone: Zone = {f"_xmpp-server._tcp.{W}": {"SRV": [srv(0, pw, f"xmpp.{W}")]},
+                  f"_xmpp-server._tcp.{V}": {"SRV": [srv(0, quiet, f"xmpp.{V}"),
+                                                     srv(10, pv, f"xmpp.{V}")]},
+                  f"xmpp.{W}": HOST, f"xmpp.{V}": HOST}
+    try:
+        async with DNSServer(zone) as dns, federated(
+                tmp_path, ca, dns, pw, pv, w={"connect_timeout": 4.0}) as (w, v):
+            await chat(w, v)
+            assert held, "the silent target was tried first"
+            (out,) = streams(w, OutgoingStream)
+            assert out.peer[1] == pv
+    finally:
+        for writer in held:
+            writer.close()
+        silent.close()
+
+
 # -- no SRV records ------------------------------------------------------------
 
 FALLBACK = "127.77.0.1"       # a loopback address of its own: port 5269 is free there

@@ -101,18 +101,30 @@ class Route:
         ``connect_timeout`` is over); then send what waits, or bounce it."""
         cfg = self.fed.cfg
         failure = Failed("remote-server-not-found", "no target")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cfg.connect_timeout
         try:
-            async with asyncio.timeout(cfg.connect_timeout):
+            async with asyncio.timeout_at(deadline):
                 try:
                     targets = await resolve.targets(self.remote, cfg.routes, cfg.connect_timeout,
                                                     cfg.nameservers)
                 except resolve.NotFound as exc:
                     raise Failed("remote-server-not-found", str(exc)) from None
-                for target in targets:
+                for i, target in enumerate(targets):
+                    # A target that accepts and then says nothing may take
+                    # its share of what is left, not all of it: the next
+                    # ones get theirs (RFC 2782's fallback still happens).
+                    share = (deadline - loop.time()) / (len(targets) - i)
                     try:
-                        await self._try(target)
+                        async with asyncio.timeout(share):
+                            await self._try(target)
                         break
-                    except Failed as exc:
+                    except (Failed, TimeoutError) as exc:
+                        if isinstance(exc, TimeoutError):
+                            if loop.time() >= deadline:
+                                raise
+                            exc = Failed("remote-server-timeout",
+                                         f"{target.host}:{target.port} did not answer in time")
                         failure = exc
                         log.info("s2s: %s via %s:%d: %s", self, target.host, target.port, exc)
                 else:
