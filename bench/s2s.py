@@ -41,15 +41,20 @@ CPU per message is a process's utime + stime (``/proc/PID/stat``, every
 thread) over the measured interval divided by the messages; each server's
 share of its core over the interval (``busy %``) says which one limited a
 saturation run. Every message is checked (lost / misrouted / out of order,
-as in ``bench/load.py``). Before each layout one message crosses (the s2s
-stream is up before anything is measured).
+as in ``bench/load.py``). Before the runs one message crosses in each layout
+(the s2s stream is up before anything is measured).
+
+Every server the layouts need is started once and runs for the whole
+bench; the layouts interleave (run 1 of every layout and load, then run 2...),
+so that a busy spell of a shared machine spreads over all of them.
 
 Pinning (2 cores; ``--cpus V,PEER,GEN``, default ``0,1,1``): vinespy
-(wonderland.lit) alone on CPU 0; the peer (Prosody or verona.lit) and the
-generator share CPU 1. vinespy's figures are therefore clean; the peer's CPU
-per message is its own CPU time (it does not count the generator's), but at
-saturation CPU 1 carries the peer *and* the generator, so the rate may be
-CPU 1's limit, not vinespy's (``busy %`` shows it). In ``local`` CPU 1 holds
+(wonderland.lit) alone on CPU 0; the peers (Prosody and verona.lit, the one
+not in use idle) and the generator share CPU 1. vinespy's figures are
+therefore clean; the peer's CPU per message is its own CPU time (it does not
+count the generator's), but at saturation CPU 1 carries the peer *and* the
+generator, so the rate may be CPU 1's limit, not vinespy's (``busy %`` shows
+it). In ``local`` CPU 1 holds
 the generator only.
 
 ``--profile`` adds a py-spy sampling (``py-spy record --format raw``, 200 Hz,
@@ -60,8 +65,8 @@ by own time, in µs per message (samples / rate / messages).
 Run (the lead's venv: it needs trustme, pytest and slixmpp for
 tests/peerproc.py), as root or not, with ``nice`` when tests run beside it::
 
-    python3 bench/s2s.py --quick          # ~2 min: 1 run, 3 s measured
-    python3 bench/s2s.py --profile        # ~10 min: 3 runs, 8 s measured, + profiles
+    python3 bench/s2s.py --quick          # ~2.5 min: 1 run, 3 s measured
+    python3 bench/s2s.py --profile        # ~9 min: 3 runs, 8 s measured, + profiles
 
 Results: a table on stdout and the same as Markdown in
 ``bench/results/<today>-s2s.md`` (``--out``). Exit status 0 when every run
