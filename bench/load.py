@@ -43,8 +43,14 @@ HOST = "127.0.0.1"
 TIMEOUT = 30.0          # seconds: any single wait for the server
 GEN_CPU = 1             # the generator's core; the server gets CPU 0
 
-_STREAM = (f"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'"
-           f" to='{DOMAIN}' version='1.0'>").encode()
+
+def stream_header(domain: str) -> bytes:
+    """The client stream header to ``domain``."""
+    return (f"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/"
+            f"streams' to='{domain}' version='1.0'>").encode()
+
+
+_STREAM = stream_header(DOMAIN)
 _SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 _FEATURES = b"</stream:features>"
 _BODY_RE = re.compile(rb"<body>(\d+) (\d+) (\d+)</body>")
@@ -170,7 +176,11 @@ class Conn(asyncio.Protocol):
     messaging loop); idle sessions discard what they receive.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, domain: str = DOMAIN) -> None:
+        # The domain served, for the stream header and SNI (bench/s2s.py
+        # logs in to servers of several domains).
+        self.domain = domain
+        self.header = _STREAM if domain == DOMAIN else stream_header(domain)
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.tokens: tuple[bytes, ...] = ()
@@ -260,7 +270,7 @@ class Conn(asyncio.Protocol):
 
     # ---- steps
     async def _features(self) -> bytes:
-        self.write(_STREAM)
+        self.write(self.header)
         tok, out = await self.until(_FEATURES, b"</stream:stream>", b"<stream:error")
         if tok != _FEATURES:
             raise XmppError(f"stream error: {out[-300:]!r}")
@@ -276,7 +286,7 @@ class Conn(asyncio.Protocol):
         del self.buf[:]
         assert self.transport is not None
         tr = await asyncio.wait_for(
-            loop.start_tls(self.transport, self, ctx, server_hostname=DOMAIN), TIMEOUT)
+            loop.start_tls(self.transport, self, ctx, server_hostname=self.domain), TIMEOUT)
         if tr is None:
             raise XmppError("TLS handshake failed")
         self.transport = tr
@@ -332,7 +342,7 @@ class Conn(asyncio.Protocol):
         self.jid = m.group(1).decode()
 
     async def ping(self) -> None:
-        self.write(f"<iq type='get' id='ping1' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/>"
+        self.write(f"<iq type='get' id='ping1' to='{self.domain}'><ping xmlns='urn:xmpp:ping'/>"
                    "</iq>".encode())
         await self.until(b"id='ping1'", b'id="ping1"')
 
@@ -341,17 +351,17 @@ def _drop(data: bytes) -> None:
     pass
 
 
-async def connect(port: int) -> Conn:
+async def connect(port: int, domain: str = DOMAIN) -> Conn:
     loop = asyncio.get_running_loop()
     _, conn = await asyncio.wait_for(
-        loop.create_connection(Conn, HOST, port), TIMEOUT)
+        loop.create_connection(lambda: Conn(domain), HOST, port), TIMEOUT)
     return conn
 
 
 async def login(port: int, ctx: ssl.SSLContext, user: str, password: str, resource_: str,
-                mech: str = "SCRAM-SHA-1", ping: bool = False) -> Conn:
+                mech: str = "SCRAM-SHA-1", ping: bool = False, domain: str = DOMAIN) -> Conn:
     """A full client login; on failure the connection is closed and the error raised."""
-    conn = await connect(port)
+    conn = await connect(port, domain)
     try:
         await conn.starttls(port, ctx)
         if mech == "PLAIN":
@@ -377,7 +387,7 @@ async def learn_salts(env: Env, users: Iterable[str], parallel: int = 50) -> Non
         if key in _user_salts:
             return
         async with sem:
-            conn = await connect(env.port)
+            conn = await connect(env.port, env.domain)
             try:
                 await conn.starttls(env.port, env.ctx)
                 _, _, salt, iterations = await conn.scram_first(user)
@@ -392,7 +402,7 @@ async def learn_salts(env: Env, users: Iterable[str], parallel: int = 50) -> Non
 async def login_many(port: int, ctx: ssl.SSLContext, specs: list[tuple[str, str]],
                      password: str, parallel: int, mech: str = "SCRAM-SHA-1",
                      ping: bool = False, latencies: list[float] | None = None,
-                     retries: int = 0) -> list[Conn]:
+                     retries: int = 0, domain: str = DOMAIN) -> list[Conn]:
     """Log in every (user, resource) with ``parallel`` in flight; all or an exception.
 
     Set-up logins (idle sessions, chatting pairs) may retry a failed login
@@ -407,7 +417,7 @@ async def login_many(port: int, ctx: ssl.SSLContext, specs: list[tuple[str, str]
             t0 = time.perf_counter()
             for attempt in range(retries + 1):
                 try:
-                    conn = await login(port, ctx, user, password, res, mech, ping)
+                    conn = await login(port, ctx, user, password, res, mech, ping, domain)
                     break
                 except (XmppError, OSError):
                     if attempt == retries:
@@ -455,6 +465,7 @@ class Env:
     pid: int
     password: str
     ctx: ssl.SSLContext = field(default_factory=client_context)
+    domain: str = DOMAIN
 
 
 async def scenario_login(env: Env, n: int = 500, parallel: int = 50,
