@@ -58,17 +58,22 @@ def ca_file(root: Path, ca: trustme.CA) -> Path:
 @contextlib.asynccontextmanager
 async def peer(root: Path, ca: trustme.CA, domain: str, port: int,
                routes: dict[str, int | str], *, trust: trustme.CA | None = None,
-               cert: str | None = None, **server: Any) -> AsyncIterator[Peer]:
+               cert: str | None = None, host: dict[str, Any] | None = None,
+               **server: Any) -> AsyncIterator[Peer]:
     """vinespy serving ``domain`` with s2s on ``port`` (chosen beforehand, so
     that the other side's routes, or DNS records, can name it), its
     certificate from ``ca`` (for the name ``cert`` instead of the domain if
     given: a wrong one), trusting the other servers' from ``trust`` (the same
-    CA by default). ``server``: more ``[server]`` keys (``nameservers``...)."""
+    CA by default). ``host``: ``[[host]]`` keys (``components`` opens the
+    component listener on a free port). ``server``: more ``[server]`` keys
+    (``nameservers``...)."""
     where = root / domain
     where.mkdir(parents=True, exist_ok=True)
     trusted = ca_file(where, trust) if trust is not None else ca_file(root, ca)
-    path = write_config(where, ca, domains=(domain,),
-                        extra=s2s_table(port, trusted, routes, **server))
+    extra = s2s_table(port, trusted, routes, **server)
+    if host and "components" in host:
+        extra += '[component]\naddress = "127.0.0.1"\nport = 0\n'
+    path = write_config(where, ca, domains=(domain,), host=host, extra=extra)
     if cert is not None:
         leaf = ca.issue_cert(cert)
         certs = where / "conf" / "certs"

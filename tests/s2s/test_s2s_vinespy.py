@@ -9,6 +9,7 @@ from pathlib import Path
 import trustme
 
 from tests.conftest import wait_event
+from tests.integration.test_components import SECRET, component
 from tests.s2s.conftest import peer, two
 from tests.support import TIMEOUT, free_port, vinespy_status
 
@@ -66,3 +67,27 @@ async def test_dialback_both_ways_between_strangers(tmp_path: Path, ca: trustme.
         for server in (w, v):
             kinds = {(s["direction"], s["auth"]) for s in server.server.federation.status()}
             assert kinds == {("out", "dialback"), ("in", "dialback")}, kinds
+
+
+async def test_a_component_and_users_of_another_server(tmp_path: Path, ca: trustme.CA) -> None:
+    """A component's domain federates like the host's: tea.wonderland.lit
+    (XEP-0114, on wonderland.lit's server) writes to romeo@verona.lit, and
+    romeo's answer reaches the component (verona.lit opens a stream to
+    tea.wonderland.lit, which wonderland.lit's server takes)."""
+    pw, pv = free_port(), free_port()
+    async with peer(tmp_path, ca, "wonderland.lit", pw, {"verona.lit": pv},
+                    host={"components": {"tea": SECRET}}) as w, \
+            peer(tmp_path, ca, "verona.lit", pv,
+                 {"wonderland.lit": pw, "tea.wonderland.lit": pw}) as v:
+        romeo = await v.login(await v.user("romeo"))
+        async with component(w) as tea:
+            got = asyncio.ensure_future(wait_event(romeo, "message"))
+            tea.xmpp.send_message(mto="romeo@verona.lit", mfrom="kettle@tea.wonderland.lit",
+                                  mbody="tea is ready", mtype="chat")
+            msg = await got
+            assert (str(msg["from"]), msg["body"]) == ("kettle@tea.wonderland.lit",
+                                                       "tea is ready")
+            back = asyncio.ensure_future(wait_event(
+                tea.xmpp, "message", match=lambda m: m["body"] == "thanks"))
+            romeo.send_message(mto="kettle@tea.wonderland.lit", mbody="thanks", mtype="chat")
+            assert str((await back)["from"].bare) == "romeo@verona.lit"
