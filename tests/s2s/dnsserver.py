@@ -81,6 +81,10 @@ class DNSServer(asyncio.DatagramProtocol):
         response.flags |= dns.flags.AA
         for q in query.question:
             records = self.zone.get(q.name.to_text(omit_final_dot=True).lower())
+            if records is not None and records.get(dns.rdatatype.to_text(q.rdtype)) == \
+                    ["SERVFAIL"]:
+                response.set_rcode(dns.rcode.SERVFAIL)     # {"SRV": ["SERVFAIL"]}
+                continue
             if records is None:
                 response.set_rcode(dns.rcode.NXDOMAIN)
                 continue

@@ -256,6 +256,18 @@ async def test_resolve_orders_both_services_and_falls_back_to_the_domain() -> No
             resolve.Target("192.0.2.3", 5269, False)]
 
 
+async def test_an_srv_lookup_that_fails_falls_back_to_the_domain() -> None:
+    """RFC 6120 §3.2.1: an error (SERVFAIL) on the SRV lookups is as no
+    record: the domain's own address, port 5269, is tried."""
+    zone: Zone = {f"_xmpp-server._tcp.{V}": {"SRV": ["SERVFAIL"]},
+                  f"_xmpps-server._tcp.{V}": {"SRV": ["SERVFAIL"]},
+                  V: {"A": ["192.0.2.7"]}}
+    async with DNSServer(zone) as dns:
+        assert await resolve.targets(V, {}, 5.0, [("127.0.0.1", dns.port)]) == [
+            resolve.Target("192.0.2.7", 5269, False)]
+        assert dns.asked(f"_xmpp-server._tcp.{V}") >= 1
+
+
 # -- no server, no answer --------------------------------------------------------
 
 async def test_no_server_by_dns_bounces_at_once(tmp_path: Path, ca: trustme.CA) -> None:

@@ -80,7 +80,13 @@ async def targets(domain: str, routes: Mapping[str, tuple[str, int]], lifetime: 
     # Both asked at once (XEP-0368 §3: the records are merged).
     answers = await asyncio.gather(*(_lookup(resolver, service + domain, "SRV", lifetime)
                                      for service, _ in services), return_exceptions=True)
+    failed: list[BaseException] = []
     for (service, direct), answer in zip(services, answers):
+        if isinstance(answer, NotFound):
+            # RFC 6120 §3.2.1: no answer or an error (SERVFAIL, a timeout):
+            # fall back to the domain's own address, as when there is none.
+            failed.append(answer)
+            continue
         if isinstance(answer, BaseException):
             raise answer
         if answer is None:
@@ -93,6 +99,8 @@ async def targets(domain: str, routes: Mapping[str, tuple[str, int]], lifetime: 
             records.append((rr.priority, rr.weight, Target(host, rr.port, direct)))
     if answered and not records:
         raise NotFound(f"{domain} publishes no XMPP server (SRV target '.')")
+    if failed and not records:
+        log.info("s2s: %s: %s; trying its own address", domain, failed[0])
     # §3.2.2: no SRV at all: the domain's own address, port 5269; whether it
     # has one the connection attempt finds out.
     found = order(records) if records else [Target(domain, DEFAULT_PORT, False)]
