@@ -60,9 +60,12 @@ async def federated(root: Path, ca: trustme.CA, dns: DNSServer, pw: int, pv: int
                     w: dict[str, Any] | None = None, v: dict[str, Any] | None = None
                     ) -> AsyncIterator[tuple[Peer, Peer]]:
     """wonderland.lit (s2s port ``pw``) and verona.lit (``pv``), both asking
-    ``dns`` and nothing else: no routes."""
-    async with peer(root, ca, W, pw, {}, nameservers=[dns.address], **(w or {})) as one, \
-            peer(root, ca, V, pv, {}, nameservers=[dns.address], **(v or {})) as other:
+    ``dns`` and nothing else: no routes. No XEP-0288: each side opens its own
+    stream, so that both directions' lookups are seen."""
+    async with peer(root, ca, W, pw, {}, nameservers=[dns.address], bidi=False,
+                    **(w or {})) as one, \
+            peer(root, ca, V, pv, {}, nameservers=[dns.address], bidi=False,
+                 **(v or {})) as other:
         yield one, other
 
 

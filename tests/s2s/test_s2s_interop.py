@@ -169,3 +169,22 @@ async def test_a_bidirectional_stream_with_prosody(prosody: PeerFactory, tmp_pat
         streams = v.server.federation.status()
         assert [(s["direction"], s["stanzas_in"] >= 1) for s in streams] == [("out", True)], \
             streams
+
+
+async def test_prosody_makes_its_stream_bidirectional(prosody: PeerFactory, tmp_path: Path,
+                                                      ca: trustme.CA) -> None:
+    """XEP-0288 the other way: Prosody opens the stream and asks to make it
+    bidirectional (vinespy offers it); alice's answer goes back over it,
+    and vinespy opens no stream of its own."""
+    async with federated(prosody, tmp_path, ca, bidi=True) as (v, other):
+        alice = await v.login(await v.user("alice"))
+        juliet = await other.login("juliet")
+        got = asyncio.ensure_future(wait_event(alice, "message", match=lambda m: m["body"]))
+        juliet.send_message(mto=f"alice@{DOMAIN}", mbody="from prosody", mtype="chat")
+        msg = await got
+        back = asyncio.ensure_future(wait_event(juliet, "message", match=lambda m: m["body"]))
+        alice.send_message(mto=msg["from"], mbody="over your stream", mtype="chat")
+        assert (await back)["body"] == "over your stream"
+        streams = v.server.federation.status()
+        assert [(s["direction"], s["stanzas_out"] >= 1) for s in streams] == [("in", True)], \
+            streams

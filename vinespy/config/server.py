@@ -26,6 +26,7 @@ class ServerConfig:
     direct_tls_port: int = 0                   # XEP-0368 TLS-first listener; 0 = off
     tls: str = "required"                      # required | optional, both directions
     dialback: bool = True                      # XEP-0220 where certificates do not do
+    bidi: bool = True                          # XEP-0288: one stream both ways where agreed
     # remote domain -> (host, port): skip DNS for it (a peer on a private
     # network, a test): the connector goes there with STARTTLS.
     routes: Mapping[str, tuple[str, int]] = field(default_factory=dict)

@@ -29,6 +29,7 @@ from ..jid import JIDError, prep_domain
 from ..stream.parser import StreamOpened
 from ..xml import Element
 from . import dialback, peercert
+from .outgoing import BIDI, BIDI_FEATURE
 from .stream import ERROR, ServerStream, addressing, check_header, error_text
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ log = logging.getLogger("vinespy.s2s")
 
 _STARTTLS = f"{{{ns.TLS}}}starttls"
 _AUTH = f"{{{ns.SASL}}}auth"
+_BIDI = f"{{{BIDI}}}bidi"
 MAX_CHECKS = 8          # dialback checks one incoming stream may have running at once
 
 
@@ -63,6 +65,7 @@ class IncomingStream(ServerStream):
         self.pairs: set[tuple[str, str]] = set()      # (remote, local) authenticated
         self._checks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._opened = False
+        self.bidi = False               # XEP-0288: our stanzas for the peer may go here
 
     def header(self) -> bytes:
         return self.header_for(self.local or self.fed.default_domain, self.remote, self.id)
@@ -102,6 +105,8 @@ class IncomingStream(ServerStream):
             return True
         elif tag == _AUTH:
             return self._auth(event)
+        elif tag == _BIDI and self.fed.cfg.bidi and not self.pairs and not self.bidi:
+            self.bidi = True            # XEP-0288 §2.2: asked before authentication
         elif tag == ERROR:
             log.info("s2s: %s sent a stream error: %s", self.describe(), error_text(event))
             self.close()
@@ -142,6 +147,9 @@ class IncomingStream(ServerStream):
                          "</mechanisms>")
         if self.fed.cfg.dialback and (self.secure or self.fed.cfg.tls == "optional"):
             parts.append(f"<dialback xmlns='{dialback.FEATURE}'><errors/></dialback>")
+        if self.fed.cfg.bidi and not self.pairs and (self.secure or self.fed.cfg.tls == "optional"):
+            # XEP-0288 §2: we may answer over the peer's stream.
+            parts.append(f"<bidi xmlns='{BIDI_FEATURE}'/>")
         return f"<stream:features>{''.join(parts)}</stream:features>".encode()
 
     def _cert_proves(self, domain: str) -> bool:
@@ -179,9 +187,7 @@ class IncomingStream(ServerStream):
             self.write(failure)
             self.close()
             return True
-        self.pairs.add((self.remote, self.local))
-        self.authenticated("EXTERNAL")
-        log.info("s2s: %s authenticated by SASL EXTERNAL", self.describe())
+        self._proved(self.remote, self.local, "EXTERNAL")
         self.write(f"<success xmlns='{ns.SASL}'/>".encode())
         self.restart()
         self._opened = False
@@ -224,9 +230,7 @@ class IncomingStream(ServerStream):
             # question to its authoritative server needless.
             self.write(dialback.answer("result", local, remote, "valid"))
             if (remote, local) not in self.pairs:
-                self.pairs.add((remote, local))
-                self.remote = remote
-                self.authenticated("dialback+tls")
+                self._proved(remote, local, "dialback+tls")
             return
         if len(self._checks) >= MAX_CHECKS or not self.fed.may_check():
             # XEP-0220 §2.2.1 (and RFC 4732): each check is a connection this
@@ -259,13 +263,21 @@ class IncomingStream(ServerStream):
             return
         self.write(dialback.answer("result", local, remote, outcome, error=condition))
         if outcome == "valid":
-            self.pairs.add((remote, local))
-            self.remote = remote
-            self.authenticated("dialback")
-            log.info("s2s: %s authenticated by dialback", self.describe())
+            self._proved(remote, local, "dialback")
         elif outcome == "invalid":
             log.warning("s2s: %s: the dialback key for %s is invalid", self.describe(), remote)
             self.close(StreamError("not-authorized", f"the dialback key for {remote} is invalid"))
+
+    def _proved(self, remote: str, local: str, how: str) -> None:
+        """The peer proved ``remote`` for ``local``: its stanzas may flow;
+        on a bidirectional stream (XEP-0288) ours for it may go back here."""
+        self.pairs.add((remote, local))
+        self.remote = remote
+        self.authenticated(how)
+        log.info("s2s: %s authenticated by %s%s", self.describe(), how,
+                 ", bidirectional" if self.bidi else "")
+        if self.bidi:
+            self.fed.route(local, remote).reverse = self
 
     def _verify(self, el: Element) -> None:
         """A receiving server asks whether a key is ours (XEP-0220 §2.1.2)."""
@@ -298,6 +310,10 @@ class IncomingStream(ServerStream):
     async def ended(self) -> None:
         if self._auth_timer is not None:
             self._auth_timer.cancel()
+        for remote, local in self.pairs:
+            route = self.fed.routes.get((local, remote))
+            if route is not None and route.reverse is self:
+                route.reverse = None
         for task in list(self._checks.values()):
             task.cancel()
         await super().ended()

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .. import ns
 from ..errors import StanzaError, StreamError
 from ..stream.parser import StreamOpened
-from ..xml import Element, serialize
+from ..xml import Element
 from . import dialback, resolve
 from .stream import ERROR, FEATURES, ServerStream, addressing, check_header, error_text
 
@@ -68,6 +68,9 @@ class Route:
         self._task: asyncio.Task[None] | None = None
         self._open: asyncio.Event = asyncio.Event()     # db:verify may go out
         self._verifies: dict[str, asyncio.Future[tuple[str, str | None]]] = {}
+        # A stream the peer opened and made bidirectional (XEP-0288), which
+        # carries our stanzas while we have no stream of our own up.
+        self.reverse: ServerStream | None = None
 
     def __repr__(self) -> str:
         return f"<Route {self.local} -> {self.remote}>"
@@ -76,13 +79,18 @@ class Route:
     def idle(self) -> bool:
         """Nothing waits, nothing is being set up, no stream: forgettable."""
         return (self.stream is None and self._task is None and not self.queue
-                and not self._verifies)
+                and not self._verifies and self.reverse is None)
 
     # -- stanzas -------------------------------------------------------
     def send(self, stanza: Element) -> None:
         stream = self.stream
         if self.ready and stream is not None and not stream.closing:
             stream.send_stanza(stanza)
+            return
+        reverse = self.reverse
+        if reverse is not None and not reverse.closing and not self.queue:
+            # XEP-0288: the peer's own stream, which it made bidirectional.
+            reverse.send_stanza(stanza)
             return
         if len(self.queue) >= self.fed.cfg.max_queue:
             self.fed.server.router.bounce(stanza, StanzaError(
@@ -285,11 +293,6 @@ class OutgoingStream(ServerStream):
         if not self._done.done():
             self._done.set_exception(Failed(condition, text))
 
-    def send_stanza(self, stanza: Element) -> None:
-        self.write(serialize(stanza))
-        self.stanzas_out += 1
-        self.last_active = self.loop.time()
-
     async def handle(self, event: Any) -> bool:
         if isinstance(event, StreamOpened):
             check_header(event)
@@ -367,7 +370,7 @@ class OutgoingStream(ServerStream):
         if self._authenticated:
             self._ready()
             return
-        if (features is not None and self.secure and not self.bidi
+        if (features is not None and self.secure and not self.bidi and self.fed.cfg.bidi
                 and features.find(f"{{{BIDI_FEATURE}}}bidi") is not None):
             # XEP-0288 §2: the peer offers to send its stanzas for us back
             # over this stream rather than open one of its own.

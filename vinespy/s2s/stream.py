@@ -20,7 +20,7 @@ from ..errors import StreamError
 from ..jid import JID, JIDError
 from ..stream.base import XMLStream
 from ..stream.parser import StreamOpened, check_version
-from ..xml import Element, escape_attr, to_client
+from ..xml import Element, escape_attr, serialize, to_client
 from . import dialback
 
 if TYPE_CHECKING:
@@ -106,6 +106,11 @@ class ServerStream(XMLStream):
         XMLStream.connection_made(self, transport)
         self.fed.track(self)
         self.run_task(self.fed.server.carry(self))
+
+    def send_stanza(self, stanza: Element) -> None:
+        self.write(serialize(stanza))
+        self.stanzas_out += 1
+        self.last_active = self.loop.time()
 
     def took(self, el: Element) -> Element:
         """A stanza the peer sent, checked: counted, as the server's own."""
