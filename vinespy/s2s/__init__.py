@@ -64,7 +64,7 @@ class Federation:
         component domain of one."""
         router = self.server.router
         return (domain in router.hosts or domain in router.services
-                or domain in getattr(router, "components", {}))
+                or domain in router.components)
 
     def host_of(self, domain: str) -> str:
         """The served host a domain of ours belongs to (its certificate and
