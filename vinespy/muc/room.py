@@ -286,13 +286,13 @@ class Room:
         return out
 
     def _exit(self, occ: Occupant, frm: JID, el: Element) -> list[Element]:
-        occ.jids.remove(frm)
-        if occ.jids:                    # other sessions stay: only this one leaves
+        if len(occ.jids) > 1:           # other sessions stay: only this one leaves
+            occ.jids.remove(frm)
             return [self._unavailable(occ, occ, frm, ["110"], el)]
-        del self.occupants[occ.nick]
         out = [self._unavailable(occ, o, j, [], el) for o in self.occupants.values()
-               for j in o.jids]
+               if o is not occ for j in o.jids]
         out.append(self._unavailable(occ, occ, frm, ["110"], el))
+        del self.occupants[occ.nick]
         return out
 
     def _change_nick(self, occ: Occupant, el: Element, nick: str) -> list[Element]:
@@ -419,12 +419,16 @@ class Room:
     def nick_jid(self, nick: str) -> JID:
         return JID(self.jid.local, self.jid.domain, nick)
 
-    def _item(self, x: Element, about: Occupant, viewer: Occupant,
+    def _item(self, x: Element, about: Occupant, viewer: Occupant, to: JID,
               role: str | None = None) -> Element:
+        """The muc#user item; the real JID only for whom may see it (§5.1.3 whois),
+        and in one's own presence that session's own JID."""
         item = child(x, MUC_USER, "item", affiliation=self.affiliation(about.bare),
                      role=role or about.role)
-        if self._sees_jids(viewer):
-            item.set("jid", str(about.jids[0]) if about.jids else str(about.bare))
+        if viewer is about:
+            item.set("jid", str(to))
+        elif self._sees_jids(viewer):
+            item.set("jid", str(about.jids[0]))
         return item
 
     def _presence_of(self, about: Occupant, viewer: Occupant, to: JID,
@@ -433,7 +437,7 @@ class Room:
         for c in about.presence:
             p.append(copy.deepcopy(c))
         x = child(p, MUC_USER, "x")
-        self._item(x, about, viewer)
+        self._item(x, about, viewer, to)
         for code in codes:
             child(x, MUC_USER, "status", code=code)
         child(p, OCCUPANT_ID, "occupant-id", id=self.occupant_id(about.bare))
@@ -447,7 +451,7 @@ class Room:
         if status is not None:
             p.append(copy.deepcopy(status))
         x = child(p, MUC_USER, "x")
-        item = self._item(x, about, viewer, role=about.role if new_nick else "none")
+        item = self._item(x, about, viewer, to, role=about.role if new_nick else "none")
         if new_nick is not None:
             item.set("nick", new_nick)
         if actor is not None:
