@@ -105,6 +105,20 @@ def test_creation_201_then_locked_until_instant_submit() -> None:
     assert codes(join(room, HAG, "thirdwitch")[-2]) == ["110"]      # 201 only for the creator
 
 
+def test_cancelling_initial_configuration_destroys() -> None:
+    room = Room(ROOM, SECRET, creator=CRONE)
+    join(room, CRONE, "firstwitch")
+    out = iq(room, CRONE, "<x xmlns='jabber:x:data' type='cancel'/>", "muc#owner")
+    assert [brief(e) for e in out] == [
+        ("iq", str(ROOM), str(CRONE), "result", []),
+        ("presence", f"{ROOM}/firstwitch", str(CRONE), "unavailable", ["110"]),
+    ]
+    assert room.destroyed
+    room = open_room()
+    iq(room, CRONE, "<x xmlns='jabber:x:data' type='cancel'/>", "muc#owner")
+    assert not room.destroyed
+
+
 def test_only_owner_configures() -> None:
     room = open_room()
     join(room, WITCH, "secondwitch")
@@ -231,6 +245,10 @@ def test_history_management() -> None:
     assert got(f"<history maxchars='{one}'/>") == ["m9"]
     assert error_of(join, room, WITCH, "secondwitch",
                     "<history since='yesterday'/>") == "bad-request"
+    assert error_of(join, room, WITCH, "secondwitch",
+                    "<history maxstanzas='-1'/>") == "bad-request"
+    assert "secondwitch" not in room.occupants          # a refusal changes nothing
+    assert got("<history maxstanzas='50'/>") == [f"m{i}" for i in range(10)]
 
 
 def test_history_bounded_by_config() -> None:

@@ -176,7 +176,10 @@ def owner_iq(room: Room, frm: JID, el: Element, now: float) -> list[Element]:
     if form is None:
         raise StanzaError("bad-request", "expected a data form or <destroy/> (XEP-0045 §10)")
     if form.get("type") == "cancel":
-        return [reply(el)]              # the room stays as it was (locked, if new)
+        # §10.1.3: cancelling the initial configuration destroys the new room;
+        # later, the room stays as it was.
+        return [reply(el)] + (_destroy(room, element(MUC_OWNER, "destroy"))
+                              if room.locked else [])
     if form.get("type") != "submit":
         raise StanzaError("bad-request", "the form must be submitted (XEP-0045 §10.1.2)")
     values = {}

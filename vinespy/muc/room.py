@@ -174,7 +174,8 @@ class Room:
     # -- presence (§7.2, §7.3, §7.6, §7.7) --------------------------------------
 
     def presence(self, frm: JID, el: Element, now: float) -> list[Element]:
-        to = JID.parse(el.get("to", ""))
+        """Enter (§7.2), change presence (§7.7) or nick (§7.6), exit (§7.3)."""
+        to = _to(el)
         ptype = el.get("type")
         occ = self.occupant_of(frm)
         if ptype == "unavailable":
@@ -206,12 +207,14 @@ class Room:
             given = _first(x, MUC, "password") if x is not None else None
             if given is None or (given.text or "") != self.config.password:
                 raise StanzaError("not-authorized", "a password is required (XEP-0045 §7.2.5)")
+        # Built before any change: a malformed <history/> refuses the entry whole.
+        history = self._history_for(frm, _first(x, MUC, "history"), now)
         same = self.by_nick(nick)
         if same is not None and same.bare != frm.bare:
             raise StanzaError("conflict", f"nickname {nick!r} is in use (XEP-0045 §7.2.6)")
         if same is not None:            # another session of the same user (§7.2.6)
             same.jids.append(frm)
-            return self._to_new_session(same, frm, x, modified, now)
+            return self._to_new_session(same, frm, history, modified)
         if (self.config.max_users and len(self.occupants) >= self.config.max_users
                 and RANK[aff] < RANK["admin"]):
             raise StanzaError("service-unavailable", "the room is full (XEP-0045 §7.2.10)")
@@ -223,11 +226,11 @@ class Room:
         for other in self.occupants.values():
             if other is not occ:
                 out += [self._presence_of(occ, other, j) for j in other.jids]
-        out += self._to_new_session(occ, frm, x, modified, now)
+        out += self._to_new_session(occ, frm, history, modified)
         return out
 
-    def _to_new_session(self, occ: Occupant, frm: JID, x: Element | None, modified: bool,
-                        now: float) -> list[Element]:
+    def _to_new_session(self, occ: Occupant, frm: JID, history: list[Element],
+                        modified: bool) -> list[Element]:
         """Self-presence (110 last of the presences), then history, then subject."""
         if len(occ.jids) > 1:
             out = [self._presence_of(o, occ, frm) for o in self.occupants.values()
@@ -243,8 +246,7 @@ class Room:
         if modified:
             codes.append("210")
         out.append(self._presence_of(occ, occ, frm, codes))
-        hist = _first(x, MUC, "history") if x is not None else None
-        out += self._history_for(frm, hist, now)
+        out += history
         subject = stanza("message", frm=self.nick_jid(self.subject_by) if self.subject_by
                          else self.jid, to=frm, type="groupchat")
         child(subject, ns.CLIENT, "subject", self.subject)
@@ -263,7 +265,9 @@ class Room:
                     items = [i for i in items if i.stamp >= since]
                 if hist.get("maxstanzas") is not None:
                     n = int(hist.get("maxstanzas", ""))
-                    items = items[len(items) - n:] if 0 < n < len(items) else items[:n and None]
+                    if n < 0:
+                        raise ValueError(n)
+                    items = items[max(len(items) - n, 0):] if n else []
             except ValueError:
                 raise StanzaError("bad-request", "malformed <history/> (XEP-0045 §7.2.15)") \
                     from None
@@ -321,7 +325,8 @@ class Room:
     # -- messages (§7.4, §7.5, §7.8.2) ------------------------------------------
 
     def message(self, frm: JID, el: Element, now: float) -> list[Element]:
-        to = JID.parse(el.get("to", ""))
+        """Groupchat (§7.4) and subject (§8.1), private (§7.5), invitations (§7.8.2)."""
+        to = _to(el)
         mtype = el.get("type", "normal")
         if mtype == "error":
             return []
@@ -472,6 +477,13 @@ class Room:
                for o in self.occupants.values() for j in o.jids]
         del self.occupants[occ.nick]
         return out
+
+
+def _to(el: Element) -> JID:
+    try:
+        return JID.parse(el.get("to", ""))
+    except JIDError as exc:
+        raise StanzaError("jid-malformed", str(exc)) from None
 
 
 def _first(el: Element | None, nsuri: str, name: str) -> Element | None:
