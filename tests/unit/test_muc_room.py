@@ -256,6 +256,9 @@ def test_history_bounded_by_config() -> None:
     for i in range(5):
         say(room, CRONE, f"m{i}")
     assert [body(h.message) for h in room.history] == ["m2", "m3", "m4"]
+    iq(room, CRONE, "<x xmlns='jabber:x:data' type='submit'><field var='muc#maxhistoryfetch'>"
+       "<value>2</value></field></x>", "muc#owner")
+    assert [body(h.message) for h in room.history] == ["m3", "m4"]
 
 
 # -- §7.3 exit, §7.6 nick change, §7.7 presence change --------------------------------
@@ -390,6 +393,10 @@ def test_mediated_invitation() -> None:
     assert out[0].findtext(f"{{{MUC_USER}}}x/{{{MUC_USER}}}password") == "pw"
     assert room.affiliation(HAG) == "member"
     assert error_of(room.message, ROMEO, inv, T0) == "not-acceptable"
+    bad = xml(f"<message to='{ROOM}'><x xmlns='{MUC_USER}'><invite to='{ROMEO.bare}'/>"
+              "<invite to='@bad'/></x></message>")
+    assert error_of(room.message, CRONE, bad, T0) == "jid-malformed"
+    assert room.affiliation(ROMEO) == "none"
 
 
 # -- §8 moderator: kick, voice --------------------------------------------------------

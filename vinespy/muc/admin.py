@@ -9,6 +9,7 @@ all or nothing (§9.5 "the service MUST process all items or none").
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Callable
 
 from .. import ns
@@ -193,6 +194,8 @@ def owner_iq(room: Room, frm: JID, el: Element, now: float) -> list[Element]:
                 raise StanzaError("not-acceptable", f"bad value for {var}") from None
     for attr, value in values.items():
         setattr(room.config, attr, value)
+    if room.history.maxlen != room.config.history_length:
+        room.history = deque(room.history, maxlen=max(room.config.history_length, 0))
     room.locked = False                 # instant (empty submit, §10.1.2) or configured
     out = [reply(el)]
     if room.config.members_only:        # §9.4 by configuration: 322

@@ -400,12 +400,12 @@ class Room:
                                              or RANK[aff] >= RANK["admin"]):
             raise StanzaError("forbidden", "only admins may invite to this members-only room"
                               " (XEP-0045 §7.8.2)")
+        try:                            # all invitees parsed before any becomes a member
+            invitees = [JID.parse(inv.get("to", "")) for inv in invites]
+        except JIDError:
+            raise StanzaError("jid-malformed", "invitee (XEP-0045 §7.8.2)") from None
         out = []
-        for inv in invites:
-            try:
-                invitee = JID.parse(inv.get("to", ""))
-            except JIDError:
-                raise StanzaError("jid-malformed", "invitee (XEP-0045 §7.8.2)") from None
+        for inv, invitee in zip(invites, invitees):
             if self.config.members_only and self.affiliation(invitee) == "none":
                 self.affiliations[invitee.bare] = "member"
             m = stanza("message", frm=self.jid, to=invitee)
