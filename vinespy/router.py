@@ -95,12 +95,10 @@ class Router:
             if service is not None:
                 await self.to_service(stanza, kind, origin, to, service)
                 return
-            # -- XEP-0114 components ------------------------------------------
-            component = self.components.get(to.domain)
+            component = self.components.get(to.domain)      # XEP-0114
             if component is not None:
                 await self.to_component(stanza, component)
                 return
-            # -- end of components --------------------------------------------
             if self.remote is not None:
                 self.remote(stanza, to)         # federation (vinespy/s2s)
                 return
